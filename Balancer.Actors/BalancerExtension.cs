@@ -1,0 +1,93 @@
+using System.Collections.Concurrent;
+using System.Net;
+using Akka.Actor;
+using Balancer.Frontends;
+using Balancer.Routing;
+using Balancer.Routing.LoadBalancing;
+
+namespace Balancer;
+
+/// <summary>
+/// Balancer inside an ActorSystem: reads <c>balancer { }</c> (reference.conf as fallback), registers
+/// every pool's snapshot handle and starts the actor tree under the system guardian.
+/// <code>var balancer = BalancerExtension.Get(system);</code>
+/// </summary>
+public sealed class BalancerExtension : IExtension
+{
+    private readonly TaskCompletionSource _frontendsStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly ConcurrentDictionary<string, IReadOnlyList<IPEndPoint>> _frontendEndPoints = new();
+
+    /// <summary>Created by <see cref="BalancerExtensionProvider"/>; use <see cref="Get"/>.</summary>
+    public BalancerExtension(ExtendedActorSystem system)
+    {
+        system.Settings.InjectTopLevelFallback(BalancerSettings.DefaultConfig());
+        Settings = BalancerSettings.Create(system.Settings.Config);
+
+        // Handles exist before any actor runs, so frontends and embedders can read every pool at once.
+        foreach (var pool in Settings.Pools)
+        {
+            Pools.Set(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new PickerState())));
+        }
+
+        var expected = Settings.Node.StartFrontends ? Settings.Frontends.Select(f => f.Name).ToHashSet() : new HashSet<string>();
+        if (expected.Count == 0)
+        {
+            _frontendsStarted.TrySetResult();
+        }
+        var watcher = system.SystemActorOf(Props.Create(() => new FrontendWatcher(this, expected)), "balancer-frontend-watcher");
+        system.EventStream.Subscribe(watcher, typeof(FrontendStarted));
+        system.EventStream.Subscribe(watcher, typeof(FrontendFailed));
+
+        Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools), "balancer");
+        system.RegisterOnTermination(() =>
+        {
+            foreach (var handle in Pools.Pools.Values)
+            {
+                handle.Dispose();
+            }
+        });
+    }
+
+    /// <summary>The extension of <paramref name="system"/>, started on first use.</summary>
+    public static BalancerExtension Get(ActorSystem system) => system.WithExtension<BalancerExtension, BalancerExtensionProvider>();
+
+    /// <summary>The validated settings the node runs with.</summary>
+    public BalancerSettings Settings { get; }
+
+    /// <summary>Every pool's current snapshot, by name.</summary>
+    public PoolRegistry Pools { get; } = new();
+
+    /// <summary>The root of the balancer's actors.</summary>
+    public IActorRef Guardian { get; }
+
+    /// <summary>Completes when every frontend listens; faults with the reason when one cannot.</summary>
+    public Task FrontendsStarted => _frontendsStarted.Task;
+
+    /// <summary>The addresses each started frontend listens on (port 0 resolved).</summary>
+    public IReadOnlyDictionary<string, IReadOnlyList<IPEndPoint>> FrontendEndPoints => _frontendEndPoints;
+
+    private sealed class FrontendWatcher : ReceiveActor
+    {
+        public FrontendWatcher(BalancerExtension extension, HashSet<string> waitingFor)
+        {
+            Receive<FrontendStarted>(started =>
+            {
+                extension._frontendEndPoints[started.Frontend] = started.EndPoints;
+                waitingFor.Remove(started.Frontend);
+                if (waitingFor.Count == 0)
+                {
+                    extension._frontendsStarted.TrySetResult();
+                }
+            });
+            Receive<FrontendFailed>(failed =>
+                extension._frontendsStarted.TrySetException(new InvalidOperationException($"frontend {failed.Frontend}: {failed.Reason}")));
+        }
+    }
+}
+
+/// <summary>The <see cref="ExtensionIdProvider{T}"/> of <see cref="BalancerExtension"/>.</summary>
+public sealed class BalancerExtensionProvider : ExtensionIdProvider<BalancerExtension>
+{
+    /// <inheritdoc />
+    public override BalancerExtension CreateExtension(ExtendedActorSystem system) => new(system);
+}

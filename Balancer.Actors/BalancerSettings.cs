@@ -1,0 +1,401 @@
+using System.Collections.Immutable;
+using System.Reflection;
+using Akka.Configuration;
+using Balancer.Configuration;
+using Balancer.Routing.LoadBalancing;
+
+namespace Balancer;
+
+/// <summary>
+/// The typed form of the <c>balancer { }</c> configuration section. <see cref="Create(Config)"/>
+/// validates the whole section and reports every problem at once.
+/// </summary>
+public sealed record BalancerSettings(
+    NodeSettings Node,
+    ImmutableArray<FrontendSettings> Frontends,
+    ImmutableArray<PoolSettings> Pools)
+{
+    private static readonly Lazy<Config> Reference = new(LoadReference);
+
+    /// <summary>The embedded reference.conf: every key with its default.</summary>
+    public static Config DefaultConfig() => Reference.Value;
+
+    /// <summary>Reads and validates <c>balancer { }</c> from <paramref name="config"/> (reference.conf is the fallback).</summary>
+    /// <exception cref="BalancerConfigException">The section has one or more problems.</exception>
+    public static BalancerSettings Create(Config config)
+    {
+        if (!TryCreate(config, out var settings, out var problems))
+        {
+            throw new BalancerConfigException(problems);
+        }
+        return settings;
+    }
+
+    /// <summary>Reads and validates <c>balancer { }</c>; returns false with every problem found.</summary>
+    public static bool TryCreate(Config config, out BalancerSettings settings, out IReadOnlyList<ConfigProblem> problems)
+    {
+        var found = new List<ConfigProblem>();
+        settings = Read(config, found);
+        problems = found;
+        return found.Count == 0;
+    }
+
+    /// <summary>The pool named <paramref name="name"/>, or null.</summary>
+    public PoolSettings? FindPool(string name)
+    {
+        foreach (var pool in Pools)
+        {
+            if (pool.Name == name)
+            {
+                return pool;
+            }
+        }
+        return null;
+    }
+
+    private static Config LoadReference()
+    {
+        using var stream = typeof(BalancerSettings).Assembly.GetManifestResourceStream("Balancer.reference.conf")
+            ?? throw new InvalidOperationException("reference.conf is not embedded in Balancer.Actors");
+        using var reader = new StreamReader(stream);
+        return ConfigurationFactory.ParseString(reader.ReadToEnd());
+    }
+
+    private static BalancerSettings Read(Config config, List<ConfigProblem> problems)
+    {
+        var userBalancer = config.HasPath("balancer") ? config.GetConfig("balancer") : Config.Empty;
+        var reference = DefaultConfig().GetConfig("balancer");
+        var root = new SettingsReader(userBalancer.WithFallback(reference), "balancer", problems);
+        root.RejectUnknownKeys(KeysOf(reference), userBalancer);
+
+        var node = ReadNode(root.Section("node"), userBalancer, reference);
+
+        var frontendDefaults = root.Raw.GetConfig("frontend-defaults");
+        var poolDefaults = root.Raw.GetConfig("pool-defaults");
+        var backendDefaults = root.Raw.GetConfig("backend-defaults");
+
+        var pools = ImmutableArray.CreateBuilder<PoolSettings>();
+        foreach (var name in root.ObjectKeys("pools"))
+        {
+            var section = root.Section("pools").Section(name, poolDefaults);
+            CheckName(root.Section("pools"), name, "pool");
+            var userSection = userBalancer.GetConfig("pools." + name) ?? Config.Empty;
+            pools.Add(ReadPool(name, section, userSection, poolDefaults, backendDefaults));
+        }
+
+        var frontends = ImmutableArray.CreateBuilder<FrontendSettings>();
+        foreach (var name in root.ObjectKeys("frontends"))
+        {
+            var section = root.Section("frontends").Section(name, frontendDefaults);
+            CheckName(root.Section("frontends"), name, "frontend");
+            var userSection = userBalancer.GetConfig("frontends." + name) ?? Config.Empty;
+            section.RejectUnknownKeys(KeysOf(frontendDefaults), userSection);
+            frontends.Add(ReadFrontend(name, section, pools));
+        }
+
+        var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable());
+        CheckBindConflicts(settings, problems);
+        return settings;
+    }
+
+    private static NodeSettings ReadNode(SettingsReader node, Config userBalancer, Config reference)
+    {
+        var userNode = userBalancer.HasPath("node") ? userBalancer.GetConfig("node") : Config.Empty;
+        node.RejectUnknownKeys(KeysOf(reference.GetConfig("node")), userNode);
+        var mode = node.Choice("mode", "active-active", "active-active", "active-passive") == "active-passive"
+            ? NodeMode.ActivePassive
+            : NodeMode.ActiveActive;
+        var admin = node.Section("admin");
+        var adminBind = ReadAddress(admin, "bind") ?? new EndpointAddress("127.0.0.1", 9110);
+        var hooks = node.Section("hooks");
+        return new NodeSettings(
+            mode,
+            adminBind,
+            admin.String("token"),
+            hooks.String("on-active"),
+            hooks.String("on-passive"),
+            node.Bool("start-frontends", true),
+            node.Duration("frontend-start-timeout", TimeSpan.FromSeconds(30)));
+    }
+
+    private static FrontendSettings ReadFrontend(string name, SettingsReader section, ImmutableArray<PoolSettings>.Builder pools)
+    {
+        var mode = section.Choice("mode", "http", "http", "tcp") == "tcp" ? FrontendMode.Tcp : FrontendMode.Http;
+        var binds = ImmutableArray.CreateBuilder<EndpointAddress>();
+        var bindTexts = section.StringList("bind");
+        if (bindTexts.Count == 0)
+        {
+            section.Problem("bind", "expected at least one IP:PORT to listen on");
+        }
+        foreach (var text in bindTexts)
+        {
+            if (!EndpointAddress.TryParse(text, out var address, out var error))
+            {
+                section.Problem("bind", error);
+                continue;
+            }
+            if (address.IPEndPoint is null && address.Host != "localhost")
+            {
+                section.Problem("bind", $"expected an IP address to listen on, got host name \"{address.Host}\"");
+                continue;
+            }
+            if (binds.Contains(address))
+            {
+                section.Problem("bind", $"{address} is listed twice");
+                continue;
+            }
+            binds.Add(address);
+        }
+
+        var pool = section.String("pool");
+        if (pool.Length == 0)
+        {
+            section.Problem("pool", "expected the name of a pool under balancer.pools");
+        }
+        else if (!pools.Any(p => p.Name == pool))
+        {
+            var known = pools.Count == 0 ? "no pools are defined" : "defined pools: " + string.Join(", ", pools.Select(p => p.Name));
+            section.Problem("pool", $"unknown pool \"{pool}\" ({known})");
+        }
+
+        return new FrontendSettings(
+            name,
+            mode,
+            binds.ToImmutable(),
+            pool,
+            section.Bool("reuse-port", false),
+            section.Duration("idle-timeout", TimeSpan.FromMinutes(5)),
+            section.Int("max-connections", 10000, 1, 10_000_000),
+            section.Bool("preserve-host", true),
+            section.Bool("forwarded-headers", true));
+    }
+
+    private static PoolSettings ReadPool(string name, SettingsReader section, Config userSection, Config poolDefaults, Config backendDefaults)
+    {
+        section.RejectUnknownKeys(KeysOf(poolDefaults), userSection);
+
+        var algorithm = section.String("algorithm", LoadBalancingPolicies.RoundRobin);
+        if (!LoadBalancingPolicies.All.Contains(algorithm))
+        {
+            section.Problem("algorithm", $"unknown algorithm \"{algorithm}\" (expected one of {string.Join(" | ", LoadBalancingPolicies.All)})");
+            algorithm = LoadBalancingPolicies.RoundRobin;
+        }
+
+        var hashKeyText = section.String("hash-key", "source-ip");
+        if (!HashKey.TryParse(hashKeyText, out var hashKey))
+        {
+            section.Problem("hash-key", $"expected source-ip | header:NAME | cookie:NAME | path, got \"{hashKeyText}\"");
+        }
+
+        var affinity = ReadAffinity(section.Section("affinity"), Sub(userSection, "affinity"), poolDefaults.GetConfig("affinity"));
+        var health = ReadHealthCheck(section.Section("health-check"), Sub(userSection, "health-check"), poolDefaults.GetConfig("health-check"));
+        var passive = ReadPassive(section.Section("passive"), Sub(userSection, "passive"), poolDefaults.GetConfig("passive"));
+
+        var backends = ImmutableArray.CreateBuilder<BackendSettings>();
+        var backendsSection = section.Section("backends");
+        foreach (var backendName in section.ObjectKeys("backends"))
+        {
+            CheckName(backendsSection, backendName, "backend");
+            var backend = ReadBackend(backendName, backendsSection, backendDefaults);
+            if (backend is not null)
+            {
+                backends.Add(backend);
+            }
+        }
+
+        return new PoolSettings(
+            name,
+            algorithm,
+            hashKey,
+            affinity,
+            health,
+            passive,
+            section.Percent("panic-threshold", 0.5),
+            section.Duration("slow-start", TimeSpan.FromSeconds(10), allowZero: true),
+            section.Int("retries", 2, 0, 100),
+            section.Duration("connect-timeout", TimeSpan.FromSeconds(2)),
+            section.Duration("request-timeout", TimeSpan.FromSeconds(100)),
+            backends.ToImmutable());
+    }
+
+    private static BackendSettings? ReadBackend(string name, SettingsReader backends, Config backendDefaults)
+    {
+        var value = backends.Value(name);
+        EndpointAddress? address;
+        var weight = backendDefaults.GetInt("weight", 100);
+        if (value is not null && value.IsString())
+        {
+            if (!EndpointAddress.TryParse(value.GetString(), out address, out var error))
+            {
+                backends.Problem(name, error);
+                return null;
+            }
+        }
+        else
+        {
+            var backend = backends.Section(name, backendDefaults);
+            backend.RejectUnknownKeys(["address", .. KeysOf(backendDefaults)], backends.Raw.GetConfig(name) ?? Config.Empty);
+            if (!backend.Has("address"))
+            {
+                backend.Problem("address", "expected HOST:PORT of the backend");
+                return null;
+            }
+            address = ReadAddress(backend, "address");
+            weight = backend.Int("weight", weight, 0, 10000);
+            if (address is null)
+            {
+                return null;
+            }
+        }
+        return new BackendSettings(name, address, weight);
+    }
+
+    private static AffinitySettings ReadAffinity(SettingsReader section, Config user, Config defaults)
+    {
+        section.RejectUnknownKeys(KeysOf(defaults), user);
+        var modeText = section.String("mode", "none");
+        var mode = AffinityMode.None;
+        var keyName = "";
+        switch (modeText)
+        {
+            case "none":
+                break;
+            case "cookie":
+                mode = AffinityMode.Cookie;
+                break;
+            case "source-ip":
+                mode = AffinityMode.SourceIp;
+                break;
+            default:
+                if (HashKey.TrySplitNamed(modeText, "learn-cookie:", out keyName))
+                {
+                    mode = AffinityMode.LearnCookie;
+                }
+                else if (HashKey.TrySplitNamed(modeText, "header:", out keyName))
+                {
+                    mode = AffinityMode.Header;
+                }
+                else
+                {
+                    section.Problem("mode", $"expected none | cookie | learn-cookie:NAME | header:NAME | source-ip, got \"{modeText}\"");
+                }
+                break;
+        }
+        var write = section.Choice("write", "local", "local", "majority") == "majority"
+            ? AffinityWriteConsistency.Majority
+            : AffinityWriteConsistency.Local;
+        var cookieName = section.String("cookie-name", "BALANCER");
+        if (!HashKey.TrySplitNamed("c:" + cookieName, "c:", out _))
+        {
+            section.Problem("cookie-name", $"expected a cookie name (letters, digits, - and _), got \"{cookieName}\"");
+        }
+        return new AffinitySettings(mode, keyName, cookieName, section.Duration("ttl", TimeSpan.FromMinutes(30)), write);
+    }
+
+    private static HealthCheckSettings ReadHealthCheck(SettingsReader section, Config user, Config defaults)
+    {
+        section.RejectUnknownKeys(KeysOf(defaults), user);
+        var kind = section.Choice("kind", "http", "http", "tcp", "none") switch
+        {
+            "tcp" => HealthCheckKind.Tcp,
+            "none" => HealthCheckKind.None,
+            _ => HealthCheckKind.Http,
+        };
+        var path = section.String("path", "/healthz");
+        if (!path.StartsWith('/'))
+        {
+            section.Problem("path", $"expected an absolute path starting with /, got \"{path}\"");
+        }
+        var statusText = section.String("expect-status", "200-399");
+        if (!StatusCodeRanges.TryParse(statusText, out var expectStatus))
+        {
+            section.Problem("expect-status", $"expected status codes or ranges from 100 to 599 such as \"200-399,404\", got \"{statusText}\"");
+            StatusCodeRanges.TryParse("200-399", out expectStatus);
+        }
+        var interval = section.Duration("interval", TimeSpan.FromSeconds(1));
+        var timeout = section.Duration("timeout", TimeSpan.FromMilliseconds(500));
+        if (timeout > interval)
+        {
+            section.Problem("timeout", $"expected at most health-check.interval ({interval.TotalMilliseconds:0}ms), got {timeout.TotalMilliseconds:0}ms");
+        }
+        var placement = section.Choice("placement", "sharded", "sharded", "every-node") == "every-node"
+            ? ProbePlacement.EveryNode
+            : ProbePlacement.Sharded;
+        return new HealthCheckSettings(
+            kind, path, expectStatus, section.String("expect-body"), interval, timeout,
+            section.Int("rise", 2, 1, 1000), section.Int("fall", 2, 1, 1000), placement);
+    }
+
+    private static PassiveHealthSettings ReadPassive(SettingsReader section, Config user, Config defaults)
+    {
+        section.RejectUnknownKeys(KeysOf(defaults), user);
+        var ejection = section.Duration("ejection", TimeSpan.FromSeconds(30));
+        var maxEjection = section.Duration("max-ejection", TimeSpan.FromMinutes(5));
+        if (maxEjection < ejection)
+        {
+            section.Problem("max-ejection", "expected at least passive.ejection");
+        }
+        return new PassiveHealthSettings(
+            section.Int("consecutive-failures", 5, 0, 1_000_000),
+            ejection,
+            maxEjection,
+            section.Percent("max-ejected-percent", 0.5));
+    }
+
+    private static EndpointAddress? ReadAddress(SettingsReader section, string key)
+    {
+        var text = section.String(key);
+        if (!EndpointAddress.TryParse(text, out var address, out var error))
+        {
+            section.Problem(key, error);
+            return null;
+        }
+        return address;
+    }
+
+    private static void CheckName(SettingsReader parent, string name, string what)
+    {
+        if (name.Length == 0 || name.Length > 64 || !name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        {
+            parent.Problem(name, $"a {what} name uses letters, digits, - and _ (at most 64)");
+        }
+    }
+
+    private static void CheckBindConflicts(BalancerSettings settings, List<ConfigProblem> problems)
+    {
+        var taken = new List<(EndpointAddress Address, string Owner)>();
+        if (settings.Node.AdminBind is { } admin)
+        {
+            taken.Add((admin, "balancer.node.admin.bind"));
+        }
+        foreach (var frontend in settings.Frontends)
+        {
+            foreach (var bind in frontend.Bind)
+            {
+                foreach (var (address, owner) in taken)
+                {
+                    if (address.Port == bind.Port && Overlaps(address, bind) && owner != $"balancer.frontends.{frontend.Name}.bind")
+                    {
+                        problems.Add(new ConfigProblem($"balancer.frontends.{frontend.Name}.bind", $"{bind} is already bound by {owner}"));
+                    }
+                }
+                taken.Add((bind, $"balancer.frontends.{frontend.Name}.bind"));
+            }
+        }
+    }
+
+    private static bool Overlaps(EndpointAddress a, EndpointAddress b)
+    {
+        static bool IsAny(EndpointAddress e) => e.Host is "0.0.0.0" or "::" or "*";
+        return a.Host == b.Host || IsAny(a) || IsAny(b);
+    }
+
+    private static Config Sub(Config config, string key) => config.HasPath(key) ? config.GetConfig(key) : Config.Empty;
+
+    private static IReadOnlyCollection<string> KeysOf(Config section) =>
+        section.IsEmpty || !section.Root.IsObject() ? Array.Empty<string>() : section.Root.GetObject().Items.Keys.ToHashSet();
+
+    /// <summary>The version string of this assembly, for logs and the CLI.</summary>
+    public static string Version =>
+        typeof(BalancerSettings).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "0.0.0";
+}

@@ -1,0 +1,209 @@
+using System.Collections.Immutable;
+using System.Net;
+
+namespace Balancer.Configuration;
+
+/// <summary>How the nodes of a cluster share the frontends.</summary>
+public enum NodeMode
+{
+    /// <summary>Every node opens its frontends.</summary>
+    ActiveActive,
+    /// <summary>Only the active node (chosen by a cluster singleton) opens its frontends.</summary>
+    ActivePassive,
+}
+
+/// <summary>The protocol a frontend speaks.</summary>
+public enum FrontendMode
+{
+    /// <summary>L7: Kestrel terminates HTTP and YARP forwards each request.</summary>
+    Http,
+    /// <summary>L4: each client connection is spliced to one backend connection.</summary>
+    Tcp,
+}
+
+/// <summary>Node-wide settings (<c>balancer.node</c>).</summary>
+public sealed record NodeSettings(
+    NodeMode Mode,
+    EndpointAddress AdminBind,
+    string AdminToken,
+    string OnActiveHook,
+    string OnPassiveHook,
+    bool StartFrontends,
+    TimeSpan FrontendStartTimeout);
+
+/// <summary>One frontend (<c>balancer.frontends.NAME</c>).</summary>
+public sealed record FrontendSettings(
+    string Name,
+    FrontendMode Mode,
+    ImmutableArray<EndpointAddress> Bind,
+    string Pool,
+    bool ReusePort,
+    TimeSpan IdleTimeout,
+    int MaxConnections,
+    bool PreserveHost,
+    bool ForwardedHeaders);
+
+/// <summary>A backend of a pool (<c>balancer.pools.POOL.backends.NAME</c>).</summary>
+public sealed record BackendSettings(string Name, EndpointAddress Address, int Weight);
+
+/// <summary>Active health-check settings of a pool.</summary>
+public sealed record HealthCheckSettings(
+    HealthCheckKind Kind,
+    string Path,
+    StatusCodeRanges ExpectStatus,
+    string ExpectBody,
+    TimeSpan Interval,
+    TimeSpan Timeout,
+    int Rise,
+    int Fall,
+    ProbePlacement Placement);
+
+/// <summary>What an active health check does.</summary>
+public enum HealthCheckKind { Http, Tcp, None }
+
+/// <summary>Where the probes of a pool run.</summary>
+public enum ProbePlacement { Sharded, EveryNode }
+
+/// <summary>Passive health (outlier ejection) settings of a pool.</summary>
+public sealed record PassiveHealthSettings(
+    int ConsecutiveFailures,
+    TimeSpan Ejection,
+    TimeSpan MaxEjection,
+    double MaxEjectedPercent);
+
+/// <summary>Session-affinity settings of a pool.</summary>
+public sealed record AffinitySettings(
+    AffinityMode Mode,
+    string KeyName,
+    string CookieName,
+    TimeSpan Ttl,
+    AffinityWriteConsistency Write);
+
+/// <summary>How a session is recognised.</summary>
+public enum AffinityMode { None, Cookie, LearnCookie, Header, SourceIp }
+
+/// <summary>How an affinity entry is written to the replicated table.</summary>
+public enum AffinityWriteConsistency { Local, Majority }
+
+/// <summary>One pool (<c>balancer.pools.NAME</c>).</summary>
+public sealed record PoolSettings(
+    string Name,
+    string Algorithm,
+    HashKey HashKey,
+    AffinitySettings Affinity,
+    HealthCheckSettings HealthCheck,
+    PassiveHealthSettings Passive,
+    double PanicThreshold,
+    TimeSpan SlowStart,
+    int Retries,
+    TimeSpan ConnectTimeout,
+    TimeSpan RequestTimeout,
+    ImmutableArray<BackendSettings> Backends);
+
+/// <summary>A "HOST:PORT" address as written in the configuration.</summary>
+public sealed record EndpointAddress(string Host, int Port)
+{
+    /// <summary>The address as an <see cref="IPEndPoint"/> when the host is an IP literal.</summary>
+    public IPEndPoint? IPEndPoint => IPAddress.TryParse(Host, out var ip) ? new IPEndPoint(ip, Port) : null;
+
+    /// <summary>Parses "HOST:PORT", "IP:PORT" or "[IPV6]:PORT".</summary>
+    public static bool TryParse(string? text, out EndpointAddress address, out string error)
+    {
+        address = null!;
+        text = text?.Trim();
+        if (string.IsNullOrEmpty(text))
+        {
+            error = "expected HOST:PORT, got an empty value";
+            return false;
+        }
+        string host;
+        string portText;
+        if (text.StartsWith('['))
+        {
+            var close = text.IndexOf(']');
+            if (close < 0 || close + 1 >= text.Length || text[close + 1] != ':')
+            {
+                error = $"expected [IPV6]:PORT, got \"{text}\"";
+                return false;
+            }
+            host = text[1..close];
+            portText = text[(close + 2)..];
+            if (!IPAddress.TryParse(host, out _))
+            {
+                error = $"\"{host}\" is not an IPv6 address";
+                return false;
+            }
+        }
+        else
+        {
+            var colon = text.LastIndexOf(':');
+            if (colon <= 0 || text.IndexOf(':') != colon)
+            {
+                error = $"expected HOST:PORT, got \"{text}\"";
+                return false;
+            }
+            host = text[..colon];
+            portText = text[(colon + 1)..];
+            if (Uri.CheckHostName(host) == UriHostNameType.Unknown)
+            {
+                error = $"\"{host}\" is not a host name or IP address";
+                return false;
+            }
+        }
+        if (!int.TryParse(portText, System.Globalization.NumberStyles.None, null, out var port) || port is < 1 or > 65535)
+        {
+            error = $"port \"{portText}\" is not a number from 1 to 65535";
+            return false;
+        }
+        address = new EndpointAddress(host, port);
+        error = "";
+        return true;
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => Host.Contains(':') ? $"[{Host}]:{Port}" : $"{Host}:{Port}";
+}
+
+/// <summary>A set of HTTP status codes, written "200-399,404".</summary>
+public sealed record StatusCodeRanges(ImmutableArray<(int From, int To)> Ranges)
+{
+    /// <summary>True when <paramref name="status"/> is in one of the ranges.</summary>
+    public bool Contains(int status)
+    {
+        foreach (var (from, to) in Ranges)
+        {
+            if (status >= from && status <= to)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>Parses "200-399,404".</summary>
+    public static bool TryParse(string text, out StatusCodeRanges ranges)
+    {
+        var builder = ImmutableArray.CreateBuilder<(int, int)>();
+        ranges = null!;
+        foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var dash = part.IndexOf('-');
+            var fromText = dash < 0 ? part : part[..dash];
+            var toText = dash < 0 ? part : part[(dash + 1)..];
+            if (!int.TryParse(fromText, out var from) || !int.TryParse(toText, out var to) || from < 100 || to > 599 || from > to)
+            {
+                return false;
+            }
+            builder.Add((from, to));
+        }
+        if (builder.Count == 0)
+        {
+            return false;
+        }
+        ranges = new StatusCodeRanges(builder.ToImmutable());
+        return true;
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => string.Join(",", Ranges.Select(r => r.From == r.To ? $"{r.From}" : $"{r.From}-{r.To}"));
+}

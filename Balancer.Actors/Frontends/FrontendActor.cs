@@ -1,0 +1,94 @@
+using System.Net;
+using Akka.Actor;
+using Akka.Event;
+using Balancer.Configuration;
+using Balancer.Frontends.Http;
+using Balancer.Frontends.Tcp;
+using Balancer.Routing;
+
+namespace Balancer.Frontends;
+
+/// <summary>
+/// Owns the listeners of one frontend: opens them when started, closes them when stopped. Binding
+/// happens off the actor's thread; the outcome comes back as a message and is announced on the
+/// EventStream as <see cref="FrontendStarted"/> or <see cref="FrontendFailed"/>.
+/// </summary>
+internal sealed class FrontendActor : ReceiveActor
+{
+    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(5);
+
+    private readonly FrontendSettings _settings;
+    private readonly PoolRegistry _pools;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private IFrontendServer? _server;
+
+    public FrontendActor(FrontendSettings settings, PoolRegistry pools)
+    {
+        _settings = settings;
+        _pools = pools;
+
+        Receive<Started>(started =>
+        {
+            var endpoints = string.Join(", ", started.EndPoints);
+            _log.Info("{0} frontend {1} listening on {2} → pool {3}", _settings.Mode.ToString().ToLowerInvariant(), _settings.Name, endpoints, _settings.Pool);
+            Context.System.EventStream.Publish(new FrontendStarted(_settings.Name, started.EndPoints));
+        });
+        Receive<Status.Failure>(failure =>
+        {
+            var reason = failure.Cause is AggregateException { InnerException: { } inner } ? inner.Message : failure.Cause.Message;
+            _log.Error("frontend {0} could not listen on {1}: {2}", _settings.Name, string.Join(", ", _settings.Bind), reason);
+            Context.System.EventStream.Publish(new FrontendFailed(_settings.Name, reason));
+            _server = null;
+            Context.Stop(Self);
+        });
+    }
+
+    public static Props Props(FrontendSettings settings, PoolRegistry pools) =>
+        Akka.Actor.Props.Create(() => new FrontendActor(settings, pools));
+
+    protected override void PreStart()
+    {
+        var pool = _pools.Find(_settings.Pool)
+            ?? throw new InvalidOperationException($"frontend {_settings.Name}: pool {_settings.Pool} is not registered");
+        _server = _settings.Mode == FrontendMode.Http
+            ? new HttpFrontendServer(_settings, pool, Context.System)
+            : new TcpFrontendServer(_settings, pool, _log);
+        if (_settings.ReusePort && ListenSockets.MigratesQueuedConnections() == false)
+        {
+            _log.Warning("frontend {0}: reuse-port is on but net.ipv4.tcp_migrate_req = 0: connections queued on a node that dies are reset; set it to 1 (Linux ≥ 5.14)", _settings.Name);
+        }
+        var server = _server;
+        server.StartAsync(CancellationToken.None)
+            .ContinueWith(t => t.IsCompletedSuccessfully ? (object)new Started(server.BoundEndPoints) : new Status.Failure(t.Exception!), TaskScheduler.Default)
+            .PipeTo(Self);
+    }
+
+    protected override void PostStop()
+    {
+        var server = _server;
+        _server = null;
+        if (server is null)
+        {
+            return;
+        }
+        // PostStop cannot await; the grace period bounds how long shutdown waits here.
+        try
+        {
+            server.StopAsync(StopGrace).Wait(StopGrace + TimeSpan.FromSeconds(1));
+            server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
+        }
+        catch (Exception e)
+        {
+            _log.Warning("frontend {0}: error while closing: {1}", _settings.Name, e.GetBaseException().Message);
+        }
+        _log.Info("frontend {0} closed", _settings.Name);
+    }
+
+    private sealed record Started(IReadOnlyList<IPEndPoint> EndPoints);
+}
+
+/// <summary>Published when a frontend listens on all its addresses.</summary>
+public sealed record FrontendStarted(string Frontend, IReadOnlyList<IPEndPoint> EndPoints);
+
+/// <summary>Published when a frontend could not open its listeners.</summary>
+public sealed record FrontendFailed(string Frontend, string Reason);

@@ -1,0 +1,80 @@
+using System.Net;
+using Akka.Actor;
+using Balancer.Configuration;
+using Balancer.Routing;
+using Balancer.Telemetry;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Yarp.ReverseProxy.Forwarder;
+
+namespace Balancer.Frontends.Http;
+
+/// <summary>An HTTP frontend: a Kestrel server per frontend whose only middleware is <see cref="HttpProxy"/>.</summary>
+internal sealed class HttpFrontendServer : IFrontendServer
+{
+    private readonly WebApplication _app;
+    private readonly FrontendSettings _settings;
+    private IReadOnlyList<IPEndPoint> _bound = Array.Empty<IPEndPoint>();
+
+    public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, ActorSystem system)
+    {
+        _settings = settings;
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "balancer-" + settings.Name });
+        builder.Logging.ClearProviders();
+        builder.Logging.AddProvider(new AkkaLoggerProvider(system, LogLevel.Warning));
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.Services.AddHttpForwarder();
+        builder.WebHost.UseKestrelCore();
+        builder.WebHost.UseSockets(sockets =>
+        {
+            sockets.CreateBoundListenSocket = endPoint => ListenSockets.CreateBound(endPoint, settings.ReusePort);
+        });
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.AddServerHeader = false;
+            kestrel.Limits.MaxConcurrentConnections = settings.MaxConnections;
+            kestrel.Limits.MaxConcurrentUpgradedConnections = settings.MaxConnections;
+            // A proxy streams bodies through; capping them is the backend's decision.
+            kestrel.Limits.MaxRequestBodySize = null;
+            kestrel.Limits.KeepAliveTimeout = settings.IdleTimeout;
+            foreach (var bind in settings.Bind)
+            {
+                kestrel.Listen(ListenSockets.Resolve(bind), listen => listen.Protocols = HttpProtocols.Http1AndHttp2);
+            }
+        });
+        _app = builder.Build();
+        var proxy = new HttpProxy(settings, pool, _app.Services.GetRequiredService<IHttpForwarder>());
+        _app.Run(proxy.ForwardAsync);
+    }
+
+    public IReadOnlyList<IPEndPoint> BoundEndPoints => _bound;
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        await _app.StartAsync(cancellationToken);
+        var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+        _bound = addresses.Select(ParseAddress).Where(e => e is not null).Select(e => e!).ToList();
+    }
+
+    public async Task StopAsync(TimeSpan grace)
+    {
+        using var cts = new CancellationTokenSource(grace);
+        await _app.StopAsync(cts.Token);
+    }
+
+    public ValueTask DisposeAsync() => _app.DisposeAsync();
+
+    private static IPEndPoint? ParseAddress(string url)
+    {
+        // Kestrel reports "http://127.0.0.1:8080" or "http://[::1]:8080".
+        var uri = new Uri(url);
+        return IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) ? new IPEndPoint(ip, uri.Port) : null;
+    }
+
+    public override string ToString() => $"http frontend {_settings.Name}";
+}

@@ -1,0 +1,16 @@
+using System.Net;
+
+namespace Balancer.Frontends;
+
+/// <summary>The listeners of one frontend; opened and closed by its <see cref="FrontendActor"/>.</summary>
+internal interface IFrontendServer : IAsyncDisposable
+{
+    /// <summary>Binds every address and starts accepting; fails if any address cannot be bound.</summary>
+    Task StartAsync(CancellationToken cancellationToken);
+
+    /// <summary>Stops accepting and closes open connections, waiting at most <paramref name="grace"/> for them.</summary>
+    Task StopAsync(TimeSpan grace);
+
+    /// <summary>The addresses actually bound (port 0 resolved).</summary>
+    IReadOnlyList<IPEndPoint> BoundEndPoints { get; }
+}

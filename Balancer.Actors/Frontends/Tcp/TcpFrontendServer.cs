@@ -1,0 +1,148 @@
+using System.Net;
+using System.Net.Sockets;
+using Akka.Event;
+using Balancer.Configuration;
+using Balancer.Routing;
+
+namespace Balancer.Frontends.Tcp;
+
+/// <summary>
+/// A TCP frontend: one accept loop per bind address; each client connection is spliced to a backend
+/// connection by a <see cref="TcpConnection"/>. Beyond <c>max-connections</c> new clients are closed at once.
+/// </summary>
+internal sealed class TcpFrontendServer : IFrontendServer
+{
+    private readonly FrontendSettings _settings;
+    private readonly PoolHandle _pool;
+    private readonly ILoggingAdapter _log;
+    private readonly List<Socket> _listeners = new();
+    private readonly List<Task> _acceptLoops = new();
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenSource _closing = new();
+    private int _open;
+    private long _refused;
+
+    public TcpFrontendServer(FrontendSettings settings, PoolHandle pool, ILoggingAdapter log)
+    {
+        _settings = settings;
+        _pool = pool;
+        _log = log;
+    }
+
+    public IReadOnlyList<IPEndPoint> BoundEndPoints => _listeners.Select(l => (IPEndPoint)l.LocalEndPoint!).ToList();
+
+    /// <summary>Connections open now.</summary>
+    public int OpenConnections => Volatile.Read(ref _open);
+
+    /// <summary>Connections closed at accept because max-connections was reached.</summary>
+    public long RefusedConnections => Interlocked.Read(ref _refused);
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            foreach (var bind in _settings.Bind)
+            {
+                var listener = ListenSockets.CreateBound(ListenSockets.Resolve(bind), _settings.ReusePort);
+                _listeners.Add(listener);
+                listener.Listen(512);
+            }
+        }
+        catch
+        {
+            foreach (var listener in _listeners)
+            {
+                listener.Dispose();
+            }
+            _listeners.Clear();
+            throw;
+        }
+        foreach (var listener in _listeners)
+        {
+            _acceptLoops.Add(Task.Run(() => AcceptLoopAsync(listener)));
+        }
+        return Task.CompletedTask;
+    }
+
+    public async Task StopAsync(TimeSpan grace)
+    {
+        _stopping.Cancel();
+        foreach (var listener in _listeners)
+        {
+            listener.Dispose();
+        }
+        await Task.WhenAll(_acceptLoops).WaitAsync(grace).ConfigureAwait(false);
+        var deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
+        while (Volatile.Read(ref _open) > 0 && Environment.TickCount64 < deadline)
+        {
+            await Task.Delay(50).ConfigureAwait(false);
+        }
+        _closing.Cancel();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_stopping.IsCancellationRequested)
+        {
+            await StopAsync(TimeSpan.Zero).ConfigureAwait(false);
+        }
+        _stopping.Dispose();
+        _closing.Dispose();
+    }
+
+    private async Task AcceptLoopAsync(Socket listener)
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await listener.AcceptAsync(_stopping.Token).ConfigureAwait(false);
+            }
+            catch (Exception) when (_stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (SocketException e)
+            {
+                // EMFILE and friends: keep the listener alive rather than lose the frontend.
+                _log.Warning("tcp frontend {0}: accept failed: {1}", _settings.Name, e.SocketErrorCode);
+                await Task.Delay(10).ConfigureAwait(false);
+                continue;
+            }
+
+            if (Interlocked.Increment(ref _open) > _settings.MaxConnections)
+            {
+                Interlocked.Decrement(ref _open);
+                Interlocked.Increment(ref _refused);
+                client.LingerState = new LingerOption(true, 0);
+                client.Dispose();
+                continue;
+            }
+            client.NoDelay = true;
+            _ = HandleAsync(client);
+        }
+    }
+
+    private async Task HandleAsync(Socket client)
+    {
+        var remote = client.RemoteEndPoint;
+        var connection = new TcpConnection(client, _pool, _settings.IdleTimeout, _log, _settings.Name);
+        // Stopping the frontend closes connections still open after the grace period.
+        await using var closeOnStop = _closing.Token.Register(static c => ((TcpConnection)c!).Close(), connection);
+        try
+        {
+            await connection.RunAsync(_closing.Token).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            _log.Warning("tcp frontend {0}: connection from {1} ended with {2}", _settings.Name, remote, e.Message);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _open);
+        }
+    }
+
+    public override string ToString() => $"tcp frontend {_settings.Name}";
+}

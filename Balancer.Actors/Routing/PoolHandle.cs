@@ -1,0 +1,64 @@
+using System.Collections.Immutable;
+using System.Net;
+using Balancer.Model;
+
+namespace Balancer.Routing;
+
+/// <summary>
+/// The data plane's handle on one pool: the current <see cref="PoolSnapshot"/> (swapped whole by the
+/// pool's routing actor with a volatile write) and the pool's shared HTTP client.
+/// </summary>
+public sealed class PoolHandle : IDisposable
+{
+    private PoolSnapshot _snapshot;
+
+    internal PoolHandle(PoolSnapshot initial)
+    {
+        _snapshot = initial;
+        HttpClient = CreateHttpClient(initial.Settings.ConnectTimeout);
+    }
+
+    /// <summary>Name of the pool.</summary>
+    public string Name => Snapshot.Name;
+
+    /// <summary>The snapshot to route with; read it once per request.</summary>
+    public PoolSnapshot Snapshot => Volatile.Read(ref _snapshot);
+
+    /// <summary>One client per pool so connections to its backends are pooled and reused.</summary>
+    public HttpMessageInvoker HttpClient { get; }
+
+    internal void Publish(PoolSnapshot snapshot) => Volatile.Write(ref _snapshot, snapshot);
+
+    /// <inheritdoc />
+    public void Dispose() => HttpClient.Dispose();
+
+    // The handler settings YARP documents for a forwarder: no proxy, redirects, decompression or
+    // cookies of its own, and no activity header propagation (the forwarder handles tracing headers).
+    private static HttpMessageInvoker CreateHttpClient(TimeSpan connectTimeout) => new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        EnableMultipleHttp2Connections = true,
+        ActivityHeadersPropagator = null,
+        ConnectTimeout = connectTimeout,
+        PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
+    });
+}
+
+/// <summary>Every pool's handle by name; replaced whole when pools are added or removed.</summary>
+public sealed class PoolRegistry
+{
+    private ImmutableDictionary<string, PoolHandle> _pools = ImmutableDictionary<string, PoolHandle>.Empty;
+
+    /// <summary>The handles by pool name.</summary>
+    public ImmutableDictionary<string, PoolHandle> Pools => Volatile.Read(ref _pools);
+
+    /// <summary>The handle of <paramref name="pool"/>, or null.</summary>
+    public PoolHandle? Find(string pool) => Pools.TryGetValue(pool, out var handle) ? handle : null;
+
+    internal void Set(PoolHandle handle) => ImmutableInterlocked.Update(ref _pools, p => p.SetItem(handle.Name, handle));
+
+    internal void Remove(string pool) => ImmutableInterlocked.Update(ref _pools, p => p.Remove(pool));
+}

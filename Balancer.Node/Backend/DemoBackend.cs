@@ -1,0 +1,153 @@
+using System.Net;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Balancer.Node.Backend;
+
+/// <summary>
+/// A real Kestrel HTTP backend for demos and tests. Every response carries <c>X-Backend: NAME</c>.
+/// <list type="bullet">
+/// <item><c>GET /</c> (any other path): the name and the path in the body.</item>
+/// <item><c>GET /healthz</c>: 200, or 503 after <c>POST /control/health?ok=false</c>.</item>
+/// <item><c>POST /control/slow?ms=N</c>: adds N ms of latency to every response.</item>
+/// <item><c>/echo</c>: the request body back, streamed.</item>
+/// <item><c>GET /headers</c>: the request headers, one "Name: value" per line.</item>
+/// <item><c>GET /bytes?n=N[&amp;chunked=1]</c>: N bytes, chunked when asked.</item>
+/// </list>
+/// </summary>
+internal sealed class DemoBackend : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly string _name;
+    private readonly double _failRate;
+    private volatile bool _healthy = true;
+    private int _latencyMs;
+
+    public DemoBackend(string name, IPEndPoint listen, int latencyMs = 0, double failRate = 0)
+    {
+        _name = name;
+        _latencyMs = latencyMs;
+        _failRate = failRate;
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "balancer-backend-" + name });
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseKestrelCore();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Limits.MaxRequestBodySize = null;
+            k.Listen(listen);
+        });
+        builder.Services.AddRoutingCore();
+        _app = builder.Build();
+        _app.UseRouting();
+        _app.Use(async (context, next) =>
+        {
+            context.Response.Headers["X-Backend"] = _name;
+            var latency = Volatile.Read(ref _latencyMs);
+            if (latency > 0)
+            {
+                await Task.Delay(latency, context.RequestAborted);
+            }
+            await next(context);
+        });
+        _app.MapGet("/healthz", (HttpContext context) =>
+        {
+            context.Response.StatusCode = _healthy ? 200 : 503;
+            return context.Response.WriteAsync(_healthy ? "ok\n" : "unhealthy\n");
+        });
+        _app.MapPost("/control/health", (HttpContext context) =>
+        {
+            var ok = context.Request.Query["ok"].ToString();
+            if (ok is not ("true" or "false"))
+            {
+                context.Response.StatusCode = 400;
+                return context.Response.WriteAsync("ok must be true or false\n");
+            }
+            _healthy = ok == "true";
+            return context.Response.WriteAsync($"{_name} healthy={_healthy}\n");
+        });
+        _app.Map("/control/slow", (HttpContext context) =>
+        {
+            if (!int.TryParse(context.Request.Query["ms"], out var ms) || ms < 0 || ms > 600_000)
+            {
+                context.Response.StatusCode = 400;
+                return context.Response.WriteAsync("ms must be a whole number from 0 to 600000\n");
+            }
+            Volatile.Write(ref _latencyMs, ms);
+            return context.Response.WriteAsync($"{_name} latency={ms}ms\n");
+        });
+        _app.Map("/echo", async (HttpContext context) =>
+        {
+            context.Response.ContentType = context.Request.ContentType ?? "application/octet-stream";
+            await context.Request.Body.CopyToAsync(context.Response.Body, context.RequestAborted);
+        });
+        _app.MapGet("/headers", (HttpContext context) =>
+        {
+            var text = new StringBuilder();
+            foreach (var (key, value) in context.Request.Headers)
+            {
+                text.Append(key).Append(": ").Append(value.ToString()).Append('\n');
+            }
+            return context.Response.WriteAsync(text.ToString());
+        });
+        _app.MapGet("/bytes", async (HttpContext context) =>
+        {
+            if (!int.TryParse(context.Request.Query["n"], out var n) || n < 0)
+            {
+                context.Response.StatusCode = 400;
+                await context.Response.WriteAsync("n must be a non-negative whole number\n");
+                return;
+            }
+            var chunked = context.Request.Query["chunked"] == "1";
+            if (!chunked)
+            {
+                context.Response.ContentLength = n;
+            }
+            var block = new byte[16 * 1024];
+            for (var i = 0; i < block.Length; i++)
+            {
+                block[i] = (byte)('a' + i % 26);
+            }
+            for (var sent = 0; sent < n; sent += block.Length)
+            {
+                await context.Response.Body.WriteAsync(block.AsMemory(0, Math.Min(block.Length, n - sent)), context.RequestAborted);
+                if (chunked)
+                {
+                    await context.Response.Body.FlushAsync(context.RequestAborted);
+                }
+            }
+        });
+        _app.Run(context =>
+        {
+            if (_failRate > 0 && Random.Shared.NextDouble() < _failRate)
+            {
+                context.Response.StatusCode = 500;
+                return context.Response.WriteAsync($"{_name} failed (fail-rate)\n");
+            }
+            context.Response.ContentType = "text/plain; charset=utf-8";
+            return context.Response.WriteAsync($"{_name} {context.Request.Path}\n");
+        });
+    }
+
+    public string Name => _name;
+
+    /// <summary>The port actually bound (useful with port 0).</summary>
+    public int Port { get; private set; }
+
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        await _app.StartAsync(cancellationToken);
+        var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        Port = new Uri(address).Port;
+    }
+
+    public Task StopAsync() => _app.StopAsync(TimeSpan.FromSeconds(2) is var grace ? new CancellationTokenSource(grace).Token : default);
+
+    public ValueTask DisposeAsync() => _app.DisposeAsync();
+}

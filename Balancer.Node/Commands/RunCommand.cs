@@ -1,0 +1,77 @@
+using System.Runtime.InteropServices;
+using Akka.Actor;
+using Akka.Cluster;
+
+namespace Balancer.Node.Commands;
+
+/// <summary><c>balancer run</c>: one node in the foreground until Ctrl+C or SIGTERM.</summary>
+internal static class RunCommand
+{
+    public const string Usage = "balancer run [--config FILE]... [--set key=value]...";
+
+    public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
+    {
+        var files = args.All("config");
+        var sets = args.All("set");
+        args.RejectUnknown();
+        if (args.Positional.Count > 0)
+        {
+            throw new UsageException($"unexpected argument \"{args.Positional[0]}\" (config files go after --config)");
+        }
+
+        var problems = CheckConfigCommand.Validate(files, sets);
+        if (problems.Count > 0)
+        {
+            foreach (var problem in problems)
+            {
+                error.WriteLine(problem);
+            }
+            error.WriteLine($"balancer: refusing to start: {problems.Count} configuration problem(s)");
+            return 1;
+        }
+
+        var config = NodeConfig.Load(files, sets);
+        var system = ActorSystem.Create("balancer", config);
+        using var stop = new CancellationTokenSource();
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
+        try
+        {
+            var cluster = Cluster.Get(system);
+            if (config.GetStringList("akka.cluster.seed-nodes").Count == 0)
+            {
+                cluster.Join(cluster.SelfAddress);
+            }
+            var balancer = BalancerExtension.Get(system);
+            try
+            {
+                await balancer.FrontendsStarted.WaitAsync(balancer.Settings.Node.FrontendStartTimeout, stop.Token);
+            }
+            catch (Exception e) when (e is InvalidOperationException or TimeoutException)
+            {
+                error.WriteLine($"balancer: {e.Message}");
+                await CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance);
+                return 1;
+            }
+
+            foreach (var (name, endpoints) in balancer.FrontendEndPoints.OrderBy(f => f.Key))
+            {
+                var frontend = balancer.Settings.Frontends.First(f => f.Name == name);
+                output.WriteLine($"frontend {name} ({frontend.Mode.ToString().ToLowerInvariant()}) on {string.Join(", ", endpoints)} -> pool {frontend.Pool}");
+            }
+            output.WriteLine($"balancer node {cluster.SelfAddress} ready");
+            await Task.WhenAny(Task.Delay(Timeout.Infinite, stop.Token), system.WhenTerminated).ContinueWith(_ => { });
+            output.WriteLine("balancer: stopping");
+            return 0;
+        }
+        catch (OperationCanceledException)
+        {
+            return 0;
+        }
+        finally
+        {
+            await CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance);
+            await system.WhenTerminated.WaitAsync(TimeSpan.FromSeconds(15)).ContinueWith(_ => { });
+        }
+    }
+}

@@ -1,0 +1,65 @@
+using Balancer.Node;
+using Balancer.Node.Commands;
+
+return await BalancerCli.MainAsync(args, Console.Out, Console.Error);
+
+namespace Balancer.Node
+{
+    /// <summary>The <c>balancer</c> executable: one verb per command. Exit codes: 0 ok, 1 failed, 2 usage.</summary>
+    internal static class BalancerCli
+    {
+        private static readonly HashSet<string> Flags = new() { "help", "json" };
+
+        public const string Usage = $"""
+            balancer {"{"}version{"}"} — a resilient load-balancer cluster on Akka.NET
+
+            usage:
+              {RunCommand.Usage}
+              {CheckConfigCommand.Usage}
+              {BackendCommand.Usage}
+              balancer version
+
+            `balancer` with no verb is `balancer run`.
+            """;
+
+        public static async Task<int> MainAsync(string[] args, TextWriter output, TextWriter error)
+        {
+            var verb = args.Length > 0 && !args[0].StartsWith('-') ? args[0] : "run";
+            var rest = args.Length > 0 && !args[0].StartsWith('-') ? args[1..] : args;
+            try
+            {
+                var commandLine = new CommandLine(rest, Flags);
+                if (commandLine.Flag("help") || verb == "help")
+                {
+                    output.WriteLine(Usage.Replace("{version}", BalancerSettings.Version));
+                    return 0;
+                }
+                return verb switch
+                {
+                    "run" => await RunCommand.RunAsync(commandLine, output, error),
+                    "check-config" => CheckConfigCommand.Run(commandLine, output, error),
+                    "backend" => await BackendCommand.RunAsync(commandLine, output),
+                    "version" => PrintVersion(output),
+                    _ => throw new UsageException($"unknown command \"{verb}\" (expected run, check-config, backend or version)"),
+                };
+            }
+            catch (UsageException e)
+            {
+                error.WriteLine($"balancer: {e.Message}");
+                error.WriteLine("run `balancer help` for usage");
+                return 2;
+            }
+            catch (ConfigLoadException e)
+            {
+                error.WriteLine($"balancer: {e.Message}");
+                return 1;
+            }
+        }
+
+        private static int PrintVersion(TextWriter output)
+        {
+            output.WriteLine(BalancerSettings.Version);
+            return 0;
+        }
+    }
+}

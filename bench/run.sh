@@ -1,0 +1,454 @@
+#!/usr/bin/env bash
+# Proxy benchmark: the Balancer's http and tcp frontends against HAProxy, plain YARP and the
+# backends themselves, with wrk on loopback. Method: /work/shared/BENCH-NOTES.md (CPU time per
+# request is the figure to rank by; ratios only within one run). See bench/README.md.
+#
+#   bash bench/run.sh                       # defaults: RUNS=3 DURATION=10, ~4.5 min with everything built
+#   RUNS=5 BUDGET=600 bash bench/run.sh     # longer, steadier
+#   PIN=1 bash bench/run.sh                 # wrk on core 0, proxy + backends on core 1
+#
+# Knobs (environment):
+#   RUNS=3               measured wrk runs per target (median reported)
+#   DURATION=10          seconds per measured run
+#   WARMUP_DOTNET=15     warm-up seconds for a .NET proxy (PlainYarp, Balancer http frontend)
+#   WARMUP_DOTNET2=5     warm-up for the Balancer tcp frontend (same process, already warm)
+#   WARMUP_NATIVE=1      warm-up seconds for nginx / HAProxy targets
+#   CONNECTIONS=64 THREADS=2
+#   INLINE_COMPLETIONS=1 sets DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS for the .NET proxies (0 = off)
+#   PIN=0                1 = taskset wrk to core 0, proxy and backends to core 1
+#   BUDGET=280           seconds for the measurement phase (after install/build); a target that
+#                        would not fit in what is left is skipped and reported as such
+#   BUILD_BALANCER=1     build Balancer.Node if its binary is missing (0 = never, always = every time)
+#   BALANCER_BIN=path    run this executable instead of Balancer.Node/bin/Release/net10.0/balancer
+#   TARGETS="..."        space-separated subset of: direct haproxy-http1 haproxy-http2 haproxy-tcp
+#                        plainyarp balancer-http balancer-tcp
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$BENCH_DIR")"
+
+RUNS="${RUNS:-3}"
+DURATION="${DURATION:-10}"
+WARMUP_DOTNET="${WARMUP_DOTNET:-15}"
+WARMUP_DOTNET2="${WARMUP_DOTNET2:-5}"
+WARMUP_NATIVE="${WARMUP_NATIVE:-1}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
+PIN="${PIN:-0}"
+BUDGET="${BUDGET:-280}"
+BUILD_BALANCER="${BUILD_BALANCER:-1}"
+TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp}"
+
+# Ports: all on 127.0.0.1, 17000-19999.
+BACKEND_PORTS=(19001 19002)
+P_HAPROXY_HTTP1=17081
+P_HAPROXY_HTTP2=17082
+P_HAPROXY_TCP=17071
+P_PLAINYARP=18090
+P_BALANCER_HTTP=18080
+P_BALANCER_TCP=17070
+P_BALANCER_ADMIN=19110
+
+PLAINYARP="$BENCH_DIR/PlainYarp/bin/Release/net10.0/PlainYarp"
+BALANCER="${BALANCER_BIN:-$ROOT/Balancer.Node/bin/Release/net10.0/balancer}"
+RESULTS_DIR="$BENCH_DIR/results"
+CLK_TCK="$(getconf CLK_TCK)"
+SCRIPT_START=$SECONDS
+
+log() { printf '[%4ds] %s\n' "$((SECONDS - SCRIPT_START))" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------- cleanup: by PID only
+PIDS=()
+TMP=""
+cleanup() {
+  local pid i
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]:-}"; do
+    [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]:-}"; do
+    [[ -z "$pid" ]] && continue
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Stops one PID we started (TERM, up to 5 s, then KILL) and forgets it.
+stop_pid() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
+}
+forget_pid() {
+  local kept=() p
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" && "$p" != "$1" ]] && kept+=("$p"); done
+  PIDS=("${kept[@]:-}")
+}
+
+# ---------------------------------------------------------------- setup
+need_pkgs=()
+command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
+command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need_pkgs+=(haproxy)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkgs+=(nginx)
+if ((${#need_pkgs[@]})); then
+  log "installing ${need_pkgs[*]} from Debian"
+  SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
+  timeout 600 $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 900 $SUDO apt-get install -y -qq wrk haproxy nginx >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+command -v wrk >/dev/null && command -v haproxy >/dev/null && command -v nginx >/dev/null \
+  || die "wrk, haproxy and nginx are needed"
+
+if [[ "$PIN" == 1 && "$(nproc)" -lt 2 ]]; then log "PIN=1 needs 2 cores; pinning off"; PIN=0; fi
+PIN_LOAD=(); PIN_SERVER=()
+if [[ "$PIN" == 1 ]]; then PIN_LOAD=(taskset -c 0); PIN_SERVER=(taskset -c 1); fi
+
+want() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+if want plainyarp; then
+  log "building bench/PlainYarp (Release)"
+  timeout 900 dotnet build -c Release "$BENCH_DIR/PlainYarp" -nologo -v q >/dev/null \
+    || die "bench/PlainYarp did not build (run: dotnet build -c Release bench/PlainYarp)"
+fi
+
+BALANCER_NOTE=""
+if want balancer-http || want balancer-tcp; then
+  if [[ "$BUILD_BALANCER" == always || ( "$BUILD_BALANCER" == 1 && ! -x "$BALANCER" ) ]]; then
+    log "building Balancer.Node (Release)"
+    if ! (cd "$ROOT" && timeout 1200 dotnet build -c Release Balancer.Node -nologo -v q >/dev/null); then
+      log "Balancer.Node did not build"
+    fi
+  fi
+  if [[ ! -x "$BALANCER" ]]; then
+    BALANCER_NOTE="Balancer rows skipped: $BALANCER does not exist (build: dotnet build -c Release Balancer.Node)"
+    log "$BALANCER_NOTE"
+  fi
+fi
+
+TMP="$(mktemp -d /tmp/balancer-bench.XXXXXX)"
+mkdir -p "$RESULTS_DIR"
+MEASURE_START=$SECONDS
+DEADLINE=$((MEASURE_START + BUDGET))
+
+# ---------------------------------------------------------------- helpers
+# CPU ticks (utime + stime, /proc/PID/stat fields 14 and 15) of a list of PIDs; comm may hold spaces.
+cpu_ticks() {
+  local total=0 pid s rest f
+  for pid in "$@"; do
+    s="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+    rest="${s##*) }" # fields 3.. ; field N is word N-2 of rest
+    read -r -a f <<<"$rest"
+    total=$((total + f[11] + f[12]))
+  done
+  echo "$total"
+}
+
+# Peak RSS (VmHWM) in MB, summed over PIDs.
+peak_rss_mb() {
+  local kb=0 pid v
+  for pid in "$@"; do
+    v="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" || v=""
+    kb=$((kb + ${v:-0}))
+  done
+  awk -v kb="$kb" 'BEGIN { printf "%.0f", kb / 1024 }'
+}
+
+# Waits (bounded) until 127.0.0.1:PORT accepts a connection; fails if PID died meanwhile.
+wait_port() {
+  local port="$1" pid="$2" limit="${3:-30}" start=$SECONDS
+  while ((SECONDS - start < limit)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    kill -0 "$pid" 2>/dev/null || { log "process $pid exited before listening on $port"; return 1; }
+    sleep 0.2
+  done
+  log "port $port not listening after ${limit}s"
+  return 1
+}
+
+# One request must answer 200.
+smoke() {
+  local code
+  code="$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1/" || true)"
+  [[ "$code" == 200 ]] || { log "smoke request to :$1 answered '${code:-nothing}'"; return 1; }
+}
+
+# wrk runs in the background and is waited for, so INT/TERM reach the trap at once.
+# Not to be called in $(...): the PID must be recorded in this shell.
+run_wrk() { # port seconds -> wrk output in $TMP/wrk.out
+  local out="$TMP/wrk.out" p rc=0
+  "${PIN_LOAD[@]}" timeout -k 5 $(($2 + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2"s --latency \
+    "http://127.0.0.1:$1/" >"$out" 2>&1 &
+  p=$!; PIDS+=("$p")
+  wait "$p" || rc=$?
+  forget_pid "$p"
+  return "$rc"
+}
+
+# wrk latency ("123.45us", "1.2ms", "1.01s") -> microseconds
+to_us() { awk -v v="$1" 'BEGIN {
+  if (v ~ /us$/) { sub(/us$/, "", v); x = v }
+  else if (v ~ /ms$/) { sub(/ms$/, "", v); x = v * 1000 }
+  else if (v ~ /m$/) { sub(/m$/, "", v); x = v * 60e6 }
+  else if (v ~ /s$/) { sub(/s$/, "", v); x = v * 1e6 }
+  else x = -1
+  printf "%.1f", x }'; }
+
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+fmt_lat() { # us -> human
+  awk -v u="$1" 'BEGIN { if (u == "-" || u < 0) print "-"; else if (u >= 1000) printf "%.2fms", u / 1000; else printf "%.0fus", u }'; }
+
+declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_NOTE R_MODE
+ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp)
+declare -A LABEL=(
+  [direct]="backend direct (nginx x2)"
+  [haproxy-http1]="HAProxy http nbthread 1"
+  [haproxy-http2]="HAProxy http nbthread 2"
+  [haproxy-tcp]="HAProxy tcp nbthread 1"
+  [plainyarp]="plain YARP (IHttpForwarder)"
+  [balancer-http]="Balancer http frontend"
+  [balancer-tcp]="Balancer tcp frontend"
+)
+declare -A MODE=([direct]=- [haproxy-http1]=http [haproxy-http2]=http [haproxy-tcp]=tcp
+  [plainyarp]=http [balancer-http]=http [balancer-tcp]=tcp)
+declare -A WARM=([direct]=$WARMUP_NATIVE [haproxy-http1]=$WARMUP_NATIVE [haproxy-http2]=$WARMUP_NATIVE
+  [haproxy-tcp]=$WARMUP_NATIVE [plainyarp]=$WARMUP_DOTNET [balancer-http]=$WARMUP_DOTNET
+  [balancer-tcp]=$WARMUP_DOTNET2)
+
+fits() { # target -> 0 if warm-up + runs fit in what is left of the budget
+  local need=$((WARM[$1] + RUNS * DURATION + 3))
+  if ((SECONDS + need > DEADLINE)); then
+    R_NOTE[$1]="skipped: time budget (BUDGET=$BUDGET s)"
+    log "${LABEL[$1]}: skipped, needs ~${need}s, $((DEADLINE - SECONDS))s left of BUDGET"
+    return 1
+  fi
+}
+
+# measure TARGET PORT CPU_PIDS... : warm-up, RUNS x wrk, CPU/request of CPU_PIDS, peak RSS.
+measure() {
+  local target="$1" port="$2"; shift 2
+  local pids=("$@") out reqs t0 t1 lat50 lat99 rps errs i
+  local rps_l=() p50_l=() p99_l=() cpu_l=() err_total=0
+  smoke "$port" || { R_NOTE[$target]="FAILED: no 200 answer"; return 0; }
+  if ((WARM[$target] > 0)); then
+    log "${LABEL[$target]}: warm-up ${WARM[$target]}s"
+    run_wrk "$port" "${WARM[$target]}" || true
+  fi
+  for ((i = 1; i <= RUNS; i++)); do
+    t0="$(cpu_ticks "${pids[@]}")"
+    run_wrk "$port" "$DURATION" || { R_NOTE[$target]="FAILED: wrk exit"; return 0; }
+    out="$(cat "$TMP/wrk.out")"
+    t1="$(cpu_ticks "${pids[@]}")"
+    reqs="$(awk '/requests in/ { print $1 }' <<<"$out")"
+    rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
+    lat50="$(awk '$1 == "50%" { print $2 }' <<<"$out")"
+    lat99="$(awk '$1 == "99%" { print $2 }' <<<"$out")"
+    errs="$(awk '/Socket errors:/ { gsub(",", ""); s += $4 + $6 + $8 + $10 } /Non-2xx/ { s += $NF } END { print s + 0 }' <<<"$out")"
+    if [[ -z "$reqs" || "$reqs" == 0 ]]; then R_NOTE[$target]="FAILED: no requests"; return 0; fi
+    rps_l+=("$rps"); p50_l+=("$(to_us "$lat50")"); p99_l+=("$(to_us "$lat99")")
+    cpu_l+=("$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d / hz / n * 1e6 }')")
+    err_total=$((err_total + errs))
+    log "${LABEL[$target]}: run $i/$RUNS: $rps req/s, p99 $lat99, CPU ${cpu_l[-1]} us/req, errors $errs"
+  done
+  R_RPS[$target]="$(median "${rps_l[@]}")"
+  R_P50[$target]="$(median "${p50_l[@]}")"
+  R_P99[$target]="$(median "${p99_l[@]}")"
+  R_CPU[$target]="$(median "${cpu_l[@]}")"
+  R_RSS[$target]="$(peak_rss_mb "${pids[@]}")"
+  R_ERR[$target]="$err_total"
+  for i in "${pids[@]}"; do kill -0 "$i" 2>/dev/null || R_NOTE[$target]="process $i died during the runs"; done
+}
+
+# ---------------------------------------------------------------- backends: nginx x2, fixed 100-byte body
+BODY="$(printf 'balancer-bench-backend-%s' "$(printf 'x%.0s' $(seq 1 77))")" # 100 bytes
+BACKEND_PIDS=()
+for port in "${BACKEND_PORTS[@]}"; do
+  d="$TMP/nginx-$port"; mkdir -p "$d"
+  cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi;
+  uwsgi_temp_path $d/uwsgi;
+  scgi_temp_path $d/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  server_tokens off;
+  server {
+    listen 127.0.0.1:$port;
+    location / { default_type text/plain; return 200 "$BODY"; }
+  }
+}
+EOF
+  "${PIN_SERVER[@]}" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
+  PIDS+=($!); BACKEND_PIDS+=($!)
+done
+for i in "${!BACKEND_PORTS[@]}"; do
+  wait_port "${BACKEND_PORTS[$i]}" "${BACKEND_PIDS[$i]}" 10 || die "nginx backend on ${BACKEND_PORTS[$i]} did not start: $(cat "$TMP/nginx-${BACKEND_PORTS[$i]}/error.log" 2>/dev/null)"
+done
+log "backends: nginx pids ${BACKEND_PIDS[*]} on ${BACKEND_PORTS[*]}"
+
+# ---------------------------------------------------------------- targets
+DOTNET_ENV=(
+  DOTNET_gcServer=0
+  DOTNET_TieredPGO=1
+  DOTNET_TC_DelaySingleProcMultiplier=1
+  DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS="$INLINE_COMPLETIONS"
+  DOTNET_CLI_TELEMETRY_OPTOUT=1
+  ASPNETCORE_ENVIRONMENT=Production
+)
+
+start_haproxy() { # name port mode nbthread -> sets HP_PID
+  local name="$1" port="$2" mode="$3" nbt="$4" cfg="$TMP/$1.cfg"
+  cat >"$cfg" <<EOF
+global
+  nbthread $nbt
+  maxconn 4096
+defaults
+  mode $mode
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:$port
+  default_backend be
+backend be
+  balance roundrobin
+  server a 127.0.0.1:${BACKEND_PORTS[0]}
+  server b 127.0.0.1:${BACKEND_PORTS[1]}
+EOF
+  "${PIN_SERVER[@]}" haproxy -db -f "$cfg" >"$TMP/$name.log" 2>&1 &
+  HP_PID=$!; PIDS+=("$HP_PID")
+  wait_port "$port" "$HP_PID" 10 || { log "haproxy: $(cat "$TMP/$name.log")"; return 1; }
+}
+
+run_haproxy_target() { # target port mode nbthread
+  want "$1" || return 0
+  fits "$1" || return 0
+  log "${LABEL[$1]}: starting"
+  if start_haproxy "$1" "$2" "$3" "$4"; then
+    measure "$1" "$2" "$HP_PID"
+  else
+    R_NOTE[$1]="FAILED: did not start"
+  fi
+  stop_pid "$HP_PID"
+}
+
+# Execution order puts the rows the ratios need first, the Balancer next.
+run_haproxy_target haproxy-http1 "$P_HAPROXY_HTTP1" http 1
+run_haproxy_target haproxy-tcp "$P_HAPROXY_TCP" tcp 1
+
+if (want balancer-http || want balancer-tcp) && [[ -n "$BALANCER_NOTE" ]]; then
+  R_NOTE[balancer-http]="skipped: binary missing"; R_NOTE[balancer-tcp]="skipped: binary missing"
+elif want balancer-http || want balancer-tcp; then
+  mkdir -p "$TMP/balancer"
+  cat >"$TMP/bench.conf" <<EOF
+balancer {
+  node.admin.bind = "127.0.0.1:$P_BALANCER_ADMIN"
+  frontends {
+    web { mode = http, bind = ["127.0.0.1:$P_BALANCER_HTTP"], pool = app }
+    raw { mode = tcp,  bind = ["127.0.0.1:$P_BALANCER_TCP"], pool = app }
+  }
+  pools.app {
+    algorithm = round-robin
+    health-check.kind = none
+    backends { a = "127.0.0.1:${BACKEND_PORTS[0]}", b = "127.0.0.1:${BACKEND_PORTS[1]}" }
+  }
+}
+akka.remote.dot-netty.tcp.port = 0
+EOF
+  log "Balancer: starting $BALANCER run --config $TMP/bench.conf"
+  (cd "$TMP/balancer" && exec env "${DOTNET_ENV[@]}" "${PIN_SERVER[@]}" "$BALANCER" run --config "$TMP/bench.conf") \
+    >"$TMP/balancer.log" 2>&1 &
+  BAL_PID=$!; PIDS+=("$BAL_PID")
+  if wait_port "$P_BALANCER_HTTP" "$BAL_PID" 30 && wait_port "$P_BALANCER_TCP" "$BAL_PID" 30; then
+    if want balancer-http && fits balancer-http; then measure balancer-http "$P_BALANCER_HTTP" "$BAL_PID"; fi
+    if want balancer-tcp && fits balancer-tcp; then measure balancer-tcp "$P_BALANCER_TCP" "$BAL_PID"; fi
+  else
+    R_NOTE[balancer-http]="FAILED: did not listen within 30s"; R_NOTE[balancer-tcp]="${R_NOTE[balancer-http]}"
+    log "balancer log (last lines):"; tail -n 20 "$TMP/balancer.log" >&2 || true
+  fi
+  stop_pid "$BAL_PID"
+  cp "$TMP/balancer.log" "$RESULTS_DIR/balancer.log" 2>/dev/null || true
+fi
+
+if want plainyarp && fits plainyarp; then
+  log "${LABEL[plainyarp]}: starting"
+  env "${DOTNET_ENV[@]}" "${PIN_SERVER[@]}" "$PLAINYARP" --listen "127.0.0.1:$P_PLAINYARP" \
+    --backend "http://127.0.0.1:${BACKEND_PORTS[0]}" --backend "http://127.0.0.1:${BACKEND_PORTS[1]}" \
+    >"$TMP/plainyarp.log" 2>&1 &
+  PY_PID=$!; PIDS+=("$PY_PID")
+  if wait_port "$P_PLAINYARP" "$PY_PID" 30; then
+    measure plainyarp "$P_PLAINYARP" "$PY_PID"
+  else
+    R_NOTE[plainyarp]="FAILED: did not listen"; tail -n 20 "$TMP/plainyarp.log" >&2 || true
+  fi
+  stop_pid "$PY_PID"
+fi
+
+run_haproxy_target haproxy-http2 "$P_HAPROXY_HTTP2" http 2
+
+if want direct && fits direct; then
+  log "${LABEL[direct]}: starting"
+  measure direct "${BACKEND_PORTS[0]}" "${BACKEND_PIDS[@]}"
+  R_NOTE[direct]="${R_NOTE[direct]:-CPU and RSS: both nginx backends; wrk hits :${BACKEND_PORTS[0]} only}"
+fi
+
+for pid in "${BACKEND_PIDS[@]}"; do stop_pid "$pid"; done
+
+# ---------------------------------------------------------------- table
+ratio() { # target
+  local t="$1" base
+  case "${MODE[$t]}" in http) base=haproxy-http1 ;; tcp) base=haproxy-tcp ;; *) echo "-"; return ;; esac
+  if [[ -n "${R_CPU[$t]:-}" && -n "${R_CPU[$base]:-}" ]]; then
+    awk -v a="${R_CPU[$t]}" -v b="${R_CPU[$base]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
+  else echo "-"; fi
+}
+
+{
+  echo "Balancer proxy bench — $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(uname -r)"
+  echo "versions: $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(nginx -v 2>&1 | sed 's#.*/#nginx #'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), .NET $(dotnet --list-runtimes 2>/dev/null | awk '/Microsoft.NETCore.App/ {v = $2} END {print v}')"
+  echo "load: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, keep-alive, $RUNS runs per target, medians;" \
+    "nginx x2 backends returning ${#BODY} bytes"
+  echo "warm-up: .NET ${WARMUP_DOTNET}s (Balancer tcp frontend +${WARMUP_DOTNET2}s after the http one), native ${WARMUP_NATIVE}s;" \
+    ".NET env: gcServer=0 TieredPGO=1 TC_DelaySingleProcMultiplier=1 SOCKETS_INLINE_COMPLETIONS=$INLINE_COMPLETIONS"
+  echo "pinning: $([[ "$PIN" == 1 ]] && echo 'wrk core 0, proxy+backends core 1' || echo 'none (shared cores)')"
+  echo "CPU = proxy process user+sys per request; ratio = CPU/request ÷ HAProxy http nbthread 1 (http rows) or ÷ HAProxy tcp (tcp rows), same run"
+  echo
+  printf '%-30s %-5s %10s %9s %9s %12s %6s %8s %7s  %s\n' target mode "req/s" p50 p99 "CPU us/req" ratio "peakRSS" errors note
+  printf '%-30s %-5s %10s %9s %9s %12s %6s %8s %7s  %s\n' ------ ---- ----- --- --- ---------- ----- ------- ------ ----
+  for t in "${ORDER[@]}"; do
+    want "$t" || continue
+    if [[ -n "${R_CPU[$t]:-}" ]]; then
+      printf '%-30s %-5s %10.0f %9s %9s %12s %6s %7sM %7s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" "${R_RPS[$t]}" \
+        "$(fmt_lat "${R_P50[$t]}")" "$(fmt_lat "${R_P99[$t]}")" "${R_CPU[$t]}" "$(ratio "$t")" "${R_RSS[$t]}" \
+        "${R_ERR[$t]}" "${R_NOTE[$t]:-}"
+    else
+      printf '%-30s %-5s %10s %9s %9s %12s %6s %8s %7s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" - - - - - - - "${R_NOTE[$t]:-not run}"
+    fi
+  done
+  [[ -n "$BALANCER_NOTE" ]] && { echo; echo "$BALANCER_NOTE"; }
+  echo
+  echo "total time: $((SECONDS - SCRIPT_START))s (measurement phase $((SECONDS - MEASURE_START))s, BUDGET=${BUDGET}s)"
+} >"$TMP/table.txt"
+
+cp "$TMP/table.txt" "$RESULTS_DIR/latest.txt"
+echo
+cat "$RESULTS_DIR/latest.txt"
