@@ -106,7 +106,7 @@ public sealed record BalancerSettings(
             ? NodeMode.ActivePassive
             : NodeMode.ActiveActive;
         var admin = node.Section("admin");
-        var adminBind = ReadAddress(admin, "bind") ?? new EndpointAddress("127.0.0.1", 9110);
+        var adminBind = ReadAddress(admin, "bind", allowAnyPort: true) ?? new EndpointAddress("127.0.0.1", 9110);
         var hooks = node.Section("hooks");
         return new NodeSettings(
             mode,
@@ -129,7 +129,7 @@ public sealed record BalancerSettings(
         }
         foreach (var text in bindTexts)
         {
-            if (!EndpointAddress.TryParse(text, out var address, out var error))
+            if (!EndpointAddress.TryParse(text, out var address, out var error, allowAnyPort: true))
             {
                 section.Problem("bind", error);
                 continue;
@@ -342,10 +342,10 @@ public sealed record BalancerSettings(
             section.Percent("max-ejected-percent", 0.5));
     }
 
-    private static EndpointAddress? ReadAddress(SettingsReader section, string key)
+    private static EndpointAddress? ReadAddress(SettingsReader section, string key, bool allowAnyPort = false)
     {
         var text = section.String(key);
-        if (!EndpointAddress.TryParse(text, out var address, out var error))
+        if (!EndpointAddress.TryParse(text, out var address, out var error, allowAnyPort))
         {
             section.Problem(key, error);
             return null;
@@ -374,7 +374,7 @@ public sealed record BalancerSettings(
             {
                 foreach (var (address, owner) in taken)
                 {
-                    if (address.Port == bind.Port && Overlaps(address, bind) && owner != $"balancer.frontends.{frontend.Name}.bind")
+                    if (address.Port == bind.Port && bind.Port != 0 && Overlaps(address, bind) && owner != $"balancer.frontends.{frontend.Name}.bind")
                     {
                         problems.Add(new ConfigProblem($"balancer.frontends.{frontend.Name}.bind", $"{bind} is already bound by {owner}"));
                     }

@@ -80,7 +80,7 @@ internal static class NodeConfig
         var match = System.Text.RegularExpressions.Regex.Match(message, @"position (\d+)");
         if (match.Success && int.TryParse(match.Groups[1].Value, out var position))
         {
-            var before = text[..Math.Clamp(position, 0, text.Length)].TrimEnd();
+            var before = text[..Math.Clamp(position + 1, 0, text.Length)].TrimEnd();
             if (before.EndsWith(',') && before[..^1].TrimEnd().EndsWith('}'))
             {
                 described += " (after \"NAME { ... }\" start the next entry on a new line instead of a comma)";

@@ -106,8 +106,8 @@ public sealed record EndpointAddress(string Host, int Port)
     /// <summary>The address as an <see cref="IPEndPoint"/> when the host is an IP literal.</summary>
     public IPEndPoint? IPEndPoint => IPAddress.TryParse(Host, out var ip) ? new IPEndPoint(ip, Port) : null;
 
-    /// <summary>Parses "HOST:PORT", "IP:PORT" or "[IPV6]:PORT".</summary>
-    public static bool TryParse(string? text, out EndpointAddress address, out string error)
+    /// <summary>Parses "HOST:PORT", "IP:PORT" or "[IPV6]:PORT"; port 0 (any free port) only when <paramref name="allowAnyPort"/>.</summary>
+    public static bool TryParse(string? text, out EndpointAddress address, out string error, bool allowAnyPort = false)
     {
         address = null!;
         text = text?.Trim();
@@ -150,9 +150,9 @@ public sealed record EndpointAddress(string Host, int Port)
                 return false;
             }
         }
-        if (!int.TryParse(portText, System.Globalization.NumberStyles.None, null, out var port) || port is < 1 or > 65535)
+        if (!int.TryParse(portText, System.Globalization.NumberStyles.None, null, out var port) || port < (allowAnyPort ? 0 : 1) || port > 65535)
         {
-            error = $"port \"{portText}\" is not a number from 1 to 65535";
+            error = $"port \"{portText}\" is not a number from {(allowAnyPort ? 0 : 1)} to 65535";
             return false;
         }
         address = new EndpointAddress(host, port);

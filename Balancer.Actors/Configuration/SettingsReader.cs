@@ -166,6 +166,11 @@ internal sealed class SettingsReader
         {
             return new[] { value.GetString() };
         }
+        if (!value.IsObject())
+        {
+            // The parser reports an empty list as neither a list nor a string.
+            return Array.Empty<string>();
+        }
         Problem(key, "expected a string or a list of strings");
         return Array.Empty<string>();
     }

@@ -45,7 +45,6 @@ internal sealed class DemoBackend : IAsyncDisposable
         });
         builder.Services.AddRoutingCore();
         _app = builder.Build();
-        _app.UseRouting();
         _app.Use(async (context, next) =>
         {
             context.Response.Headers["X-Backend"] = _name;
@@ -123,7 +122,7 @@ internal sealed class DemoBackend : IAsyncDisposable
                 }
             }
         });
-        _app.Run(context =>
+        _app.MapFallback(context =>
         {
             if (_failRate > 0 && Random.Shared.NextDouble() < _failRate)
             {

@@ -44,7 +44,8 @@ internal sealed class HttpFrontendServer : IFrontendServer
             kestrel.Limits.KeepAliveTimeout = settings.IdleTimeout;
             foreach (var bind in settings.Bind)
             {
-                kestrel.Listen(ListenSockets.Resolve(bind), listen => listen.Protocols = HttpProtocols.Http1AndHttp2);
+                // Cleartext HTTP/2 needs prior knowledge, which clients rarely have; h2 comes with TLS (ALPN).
+                kestrel.Listen(ListenSockets.Resolve(bind), listen => listen.Protocols = HttpProtocols.Http1);
             }
         });
         _app = builder.Build();

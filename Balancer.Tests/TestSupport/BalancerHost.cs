@@ -1,0 +1,92 @@
+using System.Net;
+using Akka.Actor;
+using Akka.Configuration;
+
+namespace Balancer.Tests.TestSupport;
+
+/// <summary>
+/// A balancer in its own ActorSystem with frontends on port 0, torn down on dispose. The frontends
+/// are real listeners (Kestrel, sockets), the backends real Kestrel servers.
+/// </summary>
+internal sealed class BalancerHost : IAsyncDisposable
+{
+    private BalancerHost(ActorSystem system, BalancerExtension extension)
+    {
+        System = system;
+        Extension = extension;
+    }
+
+    public ActorSystem System { get; }
+
+    public BalancerExtension Extension { get; }
+
+    public static async Task<BalancerHost> StartAsync(string balancerHocon)
+    {
+        var config = ConfigurationFactory.ParseString(balancerHocon)
+            .WithFallback(ConfigurationFactory.ParseString("akka.loglevel = WARNING\nakka.stdout-loglevel = WARNING"));
+        var system = ActorSystem.Create("balancer-test", config);
+        try
+        {
+            var extension = BalancerExtension.Get(system);
+            await extension.FrontendsStarted.WaitAsync(TimeSpan.FromSeconds(20));
+            return new BalancerHost(system, extension);
+        }
+        catch
+        {
+            await system.Terminate();
+            throw;
+        }
+    }
+
+    public IPEndPoint EndPoint(string frontend) => Extension.FrontendEndPoints[frontend][0];
+
+    public Uri Uri(string frontend, string path = "/") => new($"http://{EndPoint(frontend)}{path}");
+
+    public async ValueTask DisposeAsync()
+    {
+        await System.Terminate().WaitAsync(TimeSpan.FromSeconds(20));
+    }
+}
+
+/// <summary>Real Kestrel backends on port 0.</summary>
+internal sealed class BackendSet : IAsyncDisposable
+{
+    public List<Balancer.Node.Backend.DemoBackend> Backends { get; } = new();
+
+    public static async Task<BackendSet> StartAsync(params string[] names)
+    {
+        var set = new BackendSet();
+        foreach (var name in names)
+        {
+            var backend = new Balancer.Node.Backend.DemoBackend(name, new IPEndPoint(IPAddress.Loopback, 0));
+            await backend.StartAsync();
+            set.Backends.Add(backend);
+        }
+        return set;
+    }
+
+    public Balancer.Node.Backend.DemoBackend this[string name] => Backends.First(b => b.Name == name);
+
+    /// <summary>HOCON backends { NAME = "127.0.0.1:PORT" } for every backend, plus extra raw entries.</summary>
+    public string Hocon(params string[] extra) =>
+        "backends {\n" + string.Join("\n", Backends.Select(b => $"  {b.Name} = \"127.0.0.1:{b.Port}\"").Concat(extra)) + "\n}";
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var backend in Backends)
+        {
+            await backend.DisposeAsync();
+        }
+    }
+}
+
+internal static class Ports
+{
+    /// <summary>A loopback port nothing listens on (bound then released), for refused connections.</summary>
+    public static int Closed()
+    {
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+}
