@@ -153,6 +153,17 @@ cpu_ticks() {
   echo "$total"
 }
 
+# This script's own CPU ticks plus those of its reaped children (wrk, timeout, awk, ...).
+self_ticks() {
+  local s rest f
+  s="$(cat "/proc/$$/stat")"; rest="${s##*) }"; read -r -a f <<<"$rest"
+  echo $((f[11] + f[12] + f[13] + f[14]))
+}
+
+# Whole machine from /proc/stat: "busy total" ticks (busy = user+nice+system; irq/softirq left out,
+# as they are charged to no process).
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+
 # Peak RSS (VmHWM) in MB, summed over PIDs.
 peak_rss_mb() {
   local kb=0 pid v
@@ -208,7 +219,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0)
 fmt_lat() { # us -> human
   awk -v u="$1" 'BEGIN { if (u == "-" || u < 0) print "-"; else if (u >= 1000) printf "%.2fms", u / 1000; else printf "%.0fus", u }'; }
 
-declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_NOTE R_MODE
+declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_OTH R_NOTE
 ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp)
 declare -A LABEL=(
   [direct]="backend direct (nginx x2)"
@@ -237,18 +248,29 @@ fits() { # target -> 0 if warm-up + runs fit in what is left of the budget
 # measure TARGET PORT CPU_PIDS... : warm-up, RUNS x wrk, CPU/request of CPU_PIDS, peak RSS.
 measure() {
   local target="$1" port="$2"; shift 2
-  local pids=("$@") out reqs t0 t1 lat50 lat99 rps errs i
-  local rps_l=() p50_l=() p99_l=() cpu_l=() err_total=0
+  local pids=("$@") out reqs t0 t1 lat50 lat99 rps errs i other
+  local rps_l=() p50_l=() p99_l=() cpu_l=() oth_l=() err_total=0
+  local m0 m1 s0 s1 o0 o1 p
+  local -A seen=()
+  local ours=()
+  for p in "${pids[@]}" "${BACKEND_PIDS[@]}"; do [[ -n "${seen[$p]:-}" ]] || { seen[$p]=1; ours+=("$p"); }; done
   smoke "$port" || { R_NOTE[$target]="FAILED: no 200 answer"; return 0; }
   if ((WARM[$target] > 0)); then
     log "${LABEL[$target]}: warm-up ${WARM[$target]}s"
     run_wrk "$port" "${WARM[$target]}" || true
   fi
   for ((i = 1; i <= RUNS; i++)); do
+    m0="$(machine_ticks)"; s0="$(self_ticks)"; o0="$(cpu_ticks "${ours[@]}")"
     t0="$(cpu_ticks "${pids[@]}")"
     run_wrk "$port" "$DURATION" || { R_NOTE[$target]="FAILED: wrk exit"; return 0; }
-    out="$(cat "$TMP/wrk.out")"
     t1="$(cpu_ticks "${pids[@]}")"
+    o1="$(cpu_ticks "${ours[@]}")"; s1="$(self_ticks)"; m1="$(machine_ticks)"
+    out="$(cat "$TMP/wrk.out")"
+    # CPU of processes outside this bench (other builds, ...), in % of the whole machine.
+    other="$(awk -v a="$m0" -v b="$m1" -v ours=$((o1 - o0 + s1 - s0)) 'BEGIN {
+      split(a, x, " "); split(b, y, " "); t = y[2] - x[2]; o = (y[1] - x[1] - ours) / (t > 0 ? t : 1) * 100
+      printf "%.1f", (o < 0 ? 0 : o) }')"
+    oth_l+=("$other")
     reqs="$(awk '/requests in/ { print $1 }' <<<"$out")"
     rps="$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")"
     lat50="$(awk '$1 == "50%" { print $2 }' <<<"$out")"
@@ -258,7 +280,7 @@ measure() {
     rps_l+=("$rps"); p50_l+=("$(to_us "$lat50")"); p99_l+=("$(to_us "$lat99")")
     cpu_l+=("$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d / hz / n * 1e6 }')")
     err_total=$((err_total + errs))
-    log "${LABEL[$target]}: run $i/$RUNS: $rps req/s, p99 $lat99, CPU ${cpu_l[-1]} us/req, errors $errs"
+    log "${LABEL[$target]}: run $i/$RUNS: $rps req/s, p99 $lat99, CPU ${cpu_l[-1]} us/req, errors $errs, other load ${other}%"
   done
   R_RPS[$target]="$(median "${rps_l[@]}")"
   R_P50[$target]="$(median "${p50_l[@]}")"
@@ -266,6 +288,7 @@ measure() {
   R_CPU[$target]="$(median "${cpu_l[@]}")"
   R_RSS[$target]="$(peak_rss_mb "${pids[@]}")"
   R_ERR[$target]="$err_total"
+  R_OTH[$target]="$(median "${oth_l[@]}")"
   for i in "${pids[@]}"; do kill -0 "$i" 2>/dev/null || R_NOTE[$target]="process $i died during the runs"; done
 }
 

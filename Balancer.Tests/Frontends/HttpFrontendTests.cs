@@ -1,0 +1,231 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Text;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Frontends;
+
+public class HttpFrontendTests
+{
+    private static readonly HttpClient Client = new(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.FromSeconds(1) })
+    {
+        Timeout = TimeSpan.FromSeconds(20),
+    };
+
+    private static string Config(BackendSet backends, string poolExtra = "", params string[] extraBackends) => $$"""
+        balancer {
+          frontends.web { mode = http, bind = "127.0.0.1:0", pool = app }
+          pools.app {
+            algorithm = round-robin
+            {{poolExtra}}
+            {{backends.Hocon(extraBackends)}}
+          }
+        }
+        """;
+
+    [Fact]
+    public async Task Forward_RoundRobin_ReachesEveryBackendEqually()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b", "c");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var counts = new Dictionary<string, int>();
+        for (var i = 0; i < 60; i++)
+        {
+            using var response = await Client.GetAsync(host.Uri("web", "/hello"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var name = response.Headers.GetValues("X-Backend").Single();
+            Assert.Equal($"{name} /hello\n", await response.Content.ReadAsStringAsync());
+            counts[name] = counts.GetValueOrDefault(name) + 1;
+        }
+        Assert.Equal(new Dictionary<string, int> { ["a"] = 20, ["b"] = 20, ["c"] = 20 }, counts);
+    }
+
+    [Fact]
+    public async Task Forward_AddsForwardedHeaders_AndKeepsHost()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web", "/headers"));
+        request.Headers.Host = "shop.example";
+        request.Headers.Add("X-Forwarded-For", "203.0.113.9");
+        request.Headers.Add("X-Custom", "kept");
+        using var response = await Client.SendAsync(request);
+        var headers = (await response.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split(": ", 2)).ToDictionary(p => p[0], p => p[1], StringComparer.OrdinalIgnoreCase);
+        Assert.Equal("shop.example", headers["Host"]);
+        Assert.Equal("203.0.113.9, 127.0.0.1", headers["X-Forwarded-For"]);
+        Assert.Equal("http", headers["X-Forwarded-Proto"]);
+        Assert.Equal("shop.example", headers["X-Forwarded-Host"]);
+        Assert.Equal("kept", headers["X-Custom"]);
+    }
+
+    [Fact]
+    public async Task Forward_LargeRequestAndResponseBodies_ArriveIntact()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var body = new byte[3 * 1024 * 1024 + 17];
+        new Random(7).NextBytes(body);
+        using var content = new ByteArrayContent(body);
+        content.Headers.ContentType = new MediaTypeHeaderValue("application/octet-stream");
+        using var echoed = await Client.PostAsync(host.Uri("web", "/echo"), content);
+        Assert.Equal(HttpStatusCode.OK, echoed.StatusCode);
+        Assert.Equal(body, await echoed.Content.ReadAsByteArrayAsync());
+
+        using var large = await Client.GetAsync(host.Uri("web", "/bytes?n=2000000"));
+        Assert.Equal(2_000_000, large.Content.Headers.ContentLength);
+        Assert.Equal(2_000_000, (await large.Content.ReadAsByteArrayAsync()).Length);
+    }
+
+    [Fact]
+    public async Task Forward_ChunkedBodiesBothWays()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+
+        using var chunked = await Client.GetAsync(host.Uri("web", "/bytes?n=1100000&chunked=1"));
+        Assert.True(chunked.Headers.TransferEncodingChunked);
+        Assert.Equal(1_100_000, (await chunked.Content.ReadAsByteArrayAsync()).Length);
+
+        var payload = Encoding.ASCII.GetBytes(string.Concat(Enumerable.Repeat("chunk-of-data;", 100_000)));
+        using var request = new HttpRequestMessage(HttpMethod.Post, host.Uri("web", "/echo")) { Content = new StreamContent(new MemoryStream(payload)) };
+        request.Headers.TransferEncodingChunked = true;
+        using var echoed = await Client.SendAsync(request);
+        Assert.Equal(payload, await echoed.Content.ReadAsByteArrayAsync());
+    }
+
+    [Fact]
+    public async Task Forward_BackendRefuses_RetriedOnAnotherWithNoFailure()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        var closed = Ports.Closed();
+        await using var host = await BalancerHost.StartAsync(Config(backends, "retries = 2", $"dead = \"127.0.0.1:{closed}\""));
+        var counts = new Dictionary<string, int>();
+        for (var i = 0; i < 30; i++)
+        {
+            using var response = await Client.GetAsync(host.Uri("web", "/"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var name = response.Headers.GetValues("X-Backend").Single();
+            counts[name] = counts.GetValueOrDefault(name) + 1;
+        }
+        Assert.Equal(30, counts["a"] + counts["b"]);
+        var dead = host.Extension.Pools.Find("app")!.Snapshot.Backends.Single(b => b.Name == "dead");
+        Assert.InRange(dead.Counters.ConnectFailures, 1, 30);
+        Assert.Equal(0, dead.Counters.InFlight);
+    }
+
+    [Fact]
+    public async Task Forward_BackendStopsUnderLoad_NoFailedRequests()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b", "c");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var failures = 0;
+        for (var i = 0; i < 90; i++)
+        {
+            if (i == 30)
+            {
+                await backends["b"].StopAsync();
+            }
+            using var response = await Client.GetAsync(host.Uri("web", "/"));
+            failures += response.IsSuccessStatusCode ? 0 : 1;
+        }
+        Assert.Equal(0, failures);
+    }
+
+    [Fact]
+    public async Task Forward_EveryBackendRefuses_502NamingThePool()
+    {
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer {
+              frontends.web { bind = "127.0.0.1:0", pool = app }
+              pools.app { retries = 1, backends { x = "127.0.0.1:{{Ports.Closed()}}", y = "127.0.0.1:{{Ports.Closed()}}" } }
+            }
+            """);
+        using var response = await Client.GetAsync(host.Uri("web", "/"));
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        Assert.Equal("502 no backend of pool 'app' answered\n", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task Forward_NoRoutableBackend_503NamingThePool()
+    {
+        await using var host = await BalancerHost.StartAsync("""
+            balancer {
+              frontends.web { bind = "127.0.0.1:0", pool = empty }
+              pools.empty { }
+            }
+            """);
+        using var response = await Client.GetAsync(host.Uri("web", "/"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("503 pool 'empty' has no available backend\n", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task Forward_BackendResetsMidResponse_ClientSeesTheFailureAndNodeKeepsServing()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        using var resetter = new ResettingServer();
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer {
+              frontends.web { bind = "127.0.0.1:0", pool = flaky }
+              frontends.ok { bind = "127.0.0.1:0", pool = app }
+              pools.flaky.backends.r = "127.0.0.1:{{resetter.Port}}"
+              pools.app.{{backends.Hocon()}}
+            }
+            """);
+        using var response = await Client.GetAsync(host.Uri("web", "/"));
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        using var healthy = await Client.GetAsync(host.Uri("ok", "/"));
+        Assert.Equal(HttpStatusCode.OK, healthy.StatusCode);
+    }
+
+    [Fact]
+    public async Task Forward_MalformedRequest_RejectedByTheFrontendWithoutReachingBackends()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(host.EndPoint("web"));
+        await socket.SendAsync(Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n"));
+        var buffer = new byte[1024];
+        var read = await socket.ReceiveAsync(buffer).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(read > 0, "the frontend closed the connection without an answer");
+        Assert.StartsWith("HTTP/1.1 400", Encoding.ASCII.GetString(buffer, 0, read));
+        Assert.Equal(0, host.Extension.Pools.Find("app")!.Snapshot.Backends[0].Counters.Requests);
+    }
+
+    /// <summary>Accepts, reads the request, then resets the connection without answering.</summary>
+    private sealed class ResettingServer : IDisposable
+    {
+        private readonly Socket _listener = new(SocketType.Stream, ProtocolType.Tcp);
+
+        public ResettingServer()
+        {
+            _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            _listener.Listen();
+            _ = Task.Run(async () =>
+            {
+                while (true)
+                {
+                    Socket client;
+                    try
+                    {
+                        client = await _listener.AcceptAsync();
+                    }
+                    catch (Exception)
+                    {
+                        return;
+                    }
+                    await client.ReceiveAsync(new byte[4096]);
+                    client.LingerState = new LingerOption(true, 0);
+                    client.Dispose();
+                }
+            });
+        }
+
+        public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
+
+        public void Dispose() => _listener.Dispose();
+    }
+}

@@ -1,0 +1,171 @@
+using System.Net;
+using System.Net.Sockets;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Frontends;
+
+public class TcpFrontendTests
+{
+    private static string Config(string backends, string frontendExtra = "", string poolExtra = "") => $$"""
+        balancer {
+          frontends.raw { mode = tcp, bind = "127.0.0.1:0", pool = app, {{frontendExtra}} }
+          pools.app {
+            health-check.kind = none
+            {{poolExtra}}
+            {{backends}}
+          }
+        }
+        """;
+
+    [Fact]
+    public async Task Splice_HttpThroughTcpFrontend_RoundRobinPerConnection()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b", "c");
+        await using var host = await BalancerHost.StartAsync(Config(backends.Hocon()));
+        var seen = new List<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            // A fresh connection each time: a TCP frontend balances connections, not requests.
+            using var client = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.Zero, UseProxy = false });
+            using var response = await client.GetAsync($"http://{host.EndPoint("raw")}/tcp");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            seen.Add(response.Headers.GetValues("X-Backend").Single());
+        }
+        Assert.Equal(["a", "b", "c", "a", "b", "c"], seen);
+    }
+
+    [Fact]
+    public async Task Splice_HalfClose_PassedOnBothWays()
+    {
+        using var server = new RawTcpServer(collectUntilEof: true);
+        await using var host = await BalancerHost.StartAsync(Config($"backends.r = \"127.0.0.1:{server.Port}\""));
+        using var socket = await ConnectAsync(host);
+        var payload = new byte[1024 * 1024 + 3];
+        new Random(3).NextBytes(payload);
+        await socket.SendAsync(payload);
+        // The backend answers only after it sees our end of stream: the half-close must travel.
+        socket.Shutdown(SocketShutdown.Send);
+        var reply = await ReadToEndAsync(socket).WaitAsync(TimeSpan.FromSeconds(15));
+        Array.Reverse(payload);
+        Assert.Equal(payload, reply);
+    }
+
+    [Fact]
+    public async Task Splice_LargeInteractiveTransfer_EchoedIntact()
+    {
+        using var server = new RawTcpServer();
+        await using var host = await BalancerHost.StartAsync(Config($"backends.r = \"127.0.0.1:{server.Port}\""));
+        using var socket = await ConnectAsync(host);
+        var payload = new byte[2 * 1024 * 1024];
+        new Random(5).NextBytes(payload);
+        var sending = Task.Run(async () =>
+        {
+            for (var sent = 0; sent < payload.Length; sent += 64 * 1024)
+            {
+                await socket.SendAsync(payload.AsMemory(sent, Math.Min(64 * 1024, payload.Length - sent)));
+            }
+        });
+        var received = new byte[payload.Length];
+        var total = 0;
+        while (total < received.Length)
+        {
+            var read = await socket.ReceiveAsync(received.AsMemory(total)).AsTask().WaitAsync(TimeSpan.FromSeconds(15));
+            Assert.True(read > 0, "connection closed early");
+            total += read;
+        }
+        await sending;
+        Assert.Equal(payload, received);
+    }
+
+    [Fact]
+    public async Task Splice_IdleConnection_ClosedAfterIdleTimeout()
+    {
+        using var server = new RawTcpServer();
+        await using var host = await BalancerHost.StartAsync(Config($"backends.r = \"127.0.0.1:{server.Port}\"", "idle-timeout = 600ms"));
+        using var socket = await ConnectAsync(host);
+        await socket.SendAsync(new byte[] { 1 });
+        Assert.Equal(1, await socket.ReceiveAsync(new byte[1]));
+        var started = DateTime.UtcNow;
+        var closed = await ReadToEndAsync(socket).WaitAsync(TimeSpan.FromSeconds(10));
+        var waited = DateTime.UtcNow - started;
+        Assert.Empty(closed);
+        Assert.InRange(waited, TimeSpan.FromMilliseconds(450), TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
+    public async Task Accept_BeyondMaxConnections_Refused()
+    {
+        using var server = new RawTcpServer();
+        await using var host = await BalancerHost.StartAsync(Config($"backends.r = \"127.0.0.1:{server.Port}\"", "max-connections = 2"));
+        using var first = await ConnectAsync(host);
+        using var second = await ConnectAsync(host);
+        await AssertEchoAsync(first);
+        await AssertEchoAsync(second);
+
+        using var third = await ConnectAsync(host);
+        Assert.Empty(await ReadToEndAsync(third).WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(2, server.Accepted);
+
+        // A slot frees up when a connection closes.
+        first.Dispose();
+        await Task.Delay(300);
+        using var fourth = await ConnectAsync(host);
+        await AssertEchoAsync(fourth);
+    }
+
+    [Fact]
+    public async Task Connect_BackendRefuses_RetriedOnAnother()
+    {
+        using var server = new RawTcpServer();
+        await using var host = await BalancerHost.StartAsync(Config(
+            $"backends {{\n dead = \"127.0.0.1:{Ports.Closed()}\"\n live = \"127.0.0.1:{server.Port}\"\n}}", poolExtra: "retries = 1"));
+        for (var i = 0; i < 10; i++)
+        {
+            using var socket = await ConnectAsync(host);
+            await AssertEchoAsync(socket);
+        }
+        Assert.Equal(10, server.Accepted);
+    }
+
+    [Fact]
+    public async Task Connect_NoBackendAccepts_ClientConnectionClosed()
+    {
+        await using var host = await BalancerHost.StartAsync(Config($"backends.dead = \"127.0.0.1:{Ports.Closed()}\""));
+        using var socket = await ConnectAsync(host);
+        Assert.Empty(await ReadToEndAsync(socket).WaitAsync(TimeSpan.FromSeconds(10)));
+    }
+
+    private static async Task<Socket> ConnectAsync(BalancerHost host)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(host.EndPoint("raw")).WaitAsync(TimeSpan.FromSeconds(10));
+        return socket;
+    }
+
+    private static async Task AssertEchoAsync(Socket socket)
+    {
+        await socket.SendAsync(new byte[] { 42 });
+        var buffer = new byte[1];
+        Assert.Equal(1, await socket.ReceiveAsync(buffer).WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(42, buffer[0]);
+    }
+
+    /// <summary>Reads until end of stream; a reset also ends it.</summary>
+    private static async Task<byte[]> ReadToEndAsync(Socket socket)
+    {
+        var all = new MemoryStream();
+        var buffer = new byte[64 * 1024];
+        try
+        {
+            int read;
+            while ((read = await socket.ReceiveAsync(buffer)) > 0)
+            {
+                all.Write(buffer, 0, read);
+            }
+        }
+        catch (SocketException)
+        {
+        }
+        return all.ToArray();
+    }
+}
