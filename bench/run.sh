@@ -20,6 +20,7 @@
 #                        would not fit in what is left is skipped and reported as such
 #   BUILD_BALANCER=1     build Balancer.Node if its binary is missing (0 = never, always = every time)
 #   BALANCER_BIN=path    run this executable instead of Balancer.Node/bin/Release/net10.0/balancer
+#   OTHER_WARN=3         warn when processes outside the bench took more than this % of the machine
 #   TARGETS="..."        space-separated subset of: direct haproxy-http1 haproxy-http2 haproxy-tcp
 #                        plainyarp balancer-http balancer-tcp
 set -euo pipefail
@@ -55,6 +56,8 @@ BALANCER="${BALANCER_BIN:-$ROOT/Balancer.Node/bin/Release/net10.0/balancer}"
 RESULTS_DIR="$BENCH_DIR/results"
 CLK_TCK="$(getconf CLK_TCK)"
 SCRIPT_START=$SECONDS
+OTHER_WARN="${OTHER_WARN:-3}"
+LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 log() { printf '[%4ds] %s\n' "$((SECONDS - SCRIPT_START))" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -454,19 +457,26 @@ ratio() { # target
     ".NET env: gcServer=0 TieredPGO=1 TC_DelaySingleProcMultiplier=1 SOCKETS_INLINE_COMPLETIONS=$INLINE_COMPLETIONS"
   echo "pinning: $([[ "$PIN" == 1 ]] && echo 'wrk core 0, proxy+backends core 1' || echo 'none (shared cores)')"
   echo "CPU = proxy process user+sys per request; ratio = CPU/request ÷ HAProxy http nbthread 1 (http rows) or ÷ HAProxy tcp (tcp rows), same run"
+  echo "other% = CPU of processes outside the bench during the runs, share of the whole machine (median); load at start: $LOAD_AT_START"
   echo
-  printf '%-30s %-5s %10s %9s %9s %12s %6s %8s %7s  %s\n' target mode "req/s" p50 p99 "CPU us/req" ratio "peakRSS" errors note
-  printf '%-30s %-5s %10s %9s %9s %12s %6s %8s %7s  %s\n' ------ ---- ----- --- --- ---------- ----- ------- ------ ----
+  printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %6s %6s  %s\n' target mode "req/s" p50 p99 "CPU us/req" ratio "peakRSS" errors other% note
+  printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %6s %6s  %s\n' ------ ---- ----- --- --- ---------- ----- ------- ------ ------ ----
+  disturbed=""
   for t in "${ORDER[@]}"; do
     want "$t" || continue
     if [[ -n "${R_CPU[$t]:-}" ]]; then
-      printf '%-30s %-5s %10.0f %9s %9s %12s %6s %7sM %7s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" "${R_RPS[$t]}" \
+      printf '%-30s %-5s %9.0f %8s %8s %10s %6s %7sM %6s %6s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" "${R_RPS[$t]}" \
         "$(fmt_lat "${R_P50[$t]}")" "$(fmt_lat "${R_P99[$t]}")" "${R_CPU[$t]}" "$(ratio "$t")" "${R_RSS[$t]}" \
-        "${R_ERR[$t]}" "${R_NOTE[$t]:-}"
+        "${R_ERR[$t]}" "${R_OTH[$t]}" "${R_NOTE[$t]:-}"
+      awk -v o="${R_OTH[$t]}" -v m="$OTHER_WARN" 'BEGIN { exit !(o > m) }' && disturbed+=" ${t}"
     else
-      printf '%-30s %-5s %10s %9s %9s %12s %6s %8s %7s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" - - - - - - - "${R_NOTE[$t]:-not run}"
+      printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %6s %6s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" - - - - - - - - "${R_NOTE[$t]:-not run}"
     fi
   done
+  if [[ -n "$disturbed" ]]; then
+    echo
+    echo "WARNING: other processes used more than ${OTHER_WARN}% of the machine during:${disturbed}; those rows are disturbed, rerun on an idle machine"
+  fi
   [[ -n "$BALANCER_NOTE" ]] && { echo; echo "$BALANCER_NOTE"; }
   echo
   echo "total time: $((SECONDS - SCRIPT_START))s (measurement phase $((SECONDS - MEASURE_START))s, BUDGET=${BUDGET}s)"

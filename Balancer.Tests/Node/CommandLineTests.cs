@@ -1,0 +1,140 @@
+using Balancer.Node;
+
+namespace Balancer.Tests.Node;
+
+public class CommandLineTests : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("balancer-cli-").FullName;
+
+    [Fact]
+    public async Task CheckConfig_ThreeMistakes_ThreeLinesEachNamingItsKey()
+    {
+        var file = Write("three.conf", """
+            balancer {
+              frontends {
+                web { mode = http, bind = ["127.0.0.1:8080"], pool = missing }
+              }
+              pools {
+                app {
+                  algorithm = fastest
+                  backends {
+                    a { address = "127.0.0.1:9001", weight = -5 }
+                  }
+                }
+              }
+            }
+            """);
+        var (code, output, error) = await RunAsync("check-config", file);
+        Assert.Equal(1, code);
+        Assert.Equal("", output);
+        var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(3, lines.Length);
+        Assert.Contains(lines, l => l == $"{file}: balancer.frontends.web.pool: unknown pool \"missing\" (defined pools: app)");
+        Assert.Contains(lines, l => l.StartsWith($"{file}: balancer.pools.app.algorithm: unknown algorithm \"fastest\"", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l == $"{file}: balancer.pools.app.backends.a.weight: expected a whole number from 0 to 10000, got \"-5\"");
+    }
+
+    [Fact]
+    public async Task CheckConfig_ShippedHoconFiles_AreValid()
+    {
+        var hocon = Path.Combine(RepositoryRoot(), "hocon");
+        var files = Directory.GetFiles(hocon, "*.conf", SearchOption.AllDirectories);
+        Assert.NotEmpty(files);
+        var (code, output, error) = await RunAsync(["check-config", .. files]);
+        Assert.True(code == 0, error);
+        Assert.Equal(files.Length, output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Length);
+    }
+
+    [Fact]
+    public async Task CheckConfig_BadHocon_OneLineWithFileLineAndColumn()
+    {
+        var file = Write("syntax.conf", "balancer {\n  pools { x { a = 1 }, y = 2 }\n");
+        var (code, _, error) = await RunAsync("check-config", file);
+        Assert.Equal(1, code);
+        Assert.Equal($"{file}: {file}:2:22: Unknown token (after \"NAME {{ ... }}\" start the next entry on a new line instead of a comma)", error.Trim());
+    }
+
+    [Fact]
+    public async Task CheckConfig_MissingFile_NamesIt()
+    {
+        var (code, _, error) = await RunAsync("check-config", Path.Combine(_directory, "absent.conf"));
+        Assert.Equal(1, code);
+        Assert.StartsWith($"{Path.Combine(_directory, "absent.conf")}: {Path.Combine(_directory, "absent.conf")}: cannot read", error.Trim());
+    }
+
+    [Fact]
+    public async Task CheckConfig_IncludeAndSet_AreApplied()
+    {
+        Write("base.conf", "balancer.pools.app.backends.a = \"127.0.0.1:9001\"");
+        var file = Write("node.conf", "include \"base.conf\"\nbalancer.frontends.web { bind = \"127.0.0.1:8080\", pool = app }");
+        Assert.Equal(0, (await RunAsync("check-config", file)).Code);
+        var (code, _, error) = await RunAsync("check-config", file, "--set", "balancer.pools.app.retries=-2");
+        Assert.Equal(1, code);
+        Assert.Contains("balancer.pools.app.retries: expected a whole number from 0 to 100, got \"-2\"", error);
+    }
+
+    [Fact]
+    public async Task Run_InvalidConfig_RefusesWithTheSameLines()
+    {
+        var file = Write("bad.conf", "balancer.pools.app.algorithm = fastest\nbalancer.pools.app.retries = x");
+        var (code, _, error) = await RunAsync("run", "--config", file);
+        Assert.Equal(1, code);
+        var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(3, lines.Length);
+        Assert.StartsWith("balancer.pools.app.algorithm: unknown algorithm", lines[0]);
+        Assert.StartsWith("balancer.pools.app.retries: expected a whole number", lines[1]);
+        Assert.Equal("balancer: refusing to start: 2 configuration problem(s)", lines[2]);
+    }
+
+    [Theory]
+    [InlineData(new[] { "frobnicate" }, "balancer: unknown command \"frobnicate\" (expected run, check-config, backend or version)")]
+    [InlineData(new[] { "run", "--confg", "x.conf" }, "balancer: unknown option --confg")]
+    [InlineData(new[] { "run", "--config" }, "balancer: option --config needs a value")]
+    [InlineData(new[] { "backend", "--port", "99999" }, "balancer: --port expects a whole number from 0 to 65535, got \"99999\"")]
+    [InlineData(new[] { "backend" }, "balancer: backend needs --port N")]
+    [InlineData(new[] { "backend", "--port", "1", "--fail-rate", "2" }, "balancer: --fail-rate expects a number from 0 to 1, got \"2\"")]
+    [InlineData(new[] { "check-config" }, "balancer: check-config needs at least one FILE")]
+    public async Task BadArguments_ExitTwoWithOneLineReason(string[] args, string expected)
+    {
+        var (code, _, error) = await RunAsync(args);
+        Assert.Equal(2, code);
+        Assert.Equal(expected, error.Split('\n')[0]);
+    }
+
+    [Fact]
+    public async Task Help_ListsEveryCommand()
+    {
+        var (code, output, _) = await RunAsync("help");
+        Assert.Equal(0, code);
+        Assert.Contains("balancer run [--config FILE]", output);
+        Assert.Contains("balancer check-config FILE", output);
+        Assert.Contains("balancer backend --port N", output);
+    }
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    private string Write(string name, string text)
+    {
+        var path = Path.Combine(_directory, name);
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    private static async Task<(int Code, string Output, string Error)> RunAsync(params string[] args)
+    {
+        var output = new StringWriter();
+        var error = new StringWriter();
+        var code = await BalancerCli.MainAsync(args, output, error);
+        return (code, output.ToString().Replace("\r", ""), error.ToString().Replace("\r", ""));
+    }
+
+    internal static string RepositoryRoot()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Balancer.sln")))
+        {
+            directory = directory.Parent;
+        }
+        return directory?.FullName ?? throw new InvalidOperationException("Balancer.sln not found above " + AppContext.BaseDirectory);
+    }
+}
