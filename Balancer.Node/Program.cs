@@ -16,6 +16,7 @@ namespace Balancer.Node
             usage:
               {RunCommand.Usage}
               {CheckConfigCommand.Usage}
+              {DemoCommand.Usage}
               {BackendCommand.Usage}
               balancer version
 
@@ -39,8 +40,9 @@ namespace Balancer.Node
                     "run" => await RunCommand.RunAsync(commandLine, output, error),
                     "check-config" => CheckConfigCommand.Run(commandLine, output, error),
                     "backend" => await BackendCommand.RunAsync(commandLine, output),
+                    "demo" => await DemoCommand.RunAsync(commandLine, output, error),
                     "version" => PrintVersion(output),
-                    _ => throw new UsageException($"unknown command \"{verb}\" (expected run, check-config, backend or version)"),
+                    _ => throw new UsageException($"unknown command \"{verb}\" (expected run, demo, check-config, backend or version)"),
                 };
             }
             catch (UsageException e)

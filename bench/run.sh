@@ -163,9 +163,9 @@ self_ticks() {
   echo $((f[11] + f[12] + f[13] + f[14]))
 }
 
-# Whole machine from /proc/stat: "busy total" ticks (busy = user+nice+system; irq/softirq left out,
-# as they are charged to no process).
-machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+# Whole machine from /proc/stat: "busy total" ticks; busy = user+nice+system+irq+softirq+steal
+# (a process's stime includes the softirq ticks that land on it; steal is time taken by other VMs).
+machine_ticks() { awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
 
 # Peak RSS (VmHWM) in MB, summed over PIDs.
 peak_rss_mb() {

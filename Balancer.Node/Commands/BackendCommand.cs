@@ -41,10 +41,11 @@ internal static class BackendCommand
             return 1;
         }
         output.WriteLine($"backend {name} listening on http://{bind}:{backend.Port}");
-        var stop = new TaskCompletionSource();
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.TrySetResult(); });
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.TrySetResult(); });
-        await stop.Task;
+        using var stop = new CancellationTokenSource();
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
+        ParentWatch.Start(stop);
+        await Task.Delay(Timeout.Infinite, stop.Token).ContinueWith(_ => { });
         await backend.StopAsync();
         return 0;
     }

@@ -35,6 +35,7 @@ internal static class RunCommand
         using var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
+        ParentWatch.Start(stop);
         try
         {
             var cluster = Cluster.Get(system);
