@@ -1,6 +1,15 @@
 using Balancer.Node;
 using Balancer.Node.Commands;
 
+// Socket completions on the epoll thread save a thread-pool hop per read/write: measured in bench/
+// as less CPU per request for both frontends. Read once, at the first socket, so it is set before
+// anything else; an explicit DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0 keeps it off.
+const string InlineCompletions = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
+if (Environment.GetEnvironmentVariable(InlineCompletions) is null)
+{
+    Environment.SetEnvironmentVariable(InlineCompletions, "1");
+}
+
 return await BalancerCli.MainAsync(args, Console.Out, Console.Error);
 
 namespace Balancer.Node
