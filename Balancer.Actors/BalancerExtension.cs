@@ -60,6 +60,12 @@ public sealed class BalancerExtension : IExtension
     /// <summary>The root of the balancer's actors.</summary>
     public IActorRef Guardian { get; }
 
+    /// <summary>
+    /// The routing actor of <paramref name="pool"/>: it takes <c>PoolRouter.SetAdminState</c>,
+    /// <c>SetWeight</c> and <c>GetSnapshot</c>.
+    /// </summary>
+    public ActorSelection PoolRouter(string pool) => new(Guardian, $"pools/{pool}");
+
     /// <summary>Completes when every frontend listens; faults with the reason when one cannot.</summary>
     public Task FrontendsStarted => _frontendsStarted.Task;
 

@@ -18,6 +18,7 @@ internal sealed class BalancerGuardian : ReceiveActor
         {
             pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, registry), pool.Name));
         }
+        Context.ActorOf(Health.HealthSupervisor.Props(settings, pools.Path.ToStringWithoutAddress()), "health");
         if (settings.Node.StartFrontends)
         {
             var frontends = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "frontends");

@@ -323,7 +323,11 @@ public sealed record BalancerSettings(
             : ProbePlacement.Sharded;
         return new HealthCheckSettings(
             kind, path, expectStatus, section.String("expect-body"), interval, timeout,
-            section.Int("rise", 2, 1, 1000), section.Int("fall", 2, 1, 1000), placement);
+            section.Int("rise", 2, 1, 1000), section.Int("fall", 2, 1, 1000),
+            section.Duration("fast-interval", TimeSpan.FromMilliseconds(250)),
+            section.Duration("down-interval", TimeSpan.FromSeconds(2)),
+            section.Percent("jitter", 0.1),
+            placement);
     }
 
     private static PassiveHealthSettings ReadPassive(SettingsReader section, Config user, Config defaults)
@@ -337,6 +341,7 @@ public sealed record BalancerSettings(
         }
         return new PassiveHealthSettings(
             section.Int("consecutive-failures", 5, 0, 1_000_000),
+            section.Bool("count-5xx", true),
             ejection,
             maxEjection,
             section.Percent("max-ejected-percent", 0.5));

@@ -56,6 +56,9 @@ public sealed record HealthCheckSettings(
     TimeSpan Timeout,
     int Rise,
     int Fall,
+    TimeSpan FastInterval,
+    TimeSpan DownInterval,
+    double Jitter,
     ProbePlacement Placement);
 
 /// <summary>What an active health check does.</summary>
@@ -67,6 +70,7 @@ public enum ProbePlacement { Sharded, EveryNode }
 /// <summary>Passive health (outlier ejection) settings of a pool.</summary>
 public sealed record PassiveHealthSettings(
     int ConsecutiveFailures,
+    bool Count5xx,
     TimeSpan Ejection,
     TimeSpan MaxEjection,
     double MaxEjectedPercent);

@@ -21,8 +21,9 @@ public enum BackendAdminState
 public sealed class Backend
 {
     /// <summary>Creates the view of a backend.</summary>
-    public Backend(string pool, BackendSettings settings, int effectiveWeight, BackendAdminState adminState, bool healthy, BackendCounters counters)
+    public Backend(string pool, BackendSettings settings, int effectiveWeight, BackendAdminState adminState, bool healthy, BackendCounters counters, double slowStartFactor = 1.0)
     {
+        SlowStartFactor = slowStartFactor;
         Pool = pool;
         Name = settings.Name;
         Address = settings.Address;
@@ -55,6 +56,9 @@ public sealed class Backend
 
     /// <summary>False when health checks or passive ejection took the backend out.</summary>
     public bool Healthy { get; }
+
+    /// <summary>Below 1 while the backend ramps up after coming back (slow start).</summary>
+    public double SlowStartFactor { get; }
 
     /// <summary>Traffic counters shared by every snapshot.</summary>
     public BackendCounters Counters { get; }

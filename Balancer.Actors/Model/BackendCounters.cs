@@ -11,6 +11,14 @@ public sealed class BackendCounters
     private long _connectFailures;
     private long _responseFailures;
     private long _consecutiveFailures;
+    private FailureAlarm? _alarm;
+
+    /// <summary>
+    /// Calls <paramref name="onReached"/> once each time the failure streak reaches
+    /// <paramref name="threshold"/>, so passive ejection reacts at once instead of on the next fold.
+    /// </summary>
+    public void SetFailureAlarm(long threshold, Action onReached) =>
+        Volatile.Write(ref _alarm, threshold > 0 ? new FailureAlarm(threshold, onReached) : null);
 
     /// <summary>Requests or connections open on the backend right now.</summary>
     public long InFlight => Volatile.Read(ref _inFlight);
@@ -48,15 +56,29 @@ public sealed class BackendCounters
         else
         {
             Interlocked.Increment(ref _responseFailures);
-            Interlocked.Increment(ref _consecutiveFailures);
+            CountFailure();
         }
     }
+
+    /// <summary>Forgets the failure streak (after an ejection, so the backend starts afresh).</summary>
+    public void ResetConsecutiveFailures() => Volatile.Write(ref _consecutiveFailures, 0);
 
     /// <summary>A started request or connection could not reach the backend.</summary>
     public void ConnectFailed()
     {
         Interlocked.Decrement(ref _inFlight);
         Interlocked.Increment(ref _connectFailures);
-        Interlocked.Increment(ref _consecutiveFailures);
+        CountFailure();
     }
+
+    private void CountFailure()
+    {
+        var streak = Interlocked.Increment(ref _consecutiveFailures);
+        if (Volatile.Read(ref _alarm) is { } alarm && streak == alarm.Threshold)
+        {
+            alarm.OnReached();
+        }
+    }
+
+    private sealed record FailureAlarm(long Threshold, Action OnReached);
 }

@@ -12,8 +12,9 @@ namespace Balancer.Model;
 public sealed class PoolSnapshot
 {
     /// <summary>Creates a snapshot; <see cref="PoolSnapshotBuilder"/> is the usual way.</summary>
-    public PoolSnapshot(long version, PoolSettings settings, ImmutableArray<Backend> backends, ImmutableArray<Backend> routable, bool panic, BackendPicker picker)
+    public PoolSnapshot(long version, PoolSettings settings, ImmutableArray<Backend> backends, ImmutableArray<Backend> routable, bool panic, BackendPicker picker, Random? slowStartAdmission = null)
     {
+        _slowStartAdmission = slowStartAdmission;
         Version = version;
         Settings = settings;
         Backends = backends;
@@ -21,6 +22,10 @@ public sealed class PoolSnapshot
         Panic = panic;
         Picker = picker;
     }
+
+    // Set for algorithms that ignore weights (round-robin, first): a backend in slow start is then
+    // passed over with probability 1 - factor, which ramps its share as a weight would.
+    private readonly Random? _slowStartAdmission;
 
     /// <summary>Increases with every snapshot of the pool.</summary>
     public long Version { get; }
@@ -57,6 +62,11 @@ public sealed class PoolSnapshot
         if ((uint)index >= (uint)routable.Length)
         {
             return null;
+        }
+        if (_slowStartAdmission is not null && routable[index].SlowStartFactor < 1 && routable.Length > 1
+            && _slowStartAdmission.NextDouble() >= routable[index].SlowStartFactor)
+        {
+            index = (index + 1) % routable.Length;
         }
         if (attempted.Contains(index))
         {

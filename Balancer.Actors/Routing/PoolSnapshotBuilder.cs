@@ -6,9 +6,17 @@ using Balancer.Routing.LoadBalancing;
 namespace Balancer.Routing;
 
 /// <summary>What the routing actor knows about one backend besides its configuration.</summary>
-public sealed record BackendRuntimeState(BackendAdminState AdminState = BackendAdminState.Ready, bool Healthy = true, double WeightFactor = 1.0)
+/// <param name="AdminState">The operator's state.</param>
+/// <param name="Healthy">False when an active check or passive ejection says down.</param>
+/// <param name="Weight">A weight set at runtime, replacing the configured one.</param>
+/// <param name="SlowStartFactor">Share of its weight a returning backend gets now, 0..1.</param>
+public sealed record BackendRuntimeState(
+    BackendAdminState AdminState = BackendAdminState.Ready,
+    bool Healthy = true,
+    int? Weight = null,
+    double SlowStartFactor = 1.0)
 {
-    /// <summary>A ready, healthy backend at full weight.</summary>
+    /// <summary>A ready, healthy backend at its configured weight.</summary>
     public static readonly BackendRuntimeState Default = new();
 }
 
@@ -27,12 +35,20 @@ public static class PoolSnapshotBuilder
         Func<string, BackendCounters> countersOf,
         PickerState pickerState)
     {
+        // Hashing algorithms keep their tables during slow start: scaling weights would remap keys.
+        var scalesWeight = settings.Algorithm is not (LoadBalancingPolicies.ConsistentHash or LoadBalancingPolicies.Maglev);
         var all = ImmutableArray.CreateBuilder<Backend>(settings.Backends.Length);
-        foreach (var backendSettings in settings.Backends)
+        foreach (var configured in settings.Backends)
         {
-            var state = stateOf(backendSettings.Name);
-            var weight = backendSettings.Weight == 0 ? 0 : Math.Max(1, (int)Math.Round(backendSettings.Weight * state.WeightFactor));
-            all.Add(new Backend(settings.Name, backendSettings, weight, state.AdminState, state.Healthy, countersOf(backendSettings.Name)));
+            var state = stateOf(configured.Name);
+            var backendSettings = state.Weight is { } runtimeWeight ? configured with { Weight = runtimeWeight } : configured;
+            var weight = backendSettings.Weight;
+            var slowStart = scalesWeight ? Math.Clamp(state.SlowStartFactor, 0, 1) : 1.0;
+            if (weight > 0 && slowStart < 1)
+            {
+                weight = Math.Max(1, (int)Math.Round(weight * slowStart));
+            }
+            all.Add(new Backend(settings.Name, backendSettings, weight, state.AdminState, state.Healthy, countersOf(configured.Name), slowStart));
         }
         var backends = all.MoveToImmutable();
 
@@ -46,6 +62,7 @@ public static class PoolSnapshotBuilder
         }
 
         var picker = LoadBalancingPolicies.Create(settings.Algorithm, routable, settings.HashKey, pickerState);
-        return new PoolSnapshot(version, settings, backends, routable, panic, picker);
+        var admitsBySlowStart = settings.Algorithm is LoadBalancingPolicies.RoundRobin or LoadBalancingPolicies.First;
+        return new PoolSnapshot(version, settings, backends, routable, panic, picker, admitsBySlowStart ? pickerState.Random : null);
     }
 }

@@ -53,12 +53,14 @@ internal sealed class BackendSet : IAsyncDisposable
 {
     public List<Balancer.Node.Backend.DemoBackend> Backends { get; } = new();
 
-    public static async Task<BackendSet> StartAsync(params string[] names)
+    public static Task<BackendSet> StartAsync(params string[] names) => StartAsync(names, _ => 0);
+
+    public static async Task<BackendSet> StartAsync(string[] names, Func<string, double> failRate)
     {
         var set = new BackendSet();
         foreach (var name in names)
         {
-            var backend = new Balancer.Node.Backend.DemoBackend(name, new IPEndPoint(IPAddress.Loopback, 0));
+            var backend = new Balancer.Node.Backend.DemoBackend(name, new IPEndPoint(IPAddress.Loopback, 0), failRate: failRate(name));
             await backend.StartAsync();
             set.Backends.Add(backend);
         }

@@ -47,7 +47,7 @@ internal sealed class HttpProxy
             var error = await _forwarder.SendAsync(context, backend.DestinationPrefix, _pool.HttpClient, requestConfig, _transformer);
             if (error == ForwarderError.None)
             {
-                backend.Counters.Finish(success: context.Response.StatusCode < 500);
+                backend.Counters.Finish(success: context.Response.StatusCode < 500 || !snapshot.Settings.Passive.Count5xx);
                 return;
             }
 

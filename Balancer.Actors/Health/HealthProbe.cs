@@ -1,0 +1,190 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using Akka.Actor;
+using Akka.Event;
+using Balancer.Configuration;
+using Balancer.Routing;
+
+namespace Balancer.Health;
+
+/// <summary>
+/// Active health checks of one backend: an HTTP GET (status ranges, optional body substring) or a
+/// TCP connect, every <c>interval</c>, faster while the verdict is changing (<c>fast-interval</c>),
+/// slower while down (<c>down-interval</c>), each spread by <c>jitter</c>. A check runs off the
+/// actor's thread and its outcome comes back as a message, so checks never block and never overlap.
+/// Verdict changes (after <c>rise</c>/<c>fall</c> checks) go to the pool's routing actor.
+/// </summary>
+internal sealed class HealthProbe : ReceiveActor, IWithTimers
+{
+    private const int MaxBodyBytes = 64 * 1024;
+
+    private readonly string _pool;
+    private readonly BackendSettings _backend;
+    private readonly HealthCheckSettings _settings;
+    private readonly ICanTell _router;
+    private readonly HttpMessageInvoker _client;
+    private readonly Random _random;
+    private readonly ProbeVerdict _verdict;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private string _lastFailure = "";
+
+    public HealthProbe(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell router, HttpMessageInvoker client, Random random)
+    {
+        _pool = pool;
+        _backend = backend;
+        _settings = settings;
+        _router = router;
+        _client = client;
+        _random = random;
+        _verdict = new ProbeVerdict(settings.Rise, settings.Fall);
+
+        Receive<Check>(_ =>
+        {
+            var started = Stopwatch.GetTimestamp();
+            RunCheckAsync().ContinueWith(
+                t => new Outcome(t.IsCompletedSuccessfully && t.Result is null, t.IsCompletedSuccessfully ? t.Result ?? "" : t.Exception!.GetBaseException().Message, Stopwatch.GetElapsedTime(started)),
+                TaskScheduler.Default).PipeTo(Self);
+        });
+        Receive<Outcome>(outcome =>
+        {
+            if (!outcome.Success)
+            {
+                _lastFailure = outcome.Failure;
+            }
+            if (_verdict.Record(outcome.Success))
+            {
+                var reason = _verdict.Up
+                    ? $"{_settings.Rise} check(s) passed ({Describe()}, {outcome.Latency.TotalMilliseconds:0}ms)"
+                    : $"{_settings.Fall} check(s) failed, last: {_lastFailure}";
+                _router.Tell(new PoolRouter.BackendProbed(_backend.Name, _verdict.Up, reason), Self);
+            }
+            Timers.StartSingleTimer("check", Check.Instance, NextDelay());
+        });
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props Props(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell router, HttpMessageInvoker client, Random? random = null) =>
+        Akka.Actor.Props.Create(() => new HealthProbe(pool, backend, settings, router, client, random ?? Random.Shared));
+
+    protected override void PreStart()
+    {
+        // The first check lands anywhere in the first interval so a pool's probes start spread out.
+        Timers.StartSingleTimer("check", Check.Instance, TimeSpan.FromTicks((long)(_settings.Interval.Ticks * _random.NextDouble())));
+    }
+
+    private TimeSpan NextDelay()
+    {
+        var basis = _verdict.Changing ? _settings.FastInterval : _verdict.Up ? _settings.Interval : _settings.DownInterval;
+        var spread = 1 + _settings.Jitter * (2 * _random.NextDouble() - 1);
+        return TimeSpan.FromTicks((long)(basis.Ticks * spread));
+    }
+
+    private string Describe() => _settings.Kind == HealthCheckKind.Http ? $"GET {_settings.Path}" : "connect";
+
+    /// <summary>Null on success, else why the check failed.</summary>
+    private async Task<string?> RunCheckAsync()
+    {
+        using var timeout = new CancellationTokenSource(_settings.Timeout);
+        try
+        {
+            return _settings.Kind == HealthCheckKind.Tcp
+                ? await ConnectAsync(timeout.Token).ConfigureAwait(false)
+                : await GetAsync(timeout.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            return $"no answer within {_settings.Timeout.TotalMilliseconds:0}ms";
+        }
+        catch (HttpRequestException e) when (e.InnerException is SocketException socket)
+        {
+            return socket.SocketErrorCode == SocketError.ConnectionRefused ? "connection refused" : socket.Message;
+        }
+        catch (Exception e) when (e is HttpRequestException or SocketException or IOException)
+        {
+            return e.Message;
+        }
+    }
+
+    private async Task<string?> GetAsync(CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{_backend.Address}{_settings.Path}");
+        request.Headers.ConnectionClose = true;
+        request.Headers.UserAgent.ParseAdd("balancer-health-check");
+        using var response = await _client.SendAsync(request, cancellationToken).ConfigureAwait(false);
+        var status = (int)response.StatusCode;
+        if (!_settings.ExpectStatus.Contains(status))
+        {
+            return $"HTTP {status} (expected {_settings.ExpectStatus})";
+        }
+        if (_settings.ExpectBody.Length == 0)
+        {
+            return null;
+        }
+        await using var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+        var buffer = new byte[MaxBodyBytes];
+        var total = 0;
+        int read;
+        while (total < buffer.Length && (read = await body.ReadAsync(buffer.AsMemory(total), cancellationToken).ConfigureAwait(false)) > 0)
+        {
+            total += read;
+        }
+        var text = System.Text.Encoding.UTF8.GetString(buffer, 0, total);
+        return text.Contains(_settings.ExpectBody, StringComparison.Ordinal) ? null : $"body lacks \"{_settings.ExpectBody}\"";
+    }
+
+    private async Task<string?> ConnectAsync(CancellationToken cancellationToken)
+    {
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        var endPoint = _backend.Address.IPEndPoint ?? (System.Net.EndPoint)new System.Net.DnsEndPoint(_backend.Address.Host, _backend.Address.Port);
+        await socket.ConnectAsync(endPoint, cancellationToken).ConfigureAwait(false);
+        return null;
+    }
+
+    private sealed class Check
+    {
+        public static readonly Check Instance = new();
+        private Check() { }
+    }
+
+    private sealed record Outcome(bool Success, string Failure, TimeSpan Latency);
+}
+
+/// <summary>
+/// Starts one <see cref="HealthProbe"/> per backend of every pool whose <c>health-check.kind</c> is
+/// not <c>none</c> (placement on every node until the cluster places probes), with one probe HTTP
+/// client that opens a fresh connection per check, as HAProxy does, so a backend that cannot accept
+/// new connections fails its check.
+/// </summary>
+internal sealed class HealthSupervisor : ReceiveActor
+{
+    private readonly HttpMessageInvoker _client = new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        UseCookies = false,
+        PooledConnectionLifetime = TimeSpan.Zero,
+        ConnectTimeout = TimeSpan.FromSeconds(10),
+    });
+
+    public HealthSupervisor(BalancerSettings settings, string poolsPath)
+    {
+        foreach (var pool in settings.Pools)
+        {
+            if (pool.HealthCheck.Kind == HealthCheckKind.None || pool.Backends.Length == 0)
+            {
+                continue;
+            }
+            var router = Context.ActorSelection($"{poolsPath}/{pool.Name}");
+            foreach (var backend in pool.Backends)
+            {
+                Context.ActorOf(HealthProbe.Props(pool.Name, backend, pool.HealthCheck, router, _client), $"{pool.Name}.{backend.Name}");
+            }
+        }
+    }
+
+    public static Props Props(BalancerSettings settings, string poolsPath) =>
+        Akka.Actor.Props.Create(() => new HealthSupervisor(settings, poolsPath));
+
+    protected override void PostStop() => _client.Dispose();
+}

@@ -1,0 +1,94 @@
+using Balancer.Configuration;
+using Balancer.Health;
+
+namespace Balancer.Tests.Health;
+
+public class HealthLogicTests
+{
+    private static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    private static readonly PassiveHealthSettings Passive = new(5, true, TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(5), 0.5);
+
+    [Fact]
+    public void ProbeVerdict_FallThenRise()
+    {
+        var verdict = new ProbeVerdict(rise: 2, fall: 3);
+        Assert.True(verdict.Up);
+        Assert.False(verdict.Record(false));
+        Assert.True(verdict.Changing);
+        Assert.False(verdict.Record(false));
+        Assert.True(verdict.Record(false));
+        Assert.False(verdict.Up);
+        Assert.False(verdict.Changing);
+        Assert.False(verdict.Record(true));
+        Assert.True(verdict.Changing);
+        Assert.True(verdict.Record(true));
+        Assert.True(verdict.Up);
+    }
+
+    [Fact]
+    public void ProbeVerdict_ASuccessResetsTheFailureStreak()
+    {
+        var verdict = new ProbeVerdict(rise: 2, fall: 2);
+        verdict.Record(false);
+        verdict.Record(true);
+        Assert.False(verdict.Record(false));
+        Assert.True(verdict.Up);
+    }
+
+    [Fact]
+    public void Tracker_EjectionDoublesUpToTheCap_AndResetsAfterGoodBehaviour()
+    {
+        var tracker = new BackendTracker();
+        var now = T0;
+        var lengths = new List<TimeSpan>();
+        for (var i = 0; i < 6; i++)
+        {
+            var length = tracker.Eject(Passive, now);
+            lengths.Add(length);
+            Assert.Equal(BackendHealth.Down, tracker.Health);
+            now += length;
+            Assert.True(tracker.EndEjectionIfDue(now));
+            Assert.Equal(BackendHealth.Up, tracker.Health);
+        }
+        Assert.Equal(new[] { 30, 60, 120, 240, 300, 300 }, lengths.Select(l => (int)l.TotalSeconds));
+
+        now += Passive.MaxEjection;
+        Assert.Equal(TimeSpan.FromSeconds(30), tracker.Eject(Passive, now));
+    }
+
+    [Fact]
+    public void Tracker_EjectionNotDue_StaysDown()
+    {
+        var tracker = new BackendTracker();
+        tracker.Eject(Passive, T0);
+        Assert.False(tracker.EndEjectionIfDue(T0 + TimeSpan.FromSeconds(29)));
+        Assert.Equal(BackendHealth.Down, tracker.Health);
+    }
+
+    [Fact]
+    public void Tracker_ActiveAndPassiveCombine()
+    {
+        var tracker = new BackendTracker();
+        tracker.Eject(Passive, T0);
+        tracker.ApplyProbe(false, T0 + TimeSpan.FromSeconds(1));
+        tracker.EndEjectionIfDue(T0 + TimeSpan.FromSeconds(30));
+        Assert.Equal(BackendHealth.Down, tracker.Health);
+        Assert.True(tracker.ApplyProbe(true, T0 + TimeSpan.FromSeconds(31)));
+        Assert.Equal(BackendHealth.Up, tracker.Health);
+    }
+
+    [Fact]
+    public void Tracker_SlowStart_RampsLinearlyFromReturn()
+    {
+        var tracker = new BackendTracker();
+        var slowStart = TimeSpan.FromSeconds(10);
+        Assert.Equal(1.0, tracker.SlowStartFactor(slowStart, T0));
+        tracker.ApplyProbe(false, T0);
+        tracker.ApplyProbe(true, T0 + TimeSpan.FromSeconds(5));
+        Assert.Equal(0.01, tracker.SlowStartFactor(slowStart, T0 + TimeSpan.FromSeconds(5)), 3);
+        Assert.Equal(0.25, tracker.SlowStartFactor(slowStart, T0 + TimeSpan.FromSeconds(7.5)), 3);
+        Assert.Equal(0.5, tracker.SlowStartFactor(slowStart, T0 + TimeSpan.FromSeconds(10)), 3);
+        Assert.Equal(1.0, tracker.SlowStartFactor(slowStart, T0 + TimeSpan.FromSeconds(15)));
+        Assert.Equal(1.0, tracker.SlowStartFactor(TimeSpan.Zero, T0 + TimeSpan.FromSeconds(6)));
+    }
+}
