@@ -65,6 +65,7 @@ internal static class DemoCommand
                   one node's HTTP port:                         {string.Join("  ", Enumerable.Range(1, nodes).Select(i => $"http://127.0.0.1:{8080 + i}/"))}
                   shared TCP port:                              curl http://127.0.0.1:7070/
                   one node's TCP port:                          {string.Join("  ", Enumerable.Range(1, nodes).Select(i => $"127.0.0.1:{7070 + i}"))}
+                  fail backend b's health check:                curl -X POST 'http://127.0.0.1:9002/control/health?ok=false'
                   make backend c slow:                          curl -X POST 'http://127.0.0.1:9003/control/slow?ms=200'
                   check a configuration:                        balancer check-config {Path.Combine(hocon, "node1.conf")}
 

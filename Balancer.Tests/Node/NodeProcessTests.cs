@@ -56,6 +56,19 @@ public class NodeProcessTests
             Assert.Matches("^[abc] /over-tcp\n$", body);
         }
 
+        // A backend whose health check fails leaves the rotation within fall × interval + timeout + 1 s
+        // (node1.conf keeps the defaults: 2 × 1 s + 500 ms + 1 s), and comes back after it recovers.
+        await client.PostAsync($"http://127.0.0.1:{backends[0].Port}/control/health?ok=false", null);
+        await Task.Delay(TimeSpan.FromSeconds(2 * 1 + 0.5 + 1));
+        for (var i = 0; i < 30; i++)
+        {
+            using var response = await client.GetAsync($"http://{http}/");
+            Assert.NotEqual("a", response.Headers.GetValues("X-Backend").Single());
+        }
+        Assert.Contains("backend a is DOWN: health check: 2 check(s) failed, last: HTTP 503", node.Output);
+        await client.PostAsync($"http://127.0.0.1:{backends[0].Port}/control/health?ok=true", null);
+        await node.WaitForOutputAsync("backend a is UP", TimeSpan.FromSeconds(10));
+
         // kill -9 of one backend in the middle of a request loop: connect failures are retried elsewhere.
         var failed = 0;
         for (var i = 0; i < 200; i++)
