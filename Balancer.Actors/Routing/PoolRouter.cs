@@ -24,6 +24,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
     private readonly Dictionary<string, BackendCounters> _counters = new();
     private readonly Dictionary<string, BackendTracker> _trackers = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly List<BackendHealthChanged> _pendingEvents = new();
     private PoolSettings _settings;
     private long _version;
     private bool _panic;
@@ -65,13 +66,14 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
             }
             var old = tracker.AdminState;
             tracker.AdminState = set.State;
-            Sender.Tell(new Status.Success(set.State));
             if (old != set.State)
             {
+                // Publish before answering: whoever asked sees the new routing once answered.
+                Publish();
                 _log.Info("pool {0}: backend {1} admin state {2} -> {3}", _settings.Name, set.Backend, Name(old), Name(set.State));
                 Context.System.EventStream.Publish(new BackendAdminStateChanged(_settings.Name, set.Backend, old, set.State, WeightOf(set.Backend)));
-                Publish();
             }
+            Sender.Tell(new Status.Success(set.State));
         });
         Receive<SetWeight>(set =>
         {
@@ -85,10 +87,10 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
                 return;
             }
             tracker.Weight = set.Weight;
-            Sender.Tell(new Status.Success(set.Weight));
+            Publish();
             _log.Info("pool {0}: backend {1} weight set to {2}", _settings.Name, set.Backend, set.Weight);
             Context.System.EventStream.Publish(new BackendAdminStateChanged(_settings.Name, set.Backend, tracker.AdminState, tracker.AdminState, set.Weight));
-            Publish();
+            Sender.Tell(new Status.Success(set.Weight));
         });
         Receive<BackendProbed>(probed =>
         {
@@ -185,13 +187,19 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
         {
             _log.Info("pool {0}: backend {1} is UP: {2}", _settings.Name, backend, reason);
         }
-        Context.System.EventStream.Publish(new BackendHealthChanged(_settings.Name, backend, old, now, reason));
+        // Announced by Publish, after the snapshot that reflects it is live.
+        _pendingEvents.Add(new BackendHealthChanged(_settings.Name, backend, old, now, reason));
     }
 
     private void Publish()
     {
         var snapshot = BuildSnapshot();
         _handle.Publish(snapshot);
+        foreach (var pending in _pendingEvents)
+        {
+            Context.System.EventStream.Publish(pending);
+        }
+        _pendingEvents.Clear();
         if (snapshot.Panic != _panic)
         {
             _panic = snapshot.Panic;
