@@ -47,9 +47,19 @@ internal static class NodeConfig
     }
 
     /// <summary>Parses one file, resolving includes relative to it.</summary>
-    public static Config LoadFile(string path)
+    public static Config LoadFile(string path) => new(ParseFile(path, Path.GetFullPath(path), new HashSet<string>()));
+
+    /// <summary>
+    /// Reads and parses <paramref name="full"/>; errors name <paramref name="shown"/> (as the user
+    /// wrote it) with line and column. <paramref name="chain"/> holds the files being included, so
+    /// that a file including itself is an error rather than a stack overflow.
+    /// </summary>
+    private static HoconRoot ParseFile(string shown, string full, HashSet<string> chain)
     {
-        var full = Path.GetFullPath(path);
+        if (!chain.Add(full))
+        {
+            throw new ConfigLoadException($"{shown}: included from itself");
+        }
         string text;
         try
         {
@@ -57,11 +67,12 @@ internal static class NodeConfig
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new ConfigLoadException($"{path}: cannot read: {e.Message}");
+            throw new ConfigLoadException($"{shown}: cannot read: {e.Message}");
         }
         try
         {
-            return ConfigurationFactory.ParseString(text, IncludeFrom(Path.GetDirectoryName(full)!, new HashSet<string> { full }));
+            var directory = Path.GetDirectoryName(full)!;
+            return Parser.Parse(text, include => ParseFile(Path.Combine(directory, include), Path.GetFullPath(Path.Combine(directory, include)), chain));
         }
         catch (ConfigLoadException)
         {
@@ -69,7 +80,11 @@ internal static class NodeConfig
         }
         catch (Exception e)
         {
-            throw new ConfigLoadException($"{path}{Where(text, e.Message)}: {Describe(text, e.Message)}");
+            throw new ConfigLoadException($"{shown}{Where(text, e.Message)}: {Describe(text, e.Message)}");
+        }
+        finally
+        {
+            chain.Remove(full);
         }
     }
 
@@ -110,36 +125,6 @@ internal static class NodeConfig
         }
         return $":{line}:{position - lineStart + 1}";
     }
-
-    private static Func<string, HoconRoot> IncludeFrom(string directory, HashSet<string> chain) => include =>
-    {
-        var full = Path.GetFullPath(Path.Combine(directory, include));
-        if (!chain.Add(full))
-        {
-            throw new ConfigLoadException($"{include}: included from itself");
-        }
-        string text;
-        try
-        {
-            text = File.ReadAllText(full);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ConfigLoadException($"include \"{include}\": cannot read {full}: {e.Message}");
-        }
-        try
-        {
-            return Parser.Parse(text, IncludeFrom(Path.GetDirectoryName(full)!, chain));
-        }
-        catch (ConfigLoadException)
-        {
-            throw;
-        }
-        catch (Exception e)
-        {
-            throw new ConfigLoadException($"{full}{Where(text, e.Message)}: {Describe(text, e.Message)}");
-        }
-    };
 
     private static Config ParseSet(string set)
     {

@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace Balancer.Node;
 
 /// <summary>
@@ -21,7 +19,7 @@ internal static class ParentWatch
         {
             while (!stop.IsCancellationRequested)
             {
-                if (!IsAlive(parent))
+                if (!Posix.IsAlive(parent))
                 {
                     Console.Error.WriteLine($"balancer: parent process {parent} is gone; stopping");
                     stop.Cancel();
@@ -31,11 +29,4 @@ internal static class ParentWatch
             }
         });
     }
-
-    private static bool IsAlive(int pid) =>
-        // kill(pid, 0) checks existence without sending anything; a reparented child sees ESRCH.
-        Kill(pid, 0) == 0 || Marshal.GetLastPInvokeError() == 1 /* EPERM: exists, not ours */;
-
-    [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
-    private static extern int Kill(int pid, int signal);
 }

@@ -181,7 +181,7 @@ internal static class DemoCommand
             {
                 if (!_process.HasExited)
                 {
-                    Kill(_process.Id, 15);
+                    Posix.Signal(_process.Id, Posix.SigTerm);
                 }
             }
             catch (InvalidOperationException)
@@ -221,8 +221,5 @@ internal static class DemoCommand
                 _ready.TrySetResult();
             }
         }
-
-        [DllImport("libc", EntryPoint = "kill", SetLastError = true)]
-        private static extern int Kill(int pid, int signal);
     }
 }

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Balancer.Tests.TestSupport;
+using static Balancer.Tests.TestSupport.TcpClients;
 
 namespace Balancer.Tests.Frontends;
 
@@ -152,37 +153,5 @@ public class TcpFrontendTests
         Assert.Empty(await ReadToEndAsync(socket).WaitAsync(TimeSpan.FromSeconds(10)));
     }
 
-    private static async Task<Socket> ConnectAsync(BalancerHost host)
-    {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(host.EndPoint("raw")).WaitAsync(TimeSpan.FromSeconds(10));
-        return socket;
-    }
-
-    private static async Task AssertEchoAsync(Socket socket)
-    {
-        await socket.SendAsync(new byte[] { 42 });
-        var buffer = new byte[1];
-        Assert.Equal(1, await socket.ReceiveAsync(buffer).WaitAsync(TimeSpan.FromSeconds(10)));
-        Assert.Equal(42, buffer[0]);
-    }
-
-    /// <summary>Reads until end of stream; a reset also ends it.</summary>
-    private static async Task<byte[]> ReadToEndAsync(Socket socket)
-    {
-        var all = new MemoryStream();
-        var buffer = new byte[64 * 1024];
-        try
-        {
-            int read;
-            while ((read = await socket.ReceiveAsync(buffer)) > 0)
-            {
-                all.Write(buffer, 0, read);
-            }
-        }
-        catch (SocketException)
-        {
-        }
-        return all.ToArray();
-    }
+    private static Task<Socket> ConnectAsync(BalancerHost host) => TcpClients.ConnectAsync(host.EndPoint("raw"));
 }

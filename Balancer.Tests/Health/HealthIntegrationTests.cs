@@ -125,18 +125,18 @@ public class HealthIntegrationTests
             }
             """);
         using var open = await ConnectAsync(host);
-        await EchoAsync(open);
+        await TcpClients.AssertEchoAsync(open);
         Assert.Equal(1, first.Accepted);
 
         var reply = await host.Extension.PoolRouter("app").Ask<Status>(new PoolRouter.SetAdminState("one", BackendAdminState.Drain), TimeSpan.FromSeconds(5));
         Assert.IsType<Status.Success>(reply);
         using (var fresh = await ConnectAsync(host))
         {
-            await EchoAsync(fresh);
+            await TcpClients.AssertEchoAsync(fresh);
         }
         Assert.Equal(1, first.Accepted);
         Assert.Equal(1, second.Accepted);
-        await EchoAsync(open);
+        await TcpClients.AssertEchoAsync(open);
 
         await host.Extension.PoolRouter("app").Ask<Status>(new PoolRouter.SetAdminState("two", BackendAdminState.Maint), TimeSpan.FromSeconds(5));
         Assert.Empty(host.Extension.Pools.Find("app")!.Snapshot.Routable);
@@ -215,19 +215,7 @@ public class HealthIntegrationTests
         return recorder;
     }
 
-    private static async Task<Socket> ConnectAsync(BalancerHost host)
-    {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(host.EndPoint("raw")).WaitAsync(TimeSpan.FromSeconds(10));
-        return socket;
-    }
-
-    private static async Task EchoAsync(Socket socket)
-    {
-        await socket.SendAsync(new byte[] { 7 });
-        var buffer = new byte[1];
-        Assert.Equal(1, await socket.ReceiveAsync(buffer).WaitAsync(TimeSpan.FromSeconds(10)));
-    }
+    private static Task<Socket> ConnectAsync(BalancerHost host) => TcpClients.ConnectAsync(host.EndPoint("raw"));
 
     private sealed class EventRecorder
     {

@@ -89,7 +89,7 @@ internal sealed class NodeProcess : IAsyncDisposable
     {
         if (!_process.HasExited)
         {
-            Posix.Kill(_process.Id, Posix.SigTerm);
+            Balancer.Node.Posix.Signal(_process.Id, Balancer.Node.Posix.SigTerm);
         }
     }
 
@@ -120,12 +120,4 @@ internal sealed class NodeProcess : IAsyncDisposable
             _output.AppendLine(line);
         }
     }
-}
-
-internal static class Posix
-{
-    public const int SigTerm = 15;
-
-    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
-    public static extern int Kill(int pid, int signal);
 }
