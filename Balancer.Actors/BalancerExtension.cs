@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net;
 using Akka.Actor;
+using Akka.Configuration;
 using Balancer.Frontends;
 using Balancer.Routing;
 using Balancer.Routing.LoadBalancing;
@@ -20,8 +21,20 @@ public sealed class BalancerExtension : IExtension
     /// <summary>Created by <see cref="BalancerExtensionProvider"/>; use <see cref="Get"/>.</summary>
     public BalancerExtension(ExtendedActorSystem system)
     {
+        if (system.Provider is not Akka.Cluster.IClusterActorRefProvider)
+        {
+            throw new ConfigurationException("Balancer needs the cluster provider: set akka.actor.provider = cluster");
+        }
         system.Settings.InjectTopLevelFallback(BalancerSettings.DefaultConfig());
         Settings = BalancerSettings.Create(system.Settings.Config);
+        // Bindings from reference.conf only count when it was there at system start; an embedding
+        // system may load the extension later, so bind our serializer here as well.
+        var serializer = new Serialization.BalancerSerializer(system);
+        system.Serialization.AddSerializer("balancer", serializer);
+        foreach (var type in Serialization.BalancerSerializer.BoundTypes)
+        {
+            system.Serialization.AddSerializationMap(type, serializer);
+        }
 
         // Handles exist before any actor runs, so frontends and embedders can read every pool at once.
         foreach (var pool in Settings.Pools)
@@ -29,7 +42,10 @@ public sealed class BalancerExtension : IExtension
             Pools.Set(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new PickerState())));
         }
 
-        var expected = Settings.Node.StartFrontends ? Settings.Frontends.Select(f => f.Name).ToHashSet() : new HashSet<string>();
+        // A standby opens its frontends only when it becomes active: nothing to wait for at start.
+        var expected = Settings.Node.StartFrontends && Settings.Node.Mode == Configuration.NodeMode.ActiveActive
+            ? Settings.Frontends.Select(f => f.Name).ToHashSet()
+            : new HashSet<string>();
         if (expected.Count == 0)
         {
             _frontendsStarted.TrySetResult();

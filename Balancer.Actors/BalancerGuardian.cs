@@ -5,9 +5,9 @@ using Balancer.Routing;
 namespace Balancer;
 
 /// <summary>
-/// The root of a node's balancer actors: <c>pools/&lt;pool&gt;</c> (routing) and
-/// <c>frontends/&lt;frontend&gt;</c> (listeners). Frontends start after pools so that every frontend
-/// finds its pool's snapshot.
+/// The root of a node's balancer actors: <c>pools/&lt;pool&gt;</c> (routing), <c>health</c> (probes),
+/// <c>role</c> (active/passive, which owns <c>frontends/&lt;frontend&gt;</c>). Frontends start after
+/// pools so that every frontend finds its pool's snapshot.
 /// </summary>
 internal sealed class BalancerGuardian : ReceiveActor
 {
@@ -16,17 +16,11 @@ internal sealed class BalancerGuardian : ReceiveActor
         var pools = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "pools");
         foreach (var pool in settings.Pools)
         {
-            pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, registry), pool.Name));
+            pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, registry, writeTimeout: settings.Node.WriteTimeout), pool.Name));
         }
-        Context.ActorOf(Health.HealthSupervisor.Props(settings, pools.Path.ToStringWithoutAddress()), "health");
-        if (settings.Node.StartFrontends)
-        {
-            var frontends = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "frontends");
-            foreach (var frontend in settings.Frontends)
-            {
-                frontends.Tell(new ChildrenSupervisor.StartChild(FrontendActor.Props(frontend, registry), frontend.Name));
-            }
-        }
+        Context.ActorOf(Health.HealthSupervisor.Props(settings, registry), "health");
+        // Frontends open where the node's role says so (always, in active-active).
+        Context.ActorOf(Membership.RoleCoordinator.Props(settings, registry), "role");
     }
 
     public static Props Props(BalancerSettings settings, PoolRegistry registry) =>

@@ -115,7 +115,10 @@ public sealed record BalancerSettings(
             hooks.String("on-active"),
             hooks.String("on-passive"),
             node.Bool("start-frontends", true),
-            node.Duration("frontend-start-timeout", TimeSpan.FromSeconds(30)));
+            node.Duration("frontend-start-timeout", TimeSpan.FromSeconds(30)),
+            node.String("data-dir", "data"),
+            node.Int("probe-shards", 30, 1, 10_000),
+            node.Duration("write-timeout", TimeSpan.FromSeconds(3)));
     }
 
     private static FrontendSettings ReadFrontend(string name, SettingsReader section, ImmutableArray<PoolSettings>.Builder pools)

@@ -16,23 +16,73 @@ internal static class NodeConfig
           loglevel = INFO
           stdout-loglevel = WARNING
           log-dead-letters-during-shutdown = off
+          log-dead-letters = 0
           actor.provider = cluster
           remote.dot-netty.tcp {
             hostname = "127.0.0.1"
             port = 4053
           }
           cluster {
-            # Empty: the node forms a cluster of one with itself.
+            # Empty: the node forms a cluster of one with itself. Otherwise every node lists the
+            # same seeds (BALANCER_SEED_NODES="akka.tcp://balancer@host:4053,..." sets them too).
             seed-nodes = []
+            # A balancer must notice a dead peer in seconds, not Akka's default ~45 s: on a LAN a
+            # heartbeat missing for 2 s marks the peer unreachable (a standby takes over then) and
+            # the split-brain resolver downs it once membership has been stable for 4 s.
+            failure-detector {
+              heartbeat-interval = 1s
+              acceptable-heartbeat-pause = 2s
+              threshold = 8
+            }
+            downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
+            split-brain-resolver {
+              active-strategy = keep-majority
+              stable-after = 4s
+            }
+            # Replicated state reaches subscribers within 100 ms of arriving, and gossip repairs
+            # anything a direct write missed every second.
+            distributed-data {
+              notify-subscribers-interval = 100ms
+              gossip-interval = 1s
+            }
           }
           coordinated-shutdown.run-by-clr-shutdown-hook = on
         }
         """;
 
+    /// <summary>Comma-separated seed node addresses; overrides the files, not --set.</summary>
+    public const string SeedNodesVariable = "BALANCER_SEED_NODES";
+
+    /// <summary>
+    /// Where this node's durable replicated state lives: its own folder under
+    /// <c>balancer.node.data-dir</c>, named after its remoting address so that several nodes on one
+    /// host never share a LightningDB environment.
+    /// </summary>
+    public static Config WithDurableDirectory(Config config)
+    {
+        if (config.HasPath("akka.cluster.distributed-data.durable.lmdb.dir") &&
+            config.GetString("akka.cluster.distributed-data.durable.lmdb.dir") is { Length: > 0 } explicitDir && explicitDir != "ddata")
+        {
+            return config;
+        }
+        var dataDir = config.GetString("balancer.node.data-dir", "data");
+        var host = config.GetString("akka.remote.dot-netty.tcp.hostname", "127.0.0.1");
+        var port = config.GetInt("akka.remote.dot-netty.tcp.port", 4053);
+        // Port 0 means a new address each start: nothing durable could be found again.
+        var folder = port == 0 ? Path.Combine(Path.GetTempPath(), $"balancer-ddata-{Environment.ProcessId}") : Path.Combine(dataDir, $"ddata-{host}-{port}");
+        var full = Path.GetFullPath(folder).Replace("\\", "/");
+        return ConfigurationFactory.ParseString($"akka.cluster.distributed-data.durable.lmdb.dir = \"{full}\"").WithFallback(config);
+    }
+
     /// <summary>Loads and merges; a file that cannot be read or parsed throws <see cref="ConfigLoadException"/>.</summary>
     public static Config Load(IReadOnlyList<string> files, IReadOnlyList<string> sets)
     {
         var config = Config.Empty;
+        if (Environment.GetEnvironmentVariable(SeedNodesVariable) is { Length: > 0 } seeds)
+        {
+            var list = seeds.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            config = ConfigurationFactory.ParseString($"akka.cluster.seed-nodes = [{string.Join(", ", list.Select(s => $"\"{s}\""))}]");
+        }
         foreach (var set in sets)
         {
             config = config.WithFallback(ParseSet(set));

@@ -29,7 +29,10 @@ public sealed record NodeSettings(
     string OnActiveHook,
     string OnPassiveHook,
     bool StartFrontends,
-    TimeSpan FrontendStartTimeout);
+    TimeSpan FrontendStartTimeout,
+    string DataDir,
+    int ProbeShards,
+    TimeSpan WriteTimeout);
 
 /// <summary>One frontend (<c>balancer.frontends.NAME</c>).</summary>
 public sealed record FrontendSettings(

@@ -115,29 +115,37 @@ public sealed class ProbeVerdict
     private int _successes;
     private int _failures;
 
-    /// <summary>Starts up: a backend is trusted until <paramref name="fall"/> checks fail.</summary>
+    /// <summary>
+    /// Starts undecided, leaning up: the first verdict comes after <paramref name="rise"/> passed or
+    /// <paramref name="fall"/> failed checks, so a probe that takes over on another node reports what
+    /// it finds, whatever the previous prober said.
+    /// </summary>
     public ProbeVerdict(int rise, int fall)
     {
         _rise = rise;
         _fall = fall;
     }
 
-    /// <summary>The current verdict.</summary>
+    /// <summary>The current verdict (up until decided otherwise).</summary>
     public bool Up { get; private set; } = true;
+
+    /// <summary>True once a first verdict has been reached.</summary>
+    public bool Decided { get; private set; }
 
     /// <summary>True while the streak points towards the opposite state (check faster then).</summary>
     public bool Changing => Up ? _failures > 0 : _successes > 0;
 
-    /// <summary>Records one check; returns true when the verdict flipped.</summary>
+    /// <summary>Records one check; returns true when the verdict is reached for the first time or flips.</summary>
     public bool Record(bool success)
     {
         if (success)
         {
             _failures = 0;
             _successes++;
-            if (!Up && _successes >= _rise)
+            if ((!Up || !Decided) && _successes >= _rise)
             {
                 Up = true;
+                Decided = true;
                 return true;
             }
         }
@@ -145,9 +153,10 @@ public sealed class ProbeVerdict
         {
             _successes = 0;
             _failures++;
-            if (Up && _failures >= _fall)
+            if ((Up || !Decided) && _failures >= _fall)
             {
                 Up = false;
+                Decided = true;
                 return true;
             }
         }

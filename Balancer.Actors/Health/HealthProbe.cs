@@ -3,7 +3,6 @@ using System.Net.Sockets;
 using Akka.Actor;
 using Akka.Event;
 using Balancer.Configuration;
-using Balancer.Routing;
 
 namespace Balancer.Health;
 
@@ -12,7 +11,8 @@ namespace Balancer.Health;
 /// TCP connect, every <c>interval</c>, faster while the verdict is changing (<c>fast-interval</c>),
 /// slower while down (<c>down-interval</c>), each spread by <c>jitter</c>. A check runs off the
 /// actor's thread and its outcome comes back as a message, so checks never block and never overlap.
-/// Verdict changes (after <c>rise</c>/<c>fall</c> checks) go to the pool's routing actor.
+/// Verdicts (the first, after <c>rise</c>/<c>fall</c> checks, and every change) go to the node's
+/// <see cref="HealthReporter"/>, which replicates them to every node.
 /// </summary>
 internal sealed class HealthProbe : ReceiveActor, IWithTimers
 {
@@ -21,19 +21,19 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
     private readonly string _pool;
     private readonly BackendSettings _backend;
     private readonly HealthCheckSettings _settings;
-    private readonly ICanTell _router;
+    private readonly ICanTell _reporter;
     private readonly HttpMessageInvoker _client;
     private readonly Random _random;
     private readonly ProbeVerdict _verdict;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private string _lastFailure = "";
 
-    public HealthProbe(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell router, HttpMessageInvoker client, Random random)
+    public HealthProbe(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random random)
     {
         _pool = pool;
         _backend = backend;
         _settings = settings;
-        _router = router;
+        _reporter = reporter;
         _client = client;
         _random = random;
         _verdict = new ProbeVerdict(settings.Rise, settings.Fall);
@@ -56,7 +56,7 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
                 var reason = _verdict.Up
                     ? $"{_settings.Rise} check(s) passed ({Describe()}, {outcome.Latency.TotalMilliseconds:0}ms)"
                     : $"{_settings.Fall} check(s) failed, last: {_lastFailure}";
-                _router.Tell(new PoolRouter.BackendProbed(_backend.Name, _verdict.Up, reason), Self);
+                _reporter.Tell(new Verdict(_pool, _backend.Name, _verdict.Up, reason), Self);
             }
             Timers.StartSingleTimer("check", Check.Instance, NextDelay());
         });
@@ -64,8 +64,11 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell router, HttpMessageInvoker client, Random? random = null) =>
-        Akka.Actor.Props.Create(() => new HealthProbe(pool, backend, settings, router, client, random ?? Random.Shared));
+    public static Props Props(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random? random = null) =>
+        Akka.Actor.Props.Create(() => new HealthProbe(pool, backend, settings, reporter, client, random ?? Random.Shared));
+
+    /// <summary>A probe's first verdict on a backend, and every change of it after.</summary>
+    public sealed record Verdict(string Pool, string Backend, bool Up, string Reason);
 
     protected override void PreStart()
     {
@@ -148,43 +151,4 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
     }
 
     private sealed record Outcome(bool Success, string Failure, TimeSpan Latency);
-}
-
-/// <summary>
-/// Starts one <see cref="HealthProbe"/> per backend of every pool whose <c>health-check.kind</c> is
-/// not <c>none</c> (placement on every node until the cluster places probes), with one probe HTTP
-/// client that opens a fresh connection per check, as HAProxy does, so a backend that cannot accept
-/// new connections fails its check.
-/// </summary>
-internal sealed class HealthSupervisor : ReceiveActor
-{
-    private readonly HttpMessageInvoker _client = new(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        AllowAutoRedirect = false,
-        UseCookies = false,
-        PooledConnectionLifetime = TimeSpan.Zero,
-        ConnectTimeout = TimeSpan.FromSeconds(10),
-    });
-
-    public HealthSupervisor(BalancerSettings settings, string poolsPath)
-    {
-        foreach (var pool in settings.Pools)
-        {
-            if (pool.HealthCheck.Kind == HealthCheckKind.None || pool.Backends.Length == 0)
-            {
-                continue;
-            }
-            var router = Context.ActorSelection($"{poolsPath}/{pool.Name}");
-            foreach (var backend in pool.Backends)
-            {
-                Context.ActorOf(HealthProbe.Props(pool.Name, backend, pool.HealthCheck, router, _client), $"{pool.Name}.{backend.Name}");
-            }
-        }
-    }
-
-    public static Props Props(BalancerSettings settings, string poolsPath) =>
-        Akka.Actor.Props.Create(() => new HealthSupervisor(settings, poolsPath));
-
-    protected override void PostStop() => _client.Dispose();
 }

@@ -5,17 +5,17 @@ namespace Balancer.Routing;
 
 internal sealed partial class PoolRouter
 {
-    /// <summary>Replace the pool's configuration (backends, weights, algorithm); a new snapshot follows.</summary>
-    public sealed record UpdateSettings(PoolSettings Settings);
-
-    /// <summary>Set a backend's admin state; answered with <see cref="Akka.Actor.Status.Success"/> or a failure naming the problem.</summary>
+    /// <summary>Set a backend's admin state on every node; answered with <see cref="Akka.Actor.Status.Success"/> or a failure naming the problem.</summary>
     public sealed record SetAdminState(string Backend, BackendAdminState State);
 
-    /// <summary>Set a backend's weight at runtime (0..10000); answered like <see cref="SetAdminState"/>.</summary>
+    /// <summary>Set a backend's weight (0..10000) on every node; answered like <see cref="SetAdminState"/>.</summary>
     public sealed record SetWeight(string Backend, int Weight);
 
-    /// <summary>An active health check's verdict changed (sent by the backend's HealthProbe).</summary>
-    public sealed record BackendProbed(string Backend, bool Up, string Reason);
+    /// <summary>Add a backend at runtime on every node; answered like <see cref="SetAdminState"/>.</summary>
+    public sealed record AddBackend(string Backend, string Address, int Weight = 100);
+
+    /// <summary>Remove a backend at runtime on every node; answered like <see cref="SetAdminState"/>.</summary>
+    public sealed record RemoveBackend(string Backend);
 
     /// <summary>Asks for the current snapshot; answered with <see cref="PoolSnapshot"/>.</summary>
     public sealed class GetSnapshot
@@ -30,7 +30,10 @@ internal sealed partial class PoolRouter
         public static readonly Tick Instance = new();
         private Tick() { }
     }
+
+    /// <summary>Who asked for a replicated change, answered once the write is confirmed.</summary>
+    private sealed record PendingWrite(Akka.Actor.IActorRef ReplyTo, object Result, string What);
 }
 
-/// <summary>Published on the EventStream when a pool's configuration changes.</summary>
+/// <summary>Published on the EventStream when a pool's effective configuration changes (backends added or removed).</summary>
 public sealed record PoolConfigChanged(string Pool, long Version, PoolSettings Settings);

@@ -1,17 +1,23 @@
+using System.Collections.Immutable;
 using Akka.Actor;
+using Akka.Cluster;
+using Akka.DistributedData;
 using Akka.Event;
 using Balancer.Configuration;
 using Balancer.Health;
 using Balancer.Model;
+using Balancer.Replication;
 using Balancer.Routing.LoadBalancing;
 
 namespace Balancer.Routing;
 
 /// <summary>
-/// The connection-routing actor of one pool: the only writer of the pool's <see cref="PoolSnapshot"/>.
-/// It folds configuration, probe verdicts, passive failure counts, admin states and slow start into
-/// a new immutable snapshot and publishes it with a volatile swap; the data plane never sends it a
-/// message per request. Time comes from the ActorSystem's scheduler so tests can drive it.
+/// The connection-routing actor of one pool on one node: the only writer of the pool's
+/// <see cref="PoolSnapshot"/>. It folds the HOCON configuration, the replicated runtime changes
+/// (admin state, weights, backends added or removed on any node), the replicated probe verdicts,
+/// this node's passive failure counts and slow start into a new immutable snapshot and publishes it
+/// with a volatile swap; the data plane never sends it a message per request. Time comes from the
+/// ActorSystem's scheduler so tests can drive it.
 /// </summary>
 internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 {
@@ -21,18 +27,27 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
     private readonly PoolRegistry _registry;
     private readonly PoolHandle _handle;
     private readonly PickerState _pickerState;
+    private readonly PoolSettings _configured;
+    private readonly IWriteConsistency _adminWrite;
     private readonly Dictionary<string, BackendCounters> _counters = new();
     private readonly Dictionary<string, BackendTracker> _trackers = new();
+    private readonly Dictionary<string, BackendOverride> _overrides = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly List<BackendHealthChanged> _pendingEvents = new();
+    private readonly List<object> _pendingEvents = new();
+    private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
+    private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
+    private readonly Cluster _cluster = Cluster.Get(Context.System);
+    private ImmutableDictionary<string, HealthRecord> _health = ImmutableDictionary<string, HealthRecord>.Empty;
     private PoolSettings _settings;
     private long _version;
     private bool _panic;
 
-    public PoolRouter(PoolSettings settings, PoolRegistry registry, PickerState? pickerState)
+    public PoolRouter(PoolSettings settings, PoolRegistry registry, PickerState? pickerState, TimeSpan writeTimeout)
     {
+        _configured = settings;
         _settings = settings;
         _registry = registry;
+        _adminWrite = new WriteMajority(writeTimeout);
         _pickerState = pickerState ?? new PickerState();
         // The handle may already exist: the extension registers every configured pool before any
         // frontend starts, so that no frontend ever finds its pool missing.
@@ -47,34 +62,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
             registry.Set(_handle);
         }
 
-        Receive<UpdateSettings>(update =>
-        {
-            _settings = update.Settings;
-            var self = Self;
-            foreach (var counters in _counters.Values)
-            {
-                counters.SetFailureAlarm(_settings.Passive.ConsecutiveFailures, () => self.Tell(Tick.Instance));
-            }
-            Publish();
-            Context.System.EventStream.Publish(new PoolConfigChanged(_settings.Name, _version, _settings));
-        });
-        Receive<SetAdminState>(set =>
-        {
-            if (!TryGetTracker(set.Backend, out var tracker))
-            {
-                return;
-            }
-            var old = tracker.AdminState;
-            tracker.AdminState = set.State;
-            if (old != set.State)
-            {
-                // Publish before answering: whoever asked sees the new routing once answered.
-                Publish();
-                _log.Info("pool {0}: backend {1} admin state {2} -> {3}", _settings.Name, set.Backend, Name(old), Name(set.State));
-                Context.System.EventStream.Publish(new BackendAdminStateChanged(_settings.Name, set.Backend, old, set.State, WeightOf(set.Backend)));
-            }
-            Sender.Tell(new Status.Success(set.State));
-        });
+        Receive<SetAdminState>(set => Change(set.Backend, set.State, o => o with { AdminState = set.State }, $"admin state {Name(set.State)}"));
         Receive<SetWeight>(set =>
         {
             if (set.Weight is < 0 or > 10000)
@@ -82,31 +70,42 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
                 Sender.Tell(new Status.Failure(new ArgumentOutOfRangeException(nameof(set.Weight), $"weight must be 0..10000, got {set.Weight}")));
                 return;
             }
-            if (!TryGetTracker(set.Backend, out var tracker))
-            {
-                return;
-            }
-            tracker.Weight = set.Weight;
-            Publish();
-            _log.Info("pool {0}: backend {1} weight set to {2}", _settings.Name, set.Backend, set.Weight);
-            Context.System.EventStream.Publish(new BackendAdminStateChanged(_settings.Name, set.Backend, tracker.AdminState, tracker.AdminState, set.Weight));
-            Sender.Tell(new Status.Success(set.Weight));
+            Change(set.Backend, set.Weight, o => o with { Weight = set.Weight }, $"weight {set.Weight}");
         });
-        Receive<BackendProbed>(probed =>
+        Receive<AddBackend>(OnAddBackend);
+        Receive<RemoveBackend>(remove => Change(remove.Backend, remove.Backend, o => o with { Removed = true }, "removed"));
+        Receive<Changed>(changed =>
         {
-            if (!_trackers.TryGetValue(probed.Backend, out var tracker))
+            if (changed.Key.Equals(ReplicatedKeys.RuntimeConfig))
             {
-                return;
+                OnRuntimeConfig(changed.Get(ReplicatedKeys.RuntimeConfig));
             }
-            var old = tracker.Health;
-            if (tracker.ApplyProbe(probed.Up, Now))
+            else if (changed.Key.Equals(ReplicatedKeys.Health))
             {
-                HealthChanged(probed.Backend, old, tracker.Health, "health check: " + probed.Reason);
-                Publish();
+                _health = changed.Get(ReplicatedKeys.Health).Entries.ToImmutableDictionary();
+                ApplyHealth();
             }
-            else if (!probed.Up)
+        });
+        Receive<UpdateSuccess>(success =>
+        {
+            if (success.Request is PendingWrite pending)
             {
-                _log.Info("pool {0}: backend {1} fails its health check ({2}) while ejected", _settings.Name, probed.Backend, probed.Reason);
+                pending.ReplyTo.Tell(new Status.Success(pending.Result));
+            }
+        });
+        Receive<UpdateTimeout>(timeout =>
+        {
+            if (timeout.Request is PendingWrite pending)
+            {
+                pending.ReplyTo.Tell(new Status.Failure(new TimeoutException(
+                    $"{pending.What}: applied on this node but not confirmed by a majority of nodes within {_adminWrite.Timeout.TotalSeconds:0.#}s; it spreads when they are reachable")));
+            }
+        });
+        Receive<ModifyFailure>(failure =>
+        {
+            if (failure.Request is PendingWrite pending)
+            {
+                pending.ReplyTo.Tell(new Status.Failure(failure.Cause));
             }
         });
         Receive<Tick>(_ => OnTick());
@@ -115,29 +114,200 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(PoolSettings settings, PoolRegistry registry, PickerState? pickerState = null) =>
-        Akka.Actor.Props.Create(() => new PoolRouter(settings, registry, pickerState));
+    public static Props Props(PoolSettings settings, PoolRegistry registry, PickerState? pickerState = null, TimeSpan? writeTimeout = null) =>
+        Akka.Actor.Props.Create(() => new PoolRouter(settings, registry, pickerState, writeTimeout ?? TimeSpan.FromSeconds(3)));
 
     protected override void PreStart()
     {
         _log.Info("pool {0}: {1} backends, algorithm {2}", _settings.Name, _settings.Backends.Length, _settings.Algorithm);
+        _replicator.Tell(Dsl.Subscribe(ReplicatedKeys.RuntimeConfig, Self));
+        _replicator.Tell(Dsl.Subscribe(ReplicatedKeys.Health, Self));
         Timers.StartPeriodicTimer("tick", Tick.Instance, TickInterval);
     }
 
     private DateTimeOffset Now => Context.System.Scheduler.Now;
+
+    /// <summary>Applies a runtime change here at once, then replicates it; the caller hears once a majority has it.</summary>
+    private void Change(string backend, object result, Func<BackendOverride, BackendOverride> modify, string what)
+    {
+        if (!_settings.Backends.Any(b => b.Name == backend))
+        {
+            Sender.Tell(new Status.Failure(new KeyNotFoundException(
+                $"pool {_settings.Name} has no backend \"{backend}\" (backends: {string.Join(", ", _settings.Backends.Select(b => b.Name))})")));
+            return;
+        }
+        var key = BackendOverride.KeyOf(_settings.Name, backend);
+        var current = _overrides.TryGetValue(key, out var found) ? found : new BackendOverride(_settings.Name, backend, null, null, null, false, Now);
+        var changed = modify(current) with { ChangedAt = Now };
+        Write(key, changed, result, $"pool {_settings.Name} backend {backend}: {what}");
+    }
+
+    private void OnAddBackend(AddBackend add)
+    {
+        var problems = new List<string>();
+        if (add.Backend.Length == 0 || add.Backend.Length > 64 || !add.Backend.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        {
+            problems.Add($"backend name \"{add.Backend}\" must use letters, digits, - and _ (at most 64)");
+        }
+        if (!EndpointAddress.TryParse(add.Address, out _, out var addressError))
+        {
+            problems.Add($"address: {addressError}");
+        }
+        if (add.Weight is < 0 or > 10000)
+        {
+            problems.Add($"weight must be 0..10000, got {add.Weight}");
+        }
+        if (_settings.Backends.Any(b => b.Name == add.Backend))
+        {
+            problems.Add($"pool {_settings.Name} already has a backend \"{add.Backend}\"");
+        }
+        if (problems.Count > 0)
+        {
+            Sender.Tell(new Status.Failure(new ArgumentException(string.Join("; ", problems))));
+            return;
+        }
+        var key = BackendOverride.KeyOf(_settings.Name, add.Backend);
+        Write(key, new BackendOverride(_settings.Name, add.Backend, add.Address, add.Weight, null, false, Now), add.Backend,
+            $"pool {_settings.Name}: backend {add.Backend} ({add.Address}) added");
+    }
+
+    private void Write(string key, BackendOverride value, object result, string what)
+    {
+        _overrides[key] = value;
+        Recompute(what);
+        _replicator.Tell(Dsl.Update(ReplicatedKeys.RuntimeConfig, LWWDictionary<string, BackendOverride>.Empty, _adminWrite,
+            new PendingWrite(Sender, result, what), map => map.SetItem(_self, key, value)));
+    }
+
+    private void OnRuntimeConfig(LWWDictionary<string, BackendOverride> map)
+    {
+        var prefix = _settings.Name + "/";
+        var mine = map.Entries.Where(e => e.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(e => e.Key, e => e.Value);
+        if (mine.Count == _overrides.Count && mine.All(e => _overrides.TryGetValue(e.Key, out var v) && v == e.Value))
+        {
+            return;
+        }
+        _overrides.Clear();
+        foreach (var (key, value) in mine)
+        {
+            _overrides[key] = value;
+        }
+        Recompute("replicated runtime change");
+    }
+
+    /// <summary>Rebuilds the effective backends (configured + added − removed) and admin states from the overrides.</summary>
+    private void Recompute(string what)
+    {
+        var backends = ImmutableArray.CreateBuilder<BackendSettings>();
+        foreach (var configured in _configured.Backends)
+        {
+            var key = BackendOverride.KeyOf(_configured.Name, configured.Name);
+            if (_overrides.TryGetValue(key, out var o) && o.Removed)
+            {
+                continue;
+            }
+            backends.Add(o?.Address is { } address && EndpointAddress.TryParse(address, out var moved, out _) ? configured with { Address = moved } : configured);
+        }
+        foreach (var o in _overrides.Values.OrderBy(o => o.Backend, StringComparer.Ordinal))
+        {
+            if (o.Removed || o.Address is null || _configured.Backends.Any(b => b.Name == o.Backend) || !EndpointAddress.TryParse(o.Address, out var address, out _))
+            {
+                continue;
+            }
+            backends.Add(new BackendSettings(o.Backend, address, o.Weight ?? 100));
+        }
+        var previous = _settings;
+        _settings = _configured with { Backends = backends.ToImmutable() };
+
+        foreach (var backend in _settings.Backends)
+        {
+            var tracker = Tracker(backend.Name);
+            _overrides.TryGetValue(BackendOverride.KeyOf(_settings.Name, backend.Name), out var o);
+            var state = o?.AdminState ?? BackendAdminState.Ready;
+            var weight = o?.Weight;
+            if (tracker.AdminState != state || tracker.Weight != weight)
+            {
+                var old = tracker.AdminState;
+                tracker.AdminState = state;
+                tracker.Weight = weight;
+                _log.Info("pool {0}: backend {1} admin state {2}, weight {3}", _settings.Name, backend.Name, Name(state), weight ?? backend.Weight);
+                _pendingEvents.Add(new BackendAdminStateChanged(_settings.Name, backend.Name, old, state, weight ?? backend.Weight));
+            }
+        }
+        if (!previous.Backends.SequenceEqual(_settings.Backends))
+        {
+            _log.Info("pool {0}: backends now {1} ({2})", _settings.Name, string.Join(", ", _settings.Backends.Select(b => $"{b.Name}={b.Address}")), what);
+            _pendingEvents.Add(new PoolConfigChanged(_settings.Name, _version + 1, _settings));
+            ApplyHealth(publish: false);
+        }
+        Publish();
+    }
+
+    /// <summary>
+    /// Folds the replicated probe verdicts into the active view of each backend: the latest verdict
+    /// (sharded placement: one prober at a time) or the majority of the current members' verdicts
+    /// (every-node placement).
+    /// </summary>
+    private void ApplyHealth(bool publish = true)
+    {
+        var now = Now;
+        var changed = false;
+        var members = _settings.HealthCheck.Placement == ProbePlacement.EveryNode
+            ? _cluster.State.Members.Where(m => m.Status == MemberStatus.Up).Select(m => m.Address.ToString()).ToHashSet()
+            : null;
+        foreach (var backend in _settings.Backends)
+        {
+            var prefix = $"{_settings.Name}/{backend.Name}/";
+            var records = _health.Where(e => e.Key.StartsWith(prefix, StringComparison.Ordinal)).Select(e => e.Value).ToList();
+            if (records.Count == 0)
+            {
+                continue;
+            }
+            bool up;
+            string reason;
+            if (members is null)
+            {
+                var latest = records.MaxBy(r => r.CheckedAt)!;
+                up = latest.Up;
+                reason = latest.Reason;
+            }
+            else
+            {
+                var voters = records.Where(r => members.Contains(r.Node)).ToList();
+                if (voters.Count == 0)
+                {
+                    continue;
+                }
+                var down = voters.Count(r => !r.Up);
+                up = down * 2 <= voters.Count;
+                reason = $"{down} of {voters.Count} probing nodes say down; " + (voters.FirstOrDefault(r => r.Up == up)?.Reason ?? "");
+            }
+            var tracker = Tracker(backend.Name);
+            var old = tracker.Health;
+            if (tracker.ApplyProbe(up, now))
+            {
+                HealthChanged(backend.Name, old, tracker.Health, "health check: " + reason);
+                changed = true;
+            }
+        }
+        if (changed && publish)
+        {
+            Publish();
+        }
+    }
 
     private void OnTick()
     {
         var now = Now;
         var changed = false;
         var passive = _settings.Passive;
-        var ejected = _trackers.Values.Count(t => t.EjectedUntil is not null);
+        var ejected = _settings.Backends.Count(b => Tracker(b.Name).EjectedUntil is not null);
         var maxEjected = passive.MaxEjectedPercent <= 0 ? 0 : Math.Max(1, (int)Math.Floor(_settings.Backends.Length * passive.MaxEjectedPercent));
         foreach (var backend in _settings.Backends)
         {
             var tracker = Tracker(backend.Name);
             var counters = Counters(backend.Name);
-            if (tracker.EjectedUntil is { } until)
+            if (tracker.EjectedUntil is not null)
             {
                 if (tracker.EndEjectionIfDue(now))
                 {
@@ -151,12 +321,8 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
                 }
                 continue;
             }
-            if (passive.ConsecutiveFailures > 0 && counters.ConsecutiveFailures >= passive.ConsecutiveFailures)
+            if (passive.ConsecutiveFailures > 0 && counters.ConsecutiveFailures >= passive.ConsecutiveFailures && ejected < maxEjected)
             {
-                if (ejected >= maxEjected)
-                {
-                    continue;
-                }
                 var failures = counters.ConsecutiveFailures;
                 var wasUp = tracker.Health == BackendHealth.Up;
                 var length = tracker.Eject(passive, now);
@@ -171,7 +337,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
             }
         }
         // Slow start ramps weights continuously: republish while any backend is still ramping.
-        if (changed || _trackers.Values.Any(t => t.SlowStartFactor(_settings.SlowStart, now) < 1) || _handle.Snapshot.Backends.Any(b => b.SlowStartFactor < 1))
+        if (changed || _handle.Snapshot.Backends.Any(b => b.SlowStartFactor < 1) || _settings.Backends.Any(b => Tracker(b.Name).SlowStartFactor(_settings.SlowStart, now) < 1))
         {
             Publish();
         }
@@ -229,21 +395,6 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
             Counters,
             _pickerState);
     }
-
-    private bool TryGetTracker(string backend, out BackendTracker tracker)
-    {
-        if (_settings.Backends.Any(b => b.Name == backend))
-        {
-            tracker = Tracker(backend);
-            return true;
-        }
-        tracker = null!;
-        Sender.Tell(new Status.Failure(new KeyNotFoundException(
-            $"pool {_settings.Name} has no backend \"{backend}\" (backends: {string.Join(", ", _settings.Backends.Select(b => b.Name))})")));
-        return false;
-    }
-
-    private int WeightOf(string backend) => Tracker(backend).Weight ?? _settings.Backends.First(b => b.Name == backend).Weight;
 
     private BackendTracker Tracker(string name) => _trackers.TryGetValue(name, out var tracker) ? tracker : _trackers[name] = new BackendTracker();
 

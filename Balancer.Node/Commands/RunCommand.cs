@@ -30,7 +30,7 @@ internal static class RunCommand
             return 1;
         }
 
-        var config = NodeConfig.Load(files, sets);
+        var config = NodeConfig.WithDurableDirectory(NodeConfig.Load(files, sets));
         var system = ActorSystem.Create("balancer", config);
         using var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
@@ -55,6 +55,10 @@ internal static class RunCommand
                 return 1;
             }
 
+            if (balancer.Settings.Node.Mode == Configuration.NodeMode.ActivePassive)
+            {
+                output.WriteLine("balancer: active-passive: frontends open when this node is the active one");
+            }
             foreach (var (name, endpoints) in balancer.FrontendEndPoints.OrderBy(f => f.Key))
             {
                 var frontend = balancer.Settings.Frontends.First(f => f.Name == name);

@@ -27,6 +27,7 @@ public class NodeProcessTests
         var node = cleanup.Add(NodeProcess.Start(
             "run", "--config", Path.Combine(CommandLineTests.RepositoryRoot(), "hocon", "node1.conf"),
             "--set", "akka.remote.dot-netty.tcp.port=0",
+            "--set", "akka.cluster.seed-nodes=[]",
             "--set", "balancer.node.admin.bind=127.0.0.1:0",
             "--set", "balancer.frontends.web.bind=127.0.0.1:0",
             "--set", "balancer.frontends.web-node1.bind=127.0.0.1:0",

@@ -18,15 +18,26 @@ internal sealed class BalancerHost : IAsyncDisposable
 
     public ActorSystem System { get; }
 
+    /// <summary>A real cluster provider on a free port, joined to itself: the smallest real Balancer cluster.</summary>
+    public static readonly Config ClusterOfOne = ConfigurationFactory.ParseString("""
+        akka.loglevel = WARNING
+        akka.stdout-loglevel = WARNING
+        akka.actor.provider = cluster
+        akka.remote.dot-netty.tcp { hostname = "127.0.0.1", port = 0 }
+        akka.cluster.distributed-data.notify-subscribers-interval = 50ms
+        akka.cluster.jmx.enabled = off
+        """);
+
     public BalancerExtension Extension { get; }
 
     public static async Task<BalancerHost> StartAsync(string balancerHocon)
     {
-        var config = ConfigurationFactory.ParseString(balancerHocon)
-            .WithFallback(ConfigurationFactory.ParseString("akka.loglevel = WARNING\nakka.stdout-loglevel = WARNING"));
+        var config = ConfigurationFactory.ParseString(balancerHocon).WithFallback(ClusterOfOne);
         var system = ActorSystem.Create("balancer-test", config);
         try
         {
+            var cluster = Akka.Cluster.Cluster.Get(system);
+            cluster.Join(cluster.SelfAddress);
             var extension = BalancerExtension.Get(system);
             await extension.FrontendsStarted.WaitAsync(TimeSpan.FromSeconds(20));
             return new BalancerHost(system, extension);

@@ -1,0 +1,195 @@
+using System.Collections.Immutable;
+using System.Diagnostics;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Event;
+using Balancer.Configuration;
+using Balancer.Frontends;
+using Balancer.Routing;
+
+namespace Balancer.Membership;
+
+/// <summary>This node's role in the balancer tier.</summary>
+public enum NodeRole
+{
+    /// <summary>Frontends open, taking client traffic.</summary>
+    Active,
+    /// <summary>Frontends closed, ready to take over (active-passive standby).</summary>
+    Passive,
+}
+
+/// <summary>Published on the EventStream when this node becomes active or passive.</summary>
+public sealed record NodeRoleChanged(string Node, NodeRole Role, string ActiveNode);
+
+/// <summary>
+/// Opens and closes this node's frontends. Active-active: always open. Active-passive: open only on
+/// the active node, which is the oldest Up member that this node can reach: the node a cluster
+/// singleton would run on, except that a standby takes over as soon as the active node is
+/// unreachable rather than once it has been downed, because two active balancers for a moment are
+/// harmless and a dead one is not. Runs <c>hooks.on-active</c> / <c>on-passive</c> on each change.
+/// </summary>
+internal sealed class RoleCoordinator : ReceiveActor
+{
+    private static readonly TimeSpan HookTimeout = TimeSpan.FromSeconds(30);
+
+    private readonly BalancerSettings _settings;
+    private readonly PoolRegistry _pools;
+    private readonly Cluster _cluster = Cluster.Get(Context.System);
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private IActorRef? _frontends;
+    private bool _frontendsStopping;
+    private NodeRole? _role;
+    private int _generation;
+
+    public RoleCoordinator(BalancerSettings settings, PoolRegistry pools)
+    {
+        _settings = settings;
+        _pools = pools;
+        Receive<ClusterEvent.IClusterDomainEvent>(_ => Decide());
+        Receive<ClusterEvent.CurrentClusterState>(_ => Decide());
+        Receive<Terminated>(terminated =>
+        {
+            if (terminated.ActorRef.Equals(_frontends))
+            {
+                _frontends = null;
+                _frontendsStopping = false;
+                if (_role == NodeRole.Active)
+                {
+                    OpenFrontends();
+                }
+            }
+        });
+    }
+
+    public static Props Props(BalancerSettings settings, PoolRegistry pools) =>
+        Akka.Actor.Props.Create(() => new RoleCoordinator(settings, pools));
+
+    /// <summary>The active node of a cluster: the oldest Up member not unreachable from <paramref name="state"/>'s viewpoint.</summary>
+    public static Member? ActiveMember(ClusterEvent.CurrentClusterState state)
+    {
+        var unreachable = state.Unreachable.Select(m => m.UniqueAddress).ToImmutableHashSet();
+        return state.Members
+            .Where(m => m.Status == MemberStatus.Up && !unreachable.Contains(m.UniqueAddress))
+            .OrderBy(m => m, Member.AgeOrdering)
+            .FirstOrDefault();
+    }
+
+    protected override void PreStart()
+    {
+        if (_settings.Node.Mode == NodeMode.ActiveActive)
+        {
+            SetRole(NodeRole.Active, _cluster.SelfAddress.ToString());
+            return;
+        }
+        _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot,
+            typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
+    }
+
+    protected override void PostStop() => _cluster.Unsubscribe(Self);
+
+    private void Decide()
+    {
+        if (_settings.Node.Mode == NodeMode.ActiveActive)
+        {
+            return;
+        }
+        var active = ActiveMember(_cluster.State);
+        if (active is null)
+        {
+            return;
+        }
+        SetRole(active.UniqueAddress.Equals(_cluster.SelfUniqueAddress) ? NodeRole.Active : NodeRole.Passive, active.Address.ToString());
+    }
+
+    private void SetRole(NodeRole role, string activeNode)
+    {
+        if (_role == role)
+        {
+            return;
+        }
+        _role = role;
+        _log.Info("node role: {0} (active node {1})", role.ToString().ToLowerInvariant(), activeNode);
+        Context.System.EventStream.Publish(new NodeRoleChanged(_cluster.SelfAddress.ToString(), role, activeNode));
+        if (role == NodeRole.Active)
+        {
+            OpenFrontends();
+            RunHook(_settings.Node.OnActiveHook, role, activeNode);
+        }
+        else
+        {
+            CloseFrontends();
+            RunHook(_settings.Node.OnPassiveHook, role, activeNode);
+        }
+    }
+
+    private void OpenFrontends()
+    {
+        if (!_settings.Node.StartFrontends || _frontends is not null)
+        {
+            return;
+        }
+        // A previous generation may still be closing its listeners; names stay unique meanwhile.
+        _frontends = Context.ActorOf(Akka.Actor.Props.Create(() => new BalancerGuardian.ChildrenSupervisor()), _generation++ == 0 ? "frontends" : $"frontends-{_generation}");
+        Context.Watch(_frontends);
+        foreach (var frontend in _settings.Frontends)
+        {
+            _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(frontend, _pools), frontend.Name));
+        }
+    }
+
+    private void CloseFrontends()
+    {
+        if (_frontends is null || _frontendsStopping)
+        {
+            return;
+        }
+        _frontendsStopping = true;
+        Context.Stop(_frontends);
+    }
+
+    private void RunHook(string command, NodeRole role, string activeNode)
+    {
+        if (string.IsNullOrWhiteSpace(command))
+        {
+            return;
+        }
+        var log = _log;
+        var node = _cluster.SelfAddress.ToString();
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                var info = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+                info.ArgumentList.Add("-c");
+                info.ArgumentList.Add(command);
+                info.Environment["BALANCER_ROLE"] = role.ToString().ToLowerInvariant();
+                info.Environment["BALANCER_NODE"] = node;
+                info.Environment["BALANCER_ACTIVE_NODE"] = activeNode;
+                using var process = Process.Start(info)!;
+                using var timeout = new CancellationTokenSource(HookTimeout);
+                try
+                {
+                    await process.WaitForExitAsync(timeout.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    process.Kill(entireProcessTree: true);
+                    log.Error("hook for role {0} did not finish within {1}s and was killed: {2}", role, HookTimeout.TotalSeconds, command);
+                    return;
+                }
+                if (process.ExitCode == 0)
+                {
+                    log.Info("hook for role {0} ran: {1}", role.ToString().ToLowerInvariant(), command);
+                }
+                else
+                {
+                    log.Error("hook for role {0} exited with {1}: {2}", role.ToString().ToLowerInvariant(), process.ExitCode, command);
+                }
+            }
+            catch (Exception e)
+            {
+                log.Error(e, "hook for role {0} could not run: {1}", role, command);
+            }
+        });
+    }
+}

@@ -1,0 +1,41 @@
+using Akka.DistributedData;
+using Balancer.Model;
+
+namespace Balancer.Replication;
+
+/// <summary>
+/// One probe's verdict on one backend, as replicated in <see cref="ReplicatedKeys.Health"/> under
+/// "POOL/BACKEND/NODE" so that every prober's view is kept apart and can be merged.
+/// </summary>
+public sealed record HealthRecord(string Pool, string Backend, string Node, bool Up, string Reason, DateTimeOffset CheckedAt);
+
+/// <summary>
+/// Runtime changes to one backend, replicated in <see cref="ReplicatedKeys.RuntimeConfig"/> under
+/// "POOL/BACKEND" and stored durably: an operator's admin state and weight, a backend added at
+/// runtime (with its address) or removed.
+/// </summary>
+public sealed record BackendOverride(
+    string Pool,
+    string Backend,
+    string? Address,
+    int? Weight,
+    BackendAdminState? AdminState,
+    bool Removed,
+    DateTimeOffset ChangedAt)
+{
+    /// <summary>The replicated map key of a backend.</summary>
+    public static string KeyOf(string pool, string backend) => pool + "/" + backend;
+}
+
+/// <summary>The Akka.DistributedData keys Balancer replicates (DESIGN.md, "Replicated state").</summary>
+public static class ReplicatedKeys
+{
+    /// <summary>Backends added or removed at runtime, weights and admin states; durable.</summary>
+    public static readonly LWWDictionaryKey<string, BackendOverride> RuntimeConfig = new("balancer-runtime-config");
+
+    /// <summary>Probe verdicts per backend and probing node.</summary>
+    public static readonly LWWDictionaryKey<string, HealthRecord> Health = new("balancer-health");
+
+    /// <summary>The map key of one prober's verdict on a backend.</summary>
+    public static string HealthKeyOf(string pool, string backend, string node) => $"{pool}/{backend}/{node}";
+}
