@@ -1,0 +1,147 @@
+using System.Net;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Configuration;
+using Balancer.Model;
+using Balancer.Routing;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Cluster;
+
+/// <summary>Three ActorSystems on loopback port 0 forming one real cluster, in front of real Kestrel backends.</summary>
+public sealed class ThreeNodeCluster : IAsyncLifetime
+{
+    internal BackendSet Backends { get; private set; } = null!;
+
+    public List<ActorSystem> Nodes { get; } = new();
+
+    public async Task InitializeAsync()
+    {
+        Backends = await BackendSet.StartAsync("a", "b", "c");
+        var balancer = $$"""
+            balancer.node.start-frontends = off
+            balancer.pools.app {
+              health-check { interval = 200ms, fast-interval = 100ms, down-interval = 200ms, timeout = 150ms, rise = 1, fall = 1 }
+              passive.consecutive-failures = 0
+              slow-start = 0s
+              {{Backends.Hocon()}}
+            }
+            akka.cluster.failure-detector.acceptable-heartbeat-pause = 2s
+            akka.cluster.distributed-data.gossip-interval = 500ms
+            """;
+        for (var i = 0; i < 3; i++)
+        {
+            Nodes.Add(ActorSystem.Create("balancer-cluster", ConfigurationFactory.ParseString(balancer).WithFallback(BalancerHost.ClusterOfOne)));
+        }
+        var seed = Akka.Cluster.Cluster.Get(Nodes[0]).SelfAddress;
+        foreach (var node in Nodes)
+        {
+            Akka.Cluster.Cluster.Get(node).Join(seed);
+        }
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (Nodes.Any(n => Akka.Cluster.Cluster.Get(n).State.Members.Count(m => m.Status == MemberStatus.Up) < 3))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the three nodes did not form a cluster within 30 s");
+            await Task.Delay(100);
+        }
+        foreach (var node in Nodes)
+        {
+            BalancerExtension.Get(node);
+        }
+    }
+
+    public PoolSnapshot Snapshot(int node) => BalancerExtension.Get(Nodes[node]).Pools.Find("app")!.Snapshot;
+
+    public Task<Status> AskRouter(int node, object message) =>
+        BalancerExtension.Get(Nodes[node]).PoolRouter("app").Ask<Status>(message, TimeSpan.FromSeconds(10));
+
+    public async Task DisposeAsync()
+    {
+        await Task.WhenAll(Nodes.Select(n => n.Terminate().WaitAsync(TimeSpan.FromSeconds(20))));
+        await Backends.DisposeAsync();
+    }
+}
+
+public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
+{
+    private readonly ThreeNodeCluster _cluster;
+
+    public ThreeNodeClusterTests(ThreeNodeCluster cluster) => _cluster = cluster;
+
+    [Fact]
+    public async Task DrainAndWeightOnOneNode_ReachEveryNodesSnapshot()
+    {
+        Assert.IsType<Status.Success>(await _cluster.AskRouter(0, new PoolRouter.SetAdminState("a", BackendAdminState.Drain)));
+        Assert.IsType<Status.Success>(await _cluster.AskRouter(0, new PoolRouter.SetWeight("c", 250)));
+        await Eventually(() =>
+        {
+            for (var node = 0; node < 3; node++)
+            {
+                var snapshot = _cluster.Snapshot(node);
+                Assert.Equal(BackendAdminState.Drain, snapshot.Backends.Single(b => b.Name == "a").AdminState);
+                Assert.DoesNotContain(snapshot.Routable, b => b.Name == "a");
+                Assert.Equal(250, snapshot.Backends.Single(b => b.Name == "c").Weight);
+            }
+        });
+        Assert.IsType<Status.Success>(await _cluster.AskRouter(2, new PoolRouter.SetAdminState("a", BackendAdminState.Ready)));
+        await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.Contains(_cluster.Snapshot(n).Routable, b => b.Name == "a")));
+    }
+
+    [Fact]
+    public async Task ProbeVerdict_ReachesEveryNode()
+    {
+        using var http = new HttpClient();
+        await http.PostAsync($"http://127.0.0.1:{_cluster.Backends["b"].Port}/control/health?ok=false", null);
+        try
+        {
+            await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.False(_cluster.Snapshot(n).Backends.Single(b => b.Name == "b").Healthy)));
+        }
+        finally
+        {
+            await http.PostAsync($"http://127.0.0.1:{_cluster.Backends["b"].Port}/control/health?ok=true", null);
+        }
+        await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.True(_cluster.Snapshot(n).Backends.Single(b => b.Name == "b").Healthy)));
+    }
+
+    [Fact]
+    public async Task BackendAddedOnOneNode_RoutableFromAnother_AndRemovable()
+    {
+        await using var extra = await BackendSet.StartAsync("d");
+        Assert.IsType<Status.Success>(await _cluster.AskRouter(1, new PoolRouter.AddBackend("d", $"127.0.0.1:{extra["d"].Port}", 100)));
+        await Eventually(() => Assert.Contains(_cluster.Snapshot(0).Routable, b => b.Name == "d"));
+        var snapshot = _cluster.Snapshot(0);
+        var request = new RoutingRequest(IPAddress.Loopback);
+        var seen = new HashSet<string>();
+        for (var i = 0; i < 8; i++)
+        {
+            var attempted = new AttemptedBackends();
+            seen.Add(snapshot.Select(in request, ref attempted)!.Name);
+        }
+        Assert.Contains("d", seen);
+
+        var duplicate = await _cluster.AskRouter(2, new PoolRouter.AddBackend("a", "127.0.0.1:1"));
+        Assert.Equal("pool app already has a backend \"a\"", Assert.IsType<Status.Failure>(duplicate).Cause.Message);
+        var bad = await _cluster.AskRouter(2, new PoolRouter.AddBackend("e", "nowhere"));
+        Assert.Equal("address: expected HOST:PORT, got \"nowhere\"", Assert.IsType<Status.Failure>(bad).Cause.Message);
+
+        Assert.IsType<Status.Success>(await _cluster.AskRouter(2, new PoolRouter.RemoveBackend("d")));
+        await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.DoesNotContain(_cluster.Snapshot(n).Backends, b => b.Name == "d")));
+    }
+
+    private static async Task Eventually(Action assertion)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            try
+            {
+                assertion();
+                return;
+            }
+            catch (Exception) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+        }
+    }
+}
