@@ -44,6 +44,12 @@ internal static class NodeConfig
             distributed-data {
               notify-subscribers-interval = 100ms
               gossip-interval = 1s
+              # Runtime changes survive a full-cluster restart (LightningDB under balancer.node.data-dir).
+              durable {
+                keys = ["balancer-runtime-config"]
+                store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"
+                lmdb.map-size = 100 MiB
+              }
             }
           }
           coordinated-shutdown.run-by-clr-shutdown-hook = on

@@ -1,5 +1,6 @@
 using Akka.Actor;
 using Akka.Cluster.Sharding;
+using Akka.Event;
 using Balancer.Configuration;
 using Balancer.Routing;
 
@@ -46,6 +47,7 @@ internal sealed class ProbeEntity : ReceiveActor, IWithTimers
                 Context.Stop(_probe);
             }
             _address = ensure.Address;
+            Context.GetLogger().Info("probing {0}/{1} ({2}) from this node", ensure.Pool, ensure.Backend, ensure.Address);
             _probe = Context.ActorOf(HealthProbe.Props(ensure.Pool, new BackendSettings(ensure.Backend, address, 0), pool.HealthCheck, _reporter, _client));
         });
         Receive<Passivate>(_ => Context.Parent.Tell(new Akka.Cluster.Sharding.Passivate(PoisonPill.Instance)));

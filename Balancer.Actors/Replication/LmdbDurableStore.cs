@@ -1,0 +1,174 @@
+using System.Collections.Immutable;
+using System.Runtime.InteropServices;
+using System.Text;
+using Akka.Actor;
+using Akka.Configuration;
+using Akka.DistributedData.Durable;
+using Akka.Event;
+using LightningDB;
+
+namespace Balancer.Replication;
+
+/// <summary>
+/// The durable store of Balancer's replicated runtime configuration: a LightningDB environment,
+/// one entry per replicated key, written through on every change so that a full-cluster restart
+/// finds every drain, weight and added backend again. It speaks the Replicator's durable-store
+/// protocol (LoadAll, then Store), and is configured like Akka's own store:
+/// <c>akka.cluster.distributed-data.durable.store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"</c>
+/// with <c>durable.lmdb.dir</c> and <c>durable.lmdb.map-size</c>.
+/// </summary>
+public sealed class LmdbDurableStore : ReceiveActor
+{
+    private readonly string _directory;
+    private readonly long _mapSize;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly Akka.Serialization.Serialization _serialization = Context.System.Serialization;
+    private LightningEnvironment? _environment;
+
+    static LmdbDurableStore()
+    {
+        // The build puts a liblmdb made for this machine next to the application (see
+        // Balancer.Actors.csproj); prefer it to the one LightningDB ships under runtimes/.
+        NativeLibrary.SetDllImportResolver(typeof(LightningEnvironment).Assembly, (name, assembly, searchPath) =>
+        {
+            if (name != "lmdb")
+            {
+                return IntPtr.Zero;
+            }
+            var file = OperatingSystem.IsWindows() ? "lmdb.dll" : OperatingSystem.IsMacOS() ? "lmdb.dylib" : "liblmdb.so";
+            var os = OperatingSystem.IsWindows() ? "win" : OperatingSystem.IsMacOS() ? "osx" : "linux";
+            var arch = RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
+            foreach (var candidate in new[]
+            {
+                Path.Combine(AppContext.BaseDirectory, file),
+                Path.Combine(AppContext.BaseDirectory, "runtimes", $"{os}-{arch}", "native", file),
+                Path.Combine(AppContext.BaseDirectory, "runtimes", os, "native", file),
+            })
+            {
+                if (File.Exists(candidate) && NativeLibrary.TryLoad(candidate, out var handle))
+                {
+                    return handle;
+                }
+            }
+            return NativeLibrary.TryLoad(name, assembly, searchPath, out var fallback) ? fallback : IntPtr.Zero;
+        });
+    }
+
+    /// <summary>Created by the Replicator with the <c>durable</c> configuration section.</summary>
+    public LmdbDurableStore(Config config)
+    {
+        _directory = config.GetString("lmdb.dir", "ddata");
+        _mapSize = config.GetByteSize("lmdb.map-size") ?? 100L * 1024 * 1024;
+
+        Receive<LoadAll>(_ =>
+        {
+            try
+            {
+                var loaded = LoadAll();
+                if (loaded.Count > 0)
+                {
+                    Sender.Tell(new LoadData(loaded));
+                }
+                Sender.Tell(LoadAllCompleted.Instance);
+                _log.Info("durable state: {0} key(s) loaded from {1}", loaded.Count, _directory);
+            }
+            catch (Exception e)
+            {
+                throw new LoadFailedException($"could not load durable state from {_directory}: {e.Message}", e);
+            }
+        });
+        Receive<Store>(store =>
+        {
+            try
+            {
+                Write(store.Key, store.Data);
+                store.Reply?.ReplyTo.Tell(store.Reply.SuccessMessage);
+            }
+            catch (Exception e)
+            {
+                _log.Error(e, "could not store {0} in {1}", store.Key, _directory);
+                store.Reply?.ReplyTo.Tell(store.Reply.FailureMessage);
+            }
+        });
+    }
+
+    protected override void PostStop() => _environment?.Dispose();
+
+    private LightningEnvironment Environment()
+    {
+        if (_environment is not null)
+        {
+            return _environment;
+        }
+        Directory.CreateDirectory(_directory);
+        var environment = new LightningEnvironment(_directory) { MapSize = _mapSize, MaxDatabases = 1 };
+        try
+        {
+            environment.Open(EnvironmentOpenFlags.None);
+        }
+        catch
+        {
+            // A half-made environment must not reach its finalizer, which would call into LMDB again.
+            GC.SuppressFinalize(environment);
+            throw;
+        }
+        return _environment = environment;
+    }
+
+    private ImmutableDictionary<string, DurableDataEnvelope> LoadAll()
+    {
+        var result = ImmutableDictionary.CreateBuilder<string, DurableDataEnvelope>();
+        using var transaction = Environment().BeginTransaction(TransactionBeginFlags.ReadOnly);
+        using var database = transaction.OpenDatabase(configuration: new DatabaseConfiguration { Flags = DatabaseOpenFlags.None });
+        using var cursor = transaction.CreateCursor(database);
+        var (code, key, value) = cursor.First();
+        while (code == MDBResultCode.Success)
+        {
+            var name = Encoding.UTF8.GetString(key.AsSpan());
+            try
+            {
+                result[name] = Decode(value.AsSpan().ToArray());
+            }
+            catch (Exception e)
+            {
+                // One unreadable entry (written by a newer node?) must not cost the others.
+                _log.Error(e, "durable state: skipping {0}: {1}", name, e.Message);
+            }
+            (code, key, value) = cursor.Next();
+        }
+        return result.ToImmutable();
+    }
+
+    private void Write(string key, DurableDataEnvelope data)
+    {
+        var environment = Environment();
+        using var transaction = environment.BeginTransaction();
+        using var database = transaction.OpenDatabase(configuration: new DatabaseConfiguration { Flags = DatabaseOpenFlags.Create });
+        transaction.Put(database, Encoding.UTF8.GetBytes(key), Encode(data)).ThrowOnError();
+        transaction.Commit().ThrowOnError();
+    }
+
+    // Entry layout: serializer id (int32), manifest length (int32), manifest (UTF-8), payload.
+    private byte[] Encode(DurableDataEnvelope data)
+    {
+        var serializer = _serialization.FindSerializerFor(data);
+        var manifest = Akka.Serialization.Serialization.ManifestFor(serializer, data);
+        var payload = serializer.ToBinary(data);
+        var manifestBytes = Encoding.UTF8.GetBytes(manifest);
+        var buffer = new byte[8 + manifestBytes.Length + payload.Length];
+        BitConverter.TryWriteBytes(buffer.AsSpan(0, 4), serializer.Identifier);
+        BitConverter.TryWriteBytes(buffer.AsSpan(4, 4), manifestBytes.Length);
+        manifestBytes.CopyTo(buffer, 8);
+        payload.CopyTo(buffer, 8 + manifestBytes.Length);
+        return buffer;
+    }
+
+    private DurableDataEnvelope Decode(byte[] entry)
+    {
+        var serializerId = BitConverter.ToInt32(entry, 0);
+        var manifestLength = BitConverter.ToInt32(entry, 4);
+        var manifest = Encoding.UTF8.GetString(entry, 8, manifestLength);
+        var payload = entry.AsSpan(8 + manifestLength).ToArray();
+        return (DurableDataEnvelope)_serialization.Deserialize(payload, serializerId, manifest);
+    }
+}
