@@ -46,7 +46,7 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
         }
         foreach (var node in Nodes)
         {
-            BalancerExtension.Get(node);
+            await BalancerHost.WaitForPoolRoutersAsync(BalancerExtension.Get(node));
         }
     }
 
@@ -62,6 +62,7 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
     }
 }
 
+[Collection(SerialCollection.Name)]
 public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
 {
     private readonly ThreeNodeCluster _cluster;
@@ -107,8 +108,9 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
     public async Task BackendAddedOnOneNode_RoutableFromAnother_AndRemovable()
     {
         await using var extra = await BackendSet.StartAsync("d");
-        Assert.IsType<Status.Success>(await _cluster.AskRouter(1, new PoolRouter.AddBackend("d", $"127.0.0.1:{extra["d"].Port}", 100)));
-        await Eventually(() => Assert.Contains(_cluster.Snapshot(0).Routable, b => b.Name == "d"));
+        var added = await _cluster.AskRouter(1, new PoolRouter.AddBackend("d", $"127.0.0.1:{extra["d"].Port}", 100));
+        Assert.True(added is Status.Success, (added as Status.Failure)?.Cause.ToString());
+        await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.Contains(_cluster.Snapshot(n).Routable, b => b.Name == "d")));
         var snapshot = _cluster.Snapshot(0);
         var request = new RoutingRequest(IPAddress.Loopback);
         var seen = new HashSet<string>();

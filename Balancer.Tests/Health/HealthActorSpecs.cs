@@ -11,6 +11,7 @@ using Balancer.Tests.TestSupport;
 namespace Balancer.Tests.Health;
 
 /// <summary>HealthProbe against a real Kestrel backend on port 0, reporting to a TestProbe.</summary>
+[Collection(SerialCollection.Name)]
 public class HealthProbeSpecs : Akka.TestKit.Xunit2.TestKit
 {
     private static readonly HttpMessageInvoker Client = new(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.Zero });
@@ -70,6 +71,7 @@ public class HealthProbeSpecs : Akka.TestKit.Xunit2.TestKit
 }
 
 /// <summary>PoolRouter's passive ejection and slow start on virtual time (Akka.TestKit's TestScheduler).</summary>
+[Collection(SerialCollection.Name)]
 public class PoolRouterSpecs : Akka.TestKit.Xunit2.TestKit
 {
     // The node never joins: PoolRouter's replicated writes complete locally, and nothing but the

@@ -11,6 +11,7 @@ using Balancer.Tests.TestSupport;
 namespace Balancer.Tests.Health;
 
 /// <summary>Health behaviour of a balancer in front of real Kestrel backends under a bounded client loop.</summary>
+[Collection(SerialCollection.Name)]
 public class HealthIntegrationTests
 {
     private static readonly HttpClient Client = new(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(10) };

@@ -40,12 +40,34 @@ internal sealed class BalancerHost : IAsyncDisposable
             cluster.Join(cluster.SelfAddress);
             var extension = BalancerExtension.Get(system);
             await extension.FrontendsStarted.WaitAsync(TimeSpan.FromSeconds(20));
+            await WaitForPoolRoutersAsync(extension);
             return new BalancerHost(system, extension);
         }
         catch
         {
             await system.Terminate();
             throw;
+        }
+    }
+
+    /// <summary>The routing actors start asynchronously: wait until each answers to its path.</summary>
+    public static async Task WaitForPoolRoutersAsync(BalancerExtension extension)
+    {
+        foreach (var pool in extension.Settings.Pools)
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+            while (true)
+            {
+                try
+                {
+                    await extension.PoolRouter(pool.Name).ResolveOne(TimeSpan.FromSeconds(1));
+                    break;
+                }
+                catch (ActorNotFoundException) when (DateTime.UtcNow < deadline)
+                {
+                    await Task.Delay(50);
+                }
+            }
         }
     }
 
