@@ -26,19 +26,27 @@ internal static class NodeConfig
             # Empty: the node forms a cluster of one with itself. Otherwise every node lists the
             # same seeds (BALANCER_SEED_NODES="akka.tcp://balancer@host:4053,..." sets them too).
             seed-nodes = []
-            # A balancer must notice a dead peer in seconds, not Akka's default ~45 s: on a LAN a
-            # heartbeat missing for 2 s marks the peer unreachable (a standby takes over then) and
-            # the split-brain resolver downs it once membership has been stable for 4 s.
+            # A balancer must notice a dead peer in seconds, not Akka's default ~45 s: on a LAN,
+            # heartbeats every 500 ms missing for 1.5 s mark the peer unreachable (a standby takes
+            # over then) and the split-brain resolver downs it once membership has been stable for
+            # 3 s. A false alarm (a long GC pause) costs a moment of two active nodes, which is harmless.
             failure-detector {
-              heartbeat-interval = 1s
-              acceptable-heartbeat-pause = 2s
+              heartbeat-interval = 500ms
+              acceptable-heartbeat-pause = 1500ms
               threshold = 8
             }
             downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
             split-brain-resolver {
               active-strategy = keep-majority
-              stable-after = 4s
+              stable-after = 3s
             }
+            # Probes hosted on a dead node restart on a survivor as soon as it is downed: the shard
+            # regions and the coordinator singleton retry every half second instead of every few.
+            sharding {
+              coordinator-failure-backoff = 1s
+              retry-interval = 500ms
+            }
+            singleton.hand-over-retry-interval = 500ms
             # Replicated state reaches subscribers within 100 ms of arriving, and gossip repairs
             # anything a direct write missed every second.
             distributed-data {

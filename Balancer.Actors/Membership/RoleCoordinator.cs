@@ -28,8 +28,12 @@ public sealed record NodeRoleChanged(string Node, NodeRole Role, string ActiveNo
 /// unreachable rather than once it has been downed, because two active balancers for a moment are
 /// harmless and a dead one is not. Runs <c>hooks.on-active</c> / <c>on-passive</c> on each change.
 /// </summary>
-internal sealed class RoleCoordinator : ReceiveActor
+internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
 {
+    // Cluster.State is updated by its own subscriber and may trail the event that woke us: look
+    // again on a short timer too, so a decision never waits for the next membership event.
+    private static readonly TimeSpan DecideInterval = TimeSpan.FromMilliseconds(250);
+
     private static readonly TimeSpan HookTimeout = TimeSpan.FromSeconds(30);
 
     private readonly BalancerSettings _settings;
@@ -40,12 +44,26 @@ internal sealed class RoleCoordinator : ReceiveActor
     private bool _frontendsStopping;
     private NodeRole? _role;
     private int _generation;
+    private readonly HashSet<UniqueAddress> _up = new();
 
     public RoleCoordinator(BalancerSettings settings, PoolRegistry pools)
     {
         _settings = settings;
         _pools = pools;
+        Receive<ClusterEvent.MemberUp>(up =>
+        {
+            _up.Add(up.Member.UniqueAddress);
+            _log.Info("cluster: member {0} is up ({1} up)", up.Member.Address, _up.Count);
+            Decide();
+        });
+        Receive<ClusterEvent.MemberRemoved>(removed =>
+        {
+            _up.Remove(removed.Member.UniqueAddress);
+            _log.Info("cluster: member {0} removed ({1} up)", removed.Member.Address, _up.Count);
+            Decide();
+        });
         Receive<ClusterEvent.IClusterDomainEvent>(_ => Decide());
+        Receive<DecideNow>(_ => Decide());
         Receive<ClusterEvent.CurrentClusterState>(_ => Decide());
         Receive<Terminated>(terminated =>
         {
@@ -61,8 +79,16 @@ internal sealed class RoleCoordinator : ReceiveActor
         });
     }
 
+    public ITimerScheduler Timers { get; set; } = null!;
+
     public static Props Props(BalancerSettings settings, PoolRegistry pools) =>
         Akka.Actor.Props.Create(() => new RoleCoordinator(settings, pools));
+
+    private sealed class DecideNow
+    {
+        public static readonly DecideNow Instance = new();
+        private DecideNow() { }
+    }
 
     /// <summary>The active node of a cluster: the oldest Up member not unreachable from <paramref name="state"/>'s viewpoint.</summary>
     public static Member? ActiveMember(ClusterEvent.CurrentClusterState state)
@@ -79,10 +105,12 @@ internal sealed class RoleCoordinator : ReceiveActor
         if (_settings.Node.Mode == NodeMode.ActiveActive)
         {
             SetRole(NodeRole.Active, _cluster.SelfAddress.ToString());
+            _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberUp), typeof(ClusterEvent.MemberRemoved));
             return;
         }
-        _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot,
+        _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
             typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
+        Timers.StartPeriodicTimer("decide", DecideNow.Instance, DecideInterval);
     }
 
     protected override void PostStop() => _cluster.Unsubscribe(Self);

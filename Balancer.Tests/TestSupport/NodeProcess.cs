@@ -84,6 +84,13 @@ internal sealed class NodeProcess : IAsyncDisposable
         return _process.ExitCode;
     }
 
+    /// <summary>kill -9, and wait until the kernel has reaped it (its sockets are closed then).</summary>
+    public async Task KillAsync()
+    {
+        Balancer.Node.Posix.Signal(_process.Id, 9);
+        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
     /// <summary>SIGTERM, as an operator or orchestrator stops a node.</summary>
     public void Terminate()
     {

@@ -1,0 +1,289 @@
+using System.Diagnostics;
+using System.Net;
+using Balancer.Tests.Node;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Cluster;
+
+/// <summary>
+/// The shipped hocon/node1-3.conf as three real <c>balancer run</c> processes (remoting 4053-4055,
+/// shared :8080 by SO_REUSEPORT, own :8081-8083) in front of three real <c>balancer backend</c>
+/// processes on :9001-9003; nodes are killed with SIGKILL. Every process is killed by PID at the end.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class ClusterProcessTests : IAsyncLifetime
+{
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+    private readonly List<NodeProcess> _processes = new();
+    private readonly string _dataDir = Directory.CreateTempSubdirectory("balancer-cluster-").FullName;
+    private readonly HttpClient _http = new(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.Zero }) { Timeout = TimeSpan.FromSeconds(5) };
+
+    public async Task InitializeAsync()
+    {
+        foreach (var (name, port) in new[] { ("a", 9001), ("b", 9002), ("c", 9003) })
+        {
+            var backend = Start("backend", "--port", port.ToString(), "--name", name);
+            await backend.WaitForOutputAsync("listening on", StartTimeout);
+        }
+    }
+
+    [Fact]
+    public async Task ActiveActive_ProbeVerdictEverywhere_ShardMovesOnKill_NoRequestLostAfterKill()
+    {
+        // Started in reverse order: the cluster forms whichever order the nodes come up in.
+        var nodes = new NodeProcess[3];
+        for (var i = 3; i >= 1; i--)
+        {
+            nodes[i - 1] = StartNode(i);
+        }
+        foreach (var node in nodes)
+        {
+            await node.WaitForOutputAsync(" ready", StartTimeout);
+            await node.WaitForOutputAsync("(3 up)", StartTimeout);
+        }
+        await WaitUntilAsync(() => nodes.Count(n => n.Output.Contains("probing app/")) > 0 &&
+            new[] { "a", "b", "c" }.All(b => nodes.Any(n => n.Output.Contains($"probing app/{b} "))), TimeSpan.FromSeconds(30), "probes started");
+
+        // 1. A probe's verdict reaches every node: out of rotation everywhere within probe detection + 1 s.
+        await SetHealthAsync(9002, false);
+        var flipped = Stopwatch.StartNew();
+        await WaitUntilAsync(() => nodes.Any(n => n.Output.Contains("backend b is DOWN")), TimeSpan.FromSeconds(10), "b down on the probing node");
+        var detected = flipped.Elapsed;
+        await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("backend b is DOWN")), TimeSpan.FromSeconds(10), "b down on every node");
+        var everywhere = flipped.Elapsed;
+        Assert.True(everywhere - detected < TimeSpan.FromSeconds(1), $"detected after {detected}, out of rotation everywhere only after {everywhere}");
+        for (var port = 8081; port <= 8083; port++)
+        {
+            for (var i = 0; i < 6; i++)
+            {
+                Assert.NotEqual("b", await BackendOfAsync(port));
+            }
+        }
+        await SetHealthAsync(9002, true);
+        await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("backend b is UP")), TimeSpan.FromSeconds(10), "b up again on every node");
+
+        // 2. kill -9 of the node probing b, under a load of new connections on the shared port.
+        var host = nodes.MaxBy(n => LastLogTime(n.Output, "probing app/b "))!;
+        var survivors = nodes.Where(n => n != host).ToList();
+        var probingBefore = survivors.Select(n => Count(n.Output, "probing app/b ")).ToList();
+        using var load = new NewConnectionLoad(new Uri("http://127.0.0.1:8080/"));
+        await Task.Delay(1000);
+        await host.KillAsync();
+        var killedAt = Stopwatch.GetTimestamp();
+        await WaitUntilAsync(() => survivors.Select((n, i) => Count(n.Output, "probing app/b ") > probingBefore[i]).Any(x => x), TimeSpan.FromSeconds(15), "b probed again by a survivor");
+        var reprobedAfter = Stopwatch.GetElapsedTime(killedAt);
+        await Task.Delay(1000);
+        load.Stop();
+        var lost = load.Results.Where(r => r.Started > killedAt && !r.Ok).ToList();
+        Assert.True(lost.Count == 0, $"{lost.Count} of {load.Results.Count(r => r.Started > killedAt)} requests started after the kill failed: {lost.FirstOrDefault().Error}");
+        Assert.True(load.Results.Count(r => r.Started > killedAt) > 20, "the load kept running after the kill");
+
+        // 3. A later failure of b is still detected cluster-wide by the moved probe.
+        var downBefore = survivors.Select(n => Count(n.Output, "backend b is DOWN")).ToList();
+        await SetHealthAsync(9002, false);
+        await WaitUntilAsync(() => survivors.Select((n, i) => Count(n.Output, "backend b is DOWN") > downBefore[i]).All(x => x), TimeSpan.FromSeconds(10), "b down again on the survivors");
+        Console.WriteLine($"cluster: probe detected after {detected.TotalMilliseconds:0} ms, every node after {everywhere.TotalMilliseconds:0} ms; probe of b resumed {reprobedAfter.TotalSeconds:0.0} s after kill -9");
+    }
+
+    [Fact]
+    public async Task ActivePassive_KillActive_StandbyServesWithinFiveSeconds()
+    {
+        var hookFile = Path.Combine(_dataDir, "hooks.log");
+        var extra = new[]
+        {
+            "--set", "balancer.node.mode=active-passive",
+            "--set", $"balancer.node.hooks.on-active=echo active $BALANCER_NODE >> {hookFile}",
+        };
+        var nodes = new NodeProcess[3];
+        for (var i = 1; i <= 3; i++)
+        {
+            nodes[i - 1] = StartNode(i, extra);
+            // Oldest first: node1 is the active node.
+            await nodes[i - 1].WaitForOutputAsync(i == 1 ? "node role: active" : "node role: passive", StartTimeout);
+        }
+        Assert.Equal("node1", await WhoServesSharedPortAsync(nodes));
+
+        var takeovers = new List<TimeSpan>();
+        for (var run = 0; run < 3; run++)
+        {
+            var active = Array.FindIndex(nodes, n => !n.HasExited && LastRole(n.Output) == "active");
+            Assert.True(active >= 0, "no active node");
+            await nodes[active].KillAsync();
+            var killed = Stopwatch.StartNew();
+            while (true)
+            {
+                Assert.True(killed.Elapsed < TimeSpan.FromSeconds(15), "no standby took over within 15 s");
+                try
+                {
+                    using var response = await _http.GetAsync("http://127.0.0.1:8080/");
+                    if (response.IsSuccessStatusCode)
+                    {
+                        break;
+                    }
+                }
+                catch (HttpRequestException)
+                {
+                }
+                await Task.Delay(50);
+            }
+            takeovers.Add(killed.Elapsed);
+            // The killed node comes back as the youngest: a standby.
+            nodes[active] = StartNode(active + 1, extra);
+            await nodes[active].WaitForOutputAsync("node role: passive", StartTimeout);
+        }
+        var median = takeovers.Order().ElementAt(takeovers.Count / 2);
+        Console.WriteLine($"active-passive takeover after kill -9: {string.Join(", ", takeovers.Select(t => $"{t.TotalSeconds:0.00} s"))}; median {median.TotalSeconds:0.00} s");
+        Assert.All(takeovers, t => Assert.True(t < TimeSpan.FromSeconds(5), $"takeover took {t}"));
+        var hooks = File.ReadAllLines(hookFile);
+        Assert.True(hooks.Length >= 4, $"on-active ran {hooks.Length} times: {string.Join(" | ", hooks)}");
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var process in _processes)
+        {
+            await process.DisposeAsync();
+        }
+        _http.Dispose();
+        try
+        {
+            Directory.Delete(_dataDir, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    private NodeProcess Start(params string[] args)
+    {
+        var process = NodeProcess.Start(args);
+        _processes.Add(process);
+        return process;
+    }
+
+    private NodeProcess StartNode(int i, params string[] extra) => Start(
+        ["run", "--config", Path.Combine(CommandLineTests.RepositoryRoot(), "hocon", $"node{i}.conf"),
+         "--set", $"balancer.node.data-dir={Path.Combine(_dataDir, $"node{i}")}", .. extra]);
+
+    private async Task SetHealthAsync(int port, bool ok)
+    {
+        using var response = await _http.PostAsync($"http://127.0.0.1:{port}/control/health?ok={(ok ? "true" : "false")}", null);
+        response.EnsureSuccessStatusCode();
+    }
+
+    private async Task<string> BackendOfAsync(int port)
+    {
+        using var response = await _http.GetAsync($"http://127.0.0.1:{port}/");
+        return response.Headers.GetValues("X-Backend").Single();
+    }
+
+    private async Task<string> WhoServesSharedPortAsync(NodeProcess[] nodes)
+    {
+        await WaitUntilAsync(() => true, TimeSpan.Zero, "");
+        using var response = await _http.GetAsync("http://127.0.0.1:8080/");
+        response.EnsureSuccessStatusCode();
+        return "node" + (Array.FindIndex(nodes, n => LastRole(n.Output) == "active") + 1);
+    }
+
+    private static string LastRole(string output)
+    {
+        var index = output.LastIndexOf("node role: ", StringComparison.Ordinal);
+        return index < 0 ? "" : output.Substring(index + "node role: ".Length).Split(' ')[0];
+    }
+
+    /// <summary>The time stamp of the last log line containing <paramref name="what"/>, or MinValue.</summary>
+    private static DateTime LastLogTime(string output, string what)
+    {
+        var line = output.Split('\n').LastOrDefault(l => l.Contains(what, StringComparison.Ordinal));
+        var match = line is null ? null : System.Text.RegularExpressions.Regex.Match(line, @"\]\[(\d+/\d+/\d+ [\d:.]+)Z\]");
+        return match is { Success: true } && DateTime.TryParse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out var time)
+            ? time
+            : DateTime.MinValue;
+    }
+
+    private static int Count(string text, string what)
+    {
+        var count = 0;
+        for (var i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + 1, StringComparison.Ordinal))
+        {
+            count++;
+        }
+        return count;
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, TimeSpan timeout, string what)
+    {
+        var deadline = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(deadline.Elapsed < timeout, $"timed out after {timeout} waiting for: {what}");
+            await Task.Delay(50);
+        }
+    }
+
+    /// <summary>A bounded client loop opening a new connection for every request, recording each outcome.</summary>
+    private sealed class NewConnectionLoad : IDisposable
+    {
+        private readonly CancellationTokenSource _stop = new(TimeSpan.FromMinutes(2));
+        private readonly Task _loop;
+        private readonly List<(long Started, bool Ok, string Error)> _results = new();
+
+        public NewConnectionLoad(Uri uri)
+        {
+            _loop = Task.Run(async () =>
+            {
+                using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.Zero }) { Timeout = TimeSpan.FromSeconds(5) };
+                while (!_stop.IsCancellationRequested)
+                {
+                    var started = Stopwatch.GetTimestamp();
+                    try
+                    {
+                        using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+                        request.Headers.ConnectionClose = true;
+                        using var response = await client.SendAsync(request, _stop.Token);
+                        Record(started, response.IsSuccessStatusCode, $"HTTP {(int)response.StatusCode}");
+                    }
+                    catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                    {
+                    }
+                    catch (Exception e)
+                    {
+                        Record(started, false, e.GetBaseException().Message);
+                    }
+                    await Task.Delay(10);
+                }
+            });
+        }
+
+        public List<(long Started, bool Ok, string Error)> Results
+        {
+            get
+            {
+                lock (_results)
+                {
+                    return _results.ToList();
+                }
+            }
+        }
+
+        public void Stop()
+        {
+            _stop.Cancel();
+            _loop.Wait(TimeSpan.FromSeconds(10));
+        }
+
+        public void Dispose()
+        {
+            Stop();
+            _stop.Dispose();
+        }
+
+        private void Record(long started, bool ok, string error)
+        {
+            lock (_results)
+            {
+                _results.Add((started, ok, error));
+            }
+        }
+    }
+}
