@@ -1,0 +1,107 @@
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Configuration;
+using Balancer.Model;
+using Balancer.Routing;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Cluster;
+
+/// <summary>
+/// Runtime changes survive a full-cluster restart: three nodes with their own LightningDB stores
+/// are all stopped and started again (new incarnations), and the added backend and the drain are back.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class DurableRestartTests : IDisposable
+{
+    private readonly string _dataDir = Directory.CreateTempSubdirectory("balancer-durable-").FullName;
+
+    [Fact]
+    public async Task FullRestart_RuntimeChangesAreBack()
+    {
+        var nodes = await StartClusterAsync();
+        try
+        {
+            Assert.IsType<Status.Success>(await Router(nodes[0]).Ask<Status>(new PoolRouter.AddBackend("d", "127.0.0.1:9999", 50), TimeSpan.FromSeconds(10)));
+            Assert.IsType<Status.Success>(await Router(nodes[1]).Ask<Status>(new PoolRouter.SetAdminState("a", BackendAdminState.Drain), TimeSpan.FromSeconds(10)));
+            await Eventually(() => Assert.All(nodes, n => AssertChanges(Snapshot(n))));
+        }
+        finally
+        {
+            await Task.WhenAll(nodes.Select(n => n.Terminate()));
+        }
+
+        var restarted = await StartClusterAsync();
+        try
+        {
+            await Eventually(() => Assert.All(restarted, n => AssertChanges(Snapshot(n))));
+        }
+        finally
+        {
+            await Task.WhenAll(restarted.Select(n => n.Terminate()));
+        }
+    }
+
+    public void Dispose() => Directory.Delete(_dataDir, recursive: true);
+
+    private static void AssertChanges(PoolSnapshot snapshot)
+    {
+        var added = Assert.Single(snapshot.Backends, b => b.Name == "d");
+        Assert.Equal("127.0.0.1:9999", added.Address.ToString());
+        Assert.Equal(50, added.Weight);
+        Assert.Equal(BackendAdminState.Drain, snapshot.Backends.Single(b => b.Name == "a").AdminState);
+    }
+
+    private async Task<List<ActorSystem>> StartClusterAsync()
+    {
+        var nodes = new List<ActorSystem>();
+        for (var i = 0; i < 3; i++)
+        {
+            var config = ConfigurationFactory.ParseString($$"""
+                balancer.node.start-frontends = off
+                balancer.pools.app {
+                  health-check.kind = none
+                  backends { a = "127.0.0.1:9001", b = "127.0.0.1:9002" }
+                }
+                akka.cluster.distributed-data.durable {
+                  keys = ["balancer-runtime-config"]
+                  store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"
+                  lmdb.dir = "{{Path.Combine(_dataDir, $"node{i}").Replace("\\", "/")}}"
+                }
+                """).WithFallback(BalancerHost.ClusterOfOne);
+            nodes.Add(ActorSystem.Create("balancer-durable", config));
+        }
+        var seed = Akka.Cluster.Cluster.Get(nodes[0]).SelfAddress;
+        foreach (var node in nodes)
+        {
+            Akka.Cluster.Cluster.Get(node).Join(seed);
+        }
+        await Eventually(() => Assert.All(nodes, n => Assert.Equal(3, Akka.Cluster.Cluster.Get(n).State.Members.Count(m => m.Status == MemberStatus.Up))), TimeSpan.FromSeconds(30));
+        foreach (var node in nodes)
+        {
+            await BalancerHost.WaitForPoolRoutersAsync(BalancerExtension.Get(node));
+        }
+        return nodes;
+    }
+
+    private static ActorSelection Router(ActorSystem node) => BalancerExtension.Get(node).PoolRouter("app");
+
+    private static PoolSnapshot Snapshot(ActorSystem node) => BalancerExtension.Get(node).Pools.Find("app")!.Snapshot;
+
+    private static async Task Eventually(Action assertion, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
+        while (true)
+        {
+            try
+            {
+                assertion();
+                return;
+            }
+            catch (Exception) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+        }
+    }
+}
