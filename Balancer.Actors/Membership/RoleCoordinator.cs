@@ -121,6 +121,11 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         {
             return;
         }
+        // A joining node has no say yet: it stays closed until it is Up itself.
+        if (_cluster.SelfMember.Status != MemberStatus.Up)
+        {
+            return;
+        }
         var active = ActiveMember(_cluster.State);
         if (active is null)
         {
