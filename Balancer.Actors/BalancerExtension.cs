@@ -54,6 +54,7 @@ public sealed class BalancerExtension : IExtension
         system.EventStream.Subscribe(watcher, typeof(FrontendStarted));
         system.EventStream.Subscribe(watcher, typeof(FrontendFailed));
 
+        Membership = new Membership.ClusterMembership(system, Settings.Node.Mode);
         Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools), "balancer");
         system.RegisterOnTermination(() =>
         {
@@ -72,6 +73,9 @@ public sealed class BalancerExtension : IExtension
 
     /// <summary>Every pool's current snapshot, by name.</summary>
     public PoolRegistry Pools { get; } = new();
+
+    /// <summary>Members, leader, unreachable members and the active node, as this node sees them.</summary>
+    public Membership.ClusterMembership Membership { get; }
 
     /// <summary>The root of the balancer's actors.</summary>
     public IActorRef Guardian { get; }

@@ -130,6 +130,17 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
         await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.DoesNotContain(_cluster.Snapshot(n).Backends, b => b.Name == "d")));
     }
 
+    [Fact]
+    public void Membership_ListsEveryMemberUpAndReachable()
+    {
+        var facts = BalancerExtension.Get(_cluster.Nodes[1]).Membership.Current();
+        Assert.Equal(3, facts.Members.Length);
+        Assert.All(facts.Members, m => Assert.Equal(("up", true, Balancer.Membership.NodeRole.Active), (m.Status, m.Reachable, m.Role)));
+        Assert.Empty(facts.Unreachable);
+        Assert.Contains(facts.Leader, facts.Members.Select(m => m.Address));
+        Assert.Equal(Akka.Cluster.Cluster.Get(_cluster.Nodes[1]).SelfAddress.ToString(), facts.Self);
+    }
+
     private static async Task Eventually(Action assertion)
     {
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);

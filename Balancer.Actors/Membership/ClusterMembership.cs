@@ -1,0 +1,61 @@
+using System.Collections.Immutable;
+using Akka.Actor;
+using Akka.Cluster;
+using Balancer.Configuration;
+
+namespace Balancer.Membership;
+
+/// <summary>One member of the balancer cluster as an operator sees it.</summary>
+/// <param name="Address">The member's remoting address.</param>
+/// <param name="Roles">Its Akka.Cluster roles.</param>
+/// <param name="Status">joining, up, leaving, exiting, down, removed or weakly-up.</param>
+/// <param name="Reachable">False when some member cannot reach it.</param>
+/// <param name="Role">Whether it serves (active) or stands by (passive).</param>
+public sealed record MemberFacts(string Address, ImmutableArray<string> Roles, string Status, bool Reachable, NodeRole Role);
+
+/// <summary>The cluster as one node sees it now: members, leader, unreachable members, the active node.</summary>
+public sealed record ClusterFacts(
+    string Self,
+    string? Leader,
+    NodeMode Mode,
+    string? ActiveNode,
+    ImmutableArray<MemberFacts> Members,
+    ImmutableArray<string> Unreachable);
+
+/// <summary>Reads <see cref="ClusterFacts"/> from this node's view of the cluster (for the admin API and ctl).</summary>
+public sealed class ClusterMembership
+{
+    private readonly ActorSystem _system;
+    private readonly NodeMode _mode;
+
+    internal ClusterMembership(ActorSystem system, NodeMode mode)
+    {
+        _system = system;
+        _mode = mode;
+    }
+
+    /// <summary>The facts now.</summary>
+    public ClusterFacts Current()
+    {
+        var cluster = Cluster.Get(_system);
+        var state = cluster.State;
+        var unreachable = state.Unreachable.Select(m => m.Address.ToString()).ToImmutableHashSet();
+        var active = _mode == NodeMode.ActivePassive ? RoleCoordinator.ActiveMember(state)?.Address.ToString() : null;
+        var members = state.Members
+            .OrderBy(m => m.Address.ToString(), StringComparer.Ordinal)
+            .Select(m => new MemberFacts(
+                m.Address.ToString(),
+                m.Roles.Order(StringComparer.Ordinal).ToImmutableArray(),
+                StatusName(m.Status),
+                !unreachable.Contains(m.Address.ToString()),
+                _mode == NodeMode.ActiveActive || m.Address.ToString() == active ? NodeRole.Active : NodeRole.Passive))
+            .ToImmutableArray();
+        return new ClusterFacts(cluster.SelfAddress.ToString(), state.Leader?.ToString(), _mode, active, members, unreachable.Order(StringComparer.Ordinal).ToImmutableArray());
+    }
+
+    private static string StatusName(MemberStatus status) => status switch
+    {
+        MemberStatus.WeaklyUp => "weakly-up",
+        _ => status.ToString().ToLowerInvariant(),
+    };
+}
