@@ -54,6 +54,11 @@ public sealed class BalancerExtension : IExtension
         system.EventStream.Subscribe(watcher, typeof(FrontendStarted));
         system.EventStream.Subscribe(watcher, typeof(FrontendFailed));
 
+        foreach (var pool in Settings.Pools.Where(p => p.Affinity.Mode != Configuration.AffinityMode.None))
+        {
+            var store = system.ActorSelection($"/system/balancer/affinity/{pool.Name}");
+            Pools.Find(pool.Name)!.Affinity = new Affinity.AffinityTable(pool, store, () => system.Scheduler.Now, Settings.Node.AffinityKey);
+        }
         Membership = new Membership.ClusterMembership(system, Settings.Node.Mode);
         Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools), "balancer");
         system.RegisterOnTermination(() =>

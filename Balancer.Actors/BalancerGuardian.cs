@@ -19,6 +19,11 @@ internal sealed class BalancerGuardian : ReceiveActor
             pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, registry, writeTimeout: settings.Node.WriteTimeout), pool.Name));
         }
         Context.ActorOf(Health.HealthSupervisor.Props(settings, registry), "health");
+        var affinity = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "affinity");
+        foreach (var pool in settings.Pools.Where(p => p.Affinity.Mode != Configuration.AffinityMode.None))
+        {
+            affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, settings.Node.WriteTimeout, registry), pool.Name));
+        }
         // Frontends open where the node's role says so (always, in active-active).
         Context.ActorOf(Membership.RoleCoordinator.Props(settings, registry), "role");
     }

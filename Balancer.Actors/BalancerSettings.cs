@@ -93,6 +93,14 @@ public sealed record BalancerSettings(
             frontends.Add(ReadFrontend(name, section, pools));
         }
 
+        foreach (var pool in pools.Where(p => p.Affinity.Mode == AffinityMode.Cookie))
+        {
+            if (node.AffinityKey.Length < 16)
+            {
+                problems.Add(new ConfigProblem($"balancer.pools.{pool.Name}.affinity.mode",
+                    "cookie affinity needs balancer.node.affinity-key: a secret of at least 16 characters, the same on every node"));
+            }
+        }
         var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable());
         CheckBindConflicts(settings, problems);
         return settings;
@@ -118,7 +126,8 @@ public sealed record BalancerSettings(
             node.Duration("frontend-start-timeout", TimeSpan.FromSeconds(30)),
             node.String("data-dir", "data"),
             node.Int("probe-shards", 30, 1, 10_000),
-            node.Duration("write-timeout", TimeSpan.FromSeconds(3)));
+            node.Duration("write-timeout", TimeSpan.FromSeconds(3)),
+            node.String("affinity-key"));
     }
 
     private static FrontendSettings ReadFrontend(string name, SettingsReader section, ImmutableArray<PoolSettings>.Builder pools)
@@ -292,7 +301,8 @@ public sealed record BalancerSettings(
         {
             section.Problem("cookie-name", $"expected a cookie name (letters, digits, - and _), got \"{cookieName}\"");
         }
-        return new AffinitySettings(mode, keyName, cookieName, section.Duration("ttl", TimeSpan.FromMinutes(30)), write);
+        return new AffinitySettings(mode, keyName, cookieName, section.Duration("ttl", TimeSpan.FromMinutes(30)), write,
+            section.Int("buckets", 64, 1, 4096), section.Int("max-entries", 1_000_000, 1, 100_000_000));
     }
 
     private static HealthCheckSettings ReadHealthCheck(SettingsReader section, Config user, Config defaults)

@@ -32,7 +32,8 @@ public sealed record NodeSettings(
     TimeSpan FrontendStartTimeout,
     string DataDir,
     int ProbeShards,
-    TimeSpan WriteTimeout);
+    TimeSpan WriteTimeout,
+    string AffinityKey);
 
 /// <summary>One frontend (<c>balancer.frontends.NAME</c>).</summary>
 public sealed record FrontendSettings(
@@ -84,7 +85,9 @@ public sealed record AffinitySettings(
     string KeyName,
     string CookieName,
     TimeSpan Ttl,
-    AffinityWriteConsistency Write);
+    AffinityWriteConsistency Write,
+    int Buckets,
+    int MaxEntries);
 
 /// <summary>How a session is recognised.</summary>
 public enum AffinityMode { None, Cookie, LearnCookie, Header, SourceIp }

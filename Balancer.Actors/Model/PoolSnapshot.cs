@@ -49,6 +49,26 @@ public sealed class PoolSnapshot
     public BackendPicker Picker { get; }
 
     /// <summary>
+    /// The backend an existing session is pinned to, when it may still serve it: healthy and not in
+    /// maintenance (a draining backend keeps its sessions). Null sends the session elsewhere.
+    /// </summary>
+    public Backend? FindForSession(string? name)
+    {
+        if (name is null)
+        {
+            return null;
+        }
+        foreach (var backend in Backends)
+        {
+            if (backend.Name == name)
+            {
+                return backend.AdminState != BackendAdminState.Maint && (backend.Healthy || Panic) && backend.Weight > 0 ? backend : null;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>
     /// Picks a backend for a request, skipping the ones already tried; null when none is left.
     /// </summary>
     public Backend? Select(in RoutingRequest request, ref AttemptedBackends attempted)

@@ -24,6 +24,9 @@ public sealed class PoolHandle : IDisposable
     /// <summary>The snapshot to route with; read it once per request.</summary>
     public PoolSnapshot Snapshot => Volatile.Read(ref _snapshot);
 
+    /// <summary>The pool's replicated session-affinity table, or null when <c>affinity.mode = none</c>.</summary>
+    public Affinity.AffinityTable? Affinity { get; internal set; }
+
     /// <summary>One client per pool so connections to its backends are pooled and reused.</summary>
     public HttpMessageInvoker HttpClient { get; }
 

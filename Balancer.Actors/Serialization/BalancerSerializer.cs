@@ -25,6 +25,7 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     internal const string HealthRecordManifest = "health-record/1";
     internal const string BackendOverrideManifest = "backend-override/1";
     internal const string EnsureProbeManifest = "ensure-probe/1";
+    internal const string AffinityEntryManifest = "affinity-entry/1";
 
     private static readonly JsonSerializerOptions Options = new()
     {
@@ -47,6 +48,7 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
         HealthRecord => HealthRecordManifest,
         BackendOverride => BackendOverrideManifest,
         ProbeEntity.EnsureProbe => EnsureProbeManifest,
+        Affinity.AffinityEntry => AffinityEntryManifest,
         _ => throw new ArgumentException($"{nameof(BalancerSerializer)} cannot serialize {o.GetType()}"),
     };
 
@@ -65,6 +67,7 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
             HealthRecordManifest => typeof(HealthRecord),
             BackendOverrideManifest => typeof(BackendOverride),
             EnsureProbeManifest => typeof(ProbeEntity.EnsureProbe),
+            AffinityEntryManifest => typeof(Affinity.AffinityEntry),
             _ => throw new SerializationException($"unknown manifest \"{manifest}\" (sent by a newer Balancer node?); message dropped"),
         };
         try
@@ -79,5 +82,5 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     }
 
     /// <summary>The types this serializer is bound to.</summary>
-    internal static readonly Type[] BoundTypes = [typeof(HealthRecord), typeof(BackendOverride), typeof(ProbeEntity.EnsureProbe)];
+    internal static readonly Type[] BoundTypes = [typeof(HealthRecord), typeof(BackendOverride), typeof(ProbeEntity.EnsureProbe), typeof(Affinity.AffinityEntry)];
 }

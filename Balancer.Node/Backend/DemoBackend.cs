@@ -18,6 +18,7 @@ namespace Balancer.Node.Backend;
 /// <item><c>POST /control/slow?ms=N</c>: adds N ms of latency to every response.</item>
 /// <item><c>/echo</c>: the request body back, streamed.</item>
 /// <item><c>GET /headers</c>: the request headers, one "Name: value" per line.</item>
+/// <item><c>GET /login</c>: sets a new <c>JSESSIONID</c> cookie, as an application server would.</item>
 /// <item><c>GET /bytes?n=N[&amp;chunked=1]</c>: N bytes, chunked when asked.</item>
 /// </list>
 /// </summary>
@@ -85,6 +86,13 @@ internal sealed class DemoBackend : IAsyncDisposable
         {
             context.Response.ContentType = context.Request.ContentType ?? "application/octet-stream";
             await context.Request.Body.CopyToAsync(context.Response.Body, context.RequestAborted);
+        });
+        _app.MapGet("/login", (HttpContext context) =>
+        {
+            // An application session, as a Java servlet container would set it.
+            var session = Guid.NewGuid().ToString("N");
+            context.Response.Headers.Append("Set-Cookie", $"JSESSIONID={session}; Path=/; HttpOnly");
+            return context.Response.WriteAsync($"{_name} session {session}\n");
         });
         _app.MapGet("/headers", (HttpContext context) =>
         {

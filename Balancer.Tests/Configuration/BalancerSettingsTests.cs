@@ -27,6 +27,8 @@ public class BalancerSettingsTests
         Assert.Equal("BALANCER", pool.Affinity.CookieName);
         Assert.Equal(TimeSpan.FromMinutes(30), pool.Affinity.Ttl);
         Assert.Equal(AffinityWriteConsistency.Local, pool.Affinity.Write);
+        Assert.Equal(64, pool.Affinity.Buckets);
+        Assert.Equal(1_000_000, pool.Affinity.MaxEntries);
         Assert.Equal(HealthCheckKind.Http, pool.HealthCheck.Kind);
         Assert.Equal("/healthz", pool.HealthCheck.Path);
         Assert.True(pool.HealthCheck.ExpectStatus.Contains(200) && pool.HealthCheck.ExpectStatus.Contains(399) && !pool.HealthCheck.ExpectStatus.Contains(400));
@@ -95,6 +97,8 @@ public class BalancerSettingsTests
     [InlineData("balancer.frontends.web { pool = app }\nbalancer.pools.app.backends.a = \"127.0.0.1:1\"", "balancer.frontends.web.bind: expected at least one IP:PORT to listen on")]
     [InlineData("balancer.frontends.web { bind = \"example.com:80\", pool = app }\nbalancer.pools.app.backends.a = \"127.0.0.1:1\"", "balancer.frontends.web.bind: expected an IP address to listen on, got host name \"example.com\"")]
     [InlineData("balancer.pools.\"bad name\".backends.a = \"127.0.0.1:1\"", "balancer.pools.bad name: a pool name uses letters, digits, - and _ (at most 64)")]
+    [InlineData("balancer.pools.app.affinity.mode = cookie", "balancer.pools.app.affinity.mode: cookie affinity needs balancer.node.affinity-key: a secret of at least 16 characters, the same on every node")]
+    [InlineData("balancer.pools.app.affinity.buckets = 0", "balancer.pools.app.affinity.buckets: expected a whole number from 1 to 4096, got \"0\"")]
     [InlineData("balancer.pools.app.health-check { interval = 1s, timeout = 2s }", "balancer.pools.app.health-check.timeout: expected at most health-check.interval (1000ms), got 2000ms")]
     public void Create_InvalidValue_OneLineNamingTheKey(string hocon, string expected)
     {

@@ -1,5 +1,6 @@
 using System.Net.Http;
 using System.Text;
+using Balancer.Affinity;
 using Balancer.Configuration;
 using Balancer.Model;
 using Balancer.Routing;
@@ -34,13 +35,27 @@ internal sealed class HttpProxy
         var request = new RoutingRequest(context.Connection.RemoteIpAddress, context);
         var attempted = new AttemptedBackends();
         var attemptsAllowed = 1 + snapshot.Settings.Retries;
+        var affinity = _pool.Affinity;
+        string? sessionKey = null;
+        Backend? pinned = null;
+        if (affinity is not null)
+        {
+            (pinned, sessionKey) = await FindPinnedAsync(affinity, snapshot, request);
+        }
+        var tries = 0;
         while (true)
         {
-            var backend = snapshot.Select(in request, ref attempted);
+            // A session goes to its pinned backend first; if that one refuses, it is balanced afresh.
+            var backend = tries == 0 && pinned is not null ? pinned : snapshot.Select(in request, ref attempted);
+            tries++;
             if (backend is null)
             {
                 await WriteErrorAsync(context, snapshot, attempted.Count == 0);
                 return;
+            }
+            if (affinity is not null && backend != pinned)
+            {
+                await PinAsync(affinity, context, sessionKey, backend);
             }
 
             backend.Counters.Start();
@@ -55,7 +70,7 @@ internal sealed class HttpProxy
             if (IsConnectFailure(error, errorFeature?.Exception))
             {
                 backend.Counters.ConnectFailed();
-                if (!context.Response.HasStarted && attempted.Count < attemptsAllowed && !context.RequestAborted.IsCancellationRequested)
+                if (!context.Response.HasStarted && tries < attemptsAllowed && !context.RequestAborted.IsCancellationRequested)
                 {
                     // Nothing reached the backend and nothing reached the client: try the next backend.
                     context.Features.Set<IForwarderErrorFeature>(null);
@@ -74,6 +89,89 @@ internal sealed class HttpProxy
             }
             return;
         }
+    }
+
+    /// <summary>The backend the request's session is pinned to, if it may still serve it.</summary>
+    private static async ValueTask<(Backend? Pinned, string? SessionKey)> FindPinnedAsync(AffinityTable affinity, PoolSnapshot snapshot, RoutingRequest request)
+    {
+        if (affinity.Cookie is { } cookie)
+        {
+            // A missing or tampered cookie is simply no session: the request is balanced as usual.
+            return (request.Http!.Request.Cookies.TryGetValue(affinity.Settings.CookieName, out var value)
+                ? snapshot.FindForSession(cookie.Verify(value))
+                : null, null);
+        }
+        var sessionKey = AffinityTable.KeyFor(affinity.Settings, request);
+        return sessionKey is null ? (null, null) : (snapshot.FindForSession(await affinity.FindAsync(sessionKey)), sessionKey);
+    }
+
+    /// <summary>Pins a new (or moved) session to <paramref name="backend"/> before its first response.</summary>
+    private static async Task PinAsync(AffinityTable affinity, HttpContext context, string? sessionKey, Backend backend)
+    {
+        switch (affinity.Settings.Mode)
+        {
+            case AffinityMode.Cookie:
+                var value = affinity.Cookie!.Issue(backend.Name);
+                var ttl = affinity.Settings.Ttl;
+                context.Response.OnStarting(() =>
+                {
+                    context.Response.Cookies.Append(affinity.Settings.CookieName, value, new CookieOptions
+                    {
+                        HttpOnly = true,
+                        Path = "/",
+                        SameSite = SameSiteMode.Lax,
+                        MaxAge = ttl,
+                        Secure = context.Request.IsHttps,
+                    });
+                    return Task.CompletedTask;
+                });
+                break;
+            case AffinityMode.LearnCookie:
+                // The session id is the backend's own cookie: learn it from the response that sets it.
+                context.Response.OnStarting(() =>
+                {
+                    var learned = LearnedSession(context.Response.Headers.SetCookie, affinity.Settings.KeyName);
+                    return learned is null ? Task.CompletedTask : PinOrLogAsync(affinity, learned, backend);
+                });
+                if (sessionKey is not null)
+                {
+                    await PinOrLogAsync(affinity, sessionKey, backend);
+                }
+                break;
+            default:
+                if (sessionKey is not null)
+                {
+                    await PinOrLogAsync(affinity, sessionKey, backend);
+                }
+                break;
+        }
+    }
+
+    private static async Task PinOrLogAsync(AffinityTable affinity, string key, Backend backend)
+    {
+        try
+        {
+            await affinity.Pin(key, backend.Name).WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        catch (Exception e) when (e is TimeoutException)
+        {
+            // The session is pinned here and spreads by gossip; the client is not failed for it.
+        }
+    }
+
+    private static string? LearnedSession(Microsoft.Extensions.Primitives.StringValues setCookies, string name)
+    {
+        foreach (var header in setCookies)
+        {
+            if (header is null || !header.StartsWith(name, StringComparison.Ordinal) || header.Length <= name.Length || header[name.Length] != '=')
+            {
+                continue;
+            }
+            var end = header.IndexOf(';');
+            var value = header[(name.Length + 1)..(end < 0 ? header.Length : end)].Trim();
+            return value.Length is > 0 and <= 512 ? value : null;
+        }
+        return null;
     }
 
     private ForwarderRequestConfig RequestConfigFor(PoolSettings settings)

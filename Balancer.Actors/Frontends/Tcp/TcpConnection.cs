@@ -70,9 +70,19 @@ internal sealed class TcpConnection
         var request = new RoutingRequest((_client.RemoteEndPoint as System.Net.IPEndPoint)?.Address);
         var attempted = new AttemptedBackends();
         var attemptsAllowed = 1 + snapshot.Settings.Retries;
-        while (attempted.Count < attemptsAllowed)
+        // Source-IP affinity is the one kind a TCP frontend can see.
+        var affinity = _pool.Affinity is { Settings.Mode: Configuration.AffinityMode.SourceIp } table ? table : null;
+        var sessionKey = affinity is null ? null : request.ClientAddress?.ToString();
+        var pinned = sessionKey is null ? null : snapshot.FindForSession(await affinity!.FindAsync(sessionKey).ConfigureAwait(false));
+        var tries = 0;
+        while (tries < attemptsAllowed)
         {
-            var backend = snapshot.Select(in request, ref attempted);
+            var backend = tries == 0 && pinned is not null ? pinned : snapshot.Select(in request, ref attempted);
+            tries++;
+            if (backend is not null && affinity is not null && sessionKey is not null && backend != pinned)
+            {
+                await affinity.Pin(sessionKey, backend.Name).WaitAsync(TimeSpan.FromSeconds(10), stopping).ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false);
+            }
             if (backend is null)
             {
                 break;

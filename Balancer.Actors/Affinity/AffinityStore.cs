@@ -1,0 +1,158 @@
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.DistributedData;
+using Akka.Event;
+using Balancer.Configuration;
+
+namespace Balancer.Affinity;
+
+/// <summary>
+/// One pool's replicated affinity table: session key → backend with an expiry, in
+/// <c>buckets</c> LWWDictionary keys (<c>balancer-affinity-POOL-N</c>), so that no single replicated
+/// value grows past what gossip carries well. It writes what the data plane pins (local or majority),
+/// merges what other nodes write into the data plane's cache, and sweeps expired entries.
+/// </summary>
+internal sealed class AffinityStore : ReceiveActor, IWithTimers
+{
+    private readonly PoolSettings _pool;
+    private readonly IWriteConsistency _write;
+    private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
+    private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
+    private readonly LWWDictionaryKey<string, AffinityEntry>[] _buckets;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private AffinityTable? _table;
+    private DateTimeOffset _lastFullWarning = DateTimeOffset.MinValue;
+
+    private readonly TimeSpan _writeTimeout;
+
+    public AffinityStore(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry)
+    {
+        _writeTimeout = writeTimeout;
+        _table = registry.Find(pool.Name)?.Affinity;
+        _pool = pool;
+        _write = pool.Affinity.Write == AffinityWriteConsistency.Majority ? new WriteMajority(writeTimeout) : WriteLocal.Instance;
+        _buckets = Enumerable.Range(0, pool.Affinity.Buckets)
+            .Select(n => new LWWDictionaryKey<string, AffinityEntry>($"balancer-affinity-{pool.Name}-{n}"))
+            .ToArray();
+
+        Receive<Write>(write =>
+        {
+            var bucket = BucketOf(write.Key);
+            _replicator.Tell(Dsl.Update(bucket, LWWDictionary<string, AffinityEntry>.Empty, _write, write.Acknowledged,
+                map => map.SetItem(_self, write.Key, write.Entry)));
+        });
+        Receive<Lookup>(lookup =>
+            _replicator.Tell(Dsl.Get(BucketOf(lookup.Key), new ReadMajority(_writeTimeout), lookup)));
+        Receive<GetSuccess>(success =>
+        {
+            if (success.Request is not Lookup lookup)
+            {
+                return;
+            }
+            var map = success.Get(BucketOf(lookup.Key));
+            if (map.TryGetValue(lookup.Key, out var entry) && entry.ExpiresAt > Context.System.Scheduler.Now)
+            {
+                _table?.Merge(lookup.Key, entry);
+                lookup.Found.TrySetResult(entry.Backend);
+            }
+            else
+            {
+                lookup.Found.TrySetResult(null);
+            }
+        });
+        Receive<NotFound>(notFound => (notFound.Request as Lookup)?.Found.TrySetResult(null));
+        // A majority could not be asked in time: treat the session as new rather than keep the client waiting.
+        Receive<GetFailure>(failure => (failure.Request as Lookup)?.Found.TrySetResult(null));
+        Receive<UpdateSuccess>(success => (success.Request as TaskCompletionSource)?.TrySetResult());
+        Receive<UpdateTimeout>(timeout =>
+            (timeout.Request as TaskCompletionSource)?.TrySetException(new TimeoutException("affinity entry not confirmed by a majority of nodes")));
+        Receive<ModifyFailure>(failure => (failure.Request as TaskCompletionSource)?.TrySetException(failure.Cause));
+        Receive<Changed>(changed =>
+        {
+            if (_table is null || changed.Data is not LWWDictionary<string, AffinityEntry> map)
+            {
+                return;
+            }
+            foreach (var (key, entry) in map.Entries)
+            {
+                _table.Merge(key, entry);
+            }
+        });
+        Receive<Sweep>(_ => OnSweep());
+        Receive<TableFull>(_ =>
+        {
+            var now = Context.System.Scheduler.Now;
+            if (now - _lastFullWarning > TimeSpan.FromMinutes(1))
+            {
+                _lastFullWarning = now;
+                _log.Warning("pool {0}: affinity table full ({1} entries, affinity.max-entries): new sessions are balanced without being pinned", _pool.Name, _pool.Affinity.MaxEntries);
+            }
+        });
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props Props(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry) =>
+        Akka.Actor.Props.Create(() => new AffinityStore(pool, writeTimeout, registry));
+
+    protected override void PreStart()
+    {
+        foreach (var bucket in _buckets)
+        {
+            _replicator.Tell(Dsl.Subscribe(bucket, Self));
+        }
+        var sweepEvery = TimeSpan.FromTicks(Math.Clamp(_pool.Affinity.Ttl.Ticks / 8, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromMinutes(1).Ticks));
+        Timers.StartPeriodicTimer("sweep", Sweep.Instance, sweepEvery);
+    }
+
+    private void OnSweep()
+    {
+        if (_table is null)
+        {
+            return;
+        }
+        var now = Context.System.Scheduler.Now;
+        var expired = _table.Expired(now).ToList();
+        foreach (var group in expired.GroupBy(BucketOf))
+        {
+            var keys = group.ToList();
+            foreach (var key in keys)
+            {
+                _table.Forget(key);
+            }
+            // Removing only what is still expired in the replicated value: another node may have refreshed it.
+            _replicator.Tell(Dsl.Update(group.Key, LWWDictionary<string, AffinityEntry>.Empty, WriteLocal.Instance, map =>
+            {
+                foreach (var key in keys)
+                {
+                    if (map.TryGetValue(key, out var entry) && entry.ExpiresAt <= now)
+                    {
+                        map = map.Remove(_self, key);
+                    }
+                }
+                return map;
+            }));
+        }
+    }
+
+    private LWWDictionaryKey<string, AffinityEntry> BucketOf(string key) => _buckets[Routing.KeyHash.Of(key) % (ulong)_buckets.Length];
+
+    /// <summary>Replicate an entry; <see cref="Acknowledged"/> completes when the write consistency is met.</summary>
+    public sealed record Write(string Key, AffinityEntry Entry, TaskCompletionSource? Acknowledged);
+
+    /// <summary>Read a session from a majority of nodes (write = majority, cache miss).</summary>
+    public sealed record Lookup(string Key, TaskCompletionSource<string?> Found);
+
+    /// <summary>The data plane hit <c>max-entries</c>.</summary>
+    public sealed class TableFull
+    {
+        public static readonly TableFull Instance = new();
+        private TableFull() { }
+    }
+
+    private sealed class Sweep
+    {
+        public static readonly Sweep Instance = new();
+        private Sweep() { }
+    }
+}

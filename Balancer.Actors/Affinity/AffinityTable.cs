@@ -1,0 +1,125 @@
+using System.Collections.Concurrent;
+using Akka.Actor;
+using Balancer.Configuration;
+using Balancer.Routing;
+
+namespace Balancer.Affinity;
+
+/// <summary>
+/// The data plane's view of one pool's replicated affinity table: a local cache read without a lock
+/// or a message. A new session, or a session whose entry is older than ttl/4, is handed to the
+/// pool's <see cref="AffinityStore"/> with a Tell; with <c>write = majority</c> the caller awaits
+/// the store's acknowledgement before the first response (once per session, never per request).
+/// </summary>
+public sealed class AffinityTable
+{
+    private readonly ConcurrentDictionary<string, AffinityEntry> _entries = new(StringComparer.Ordinal);
+    private readonly ICanTell _store;
+    private readonly Func<DateTimeOffset> _now;
+
+    internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, string cookieKey)
+    {
+        Settings = pool.Affinity;
+        _store = store;
+        _now = now;
+        Cookie = pool.Affinity.Mode == AffinityMode.Cookie ? new AffinityCookie(cookieKey, pool.Name) : null;
+    }
+
+    /// <summary>The pool's affinity settings.</summary>
+    public AffinitySettings Settings { get; }
+
+    /// <summary>The cookie codec of <c>mode = cookie</c>, else null.</summary>
+    public AffinityCookie? Cookie { get; }
+
+    /// <summary>Entries cached on this node.</summary>
+    public int Count => _entries.Count;
+
+    /// <summary>The backend <paramref name="key"/> is pinned to, when the entry has not expired.</summary>
+    public string? Find(string key)
+    {
+        if (!_entries.TryGetValue(key, out var entry))
+        {
+            return null;
+        }
+        var now = _now();
+        if (entry.ExpiresAt <= now)
+        {
+            return null;
+        }
+        // Refresh at most every ttl/4 so a busy session costs one replicated write per quarter-TTL.
+        if (entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4)
+        {
+            Pin(key, entry.Backend);
+        }
+        return entry.Backend;
+    }
+
+    /// <summary>
+    /// Like <see cref="Find"/>, but with <c>write = majority</c> a key this node has not seen is read
+    /// from a majority of nodes first (once per new session), so a session acknowledged elsewhere is
+    /// found here even before gossip brings it.
+    /// </summary>
+    public ValueTask<string?> FindAsync(string key)
+    {
+        var found = Find(key);
+        if (found is not null || Settings.Write != AffinityWriteConsistency.Majority)
+        {
+            return ValueTask.FromResult(found);
+        }
+        var loaded = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _store.Tell(new AffinityStore.Lookup(key, loaded), ActorRefs.NoSender);
+        return new ValueTask<string?>(loaded.Task);
+    }
+
+    /// <summary>
+    /// Pins <paramref name="key"/> to <paramref name="backend"/> here at once and replicates it; the
+    /// task completes when the pool's write consistency is satisfied (at once for <c>local</c>).
+    /// </summary>
+    public Task Pin(string key, string backend)
+    {
+        var entry = new AffinityEntry(backend, _now() + Settings.Ttl);
+        if (_entries.Count >= Settings.MaxEntries && !_entries.ContainsKey(key))
+        {
+            _store.Tell(AffinityStore.TableFull.Instance, ActorRefs.NoSender);
+            return Task.CompletedTask;
+        }
+        _entries[key] = entry;
+        if (Settings.Write == AffinityWriteConsistency.Local)
+        {
+            _store.Tell(new AffinityStore.Write(key, entry, null), ActorRefs.NoSender);
+            return Task.CompletedTask;
+        }
+        var acknowledged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _store.Tell(new AffinityStore.Write(key, entry, acknowledged), ActorRefs.NoSender);
+        return acknowledged.Task;
+    }
+
+    /// <summary>Every live entry cached here (for the management API).</summary>
+    public IReadOnlyDictionary<string, AffinityEntry> Snapshot() => _entries.Where(e => e.Value.ExpiresAt > _now()).ToDictionary(e => e.Key, e => e.Value);
+
+    internal void Merge(string key, AffinityEntry entry)
+    {
+        _entries.AddOrUpdate(key, entry, (_, existing) => entry.ExpiresAt >= existing.ExpiresAt ? entry : existing);
+    }
+
+    internal void Forget(string key) => _entries.TryRemove(key, out _);
+
+    internal IEnumerable<string> Expired(DateTimeOffset now) => _entries.Where(e => e.Value.ExpiresAt <= now).Select(e => e.Key).ToList();
+
+    /// <summary>The key of a session for the pool's mode, read from the request (null when it has none).</summary>
+    public static string? KeyFor(AffinitySettings settings, RoutingRequest request)
+    {
+        switch (settings.Mode)
+        {
+            case AffinityMode.SourceIp:
+                return request.ClientAddress?.ToString();
+            case AffinityMode.Header:
+                var header = request.Http?.Request.Headers[settings.KeyName];
+                return header is { Count: > 0 } && !string.IsNullOrEmpty(header.Value[0]) && header.Value[0]!.Length <= 512 ? header.Value[0] : null;
+            case AffinityMode.LearnCookie:
+                return request.Http is { } http && http.Request.Cookies.TryGetValue(settings.KeyName, out var cookie) && !string.IsNullOrEmpty(cookie) && cookie.Length <= 512 ? cookie : null;
+            default:
+                return null;
+        }
+    }
+}

@@ -1,0 +1,301 @@
+using System.Net;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Configuration;
+using Balancer.Model;
+using Balancer.Routing;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Affinity;
+
+/// <summary>Three nodes in one process, each with HTTP frontends on port 0, in front of three real Kestrel backends.</summary>
+public sealed class AffinityCluster : IAsyncLifetime
+{
+    internal BackendSet Backends { get; private set; } = null!;
+
+    public List<ActorSystem> Nodes { get; } = new();
+
+    public string ExtraPool { get; init; } = "";
+
+    public async Task InitializeAsync()
+    {
+        Backends = await BackendSet.StartAsync("a", "b", "c");
+        var pool = (string mode) => $$"""
+            affinity { mode = "{{mode}}", ttl = 10m }
+            health-check.kind = none
+            slow-start = 0s
+            {{Backends.Hocon()}}
+            """;
+        var config = $$"""
+            balancer.node.affinity-key = "0123456789abcdef-test-key"
+            balancer.frontends {
+              hdr { bind = "127.0.0.1:0", pool = hdr }
+              ck { bind = "127.0.0.1:0", pool = ck }
+              learn { bind = "127.0.0.1:0", pool = learn }
+              src { mode = tcp, bind = "127.0.0.1:0", pool = src }
+            }
+            balancer.pools {
+              hdr { {{pool("header:X-Session")}}
+                affinity.write = majority }
+              ck { {{pool("cookie")}} }
+              learn { {{pool("learn-cookie:JSESSIONID")}} }
+              src { {{pool("source-ip")}} }
+            }
+            """;
+        for (var i = 0; i < 3; i++)
+        {
+            Nodes.Add(ActorSystem.Create("balancer-affinity", ConfigurationFactory.ParseString(config).WithFallback(BalancerHost.ClusterOfOne)));
+        }
+        var seed = Akka.Cluster.Cluster.Get(Nodes[0]).SelfAddress;
+        foreach (var node in Nodes)
+        {
+            Akka.Cluster.Cluster.Get(node).Join(seed);
+        }
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (Nodes.Any(n => Akka.Cluster.Cluster.Get(n).State.Members.Count(m => m.Status == MemberStatus.Up) < 3))
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no cluster within 30 s");
+            await Task.Delay(100);
+        }
+        foreach (var node in Nodes)
+        {
+            var extension = BalancerExtension.Get(node);
+            await extension.FrontendsStarted.WaitAsync(TimeSpan.FromSeconds(20));
+            await BalancerHost.WaitForPoolRoutersAsync(extension);
+        }
+    }
+
+    public Uri Uri(int node, string frontend, string path = "/") => new($"http://{BalancerExtension.Get(Nodes[node]).FrontendEndPoints[frontend][0]}{path}");
+
+    public async Task DisposeAsync()
+    {
+        await Task.WhenAll(Nodes.Select(n => n.Terminate().WaitAsync(TimeSpan.FromSeconds(20))));
+        await Backends.DisposeAsync();
+    }
+}
+
+[Collection(SerialCollection.Name)]
+public class AffinityClusterTests : IClassFixture<AffinityCluster>
+{
+    private static readonly HttpClient Client = new(new SocketsHttpHandler { UseProxy = false, UseCookies = false }) { Timeout = TimeSpan.FromSeconds(10) };
+    private readonly AffinityCluster _cluster;
+
+    public AffinityClusterTests(AffinityCluster cluster) => _cluster = cluster;
+
+    [Fact]
+    public async Task HeaderSessions_CreatedOnOneNode_SameBackendOnEveryNode_MaintMovesDrainKeeps()
+    {
+        var sessions = new Dictionary<string, string>();
+        for (var i = 0; i < 60; i++)
+        {
+            sessions[$"s{i}"] = await BackendOfAsync(_cluster.Uri(0, "hdr"), ("X-Session", $"s{i}"));
+        }
+        Assert.Equal(3, sessions.Values.Distinct().Count());
+        await Eventually(async () =>
+        {
+            foreach (var node in new[] { 1, 2 })
+            {
+                foreach (var (session, backend) in sessions)
+                {
+                    Assert.Equal(backend, await BackendOfAsync(_cluster.Uri(node, "hdr"), ("X-Session", session)));
+                }
+            }
+        });
+
+        // Drain keeps existing sessions; maint moves them, and they stay where they moved.
+        var onA = sessions.Where(s => s.Value == "a").Select(s => s.Key).First();
+        await Router(1, "hdr").Ask<Status>(new PoolRouter.SetAdminState("a", BackendAdminState.Drain), TimeSpan.FromSeconds(10));
+        await Eventually(() => Assert.Equal(BackendAdminState.Drain, Snapshot(2, "hdr").Backends[0].AdminState));
+        Assert.Equal("a", await BackendOfAsync(_cluster.Uri(2, "hdr"), ("X-Session", onA)));
+        Assert.NotEqual("a", await BackendOfAsync(_cluster.Uri(2, "hdr"), ("X-Session", "brand-new")));
+
+        await Router(1, "hdr").Ask<Status>(new PoolRouter.SetAdminState("a", BackendAdminState.Maint), TimeSpan.FromSeconds(10));
+        await Eventually(() => Assert.Equal(BackendAdminState.Maint, Snapshot(2, "hdr").Backends[0].AdminState));
+        var moved = await BackendOfAsync(_cluster.Uri(2, "hdr"), ("X-Session", onA));
+        Assert.NotEqual("a", moved);
+        await Eventually(async () =>
+        {
+            for (var node = 0; node < 3; node++)
+            {
+                Assert.Equal(moved, await BackendOfAsync(_cluster.Uri(node, "hdr"), ("X-Session", onA)));
+            }
+        });
+        await Router(1, "hdr").Ask<Status>(new PoolRouter.SetAdminState("a", BackendAdminState.Ready), TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task CookieSessions_AnyNodeHonoursTheCookie_TamperedCookieIsIgnored()
+    {
+        var cookies = new Dictionary<string, string>();
+        for (var i = 0; i < 30; i++)
+        {
+            using var response = await Client.GetAsync(_cluster.Uri(0, "ck"));
+            var setCookie = response.Headers.GetValues("Set-Cookie").Single();
+            Assert.StartsWith("BALANCER=", setCookie);
+            Assert.Contains("httponly", setCookie, StringComparison.OrdinalIgnoreCase);
+            cookies[setCookie.Split(';')[0]] = response.Headers.GetValues("X-Backend").Single();
+        }
+        Assert.Equal(3, cookies.Values.Distinct().Count());
+        foreach (var node in new[] { 1, 2 })
+        {
+            foreach (var (cookie, backend) in cookies)
+            {
+                Assert.Equal(backend, await BackendOfAsync(_cluster.Uri(node, "ck"), ("Cookie", cookie)));
+            }
+        }
+
+        // Pointing the cookie at another backend breaks its MAC: balanced normally, with a fresh cookie.
+        var (original, pinned) = cookies.First();
+        var other = pinned == "a" ? "b" : "a";
+        var tampered = "BALANCER=" + other + original[original.IndexOf('.')..];
+        var seen = new HashSet<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, _cluster.Uri(1, "ck"));
+            request.Headers.Add("Cookie", tampered);
+            using var response = await Client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.True(response.Headers.Contains("Set-Cookie"));
+            seen.Add(response.Headers.GetValues("X-Backend").Single());
+        }
+        Assert.Equal(3, seen.Count);
+    }
+
+    [Fact]
+    public async Task LearnedCookie_SessionSetByTheBackend_FollowedByEveryNode()
+    {
+        var sessions = new Dictionary<string, string>();
+        for (var i = 0; i < 20; i++)
+        {
+            using var response = await Client.GetAsync(_cluster.Uri(0, "learn", "/login"));
+            var jsession = response.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
+            sessions[jsession] = response.Headers.GetValues("X-Backend").Single();
+        }
+        await Eventually(async () =>
+        {
+            foreach (var node in new[] { 1, 2 })
+            {
+                foreach (var (cookie, backend) in sessions)
+                {
+                    Assert.Equal(backend, await BackendOfAsync(_cluster.Uri(node, "learn"), ("Cookie", cookie)));
+                }
+            }
+        });
+    }
+
+    [Fact]
+    public async Task SourceIp_TcpConnectionsFromOneClient_SameBackendOnEveryNode()
+    {
+        var first = await BackendOverTcpAsync(0);
+        await Eventually(async () =>
+        {
+            for (var node = 0; node < 3; node++)
+            {
+                for (var i = 0; i < 3; i++)
+                {
+                    Assert.Equal(first, await BackendOverTcpAsync(node));
+                }
+            }
+        });
+    }
+
+    private async Task<string> BackendOverTcpAsync(int node)
+    {
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.Zero });
+        using var response = await client.GetAsync(_cluster.Uri(node, "src"));
+        return response.Headers.GetValues("X-Backend").Single();
+    }
+
+    private ActorSelection Router(int node, string pool) => BalancerExtension.Get(_cluster.Nodes[node]).PoolRouter(pool);
+
+    private PoolSnapshot Snapshot(int node, string pool) => BalancerExtension.Get(_cluster.Nodes[node]).Pools.Find(pool)!.Snapshot;
+
+    private static async Task<string> BackendOfAsync(Uri uri, (string Name, string Value) header)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+        request.Headers.Add(header.Name, header.Value);
+        using var response = await Client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        return response.Headers.GetValues("X-Backend").Single();
+    }
+
+    private static async Task Eventually(Func<Task> assertion)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (true)
+        {
+            try
+            {
+                await assertion();
+                return;
+            }
+            catch (Exception) when (DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+            }
+        }
+    }
+
+    private static Task Eventually(Action assertion) => Eventually(() =>
+    {
+        assertion();
+        return Task.CompletedTask;
+    });
+}
+
+/// <summary>Entries expire everywhere after ttl without traffic, and survive the death of the node that made them.</summary>
+[Collection(SerialCollection.Name)]
+public class AffinityLifetimeTests
+{
+    [Fact]
+    public async Task Entries_SurviveTheCreatingNode_AndExpireEverywhereAfterTtl()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b", "c");
+        var config = ConfigurationFactory.ParseString($$"""
+            balancer.node.start-frontends = off
+            balancer.pools.app {
+              affinity { mode = "header:X-Session", ttl = 3s, write = majority }
+              health-check.kind = none
+              {{backends.Hocon()}}
+            }
+            """).WithFallback(BalancerHost.ClusterOfOne);
+        var nodes = Enumerable.Range(0, 3).Select(_ => ActorSystem.Create("balancer-ttl", config)).ToList();
+        try
+        {
+            var seed = Akka.Cluster.Cluster.Get(nodes[0]).SelfAddress;
+            nodes.ForEach(n => Akka.Cluster.Cluster.Get(n).Join(seed));
+            await Until(() => nodes.All(n => Akka.Cluster.Cluster.Get(n).State.Members.Count(m => m.Status == MemberStatus.Up) == 3), "cluster");
+            foreach (var node in nodes)
+            {
+                await BalancerHost.WaitForPoolRoutersAsync(BalancerExtension.Get(node));
+            }
+            var tables = nodes.Select(n => BalancerExtension.Get(n).Pools.Find("app")!.Affinity!).ToList();
+
+            // Pinned on node 0 with a majority acknowledgement, then node 0 goes away.
+            for (var i = 0; i < 50; i++)
+            {
+                await tables[0].Pin($"s{i}", "abc"[i % 3].ToString()).WaitAsync(TimeSpan.FromSeconds(10));
+            }
+            await nodes[0].Terminate();
+            await Until(() => tables.Skip(1).All(t => Enumerable.Range(0, 50).All(i => t.Find($"s{i}") == "abc"[i % 3].ToString())), "entries on the survivors");
+
+            // No traffic for longer than the TTL: gone from every surviving node.
+            await Task.Delay(TimeSpan.FromSeconds(3.5));
+            await Until(() => tables.Skip(1).All(t => t.Count == 0 && t.Find("s1") is null), "entries expired and swept");
+        }
+        finally
+        {
+            await Task.WhenAll(nodes.Select(n => n.Terminate()));
+        }
+    }
+
+    private static async Task Until(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out waiting for " + what);
+            await Task.Delay(100);
+        }
+    }
+}
