@@ -57,7 +57,7 @@ public sealed class BalancerExtension : IExtension
         foreach (var pool in Settings.Pools.Where(p => p.Affinity.Mode != Configuration.AffinityMode.None))
         {
             var store = system.ActorSelection($"/system/balancer/affinity/{pool.Name}");
-            Pools.Find(pool.Name)!.Affinity = new Affinity.AffinityTable(pool, store, () => system.Scheduler.Now, Settings.Node.AffinityKey);
+            Pools.Find(pool.Name)!.Affinity = new Affinity.AffinityTable(pool, store, () => system.Scheduler.Now, Settings.Node.AffinityKey, Settings.Node.WriteTimeout);
         }
         Membership = new Membership.ClusterMembership(system, Settings.Node.Mode);
         Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools), "balancer");

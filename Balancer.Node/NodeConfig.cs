@@ -92,14 +92,15 @@ internal static class NodeConfig
     public static Config Load(IReadOnlyList<string> files, IReadOnlyList<string> sets)
     {
         var config = Config.Empty;
+        // The last --set of a key wins, as the last file does.
+        foreach (var set in sets.Reverse())
+        {
+            config = config.WithFallback(ParseSet(set));
+        }
         if (Environment.GetEnvironmentVariable(SeedNodesVariable) is { Length: > 0 } seeds)
         {
             var list = seeds.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            config = ConfigurationFactory.ParseString($"akka.cluster.seed-nodes = [{string.Join(", ", list.Select(s => $"\"{s}\""))}]");
-        }
-        foreach (var set in sets)
-        {
-            config = config.WithFallback(ParseSet(set));
+            config = config.WithFallback(ConfigurationFactory.ParseString($"akka.cluster.seed-nodes = [{string.Join(", ", list.Select(s => $"\"{s}\""))}]"));
         }
         foreach (var file in files.Reverse())
         {

@@ -17,13 +17,17 @@ public sealed class AffinityTable
     private readonly ICanTell _store;
     private readonly Func<DateTimeOffset> _now;
 
-    internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, string cookieKey)
+    internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, string cookieKey, TimeSpan writeTimeout)
     {
+        WriteTimeout = writeTimeout;
         Settings = pool.Affinity;
         _store = store;
         _now = now;
         Cookie = pool.Affinity.Mode == AffinityMode.Cookie ? new AffinityCookie(cookieKey, pool.Name) : null;
     }
+
+    /// <summary>How long a new session waits for a majority before it is served anyway (pinned locally).</summary>
+    public TimeSpan WriteTimeout { get; }
 
     /// <summary>The pool's affinity settings.</summary>
     public AffinitySettings Settings { get; }

@@ -45,6 +45,7 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
     private NodeRole? _role;
     private int _generation;
     private readonly HashSet<UniqueAddress> _up = new();
+    private Task _hooks = Task.CompletedTask;
 
     public RoleCoordinator(BalancerSettings settings, PoolRegistry pools)
     {
@@ -121,6 +122,12 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         {
             return;
         }
+        // A node on its way out hands over: it closes its frontends (and runs on-passive).
+        if (_cluster.SelfMember.Status is MemberStatus.Leaving or MemberStatus.Exiting or MemberStatus.Down or MemberStatus.Removed)
+        {
+            SetRole(NodeRole.Passive, ActiveMember(_cluster.State)?.Address.ToString() ?? "none");
+            return;
+        }
         // A joining node has no say yet: it stays closed until it is Up itself.
         if (_cluster.SelfMember.Status != MemberStatus.Up)
         {
@@ -188,7 +195,9 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         }
         var log = _log;
         var node = _cluster.SelfAddress.ToString();
-        _ = Task.Run(async () =>
+        // Hooks run one after the other, in the order of the role changes, so a quick flap cannot
+        // finish on-passive before the on-active it follows.
+        _hooks = _hooks.ContinueWith(async _ =>
         {
             try
             {
@@ -223,6 +232,6 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
             {
                 log.Error(e, "hook for role {0} could not run: {1}", role, command);
             }
-        });
+        }, TaskScheduler.Default).Unwrap();
     }
 }

@@ -63,6 +63,9 @@ public sealed class BackendCounters
     /// <summary>Forgets the failure streak (after an ejection, so the backend starts afresh).</summary>
     public void ResetConsecutiveFailures() => Volatile.Write(ref _consecutiveFailures, 0);
 
+    /// <summary>A started request or connection ends for a reason that says nothing about the backend (the client went away).</summary>
+    public void End() => Interlocked.Decrement(ref _inFlight);
+
     /// <summary>A started request or connection could not reach the backend.</summary>
     public void ConnectFailed()
     {

@@ -69,6 +69,26 @@ public sealed class PoolSnapshot
     }
 
     /// <summary>
+    /// The routable backend that <paramref name="key"/> ranks highest (rendezvous hashing): every
+    /// node with the same routable set picks the same one, with no coordination.
+    /// </summary>
+    public Backend? RendezvousFor(string key)
+    {
+        Backend? best = null;
+        ulong bestScore = 0;
+        foreach (var backend in Routable)
+        {
+            var score = Routing.KeyHash.Of(key + "\n" + backend.Name);
+            if (best is null || score > bestScore)
+            {
+                best = backend;
+                bestScore = score;
+            }
+        }
+        return best;
+    }
+
+    /// <summary>
     /// Picks a backend for a request, skipping the ones already tried; null when none is left.
     /// </summary>
     public Backend? Select(in RoutingRequest request, ref AttemptedBackends attempted)

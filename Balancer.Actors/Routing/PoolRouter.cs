@@ -108,6 +108,22 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
                 pending.ReplyTo.Tell(new Status.Failure(failure.Cause));
             }
         });
+        Receive<StoreFailure>(failure =>
+        {
+            if (failure.Request is PendingWrite pending)
+            {
+                _log.Error("{0}: replicated but not stored durably (see the durable store's log)", pending.What);
+                pending.ReplyTo.Tell(new Status.Failure(new IOException($"{pending.What}: applied and replicated, but not stored durably on this node")));
+            }
+        });
+        // Every-node placement votes among current members: a member that comes or goes changes the count.
+        Receive<ClusterEvent.IMemberEvent>(_ =>
+        {
+            if (_settings.HealthCheck.Placement == ProbePlacement.EveryNode)
+            {
+                ApplyHealth();
+            }
+        });
         Receive<Tick>(_ => OnTick());
         Receive<GetSnapshot>(_ => Sender.Tell(_handle.Snapshot));
     }
@@ -122,8 +138,14 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
         _log.Info("pool {0}: {1} backends, algorithm {2}", _settings.Name, _settings.Backends.Length, _settings.Algorithm);
         _replicator.Tell(Dsl.Subscribe(ReplicatedKeys.RuntimeConfig, Self));
         _replicator.Tell(Dsl.Subscribe(ReplicatedKeys.Health, Self));
+        if (_settings.HealthCheck.Placement == ProbePlacement.EveryNode)
+        {
+            _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberUp), typeof(ClusterEvent.MemberRemoved));
+        }
         Timers.StartPeriodicTimer("tick", Tick.Instance, TickInterval);
     }
+
+    protected override void PostStop() => _cluster.Unsubscribe(Self);
 
     private DateTimeOffset Now => Context.System.Scheduler.Now;
 
@@ -337,7 +359,9 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
             }
         }
         // Slow start ramps weights continuously: republish while any backend is still ramping.
-        if (changed || _handle.Snapshot.Backends.Any(b => b.SlowStartFactor < 1) || _settings.Backends.Any(b => Tracker(b.Name).SlowStartFactor(_settings.SlowStart, now) < 1))
+        var ramps = _settings.Algorithm is not (LoadBalancingPolicies.ConsistentHash or LoadBalancingPolicies.Maglev)
+            && (_handle.Snapshot.Backends.Any(b => b.SlowStartFactor < 1) || _settings.Backends.Any(b => Tracker(b.Name).SlowStartFactor(_settings.SlowStart, now) < 1));
+        if (changed || ramps)
         {
             Publish();
         }

@@ -32,7 +32,8 @@ internal static class RunCommand
 
         var config = NodeConfig.WithDurableDirectory(NodeConfig.Load(files, sets));
         var system = ActorSystem.Create("balancer", config);
-        using var stop = new CancellationTokenSource();
+        // Not disposed: a late signal may still cancel it while the process exits.
+        var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
         ParentWatch.Start(stop);
@@ -66,6 +67,14 @@ internal static class RunCommand
             }
             output.WriteLine($"balancer node {cluster.SelfAddress} ready");
             await Task.WhenAny(Task.Delay(Timeout.Infinite, stop.Token), system.WhenTerminated).ContinueWith(_ => { });
+            var reason = CoordinatedShutdown.Get(system).ShutdownReason;
+            if (!stop.IsCancellationRequested && reason is not CoordinatedShutdown.ClrExitReason)
+            {
+                // Nobody asked us to stop: the cluster removed this node (downed by the split-brain
+                // resolver, or it never joined). Exit non-zero so a supervisor restarts it.
+                error.WriteLine($"balancer: the node stopped on its own ({reason?.GetType().Name ?? "actor system terminated"}: removed from the cluster?); exiting");
+                return 1;
+            }
             output.WriteLine("balancer: stopping");
             return 0;
         }

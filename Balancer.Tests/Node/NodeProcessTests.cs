@@ -90,7 +90,8 @@ public class NodeProcessTests
         Assert.True(failed == 0, $"{failed} failed, last: {lastFailure}\n{node.Output}");
 
         node.Terminate();
-        Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        var exitCode = await node.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(exitCode == 0, $"exit code {exitCode}:\n{string.Join("\n", node.Output.Split('\n').TakeLast(25))}");
     }
 
     private static IPEndPoint FrontendEndPoint(string output, string frontend)

@@ -38,22 +38,32 @@ internal sealed class HttpProxy
         var affinity = _pool.Affinity;
         string? sessionKey = null;
         Backend? pinned = null;
+        var moved = false;
         if (affinity is not null)
         {
-            (pinned, sessionKey) = await FindPinnedAsync(affinity, snapshot, request);
+            (pinned, sessionKey, moved) = await FindPinnedAsync(affinity, snapshot, request);
         }
         var tries = 0;
         while (true)
         {
             // A session goes to its pinned backend first; if that one refuses, it is balanced afresh.
             var backend = tries == 0 && pinned is not null ? pinned : snapshot.Select(in request, ref attempted);
+            if (tries == 0 && pinned is not null)
+            {
+                // A retry must not land on the pinned backend that just refused.
+                var index = snapshot.Routable.IndexOf(pinned);
+                if (index >= 0)
+                {
+                    attempted.Add(index);
+                }
+            }
             tries++;
             if (backend is null)
             {
                 await WriteErrorAsync(context, snapshot, attempted.Count == 0);
                 return;
             }
-            if (affinity is not null && backend != pinned)
+            if (affinity is not null && (backend != pinned || moved))
             {
                 await PinAsync(affinity, context, sessionKey, backend);
             }
@@ -78,6 +88,13 @@ internal sealed class HttpProxy
                     continue;
                 }
             }
+            else if (IsClientSide(error))
+            {
+                // The client went away or sent a broken body: nothing to hold against the backend,
+                // and YARP's own status (400, or none for an aborted client) stands.
+                backend.Counters.End();
+                return;
+            }
             else
             {
                 backend.Counters.Finish(success: false);
@@ -92,17 +109,27 @@ internal sealed class HttpProxy
     }
 
     /// <summary>The backend the request's session is pinned to, if it may still serve it.</summary>
-    private static async ValueTask<(Backend? Pinned, string? SessionKey)> FindPinnedAsync(AffinityTable affinity, PoolSnapshot snapshot, RoutingRequest request)
+    private static async ValueTask<(Backend? Pinned, string? SessionKey, bool Moved)> FindPinnedAsync(AffinityTable affinity, PoolSnapshot snapshot, RoutingRequest request)
     {
         if (affinity.Cookie is { } cookie)
         {
             // A missing or tampered cookie is simply no session: the request is balanced as usual.
             return (request.Http!.Request.Cookies.TryGetValue(affinity.Settings.CookieName, out var value)
                 ? snapshot.FindForSession(cookie.Verify(value))
-                : null, null);
+                : null, null, false);
         }
         var sessionKey = AffinityTable.KeyFor(affinity.Settings, request);
-        return sessionKey is null ? (null, null) : (snapshot.FindForSession(await affinity.FindAsync(sessionKey)), sessionKey);
+        if (sessionKey is null)
+        {
+            return (null, null, false);
+        }
+        var pinnedName = await affinity.FindAsync(sessionKey);
+        var pinned = snapshot.FindForSession(pinnedName);
+        // A session whose backend went away moves to the same new backend whichever node sees it
+        // first, so nodes re-pinning it at the same moment agree instead of racing.
+        return pinned is not null || pinnedName is null
+            ? (pinned, sessionKey, false)
+            : (snapshot.RendezvousFor(sessionKey), sessionKey, true);
     }
 
     /// <summary>Pins a new (or moved) session to <paramref name="backend"/> before its first response.</summary>
@@ -151,7 +178,7 @@ internal sealed class HttpProxy
     {
         try
         {
-            await affinity.Pin(key, backend.Name).WaitAsync(TimeSpan.FromSeconds(10));
+            await affinity.Pin(key, backend.Name).WaitAsync(affinity.WriteTimeout);
         }
         catch (Exception e) when (e is TimeoutException)
         {
@@ -187,6 +214,12 @@ internal sealed class HttpProxy
     }
 
     private sealed record RequestConfigForTimeout(TimeSpan Timeout, ForwarderRequestConfig Config);
+
+    private static bool IsClientSide(ForwarderError error) => error is
+        ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.RequestBodyClient or
+        ForwarderError.ResponseBodyCanceled or ForwarderError.ResponseBodyClient or
+        ForwarderError.UpgradeRequestCanceled or ForwarderError.UpgradeRequestClient or
+        ForwarderError.UpgradeResponseCanceled or ForwarderError.UpgradeResponseClient;
 
     private static bool IsConnectFailure(ForwarderError error, Exception? exception) =>
         error == ForwarderError.Request && exception is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError };

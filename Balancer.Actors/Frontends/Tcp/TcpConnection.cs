@@ -36,7 +36,6 @@ internal sealed class TcpConnection
     public async Task RunAsync(CancellationToken stopping)
     {
         Backend? backend = null;
-        var success = false;
         try
         {
             backend = await ConnectAsync(stopping).ConfigureAwait(false);
@@ -44,11 +43,13 @@ internal sealed class TcpConnection
             {
                 return;
             }
-            success = await SpliceAsync(_client, _backendSocket!).ConfigureAwait(false);
+            await SpliceAsync(_client, _backendSocket!).ConfigureAwait(false);
         }
         finally
         {
-            backend?.Counters.Finish(success);
+            // How a spliced connection ends (idle timeout, a client reset) says nothing about the
+            // backend; passive health counts the connects that fail.
+            backend?.Counters.End();
             Close();
         }
     }
@@ -78,10 +79,14 @@ internal sealed class TcpConnection
         while (tries < attemptsAllowed)
         {
             var backend = tries == 0 && pinned is not null ? pinned : snapshot.Select(in request, ref attempted);
+            if (tries == 0 && pinned is not null && snapshot.Routable.IndexOf(pinned) is >= 0 and var index)
+            {
+                attempted.Add(index);
+            }
             tries++;
             if (backend is not null && affinity is not null && sessionKey is not null && backend != pinned)
             {
-                await affinity.Pin(sessionKey, backend.Name).WaitAsync(TimeSpan.FromSeconds(10), stopping).ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false);
+                await affinity.Pin(sessionKey, backend.Name).WaitAsync(affinity.WriteTimeout, stopping).ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false);
             }
             if (backend is null)
             {
