@@ -42,21 +42,7 @@ public sealed class AffinityCluster : IAsyncLifetime
               src { {{pool("source-ip")}} }
             }
             """;
-        for (var i = 0; i < 3; i++)
-        {
-            Nodes.Add(ActorSystem.Create("balancer-affinity", ConfigurationFactory.ParseString(config).WithFallback(BalancerHost.ClusterOfOne)));
-        }
-        var seed = Akka.Cluster.Cluster.Get(Nodes[0]).SelfAddress;
-        foreach (var node in Nodes)
-        {
-            Akka.Cluster.Cluster.Get(node).Join(seed);
-        }
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (Nodes.Any(n => Akka.Cluster.Cluster.Get(n).State.Members.Count(m => m.Status == MemberStatus.Up) < 3))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "no cluster within 30 s");
-            await Task.Delay(100);
-        }
+        Nodes.AddRange(await InProcessCluster.StartAsync("balancer-affinity", ConfigurationFactory.ParseString(config)));
         foreach (var node in Nodes)
         {
             var extension = BalancerExtension.Get(node);
@@ -91,7 +77,7 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
             sessions[$"s{i}"] = await BackendOfAsync(_cluster.Uri(0, "hdr"), ("X-Session", $"s{i}"));
         }
         Assert.Equal(3, sessions.Values.Distinct().Count());
-        await Eventually(async () =>
+        await Eventually.Holds(async () =>
         {
             foreach (var node in new[] { 1, 2 })
             {
@@ -105,15 +91,15 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
         // Drain keeps existing sessions; maint moves them, and they stay where they moved.
         var onA = sessions.Where(s => s.Value == "a").Select(s => s.Key).First();
         await Router(1, "hdr").Ask<Status>(new PoolRouter.SetAdminState("a", BackendAdminState.Drain), TimeSpan.FromSeconds(10));
-        await Eventually(() => Assert.Equal(BackendAdminState.Drain, Snapshot(2, "hdr").Backends[0].AdminState));
+        await Eventually.Holds(() => Assert.Equal(BackendAdminState.Drain, Snapshot(2, "hdr").Backends[0].AdminState));
         Assert.Equal("a", await BackendOfAsync(_cluster.Uri(2, "hdr"), ("X-Session", onA)));
         Assert.NotEqual("a", await BackendOfAsync(_cluster.Uri(2, "hdr"), ("X-Session", "brand-new")));
 
         await Router(1, "hdr").Ask<Status>(new PoolRouter.SetAdminState("a", BackendAdminState.Maint), TimeSpan.FromSeconds(10));
-        await Eventually(() => Assert.Equal(BackendAdminState.Maint, Snapshot(2, "hdr").Backends[0].AdminState));
+        await Eventually.Holds(() => Assert.Equal(BackendAdminState.Maint, Snapshot(2, "hdr").Backends[0].AdminState));
         var moved = await BackendOfAsync(_cluster.Uri(2, "hdr"), ("X-Session", onA));
         Assert.NotEqual("a", moved);
-        await Eventually(async () =>
+        await Eventually.Holds(async () =>
         {
             for (var node = 0; node < 3; node++)
             {
@@ -171,7 +157,7 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
             var jsession = response.Headers.GetValues("Set-Cookie").Single().Split(';')[0];
             sessions[jsession] = response.Headers.GetValues("X-Backend").Single();
         }
-        await Eventually(async () =>
+        await Eventually.Holds(async () =>
         {
             foreach (var node in new[] { 1, 2 })
             {
@@ -187,7 +173,7 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
     public async Task SourceIp_TcpConnectionsFromOneClient_SameBackendOnEveryNode()
     {
         var first = await BackendOverTcpAsync(0);
-        await Eventually(async () =>
+        await Eventually.Holds(async () =>
         {
             for (var node = 0; node < 3; node++)
             {
@@ -218,29 +204,6 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         return response.Headers.GetValues("X-Backend").Single();
     }
-
-    private static async Task Eventually(Func<Task> assertion)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (true)
-        {
-            try
-            {
-                await assertion();
-                return;
-            }
-            catch (Exception) when (DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(100);
-            }
-        }
-    }
-
-    private static Task Eventually(Action assertion) => Eventually(() =>
-    {
-        assertion();
-        return Task.CompletedTask;
-    });
 }
 
 /// <summary>Entries expire everywhere after ttl without traffic, and survive the death of the node that made them.</summary>
@@ -259,16 +222,9 @@ public class AffinityLifetimeTests
               {{backends.Hocon()}}
             }
             """).WithFallback(BalancerHost.ClusterOfOne);
-        var nodes = Enumerable.Range(0, 3).Select(_ => ActorSystem.Create("balancer-ttl", config)).ToList();
+        var nodes = await InProcessCluster.StartAsync("balancer-ttl", config);
         try
         {
-            var seed = Akka.Cluster.Cluster.Get(nodes[0]).SelfAddress;
-            nodes.ForEach(n => Akka.Cluster.Cluster.Get(n).Join(seed));
-            await Until(() => nodes.All(n => Akka.Cluster.Cluster.Get(n).State.Members.Count(m => m.Status == MemberStatus.Up) == 3), "cluster");
-            foreach (var node in nodes)
-            {
-                await BalancerHost.WaitForPoolRoutersAsync(BalancerExtension.Get(node));
-            }
             var tables = nodes.Select(n => BalancerExtension.Get(n).Pools.Find("app")!.Affinity!).ToList();
 
             // Pinned on node 0 with a majority acknowledgement, then node 0 goes away.

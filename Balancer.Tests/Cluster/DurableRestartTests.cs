@@ -24,7 +24,7 @@ public class DurableRestartTests : IDisposable
         {
             Assert.IsType<Status.Success>(await Router(nodes[0]).Ask<Status>(new PoolRouter.AddBackend("d", "127.0.0.1:9999", 50), TimeSpan.FromSeconds(10)));
             Assert.IsType<Status.Success>(await Router(nodes[1]).Ask<Status>(new PoolRouter.SetAdminState("a", BackendAdminState.Drain), TimeSpan.FromSeconds(10)));
-            await Eventually(() => Assert.All(nodes, n => AssertChanges(Snapshot(n))));
+            await Eventually.Holds(() => Assert.All(nodes, n => AssertChanges(Snapshot(n))));
         }
         finally
         {
@@ -34,7 +34,7 @@ public class DurableRestartTests : IDisposable
         var restarted = await StartClusterAsync();
         try
         {
-            await Eventually(() => Assert.All(restarted, n => AssertChanges(Snapshot(n))));
+            await Eventually.Holds(() => Assert.All(restarted, n => AssertChanges(Snapshot(n))));
         }
         finally
         {
@@ -52,56 +52,19 @@ public class DurableRestartTests : IDisposable
         Assert.Equal(BackendAdminState.Drain, snapshot.Backends.Single(b => b.Name == "a").AdminState);
     }
 
-    private async Task<List<ActorSystem>> StartClusterAsync()
-    {
-        var nodes = new List<ActorSystem>();
-        for (var i = 0; i < 3; i++)
-        {
-            var config = ConfigurationFactory.ParseString($$"""
-                balancer.node.start-frontends = off
-                balancer.pools.app {
-                  health-check.kind = none
-                  backends { a = "127.0.0.1:9001", b = "127.0.0.1:9002" }
-                }
-                akka.cluster.distributed-data.durable {
-                  keys = ["balancer-runtime-config"]
-                  store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"
-                  lmdb.dir = "{{Path.Combine(_dataDir, $"node{i}").Replace("\\", "/")}}"
-                }
-                """).WithFallback(BalancerHost.ClusterOfOne);
-            nodes.Add(ActorSystem.Create("balancer-durable", config));
+    private Task<List<ActorSystem>> StartClusterAsync() => InProcessCluster.StartAsync("balancer-durable", ConfigurationFactory.ParseString($$"""
+        balancer.node.start-frontends = off
+        balancer.pools.app {
+          health-check.kind = none
+          backends { a = "127.0.0.1:9001", b = "127.0.0.1:9002" }
         }
-        var seed = Akka.Cluster.Cluster.Get(nodes[0]).SelfAddress;
-        foreach (var node in nodes)
-        {
-            Akka.Cluster.Cluster.Get(node).Join(seed);
+        akka.cluster.distributed-data.durable {
+          keys = ["balancer-runtime-config"]
+          store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"
         }
-        await Eventually(() => Assert.All(nodes, n => Assert.Equal(3, Akka.Cluster.Cluster.Get(n).State.Members.Count(m => m.Status == MemberStatus.Up))), TimeSpan.FromSeconds(30));
-        foreach (var node in nodes)
-        {
-            await BalancerHost.WaitForPoolRoutersAsync(BalancerExtension.Get(node));
-        }
-        return nodes;
-    }
+        """), nodes: 3, perNode: i => ConfigurationFactory.ParseString($"akka.cluster.distributed-data.durable.lmdb.dir = \"{Path.Combine(_dataDir, $"node{i}").Replace("\\", "/")}\""));
 
     private static ActorSelection Router(ActorSystem node) => BalancerExtension.Get(node).PoolRouter("app");
 
     private static PoolSnapshot Snapshot(ActorSystem node) => BalancerExtension.Get(node).Pools.Find("app")!.Snapshot;
-
-    private static async Task Eventually(Action assertion, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
-        while (true)
-        {
-            try
-            {
-                assertion();
-                return;
-            }
-            catch (Exception) when (DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(50);
-            }
-        }
-    }
 }

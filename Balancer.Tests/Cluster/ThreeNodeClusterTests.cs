@@ -29,25 +29,7 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
             akka.cluster.failure-detector.acceptable-heartbeat-pause = 2s
             akka.cluster.distributed-data.gossip-interval = 500ms
             """;
-        for (var i = 0; i < 3; i++)
-        {
-            Nodes.Add(ActorSystem.Create("balancer-cluster", ConfigurationFactory.ParseString(balancer).WithFallback(BalancerHost.ClusterOfOne)));
-        }
-        var seed = Akka.Cluster.Cluster.Get(Nodes[0]).SelfAddress;
-        foreach (var node in Nodes)
-        {
-            Akka.Cluster.Cluster.Get(node).Join(seed);
-        }
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-        while (Nodes.Any(n => Akka.Cluster.Cluster.Get(n).State.Members.Count(m => m.Status == MemberStatus.Up) < 3))
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the three nodes did not form a cluster within 30 s");
-            await Task.Delay(100);
-        }
-        foreach (var node in Nodes)
-        {
-            await BalancerHost.WaitForPoolRoutersAsync(BalancerExtension.Get(node));
-        }
+        Nodes.AddRange(await InProcessCluster.StartAsync("balancer-cluster", ConfigurationFactory.ParseString(balancer)));
     }
 
     public PoolSnapshot Snapshot(int node) => BalancerExtension.Get(Nodes[node]).Pools.Find("app")!.Snapshot;
@@ -74,7 +56,7 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
     {
         Assert.IsType<Status.Success>(await _cluster.AskRouter(0, new PoolRouter.SetAdminState("a", BackendAdminState.Drain)));
         Assert.IsType<Status.Success>(await _cluster.AskRouter(0, new PoolRouter.SetWeight("c", 250)));
-        await Eventually(() =>
+        await Eventually.Holds(() =>
         {
             for (var node = 0; node < 3; node++)
             {
@@ -85,7 +67,7 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
             }
         });
         Assert.IsType<Status.Success>(await _cluster.AskRouter(2, new PoolRouter.SetAdminState("a", BackendAdminState.Ready)));
-        await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.Contains(_cluster.Snapshot(n).Routable, b => b.Name == "a")));
+        await Eventually.Holds(() => Assert.All(Enumerable.Range(0, 3), n => Assert.Contains(_cluster.Snapshot(n).Routable, b => b.Name == "a")));
     }
 
     [Fact]
@@ -95,13 +77,13 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
         await http.PostAsync($"http://127.0.0.1:{_cluster.Backends["b"].Port}/control/health?ok=false", null);
         try
         {
-            await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.False(_cluster.Snapshot(n).Backends.Single(b => b.Name == "b").Healthy)));
+            await Eventually.Holds(() => Assert.All(Enumerable.Range(0, 3), n => Assert.False(_cluster.Snapshot(n).Backends.Single(b => b.Name == "b").Healthy)));
         }
         finally
         {
             await http.PostAsync($"http://127.0.0.1:{_cluster.Backends["b"].Port}/control/health?ok=true", null);
         }
-        await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.True(_cluster.Snapshot(n).Backends.Single(b => b.Name == "b").Healthy)));
+        await Eventually.Holds(() => Assert.All(Enumerable.Range(0, 3), n => Assert.True(_cluster.Snapshot(n).Backends.Single(b => b.Name == "b").Healthy)));
     }
 
     [Fact]
@@ -110,7 +92,7 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
         await using var extra = await BackendSet.StartAsync("d");
         var added = await _cluster.AskRouter(1, new PoolRouter.AddBackend("d", $"127.0.0.1:{extra["d"].Port}", 100));
         Assert.True(added is Status.Success, (added as Status.Failure)?.Cause.ToString());
-        await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.Contains(_cluster.Snapshot(n).Routable, b => b.Name == "d")));
+        await Eventually.Holds(() => Assert.All(Enumerable.Range(0, 3), n => Assert.Contains(_cluster.Snapshot(n).Routable, b => b.Name == "d")));
         var snapshot = _cluster.Snapshot(0);
         var request = new RoutingRequest(IPAddress.Loopback);
         var seen = new HashSet<string>();
@@ -127,7 +109,7 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
         Assert.Equal("address: expected HOST:PORT, got \"nowhere\"", Assert.IsType<Status.Failure>(bad).Cause.Message);
 
         Assert.IsType<Status.Success>(await _cluster.AskRouter(2, new PoolRouter.RemoveBackend("d")));
-        await Eventually(() => Assert.All(Enumerable.Range(0, 3), n => Assert.DoesNotContain(_cluster.Snapshot(n).Backends, b => b.Name == "d")));
+        await Eventually.Holds(() => Assert.All(Enumerable.Range(0, 3), n => Assert.DoesNotContain(_cluster.Snapshot(n).Backends, b => b.Name == "d")));
     }
 
     [Fact]
@@ -139,22 +121,5 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
         Assert.Empty(facts.Unreachable);
         Assert.Contains(facts.Leader, facts.Members.Select(m => m.Address));
         Assert.Equal(Akka.Cluster.Cluster.Get(_cluster.Nodes[1]).SelfAddress.ToString(), facts.Self);
-    }
-
-    private static async Task Eventually(Action assertion)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
-        while (true)
-        {
-            try
-            {
-                assertion();
-                return;
-            }
-            catch (Exception) when (DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(50);
-            }
-        }
     }
 }
