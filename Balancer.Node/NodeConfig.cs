@@ -39,6 +39,9 @@ internal static class NodeConfig
             split-brain-resolver {
               active-strategy = keep-majority
               stable-after = 3s
+              # With detection this quick, a loaded host can make reachability flap; downing every
+              # node then would take the whole tier away. Keep-majority alone decides instead.
+              down-all-when-unstable = off
             }
             # Probes hosted on a dead node restart on a survivor as soon as it is downed: the shard
             # regions and the coordinator singleton retry every half second instead of every few.

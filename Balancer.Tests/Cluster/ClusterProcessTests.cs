@@ -143,12 +143,65 @@ public class ClusterProcessTests : IAsyncLifetime
         Assert.True(hooks.Length >= 4, $"on-active ran {hooks.Length} times: {string.Join(" | ", hooks)}");
     }
 
+    [Fact]
+    public async Task Affinity_SessionsMadeOnNode1_KeptByEveryNode_AndAfterKillOfNode1()
+    {
+        var extra = new[]
+        {
+            "--set", "balancer.pools.app.affinity.mode=header:X-Session",
+            "--set", "balancer.pools.app.affinity.write=majority",
+        };
+        var nodes = new NodeProcess[3];
+        for (var i = 1; i <= 3; i++)
+        {
+            nodes[i - 1] = StartNode(i, extra);
+        }
+        foreach (var node in nodes)
+        {
+            await node.WaitForOutputAsync(" ready", StartTimeout);
+            await node.WaitForOutputAsync("(3 up)", StartTimeout);
+        }
+
+        // 200 sessions, each acknowledged by a majority before its first response.
+        var sessions = new Dictionary<string, string>();
+        for (var i = 0; i < 200; i++)
+        {
+            sessions[$"session-{i}"] = await BackendOfSessionAsync(8081, $"session-{i}");
+        }
+        Assert.Equal(3, sessions.Values.Distinct().Count());
+        foreach (var port in new[] { 8082, 8083 })
+        {
+            foreach (var (session, backend) in sessions)
+            {
+                Assert.Equal(backend, await BackendOfSessionAsync(port, session));
+            }
+        }
+
+        await nodes[0].KillAsync();
+        var lost = 0;
+        foreach (var port in new[] { 8082, 8083 })
+        {
+            foreach (var (session, backend) in sessions)
+            {
+                lost += await BackendOfSessionAsync(port, session) == backend ? 0 : 1;
+            }
+        }
+        Assert.Equal(0, lost);
+    }
+
+    private async Task<string> BackendOfSessionAsync(int port, string session)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}/");
+        request.Headers.Add("X-Session", session);
+        using var response = await _http.SendAsync(request);
+        response.EnsureSuccessStatusCode();
+        return response.Headers.GetValues("X-Backend").Single();
+    }
+
     public async Task DisposeAsync()
     {
-        foreach (var process in _processes)
-        {
-            await process.DisposeAsync();
-        }
+        // Every process, even if one of them fails to go: nothing may outlive the test.
+        await Task.WhenAll(_processes.Select(p => p.DisposeAsync().AsTask()));
         _http.Dispose();
         try
         {
@@ -184,9 +237,12 @@ public class ClusterProcessTests : IAsyncLifetime
 
     private async Task<string> WhoServesSharedPortAsync(NodeProcess[] nodes)
     {
-        await WaitUntilAsync(() => true, TimeSpan.Zero, "");
-        using var response = await _http.GetAsync("http://127.0.0.1:8080/");
-        response.EnsureSuccessStatusCode();
+        // The active node opens its listeners just after it announces its role.
+        await Eventually.Holds(async () =>
+        {
+            using var response = await _http.GetAsync("http://127.0.0.1:8080/");
+            response.EnsureSuccessStatusCode();
+        });
         return "node" + (Array.FindIndex(nodes, n => LastRole(n.Output) == "active") + 1);
     }
 

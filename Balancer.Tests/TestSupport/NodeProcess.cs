@@ -110,8 +110,9 @@ internal sealed class NodeProcess : IAsyncDisposable
                 await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
             }
         }
-        catch (InvalidOperationException)
+        catch (Exception e) when (e is InvalidOperationException or TimeoutException or System.ComponentModel.Win32Exception)
         {
+            // Already gone, or not reaped in time: the SIGKILL was sent either way.
         }
         _process.Dispose();
     }
