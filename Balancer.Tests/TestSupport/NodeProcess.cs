@@ -46,6 +46,8 @@ internal sealed class NodeProcess : IAsyncDisposable
             WorkingDirectory = AppContext.BaseDirectory,
         };
         info.ArgumentList.Add(dll);
+        // If the test host itself dies, its balancer processes follow it instead of holding ports.
+        info.Environment["BALANCER_PARENT_PID"] = Environment.ProcessId.ToString();
         foreach (var arg in args)
         {
             info.ArgumentList.Add(arg);
