@@ -11,16 +11,20 @@ namespace Balancer.Frontends;
 /// <summary>
 /// Owns the listeners of one frontend: opens them when started, closes them when stopped. Binding
 /// happens off the actor's thread; the outcome comes back as a message and is announced on the
-/// EventStream as <see cref="FrontendStarted"/> or <see cref="FrontendFailed"/>.
+/// EventStream as <see cref="FrontendStarted"/> or <see cref="FrontendFailed"/>. A failed bind is
+/// retried with backoff (up to 30 s apart) for as long as the frontend should be open.
 /// </summary>
-internal sealed class FrontendActor : ReceiveActor
+internal sealed class FrontendActor : ReceiveActor, IWithTimers
 {
+    private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
+
     private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(5);
 
     private readonly FrontendSettings _settings;
     private readonly PoolRegistry _pools;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IFrontendServer? _server;
+    private int _failures;
 
     public FrontendActor(FrontendSettings settings, PoolRegistry pools)
     {
@@ -32,33 +36,49 @@ internal sealed class FrontendActor : ReceiveActor
             var endpoints = string.Join(", ", started.EndPoints);
             _log.Info("{0} frontend {1} listening on {2} → pool {3}", _settings.Mode.ToString().ToLowerInvariant(), _settings.Name, endpoints, _settings.Pool);
             Context.System.EventStream.Publish(new FrontendStarted(_settings.Name, started.EndPoints));
+            _failures = 0;
         });
+        Receive<Retry>(_ => Open());
         Receive<Status.Failure>(failure =>
         {
             var reason = failure.Cause is AggregateException { InnerException: { } inner } ? inner.Message : failure.Cause.Message;
-            _log.Error("frontend {0} could not listen on {1}: {2}", _settings.Name, string.Join(", ", _settings.Bind), reason);
+            // Keep trying: the address may come (a VIP the on-active hook is still adding) or be
+            // freed (a previous owner still closing). `run` gives up at start on the first failure.
+            var delay = TimeSpan.FromMilliseconds(Math.Min(MaxRetryDelay.TotalMilliseconds, 500 * Math.Pow(2, Math.Min(_failures, 10))));
+            _failures++;
+            _log.Error("frontend {0} could not listen on {1}: {2}; trying again in {3:0.#} s", _settings.Name, string.Join(", ", _settings.Bind), reason, delay.TotalSeconds);
             Context.System.EventStream.Publish(new FrontendFailed(_settings.Name, reason));
+            var failed = _server;
             _server = null;
-            Context.Stop(Self);
+            _ = failed?.DisposeAsync().AsTask().ContinueWith(_ => { }, TaskScheduler.Default);
+            Timers.StartSingleTimer("retry", Retry.Instance, delay);
         });
     }
 
     public static Props Props(FrontendSettings settings, PoolRegistry pools) =>
         Akka.Actor.Props.Create(() => new FrontendActor(settings, pools));
 
+    public ITimerScheduler Timers { get; set; } = null!;
+
     protected override void PreStart()
+    {
+        if (_settings.ReusePort && ListenSockets.MigratesQueuedConnections() == false)
+        {
+            _log.Warning("frontend {0}: reuse-port is on but net.ipv4.tcp_migrate_req = 0: connections queued on a node that dies are reset; set it to 1 (Linux ≥ 5.14)", _settings.Name);
+        }
+        Open();
+    }
+
+    private void Open()
     {
         var pool = _pools.Find(_settings.Pool)
             ?? throw new InvalidOperationException($"frontend {_settings.Name}: pool {_settings.Pool} is not registered");
         _server = _settings.Mode == FrontendMode.Http
             ? new HttpFrontendServer(_settings, pool, Context.System)
             : new TcpFrontendServer(_settings, pool, _log);
-        if (_settings.ReusePort && ListenSockets.MigratesQueuedConnections() == false)
-        {
-            _log.Warning("frontend {0}: reuse-port is on but net.ipv4.tcp_migrate_req = 0: connections queued on a node that dies are reset; set it to 1 (Linux ≥ 5.14)", _settings.Name);
-        }
         var server = _server;
-        server.StartAsync(CancellationToken.None)
+        // Run off the actor thread: a bind that fails at once must come back as a message too.
+        Task.Run(() => server.StartAsync(CancellationToken.None))
             .ContinueWith(t => t.IsCompletedSuccessfully ? (object)new Started(server.BoundEndPoints) : new Status.Failure(t.Exception!), TaskScheduler.Default)
             .PipeTo(Self);
     }
@@ -85,6 +105,12 @@ internal sealed class FrontendActor : ReceiveActor
     }
 
     private sealed record Started(IReadOnlyList<IPEndPoint> EndPoints);
+
+    private sealed class Retry
+    {
+        public static readonly Retry Instance = new();
+        private Retry() { }
+    }
 }
 
 /// <summary>Published when a frontend listens on all its addresses.</summary>

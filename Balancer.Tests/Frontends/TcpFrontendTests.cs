@@ -153,5 +153,43 @@ public class TcpFrontendTests
         Assert.Empty(await ReadToEndAsync(socket).WaitAsync(TimeSpan.FromSeconds(10)));
     }
 
+    [Fact]
+    public async Task Bind_AddressTaken_ReportedThenRetriedUntilFree()
+    {
+        using var server = new RawTcpServer();
+        var squatter = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        squatter.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        squatter.Listen();
+        var port = ((IPEndPoint)squatter.LocalEndPoint!).Port;
+        var config = Akka.Configuration.ConfigurationFactory.ParseString($$"""
+            balancer {
+              frontends.raw { mode = tcp, bind = "127.0.0.1:{{port}}", pool = app }
+              pools.app { health-check.kind = none, backends.r = "127.0.0.1:{{server.Port}}" }
+            }
+            """).WithFallback(BalancerHost.ClusterOfOne);
+        var system = Akka.Actor.ActorSystem.Create("balancer-bind", config);
+        try
+        {
+            var balancer = BalancerExtension.Get(system);
+            var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => balancer.FrontendsStarted.WaitAsync(TimeSpan.FromSeconds(20)));
+            Assert.StartsWith("frontend raw: ", failure.Message);
+
+            squatter.Dispose();
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+            while (!balancer.FrontendEndPoints.ContainsKey("raw"))
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the frontend did not listen once the address was free");
+                await Task.Delay(100);
+            }
+            using var socket = await TcpClients.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port));
+            await AssertEchoAsync(socket);
+        }
+        finally
+        {
+            squatter.Dispose();
+            await system.Terminate();
+        }
+    }
+
     private static Task<Socket> ConnectAsync(BalancerHost host) => TcpClients.ConnectAsync(host.EndPoint("raw"));
 }
