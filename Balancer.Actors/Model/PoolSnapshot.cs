@@ -89,6 +89,26 @@ public sealed class PoolSnapshot
     }
 
     /// <summary>
+    /// Picks the session's <paramref name="pinned"/> backend on the first attempt, balancing
+    /// afterwards (and from the start when there is none); a retry never lands on the pinned
+    /// backend that just refused.
+    /// </summary>
+    public Backend? Select(in RoutingRequest request, ref AttemptedBackends attempted, Backend? pinned)
+    {
+        if (pinned is null || attempted.PinnedTried)
+        {
+            return Select(in request, ref attempted);
+        }
+        attempted.PinnedTried = true;
+        var index = Routable.IndexOf(pinned);
+        if (index >= 0)
+        {
+            attempted.Add(index);
+        }
+        return pinned;
+    }
+
+    /// <summary>
     /// Picks a backend for a request, skipping the ones already tried; null when none is left.
     /// </summary>
     public Backend? Select(in RoutingRequest request, ref AttemptedBackends attempted)
@@ -138,6 +158,9 @@ public struct AttemptedBackends
 {
     private ulong _first64;
     private HashSet<int>? _more;
+
+    /// <summary>True once the session's pinned backend has had its attempt.</summary>
+    public bool PinnedTried { get; set; }
 
     /// <summary>Number of attempts recorded.</summary>
     public int Count { get; private set; }

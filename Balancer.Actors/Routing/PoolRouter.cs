@@ -24,7 +24,6 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
     /// <summary>How often passive failure counts, ejections and slow start are folded in.</summary>
     internal static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(200);
 
-    private readonly PoolRegistry _registry;
     private readonly PoolHandle _handle;
     private readonly PickerState _pickerState;
     private readonly PoolSettings _configured;
@@ -46,7 +45,6 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
     {
         _configured = settings;
         _settings = settings;
-        _registry = registry;
         _adminWrite = new WriteMajority(writeTimeout);
         _pickerState = pickerState ?? new PickerState();
         // The handle may already exist: the extension registers every configured pool before any

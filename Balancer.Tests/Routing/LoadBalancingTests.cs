@@ -218,6 +218,20 @@ public class LoadBalancingTests
     }
 
     [Fact]
+    public void Select_PinnedFirst_ThenBalancedWithoutRevisitingIt()
+    {
+        var snapshot = Snapshot(Pool("algorithm = round-robin\n" + Backends(3)));
+        var pinned = snapshot.Routable[1];
+        var request = new RoutingRequest(null);
+        var attempted = new AttemptedBackends();
+        Assert.Same(pinned, snapshot.Select(in request, ref attempted, pinned));
+        var others = new[] { snapshot.Select(in request, ref attempted, pinned)!, snapshot.Select(in request, ref attempted, pinned)! };
+        Assert.DoesNotContain(pinned, others);
+        Assert.Equal(2, others.Distinct().Count());
+        Assert.Null(snapshot.Select(in request, ref attempted, pinned));
+    }
+
+    [Fact]
     public void Snapshot_ExcludesDrainMaintZeroWeightAndUnhealthy()
     {
         var settings = Pool("algorithm = round-robin\npanic-threshold = 0%\n" + Backends(("a", 100), ("b", 100), ("c", 100), ("d", 0), ("e", 100)));

@@ -46,17 +46,7 @@ internal sealed class HttpProxy
         var tries = 0;
         while (true)
         {
-            // A session goes to its pinned backend first; if that one refuses, it is balanced afresh.
-            var backend = tries == 0 && pinned is not null ? pinned : snapshot.Select(in request, ref attempted);
-            if (tries == 0 && pinned is not null)
-            {
-                // A retry must not land on the pinned backend that just refused.
-                var index = snapshot.Routable.IndexOf(pinned);
-                if (index >= 0)
-                {
-                    attempted.Add(index);
-                }
-            }
+            var backend = snapshot.Select(in request, ref attempted, pinned);
             tries++;
             if (backend is null)
             {

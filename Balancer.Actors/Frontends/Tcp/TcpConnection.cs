@@ -78,11 +78,7 @@ internal sealed class TcpConnection
         var tries = 0;
         while (tries < attemptsAllowed)
         {
-            var backend = tries == 0 && pinned is not null ? pinned : snapshot.Select(in request, ref attempted);
-            if (tries == 0 && pinned is not null && snapshot.Routable.IndexOf(pinned) is >= 0 and var index)
-            {
-                attempted.Add(index);
-            }
+            var backend = snapshot.Select(in request, ref attempted, pinned);
             tries++;
             if (backend is not null && affinity is not null && sessionKey is not null && backend != pinned)
             {
@@ -118,7 +114,7 @@ internal sealed class TcpConnection
         return null;
     }
 
-    private async Task<bool> SpliceAsync(Socket client, Socket backend)
+    private async Task SpliceAsync(Socket client, Socket backend)
     {
         Touch();
         using var idle = new CancellationTokenSource();
@@ -131,10 +127,9 @@ internal sealed class TcpConnection
             // One direction broke: the other cannot finish meaningfully.
             Close();
         }
-        var bothClean = await upstream.ConfigureAwait(false) & await downstream.ConfigureAwait(false);
+        await Task.WhenAll(upstream, downstream).ConfigureAwait(false);
         idle.Cancel();
         await watchdog.ConfigureAwait(false);
-        return bothClean;
     }
 
     /// <summary>Copies until end of stream (passed on as a half-close: true) or an error (false).</summary>
