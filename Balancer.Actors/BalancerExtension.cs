@@ -17,6 +17,7 @@ public sealed class BalancerExtension : IExtension
 {
     private readonly TaskCompletionSource _frontendsStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ConcurrentDictionary<string, IReadOnlyList<IPEndPoint>> _frontendEndPoints = new();
+    private readonly ConcurrentDictionary<string, FrontendCounters> _frontendCounters = new();
 
     /// <summary>Created by <see cref="BalancerExtensionProvider"/>; use <see cref="Get"/>.</summary>
     public BalancerExtension(ExtendedActorSystem system)
@@ -60,14 +61,38 @@ public sealed class BalancerExtension : IExtension
             Pools.Find(pool.Name)!.Affinity = new Affinity.AffinityTable(pool, store, () => system.Scheduler.Now, Settings.Node.AffinityKey, Settings.Node.WriteTimeout);
         }
         Membership = new Membership.ClusterMembership(system, Settings.Node.Mode);
-        Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools), "balancer");
+        foreach (var frontend in Settings.Frontends)
+        {
+            _frontendCounters[frontend.Name] = new FrontendCounters(frontend.Name);
+        }
+        Metrics = new Telemetry.BalancerMetrics(Pools, () => _frontendCounters.Values, Membership);
+        Prometheus = new Telemetry.PrometheusExporter(Metrics);
+        Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools, Events), "balancer");
+        AdminStarted = Settings.Node.AdminEnabled ? StartAdmin(system) : Task.FromResult<Management.AdminServer?>(null);
         system.RegisterOnTermination(() =>
         {
+            Prometheus.Dispose();
+            Metrics.Dispose();
             foreach (var handle in Pools.Pools.Values)
             {
                 handle.Dispose();
             }
         });
+    }
+
+    private Task<Management.AdminServer?> StartAdmin(ExtendedActorSystem system)
+    {
+        var started = Task.Run(() => Management.AdminServer.StartAsync(this, system));
+        // The admin API answers until the node has left the cluster, so `ctl` can watch it go.
+        CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseActorSystemTerminate, "balancer-admin-stop", async () =>
+        {
+            if (started.IsCompletedSuccessfully && started.Result is { } server)
+            {
+                await server.DisposeAsync();
+            }
+            return Akka.Done.Instance;
+        });
+        return started;
     }
 
     /// <summary>The extension of <paramref name="system"/>, started on first use.</summary>
@@ -90,6 +115,22 @@ public sealed class BalancerExtension : IExtension
     /// <c>SetWeight</c> and <c>GetSnapshot</c>.
     /// </summary>
     public ActorSelection PoolRouter(string pool) => new(Guardian, $"pools/{pool}");
+
+    /// <summary>The node's admin API once it listens (null when <c>balancer.node.admin.enabled = off</c>); faults when it cannot bind.</summary>
+    public Task<Management.AdminServer?> AdminStarted { get; }
+
+    /// <summary>The node's metrics (meter <c>Balancer</c>).</summary>
+    public Telemetry.BalancerMetrics Metrics { get; }
+
+    /// <summary>The metrics as Prometheus text, as <c>GET /metrics</c> serves them.</summary>
+    public Telemetry.PrometheusExporter Prometheus { get; }
+
+    /// <summary>Backend, pool, role and membership changes as this node sees them.</summary>
+    public Management.EventFeed Events { get; } = new();
+
+    /// <summary>The traffic counters of the frontend named <paramref name="frontend"/>.</summary>
+    /// <exception cref="KeyNotFoundException">No such frontend is configured.</exception>
+    public FrontendCounters FrontendCounters(string frontend) => _frontendCounters[frontend];
 
     /// <summary>Completes when every frontend listens; faults with the reason when one cannot.</summary>
     public Task FrontendsStarted => _frontendsStarted.Task;

@@ -5,14 +5,17 @@ using Balancer.Routing;
 namespace Balancer;
 
 /// <summary>
-/// The root of a node's balancer actors: <c>pools/&lt;pool&gt;</c> (routing), <c>health</c> (probes),
+/// The root of a node's balancer actors: <c>events</c> and <c>alerts</c> first, so that no state
+/// change is missed, then <c>pools/&lt;pool&gt;</c> (routing), <c>health</c> (probes),
 /// <c>role</c> (active/passive, which owns <c>frontends/&lt;frontend&gt;</c>). Frontends start after
 /// pools so that every frontend finds its pool's snapshot.
 /// </summary>
 internal sealed class BalancerGuardian : ReceiveActor
 {
-    public BalancerGuardian(BalancerSettings settings, PoolRegistry registry)
+    public BalancerGuardian(BalancerSettings settings, PoolRegistry registry, Management.EventFeed events)
     {
+        Context.ActorOf(Management.EventFeedActor.Props(events), "events");
+        Context.ActorOf(Alerts.AlertNotifier.Props(settings.Alerts), "alerts");
         var pools = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "pools");
         foreach (var pool in settings.Pools)
         {
@@ -28,8 +31,8 @@ internal sealed class BalancerGuardian : ReceiveActor
         Context.ActorOf(Membership.RoleCoordinator.Props(settings, registry), "role");
     }
 
-    public static Props Props(BalancerSettings settings, PoolRegistry registry) =>
-        Akka.Actor.Props.Create(() => new BalancerGuardian(settings, registry));
+    public static Props Props(BalancerSettings settings, PoolRegistry registry, Management.EventFeed events) =>
+        Akka.Actor.Props.Create(() => new BalancerGuardian(settings, registry, events));
 
     /// <summary>A plain parent for a group of children, addressed as <c>pools/NAME</c> or <c>frontends/NAME</c>.</summary>
     internal sealed class ChildrenSupervisor : ReceiveActor

@@ -13,7 +13,8 @@ namespace Balancer;
 public sealed record BalancerSettings(
     NodeSettings Node,
     ImmutableArray<FrontendSettings> Frontends,
-    ImmutableArray<PoolSettings> Pools)
+    ImmutableArray<PoolSettings> Pools,
+    AlertSettings Alerts)
 {
     private static readonly Lazy<Config> Reference = new(LoadReference);
 
@@ -101,9 +102,31 @@ public sealed record BalancerSettings(
                     "cookie affinity needs balancer.node.affinity-key: a secret of at least 16 characters, the same on every node"));
             }
         }
-        var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable());
+        var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable(), ReadAlerts(root.Section("alerts"), userBalancer, reference));
         CheckBindConflicts(settings, problems);
         return settings;
+    }
+
+    private static AlertSettings ReadAlerts(SettingsReader alerts, Config userBalancer, Config reference)
+    {
+        alerts.RejectUnknownKeys(KeysOf(reference.GetConfig("alerts")), userBalancer.HasPath("alerts") ? userBalancer.GetConfig("alerts") : Config.Empty);
+        var webhooks = ImmutableArray.CreateBuilder<Uri>();
+        foreach (var url in alerts.StringList("webhooks"))
+        {
+            if (Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps))
+            {
+                webhooks.Add(uri);
+            }
+            else
+            {
+                alerts.Problem("webhooks", $"\"{url}\" is not an absolute http:// or https:// URL");
+            }
+        }
+        return new AlertSettings(
+            webhooks.ToImmutable(),
+            alerts.Duration("timeout", TimeSpan.FromSeconds(5)),
+            alerts.Int("max-attempts", 5, 1, 100),
+            alerts.Int("queue-limit", 1000, 1, 1_000_000));
     }
 
     private static NodeSettings ReadNode(SettingsReader node, Config userBalancer, Config reference)
@@ -118,6 +141,7 @@ public sealed record BalancerSettings(
         var hooks = node.Section("hooks");
         return new NodeSettings(
             mode,
+            admin.Bool("enabled", false),
             adminBind,
             admin.String("token"),
             hooks.String("on-active"),
@@ -382,7 +406,7 @@ public sealed record BalancerSettings(
     private static void CheckBindConflicts(BalancerSettings settings, List<ConfigProblem> problems)
     {
         var taken = new List<(EndpointAddress Address, string Owner)>();
-        if (settings.Node.AdminBind is { } admin)
+        if (settings.Node.AdminEnabled && settings.Node.AdminBind is { } admin)
         {
             taken.Add((admin, "balancer.node.admin.bind"));
         }

@@ -65,6 +65,8 @@ internal static class NodeConfig
           }
           coordinated-shutdown.run-by-clr-shutdown-hook = on
         }
+        # A node is managed through its admin API (balancer ctl, the status page, /metrics).
+        balancer.node.admin.enabled = on
         """;
 
     /// <summary>Comma-separated seed node addresses; overrides the files, not --set.</summary>

@@ -27,7 +27,11 @@ namespace Balancer.Node
               {CheckConfigCommand.Usage}
               {DemoCommand.Usage}
               {BackendCommand.Usage}
+              {CtlCommand.Usage}
               balancer version
+
+            ctl commands:
+            {CtlCommand.Palette}
 
             `balancer` with no verb is `balancer run`.
             """;
@@ -50,8 +54,9 @@ namespace Balancer.Node
                     "check-config" => CheckConfigCommand.Run(commandLine, output, error),
                     "backend" => await BackendCommand.RunAsync(commandLine, output),
                     "demo" => await DemoCommand.RunAsync(commandLine, output, error),
+                    "ctl" => await CtlCommand.RunAsync(commandLine, output, error),
                     "version" => PrintVersion(output),
-                    _ => throw new UsageException($"unknown command \"{verb}\" (expected run, demo, check-config, backend or version)"),
+                    _ => throw new UsageException($"unknown command \"{verb}\" (expected run, demo, ctl, check-config, backend or version)"),
                 };
             }
             catch (UsageException e)

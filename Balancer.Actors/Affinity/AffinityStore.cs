@@ -50,7 +50,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 return;
             }
             var map = success.Get(BucketOf(lookup.Key));
-            if (map.TryGetValue(lookup.Key, out var entry) && entry.ExpiresAt > Context.System.Scheduler.Now)
+            if (map.TryGetValue(lookup.Key, out var entry) && entry.ExpiresAt > Context.System.Scheduler.Now && !entry.IsCleared)
             {
                 _table?.Merge(lookup.Key, entry);
                 lookup.Found.TrySetResult(entry.Backend);
@@ -63,10 +63,30 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         Receive<NotFound>(notFound => (notFound.Request as Lookup)?.Found.TrySetResult(null));
         // A majority could not be asked in time: treat the session as new rather than keep the client waiting.
         Receive<GetFailure>(failure => (failure.Request as Lookup)?.Found.TrySetResult(null));
-        Receive<UpdateSuccess>(success => (success.Request as TaskCompletionSource)?.TrySetResult());
+        Receive<Clear>(OnClear);
+        Receive<UpdateSuccess>(success =>
+        {
+            switch (success.Request)
+            {
+                case TaskCompletionSource acknowledged:
+                    acknowledged.TrySetResult();
+                    break;
+                case ClearProgress progress:
+                    progress.BucketDone();
+                    break;
+            }
+        });
         Receive<UpdateTimeout>(timeout =>
-            (timeout.Request as TaskCompletionSource)?.TrySetException(new TimeoutException("affinity entry not confirmed by a majority of nodes")));
-        Receive<ModifyFailure>(failure => (failure.Request as TaskCompletionSource)?.TrySetException(failure.Cause));
+        {
+            var problem = new TimeoutException("affinity change applied on this node but not confirmed by a majority of nodes in time; it spreads by gossip");
+            (timeout.Request as TaskCompletionSource)?.TrySetException(problem);
+            (timeout.Request as ClearProgress)?.Done.TrySetException(problem);
+        });
+        Receive<ModifyFailure>(failure =>
+        {
+            (failure.Request as TaskCompletionSource)?.TrySetException(failure.Cause);
+            (failure.Request as ClearProgress)?.Done.TrySetException(failure.Cause);
+        });
         Receive<Changed>(changed =>
         {
             if (_table is null || changed.Data is not LWWDictionary<string, AffinityEntry> map)
@@ -135,6 +155,43 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         }
     }
 
+    private void OnClear(Clear clear)
+    {
+        if (_table is null)
+        {
+            clear.Done.TrySetResult(0);
+            return;
+        }
+        var keys = clear.Key is { } one
+            ? (_table.Lookup(one) is null ? new List<string>() : [one])
+            : _table.Snapshot().Keys.ToList();
+        if (keys.Count == 0)
+        {
+            clear.Done.TrySetResult(0);
+            return;
+        }
+        var cleared = AffinityEntry.Cleared(Context.System.Scheduler.Now + _pool.Affinity.Ttl);
+        var groups = keys.GroupBy(BucketOf).ToList();
+        var progress = new ClearProgress(keys.Count, groups.Count, clear.Done);
+        foreach (var group in groups)
+        {
+            var bucketKeys = group.ToList();
+            foreach (var key in bucketKeys)
+            {
+                _table.Merge(key, cleared);
+            }
+            _replicator.Tell(Dsl.Update(group.Key, LWWDictionary<string, AffinityEntry>.Empty, _write, progress, map =>
+            {
+                foreach (var key in bucketKeys)
+                {
+                    map = map.SetItem(_self, key, cleared);
+                }
+                return map;
+            }));
+        }
+        _log.Info("pool {0}: {1} affinity {2} cleared by an operator", _pool.Name, keys.Count, keys.Count == 1 ? "entry" : "entries");
+    }
+
     private LWWDictionaryKey<string, AffinityEntry> BucketOf(string key) => _buckets[Routing.KeyHash.Of(key) % (ulong)_buckets.Length];
 
     /// <summary>Replicate an entry; <see cref="Acknowledged"/> completes when the write consistency is met.</summary>
@@ -142,6 +199,24 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     /// <summary>Read a session from a majority of nodes (write = majority, cache miss).</summary>
     public sealed record Lookup(string Key, TaskCompletionSource<string?> Found);
+
+    /// <summary>Clear one session or (Key null) every session of the pool; <see cref="Done"/> gives how many were live.</summary>
+    public sealed record Clear(string? Key, TaskCompletionSource<int> Done);
+
+    private sealed class ClearProgress(int cleared, int buckets, TaskCompletionSource<int> done)
+    {
+        private int _pending = buckets;
+
+        public TaskCompletionSource<int> Done { get; } = done;
+
+        public void BucketDone()
+        {
+            if (--_pending == 0)
+            {
+                Done.TrySetResult(cleared);
+            }
+        }
+    }
 
     /// <summary>The data plane hit <c>max-entries</c>.</summary>
     public sealed class TableFull

@@ -46,7 +46,7 @@ public sealed class AffinityTable
             return null;
         }
         var now = _now();
-        if (entry.ExpiresAt <= now)
+        if (entry.ExpiresAt <= now || entry.IsCleared)
         {
             return null;
         }
@@ -98,8 +98,27 @@ public sealed class AffinityTable
         return acknowledged.Task;
     }
 
-    /// <summary>Every live entry cached here (for the management API).</summary>
-    public IReadOnlyDictionary<string, AffinityEntry> Snapshot() => _entries.Where(e => e.Value.ExpiresAt > _now()).ToDictionary(e => e.Key, e => e.Value);
+    /// <summary>Every live entry known here (for the management API).</summary>
+    public IReadOnlyDictionary<string, AffinityEntry> Snapshot()
+    {
+        var now = _now();
+        return _entries.Where(e => e.Value.ExpiresAt > now && !e.Value.IsCleared).ToDictionary(e => e.Key, e => e.Value);
+    }
+
+    /// <summary>The live entry of <paramref name="key"/> known here, without refreshing it (for the management API).</summary>
+    public AffinityEntry? Lookup(string key) =>
+        _entries.TryGetValue(key, out var entry) && entry.ExpiresAt > _now() && !entry.IsCleared ? entry : null;
+
+    /// <summary>
+    /// Forgets one session (<paramref name="key"/>) or every session of the pool on every node; the
+    /// task gives how many live entries were cleared once the pool's write consistency is met.
+    /// </summary>
+    public Task<int> Clear(string? key)
+    {
+        var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _store.Tell(new AffinityStore.Clear(key, done), ActorRefs.NoSender);
+        return done.Task;
+    }
 
     internal void Merge(string key, AffinityEntry entry)
     {

@@ -24,6 +24,7 @@ public enum FrontendMode
 /// <summary>Node-wide settings (<c>balancer.node</c>).</summary>
 public sealed record NodeSettings(
     NodeMode Mode,
+    bool AdminEnabled,
     EndpointAddress AdminBind,
     string AdminToken,
     string OnActiveHook,
@@ -217,3 +218,10 @@ public sealed record StatusCodeRanges(ImmutableArray<(int From, int To)> Ranges)
     /// <inheritdoc />
     public override string ToString() => string.Join(",", Ranges.Select(r => r.From == r.To ? $"{r.From}" : $"{r.From}-{r.To}"));
 }
+
+/// <summary>Where state-change alerts go (<c>balancer.alerts</c>).</summary>
+/// <param name="Webhooks">URLs that receive a JSON POST per alert.</param>
+/// <param name="Timeout">How long one POST may take.</param>
+/// <param name="MaxAttempts">Attempts per alert and webhook, with doubling backoff, before it is dropped with a log line.</param>
+/// <param name="QueueLimit">Alerts waiting per webhook beyond which the oldest are dropped (a dead receiver must not hold memory).</param>
+public sealed record AlertSettings(ImmutableArray<Uri> Webhooks, TimeSpan Timeout, int MaxAttempts, int QueueLimit);

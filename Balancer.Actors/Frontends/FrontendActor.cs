@@ -23,6 +23,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
     private readonly FrontendSettings _settings;
     private readonly PoolRegistry _pools;
     private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly FrontendCounters _counters;
     private IFrontendServer? _server;
     private int _failures;
 
@@ -30,11 +31,13 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
     {
         _settings = settings;
         _pools = pools;
+        _counters = BalancerExtension.Get(Context.System).FrontendCounters(settings.Name);
 
         Receive<Started>(started =>
         {
             var endpoints = string.Join(", ", started.EndPoints);
             _log.Info("{0} frontend {1} listening on {2} → pool {3}", _settings.Mode.ToString().ToLowerInvariant(), _settings.Name, endpoints, _settings.Pool);
+            _counters.Listening = started.EndPoints;
             Context.System.EventStream.Publish(new FrontendStarted(_settings.Name, started.EndPoints));
             _failures = 0;
         });
@@ -74,8 +77,8 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
         var pool = _pools.Find(_settings.Pool)
             ?? throw new InvalidOperationException($"frontend {_settings.Name}: pool {_settings.Pool} is not registered");
         _server = _settings.Mode == FrontendMode.Http
-            ? new HttpFrontendServer(_settings, pool, Context.System)
-            : new TcpFrontendServer(_settings, pool, _log);
+            ? new HttpFrontendServer(_settings, pool, _counters, Context.System)
+            : new TcpFrontendServer(_settings, pool, _counters, _log);
         var server = _server;
         // Run off the actor thread: a bind that fails at once must come back as a message too.
         Task.Run(() => server.StartAsync(CancellationToken.None))
@@ -85,6 +88,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
 
     protected override void PostStop()
     {
+        _counters.Listening = [];
         var server = _server;
         _server = null;
         if (server is null)

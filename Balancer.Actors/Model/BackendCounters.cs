@@ -11,7 +11,15 @@ public sealed class BackendCounters
     private long _connectFailures;
     private long _responseFailures;
     private long _consecutiveFailures;
+    private long _ejections;
+    private long _latencySumMicros;
     private FailureAlarm? _alarm;
+    // 1xx..5xx, and the upstream latency histogram (one slot per bound plus +Inf).
+    private readonly long[] _responseClasses = new long[5];
+    private readonly long[] _latencyBuckets = new long[LatencyBoundsSeconds.Length + 1];
+
+    /// <summary>Upper bounds (seconds) of the upstream latency histogram buckets.</summary>
+    public static readonly double[] LatencyBoundsSeconds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
     /// <summary>
     /// Calls <paramref name="onReached"/> once each time the failure streak reaches
@@ -34,6 +42,52 @@ public sealed class BackendCounters
 
     /// <summary>Failures since the last success; passive health ejects on this.</summary>
     public long ConsecutiveFailures => Volatile.Read(ref _consecutiveFailures);
+
+    /// <summary>Times passive health ejected the backend.</summary>
+    public long Ejections => Volatile.Read(ref _ejections);
+
+    /// <summary>Responses received from the backend whose status is in class <paramref name="statusClass"/> (1..5).</summary>
+    public long Responses(int statusClass) => statusClass is >= 1 and <= 5 ? Volatile.Read(ref _responseClasses[statusClass - 1]) : 0;
+
+    /// <summary>Cumulative counts of the latency histogram: entry i counts responses at or under bound i; the last counts all.</summary>
+    public long[] LatencyHistogram()
+    {
+        var cumulative = new long[_latencyBuckets.Length];
+        long running = 0;
+        for (var i = 0; i < _latencyBuckets.Length; i++)
+        {
+            running += Volatile.Read(ref _latencyBuckets[i]);
+            cumulative[i] = running;
+        }
+        return cumulative;
+    }
+
+    /// <summary>Sum of every observed upstream latency, in seconds.</summary>
+    public double LatencySumSeconds => Volatile.Read(ref _latencySumMicros) / 1e6;
+
+    /// <summary>
+    /// A response came back from the backend: counts its status class and its latency (from the
+    /// moment the request was sent until the response headers, as a Stopwatch timestamp delta).
+    /// </summary>
+    public void ObserveResponse(int statusCode, long elapsedTimestamp)
+    {
+        var statusClass = statusCode / 100;
+        if (statusClass is >= 1 and <= 5)
+        {
+            Interlocked.Increment(ref _responseClasses[statusClass - 1]);
+        }
+        var seconds = elapsedTimestamp / (double)System.Diagnostics.Stopwatch.Frequency;
+        var bucket = 0;
+        while (bucket < LatencyBoundsSeconds.Length && seconds > LatencyBoundsSeconds[bucket])
+        {
+            bucket++;
+        }
+        Interlocked.Increment(ref _latencyBuckets[bucket]);
+        Interlocked.Add(ref _latencySumMicros, (long)(seconds * 1e6));
+    }
+
+    /// <summary>Passive health ejected the backend.</summary>
+    public void CountEjection() => Interlocked.Increment(ref _ejections);
 
     /// <summary>A request or connection starts.</summary>
     public void Start()

@@ -11,6 +11,7 @@ namespace Balancer.Routing;
 public sealed class PoolHandle : IDisposable
 {
     private PoolSnapshot _snapshot;
+    private long _retries;
 
     internal PoolHandle(PoolSnapshot initial)
     {
@@ -29,6 +30,11 @@ public sealed class PoolHandle : IDisposable
 
     /// <summary>One client per pool so connections to its backends are pooled and reused.</summary>
     public HttpMessageInvoker HttpClient { get; }
+
+    /// <summary>Requests or connections sent to another backend after a connect failure, since start.</summary>
+    public long Retries => Volatile.Read(ref _retries);
+
+    internal void CountRetry() => Interlocked.Increment(ref _retries);
 
     internal void Publish(PoolSnapshot snapshot) => Volatile.Write(ref _snapshot, snapshot);
 

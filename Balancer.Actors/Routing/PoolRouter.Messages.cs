@@ -37,3 +37,6 @@ internal sealed partial class PoolRouter
 
 /// <summary>Published on the EventStream when a pool's effective configuration changes (backends added or removed).</summary>
 public sealed record PoolConfigChanged(string Pool, long Version, PoolSettings Settings);
+
+/// <summary>Published on the EventStream when a pool enters or leaves panic mode (too few healthy backends).</summary>
+public sealed record PoolPanicChanged(string Pool, bool Panic, int Healthy, int Total);

@@ -347,6 +347,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
                 var wasUp = tracker.Health == BackendHealth.Up;
                 var length = tracker.Eject(passive, now);
                 counters.ResetConsecutiveFailures();
+                counters.CountEjection();
                 ejected++;
                 if (wasUp)
                 {
@@ -391,6 +392,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
         if (snapshot.Panic != _panic)
         {
             _panic = snapshot.Panic;
+            Context.System.EventStream.Publish(new PoolPanicChanged(_settings.Name, _panic, snapshot.Backends.Count(b => b.Healthy), snapshot.Backends.Length));
             if (_panic)
             {
                 _log.Warning("pool {0}: PANIC: only {1} of {2} backends healthy (threshold {3:P0}); routing to every backend not in maintenance",

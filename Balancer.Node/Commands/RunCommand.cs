@@ -48,6 +48,10 @@ internal static class RunCommand
             try
             {
                 await balancer.FrontendsStarted.WaitAsync(balancer.Settings.Node.FrontendStartTimeout, stop.Token);
+                if (await balancer.AdminStarted.WaitAsync(balancer.Settings.Node.FrontendStartTimeout, stop.Token) is { EndPoint: { } admin })
+                {
+                    output.WriteLine($"admin API on http://{admin} (balancer ctl {admin} cluster show)");
+                }
             }
             catch (Exception e) when (e is InvalidOperationException or TimeoutException)
             {

@@ -21,7 +21,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
     private readonly FrontendSettings _settings;
     private IReadOnlyList<IPEndPoint> _bound = Array.Empty<IPEndPoint>();
 
-    public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, ActorSystem system)
+    public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ActorSystem system)
     {
         _settings = settings;
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "balancer-" + settings.Name });
@@ -49,7 +49,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
             }
         });
         _app = builder.Build();
-        var proxy = new HttpProxy(settings, pool, _app.Services.GetRequiredService<IHttpForwarder>());
+        var proxy = new HttpProxy(settings, pool, counters, _app.Services.GetRequiredService<IHttpForwarder>());
         _app.Run(proxy.ForwardAsync);
     }
 

@@ -17,18 +17,33 @@ namespace Balancer.Frontends.Http;
 internal sealed class HttpProxy
 {
     private readonly PoolHandle _pool;
+    private readonly FrontendCounters _counters;
     private readonly IHttpForwarder _forwarder;
     private readonly HttpTransformer _transformer;
     private RequestConfigForTimeout _requestConfig = new(TimeSpan.Zero, ForwarderRequestConfig.Empty);
 
-    public HttpProxy(FrontendSettings frontend, PoolHandle pool, IHttpForwarder forwarder)
+    public HttpProxy(FrontendSettings frontend, PoolHandle pool, FrontendCounters counters, IHttpForwarder forwarder)
     {
+        _counters = counters;
         _pool = pool;
         _forwarder = forwarder;
         _transformer = new ForwardingTransformer(frontend);
     }
 
     public async Task ForwardAsync(HttpContext context)
+    {
+        _counters.Accept();
+        try
+        {
+            await ForwardCountedAsync(context);
+        }
+        finally
+        {
+            _counters.Close();
+        }
+    }
+
+    private async Task ForwardCountedAsync(HttpContext context)
     {
         var snapshot = _pool.Snapshot;
         var requestConfig = RequestConfigFor(snapshot.Settings);
@@ -58,10 +73,16 @@ internal sealed class HttpProxy
                 await PinAsync(affinity, context, sessionKey, backend);
             }
 
+            if (tries > 1)
+            {
+                _pool.CountRetry();
+            }
             backend.Counters.Start();
+            var sent = System.Diagnostics.Stopwatch.GetTimestamp();
             var error = await _forwarder.SendAsync(context, backend.DestinationPrefix, _pool.HttpClient, requestConfig, _transformer);
             if (error == ForwarderError.None)
             {
+                backend.Counters.ObserveResponse(context.Response.StatusCode, System.Diagnostics.Stopwatch.GetTimestamp() - sent);
                 backend.Counters.Finish(success: context.Response.StatusCode < 500 || !snapshot.Settings.Passive.Count5xx);
                 return;
             }

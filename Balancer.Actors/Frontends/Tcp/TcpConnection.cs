@@ -88,6 +88,10 @@ internal sealed class TcpConnection
             {
                 break;
             }
+            if (tries > 1)
+            {
+                _pool.CountRetry();
+            }
             backend.Counters.Start();
             var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);

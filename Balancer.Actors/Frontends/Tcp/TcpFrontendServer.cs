@@ -19,23 +19,17 @@ internal sealed class TcpFrontendServer : IFrontendServer
     private readonly List<Task> _acceptLoops = new();
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _closing = new();
-    private int _open;
-    private long _refused;
+    private readonly FrontendCounters _counters;
 
-    public TcpFrontendServer(FrontendSettings settings, PoolHandle pool, ILoggingAdapter log)
+    public TcpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ILoggingAdapter log)
     {
+        _counters = counters;
         _settings = settings;
         _pool = pool;
         _log = log;
     }
 
     public IReadOnlyList<IPEndPoint> BoundEndPoints => _listeners.Select(l => (IPEndPoint)l.LocalEndPoint!).ToList();
-
-    /// <summary>Connections open now.</summary>
-    public int OpenConnections => Volatile.Read(ref _open);
-
-    /// <summary>Connections closed at accept because max-connections was reached.</summary>
-    public long RefusedConnections => Interlocked.Read(ref _refused);
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
@@ -73,7 +67,7 @@ internal sealed class TcpFrontendServer : IFrontendServer
         }
         await Task.WhenAll(_acceptLoops).WaitAsync(grace).ConfigureAwait(false);
         var deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
-        while (Volatile.Read(ref _open) > 0 && Environment.TickCount64 < deadline)
+        while (_counters.Open > 0 && Environment.TickCount64 < deadline)
         {
             await Task.Delay(50).ConfigureAwait(false);
         }
@@ -111,10 +105,9 @@ internal sealed class TcpFrontendServer : IFrontendServer
                 continue;
             }
 
-            if (Interlocked.Increment(ref _open) > _settings.MaxConnections)
+            if (_counters.Accept() > _settings.MaxConnections)
             {
-                Interlocked.Decrement(ref _open);
-                Interlocked.Increment(ref _refused);
+                _counters.Refuse();
                 client.LingerState = new LingerOption(true, 0);
                 client.Dispose();
                 continue;
@@ -140,7 +133,7 @@ internal sealed class TcpFrontendServer : IFrontendServer
         }
         finally
         {
-            Interlocked.Decrement(ref _open);
+            _counters.Close();
         }
     }
 

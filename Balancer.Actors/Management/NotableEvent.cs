@@ -1,0 +1,68 @@
+using System.Text.Json.Serialization;
+using Akka.Cluster;
+using Balancer.Health;
+using Balancer.Membership;
+using Balancer.Routing;
+
+namespace Balancer.Management;
+
+/// <summary>
+/// A state change an operator cares about, in one shape for <c>ctl cluster tail</c>, the status
+/// page and alert webhooks.
+/// </summary>
+/// <param name="At">When this node saw it.</param>
+/// <param name="Kind">backend-down, backend-up, backend-admin-state, pool-changed, panic, panic-over,
+/// member-up, member-left, member-removed, node-unreachable, node-reachable, leader-changed, role-changed.</param>
+/// <param name="Text">One readable line.</param>
+/// <param name="Node">The node that reports it.</param>
+/// <param name="Pool">The pool concerned, if any.</param>
+/// <param name="Backend">The backend concerned, if any.</param>
+/// <param name="Member">The cluster member concerned, if any.</param>
+public sealed record NotableEvent(
+    DateTimeOffset At,
+    string Kind,
+    string Text,
+    string Node,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Pool = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Backend = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Member = null)
+{
+    /// <summary>The kinds that alert webhooks receive.</summary>
+    public static readonly IReadOnlySet<string> AlertKinds = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "backend-down", "backend-up", "node-unreachable", "member-removed", "role-changed", "panic", "panic-over",
+    };
+
+    /// <summary>The event types <see cref="From"/> understands (subscribe to these on the EventStream).</summary>
+    public static readonly Type[] SourceTypes =
+    [
+        typeof(BackendHealthChanged), typeof(BackendAdminStateChanged), typeof(PoolConfigChanged), typeof(PoolPanicChanged), typeof(NodeRoleChanged),
+    ];
+
+    /// <summary>The notable event a balancer or cluster event stands for, or null.</summary>
+    public static NotableEvent? From(object source, string node, DateTimeOffset at) => source switch
+    {
+        BackendHealthChanged e => new(at, e.New == BackendHealth.Down ? "backend-down" : "backend-up",
+            $"backend {e.Pool}/{e.Backend} is {(e.New == BackendHealth.Down ? "DOWN" : "UP")}: {e.Reason}", node, e.Pool, e.Backend),
+        BackendAdminStateChanged e => new(at, "backend-admin-state",
+            $"backend {e.Pool}/{e.Backend} admin state {e.Old.ToString().ToLowerInvariant()} -> {e.New.ToString().ToLowerInvariant()}, weight {e.Weight}", node, e.Pool, e.Backend),
+        PoolConfigChanged e => new(at, "pool-changed",
+            $"pool {e.Pool} backends now {string.Join(", ", e.Settings.Backends.Select(b => $"{b.Name}={b.Address}"))}", node, e.Pool),
+        PoolPanicChanged e => new(at, e.Panic ? "panic" : "panic-over",
+            e.Panic ? $"pool {e.Pool} in PANIC: {e.Healthy} of {e.Total} backends healthy, routing to all" : $"pool {e.Pool} out of panic: {e.Healthy} of {e.Total} backends healthy", node, e.Pool),
+        NodeRoleChanged e => new(at, "role-changed", $"node {e.Node} is now {e.Role.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node),
+        ClusterEvent.MemberUp e => MemberEvent(at, node, "member-up", e.Member, "is up"),
+        ClusterEvent.MemberLeft e => MemberEvent(at, node, "member-left", e.Member, "is leaving"),
+        ClusterEvent.MemberRemoved e => MemberEvent(at, node, "member-removed", e.Member, $"was removed (was {e.PreviousStatus.ToString().ToLowerInvariant()})"),
+        ClusterEvent.UnreachableMember e => MemberEvent(at, node, "node-unreachable", e.Member, "is UNREACHABLE"),
+        ClusterEvent.ReachableMember e => MemberEvent(at, node, "node-reachable", e.Member, "is reachable again"),
+        ClusterEvent.LeaderChanged e => new(at, "leader-changed", $"cluster leader is now {e.Leader?.ToString() ?? "(none)"}", node, Member: e.Leader?.ToString()),
+        _ => null,
+    };
+
+    private static NotableEvent MemberEvent(DateTimeOffset at, string node, string kind, Akka.Cluster.Member member, string what) =>
+        new(at, kind, $"member {member.Address} {what}", node, Member: member.Address.ToString());
+
+    /// <inheritdoc />
+    public override string ToString() => $"{At:HH:mm:ss.fff} {Text}";
+}

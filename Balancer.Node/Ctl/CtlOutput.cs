@@ -1,0 +1,125 @@
+using System.Text.Json;
+
+namespace Balancer.Node.Ctl;
+
+/// <summary>How `ctl` shows the admin API's JSON to people (`--json` prints it as is).</summary>
+internal static class CtlOutput
+{
+    public static void Cluster(JsonElement cluster, TextWriter output)
+    {
+        var leader = cluster.GetProperty("leader").GetString();
+        var self = cluster.GetProperty("self").GetString();
+        var table = new TextTable("ADDRESS", "ROLES", "STATUS", "REACHABILITY", "ROLE", "");
+        var members = cluster.GetProperty("members").EnumerateArray().ToList();
+        foreach (var member in members)
+        {
+            var address = member.GetProperty("address").GetString();
+            var roles = string.Join(",", member.GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
+            var role = member.GetProperty("role").GetString() == "active" ? "active" : "standby";
+            var notes = string.Join(" ", new[] { address == leader ? "leader" : null, address == self ? "(this node)" : null }.Where(n => n is not null));
+            table.Row(address, roles.Length == 0 ? "[]" : $"[{roles}]", member.GetProperty("status").GetString(),
+                member.GetProperty("reachable").GetBoolean() ? "reachable" : "UNREACHABLE", role, notes);
+        }
+        table.WriteTo(output);
+        var up = members.Count(m => m.GetProperty("status").GetString() == "up");
+        var unreachable = members.Count(m => !m.GetProperty("reachable").GetBoolean());
+        output.WriteLine($"Count: {members.Count} members, {up} up, {unreachable} unreachable ({cluster.GetProperty("mode").GetString()})");
+    }
+
+    public static void Pools(JsonElement pools, TextWriter output)
+    {
+        var table = new TextTable("POOL", "ALGORITHM", "AFFINITY", "HEALTHY", "ROUTABLE", "REQUESTS", "IN FLIGHT", "RETRIES", "SESSIONS", "");
+        foreach (var pool in pools.EnumerateArray())
+        {
+            table.Row(
+                pool.GetProperty("name").GetString(),
+                pool.GetProperty("algorithm").GetString(),
+                pool.GetProperty("affinity").GetString(),
+                $"{pool.GetProperty("healthy").GetInt32()}/{pool.GetProperty("backends").GetInt32()}",
+                pool.GetProperty("routable").GetInt32(),
+                pool.GetProperty("requests").GetInt64(),
+                pool.GetProperty("inFlight").GetInt64(),
+                pool.GetProperty("retries").GetInt64(),
+                pool.GetProperty("affinityEntries").ValueKind == JsonValueKind.Null ? null : pool.GetProperty("affinityEntries").GetInt32(),
+                pool.GetProperty("panic").GetBoolean() ? "PANIC" : "");
+        }
+        table.WriteTo(output);
+    }
+
+    public static void Backends(JsonElement backends, TextWriter output)
+    {
+        var table = new TextTable("BACKEND", "ADDRESS", "HEALTH", "STATE", "WEIGHT", "IN FLIGHT", "REQUESTS", "FAILURES");
+        foreach (var b in backends.EnumerateArray())
+        {
+            var weight = b.GetProperty("weight").GetInt32();
+            var configured = b.GetProperty("configuredWeight").GetInt32();
+            table.Row(
+                $"{b.GetProperty("pool").GetString()}/{b.GetProperty("name").GetString()}",
+                b.GetProperty("address").GetString(),
+                b.GetProperty("health").GetString(),
+                b.GetProperty("adminState").GetString(),
+                weight == configured ? weight.ToString() : $"{weight} (of {configured}, slow start)",
+                b.GetProperty("inFlight").GetInt64(),
+                b.GetProperty("requests").GetInt64(),
+                b.GetProperty("connectFailures").GetInt64() + b.GetProperty("responseFailures").GetInt64());
+        }
+        table.WriteTo(output);
+    }
+
+    public static void Stats(JsonElement backends, TextWriter output)
+    {
+        var table = new TextTable("BACKEND", "REQUESTS", "2XX", "3XX", "4XX", "5XX", "CONNECT FAIL", "RESPONSE FAIL", "EJECTIONS");
+        foreach (var b in backends.EnumerateArray())
+        {
+            var responses = b.GetProperty("responses");
+            table.Row(
+                $"{b.GetProperty("pool").GetString()}/{b.GetProperty("name").GetString()}",
+                b.GetProperty("requests").GetInt64(),
+                responses.GetProperty("2xx").GetInt64(),
+                responses.GetProperty("3xx").GetInt64(),
+                responses.GetProperty("4xx").GetInt64(),
+                responses.GetProperty("5xx").GetInt64(),
+                b.GetProperty("connectFailures").GetInt64(),
+                b.GetProperty("responseFailures").GetInt64(),
+                b.GetProperty("ejections").GetInt64());
+        }
+        table.WriteTo(output);
+    }
+
+    public static void Frontends(JsonElement frontends, TextWriter output)
+    {
+        var table = new TextTable("FRONTEND", "MODE", "POOL", "LISTENING", "ACCEPTED", "OPEN", "REFUSED");
+        foreach (var f in frontends.EnumerateArray())
+        {
+            var listening = f.GetProperty("listening").EnumerateArray().Select(e => e.GetString()).ToList();
+            table.Row(
+                f.GetProperty("name").GetString(),
+                f.GetProperty("mode").GetString(),
+                f.GetProperty("pool").GetString(),
+                listening.Count == 0 ? "closed (" + string.Join(", ", f.GetProperty("bind").EnumerateArray().Select(e => e.GetString())) + ")" : string.Join(", ", listening),
+                f.GetProperty("accepted").GetInt64(),
+                f.GetProperty("open").GetInt64(),
+                f.GetProperty("refused").GetInt64());
+        }
+        table.WriteTo(output);
+    }
+
+    public static void Affinity(JsonElement affinity, TextWriter output)
+    {
+        if (affinity.TryGetProperty("key", out _))
+        {
+            output.WriteLine($"{affinity.GetProperty("key").GetString()} -> {affinity.GetProperty("backend").GetString()} (expires {affinity.GetProperty("expiresAt").GetDateTimeOffset():u})");
+            return;
+        }
+        var table = new TextTable("KEY", "BACKEND", "EXPIRES");
+        foreach (var entry in affinity.GetProperty("shown").EnumerateArray())
+        {
+            table.Row(entry.GetProperty("key").GetString(), entry.GetProperty("backend").GetString(), entry.GetProperty("expiresAt").GetDateTimeOffset().ToString("u"));
+        }
+        table.WriteTo(output);
+        output.WriteLine($"{affinity.GetProperty("entries").GetInt32()} sessions in pool {affinity.GetProperty("pool").GetString()} ({affinity.GetProperty("mode").GetString()}, write {affinity.GetProperty("write").GetString()}){(table.Count < affinity.GetProperty("entries").GetInt32() ? $", first {table.Count} shown" : "")}");
+    }
+
+    public static string Event(JsonElement notable) =>
+        $"{notable.GetProperty("at").GetDateTimeOffset().ToLocalTime():HH:mm:ss.fff}  {notable.GetProperty("kind").GetString(),-20} {notable.GetProperty("text").GetString()}";
+}
