@@ -87,6 +87,12 @@ internal sealed class DemoBackend : IAsyncDisposable
             context.Response.ContentType = context.Request.ContentType ?? "application/octet-stream";
             await context.Request.Body.CopyToAsync(context.Response.Body, context.RequestAborted);
         });
+        // Answers with the status it is asked for, so clients can see every response class pass through.
+        _app.Map("/status/{code:int}", (HttpContext context, int code) =>
+        {
+            context.Response.StatusCode = code is >= 200 and <= 599 ? code : 400;
+            return Task.CompletedTask;
+        });
         _app.MapGet("/login", (HttpContext context) =>
         {
             // An application session, as a Java servlet container would set it.

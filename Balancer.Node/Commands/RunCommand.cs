@@ -72,6 +72,12 @@ internal static class RunCommand
             output.WriteLine($"balancer node {cluster.SelfAddress} ready");
             await Task.WhenAny(Task.Delay(Timeout.Infinite, stop.Token), system.WhenTerminated).ContinueWith(_ => { });
             var reason = CoordinatedShutdown.Get(system).ShutdownReason;
+            if (reason is CoordinatedShutdown.ClusterLeavingReason)
+            {
+                // An operator asked this node to leave (ctl cluster leave): a clean, intended stop.
+                output.WriteLine("balancer: this node left the cluster; stopping");
+                return 0;
+            }
             if (!stop.IsCancellationRequested && reason is not CoordinatedShutdown.ClrExitReason)
             {
                 // Nobody asked us to stop: the cluster removed this node (downed by the split-brain

@@ -73,6 +73,13 @@ internal sealed class BalancerHost : IAsyncDisposable
 
     public IPEndPoint EndPoint(string frontend) => Extension.FrontendEndPoints[frontend][0];
 
+    /// <summary>The admin API's address (the config must set balancer.node.admin.enabled = on).</summary>
+    public async Task<Uri> AdminUriAsync(string path = "/")
+    {
+        var admin = await Extension.AdminStarted.WaitAsync(TimeSpan.FromSeconds(20)) ?? throw new InvalidOperationException("the admin API is off");
+        return new Uri($"http://{admin.EndPoint}{path}");
+    }
+
     public Uri Uri(string frontend, string path = "/") => new($"http://{EndPoint(frontend)}{path}");
 
     public async ValueTask DisposeAsync()

@@ -1,0 +1,308 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Balancer.Management;
+using Balancer.Tests.TestSupport;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+
+namespace Balancer.Tests.Management;
+
+/// <summary>The admin API of a real node (Kestrel on port 0) in front of real backends.</summary>
+[Collection(SerialCollection.Name)]
+public class AdminApiTests
+{
+    private const string Token = "s3cret-admin-token";
+    private static readonly HttpClient Client = new(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(10) };
+
+    private static string Config(BackendSet backends, string extra = "") => $$"""
+        balancer {
+          node.admin { enabled = on, bind = "127.0.0.1:0", token = "{{Token}}" }
+          frontends.web { bind = "127.0.0.1:0", pool = app }
+          pools.app {
+            affinity.mode = "header:X-Session"
+            health-check { interval = 200ms, fast-interval = 200ms, down-interval = 200ms, timeout = 150ms, rise = 2, fall = 2, jitter = 0% }
+            slow-start = 0s
+            {{backends.Hocon()}}
+          }
+          {{extra}}
+        }
+        """;
+
+    [Fact]
+    public async Task EveryMutatingRoute_RefusedWithoutTheToken_AcceptedWithIt()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var admin = (await host.Extension.AdminStarted)!;
+        var guarded = admin.Routes.Where(r => !r.StartsWith("GET ", StringComparison.Ordinal)).ToList();
+        guarded.AddRange(admin.Routes.Where(r => r.StartsWith("GET ", StringComparison.Ordinal) && r.Contains("/affinity")));
+        // cluster join|leave|down, backend state, weight, add, remove, affinity clear (all and one), affinity reads
+        Assert.True(guarded.Count >= 8, "routes found: " + string.Join(", ", admin.Routes));
+
+        foreach (var route in guarded)
+        {
+            var method = route[..route.IndexOf(' ')];
+            // Harmless values: the backend b is drained, a session that does not exist is cleared.
+            var path = route[(route.IndexOf(' ') + 1)..]
+                .Replace("{pool}", "app").Replace("{backend}", "b").Replace("{key}", "nobody").Replace("{action}", "down-unreachable");
+            foreach (var credentials in new[] { null, "Bearer wrong-token", "Basic " + Token, "Bearer " })
+            {
+                using var refused = await SendAsync(host, method, path, credentials);
+                Assert.True(refused.StatusCode == HttpStatusCode.Unauthorized, $"{method} {path} with {credentials ?? "no credentials"}: {(int)refused.StatusCode}");
+                Assert.Equal("Bearer", refused.Headers.WwwAuthenticate.Single().Scheme);
+            }
+            using var accepted = await SendAsync(host, method, path, "Bearer " + Token);
+            Assert.NotEqual(HttpStatusCode.Unauthorized, accepted.StatusCode);
+        }
+        // Reading the cluster, pools and metrics stays open.
+        using var open = await Client.GetAsync(await host.AdminUriAsync("/api/pools"));
+        Assert.Equal(HttpStatusCode.OK, open.StatusCode);
+    }
+
+    [Fact]
+    public async Task Mistakes_AnswerProblemDetailsNamingWhatWasWrong()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var cases = new (string Method, string Path, string? Body, HttpStatusCode Status, string Detail)[]
+        {
+            ("GET", "/api/pools/nope/backends", null, HttpStatusCode.NotFound, "no pool \"nope\" (pools: app)"),
+            ("POST", "/api/pools/app/backends/zz/state", """{"state":"drain"}""", HttpStatusCode.NotFound, "pool app has no backend \"zz\""),
+            ("POST", "/api/pools/app/backends/a/state", """{"state":"sleep"}""", HttpStatusCode.BadRequest, "expected ready, drain or maint"),
+            ("POST", "/api/pools/app/backends/a/state", "{not json", HttpStatusCode.BadRequest, "expected a JSON object"),
+            ("POST", "/api/pools/app/backends/a/weight", """{"weight":20000}""", HttpStatusCode.BadRequest, "weight must be 0..10000"),
+            ("POST", "/api/pools/app/backends/new", """{"address":"nowhere"}""", HttpStatusCode.BadRequest, "address"),
+            ("POST", "/api/cluster/down", """{"address":"akka.tcp://balancer@127.0.0.1:1"}""", HttpStatusCode.NotFound, "is not a member"),
+            ("POST", "/api/cluster/explode", "{}", HttpStatusCode.NotFound, "not join, leave, down or down-unreachable"),
+            ("GET", "/api/nothing", null, HttpStatusCode.NotFound, "not an admin API route"),
+        };
+        foreach (var (method, path, body, status, detail) in cases)
+        {
+            using var response = await SendAsync(host, method, path, "Bearer " + Token, body);
+            Assert.True(status == response.StatusCode, $"{method} {path}: {(int)response.StatusCode}");
+            Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+            var problem = await response.Content.ReadFromJsonAsync<JsonElement>();
+            Assert.Contains(detail, problem.GetProperty("detail").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task DrainAndAffinity_ThroughTheApi_ChangeRoutingAndShowSessions()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var sessions = new Dictionary<string, string>();
+        for (var i = 0; i < 20; i++)
+        {
+            sessions[$"s{i}"] = await BackendOfSessionAsync(host, $"s{i}");
+        }
+
+        using (var drained = await SendAsync(host, "POST", "/api/pools/app/backends/a/state", "Bearer " + Token, """{"state":"drain"}"""))
+        {
+            Assert.Equal(HttpStatusCode.OK, drained.StatusCode);
+        }
+        var view = await Client.GetFromJsonAsync<JsonElement>(await host.AdminUriAsync("/api/pools/app/backends"));
+        Assert.Equal("drain", view.EnumerateArray().Single(b => b.GetProperty("name").GetString() == "a").GetProperty("adminState").GetString());
+        // Drain keeps existing sessions and sends new ones elsewhere.
+        foreach (var (session, backend) in sessions)
+        {
+            Assert.Equal(backend, await BackendOfSessionAsync(host, session));
+        }
+        Assert.Equal("b", await BackendOfSessionAsync(host, "fresh"));
+
+        var table = await GetAsync(host, "/api/pools/app/affinity?limit=5");
+        Assert.Equal(21, table.GetProperty("entries").GetInt32());
+        Assert.Equal(5, table.GetProperty("shown").GetArrayLength());
+        var one = await GetAsync(host, "/api/pools/app/affinity/s3");
+        Assert.Equal(sessions["s3"], one.GetProperty("backend").GetString());
+
+        using (var cleared = await SendAsync(host, "DELETE", "/api/pools/app/affinity/s3", "Bearer " + Token))
+        {
+            Assert.Equal(HttpStatusCode.OK, cleared.StatusCode);
+        }
+        using (var gone = await SendAsync(host, "GET", "/api/pools/app/affinity/s3", "Bearer " + Token))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, gone.StatusCode);
+        }
+        using (var all = await SendAsync(host, "DELETE", "/api/pools/app/affinity", "Bearer " + Token))
+        {
+            Assert.Contains("20 affinity entries", await all.Content.ReadAsStringAsync());
+        }
+        Assert.Equal(0, (await GetAsync(host, "/api/pools/app/affinity")).GetProperty("entries").GetInt32());
+        // A cleared session is balanced afresh: with a drained, it lands on b.
+        Assert.Equal("b", await BackendOfSessionAsync(host, sessions.First(s => s.Value == "a").Key));
+    }
+
+    [Fact]
+    public async Task Metrics_ParseAsPrometheusText_AndCountersMoveUnderLoad()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var before = Parse(await Client.GetStringAsync(await host.AdminUriAsync("/metrics")));
+        for (var i = 0; i < 40; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web", i % 4 == 0 ? "/status/404" : "/"));
+            using var response = await Client.SendAsync(request);
+        }
+        var after = Parse(await Client.GetStringAsync(await host.AdminUriAsync("/metrics")));
+
+        double Sum(Dictionary<string, double> samples, string name, string? label = null) =>
+            samples.Where(s => s.Key.StartsWith(name + "{", StringComparison.Ordinal) && (label is null || s.Key.Contains(label))).Sum(s => s.Value);
+        Assert.Equal(40, Sum(after, "balancer_backend_requests_total") - Sum(before, "balancer_backend_requests_total"));
+        Assert.Equal(40, Sum(after, "balancer_frontend_accepted_total", "frontend=\"web\"") - Sum(before, "balancer_frontend_accepted_total", "frontend=\"web\""));
+        Assert.Equal(30, Sum(after, "balancer_backend_responses_total", "class=\"2xx\"") - Sum(before, "balancer_backend_responses_total", "class=\"2xx\""));
+        Assert.Equal(10, Sum(after, "balancer_backend_responses_total", "class=\"4xx\"") - Sum(before, "balancer_backend_responses_total", "class=\"4xx\""));
+        Assert.Equal(40, Sum(after, "balancer_backend_upstream_duration_seconds_count") - Sum(before, "balancer_backend_upstream_duration_seconds_count"));
+        Assert.Equal(40, Sum(after, "balancer_backend_upstream_duration_seconds_bucket", "le=\"+Inf\"") - Sum(before, "balancer_backend_upstream_duration_seconds_bucket", "le=\"+Inf\""));
+        Assert.Equal(2, Sum(after, "balancer_backend_up"));
+        Assert.Equal(1, after["balancer_node_active"]);
+        Assert.Equal(1, after["balancer_cluster_members{status=\"up\"}"]);
+        // The load carried no session header: nothing pinned.
+        Assert.Equal(0, after["balancer_affinity_entries{pool=\"app\"}"]);
+    }
+
+    [Fact]
+    public async Task Webhook_GetsBackendDownWithinDetection_AndBackendUpAfter()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync(Config(backends, $"alerts.webhooks = [\"{receiver.Url}\"]"));
+        await Eventually.Holds(async () => Assert.Equal(2, (await GetAsync(host, "/api/pools")).EnumerateArray().Single().GetProperty("healthy").GetInt32()));
+
+        await Client.PostAsync($"http://127.0.0.1:{backends["b"].Port}/control/health?ok=false", null);
+        var flipped = Stopwatch.StartNew();
+        var down = await receiver.WaitForAsync(e => e.GetProperty("kind").GetString() == "backend-down", TimeSpan.FromSeconds(5));
+        // fall × interval + timeout, plus a second for the POST
+        Assert.True(flipped.Elapsed < TimeSpan.FromMilliseconds(2 * 200 + 150 + 1000), $"backend-down arrived after {flipped.Elapsed}");
+        Assert.Equal("b", down.GetProperty("backend").GetString());
+        Assert.Contains("HTTP 503", down.GetProperty("text").GetString());
+
+        await Client.PostAsync($"http://127.0.0.1:{backends["b"].Port}/control/health?ok=true", null);
+        var up = await receiver.WaitForAsync(e => e.GetProperty("kind").GetString() == "backend-up", TimeSpan.FromSeconds(5));
+        Assert.Equal("app", up.GetProperty("pool").GetString());
+    }
+
+    [Fact]
+    public async Task Webhook_ThatFailsAtFirst_GetsTheAlertOnRetry()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync(failFirst: 2);
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync(Config(backends, $"alerts {{ webhooks = [\"{receiver.Url}\"], max-attempts = 4 }}"));
+        await Client.PostAsync($"http://127.0.0.1:{backends["a"].Port}/control/health?ok=false", null);
+        // Attempts after 1 s and 2 s of backoff.
+        await receiver.WaitForAsync(e => e.GetProperty("kind").GetString() == "backend-down", TimeSpan.FromSeconds(10));
+        Assert.True(receiver.Attempts >= 3);
+    }
+
+    /// <summary>Samples of a Prometheus text page by "name{labels}", checking every line's syntax on the way.</summary>
+    internal static Dictionary<string, double> Parse(string text)
+    {
+        var sample = new Regex("""^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*\})?) (-?[0-9.eE+-]+|\+Inf|NaN)$""");
+        var comment = new Regex("""^# (HELP [a-zA-Z_:][a-zA-Z0-9_:]* .*|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|histogram|summary|untyped))$""");
+        var samples = new Dictionary<string, double>();
+        foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (line.StartsWith('#'))
+            {
+                Assert.Matches(comment, line);
+                continue;
+            }
+            var match = sample.Match(line);
+            Assert.True(match.Success, $"not a Prometheus sample line: {line}");
+            Assert.True(samples.TryAdd(match.Groups[1].Value, double.Parse(match.Groups[2].Value.Replace("+Inf", "Infinity"), System.Globalization.CultureInfo.InvariantCulture)), $"duplicate series {match.Groups[1].Value}");
+        }
+        return samples;
+    }
+
+    private static async Task<JsonElement> GetAsync(BalancerHost host, string path)
+    {
+        using var response = await SendAsync(host, "GET", path, "Bearer " + Token);
+        response.EnsureSuccessStatusCode();
+        return await response.Content.ReadFromJsonAsync<JsonElement>();
+    }
+
+    private static async Task<HttpResponseMessage> SendAsync(BalancerHost host, string method, string path, string? authorization, string? body = null)
+    {
+        using var request = new HttpRequestMessage(new HttpMethod(method), await host.AdminUriAsync(path));
+        if (authorization is not null)
+        {
+            request.Headers.TryAddWithoutValidation("Authorization", authorization);
+        }
+        if (method != "GET")
+        {
+            request.Content = new StringContent(body ?? "{}", new MediaTypeHeaderValue("application/json"));
+        }
+        return await Client.SendAsync(request);
+    }
+
+    private static async Task<string> BackendOfSessionAsync(BalancerHost host, string session)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web"));
+        request.Headers.Add("X-Session", session);
+        using var response = await Client.SendAsync(request);
+        response.EnsureSuccessStatusCode();
+        return response.Headers.GetValues("X-Backend").Single();
+    }
+
+    /// <summary>A real HTTP receiver of alert webhooks on port 0 that records every JSON body.</summary>
+    private sealed class WebhookReceiver : IAsyncDisposable
+    {
+        private readonly WebApplication _app;
+        private readonly ConcurrentQueue<JsonElement> _received = new();
+        private int _attempts;
+
+        private WebhookReceiver(int failFirst)
+        {
+            var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+            builder.WebHost.UseKestrelCore().UseUrls("http://127.0.0.1:0");
+            _app = builder.Build();
+            _app.Run(async context =>
+            {
+                if (Interlocked.Increment(ref _attempts) <= failFirst)
+                {
+                    context.Response.StatusCode = 500;
+                    return;
+                }
+                _received.Enqueue(await JsonSerializer.DeserializeAsync<JsonElement>(context.Request.Body));
+                context.Response.StatusCode = 204;
+            });
+        }
+
+        public string Url { get; private set; } = "";
+
+        public int Attempts => Volatile.Read(ref _attempts);
+
+        public static async Task<WebhookReceiver> StartAsync(int failFirst = 0)
+        {
+            var receiver = new WebhookReceiver(failFirst);
+            await receiver._app.StartAsync();
+            receiver.Url = receiver._app.Urls.First() + "/alerts";
+            return receiver;
+        }
+
+        public async Task<JsonElement> WaitForAsync(Func<JsonElement, bool> match, TimeSpan timeout)
+        {
+            var deadline = Stopwatch.StartNew();
+            while (deadline.Elapsed < timeout)
+            {
+                foreach (var received in _received)
+                {
+                    if (match(received))
+                    {
+                        return received;
+                    }
+                }
+                await Task.Delay(20);
+            }
+            throw new TimeoutException($"no matching webhook call within {timeout}; got: {string.Join(" | ", _received.Select(r => r.GetRawText()))}");
+        }
+
+        public async ValueTask DisposeAsync() => await _app.DisposeAsync();
+    }
+}
