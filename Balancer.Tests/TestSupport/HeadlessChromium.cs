@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Net.WebSockets;
+using System.Text;
+using System.Text.Json;
+
+namespace Balancer.Tests.TestSupport;
+
+/// <summary>A test that needs Debian's chromium; skipped, saying why, only when it is not installed.</summary>
+public sealed class ChromiumFactAttribute : FactAttribute
+{
+    public ChromiumFactAttribute()
+    {
+        if (!File.Exists(HeadlessChromium.Executable))
+        {
+            Skip = $"{HeadlessChromium.Executable} is not installed (apt-get install chromium; .ci/run installs it)";
+        }
+    }
+}
+
+/// <summary>
+/// Headless Chromium driven over the DevTools protocol (a WebSocket): open a page, evaluate
+/// JavaScript in it. The browser process is killed by PID and its profile deleted on dispose.
+/// </summary>
+internal sealed class HeadlessChromium : IAsyncDisposable
+{
+    public const string Executable = "/usr/bin/chromium";
+    private readonly Process _process;
+    private readonly string _profile;
+    private readonly ClientWebSocket _socket = new();
+    private int _nextId;
+
+    private HeadlessChromium(Process process, string profile)
+    {
+        _process = process;
+        _profile = profile;
+    }
+
+    /// <summary>Starts the browser on <paramref name="url"/> and connects to that page.</summary>
+    public static async Task<HeadlessChromium> OpenAsync(Uri url)
+    {
+        var profile = Directory.CreateTempSubdirectory("balancer-chromium-").FullName;
+        var start = new ProcessStartInfo(Executable)
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        foreach (var arg in new[] { "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+                     "--disable-background-networking", "--remote-debugging-port=0", $"--user-data-dir={profile}", url.ToString() })
+        {
+            start.ArgumentList.Add(arg);
+        }
+        var process = Process.Start(start)!;
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var browser = new HeadlessChromium(process, profile);
+        try
+        {
+            await browser.ConnectAsync(url);
+            return browser;
+        }
+        catch
+        {
+            await browser.DisposeAsync();
+            throw;
+        }
+    }
+
+    private async Task ConnectAsync(Uri url)
+    {
+        // Chromium writes its DevTools port into the profile once it listens.
+        var portFile = Path.Combine(_profile, "DevToolsActivePort");
+        var deadline = Stopwatch.StartNew();
+        while (!File.Exists(portFile) || File.ReadAllLines(portFile).Length < 2)
+        {
+            if (_process.HasExited || deadline.Elapsed > TimeSpan.FromSeconds(30))
+            {
+                throw new InvalidOperationException($"chromium did not open its DevTools port (exited: {_process.HasExited})");
+            }
+            await Task.Delay(100);
+        }
+        var port = int.Parse(File.ReadAllLines(portFile)[0]);
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(10) };
+        string? pageSocket = null;
+        while (pageSocket is null)
+        {
+            var targets = JsonDocument.Parse(await http.GetStringAsync($"http://127.0.0.1:{port}/json/list")).RootElement;
+            pageSocket = targets.EnumerateArray()
+                .Where(t => t.GetProperty("type").GetString() == "page" && t.GetProperty("url").GetString()!.StartsWith(url.GetLeftPart(UriPartial.Authority), StringComparison.Ordinal))
+                .Select(t => t.GetProperty("webSocketDebuggerUrl").GetString())
+                .FirstOrDefault();
+            if (pageSocket is null)
+            {
+                Assert.True(deadline.Elapsed < TimeSpan.FromSeconds(30), "chromium never showed the page target");
+                await Task.Delay(100);
+            }
+        }
+        await _socket.ConnectAsync(new Uri(pageSocket), CancellationToken.None);
+    }
+
+    /// <summary>The value of <paramref name="expression"/> evaluated in the page (JSON of a primitive, or null).</summary>
+    public async Task<JsonElement> EvaluateAsync(string expression)
+    {
+        var id = ++_nextId;
+        var command = JsonSerializer.Serialize(new { id, method = "Runtime.evaluate", @params = new { expression, returnByValue = true } });
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        await _socket.SendAsync(Encoding.UTF8.GetBytes(command), WebSocketMessageType.Text, true, timeout.Token);
+        var buffer = new byte[1 << 16];
+        while (true)
+        {
+            using var message = new MemoryStream();
+            WebSocketReceiveResult received;
+            do
+            {
+                received = await _socket.ReceiveAsync(buffer, timeout.Token);
+                message.Write(buffer, 0, received.Count);
+            }
+            while (!received.EndOfMessage);
+            var reply = JsonDocument.Parse(message.ToArray()).RootElement;
+            // Events the page emits arrive on the same socket; only our answer counts.
+            if (reply.TryGetProperty("id", out var replyId) && replyId.GetInt32() == id)
+            {
+                var result = reply.GetProperty("result").GetProperty("result");
+                return result.TryGetProperty("value", out var value) ? value.Clone() : default;
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            if (_socket.State == WebSocketState.Open)
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+                await _socket.CloseAsync(WebSocketCloseStatus.NormalClosure, null, timeout.Token).ContinueWith(_ => { });
+            }
+        }
+        finally
+        {
+            _socket.Dispose();
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { });
+            }
+            _process.Dispose();
+            try
+            {
+                Directory.Delete(_profile, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+}
