@@ -10,7 +10,7 @@ namespace Balancer.Alerts;
 
 /// <summary>
 /// Sends alert-worthy <see cref="NotableEvent"/>s (backend down/up, node unreachable/removed, role
-/// change, panic) to every configured webhook as a JSON POST, and logs them. Each webhook has its
+/// change, panic) to every configured webhook as a JSON POST (their sources log them already). Each webhook has its
 /// own queue and sender loop, so a slow or dead receiver delays only its own alerts, never routing
 /// or the other webhooks; failed POSTs are retried with doubling backoff.
 /// </summary>
@@ -33,14 +33,6 @@ internal sealed class AlertNotifier : ReceiveActor
             if (!NotableEvent.AlertKinds.Contains(notable.Kind))
             {
                 return;
-            }
-            if (notable.Kind is "backend-down" or "node-unreachable" or "panic")
-            {
-                _log.Warning("ALERT {0}", notable.Text);
-            }
-            else
-            {
-                _log.Info("alert {0}", notable.Text);
             }
             foreach (var sender in _senders)
             {

@@ -189,6 +189,65 @@ public class ClusterProcessTests : IAsyncLifetime
         Assert.Equal(0, lost);
     }
 
+    [Fact]
+    public async Task Ctl_ShowsTheCluster_DrainSpreads_LeaveAndDownRemoveMembers()
+    {
+        // Only an operator downs a dead node here: the split-brain resolver waits a minute.
+        var extra = new[] { "--set", "akka.cluster.split-brain-resolver.stable-after=60s" };
+        var nodes = new NodeProcess[3];
+        for (var i = 1; i <= 3; i++)
+        {
+            nodes[i - 1] = StartNode(i, extra);
+        }
+        foreach (var node in nodes)
+        {
+            await node.WaitForOutputAsync("admin API on", StartTimeout);
+            await node.WaitForOutputAsync("(3 up)", StartTimeout);
+        }
+
+        var (code, shown) = await CtlAsync("127.0.0.1:9110", "cluster", "show");
+        Assert.Equal(0, code);
+        var members = shown.Split('\n').Where(l => l.StartsWith("akka.tcp://balancer@127.0.0.1:", StringComparison.Ordinal)).ToList();
+        Assert.Equal(3, members.Count(l => l.Contains(" up ") && l.Contains(" reachable ")));
+        Assert.Contains("Count: 3 members, 3 up, 0 unreachable", shown);
+
+        // A drain through node 2 shows on node 3 within 2 s.
+        Assert.Equal(0, (await CtlAsync("127.0.0.1:9111", "backend", "drain", "app/b")).Code);
+        var drained = Stopwatch.StartNew();
+        while (true)
+        {
+            var (_, backends) = await CtlAsync("127.0.0.1:9112", "backends", "app");
+            if (backends.Split('\n').Any(l => l.StartsWith("app/b ", StringComparison.Ordinal) && l.Contains(" drain ")))
+            {
+                break;
+            }
+            Assert.True(drained.Elapsed < TimeSpan.FromSeconds(2), "node 3 does not show app/b draining 2 s after the drain on node 2:\n" + backends);
+        }
+        var spread = drained.Elapsed;
+
+        // cluster down on a killed node removes it.
+        await nodes[1].KillAsync();
+        await WaitUntilAsync(() => CtlAsync("127.0.0.1:9110", "cluster", "show").Result.Output.Contains("UNREACHABLE"), TimeSpan.FromSeconds(10), "node 2 unreachable");
+        var (downCode, downOutput) = await CtlAsync("127.0.0.1:9110", "cluster", "down", "akka.tcp://balancer@127.0.0.1:4054");
+        Assert.True(downCode == 0, downOutput);
+        await WaitUntilAsync(() => !CtlAsync("127.0.0.1:9110", "cluster", "show").Result.Output.Contains("127.0.0.1:4054"), TimeSpan.FromSeconds(15), "node 2 removed");
+
+        // cluster leave of node 3 removes it cleanly: the node stops on its own with exit code 0.
+        var (leaveCode, leaveOutput) = await CtlAsync("127.0.0.1:9110", "cluster", "leave", "akka.tcp://balancer@127.0.0.1:4055");
+        Assert.True(leaveCode == 0, leaveOutput);
+        Assert.Equal(0, await nodes[2].WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("left the cluster", nodes[2].Output);
+        await WaitUntilAsync(() => CtlAsync("127.0.0.1:9110", "cluster", "show").Result.Output.Contains("Count: 1 members, 1 up"), TimeSpan.FromSeconds(15), "one member left");
+        Console.WriteLine($"ctl: drain through node 2 visible on node 3 after {spread.TotalMilliseconds:0} ms");
+    }
+
+    private async Task<(int Code, string Output)> CtlAsync(params string[] args)
+    {
+        var ctl = Start(["ctl", .. args]);
+        var code = await ctl.WaitForExitAsync(TimeSpan.FromSeconds(20));
+        return (code, ctl.Output);
+    }
+
     private async Task<string> BackendOfSessionAsync(int port, string session)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}/");

@@ -1,4 +1,5 @@
 using Balancer.Node;
+using Balancer.Tests.TestSupport;
 
 namespace Balancer.Tests.Node;
 
@@ -109,6 +110,41 @@ public class CommandLineTests : IDisposable
         Assert.Contains("balancer run [--config FILE]", output);
         Assert.Contains("balancer check-config FILE", output);
         Assert.Contains("balancer backend --port N", output);
+    }
+
+    [Theory]
+    [InlineData("backend weight app/b heavy", "weight must be a whole number 0..10000")]
+    [InlineData("backend drain app", "expected POOL/BACKEND")]
+    [InlineData("backend drain", "needs POOL/BACKEND")]
+    [InlineData("cluster explode", "unknown cluster command \"explode\"")]
+    [InlineData("pools extra", "unexpected argument \"extra\"")]
+    [InlineData("fly", "unknown command \"fly\"")]
+    public async Task Ctl_WrongArguments_ExitTwoWithTheReasonAndAUsageLine(string command, string reason)
+    {
+        // A closed port: argument mistakes are found before anything is sent.
+        var (code, _, error) = await RunAsync(["ctl", $"127.0.0.1:{Ports.Closed()}", .. command.Split(' ')]);
+        Assert.Equal(2, code);
+        var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Contains(reason, lines[0]);
+        Assert.StartsWith("usage: balancer ctl", lines[1]);
+    }
+
+    [Fact]
+    public async Task Ctl_UnknownOption_ExitsTwo()
+    {
+        var (code, _, error) = await RunAsync("ctl", "--tokn", "x", "pools");
+        Assert.Equal(2, code);
+        Assert.Contains("unknown option --tokn", error);
+    }
+
+    [Fact]
+    public async Task Ctl_UnreachableNode_ExitsOneWithAClearReason()
+    {
+        var port = Ports.Closed();
+        var (code, output, error) = await RunAsync("ctl", $"127.0.0.1:{port}", "cluster", "show");
+        Assert.Equal(1, code);
+        Assert.Equal("", output);
+        Assert.Equal($"balancer ctl: node 127.0.0.1:{port} unreachable: connection refused (is the node running, and is this its admin address?)", error.Trim());
     }
 
     public void Dispose() => Directory.Delete(_directory, recursive: true);
