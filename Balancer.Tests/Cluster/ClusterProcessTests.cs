@@ -143,13 +143,18 @@ public class ClusterProcessTests : IAsyncLifetime
         Assert.True(hooks.Length >= 4, $"on-active ran {hooks.Length} times: {string.Join(" | ", hooks)}");
     }
 
-    [Fact]
-    public async Task Affinity_SessionsMadeOnNode1_KeptByEveryNode_AndAfterKillOfNode1()
+    [Theory]
+    [InlineData("header:X-Session")]
+    [InlineData("learn-cookie:JSESSIONID")]
+    [InlineData("source-ip")]
+    [InlineData("cookie")]
+    public async Task Affinity_SessionsMadeOnNode1_KeptByEveryNode_AndAfterKillOfNode1(string mode)
     {
         var extra = new[]
         {
-            "--set", "balancer.pools.app.affinity.mode=header:X-Session",
+            "--set", $"balancer.pools.app.affinity.mode=\"{mode}\"",
             "--set", "balancer.pools.app.affinity.write=majority",
+            "--set", "balancer.node.affinity-key=process-test-affinity-key-0123456789",
         };
         var nodes = new NodeProcess[3];
         for (var i = 1; i <= 3; i++)
@@ -162,18 +167,20 @@ public class ClusterProcessTests : IAsyncLifetime
             await node.WaitForOutputAsync("(3 up)", StartTimeout);
         }
 
-        // 200 sessions, each acknowledged by a majority before its first response.
-        var sessions = new Dictionary<string, string>();
+        // 200 sessions made through node 1; with write = majority each is acknowledged by a
+        // majority before its first response reaches the client.
+        var sessions = new List<(StickyClient.Session Session, string Backend)>();
+        using var client = new StickyClient(mode);
         for (var i = 0; i < 200; i++)
         {
-            sessions[$"session-{i}"] = await BackendOfSessionAsync(8081, $"session-{i}");
+            sessions.Add(await client.CreateAsync(8081, i));
         }
-        Assert.Equal(3, sessions.Values.Distinct().Count());
+        Assert.Equal(3, sessions.Select(s => s.Backend).Distinct().Count());
         foreach (var port in new[] { 8082, 8083 })
         {
             foreach (var (session, backend) in sessions)
             {
-                Assert.Equal(backend, await BackendOfSessionAsync(port, session));
+                Assert.Equal(backend, await client.BackendOfAsync(port, session));
             }
         }
 
@@ -183,10 +190,95 @@ public class ClusterProcessTests : IAsyncLifetime
         {
             foreach (var (session, backend) in sessions)
             {
-                lost += await BackendOfSessionAsync(port, session) == backend ? 0 : 1;
+                lost += await client.BackendOfAsync(port, session) == backend ? 0 : 1;
             }
         }
         Assert.Equal(0, lost);
+    }
+
+    /// <summary>
+    /// A client that makes and replays sessions the way each affinity mode recognises them: a
+    /// header, the backend's own session cookie, the balancer's cookie, or the client's address
+    /// (127.0.0.N, a distinct loopback source address per session).
+    /// </summary>
+    private sealed class StickyClient(string mode) : IDisposable
+    {
+        private static readonly HttpRequestOptionsKey<IPAddress> SourceAddress = new("source-address");
+        private readonly HttpClient _http = new(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            UseCookies = false,
+            PooledConnectionLifetime = TimeSpan.Zero,
+            ConnectCallback = async (context, cancellationToken) =>
+            {
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                try
+                {
+                    if (context.InitialRequestMessage.Options.TryGetValue(SourceAddress, out var source))
+                    {
+                        socket.Bind(new IPEndPoint(source, 0));
+                    }
+                    await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        }) { Timeout = TimeSpan.FromSeconds(10) };
+
+        public sealed record Session(int Index, string? Cookie);
+
+        public async Task<(Session, string Backend)> CreateAsync(int port, int index)
+        {
+            var session = new Session(index, null);
+            using var response = await SendAsync(port, session, mode.StartsWith("learn-cookie", StringComparison.Ordinal) ? "/login" : "/");
+            var cookie = mode switch
+            {
+                "cookie" => SetCookie(response, "BALANCER"),
+                "learn-cookie:JSESSIONID" => SetCookie(response, "JSESSIONID"),
+                _ => null,
+            };
+            return (session with { Cookie = cookie }, response.Headers.GetValues("X-Backend").Single());
+        }
+
+        public async Task<string> BackendOfAsync(int port, Session session)
+        {
+            using var response = await SendAsync(port, session, "/");
+            return response.Headers.GetValues("X-Backend").Single();
+        }
+
+        private async Task<HttpResponseMessage> SendAsync(int port, Session session, string path)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}{path}");
+            request.Headers.ConnectionClose = true;
+            switch (mode)
+            {
+                case "header:X-Session":
+                    request.Headers.Add("X-Session", $"session-{session.Index}");
+                    break;
+                case "source-ip":
+                    request.Options.Set(SourceAddress, new IPAddress([127, 0, (byte)(1 + session.Index / 250), (byte)(2 + session.Index % 250)]));
+                    break;
+                default:
+                    if (session.Cookie is not null)
+                    {
+                        request.Headers.Add("Cookie", session.Cookie);
+                    }
+                    break;
+            }
+            var response = await _http.SendAsync(request);
+            response.EnsureSuccessStatusCode();
+            return response;
+        }
+
+        /// <summary>"NAME=value" from the response's Set-Cookie for NAME; the session must get one.</summary>
+        private static string SetCookie(HttpResponseMessage response, string name) =>
+            response.Headers.GetValues("Set-Cookie").Select(c => c.Split(';')[0]).Single(c => c.StartsWith(name + "=", StringComparison.Ordinal));
+
+        public void Dispose() => _http.Dispose();
     }
 
     [Fact]
@@ -246,15 +338,6 @@ public class ClusterProcessTests : IAsyncLifetime
         var ctl = Start(["ctl", .. args]);
         var code = await ctl.WaitForExitAsync(TimeSpan.FromSeconds(20));
         return (code, ctl.Output);
-    }
-
-    private async Task<string> BackendOfSessionAsync(int port, string session)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{port}/");
-        request.Headers.Add("X-Session", session);
-        using var response = await _http.SendAsync(request);
-        response.EnsureSuccessStatusCode();
-        return response.Headers.GetValues("X-Backend").Single();
     }
 
     public async Task DisposeAsync()
