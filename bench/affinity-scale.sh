@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Session affinity at scale: SESSIONS new sessions (default 100,000) made through node 1 of a
+# 3-node cluster (hocon/node1-3.conf, header affinity); reports how long until every node holds
+# all of them, each node's RSS before and after, and whether the logs show oversized payloads or
+# gossip errors. Not a test: it prints numbers. Needs wrk (apt-get install wrk).
+#   bash bench/affinity-scale.sh            SESSIONS=20000 WRITE=majority bash bench/affinity-scale.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SESSIONS=${SESSIONS:-100000}
+WRITE=${WRITE:-local}
+BUCKETS=${BUCKETS:-64}
+OUT=bench/results/affinity-scale-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+command -v wrk >/dev/null || { echo "affinity-scale: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+[ -n "${NO_BUILD:-}" ] || dotnet build -c Release Balancer.Node -v q -nologo >/dev/null
+BALANCER=Balancer.Node/bin/Release/net10.0/balancer
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+NAMES=(a b c)
+for n in 1 2 3; do
+  "$BALANCER" backend --port $((9000 + n)) --name "${NAMES[$((n - 1))]}" > "$OUT/backend$n.log" 2>&1 &
+  PIDS+=($!)
+done
+for n in 1 2 3; do
+  "$BALANCER" run --config hocon/node$n.conf \
+    --set "balancer.pools.app.affinity.mode=\"header:X-Session\"" \
+    --set "balancer.pools.app.affinity.write=$WRITE" \
+    --set "balancer.pools.app.affinity.buckets=$BUCKETS" \
+    --set "balancer.pools.app.affinity.max-entries=$((SESSIONS * 2))" \
+    --set "balancer.node.data-dir=$OUT/data/node$n" > "$OUT/node$n.log" 2>&1 &
+  PIDS+=($!)
+  NODE_PID[$n]=$!
+done
+for n in 1 2 3; do
+  for _ in $(seq 600); do grep -q "(3 up)" "$OUT/node$n.log" && grep -q " ready" "$OUT/node$n.log" && break; sleep 0.1; done
+  grep -q "(3 up)" "$OUT/node$n.log" || { echo "node $n did not join the cluster; see $OUT/node$n.log" >&2; exit 1; }
+done
+
+rss() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
+entries() { curl -s "http://127.0.0.1:$((9109 + $1))/api/pools/app/affinity?limit=0" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p'; }
+sleep 3
+for n in 1 2 3; do RSS_BEFORE[$n]=$(rss "${NODE_PID[$n]}"); done
+
+cat > "$OUT/sessions.lua" <<LUA
+local threads = 0
+function setup(thread) thread:set("id", threads); threads = threads + 1 end
+local counter = 0
+local per_thread = $((SESSIONS / 2))
+function request()
+  counter = counter + 1
+  return wrk.format("GET", "/", { ["X-Session"] = "s" .. id .. "-" .. counter })
+end
+function response(status, headers, body)
+  if counter >= per_thread then wrk.thread:stop() end
+end
+LUA
+echo "making $SESSIONS sessions through node 1 (write = $WRITE, $BUCKETS buckets)..."
+LOAD_START=$(date +%s.%N)
+wrk -t2 -c16 -d600s -s "$OUT/sessions.lua" http://127.0.0.1:8081/ > "$OUT/wrk.txt"
+LOAD_END=$(date +%s.%N)
+TARGET=$(entries 1)
+echo "node 1 holds $TARGET sessions after $(echo "$LOAD_END - $LOAD_START" | bc) s of load"
+CONVERGED=""
+for _ in $(seq 1200); do
+  e2=$(entries 2); e3=$(entries 3)
+  if [ "${e2:-0}" -ge "$TARGET" ] && [ "${e3:-0}" -ge "$TARGET" ]; then CONVERGED=$(date +%s.%N); break; fi
+  sleep 0.25
+done
+for n in 1 2 3; do RSS_AFTER[$n]=$(rss "${NODE_PID[$n]}"); done
+PROBLEMS=$(grep -i -E "oversized|payload size|exceeds|discarding|frame|gossip.*(fail|error)" "$OUT"/node*.log | grep -v "ready" | head -5 || true)
+{
+  echo "sessions made: $SESSIONS requested, node 1 holds $TARGET (write = $WRITE, buckets = $BUCKETS)"
+  echo "load: $(grep -E 'Requests/sec' "$OUT/wrk.txt" | tr -s ' ') over $(echo "$LOAD_END - $LOAD_START" | bc | cut -c1-6) s"
+  if [ -n "$CONVERGED" ]; then
+    echo "converged: nodes 2 and 3 hold every session $(echo "$CONVERGED - $LOAD_END" | bc | cut -c1-6) s after the load ended ($(echo "$CONVERGED - $LOAD_START" | bc | cut -c1-6) s after it started)"
+  else
+    echo "NOT converged within 300 s: node 2 $(entries 2), node 3 $(entries 3) of $TARGET"
+  fi
+  for n in 1 2 3; do echo "node $n RSS: ${RSS_BEFORE[$n]} MB before, ${RSS_AFTER[$n]} MB after ($(( RSS_AFTER[$n] - RSS_BEFORE[$n] )) MB for $TARGET sessions)"; done
+  if [ -n "$PROBLEMS" ]; then echo "log problems:"; echo "$PROBLEMS"; else echo "logs: no oversized payload or gossip errors"; fi
+} | tee "$OUT/summary.txt"
