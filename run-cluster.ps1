@@ -1,10 +1,18 @@
 #!/usr/bin/env pwsh
 # Starts the local demo cluster (`balancer demo`): demo backends and N balancer nodes as separate
-# processes. PowerShell 7 on Linux, macOS or Windows. Usage: ./run-cluster.ps1 [-Nodes 3]
+# processes. PowerShell 7 on Linux, macOS or Windows; Ctrl+C stops everything.
+#   ./run-cluster.ps1 [-Nodes 3] [-Backends 3] [-Mode active-active|active-passive] [-Chaos 20s [-Kills N]]
 param(
-    [ValidateRange(1, 3)][int]$Nodes = 3
+    [ValidateRange(1, 9)][int]$Nodes = 3,
+    [ValidateRange(1, 9)][int]$Backends = 3,
+    [ValidateSet('active-active', 'active-passive')][string]$Mode = 'active-active',
+    [string]$Chaos = '',
+    [ValidateRange(0, 1000000)][int]$Kills = 0
 )
 $ErrorActionPreference = 'Stop'
 Set-Location $PSScriptRoot
-& dotnet run --project Balancer.Node -c Release -- demo --nodes $Nodes
+$demo = @('demo', '--nodes', $Nodes, '--backends', $Backends, '--mode', $Mode)
+if ($Chaos) { $demo += @('--chaos', $Chaos) }
+if ($Kills -gt 0) { $demo += @('--kills', $Kills) }
+& dotnet run --project Balancer.Node -c Release -- @demo
 exit $LASTEXITCODE

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the local demo cluster (`balancer demo`): demo backends and N balancer nodes as separate
-# processes. Usage: ./run-cluster.sh [--nodes 1..3]   (Ctrl+C stops everything)
+# processes. Every argument goes to `balancer demo`; Ctrl+C stops everything.
+#   ./run-cluster.sh [--nodes 1..9] [--backends 1..9] [--mode active-active|active-passive] [--chaos 20s [--kills N]]
 set -euo pipefail
 cd "$(dirname "$0")"
 exec dotnet run --project Balancer.Node -c Release -- demo "$@"

@@ -28,6 +28,12 @@ public sealed class BalancerExtension : IExtension
         }
         system.Settings.InjectTopLevelFallback(BalancerSettings.DefaultConfig());
         Settings = BalancerSettings.Create(system.Settings.Config);
+        var selfRoles = Akka.Cluster.Cluster.Get(system).SelfRoles;
+        if (Settings.Node.Role.Length > 0 && !selfRoles.Contains(Settings.Node.Role))
+        {
+            throw new ConfigurationException(
+                $"balancer.node.role = \"{Settings.Node.Role}\" but this node's akka.cluster.roles are [{string.Join(", ", selfRoles)}]: start Balancer only on nodes with that role");
+        }
         // Bindings from reference.conf only count when it was there at system start; an embedding
         // system may load the extension later, so bind our serializer here as well.
         var serializer = new Serialization.BalancerSerializer(system);
@@ -60,13 +66,14 @@ public sealed class BalancerExtension : IExtension
             var store = system.ActorSelection($"/system/balancer/affinity/{pool.Name}");
             Pools.Find(pool.Name)!.Affinity = new Affinity.AffinityTable(pool, store, () => system.Scheduler.Now, Settings.Node.AffinityKey, Settings.Node.WriteTimeout);
         }
-        Membership = new Membership.ClusterMembership(system, Settings.Node.Mode);
+        Membership = new Membership.ClusterMembership(system, Settings.Node.Mode, Settings.Node.Role);
         foreach (var frontend in Settings.Frontends)
         {
             _frontendCounters[frontend.Name] = new FrontendCounters(frontend.Name);
         }
         Metrics = new Telemetry.BalancerMetrics(Pools, () => _frontendCounters.Values, Membership);
         Prometheus = new Telemetry.PrometheusExporter(Metrics);
+        Client = new Client.BalancerClient(Pools, Events);
         Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools, Events), "balancer");
         AdminStarted = Settings.Node.AdminEnabled ? StartAdmin(system) : Task.FromResult<Management.AdminServer?>(null);
         system.RegisterOnTermination(() =>
@@ -118,6 +125,9 @@ public sealed class BalancerExtension : IExtension
 
     /// <summary>The node's admin API once it listens (null when <c>balancer.node.admin.enabled = off</c>); faults when it cannot bind.</summary>
     public Task<Management.AdminServer?> AdminStarted { get; }
+
+    /// <summary>Client-side balancing for the host's own outgoing calls: select a live, sticky backend of a pool.</summary>
+    public Client.IBalancerClient Client { get; }
 
     /// <summary>The node's metrics (meter <c>Balancer</c>).</summary>
     public Telemetry.BalancerMetrics Metrics { get; }

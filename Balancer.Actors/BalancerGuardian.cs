@@ -19,7 +19,7 @@ internal sealed class BalancerGuardian : ReceiveActor
         var pools = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "pools");
         foreach (var pool in settings.Pools)
         {
-            pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, registry, writeTimeout: settings.Node.WriteTimeout), pool.Name));
+            pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, registry, writeTimeout: settings.Node.WriteTimeout, role: settings.Node.Role), pool.Name));
         }
         Context.ActorOf(Health.HealthSupervisor.Props(settings, registry), "health");
         var affinity = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "affinity");

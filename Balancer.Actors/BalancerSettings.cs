@@ -141,6 +141,7 @@ public sealed record BalancerSettings(
         var hooks = node.Section("hooks");
         return new NodeSettings(
             mode,
+            node.String("role"),
             admin.Bool("enabled", false),
             adminBind,
             admin.String("token"),
@@ -231,6 +232,11 @@ public sealed record BalancerSettings(
         var backendsSection = section.Section("backends");
         foreach (var backendName in section.ObjectKeys("backends"))
         {
+            if (!backendsSection.Has(backendName) || backendsSection.Value(backendName) is { } removed && removed.IsString() && removed.GetString() is null)
+            {
+                // NAME = null removes a backend an included file defined.
+                continue;
+            }
             CheckName(backendsSection, backendName, "backend");
             var backend = ReadBackend(backendName, backendsSection, backendDefaults);
             if (backend is not null)

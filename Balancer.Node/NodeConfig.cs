@@ -21,6 +21,11 @@ internal static class NodeConfig
           remote.dot-netty.tcp {
             hostname = "127.0.0.1"
             port = 4053
+            # Replicated affinity buckets hold thousands of sessions each (100,000 sessions in 64
+            # buckets is ~400 KB per bucket): Akka's 128 kB default frame would drop their gossip.
+            maximum-frame-size = 4MiB
+            send-buffer-size = 8MiB
+            receive-buffer-size = 8MiB
           }
           cluster {
             # Empty: the node forms a cluster of one with itself. Otherwise every node lists the

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 SESSIONS=${SESSIONS:-100000}
 WRITE=${WRITE:-local}
 BUCKETS=${BUCKETS:-64}
+# New sessions per second: a busy site, not a flood (each of the 8 connections waits 8000/RATE ms).
+RATE=${RATE:-1000}
 OUT=bench/results/affinity-scale-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 command -v wrk >/dev/null || { echo "affinity-scale: wrk is not installed (apt-get install wrk)" >&2; exit 1; }
@@ -57,13 +59,16 @@ function request()
   counter = counter + 1
   return wrk.format("GET", "/", { ["X-Session"] = "s" .. id .. "-" .. counter })
 end
+function delay()
+  return $((8000 / RATE))
+end
 function response(status, headers, body)
   if counter >= per_thread then wrk.thread:stop() end
 end
 LUA
-echo "making $SESSIONS sessions through node 1 (write = $WRITE, $BUCKETS buckets)..."
+echo "making $SESSIONS sessions through node 1 at about $RATE/s (write = $WRITE, $BUCKETS buckets)..."
 LOAD_START=$(date +%s.%N)
-wrk -t2 -c16 -d600s -s "$OUT/sessions.lua" http://127.0.0.1:8081/ > "$OUT/wrk.txt"
+wrk -t2 -c8 -d600s -s "$OUT/sessions.lua" http://127.0.0.1:8081/ > "$OUT/wrk.txt"
 LOAD_END=$(date +%s.%N)
 TARGET=$(entries 1)
 echo "node 1 holds $TARGET sessions after $(echo "$LOAD_END - $LOAD_START" | bc) s of load"
@@ -83,6 +88,9 @@ PROBLEMS=$(grep -i -E "oversized|payload size|exceeds|discarding|frame|gossip.*(
   else
     echo "NOT converged within 300 s: node 2 $(entries 2), node 3 $(entries 3) of $TARGET"
   fi
-  for n in 1 2 3; do echo "node $n RSS: ${RSS_BEFORE[$n]} MB before, ${RSS_AFTER[$n]} MB after ($(( RSS_AFTER[$n] - RSS_BEFORE[$n] )) MB for $TARGET sessions)"; done
+  for n in 1 2 3; do
+    heap=$(curl -s "http://127.0.0.1:$((9109 + n))/metrics" | awk '/^balancer_process_gc_heap_bytes/ { printf "%.0f", $2 / 1048576 }')
+    echo "node $n RSS: ${RSS_BEFORE[$n]} MB before, ${RSS_AFTER[$n]} MB after ($(( RSS_AFTER[$n] - RSS_BEFORE[$n] )) MB for $TARGET sessions; managed heap ${heap} MB)"
+  done
   if [ -n "$PROBLEMS" ]; then echo "log problems:"; echo "$PROBLEMS"; else echo "logs: no oversized payload or gossip errors"; fi
 } | tee "$OUT/summary.txt"

@@ -24,6 +24,10 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private DateTimeOffset _lastFullWarning = DateTimeOffset.MinValue;
 
     private readonly TimeSpan _writeTimeout;
+    private readonly Dictionary<LWWDictionaryKey<string, AffinityEntry>, List<Write>> _pending = new();
+
+    /// <summary>How long pins gather before they are written together; a new session's first response may wait this much longer.</summary>
+    internal static readonly TimeSpan FlushDelay = TimeSpan.FromMilliseconds(10);
 
     public AffinityStore(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry)
     {
@@ -38,9 +42,17 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         Receive<Write>(write =>
         {
             var bucket = BucketOf(write.Key);
-            _replicator.Tell(Dsl.Update(bucket, LWWDictionary<string, AffinityEntry>.Empty, _write, write.Acknowledged,
-                map => map.SetItem(_self, write.Key, write.Entry)));
+            if (!_pending.TryGetValue(bucket, out var writes))
+            {
+                _pending[bucket] = writes = new List<Write>();
+            }
+            writes.Add(write);
+            if (!Timers.IsTimerActive("flush"))
+            {
+                Timers.StartSingleTimer("flush", Flush.Instance, FlushDelay);
+            }
         });
+        Receive<Flush>(_ => OnFlush());
         Receive<Lookup>(lookup =>
             _replicator.Tell(Dsl.Get(BucketOf(lookup.Key), new ReadMajority(_writeTimeout), lookup)));
         Receive<GetSuccess>(success =>
@@ -71,6 +83,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 case TaskCompletionSource acknowledged:
                     acknowledged.TrySetResult();
                     break;
+                case WriteBatch batch:
+                    batch.Acknowledge(null);
+                    break;
                 case ClearProgress progress:
                     progress.BucketDone();
                     break;
@@ -80,11 +95,13 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         {
             var problem = new TimeoutException("affinity change applied on this node but not confirmed by a majority of nodes in time; it spreads by gossip");
             (timeout.Request as TaskCompletionSource)?.TrySetException(problem);
+            (timeout.Request as WriteBatch)?.Acknowledge(problem);
             (timeout.Request as ClearProgress)?.Done.TrySetException(problem);
         });
         Receive<ModifyFailure>(failure =>
         {
             (failure.Request as TaskCompletionSource)?.TrySetException(failure.Cause);
+            (failure.Request as WriteBatch)?.Acknowledge(failure.Cause);
             (failure.Request as ClearProgress)?.Done.TrySetException(failure.Cause);
         });
         Receive<Changed>(changed =>
@@ -93,7 +110,8 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             {
                 return;
             }
-            foreach (var (key, entry) in map.Entries)
+            // Enumerated lazily (Entries would copy the whole bucket); entries already cached are skipped.
+            foreach (var (key, entry) in map)
             {
                 _table.Merge(key, entry);
             }
@@ -153,6 +171,28 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 return map;
             }));
         }
+    }
+
+    /// <summary>
+    /// Writes what was pinned in the last few milliseconds as one update per bucket: a busy node
+    /// makes thousands of sessions a second, and one replicated update (and one delta) per
+    /// session would cost far more than the sessions themselves.
+    /// </summary>
+    private void OnFlush()
+    {
+        foreach (var (bucket, writes) in _pending)
+        {
+            var batch = new WriteBatch(writes.Select(w => w.Acknowledged).Where(a => a is not null).ToList()!);
+            _replicator.Tell(Dsl.Update(bucket, LWWDictionary<string, AffinityEntry>.Empty, _write, batch, map =>
+            {
+                foreach (var write in writes)
+                {
+                    map = map.SetItem(_self, write.Key, write.Entry);
+                }
+                return map;
+            }));
+        }
+        _pending.Clear();
     }
 
     private void OnClear(Clear clear)
@@ -223,6 +263,31 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     {
         public static readonly TableFull Instance = new();
         private TableFull() { }
+    }
+
+    private sealed class Flush
+    {
+        public static readonly Flush Instance = new();
+        private Flush() { }
+    }
+
+    /// <summary>The callers waiting for one batched update.</summary>
+    private sealed class WriteBatch(List<TaskCompletionSource> waiting)
+    {
+        public void Acknowledge(Exception? problem)
+        {
+            foreach (var acknowledged in waiting)
+            {
+                if (problem is null)
+                {
+                    acknowledged.TrySetResult();
+                }
+                else
+                {
+                    acknowledged.TrySetException(problem);
+                }
+            }
+        }
     }
 
     private sealed class Sweep

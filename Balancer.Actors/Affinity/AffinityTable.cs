@@ -122,6 +122,10 @@ public sealed class AffinityTable
 
     internal void Merge(string key, AffinityEntry entry)
     {
+        if (_entries.TryGetValue(key, out var cached) && (ReferenceEquals(cached, entry) || cached.ExpiresAt >= entry.ExpiresAt))
+        {
+            return;
+        }
         _entries.AddOrUpdate(key, entry, (_, existing) => entry.ExpiresAt >= existing.ExpiresAt ? entry : existing);
     }
 

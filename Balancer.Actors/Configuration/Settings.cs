@@ -24,6 +24,7 @@ public enum FrontendMode
 /// <summary>Node-wide settings (<c>balancer.node</c>).</summary>
 public sealed record NodeSettings(
     NodeMode Mode,
+    string Role,
     bool AdminEnabled,
     EndpointAddress AdminBind,
     string AdminToken,

@@ -40,7 +40,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
             _region = ClusterSharding.Get(Context.System).Start(
                 ProbeEntity.TypeName,
                 ProbeEntity.Props(settings, _reporter, _client),
-                ClusterShardingSettings.Create(Context.System).WithRole(null),
+                ClusterShardingSettings.Create(Context.System).WithRole(settings.Node.Role.Length == 0 ? null : settings.Node.Role),
                 new ProbeEntity.MessageExtractor(settings.Node.ProbeShards));
         }
         Receive<Reconcile>(_ => OnReconcile());

@@ -28,8 +28,11 @@ public sealed class ClusterMembership
     private readonly ActorSystem _system;
     private readonly NodeMode _mode;
 
-    internal ClusterMembership(ActorSystem system, NodeMode mode)
+    private readonly string _role;
+
+    internal ClusterMembership(ActorSystem system, NodeMode mode, string role)
     {
+        _role = role;
         _system = system;
         _mode = mode;
     }
@@ -40,7 +43,7 @@ public sealed class ClusterMembership
         var cluster = Cluster.Get(_system);
         var state = cluster.State;
         var unreachable = state.Unreachable.Select(m => m.Address.ToString()).ToImmutableHashSet();
-        var active = _mode == NodeMode.ActivePassive ? RoleCoordinator.ActiveMember(state)?.Address.ToString() : null;
+        var active = _mode == NodeMode.ActivePassive ? RoleCoordinator.ActiveMember(state, _role)?.Address.ToString() : null;
         var members = state.Members
             .OrderBy(m => m.Address.ToString(), StringComparer.Ordinal)
             .Select(m => new MemberFacts(

@@ -92,11 +92,11 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
     }
 
     /// <summary>The active node of a cluster: the oldest Up member not unreachable from <paramref name="state"/>'s viewpoint.</summary>
-    public static Member? ActiveMember(ClusterEvent.CurrentClusterState state)
+    public static Member? ActiveMember(ClusterEvent.CurrentClusterState state, string role)
     {
         var unreachable = state.Unreachable.Select(m => m.UniqueAddress).ToImmutableHashSet();
         return state.Members
-            .Where(m => m.Status == MemberStatus.Up && !unreachable.Contains(m.UniqueAddress))
+            .Where(m => m.Status == MemberStatus.Up && !unreachable.Contains(m.UniqueAddress) && (role.Length == 0 || m.HasRole(role)))
             .OrderBy(m => m, Member.AgeOrdering)
             .FirstOrDefault();
     }
@@ -125,7 +125,7 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         // A node on its way out hands over: it closes its frontends (and runs on-passive).
         if (_cluster.SelfMember.Status is MemberStatus.Leaving or MemberStatus.Exiting or MemberStatus.Down or MemberStatus.Removed)
         {
-            SetRole(NodeRole.Passive, ActiveMember(_cluster.State)?.Address.ToString() ?? "none");
+            SetRole(NodeRole.Passive, ActiveMember(_cluster.State, _settings.Node.Role)?.Address.ToString() ?? "none");
             return;
         }
         // A joining node has no say yet: it stays closed until it is Up itself.
@@ -133,7 +133,7 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         {
             return;
         }
-        var active = ActiveMember(_cluster.State);
+        var active = ActiveMember(_cluster.State, _settings.Node.Role);
         if (active is null)
         {
             return;

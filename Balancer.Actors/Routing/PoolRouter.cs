@@ -41,8 +41,11 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
     private long _version;
     private bool _panic;
 
-    public PoolRouter(PoolSettings settings, PoolRegistry registry, PickerState? pickerState, TimeSpan writeTimeout)
+    private readonly string _role;
+
+    public PoolRouter(PoolSettings settings, PoolRegistry registry, PickerState? pickerState, TimeSpan writeTimeout, string role = "")
     {
+        _role = role;
         _configured = settings;
         _settings = settings;
         _adminWrite = new WriteMajority(writeTimeout);
@@ -128,8 +131,8 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(PoolSettings settings, PoolRegistry registry, PickerState? pickerState = null, TimeSpan? writeTimeout = null) =>
-        Akka.Actor.Props.Create(() => new PoolRouter(settings, registry, pickerState, writeTimeout ?? TimeSpan.FromSeconds(3)));
+    public static Props Props(PoolSettings settings, PoolRegistry registry, PickerState? pickerState = null, TimeSpan? writeTimeout = null, string role = "") =>
+        Akka.Actor.Props.Create(() => new PoolRouter(settings, registry, pickerState, writeTimeout ?? TimeSpan.FromSeconds(3), role));
 
     protected override void PreStart()
     {
@@ -273,7 +276,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
         var now = Now;
         var changed = false;
         var members = _settings.HealthCheck.Placement == ProbePlacement.EveryNode
-            ? _cluster.State.Members.Where(m => m.Status == MemberStatus.Up).Select(m => m.Address.ToString()).ToHashSet()
+            ? _cluster.State.Members.Where(m => m.Status == MemberStatus.Up && (_role.Length == 0 || m.HasRole(_role))).Select(m => m.Address.ToString()).ToHashSet()
             : null;
         foreach (var backend in _settings.Backends)
         {

@@ -25,7 +25,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     internal const string HealthRecordManifest = "health-record/1";
     internal const string BackendOverrideManifest = "backend-override/1";
     internal const string EnsureProbeManifest = "ensure-probe/1";
-    internal const string AffinityEntryManifest = "affinity-entry/1";
+    // Written once per replicated session, in every bucket's gossip: short on purpose.
+    internal const string AffinityEntryManifest = "ae/2";
 
     private static readonly JsonSerializerOptions Options = new()
     {
@@ -53,7 +54,38 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     };
 
     /// <inheritdoc />
-    public override byte[] ToBinary(object obj) => JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), Options);
+    public override byte[] ToBinary(object obj) => obj is Affinity.AffinityEntry entry
+        ? AffinityEntryToBinary(entry)
+        : JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), Options);
+
+    /// <summary>
+    /// A session's entry as [backend name length][backend name, UTF-8][expiry, Unix ms, little-endian]:
+    /// about 10 bytes against 60 as JSON, which matters at 100,000 sessions a pool.
+    /// </summary>
+    private static byte[] AffinityEntryToBinary(Affinity.AffinityEntry entry)
+    {
+        var name = System.Text.Encoding.UTF8.GetBytes(entry.Backend);
+        if (name.Length > byte.MaxValue)
+        {
+            throw new ArgumentException($"backend name of {name.Length} bytes is too long to replicate");
+        }
+        var bytes = new byte[1 + name.Length + 8];
+        bytes[0] = (byte)name.Length;
+        name.CopyTo(bytes, 1);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(bytes.AsSpan(1 + name.Length), entry.ExpiresAt.ToUnixTimeMilliseconds());
+        return bytes;
+    }
+
+    private static Affinity.AffinityEntry AffinityEntryFromBinary(byte[] bytes)
+    {
+        if (bytes.Length < 9 || bytes.Length != 1 + bytes[0] + 8)
+        {
+            throw new SerializationException($"malformed {AffinityEntryManifest} payload: {bytes.Length} bytes");
+        }
+        var backend = System.Text.Encoding.UTF8.GetString(bytes, 1, bytes[0]);
+        var expires = System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(bytes.AsSpan(1 + bytes[0]));
+        return new Affinity.AffinityEntry(backend, DateTimeOffset.FromUnixTimeMilliseconds(expires));
+    }
 
     /// <inheritdoc />
     public override object FromBinary(byte[] bytes, string manifest)
@@ -62,12 +94,15 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
         {
             throw new SerializationException($"refusing a {manifest} payload of {bytes.Length} bytes (limit {MaxPayloadBytes})");
         }
+        if (manifest == AffinityEntryManifest)
+        {
+            return AffinityEntryFromBinary(bytes);
+        }
         var type = manifest switch
         {
             HealthRecordManifest => typeof(HealthRecord),
             BackendOverrideManifest => typeof(BackendOverride),
             EnsureProbeManifest => typeof(ProbeEntity.EnsureProbe),
-            AffinityEntryManifest => typeof(Affinity.AffinityEntry),
             _ => throw new SerializationException($"unknown manifest \"{manifest}\" (sent by a newer Balancer node?); message dropped"),
         };
         try

@@ -64,6 +64,10 @@ public sealed class BalancerMetrics : IDisposable
             description: "Cluster members as this node sees them, by status");
         Meter.CreateObservableGauge("balancer.cluster.unreachable", () => membership.Current().Unreachable.Length,
             description: "Members this node's cluster view marks unreachable");
+        Meter.CreateObservableGauge("balancer.process.gc_heap_bytes", () => GC.GetGCMemoryInfo().HeapSizeBytes,
+            description: "Managed heap size after the last garbage collection");
+        Meter.CreateObservableGauge("balancer.process.working_set_bytes", () => Environment.WorkingSet,
+            description: "Physical memory the process uses (RSS)");
         Meter.CreateObservableGauge("balancer.node.active", () =>
             {
                 var facts = membership.Current();

@@ -1,23 +1,44 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
+using Balancer.Node.Demo;
 
 namespace Balancer.Node.Commands;
 
 /// <summary>
-/// <c>balancer demo</c>: three demo backends and N nodes (hocon/nodeN.conf), each a separate OS
-/// process, in the foreground. Ctrl+C or SIGTERM stops every child; children also stop by themselves
-/// if the launcher is killed.
+/// <c>balancer demo</c>: demo backends and N nodes, each a separate OS process, in the foreground;
+/// nodes 1-3 run hocon/nodeN.conf, further nodes a generated file with the same layout. Ctrl+C or
+/// SIGTERM stops every child (nodes leave the cluster first); children also stop by themselves if
+/// the launcher is killed. <c>--chaos</c> kills and restarts nodes under a load of sticky sessions.
 /// </summary>
 internal static class DemoCommand
 {
-    public const string Usage = "balancer demo [--nodes 1..3] [--hocon DIR]";
+    public const string Usage = "balancer demo [--nodes 1..9] [--backends 1..9] [--mode active-active|active-passive] [--chaos INTERVAL [--kills N]] [--hocon DIR]";
 
     private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(60);
-    private static readonly (string Name, int Port)[] Backends = [("a", 9001), ("b", 9002), ("c", 9003)];
 
     public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
     {
-        var nodes = args.Int("nodes", 3, 1, 3);
+        var nodes = args.Int("nodes", 3, 1, 9);
+        var backendCount = args.Int("backends", 3, 1, 9);
+        var mode = args.One("mode") ?? "active-active";
+        if (mode is not ("active-active" or "active-passive"))
+        {
+            throw new UsageException($"--mode expects active-active or active-passive, got \"{mode}\"");
+        }
+        var chaosText = args.One("chaos");
+        TimeSpan? chaos = null;
+        if (chaosText is not null)
+        {
+            chaos = ParseInterval(chaosText);
+            if (nodes < 3)
+            {
+                throw new UsageException("--chaos needs --nodes 3 or more: killing one of fewer nodes leaves no majority");
+            }
+        }
+        var kills = args.Int("kills", 0, 0, 1_000_000);
+        if (kills > 0 && chaos is null)
+        {
+            throw new UsageException("--kills goes with --chaos INTERVAL");
+        }
         var hocon = args.One("hocon") ?? FindHoconDirectory()
             ?? throw new UsageException("cannot find the hocon/ directory (run from the repository or pass --hocon DIR)");
         args.RejectUnknown();
@@ -25,7 +46,7 @@ internal static class DemoCommand
         {
             throw new UsageException($"unexpected argument \"{args.Positional[0]}\"");
         }
-        for (var i = 1; i <= nodes; i++)
+        for (var i = 1; i <= Math.Min(nodes, 3); i++)
         {
             if (!File.Exists(Path.Combine(hocon, $"node{i}.conf")))
             {
@@ -36,43 +57,64 @@ internal static class DemoCommand
         using var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
-        var children = new List<Child>();
+        var generated = nodes > 3 ? Directory.CreateTempSubdirectory("balancer-demo-").FullName : null;
+        var backends = Enumerable.Range(0, backendCount).Select(i => ($"{(char)('a' + i)}", 9001 + i)).ToList();
+        var children = new List<ChildProcess>();
+        var nodeProcesses = new ChildProcess[nodes];
         try
         {
-            foreach (var (name, port) in Backends)
+            foreach (var (name, port) in backends)
             {
-                children.Add(Child.Start($"backend {name}", ["backend", "--port", port.ToString(), "--name", name], "listening on"));
+                children.Add(ChildProcess.Start($"backend {name}", ["backend", "--port", port.ToString(), "--name", name], "listening on"));
             }
+            var settings = NodeSettingsFor(backends, mode, chaos is not null);
             for (var i = 1; i <= nodes; i++)
             {
-                children.Add(Child.Start($"node{i}", ["run", "--config", Path.Combine(hocon, $"node{i}.conf")], " ready"));
+                var config = i <= 3 ? Path.Combine(hocon, $"node{i}.conf") : WriteNodeConfig(generated!, hocon, i);
+                nodeProcesses[i - 1] = ChildProcess.Start($"node{i}", ["run", "--config", config, .. settings], " ready");
+                children.Add(nodeProcesses[i - 1]);
             }
             foreach (var child in children)
             {
                 if (!await child.WaitReadyAsync(ReadyTimeout, stop.Token))
                 {
+                    if (stop.IsCancellationRequested)
+                    {
+                        return 0;
+                    }
                     error.WriteLine($"balancer demo: {child.Name} did not start:");
                     error.WriteLine(child.LastLines());
                     return 1;
                 }
             }
+            await WaitForMembersAsync(nodes, stop.Token);
 
             output.WriteLine($"""
 
-                Balancer demo: {nodes} node(s), backends a b c on 127.0.0.1:9001-9003 (Ctrl+C stops everything)
+                Balancer demo: {nodes} node(s) ({mode}), backends {string.Join(" ", backends.Select(b => b.Item1))} on 127.0.0.1:9001-{9000 + backendCount} (Ctrl+C stops everything)
 
                   shared HTTP port (every node, SO_REUSEPORT):  curl http://127.0.0.1:8080/
                   one node's HTTP port:                         {string.Join("  ", Enumerable.Range(1, nodes).Select(i => $"http://127.0.0.1:{8080 + i}/"))}
                   shared TCP port:                              curl http://127.0.0.1:7070/
                   one node's TCP port:                          {string.Join("  ", Enumerable.Range(1, nodes).Select(i => $"127.0.0.1:{7070 + i}"))}
+                  status page:                                  {string.Join("  ", Enumerable.Range(1, nodes).Select(i => $"http://127.0.0.1:{9109 + i}/"))}
+                  the cluster:                                  balancer ctl 127.0.0.1:9110 cluster show
+                  backends, drain one:                          balancer ctl backends   then   balancer ctl backend drain app/b
+                  live events:                                  balancer ctl cluster tail
+                  metrics:                                      curl http://127.0.0.1:9110/metrics
                   fail backend b's health check:                curl -X POST 'http://127.0.0.1:9002/control/health?ok=false'
                   make backend c slow:                          curl -X POST 'http://127.0.0.1:9003/control/slow?ms=200'
-                  check a configuration:                        balancer check-config {Path.Combine(hocon, "node1.conf")}
+                  kill a node like a crash would:               kill -9 <pid of a `balancer run`>  (--chaos does it for you)
 
                 """);
+            Task? chaosRun = null;
+            if (chaos is { } interval)
+            {
+                chaosRun = new ChaosMonkey(nodeProcesses, interval, kills, output).RunAsync(stop.Token);
+            }
             while (!stop.IsCancellationRequested)
             {
-                var exited = children.FirstOrDefault(c => c.HasExited);
+                var exited = children.FirstOrDefault(c => c.HasExited && !nodeProcesses.Contains(c)) ?? (chaos is null ? nodeProcesses.FirstOrDefault(n => n.HasExited) : null);
                 if (exited is not null)
                 {
                     error.WriteLine($"balancer demo: {exited.Name} exited unexpectedly:");
@@ -81,20 +123,128 @@ internal static class DemoCommand
                 }
                 await Task.Delay(500, stop.Token).ContinueWith(_ => { });
             }
+            if (chaosRun is not null)
+            {
+                await chaosRun;
+            }
             output.WriteLine("balancer demo: stopping");
             return 0;
         }
         finally
         {
             // Nodes first so they leave while the backends still answer, then the backends.
-            foreach (var child in Enumerable.Reverse(children))
+            var all = nodeProcesses.Where(n => n is not null).Concat(children.Where(c => !nodeProcesses.Contains(c))).Distinct().ToList();
+            foreach (var child in all)
             {
                 child.Terminate();
             }
-            foreach (var child in Enumerable.Reverse(children))
+            foreach (var child in all)
             {
                 await child.StopAsync(TimeSpan.FromSeconds(20));
             }
+            if (generated is not null)
+            {
+                Directory.Delete(generated, recursive: true);
+            }
+        }
+    }
+
+    /// <summary>"20s", "500ms", "1m" or plain seconds.</summary>
+    internal static TimeSpan ParseInterval(string text)
+    {
+        var value = text.Trim();
+        double amount;
+        TimeSpan result;
+        if (value.EndsWith("ms", StringComparison.Ordinal) && double.TryParse(value[..^2], System.Globalization.CultureInfo.InvariantCulture, out amount))
+        {
+            result = TimeSpan.FromMilliseconds(amount);
+        }
+        else if (value.EndsWith('s') && double.TryParse(value[..^1], System.Globalization.CultureInfo.InvariantCulture, out amount))
+        {
+            result = TimeSpan.FromSeconds(amount);
+        }
+        else if (value.EndsWith('m') && double.TryParse(value[..^1], System.Globalization.CultureInfo.InvariantCulture, out amount))
+        {
+            result = TimeSpan.FromMinutes(amount);
+        }
+        else if (double.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out amount))
+        {
+            result = TimeSpan.FromSeconds(amount);
+        }
+        else
+        {
+            throw new UsageException($"--chaos expects an interval such as 20s or 1m, got \"{text}\"");
+        }
+        if (result < TimeSpan.FromSeconds(5))
+        {
+            throw new UsageException($"--chaos interval must be at least 5s (a node needs time to rejoin), got \"{text}\"");
+        }
+        return result;
+    }
+
+    /// <summary>--set arguments every node gets: the demo's backends, the mode, and sticky sessions under chaos.</summary>
+    private static string[] NodeSettingsFor(IReadOnlyList<(string Name, int Port)> backends, string mode, bool chaos)
+    {
+        var sets = new List<string> { "--set", $"balancer.node.mode={mode}" };
+        foreach (var (name, port) in backends.Skip(3))
+        {
+            sets.AddRange(["--set", $"balancer.pools.app.backends.{name}=\"127.0.0.1:{port}\""]);
+        }
+        // hocon/balancer.conf defines a, b and c; fewer backends remove the rest.
+        foreach (var name in new[] { "a", "b", "c" }.Skip(backends.Count))
+        {
+            sets.AddRange(["--set", $"balancer.pools.app.backends.{name}=null"]);
+        }
+        if (chaos)
+        {
+            // The chaos load checks that sessions stay on their backend through node deaths.
+            sets.AddRange(["--set", "balancer.pools.app.affinity.mode=\"header:X-Session\"", "--set", "balancer.pools.app.affinity.write=majority"]);
+        }
+        return sets.ToArray();
+    }
+
+    /// <summary>Node i beyond 3: the layout of hocon/nodeN.conf with its own ports (4052+i, 808i, 707i, 9109+i).</summary>
+    private static string WriteNodeConfig(string directory, string hocon, int i)
+    {
+        var path = Path.Combine(directory, $"node{i}.conf");
+        File.WriteAllText(path, $$"""
+            # Generated by `balancer demo` for node {{i}}; nodes 1-3 are the seeds.
+            include "{{Path.GetFullPath(Path.Combine(hocon, "balancer.conf")).Replace("\\", "/")}}"
+            akka.remote.dot-netty.tcp { hostname = "127.0.0.1", port = {{4052 + i}} }
+            akka.cluster.seed-nodes = ["akka.tcp://balancer@127.0.0.1:4053", "akka.tcp://balancer@127.0.0.1:4054", "akka.tcp://balancer@127.0.0.1:4055"]
+            balancer {
+              node.admin.bind = "127.0.0.1:{{9109 + i}}"
+              node.data-dir = "data/node{{i}}"
+              frontends {
+                web { mode = http, bind = ["127.0.0.1:8080"], reuse-port = on, pool = app }
+                web-node{{i}} { mode = http, bind = ["127.0.0.1:{{8080 + i}}"], pool = app }
+                raw { mode = tcp, bind = ["127.0.0.1:7070"], reuse-port = on, pool = app }
+                raw-node{{i}} { mode = tcp, bind = ["127.0.0.1:{{7070 + i}}"], pool = app }
+              }
+            }
+            """);
+        return path;
+    }
+
+    /// <summary>Waits until node 1's admin API shows every node up (or gives up after a minute; the nodes already said they are ready).</summary>
+    private static async Task WaitForMembersAsync(int nodes, CancellationToken stop)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = DateTime.UtcNow + ReadyTimeout;
+        while (DateTime.UtcNow < deadline && !stop.IsCancellationRequested)
+        {
+            try
+            {
+                var cluster = await http.GetStringAsync("http://127.0.0.1:9110/api/cluster", stop);
+                if (System.Text.RegularExpressions.Regex.Matches(cluster, "\"status\":\"up\"").Count >= nodes)
+                {
+                    return;
+                }
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+            }
+            await Task.Delay(250, stop).ContinueWith(_ => { });
         }
     }
 
@@ -112,114 +262,5 @@ internal static class DemoCommand
             }
         }
         return null;
-    }
-
-    /// <summary>A child process of the demo, started with this same executable.</summary>
-    private sealed class Child
-    {
-        private readonly Process _process;
-        private readonly string _readyText;
-        private readonly Queue<string> _lines = new();
-        private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        private Child(string name, Process process, string readyText)
-        {
-            Name = name;
-            _process = process;
-            _readyText = readyText;
-        }
-
-        public string Name { get; }
-
-        public bool HasExited => _process.HasExited;
-
-        public static Child Start(string name, string[] args, string readyText)
-        {
-            var info = new ProcessStartInfo(Environment.ProcessPath!)
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-                UseShellExecute = false,
-            };
-            // Under `dotnet balancer.dll` the process is dotnet itself: pass the assembly on.
-            if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet")
-            {
-                info.ArgumentList.Add(typeof(DemoCommand).Assembly.Location);
-            }
-            foreach (var arg in args)
-            {
-                info.ArgumentList.Add(arg);
-            }
-            info.Environment[ParentWatch.EnvironmentVariable] = Environment.ProcessId.ToString();
-            var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {name}");
-            var child = new Child(name, process, readyText);
-            process.OutputDataReceived += (_, e) => child.OnLine(e.Data);
-            process.ErrorDataReceived += (_, e) => child.OnLine(e.Data);
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            return child;
-        }
-
-        public async Task<bool> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken)
-        {
-            var exited = _process.WaitForExitAsync(cancellationToken);
-            var first = await Task.WhenAny(_ready.Task, exited, Task.Delay(timeout, cancellationToken));
-            return first == _ready.Task;
-        }
-
-        public string LastLines()
-        {
-            lock (_lines)
-            {
-                return string.Join(Environment.NewLine, _lines.Select(l => "  " + l));
-            }
-        }
-
-        public void Terminate()
-        {
-            try
-            {
-                if (!_process.HasExited)
-                {
-                    Posix.Signal(_process.Id, Posix.SigTerm);
-                }
-            }
-            catch (InvalidOperationException)
-            {
-            }
-        }
-
-        public async Task StopAsync(TimeSpan grace)
-        {
-            try
-            {
-                await _process.WaitForExitAsync().WaitAsync(grace);
-            }
-            catch (TimeoutException)
-            {
-                _process.Kill(entireProcessTree: true);
-            }
-            _process.Dispose();
-        }
-
-        private void OnLine(string? line)
-        {
-            if (line is null)
-            {
-                return;
-            }
-            lock (_lines)
-            {
-                _lines.Enqueue(line);
-                while (_lines.Count > 20)
-                {
-                    _lines.Dequeue();
-                }
-            }
-            if (line.Contains(_readyText, StringComparison.Ordinal))
-            {
-                _ready.TrySetResult();
-            }
-        }
     }
 }

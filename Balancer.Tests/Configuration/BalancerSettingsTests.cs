@@ -166,4 +166,16 @@ public class BalancerSettingsTests
         BalancerSettings.TryCreate(ConfigurationFactory.ParseString(hocon), out _, out var problems);
         return problems.Select(p => p.ToString()).ToList();
     }
+
+    [Fact]
+    public void Backend_SetToNull_IsRemoved()
+    {
+        var settings = BalancerSettings.Create(ConfigurationFactory.ParseString("""
+            balancer.pools.app.backends.b = null
+            balancer.pools.app.backends.d = "127.0.0.1:9004"
+            """).WithFallback(ConfigurationFactory.ParseString("""
+            balancer.pools.app { backends { a = "127.0.0.1:9001", b = "127.0.0.1:9002" } }
+            """)));
+        Assert.Equal(["a", "d"], settings.FindPool("app")!.Backends.Select(b => b.Name).Order());
+    }
 }

@@ -26,6 +26,8 @@ public class BalancerSerializerTests : IAsyncLifetime
         new BackendOverride("app", "d", "10.0.0.4:8080", 50, BackendAdminState.Drain, false, new DateTimeOffset(2026, 11, 24, 1, 2, 3, TimeSpan.Zero)),
         new BackendOverride("app", "a", null, null, null, true, DateTimeOffset.UnixEpoch),
         new ProbeEntity.EnsureProbe("app", "b", "127.0.0.1:9002"),
+        new Balancer.Affinity.AffinityEntry("b", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_123)),
+        Balancer.Affinity.AffinityEntry.Cleared(DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_000)),
     };
 
     [Theory]
@@ -52,6 +54,7 @@ public class BalancerSerializerTests : IAsyncLifetime
     {
         var serializer = new BalancerSerializer((ExtendedActorSystem)_system);
         Assert.StartsWith("malformed health-record/1 payload", Assert.Throws<SerializationException>(() => serializer.FromBinary("{not json"u8.ToArray(), "health-record/1")).Message);
+        Assert.StartsWith("malformed ae/2 payload", Assert.Throws<SerializationException>(() => serializer.FromBinary([5, (byte)'a', 0, 0], "ae/2")).Message);
         Assert.StartsWith("refusing a ensure-probe/1 payload of", Assert.Throws<SerializationException>(() => serializer.FromBinary(new byte[BalancerSerializer.MaxPayloadBytes + 1], "ensure-probe/1")).Message);
     }
 }

@@ -1,0 +1,74 @@
+using System.Net.Http;
+using Balancer.Model;
+
+namespace Balancer.Client;
+
+/// <summary>
+/// Lets an <see cref="HttpClient"/> call a pool by name: <c>http://app/orders/42</c> goes to a live
+/// backend of pool <c>app</c>, chosen by <see cref="IBalancerClient"/>. A backend that refuses the
+/// connection is replaced by another (up to the pool's <c>retries</c>), so a dead backend costs no
+/// failed call; outcomes feed passive health. An affinity key set with
+/// <c>request.Options.Set(BalancerHttpHandler.AffinityKey, "user-42")</c> keeps a caller on one backend.
+/// <code>
+/// var http = new HttpClient(new BalancerHttpHandler(BalancerExtension.Get(system).Client) { InnerHandler = new SocketsHttpHandler() });
+/// </code>
+/// </summary>
+public sealed class BalancerHttpHandler : DelegatingHandler
+{
+    /// <summary>The request option that carries an affinity key.</summary>
+    public static readonly HttpRequestOptionsKey<string> AffinityKey = new("Balancer.AffinityKey");
+
+    private readonly IBalancerClient _client;
+
+    /// <summary>A handler over <paramref name="client"/>; set <see cref="DelegatingHandler.InnerHandler"/> (or use the HttpClientFactory).</summary>
+    public BalancerHttpHandler(IBalancerClient client) => _client = client;
+
+    /// <inheritdoc />
+    protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        var original = request.RequestUri ?? throw new InvalidOperationException("the request has no URI");
+        var pool = original.Host;
+        request.Options.TryGetValue(AffinityKey, out var affinityKey);
+        var attempted = new AttemptedBackends();
+        var retries = _client.View(pool).Settings.Retries;
+        for (var attempt = 0; ; attempt++)
+        {
+            var lease = _client.Select(pool, affinityKey, ref attempted);
+            if (lease.Backend is not { } backend)
+            {
+                throw new HttpRequestException(HttpRequestError.ConnectionError, $"pool {pool} has no available backend{(attempt > 0 ? $" (tried {attempt})" : "")}");
+            }
+            request.RequestUri = new UriBuilder(original) { Host = backend.Address.Host, Port = backend.Address.Port }.Uri;
+            try
+            {
+                var response = await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+                var status = (int)response.StatusCode;
+                lease.Complete(status >= 500 && backend.Counters is not null && _client.View(pool).Settings.Passive.Count5xx ? BackendOutcome.Failed : BackendOutcome.Success, status);
+                return response;
+            }
+            catch (HttpRequestException e) when (e.HttpRequestError == HttpRequestError.ConnectionError)
+            {
+                lease.Complete(BackendOutcome.ConnectFailed);
+                // Nothing reached the backend: another may take the call.
+                if (attempt >= retries || cancellationToken.IsCancellationRequested)
+                {
+                    throw;
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                lease.Complete(BackendOutcome.Abandoned);
+                throw;
+            }
+            catch
+            {
+                lease.Complete(BackendOutcome.Failed);
+                throw;
+            }
+            finally
+            {
+                request.RequestUri = original;
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json;
+
+namespace Balancer.Node.Demo;
+
+/// <summary>
+/// The demo's chaos: a steady load of sticky sessions over the shared port while, every interval,
+/// one node (never more, so a majority always stays) is killed with SIGKILL and started again
+/// after a pause. It prints a rolling line and, at the end, totals: requests that failed are split
+/// into those in flight when a node was killed and any other (which should never happen), and
+/// every session is checked against the backend it started on.
+/// </summary>
+internal sealed class ChaosMonkey
+{
+    private const int Sessions = 200;
+    private const int Workers = 4;
+    private static readonly TimeSpan KillSlack = TimeSpan.FromMilliseconds(100);
+
+    private readonly ChildProcess[] _nodes;
+    private readonly TimeSpan _interval;
+    private readonly int _maxKills;
+    private readonly TextWriter _output;
+    private readonly Random _random = new();
+    private readonly string?[] _sessionBackends = new string?[Sessions];
+    private readonly List<long> _killTimes = new();
+    private readonly HttpClient _http = new(new SocketsHttpHandler { UseProxy = false, UseCookies = false, PooledConnectionLifetime = TimeSpan.Zero })
+    {
+        Timeout = TimeSpan.FromSeconds(5),
+    };
+    private long _sent;
+    private long _ok;
+    private long _failedAtKill;
+    private long _failedOther;
+    private long _checked;
+    private long _moved;
+    private int _kills;
+    private int _membersUp;
+    private string? _lastFailure;
+
+    public ChaosMonkey(ChildProcess[] nodes, TimeSpan interval, int maxKills, TextWriter output)
+    {
+        _nodes = nodes;
+        _interval = interval;
+        _maxKills = maxKills;
+        _output = output;
+        _membersUp = nodes.Length;
+    }
+
+    public async Task RunAsync(CancellationToken stop)
+    {
+        _output.WriteLine($"chaos: {Sessions} sticky sessions over http://127.0.0.1:8080/; every {_interval.TotalSeconds:0.#} s one node is killed with SIGKILL and restarted{(_maxKills > 0 ? $", {_maxKills} times" : "")}");
+        var workers = Enumerable.Range(0, Workers).Select(w => Task.Run(() => LoadAsync(w, stop))).ToList();
+        var reporter = Task.Run(() => ReportAsync(stop));
+        try
+        {
+            await KillLoopAsync(stop);
+        }
+        catch (OperationCanceledException) when (stop.IsCancellationRequested)
+        {
+        }
+        await Task.WhenAll(workers.Append(reporter)).ContinueWith(_ => { });
+        _output.WriteLine("chaos totals: " + Line());
+    }
+
+    private async Task KillLoopAsync(CancellationToken stop)
+    {
+        while (_maxKills == 0 || _kills < _maxKills)
+        {
+            await Task.Delay(_interval, stop);
+            if (await MembersUpAsync(stop) != _nodes.Length)
+            {
+                _output.WriteLine($"chaos: not every node is up ({_membersUp}/{_nodes.Length}); no kill this round");
+                continue;
+            }
+            var index = _random.Next(_nodes.Length);
+            var victim = _nodes[index];
+            lock (_killTimes)
+            {
+                _killTimes.Add(Stopwatch.GetTimestamp());
+            }
+            await victim.KillAsync();
+            _kills++;
+            _output.WriteLine($"chaos: kill -9 {victim.Name} (pid {victim.Pid})");
+
+            await Task.Delay(TimeSpan.FromTicks(Math.Min(_interval.Ticks / 2, TimeSpan.FromSeconds(5).Ticks)), stop);
+            var restarted = victim.Restart();
+            _nodes[index] = restarted;
+            var since = Stopwatch.StartNew();
+            if (!await restarted.WaitReadyAsync(TimeSpan.FromSeconds(60), stop))
+            {
+                _output.WriteLine($"chaos: {victim.Name} did not start again:{Environment.NewLine}{restarted.LastLines()}");
+                continue;
+            }
+            while (await MembersUpAsync(stop) != _nodes.Length && since.Elapsed < TimeSpan.FromSeconds(60))
+            {
+                await Task.Delay(250, stop);
+            }
+            var serves = await ServesAsync(index + 1, stop);
+            _output.WriteLine($"chaos: {victim.Name} restarted, rejoined in {since.Elapsed.TotalSeconds:0.0} s ({_membersUp}/{_nodes.Length} up), {(serves ? "serving" : "NOT serving")} on :{8080 + index + 1}");
+        }
+        _output.WriteLine($"chaos: {_kills} kills done");
+        await Task.Delay(Timeout.Infinite, stop);
+    }
+
+    private async Task LoadAsync(int worker, CancellationToken stop)
+    {
+        var session = worker;
+        while (!stop.IsCancellationRequested)
+        {
+            var started = Stopwatch.GetTimestamp();
+            Interlocked.Increment(ref _sent);
+            try
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, "http://127.0.0.1:8080/");
+                request.Headers.ConnectionClose = true;
+                request.Headers.Add("X-Session", $"chaos-{session}");
+                using var response = await _http.SendAsync(request, stop);
+                response.EnsureSuccessStatusCode();
+                Interlocked.Increment(ref _ok);
+                var backend = response.Headers.TryGetValues("X-Backend", out var values) ? values.FirstOrDefault() : null;
+                var first = Interlocked.CompareExchange(ref _sessionBackends[session], backend, null);
+                if (first is not null)
+                {
+                    Interlocked.Increment(ref _checked);
+                    if (first != backend)
+                    {
+                        Interlocked.Increment(ref _moved);
+                        _output.WriteLine($"chaos: session chaos-{session} MOVED from {first} to {backend}");
+                    }
+                }
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                Interlocked.Decrement(ref _sent);
+                return;
+            }
+            catch (Exception e)
+            {
+                _lastFailure = e.GetBaseException().Message;
+                if (InFlightAtKill(started, Stopwatch.GetTimestamp()))
+                {
+                    Interlocked.Increment(ref _failedAtKill);
+                }
+                else
+                {
+                    Interlocked.Increment(ref _failedOther);
+                    _output.WriteLine($"chaos: request of session chaos-{session} failed away from any kill: {_lastFailure}");
+                }
+            }
+            session = (session + Workers) % Sessions;
+            await Task.Delay(5, stop).ContinueWith(_ => { });
+        }
+    }
+
+    private bool InFlightAtKill(long started, long ended)
+    {
+        var slack = (long)(KillSlack.TotalSeconds * Stopwatch.Frequency);
+        lock (_killTimes)
+        {
+            return _killTimes.Any(kill => started <= kill + slack && ended >= kill);
+        }
+    }
+
+    private async Task<int> MembersUpAsync(CancellationToken stop)
+    {
+        for (var i = 0; i < _nodes.Length; i++)
+        {
+            if (_nodes[i].HasExited)
+            {
+                continue;
+            }
+            try
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stop);
+                timeout.CancelAfter(TimeSpan.FromSeconds(2));
+                var cluster = await _http.GetFromJsonAsync<JsonElement>($"http://127.0.0.1:{9110 + i}/api/cluster", timeout.Token);
+                _membersUp = cluster.GetProperty("members").EnumerateArray()
+                    .Count(m => m.GetProperty("status").GetString() == "up" && m.GetProperty("reachable").GetBoolean());
+                return _membersUp;
+            }
+            catch (Exception e) when (e is HttpRequestException or OperationCanceledException or JsonException && !stop.IsCancellationRequested)
+            {
+            }
+        }
+        return 0;
+    }
+
+    private async Task<bool> ServesAsync(int node, CancellationToken stop)
+    {
+        try
+        {
+            using var response = await _http.GetAsync($"http://127.0.0.1:{8080 + node}/", stop);
+            return response.IsSuccessStatusCode;
+        }
+        catch (HttpRequestException)
+        {
+            return false;
+        }
+    }
+
+    private async Task ReportAsync(CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            await Task.Delay(2000, stop).ContinueWith(_ => { });
+            if (!stop.IsCancellationRequested)
+            {
+                _output.WriteLine($"[{DateTime.Now:HH:mm:ss}] " + Line());
+            }
+        }
+    }
+
+    private string Line()
+    {
+        var failed = Interlocked.Read(ref _failedAtKill) + Interlocked.Read(ref _failedOther);
+        return $"requests {Interlocked.Read(ref _sent)} ok {Interlocked.Read(ref _ok)} failed {failed} " +
+               $"({Interlocked.Read(ref _failedAtKill)} in flight at a kill, {Interlocked.Read(ref _failedOther)} other) | " +
+               $"sessions {Sessions} checked {Interlocked.Read(ref _checked)} kept {Interlocked.Read(ref _checked) - Interlocked.Read(ref _moved)} moved {Interlocked.Read(ref _moved)} | " +
+               $"members up {_membersUp}/{_nodes.Length} | kills {_kills}";
+    }
+}

@@ -1,0 +1,83 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.RegularExpressions;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Chaos;
+
+/// <summary>
+/// The demo as a newcomer runs it, and its chaos mode as an operator uses it: <c>balancer demo</c>
+/// with real node and backend processes on the demo ports, two SIGKILLs of a node under a load of
+/// sticky sessions over the shared port, then Ctrl+C (SIGINT) and a check that nothing is left.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class ChaosProcessTests : IAsyncLifetime
+{
+    private readonly List<NodeProcess> _processes = new();
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    [Fact]
+    public async Task Demo_WithChaos_TwoKills_SessionsKept_OnlyInFlightRequestsFail_ClusterWholeAgain_NothingLeftAfterCtrlC()
+    {
+        var demo = Start("demo", "--nodes", "3", "--chaos", "8s", "--kills", "2");
+        await demo.WaitForOutputAsync("Balancer demo: 3 node(s)", TimeSpan.FromSeconds(60));
+        Assert.Contains("http://127.0.0.1:8080/", demo.Output);
+        Assert.Contains("balancer ctl 127.0.0.1:9110 cluster show", demo.Output);
+        using (var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) })
+        {
+            using var response = await http.GetAsync("http://127.0.0.1:8080/");
+            response.EnsureSuccessStatusCode();
+            Assert.Contains(response.Headers.GetValues("X-Backend").Single(), new[] { "a", "b", "c" });
+        }
+
+        await demo.WaitForOutputAsync("chaos: 2 kills done", TimeSpan.FromSeconds(150));
+        var rejoined = Regex.Matches(demo.Output, @"chaos: node\d restarted, rejoined in [\d.]+ s \(3/3 up\), serving");
+        Assert.True(rejoined.Count == 2, "both killed nodes came back and serve:\n" + demo.Output);
+        var ctl = Start("ctl", "127.0.0.1:9110", "cluster", "show");
+        Assert.Equal(0, await ctl.WaitForExitAsync(TimeSpan.FromSeconds(20)));
+        Assert.Contains("Count: 3 members, 3 up, 0 unreachable", ctl.Output);
+        await Task.Delay(2000);
+
+        Balancer.Node.Posix.Signal(demo.Pid, 2);
+        Assert.Equal(0, await demo.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        var totals = Regex.Match(demo.Output, @"chaos totals: requests (\d+) ok (\d+) failed (\d+) \((\d+) in flight at a kill, (\d+) other\) \| sessions 200 checked (\d+) kept (\d+) moved (\d+) \| members up \d/3 \| kills (\d+)");
+        Assert.True(totals.Success, "no totals line:\n" + demo.Output);
+        int Total(int group) => int.Parse(totals.Groups[group].Value);
+        Console.WriteLine($"chaos: {totals.Value}");
+        Assert.True(Total(1) > 500, "the load kept running");
+        Assert.Equal(0, Total(5));
+        Assert.True(Total(6) > 300, "sessions were checked again after their first request");
+        Assert.Equal(0, Total(8));
+        Assert.Equal(2, Total(9));
+
+        // Ctrl+C left nothing behind: every demo port is closed again.
+        foreach (var port in new[] { 8080, 8081, 8082, 8083, 7070, 9001, 9002, 9003, 9110, 9111, 9112, 4053, 4054, 4055 })
+        {
+            await Eventually.Holds(() => Assert.False(Listening(port), $"something still listens on {port}"), TimeSpan.FromSeconds(20));
+        }
+    }
+
+    private static bool Listening(int port)
+    {
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            socket.Connect(new IPEndPoint(IPAddress.Loopback, port));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
+    private NodeProcess Start(params string[] args)
+    {
+        var process = NodeProcess.Start(args);
+        _processes.Add(process);
+        return process;
+    }
+
+    public async Task DisposeAsync() => await Task.WhenAll(_processes.Select(p => p.DisposeAsync().AsTask()));
+}
