@@ -204,7 +204,13 @@ public sealed record BalancerSettings(
             section.Duration("idle-timeout", TimeSpan.FromMinutes(5)),
             section.Int("max-connections", 10000, 1, 10_000_000),
             section.Bool("preserve-host", true),
-            section.Bool("forwarded-headers", true));
+            section.Bool("forwarded-headers", true),
+            section.Int("max-connections-per-client", 256, 0, 10_000_000),
+            section.Duration("request-headers-timeout", TimeSpan.FromSeconds(10)),
+            section.Int("max-request-header-bytes", 32 * 1024, 1024, 16 * 1024 * 1024),
+            section.Int("max-request-headers", 100, 1, 10_000),
+            section.Int("max-request-line-bytes", 8 * 1024, 256, 1024 * 1024),
+            section.Int("min-request-body-rate", 240, 0, int.MaxValue));
     }
 
     private static PoolSettings ReadPool(string name, SettingsReader section, Config userSection, Config poolDefaults, Config backendDefaults)

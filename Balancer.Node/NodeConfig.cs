@@ -60,6 +60,8 @@ internal static class NodeConfig
             distributed-data {
               notify-subscribers-interval = 100ms
               gossip-interval = 1s
+              # Entries per gossip message while replicas catch up: affinity buckets hold many.
+              max-delta-elements = 2000
               # Runtime changes survive a full-cluster restart (LightningDB under balancer.node.data-dir).
               durable {
                 keys = ["balancer-runtime-config"]

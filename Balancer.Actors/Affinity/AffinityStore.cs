@@ -29,6 +29,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// <summary>How long pins gather before they are written together; a new session's first response may wait this much longer.</summary>
     internal static readonly TimeSpan FlushDelay = TimeSpan.FromMilliseconds(10);
 
+    /// <summary>How long pins gather with <c>write = local</c>, where nobody waits for them.</summary>
+    internal static readonly TimeSpan LocalFlushDelay = TimeSpan.FromMilliseconds(100);
+
     public AffinityStore(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry)
     {
         _writeTimeout = writeTimeout;
@@ -49,7 +52,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             writes.Add(write);
             if (!Timers.IsTimerActive("flush"))
             {
-                Timers.StartSingleTimer("flush", Flush.Instance, FlushDelay);
+                // A majority write holds a first response back: gather briefly. A local write
+                // holds nothing back: gather longer, for fewer and larger deltas.
+                Timers.StartSingleTimer("flush", Flush.Instance, write.Acknowledged is null ? LocalFlushDelay : FlushDelay);
             }
         });
         Receive<Flush>(_ => OnFlush());

@@ -47,7 +47,13 @@ public sealed record FrontendSettings(
     TimeSpan IdleTimeout,
     int MaxConnections,
     bool PreserveHost,
-    bool ForwardedHeaders);
+    bool ForwardedHeaders,
+    int MaxConnectionsPerClient,
+    TimeSpan RequestHeadersTimeout,
+    int MaxRequestHeaderBytes,
+    int MaxRequestHeaders,
+    int MaxRequestLineBytes,
+    int MinRequestBodyBytesPerSecond);
 
 /// <summary>A backend of a pool (<c>balancer.pools.POOL.backends.NAME</c>).</summary>
 public sealed record BackendSettings(string Name, EndpointAddress Address, int Weight);

@@ -9,6 +9,7 @@ public sealed class FrontendCounters
     private long _accepted;
     private long _open;
     private long _refused;
+    private long _refusedPerClient;
 
     internal FrontendCounters(string frontend) => Frontend = frontend;
 
@@ -26,6 +27,11 @@ public sealed class FrontendCounters
 
     /// <summary>TCP connections closed at accept because max-connections was reached.</summary>
     public long Refused => Volatile.Read(ref _refused);
+
+    /// <summary>Connections closed at accept because their client address had max-connections-per-client open.</summary>
+    public long RefusedPerClient => Volatile.Read(ref _refusedPerClient);
+
+    internal void CountRefusedPerClient() => Interlocked.Increment(ref _refusedPerClient);
 
     /// <summary>Counts one accepted request or connection; returns how many are open now.</summary>
     public long Accept()

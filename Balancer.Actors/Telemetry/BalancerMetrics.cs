@@ -27,6 +27,8 @@ public sealed class BalancerMetrics : IDisposable
             description: "HTTP requests or TCP connections in progress on the frontend");
         Meter.CreateObservableCounter("balancer.frontend.refused", () => frontends().Select(f => new Measurement<long>(f.Refused, Tag("frontend", f.Frontend))),
             description: "TCP connections closed at accept because max-connections was reached");
+        Meter.CreateObservableCounter("balancer.frontend.refused_per_client", () => frontends().Select(f => new Measurement<long>(f.RefusedPerClient, Tag("frontend", f.Frontend))),
+            description: "Connections closed at accept because their client address had max-connections-per-client open");
 
         Meter.CreateObservableCounter("balancer.backend.requests", () => EachBackend(b => new Measurement<long>(b.Counters.Requests, BackendTags(b))),
             description: "Requests or connections sent to the backend");

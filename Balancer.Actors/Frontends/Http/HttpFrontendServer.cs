@@ -24,6 +24,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
     public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ActorSystem system)
     {
         _settings = settings;
+        var perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "balancer-" + settings.Name });
         builder.Logging.ClearProviders();
         builder.Logging.AddProvider(new AkkaLoggerProvider(system, LogLevel.Warning));
@@ -42,10 +43,26 @@ internal sealed class HttpFrontendServer : IFrontendServer
             // A proxy streams bodies through; capping them is the backend's decision.
             kestrel.Limits.MaxRequestBodySize = null;
             kestrel.Limits.KeepAliveTimeout = settings.IdleTimeout;
+            kestrel.Limits.RequestHeadersTimeout = settings.RequestHeadersTimeout;
+            kestrel.Limits.MaxRequestHeadersTotalSize = settings.MaxRequestHeaderBytes;
+            kestrel.Limits.MaxRequestHeaderCount = settings.MaxRequestHeaders;
+            kestrel.Limits.MaxRequestLineSize = settings.MaxRequestLineBytes;
+            kestrel.Limits.MinRequestBodyDataRate = settings.MinRequestBodyBytesPerSecond == 0
+                ? null
+                : new MinDataRate(settings.MinRequestBodyBytesPerSecond, TimeSpan.FromSeconds(5));
             foreach (var bind in settings.Bind)
             {
                 // Cleartext HTTP/2 needs prior knowledge, which clients rarely have; h2 comes with TLS (ALPN).
-                kestrel.Listen(ListenSockets.Resolve(bind), listen => listen.Protocols = HttpProtocols.Http1);
+                kestrel.Listen(ListenSockets.Resolve(bind), listen =>
+                {
+                    listen.Protocols = HttpProtocols.Http1;
+                    if (settings.MaxConnectionsPerClient > 0)
+                    {
+                        listen.Use(next => connection => perClient.Admit(connection.RemoteEndPoint) is { } admitted
+                            ? RunAdmitted(next, connection, admitted)
+                            : Task.CompletedTask);
+                    }
+                });
             }
         });
         _app = builder.Build();
@@ -54,6 +71,14 @@ internal sealed class HttpFrontendServer : IFrontendServer
     }
 
     public IReadOnlyList<IPEndPoint> BoundEndPoints => _bound;
+
+    private static async Task RunAdmitted(Microsoft.AspNetCore.Connections.ConnectionDelegate next, Microsoft.AspNetCore.Connections.ConnectionContext connection, IDisposable admitted)
+    {
+        using (admitted)
+        {
+            await next(connection);
+        }
+    }
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {

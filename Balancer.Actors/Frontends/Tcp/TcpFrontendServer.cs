@@ -20,10 +20,12 @@ internal sealed class TcpFrontendServer : IFrontendServer
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenSource _closing = new();
     private readonly FrontendCounters _counters;
+    private readonly ClientConnectionLimit _perClient;
 
     public TcpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ILoggingAdapter log)
     {
         _counters = counters;
+        _perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
         _settings = settings;
         _pool = pool;
         _log = log;
@@ -112,13 +114,22 @@ internal sealed class TcpFrontendServer : IFrontendServer
                 client.Dispose();
                 continue;
             }
+            var admitted = _perClient.Admit(client.RemoteEndPoint);
+            if (admitted is null)
+            {
+                _counters.Close();
+                client.LingerState = new LingerOption(true, 0);
+                client.Dispose();
+                continue;
+            }
             client.NoDelay = true;
-            _ = HandleAsync(client);
+            _ = HandleAsync(client, admitted);
         }
     }
 
-    private async Task HandleAsync(Socket client)
+    private async Task HandleAsync(Socket client, IDisposable admitted)
     {
+        using var releaseOnEnd = admitted;
         var remote = client.RemoteEndPoint;
         var connection = new TcpConnection(client, _pool, _settings.IdleTimeout, _log, _settings.Name);
         // Stopping the frontend closes connections still open after the grace period.
