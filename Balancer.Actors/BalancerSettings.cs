@@ -210,7 +210,56 @@ public sealed record BalancerSettings(
             section.Int("max-request-header-bytes", 32 * 1024, 1024, 16 * 1024 * 1024),
             section.Int("max-request-headers", 100, 1, 10_000),
             section.Int("max-request-line-bytes", 8 * 1024, 256, 1024 * 1024),
-            section.Int("min-request-body-rate", 240, 0, int.MaxValue));
+            section.Int("min-request-body-rate", 240, 0, int.MaxValue),
+            ReadTls(section.Section("tls"), mode));
+    }
+
+    private static TlsSettings? ReadTls(SettingsReader tls, FrontendMode mode)
+    {
+        var certificate = tls.String("certificate");
+        var extra = tls.StringList("sni-certificates");
+        if (certificate.Length == 0)
+        {
+            if (extra.Count > 0)
+            {
+                tls.Problem("sni-certificates", "needs tls.certificate (the default certificate) as well");
+            }
+            return null;
+        }
+        if (mode == FrontendMode.Tcp)
+        {
+            tls.Problem("certificate", "TLS termination is for http frontends; a tcp frontend passes TLS through");
+            return null;
+        }
+        var files = ImmutableArray.CreateBuilder<CertificateFiles>();
+        files.Add(new CertificateFiles(certificate, tls.String("key")));
+        foreach (var item in extra)
+        {
+            var parts = item.Split(',', 2, StringSplitOptions.TrimEntries);
+            files.Add(new CertificateFiles(parts[0], parts.Length > 1 ? parts[1] : ""));
+        }
+        var passwordEnv = tls.String("password-env");
+        var problems = 0;
+        foreach (var file in files)
+        {
+            try
+            {
+                using var loaded = global::Balancer.Frontends.Http.CertificateStore.Read(file, passwordEnv);
+                if (!loaded.HasPrivateKey)
+                {
+                    tls.Problem(file == files[0] ? "certificate" : "sni-certificates", $"{file.Certificate}: no private key (give tls.key, or \"CERT,KEY\")");
+                    problems++;
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+            {
+                tls.Problem(file == files[0] ? "certificate" : "sni-certificates", $"cannot read {file.Certificate}: {e.Message}");
+                problems++;
+            }
+        }
+        var hstsText = tls.String("hsts", "off");
+        TimeSpan? hsts = hstsText is "off" or "" ? null : tls.Duration("hsts", TimeSpan.Zero);
+        return problems > 0 ? null : new TlsSettings(files.ToImmutable(), passwordEnv, hsts);
     }
 
     private static PoolSettings ReadPool(string name, SettingsReader section, Config userSection, Config poolDefaults, Config backendDefaults)

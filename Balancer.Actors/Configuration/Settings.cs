@@ -53,7 +53,17 @@ public sealed record FrontendSettings(
     int MaxRequestHeaderBytes,
     int MaxRequestHeaders,
     int MaxRequestLineBytes,
-    int MinRequestBodyBytesPerSecond);
+    int MinRequestBodyBytesPerSecond,
+    TlsSettings? Tls);
+
+/// <summary>A certificate file and its private key file (empty when the key is in the certificate file or it is a PFX).</summary>
+public sealed record CertificateFiles(string Certificate, string Key);
+
+/// <summary>TLS on an HTTP frontend: the default certificate first, then those chosen by SNI.</summary>
+/// <param name="Certificates">The default certificate, then the SNI ones.</param>
+/// <param name="PasswordEnv">Environment variable holding the password of encrypted keys or PFX files.</param>
+/// <param name="Hsts">Strict-Transport-Security max-age to send, or null.</param>
+public sealed record TlsSettings(ImmutableArray<CertificateFiles> Certificates, string PasswordEnv, TimeSpan? Hsts);
 
 /// <summary>A backend of a pool (<c>balancer.pools.POOL.backends.NAME</c>).</summary>
 public sealed record BackendSettings(string Name, EndpointAddress Address, int Weight);

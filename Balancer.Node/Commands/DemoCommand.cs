@@ -60,12 +60,14 @@ internal static class DemoCommand
         var generated = nodes > 3 ? Directory.CreateTempSubdirectory("balancer-demo-").FullName : null;
         var backends = Enumerable.Range(0, backendCount).Select(i => ($"{(char)('a' + i)}", 9001 + i)).ToList();
         var children = new List<ChildProcess>();
+        var backendProcesses = new List<ChildProcess>();
         var nodeProcesses = new ChildProcess[nodes];
         try
         {
             foreach (var (name, port) in backends)
             {
-                children.Add(ChildProcess.Start($"backend {name}", ["backend", "--port", port.ToString(), "--name", name], "listening on"));
+                backendProcesses.Add(ChildProcess.Start($"backend {name}", ["backend", "--port", port.ToString(), "--name", name], "listening on"));
+                children.Add(backendProcesses[^1]);
             }
             var settings = NodeSettingsFor(backends, mode, chaos is not null);
             for (var i = 1; i <= nodes; i++)
@@ -114,7 +116,8 @@ internal static class DemoCommand
             }
             while (!stop.IsCancellationRequested)
             {
-                var exited = children.FirstOrDefault(c => c.HasExited && !nodeProcesses.Contains(c)) ?? (chaos is null ? nodeProcesses.FirstOrDefault(n => n.HasExited) : null);
+                // Under chaos, nodes die on purpose and the chaos monkey restarts them.
+                var exited = backendProcesses.FirstOrDefault(c => c.HasExited) ?? (chaos is null ? nodeProcesses.FirstOrDefault(n => n.HasExited) : null);
                 if (exited is not null)
                 {
                     error.WriteLine($"balancer demo: {exited.Name} exited unexpectedly:");
@@ -133,7 +136,7 @@ internal static class DemoCommand
         finally
         {
             // Nodes first so they leave while the backends still answer, then the backends.
-            var all = nodeProcesses.Where(n => n is not null).Concat(children.Where(c => !nodeProcesses.Contains(c))).Distinct().ToList();
+            var all = nodeProcesses.Where(n => n is not null).Concat(backendProcesses).ToList();
             foreach (var child in all)
             {
                 child.Terminate();

@@ -101,6 +101,12 @@ public class ClusterProcessTests : IAsyncLifetime
             // Oldest first: node1 is the active node.
             await nodes[i - 1].WaitForOutputAsync(i == 1 ? "node role: active" : "node role: passive", StartTimeout);
         }
+        // Every member Up before the first kill: a kill while the others are still joining leaves
+        // them without a leader to make them Up, and the split-brain resolver downs them.
+        foreach (var node in nodes)
+        {
+            await node.WaitForOutputAsync("(3 up)", StartTimeout);
+        }
         Assert.Equal("node1", await WhoServesSharedPortAsync(nodes));
 
         var takeovers = new List<TimeSpan>();

@@ -111,6 +111,7 @@ public class BalancerSettingsTests
     public void Create_DuplicateBind_NamesBothOwners()
     {
         var problems = Problems("""
+            balancer.node.admin.enabled = on
             balancer.pools.app.backends.a = "127.0.0.1:1"
             balancer.frontends.web { bind = "127.0.0.1:8080", pool = app }
             balancer.frontends.raw { mode = tcp, bind = "0.0.0.0:8080", pool = app }

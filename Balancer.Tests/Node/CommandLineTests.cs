@@ -88,7 +88,7 @@ public class CommandLineTests : IDisposable
     }
 
     [Theory]
-    [InlineData(new[] { "frobnicate" }, "balancer: unknown command \"frobnicate\" (expected run, demo, check-config, backend or version)")]
+    [InlineData(new[] { "frobnicate" }, "balancer: unknown command \"frobnicate\" (expected run, demo, ctl, check-config, backend or version)")]
     [InlineData(new[] { "run", "--confg", "x.conf" }, "balancer: unknown option --confg")]
     [InlineData(new[] { "run", "--config" }, "balancer: option --config needs a value")]
     [InlineData(new[] { "backend", "--port", "99999" }, "balancer: --port expects a whole number from 0 to 65535, got \"99999\"")]

@@ -19,12 +19,14 @@ internal sealed class HttpFrontendServer : IFrontendServer
 {
     private readonly WebApplication _app;
     private readonly FrontendSettings _settings;
+    private readonly CertificateStore? _certificates;
     private IReadOnlyList<IPEndPoint> _bound = Array.Empty<IPEndPoint>();
 
     public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ActorSystem system)
     {
         _settings = settings;
         var perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
+        _certificates = settings.Tls is { } tls ? new CertificateStore(tls, Akka.Event.Logging.GetLogger(system, "balancer.tls")) : null;
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "balancer-" + settings.Name });
         builder.Logging.ClearProviders();
         builder.Logging.AddProvider(new AkkaLoggerProvider(system, LogLevel.Warning));
@@ -52,15 +54,24 @@ internal sealed class HttpFrontendServer : IFrontendServer
                 : new MinDataRate(settings.MinRequestBodyBytesPerSecond, TimeSpan.FromSeconds(5));
             foreach (var bind in settings.Bind)
             {
-                // Cleartext HTTP/2 needs prior knowledge, which clients rarely have; h2 comes with TLS (ALPN).
                 kestrel.Listen(ListenSockets.Resolve(bind), listen =>
                 {
-                    listen.Protocols = HttpProtocols.Http1;
+                    // Cleartext HTTP/2 needs prior knowledge, which clients rarely have; h2 comes with TLS (ALPN).
+                    listen.Protocols = _certificates is null ? HttpProtocols.Http1 : HttpProtocols.Http1AndHttp2;
                     if (settings.MaxConnectionsPerClient > 0)
                     {
+                        // Before the TLS handshake: a refused client costs no cryptography.
                         listen.Use(next => connection => perClient.Admit(connection.RemoteEndPoint) is { } admitted
                             ? RunAdmitted(next, connection, admitted)
                             : Task.CompletedTask);
+                    }
+                    if (_certificates is { } certificates)
+                    {
+                        listen.UseHttps(new Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions
+                        {
+                            ServerCertificateSelector = (_, serverName) => certificates.Select(serverName),
+                            HandshakeTimeout = settings.RequestHeadersTimeout,
+                        });
                     }
                 });
             }
@@ -93,7 +104,11 @@ internal sealed class HttpFrontendServer : IFrontendServer
         await _app.StopAsync(cts.Token);
     }
 
-    public ValueTask DisposeAsync() => _app.DisposeAsync();
+    public ValueTask DisposeAsync()
+    {
+        _certificates?.Dispose();
+        return _app.DisposeAsync();
+    }
 
     private static IPEndPoint? ParseAddress(string url)
     {

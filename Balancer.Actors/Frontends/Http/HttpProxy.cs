@@ -19,6 +19,7 @@ internal sealed class HttpProxy
     private readonly PoolHandle _pool;
     private readonly FrontendCounters _counters;
     private readonly IHttpForwarder _forwarder;
+    private readonly string? _hsts;
     private readonly HttpTransformer _transformer;
     private RequestConfigForTimeout _requestConfig = new(TimeSpan.Zero, ForwarderRequestConfig.Empty);
 
@@ -26,6 +27,7 @@ internal sealed class HttpProxy
     {
         _counters = counters;
         _pool = pool;
+        _hsts = frontend.Tls?.Hsts is { } maxAge ? $"max-age={(long)maxAge.TotalSeconds}" : null;
         _forwarder = forwarder;
         _transformer = new ForwardingTransformer(frontend);
     }
@@ -45,6 +47,10 @@ internal sealed class HttpProxy
 
     private async Task ForwardCountedAsync(HttpContext context)
     {
+        if (_hsts is not null)
+        {
+            context.Response.Headers.StrictTransportSecurity = _hsts;
+        }
         var snapshot = _pool.Snapshot;
         var requestConfig = RequestConfigFor(snapshot.Settings);
         var request = new RoutingRequest(context.Connection.RemoteIpAddress, context);
