@@ -78,8 +78,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             }
         });
         Receive<NotFound>(notFound => (notFound.Request as Lookup)?.Found.TrySetResult(null));
-        // A majority could not be asked in time: treat the session as new rather than keep the client waiting.
-        Receive<GetFailure>(failure => (failure.Request as Lookup)?.Found.TrySetResult(null));
+        // A majority could not be asked in time: balance this request, but do not pin it, or the
+        // new pin would overwrite the session's entry that the unreachable nodes still hold.
+        Receive<GetFailure>(failure => (failure.Request as Lookup)?.Found.TrySetResult(AffinityTable.Unavailable));
         Receive<Clear>(OnClear);
         Receive<UpdateSuccess>(success =>
         {

@@ -35,6 +35,12 @@ public sealed class AffinityTable
     /// <summary>The cookie codec of <c>mode = cookie</c>, else null.</summary>
     public AffinityCookie? Cookie { get; }
 
+    /// <summary>
+    /// What <see cref="FindAsync"/> answers when a majority could not be read in time: the session
+    /// may exist elsewhere, so the caller balances the request without pinning it.
+    /// </summary>
+    public static readonly string Unavailable = new('\0', 1);
+
     /// <summary>Entries cached on this node.</summary>
     public int Count => _entries.Count;
 

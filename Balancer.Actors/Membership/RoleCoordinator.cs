@@ -45,6 +45,8 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
     private NodeRole? _role;
     private int _generation;
     private readonly HashSet<UniqueAddress> _up = new();
+    private readonly IActorRef _replicator = Akka.DistributedData.DistributedData.Get(Context.System).Replicator;
+    private int _warmUpPending = -1;
     private Task _hooks = Task.CompletedTask;
 
     public RoleCoordinator(BalancerSettings settings, PoolRegistry pools)
@@ -64,6 +66,18 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
             Decide();
         });
         Receive<ClusterEvent.IClusterDomainEvent>(_ => Decide());
+        Receive<Akka.DistributedData.GetSuccess>(success => OnWarmUpAnswer(success.Request));
+        Receive<Akka.DistributedData.NotFound>(notFound => OnWarmUpAnswer(notFound.Request));
+        Receive<Akka.DistributedData.GetFailure>(failure => OnWarmUpAnswer(failure.Request));
+        Receive<WarmUpDone>(_ =>
+        {
+            if (_warmUpPending >= 0)
+            {
+                _warmUpPending = 0;
+                _log.Info("replicated state loaded from the cluster: opening frontends");
+                SetRole(NodeRole.Active, _cluster.SelfAddress.ToString());
+            }
+        });
         Receive<DecideNow>(_ => Decide());
         Receive<ClusterEvent.CurrentClusterState>(_ => Decide());
         Receive<Terminated>(terminated =>
@@ -105,7 +119,7 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
     {
         if (_settings.Node.Mode == NodeMode.ActiveActive)
         {
-            SetRole(NodeRole.Active, _cluster.SelfAddress.ToString());
+            // Active once this node is Up and has read the replicated state from a majority (see WarmUp).
             _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberUp), typeof(ClusterEvent.MemberRemoved));
             return;
         }
@@ -120,6 +134,10 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
     {
         if (_settings.Node.Mode == NodeMode.ActiveActive)
         {
+            if (_warmUpPending < 0 && _cluster.SelfMember.Status == MemberStatus.Up)
+            {
+                WarmUp();
+            }
             return;
         }
         // A node on its way out hands over: it closes its frontends (and runs on-passive).
@@ -139,6 +157,60 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
             return;
         }
         SetRole(active.UniqueAddress.Equals(_cluster.SelfUniqueAddress) ? NodeRole.Active : NodeRole.Passive, active.Address.ToString());
+    }
+
+    /// <summary>
+    /// A node that has just joined knows nothing of the sessions, drains and verdicts the cluster
+    /// holds: serving at once would balance sticky sessions afresh and overwrite their entries.
+    /// So it reads every replicated key from a majority first (which merges them into its replica
+    /// and reaches the pools' routing actors and affinity stores), then opens its frontends; a
+    /// majority that does not answer within the write timeout does not keep it closed.
+    /// </summary>
+    private void WarmUp()
+    {
+        var keys = new List<Akka.DistributedData.IKey>
+        {
+            Replication.ReplicatedKeys.RuntimeConfig,
+            Replication.ReplicatedKeys.Health,
+        };
+        foreach (var pool in _settings.Pools.Where(p => p.Affinity.Mode != AffinityMode.None))
+        {
+            keys.AddRange(Enumerable.Range(0, pool.Affinity.Buckets)
+                .Select(n => new Akka.DistributedData.LWWDictionaryKey<string, Affinity.AffinityEntry>($"balancer-affinity-{pool.Name}-{n}")));
+        }
+        _warmUpPending = keys.Count;
+        var read = new Akka.DistributedData.ReadMajority(_settings.Node.WriteTimeout);
+        foreach (var key in keys)
+        {
+            _replicator.Tell(new Akka.DistributedData.Get(key, read, WarmUpRead.Instance));
+        }
+        Timers.StartSingleTimer("warm-up", WarmUpDone.Instance, _settings.Node.WriteTimeout + TimeSpan.FromSeconds(1));
+    }
+
+    private void OnWarmUpAnswer(object? request)
+    {
+        if (request is not WarmUpRead || _warmUpPending <= 0)
+        {
+            return;
+        }
+        if (--_warmUpPending == 0)
+        {
+            _warmUpPending = 1;
+            // Subscribers hear of merged values at the next notification tick: give them that long.
+            Timers.StartSingleTimer("warm-up", WarmUpDone.Instance, TimeSpan.FromMilliseconds(250));
+        }
+    }
+
+    private sealed class WarmUpRead
+    {
+        public static readonly WarmUpRead Instance = new();
+        private WarmUpRead() { }
+    }
+
+    private sealed class WarmUpDone
+    {
+        public static readonly WarmUpDone Instance = new();
+        private WarmUpDone() { }
     }
 
     private void SetRole(NodeRole role, string activeNode)

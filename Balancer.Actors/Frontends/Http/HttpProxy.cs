@@ -141,6 +141,10 @@ internal sealed class HttpProxy
             return (null, null, false);
         }
         var pinnedName = await affinity.FindAsync(sessionKey);
+        if (ReferenceEquals(pinnedName, AffinityTable.Unavailable))
+        {
+            return (null, null, false);
+        }
         var pinned = snapshot.FindForSession(pinnedName);
         // A session whose backend went away moves to the same new backend whichever node sees it
         // first, so nodes re-pinning it at the same moment agree instead of racing.

@@ -74,7 +74,14 @@ internal sealed class TcpConnection
         // Source-IP affinity is the one kind a TCP frontend can see.
         var affinity = _pool.Affinity is { Settings.Mode: Configuration.AffinityMode.SourceIp } table ? table : null;
         var sessionKey = affinity is null ? null : request.ClientAddress?.ToString();
-        var pinned = sessionKey is null ? null : snapshot.FindForSession(await affinity!.FindAsync(sessionKey).ConfigureAwait(false));
+        var pinnedName = sessionKey is null ? null : await affinity!.FindAsync(sessionKey).ConfigureAwait(false);
+        if (ReferenceEquals(pinnedName, Affinity.AffinityTable.Unavailable))
+        {
+            // The table could not be read: balance without pinning, so the session's entry survives.
+            sessionKey = null;
+            pinnedName = null;
+        }
+        var pinned = snapshot.FindForSession(pinnedName);
         var tries = 0;
         while (tries < attemptsAllowed)
         {
