@@ -134,7 +134,8 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
     {
         if (_settings.Node.Mode == NodeMode.ActiveActive)
         {
-            if (_warmUpPending < 0 && _cluster.SelfMember.Status == MemberStatus.Up)
+            // The MemberUp event can arrive before Cluster.SelfMember shows Up: trust either.
+            if (_warmUpPending < 0 && (_up.Contains(_cluster.SelfUniqueAddress) || _cluster.SelfMember.Status == MemberStatus.Up))
             {
                 WarmUp();
             }

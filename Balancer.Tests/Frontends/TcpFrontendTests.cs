@@ -170,6 +170,8 @@ public class TcpFrontendTests
         var system = Akka.Actor.ActorSystem.Create("balancer-bind", config);
         try
         {
+            // Frontends open once the node is a member: it joins itself.
+            Akka.Cluster.Cluster.Get(system).Join(Akka.Cluster.Cluster.Get(system).SelfAddress);
             var balancer = BalancerExtension.Get(system);
             var failure = await Assert.ThrowsAsync<InvalidOperationException>(() => balancer.FrontendsStarted.WaitAsync(TimeSpan.FromSeconds(20)));
             Assert.StartsWith("frontend raw: ", failure.Message);
