@@ -152,7 +152,45 @@ public sealed record BalancerSettings(
             node.String("data-dir", "data"),
             node.Int("probe-shards", 30, 1, 10_000),
             node.Duration("write-timeout", TimeSpan.FromSeconds(3)),
-            node.String("affinity-key"));
+            node.String("affinity-key"),
+            ReadClusterTls(node.Section("cluster-tls")));
+    }
+
+    private static ClusterTlsSettings? ReadClusterTls(SettingsReader tls)
+    {
+        var certificate = tls.String("certificate");
+        var authority = tls.String("ca");
+        if (certificate.Length == 0 && authority.Length == 0)
+        {
+            return null;
+        }
+        if (certificate.Length == 0 || authority.Length == 0)
+        {
+            tls.Problem(certificate.Length == 0 ? "certificate" : "ca", "cluster-tls needs both this node's certificate and the cluster CA");
+            return null;
+        }
+        var settings = new ClusterTlsSettings(certificate, tls.String("key"), authority, tls.String("password-env"));
+        try
+        {
+            using var loaded = global::Balancer.Frontends.Http.CertificateStore.Read(new CertificateFiles(certificate, settings.Key), settings.PasswordEnv);
+            using var ca = System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(authority);
+            if (!loaded.HasPrivateKey)
+            {
+                tls.Problem("certificate", $"{certificate}: no private key (give cluster-tls.key)");
+                return null;
+            }
+            if (!Security.ClusterTls.IssuedBy(loaded, ca))
+            {
+                tls.Problem("certificate", $"{certificate} is not issued by the cluster CA {authority}: other nodes would refuse it");
+                return null;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+        {
+            tls.Problem("certificate", $"cannot read {certificate} or {authority}: {e.Message}");
+            return null;
+        }
+        return settings;
     }
 
     private static FrontendSettings ReadFrontend(string name, SettingsReader section, ImmutableArray<PoolSettings>.Builder pools)

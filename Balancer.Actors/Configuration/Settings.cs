@@ -35,7 +35,15 @@ public sealed record NodeSettings(
     string DataDir,
     int ProbeShards,
     TimeSpan WriteTimeout,
-    string AffinityKey);
+    string AffinityKey,
+    ClusterTlsSettings? ClusterTls);
+
+/// <summary>Mutual TLS between nodes (<c>balancer.node.cluster-tls</c>).</summary>
+/// <param name="Certificate">This node's certificate (PEM or PFX).</param>
+/// <param name="Key">Its PEM private key, when not in the certificate file.</param>
+/// <param name="Authority">The cluster CA's certificate: peers must present a certificate it issued.</param>
+/// <param name="PasswordEnv">Environment variable holding the key's or PFX's password.</param>
+public sealed record ClusterTlsSettings(string Certificate, string Key, string Authority, string PasswordEnv);
 
 /// <summary>One frontend (<c>balancer.frontends.NAME</c>).</summary>
 public sealed record FrontendSettings(

@@ -1,3 +1,4 @@
+using Akka.Event;
 using System.Runtime.InteropServices;
 using Akka.Actor;
 using Akka.Cluster;
@@ -8,6 +9,27 @@ namespace Balancer.Node.Commands;
 internal static class RunCommand
 {
     public const string Usage = "balancer run [--config FILE]... [--set key=value]...";
+
+    private static void WarnWhenClusterTrafficIsOpen(ActorSystem system, Akka.Configuration.Config config)
+    {
+        if (config.GetBoolean("akka.remote.dot-netty.tcp.enable-ssl") || BalancerExtensionSettingsHaveTls(config))
+        {
+            return;
+        }
+        var host = config.GetString("akka.remote.dot-netty.tcp.hostname", "");
+        var log = Akka.Event.Logging.GetLogger(system, "balancer.security");
+        if (System.Net.IPAddress.TryParse(host, out var address) && System.Net.IPAddress.IsLoopback(address))
+        {
+            log.Info("cluster traffic is not encrypted or authenticated (loopback only: fine for a demo; set balancer.node.cluster-tls across hosts)");
+        }
+        else
+        {
+            log.Warning("cluster traffic on {0} is NOT encrypted or authenticated: any host reaching the remoting port can join; set balancer.node.cluster-tls", host);
+        }
+    }
+
+    private static bool BalancerExtensionSettingsHaveTls(Akka.Configuration.Config config) =>
+        config.GetString("balancer.node.cluster-tls.certificate", "").Length > 0;
 
     public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
     {
@@ -31,7 +53,8 @@ internal static class RunCommand
         }
 
         var config = NodeConfig.WithDurableDirectory(NodeConfig.Load(files, sets));
-        var system = ActorSystem.Create("balancer", config);
+        var system = ActorSystem.Create("balancer", Security.ClusterTls.Setup(config));
+        WarnWhenClusterTrafficIsOpen(system, config);
         // Not disposed: a late signal may still cancel it while the process exits.
         var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
