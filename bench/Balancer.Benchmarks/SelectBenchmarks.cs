@@ -24,6 +24,7 @@ public class SelectBenchmarks
     private AffinityTable _affinity = null!;
     private string[] _keys = null!;
     private IPAddress[] _clients = null!;
+    private Balancer.Client.IBalancerClient _client = null!;
     private int _next;
 
     [GlobalSetup]
@@ -41,6 +42,29 @@ public class SelectBenchmarks
             _affinity.Pin(key, "b" + (key.GetHashCode() & 7));
         }
         _clients = Enumerable.Range(0, 1024).Select(i => new IPAddress([10, 0, (byte)(i >> 8), (byte)i])).ToArray();
+
+        // The embedding API over the same kind of pool, with the affinity table above.
+        var registry = new PoolRegistry();
+        var handle = new PoolHandle(PoolSnapshotBuilder.Build(1, pool, _ => BackendRuntimeState.Default, _ => new BackendCounters(), new PickerState()));
+        handle.Affinity = _affinity;
+        registry.Set(handle);
+        _client = new Balancer.Client.BalancerClient(registry, new Balancer.Management.EventFeed());
+    }
+
+    /// <summary>IBalancerClient.Select then Complete, round-robin: a client-side call's whole overhead.</summary>
+    [Benchmark]
+    public void ClientSelectAndComplete()
+    {
+        var lease = _client.Select("app");
+        lease.Complete(Balancer.Client.BackendOutcome.Success, 200);
+    }
+
+    /// <summary>IBalancerClient.Select with an affinity key of a busy session, then Complete.</summary>
+    [Benchmark]
+    public void ClientSelectStickyAndComplete()
+    {
+        var lease = _client.Select("app", _keys[(_next++ * 7919) & 1023]);
+        lease.Complete(Balancer.Client.BackendOutcome.Success, 200);
     }
 
     [Benchmark(Baseline = true)]
