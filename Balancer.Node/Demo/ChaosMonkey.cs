@@ -68,6 +68,15 @@ internal sealed class ChaosMonkey
         while (_maxKills == 0 || _kills < _maxKills)
         {
             await Task.Delay(_interval, stop);
+            // A node that did not come back (or died on its own) is started again first.
+            for (var i = 0; i < _nodes.Length; i++)
+            {
+                if (_nodes[i].HasExited)
+                {
+                    _output.WriteLine($"chaos: {_nodes[i].Name} is not running (exit code {_nodes[i].ExitCode}); starting it again");
+                    await RestartAsync(i, stop);
+                }
+            }
             if (await MembersUpAsync(stop) != _nodes.Length)
             {
                 _output.WriteLine($"chaos: not every node is up ({_membersUp}/{_nodes.Length}); no kill this round");
@@ -84,23 +93,31 @@ internal sealed class ChaosMonkey
             _output.WriteLine($"chaos: kill -9 {victim.Name} (pid {victim.Pid})");
 
             await Task.Delay(TimeSpan.FromTicks(Math.Min(_interval.Ticks / 2, TimeSpan.FromSeconds(5).Ticks)), stop);
-            var restarted = victim.Restart();
-            _nodes[index] = restarted;
-            var since = Stopwatch.StartNew();
-            if (!await restarted.WaitReadyAsync(TimeSpan.FromSeconds(60), stop))
-            {
-                _output.WriteLine($"chaos: {victim.Name} did not start again:{Environment.NewLine}{restarted.LastLines()}");
-                continue;
-            }
-            while (await MembersUpAsync(stop) != _nodes.Length && since.Elapsed < TimeSpan.FromSeconds(60))
-            {
-                await Task.Delay(250, stop);
-            }
-            var serves = await ServesAsync(index + 1, stop);
-            _output.WriteLine($"chaos: {victim.Name} restarted, rejoined in {since.Elapsed.TotalSeconds:0.0} s ({_membersUp}/{_nodes.Length} up), {(serves ? "serving" : "NOT serving")} on :{8080 + index + 1}");
+            await RestartAsync(index, stop);
         }
         _output.WriteLine($"chaos: {_kills} kills done");
         await Task.Delay(Timeout.Infinite, stop);
+    }
+
+    private async Task RestartAsync(int index, CancellationToken stop)
+    {
+        var previous = _nodes[index];
+        var restarted = previous.Restart();
+        _nodes[index] = restarted;
+        var since = Stopwatch.StartNew();
+        if (!await restarted.WaitReadyAsync(TimeSpan.FromSeconds(60), stop))
+        {
+            // Let the output of a process that exited at once arrive before showing it.
+            await Task.Delay(500, stop);
+            _output.WriteLine($"chaos: {previous.Name} did not start again{(restarted.HasExited ? $" (exit code {restarted.ExitCode})" : "")}; trying again next round:{Environment.NewLine}{restarted.LastLines()}");
+            return;
+        }
+        while (await MembersUpAsync(stop) != _nodes.Length && since.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            await Task.Delay(250, stop);
+        }
+        var serves = await ServesAsync(index + 1, stop);
+        _output.WriteLine($"chaos: {previous.Name} restarted, rejoined in {since.Elapsed.TotalSeconds:0.0} s ({_membersUp}/{_nodes.Length} up), {(serves ? "serving" : "NOT serving")} on :{8080 + index + 1}");
     }
 
     private async Task LoadAsync(int worker, CancellationToken stop)

@@ -34,6 +34,9 @@ internal sealed class ChildProcess
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>The exit code once <see cref="HasExited"/>.</summary>
+    public int ExitCode => _process.HasExited ? _process.ExitCode : 0;
+
     public static ChildProcess Start(string name, string[] args, string readyText, Action<string>? onLine = null)
     {
         var info = new ProcessStartInfo(Environment.ProcessPath!)

@@ -94,6 +94,57 @@ public class NodeProcessTests
         Assert.True(exitCode == 0, $"exit code {exitCode}:\n{string.Join("\n", node.Output.Split('\n').TakeLast(25))}");
     }
 
+    [Fact]
+    public async Task Secrets_NeverAppearInTheLogAtDebugLevel_NorInCtlOutput()
+    {
+        const string token = "admin-token-Zq81-secret";
+        const string affinityKey = "affinity-key-Xw42-secret-value";
+        await using var cleanup = new ProcessGroup();
+        var backend = cleanup.Add(NodeProcess.Start("backend", "--port", "0", "--name", "a"));
+        await backend.WaitForOutputAsync("listening on", StartTimeout);
+        var backendPort = int.Parse(Regex.Match(backend.Output, @"127\.0\.0\.1:(\d+)").Groups[1].Value);
+        var node = cleanup.Add(NodeProcess.Start(
+            "run", "--config", Path.Combine(CommandLineTests.RepositoryRoot(), "hocon", "node1.conf"),
+            "--set", "akka.loglevel=DEBUG",
+            "--set", "akka.stdout-loglevel=DEBUG",
+            "--set", "akka.remote.dot-netty.tcp.port=0",
+            "--set", "akka.cluster.seed-nodes=[]",
+            "--set", "balancer.node.admin.bind=127.0.0.1:0",
+            "--set", $"balancer.node.admin.token={token}",
+            "--set", $"balancer.node.affinity-key={affinityKey}",
+            "--set", "balancer.pools.app.affinity.mode=cookie",
+            "--set", "balancer.pools.app.backends.b=null",
+            "--set", "balancer.pools.app.backends.c=null",
+            "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backendPort}",
+            "--set", "balancer.frontends.web.bind=127.0.0.1:0",
+            "--set", "balancer.frontends.web-node1.bind=127.0.0.1:0",
+            "--set", "balancer.frontends.raw.bind=127.0.0.1:0",
+            "--set", "balancer.frontends.raw-node1.bind=127.0.0.1:0"));
+        await node.WaitForOutputAsync(" ready", StartTimeout);
+        var admin = Regex.Match(node.Output, @"admin API on http://(\S+) ").Groups[1].Value;
+        var http = FrontendEndPoint(node.Output, "web-node1");
+
+        // Refused and accepted changes, a session cookie issued, and ctl output in both cases.
+        var refused = cleanup.Add(NodeProcess.Start("ctl", admin, "--token", "wrong-token", "backend", "drain", "app/a"));
+        Assert.Equal(1, await refused.WaitForExitAsync(TimeSpan.FromSeconds(20)));
+        var accepted = cleanup.Add(NodeProcess.Start("ctl", admin, "--token", token, "--json", "backend", "ready", "app/a"));
+        Assert.Equal(0, await accepted.WaitForExitAsync(TimeSpan.FromSeconds(20)));
+        using (var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }))
+        {
+            using var response = await client.GetAsync($"http://{http}/");
+            Assert.Contains(response.Headers.GetValues("Set-Cookie"), c => c.StartsWith("BALANCER=", StringComparison.Ordinal));
+        }
+        node.Terminate();
+        await node.WaitForExitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Contains("[DEBUG]", node.Output);
+        foreach (var output in new[] { node.Output, refused.Output, accepted.Output })
+        {
+            Assert.DoesNotContain(token, output);
+            Assert.DoesNotContain(affinityKey, output);
+        }
+    }
+
     private static IPEndPoint FrontendEndPoint(string output, string frontend)
     {
         var match = Regex.Match(output, $@"frontend {Regex.Escape(frontend)} \((?:http|tcp)\) on (\S+) ");
