@@ -27,6 +27,10 @@ internal sealed class BalancerGuardian : ReceiveActor
         {
             affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, settings.Node.WriteTimeout, registry), pool.Name));
         }
+        if (settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode == Configuration.AffinityMode.Cookie))
+        {
+            Context.ActorOf(Affinity.AffinityKeyKeeper.Props(registry, settings.Node.WriteTimeout), "affinity-key");
+        }
         // Frontends open where the node's role says so (always, in active-active).
         Context.ActorOf(Membership.RoleCoordinator.Props(settings, registry), "role");
     }

@@ -96,10 +96,10 @@ public sealed record BalancerSettings(
 
         foreach (var pool in pools.Where(p => p.Affinity.Mode == AffinityMode.Cookie))
         {
-            if (node.AffinityKey.Length < 16)
+            if (node.AffinityKey.Length is > 0 and < 16)
             {
-                problems.Add(new ConfigProblem($"balancer.pools.{pool.Name}.affinity.mode",
-                    "cookie affinity needs balancer.node.affinity-key: a secret of at least 16 characters, the same on every node"));
+                problems.Add(new ConfigProblem("balancer.node.affinity-key",
+                    "cookie affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)"));
             }
         }
         var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable(), ReadAlerts(root.Section("alerts"), userBalancer, reference));
@@ -249,7 +249,34 @@ public sealed record BalancerSettings(
             section.Int("max-request-headers", 100, 1, 10_000),
             section.Int("max-request-line-bytes", 8 * 1024, 256, 1024 * 1024),
             section.Int("min-request-body-rate", 240, 0, int.MaxValue),
-            ReadTls(section.Section("tls"), mode));
+            ReadTls(section.Section("tls"), mode),
+            ReadSniRoutes(section, mode, pools));
+    }
+
+    private static ImmutableArray<SniRoute> ReadSniRoutes(SettingsReader section, FrontendMode mode, ImmutableArray<PoolSettings>.Builder pools)
+    {
+        var routes = ImmutableArray.CreateBuilder<SniRoute>();
+        foreach (var text in section.StringList("sni-routes"))
+        {
+            var parts = text.Split('=', 2, StringSplitOptions.TrimEntries);
+            if (mode != FrontendMode.Tcp)
+            {
+                section.Problem("sni-routes", "routing by SNI without decrypting is for tcp frontends (an http frontend terminates TLS)");
+                break;
+            }
+            if (parts.Length != 2 || parts[0].Length == 0 || parts[1].Length == 0)
+            {
+                section.Problem("sni-routes", $"expected \"SERVER-NAME=POOL\", got \"{text}\"");
+                continue;
+            }
+            if (!pools.Any(p => p.Name == parts[1]))
+            {
+                section.Problem("sni-routes", $"unknown pool \"{parts[1]}\" for {parts[0]}");
+                continue;
+            }
+            routes.Add(new SniRoute(parts[0], parts[1]));
+        }
+        return routes.ToImmutable();
     }
 
     private static TlsSettings? ReadTls(SettingsReader tls, FrontendMode mode)

@@ -5,29 +5,36 @@ namespace Balancer.Affinity;
 
 /// <summary>
 /// The cookie of <c>affinity.mode = cookie</c>: "BACKEND.MAC" where MAC is a truncated
-/// HMAC-SHA256 of pool and backend under the cluster-wide <c>balancer.node.affinity-key</c>, so a
-/// client cannot pick a backend by editing it and every node can check it without any table.
+/// HMAC-SHA256 of pool and backend under the cluster-wide <c>balancer.node.affinity-key</c> (or,
+/// when that is empty, a key one node generated and replicated), so a client cannot pick a backend
+/// by editing it and every node can check it without any table.
 /// </summary>
 public sealed class AffinityCookie
 {
     private const int MacBytes = 12;
-    private readonly byte[] _key;
     private readonly string _pool;
+    private byte[]? _key;
 
-    /// <summary>Cookies of <paramref name="pool"/> under <paramref name="key"/>.</summary>
+    /// <summary>Cookies of <paramref name="pool"/> under <paramref name="key"/> (empty: the replicated key, once it arrives).</summary>
     public AffinityCookie(string key, string pool)
     {
-        _key = Encoding.UTF8.GetBytes(key);
+        _key = key.Length > 0 ? Encoding.UTF8.GetBytes(key) : null;
         _pool = pool;
     }
 
-    /// <summary>The cookie value naming <paramref name="backend"/>.</summary>
-    public string Issue(string backend) => backend + "." + Mac(backend);
+    /// <summary>True once there is a key to sign and check cookies with.</summary>
+    public bool HasKey => Volatile.Read(ref _key) is not null;
+
+    /// <summary>The cookie value naming <paramref name="backend"/>, or null while no key is known.</summary>
+    public string? Issue(string backend) => HasKey ? backend + "." + Mac(backend) : null;
+
+    /// <summary>Sets the cluster's generated key (from the replicated register).</summary>
+    internal void SetKey(string key) => Volatile.Write(ref _key, Encoding.UTF8.GetBytes(key));
 
     /// <summary>The backend a cookie names, or null when it is malformed or its MAC does not match.</summary>
     public string? Verify(string? value)
     {
-        if (string.IsNullOrEmpty(value) || value.Length > 200)
+        if (string.IsNullOrEmpty(value) || value.Length > 200 || !HasKey)
         {
             return null;
         }
@@ -44,7 +51,7 @@ public sealed class AffinityCookie
 
     private string Mac(string backend)
     {
-        var mac = HMACSHA256.HashData(_key, Encoding.UTF8.GetBytes(_pool + "\n" + backend));
+        var mac = HMACSHA256.HashData(Volatile.Read(ref _key)!, Encoding.UTF8.GetBytes(_pool + "\n" + backend));
         return Convert.ToBase64String(mac, 0, MacBytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
     }
 }

@@ -62,7 +62,11 @@ public sealed record FrontendSettings(
     int MaxRequestHeaders,
     int MaxRequestLineBytes,
     int MinRequestBodyBytesPerSecond,
-    TlsSettings? Tls);
+    TlsSettings? Tls,
+    ImmutableArray<SniRoute> SniRoutes);
+
+/// <summary>A TCP frontend's TLS passthrough rule: connections whose ClientHello asks for <paramref name="ServerName"/> ("*.x" matches one label) go to <paramref name="Pool"/>.</summary>
+public sealed record SniRoute(string ServerName, string Pool);
 
 /// <summary>A certificate file and its private key file (empty when the key is in the certificate file or it is a PFX).</summary>
 public sealed record CertificateFiles(string Certificate, string Key);

@@ -78,7 +78,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
             ?? throw new InvalidOperationException($"frontend {_settings.Name}: pool {_settings.Pool} is not registered");
         _server = _settings.Mode == FrontendMode.Http
             ? new HttpFrontendServer(_settings, pool, _counters, Context.System)
-            : new TcpFrontendServer(_settings, pool, _counters, _log);
+            : new TcpFrontendServer(_settings, pool, _counters, _log, _pools);
         var server = _server;
         // Run off the actor thread: a bind that fails at once must come back as a message too.
         Task.Run(() => server.StartAsync(CancellationToken.None))

@@ -174,6 +174,10 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
             Replication.ReplicatedKeys.RuntimeConfig,
             Replication.ReplicatedKeys.Health,
         };
+        if (_settings.Node.AffinityKey.Length == 0 && _settings.Pools.Any(p => p.Affinity.Mode == AffinityMode.Cookie))
+        {
+            keys.Add(Affinity.AffinityKeyKeeper.Key);
+        }
         foreach (var pool in _settings.Pools.Where(p => p.Affinity.Mode != AffinityMode.None))
         {
             keys.AddRange(Enumerable.Range(0, pool.Affinity.Buckets)

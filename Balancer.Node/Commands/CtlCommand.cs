@@ -145,14 +145,7 @@ internal static class CtlCommand
                 return;
             case "backends":
                 NoMore(2);
-                var pools = w.Count > 1 ? [w[1]] : (await client.GetAsync("api/pools", cancellationToken)).EnumerateArray().Select(p => p.GetProperty("name").GetString()!).ToList();
-                var all = new List<JsonElement>();
-                foreach (var pool in pools)
-                {
-                    all.AddRange((await client.GetAsync($"api/pools/{Uri.EscapeDataString(pool)}/backends", cancellationToken)).EnumerateArray());
-                }
-                var combined = JsonSerializer.SerializeToElement(all);
-                await Print(Task.FromResult(combined), b => CtlOutput.Backends(b, output));
+                await Print(BackendsAsync(client, w.Count > 1 ? w[1] : null, cancellationToken), b => CtlOutput.Backends(b, output));
                 return;
             case "backend":
                 var verb = Arg(1, "ready, drain, maint, weight, add or remove");
@@ -223,17 +216,25 @@ internal static class CtlCommand
                 return;
             case "stats":
                 NoMore(1);
-                var statsPools = (await client.GetAsync("api/pools", cancellationToken)).EnumerateArray().Select(p => p.GetProperty("name").GetString()!).ToList();
-                var backends = new List<JsonElement>();
-                foreach (var pool in statsPools)
-                {
-                    backends.AddRange((await client.GetAsync($"api/pools/{Uri.EscapeDataString(pool)}/backends", cancellationToken)).EnumerateArray());
-                }
-                await Print(Task.FromResult(JsonSerializer.SerializeToElement(backends)), b => CtlOutput.Stats(b, output));
+                await Print(BackendsAsync(client, null, cancellationToken), b => CtlOutput.Stats(b, output));
                 return;
             default:
                 throw new UsageException($"unknown command \"{w[0]}\" (cluster, pools, backends, backend, affinity, frontends, stats, help)");
         }
+    }
+
+    /// <summary>The backends of <paramref name="pool"/>, or of every pool, as one JSON array.</summary>
+    private static async Task<JsonElement> BackendsAsync(AdminClient client, string? pool, CancellationToken cancellationToken)
+    {
+        var pools = pool is not null
+            ? [pool]
+            : (await client.GetAsync("api/pools", cancellationToken)).EnumerateArray().Select(p => p.GetProperty("name").GetString()!).ToList();
+        var all = new List<JsonElement>();
+        foreach (var name in pools)
+        {
+            all.AddRange((await client.GetAsync($"api/pools/{Uri.EscapeDataString(name)}/backends", cancellationToken)).EnumerateArray());
+        }
+        return JsonSerializer.SerializeToElement(all);
     }
 
     private static (string Pool, string Backend) PoolBackend(string text)

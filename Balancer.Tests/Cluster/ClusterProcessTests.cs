@@ -160,7 +160,6 @@ public class ClusterProcessTests : IAsyncLifetime
         {
             "--set", $"balancer.pools.app.affinity.mode=\"{mode}\"",
             "--set", "balancer.pools.app.affinity.write=majority",
-            "--set", "balancer.node.affinity-key=process-test-affinity-key-0123456789",
         };
         var nodes = new NodeProcess[3];
         for (var i = 1; i <= 3; i++)

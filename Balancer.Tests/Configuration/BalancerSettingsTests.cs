@@ -97,7 +97,7 @@ public class BalancerSettingsTests
     [InlineData("balancer.frontends.web { pool = app }\nbalancer.pools.app.backends.a = \"127.0.0.1:1\"", "balancer.frontends.web.bind: expected at least one IP:PORT to listen on")]
     [InlineData("balancer.frontends.web { bind = \"example.com:80\", pool = app }\nbalancer.pools.app.backends.a = \"127.0.0.1:1\"", "balancer.frontends.web.bind: expected an IP address to listen on, got host name \"example.com\"")]
     [InlineData("balancer.pools.\"bad name\".backends.a = \"127.0.0.1:1\"", "balancer.pools.bad name: a pool name uses letters, digits, - and _ (at most 64)")]
-    [InlineData("balancer.pools.app.affinity.mode = cookie", "balancer.pools.app.affinity.mode: cookie affinity needs balancer.node.affinity-key: a secret of at least 16 characters, the same on every node")]
+    [InlineData("balancer.pools.app.affinity.mode = cookie\nbalancer.node.affinity-key = short", "balancer.node.affinity-key: cookie affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)")]
     [InlineData("balancer.pools.app.affinity.buckets = 0", "balancer.pools.app.affinity.buckets: expected a whole number from 1 to 4096, got \"0\"")]
     [InlineData("balancer.pools.app.health-check { interval = 1s, timeout = 2s }", "balancer.pools.app.health-check.timeout: expected at most health-check.interval (1000ms), got 2000ms")]
     public void Create_InvalidValue_OneLineNamingTheKey(string hocon, string expected)

@@ -57,6 +57,98 @@ public class TlsFrontendTests : IDisposable
     }
 
     [Fact]
+    public async Task TcpPassthrough_RoutesBySni_EndToEndTlsToTheBackendOfThatName()
+    {
+        var (alphaCert, alphaKey) = WritePem("alpha.test", "alpha-backend");
+        var (betaCert, betaKey) = WritePem("beta.test", "beta-backend");
+        using var alpha = new TlsEchoServer(alphaCert, alphaKey, "alpha");
+        using var beta = new TlsEchoServer(betaCert, betaKey, "beta");
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer.frontends.secure { mode = tcp, bind = "127.0.0.1:0", pool = alpha, sni-routes = ["beta.test=beta", "*.beta.test=beta"] }
+            balancer.pools {
+              alpha { health-check.kind = none, backends.a = "127.0.0.1:{{alpha.Port}}" }
+              beta { health-check.kind = none, backends.b = "127.0.0.1:{{beta.Port}}" }
+            }
+            """);
+        var endPoint = host.EndPoint("secure");
+        Assert.Equal(("CN=beta.test, O=beta-backend", "beta"), await TlsRoundTripAsync(endPoint, "beta.test"));
+        Assert.Equal(("CN=alpha.test, O=alpha-backend", "alpha"), await TlsRoundTripAsync(endPoint, "alpha.test"));
+        // No match goes to the frontend's pool; the wildcard matches one label.
+        Assert.Equal("alpha", (await TlsRoundTripAsync(endPoint, "other.test")).Reply);
+        Assert.Equal("beta", (await TlsRoundTripAsync(endPoint, "api.beta.test")).Reply);
+    }
+
+    private static async Task<(string Subject, string Reply)> TlsRoundTripAsync(IPEndPoint endPoint, string serverName)
+    {
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(endPoint).WaitAsync(TimeSpan.FromSeconds(10));
+        await using var tls = new SslStream(new NetworkStream(socket, ownsSocket: false));
+        await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+        {
+            TargetHost = serverName,
+            RemoteCertificateValidationCallback = (_, _, _, _) => true,
+        }).WaitAsync(TimeSpan.FromSeconds(10));
+        var buffer = new byte[64];
+        var read = await tls.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        return (tls.RemoteCertificate!.Subject, System.Text.Encoding.ASCII.GetString(buffer, 0, read));
+    }
+
+    /// <summary>A TLS server that completes the handshake with its certificate and writes its name.</summary>
+    private sealed class TlsEchoServer : IDisposable
+    {
+        private readonly Socket _listener = new(SocketType.Stream, ProtocolType.Tcp);
+        private readonly CancellationTokenSource _stop = new();
+
+        public TlsEchoServer(string certificateFile, string keyFile, string name)
+        {
+            using var pem = X509Certificate2.CreateFromPemFile(certificateFile, keyFile);
+            var certificate = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+            _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            _listener.Listen();
+            _ = Task.Run(async () =>
+            {
+                while (!_stop.IsCancellationRequested)
+                {
+                    Socket client;
+                    try
+                    {
+                        client = await _listener.AcceptAsync(_stop.Token);
+                    }
+                    catch (Exception)
+                    {
+                        return;
+                    }
+                    _ = Task.Run(async () =>
+                    {
+                        using (client)
+                        {
+                            try
+                            {
+                                await using var tls = new SslStream(new NetworkStream(client, ownsSocket: false));
+                                await tls.AuthenticateAsServerAsync(certificate);
+                                await tls.WriteAsync(System.Text.Encoding.ASCII.GetBytes(name));
+                                await tls.FlushAsync();
+                                await Task.Delay(200);
+                            }
+                            catch (Exception)
+                            {
+                            }
+                        }
+                    });
+                }
+            });
+        }
+
+        public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
+
+        public void Dispose()
+        {
+            _stop.Cancel();
+            _listener.Dispose();
+        }
+    }
+
+    [Fact]
     public void UnreadableCertificate_IsAConfigurationProblemNamingTheFile()
     {
         var missing = Path.Combine(_directory, "missing.pem");

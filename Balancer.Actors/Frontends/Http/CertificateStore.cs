@@ -34,7 +34,7 @@ internal sealed class CertificateStore : IDisposable
         {
             foreach (var candidate in loaded)
             {
-                if (candidate.Names.Any(name => Matches(name, serverName)))
+                if (candidate.Names.Any(name => HostNames.Matches(name, serverName)))
                 {
                     return candidate.Certificate;
                 }
@@ -111,16 +111,6 @@ internal sealed class CertificateStore : IDisposable
             names.Add(commonName);
         }
         return names;
-    }
-
-    private static bool Matches(string pattern, string serverName)
-    {
-        if (pattern.StartsWith("*.", StringComparison.Ordinal))
-        {
-            var dot = serverName.IndexOf('.');
-            return dot > 0 && string.Equals(serverName[(dot + 1)..], pattern[2..], StringComparison.OrdinalIgnoreCase);
-        }
-        return string.Equals(pattern, serverName, StringComparison.OrdinalIgnoreCase);
     }
 
     public void Dispose() => _timer.Dispose();

@@ -159,7 +159,11 @@ internal sealed class HttpProxy
         switch (affinity.Settings.Mode)
         {
             case AffinityMode.Cookie:
-                var value = affinity.Cookie!.Issue(backend.Name);
+                if (affinity.Cookie!.Issue(backend.Name) is not { } value)
+                {
+                    // No key yet (the cluster's generated key has not arrived): balanced, not pinned.
+                    break;
+                }
                 var ttl = affinity.Settings.Ttl;
                 context.Response.OnStarting(() =>
                 {

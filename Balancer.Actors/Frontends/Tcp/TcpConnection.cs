@@ -16,7 +16,9 @@ internal sealed class TcpConnection
     private const int BufferSize = 16 * 1024;
 
     private readonly Socket _client;
-    private readonly PoolHandle _pool;
+    private readonly Func<string?, PoolHandle?>? _sniRoutes;
+    private readonly TimeSpan _helloTimeout;
+    private PoolHandle _pool;
     private readonly TimeSpan _idleTimeout;
     private readonly ILoggingAdapter _log;
     private readonly string _frontend;
@@ -24,8 +26,11 @@ internal sealed class TcpConnection
     private long _lastActivity;
     private int _aborted;
 
-    public TcpConnection(Socket client, PoolHandle pool, TimeSpan idleTimeout, ILoggingAdapter log, string frontend)
+    public TcpConnection(Socket client, PoolHandle pool, TimeSpan idleTimeout, ILoggingAdapter log, string frontend,
+        Func<string?, PoolHandle?>? sniRoutes = null, TimeSpan helloTimeout = default)
     {
+        _sniRoutes = sniRoutes;
+        _helloTimeout = helloTimeout == default ? TimeSpan.FromSeconds(10) : helloTimeout;
         _client = client;
         _pool = pool;
         _idleTimeout = idleTimeout;
@@ -38,10 +43,25 @@ internal sealed class TcpConnection
         Backend? backend = null;
         try
         {
+            byte[]? hello = null;
+            if (_sniRoutes is not null)
+            {
+                (hello, var serverName) = await ClientHello.ReadAsync(_client, _helloTimeout, stopping).ConfigureAwait(false);
+                if (hello is null)
+                {
+                    return;
+                }
+                _pool = _sniRoutes(serverName) ?? _pool;
+            }
             backend = await ConnectAsync(stopping).ConfigureAwait(false);
             if (backend is null)
             {
                 return;
+            }
+            if (hello is not null)
+            {
+                // What was read to route the connection is the start of the backend's TLS handshake.
+                await _backendSocket!.SendAsync(hello, SocketFlags.None, stopping).ConfigureAwait(false);
             }
             await SpliceAsync(_client, _backendSocket!).ConfigureAwait(false);
         }

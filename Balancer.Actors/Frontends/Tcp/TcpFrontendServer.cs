@@ -22,8 +22,17 @@ internal sealed class TcpFrontendServer : IFrontendServer
     private readonly FrontendCounters _counters;
     private readonly ClientConnectionLimit _perClient;
 
-    public TcpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ILoggingAdapter log)
+    private readonly Func<string?, PoolHandle?>? _sniRoutes;
+
+    public TcpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ILoggingAdapter log, PoolRegistry? pools = null)
     {
+        if (settings.SniRoutes.Length > 0 && pools is not null)
+        {
+            var routes = settings.SniRoutes;
+            _sniRoutes = serverName => serverName is null
+                ? null
+                : routes.FirstOrDefault(r => HostNames.Matches(r.ServerName, serverName)) is { } route ? pools.Find(route.Pool) : null;
+        }
         _counters = counters;
         _perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
         _settings = settings;
@@ -131,7 +140,7 @@ internal sealed class TcpFrontendServer : IFrontendServer
     {
         using var releaseOnEnd = admitted;
         var remote = client.RemoteEndPoint;
-        var connection = new TcpConnection(client, _pool, _settings.IdleTimeout, _log, _settings.Name);
+        var connection = new TcpConnection(client, _pool, _settings.IdleTimeout, _log, _settings.Name, _sniRoutes, _settings.RequestHeadersTimeout);
         // Stopping the frontend closes connections still open after the grace period.
         await using var closeOnStop = _closing.Token.Register(static c => ((TcpConnection)c!).Close(), connection);
         try

@@ -1,0 +1,73 @@
+using System.Security.Cryptography;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.DistributedData;
+using Akka.Event;
+using Balancer.Routing;
+
+namespace Balancer.Affinity;
+
+/// <summary>
+/// The cookie key when <c>balancer.node.affinity-key</c> is empty: read from a majority at start,
+/// generated (32 random bytes) by the first node that finds none, replicated in the register
+/// <c>balancer-affinity-key</c>, and handed to every pool's cookie codec. Two nodes generating at
+/// once converge on one key (last writer wins); cookies signed with the other are then balanced afresh.
+/// </summary>
+internal sealed class AffinityKeyKeeper : ReceiveActor
+{
+    public static readonly LWWRegisterKey<string> Key = new("balancer-affinity-key");
+
+    private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
+    private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly PoolRegistry _pools;
+    private readonly TimeSpan _timeout;
+    private string? _current;
+
+    public AffinityKeyKeeper(PoolRegistry pools, TimeSpan timeout)
+    {
+        _pools = pools;
+        _timeout = timeout;
+        Receive<GetSuccess>(success => Use(success.Get(Key).Value));
+        Receive<Changed>(changed => Use(changed.Get(Key).Value));
+        Receive<NotFound>(_ => Generate());
+        // A majority could not be read: generate only if nothing is known locally either.
+        Receive<GetFailure>(_ => _replicator.Tell(Dsl.Get(Key, ReadLocal.Instance)));
+        Receive<UpdateSuccess>(_ => { });
+        Receive<UpdateTimeout>(_ => _log.Warning("affinity cookie key: generated here, not yet confirmed by a majority; it spreads by gossip"));
+    }
+
+    public static Props Props(PoolRegistry pools, TimeSpan timeout) => Akka.Actor.Props.Create(() => new AffinityKeyKeeper(pools, timeout));
+
+    protected override void PreStart()
+    {
+        _replicator.Tell(Dsl.Subscribe(Key, Self));
+        _replicator.Tell(Dsl.Get(Key, new ReadMajority(_timeout)));
+    }
+
+    private void Generate()
+    {
+        if (_current is not null)
+        {
+            return;
+        }
+        var generated = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
+        _replicator.Tell(Dsl.Update(Key, new LWWRegister<string>(_self, generated), new WriteMajority(_timeout),
+            register => string.IsNullOrEmpty(register.Value) ? register.WithValue(_self, generated) : register));
+        Use(generated);
+        _log.Info("affinity cookie key: none configured or replicated yet; generated one and replicated it");
+    }
+
+    private void Use(string? key)
+    {
+        if (string.IsNullOrEmpty(key) || key == _current)
+        {
+            return;
+        }
+        _current = key;
+        foreach (var handle in _pools.Pools.Values)
+        {
+            handle.Affinity?.Cookie?.SetKey(key);
+        }
+    }
+}
