@@ -65,6 +65,10 @@ internal sealed class HttpFrontendServer : IFrontendServer
                             ? RunAdmitted(next, connection, admitted)
                             : Task.CompletedTask);
                     }
+                    // Kestrel enforces RequestHeadersTimeout on its 1 s heartbeat plus a heartbeat of
+                    // grace (a slow client lasts 1-2 s longer than configured); this deadline cuts a
+                    // connection whose first request has not arrived in time, to the configured value.
+                    listen.Use(next => connection => FirstRequestDeadline.RunAsync(next, connection, settings.RequestHeadersTimeout));
                     if (_certificates is { } certificates)
                     {
                         listen.UseHttps(new Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions

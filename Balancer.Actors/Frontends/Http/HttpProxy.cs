@@ -34,6 +34,7 @@ internal sealed class HttpProxy
 
     public async Task ForwardAsync(HttpContext context)
     {
+        FirstRequestDeadline.Arrived(context);
         _counters.Accept();
         try
         {
