@@ -7,7 +7,7 @@ namespace Balancer.Tests.Management;
 [Collection(SerialCollection.Name)]
 public class StatusPageTests
 {
-    [ChromiumFact]
+    [Fact]
     public async Task StatusPage_ShowsEveryBackend_AndAStateChangeWithoutReloading()
     {
         await using var backends = await BackendSet.StartAsync("a", "b", "c");
