@@ -15,8 +15,6 @@ namespace Balancer.Affinity;
 /// </summary>
 internal sealed class AffinityKeyKeeper : ReceiveActor
 {
-    public static readonly LWWRegisterKey<string> Key = new("balancer-affinity-key");
-
     private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
     private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -28,11 +26,11 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
     {
         _pools = pools;
         _timeout = timeout;
-        Receive<GetSuccess>(success => Use(success.Get(Key).Value));
-        Receive<Changed>(changed => Use(changed.Get(Key).Value));
+        Receive<GetSuccess>(success => Use(success.Get(Replication.ReplicatedKeys.AffinityCookieKey).Value));
+        Receive<Changed>(changed => Use(changed.Get(Replication.ReplicatedKeys.AffinityCookieKey).Value));
         Receive<NotFound>(_ => Generate());
         // A majority could not be read: generate only if nothing is known locally either.
-        Receive<GetFailure>(_ => _replicator.Tell(Dsl.Get(Key, ReadLocal.Instance)));
+        Receive<GetFailure>(_ => _replicator.Tell(Dsl.Get(Replication.ReplicatedKeys.AffinityCookieKey, ReadLocal.Instance)));
         Receive<UpdateSuccess>(_ => { });
         Receive<UpdateTimeout>(_ => _log.Warning("affinity cookie key: generated here, not yet confirmed by a majority; it spreads by gossip"));
     }
@@ -41,8 +39,8 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
 
     protected override void PreStart()
     {
-        _replicator.Tell(Dsl.Subscribe(Key, Self));
-        _replicator.Tell(Dsl.Get(Key, new ReadMajority(_timeout)));
+        _replicator.Tell(Dsl.Subscribe(Replication.ReplicatedKeys.AffinityCookieKey, Self));
+        _replicator.Tell(Dsl.Get(Replication.ReplicatedKeys.AffinityCookieKey, new ReadMajority(_timeout)));
     }
 
     private void Generate()
@@ -52,7 +50,7 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
             return;
         }
         var generated = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
-        _replicator.Tell(Dsl.Update(Key, new LWWRegister<string>(_self, generated), new WriteMajority(_timeout),
+        _replicator.Tell(Dsl.Update(Replication.ReplicatedKeys.AffinityCookieKey, new LWWRegister<string>(_self, generated), new WriteMajority(_timeout),
             register => string.IsNullOrEmpty(register.Value) ? register.WithValue(_self, generated) : register));
         Use(generated);
         _log.Info("affinity cookie key: none configured or replicated yet; generated one and replicated it");

@@ -38,9 +38,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         _table = registry.Find(pool.Name)?.Affinity;
         _pool = pool;
         _write = pool.Affinity.Write == AffinityWriteConsistency.Majority ? new WriteMajority(writeTimeout) : WriteLocal.Instance;
-        _buckets = Enumerable.Range(0, pool.Affinity.Buckets)
-            .Select(n => new LWWDictionaryKey<string, AffinityEntry>($"balancer-affinity-{pool.Name}-{n}"))
-            .ToArray();
+        _buckets = Replication.ReplicatedKeys.AffinityBuckets(pool);
 
         Receive<Write>(write =>
         {

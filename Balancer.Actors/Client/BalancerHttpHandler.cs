@@ -30,7 +30,7 @@ public sealed class BalancerHttpHandler : DelegatingHandler
         var pool = original.Host;
         request.Options.TryGetValue(AffinityKey, out var affinityKey);
         var attempted = new AttemptedBackends();
-        var retries = _client.View(pool).Settings.Retries;
+        var settings = _client.View(pool).Settings;
         for (var attempt = 0; ; attempt++)
         {
             var lease = _client.Select(pool, affinityKey, ref attempted);
@@ -43,14 +43,14 @@ public sealed class BalancerHttpHandler : DelegatingHandler
             {
                 var response = await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
                 var status = (int)response.StatusCode;
-                lease.Complete(status >= 500 && backend.Counters is not null && _client.View(pool).Settings.Passive.Count5xx ? BackendOutcome.Failed : BackendOutcome.Success, status);
+                lease.Complete(status >= 500 && settings.Passive.Count5xx ? BackendOutcome.Failed : BackendOutcome.Success, status);
                 return response;
             }
             catch (HttpRequestException e) when (e.HttpRequestError == HttpRequestError.ConnectionError)
             {
                 lease.Complete(BackendOutcome.ConnectFailed);
                 // Nothing reached the backend: another may take the call.
-                if (attempt >= retries || cancellationToken.IsCancellationRequested)
+                if (attempt >= settings.Retries || cancellationToken.IsCancellationRequested)
                 {
                     throw;
                 }

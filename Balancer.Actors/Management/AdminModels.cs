@@ -72,7 +72,18 @@ public sealed record BackendView(
 }
 
 /// <summary>One frontend as <c>GET /api/frontends</c> shows it.</summary>
-public sealed record FrontendView(string Name, string Mode, string Pool, IReadOnlyList<string> Bind, IReadOnlyList<string> Listening, long Accepted, long Open, long Refused);
+public sealed record FrontendView(string Name, string Mode, string Pool, IReadOnlyList<string> Bind, IReadOnlyList<string> Listening, long Accepted, long Open, long Refused)
+{
+    internal static FrontendView Of(Configuration.FrontendSettings frontend, FrontendCounters counters) => new(
+        frontend.Name,
+        frontend.Mode.ToString().ToLowerInvariant(),
+        frontend.Pool,
+        frontend.Bind.Select(b => b.ToString()).ToList(),
+        counters.Listening.Select(e => e.ToString()).ToList(),
+        counters.Accepted,
+        counters.Open,
+        counters.Refused);
+}
 
 /// <summary>A session pinned to a backend, as <c>GET /api/pools/{pool}/affinity</c> shows it.</summary>
 public sealed record AffinityEntryView(string Key, string Backend, DateTimeOffset ExpiresAt);

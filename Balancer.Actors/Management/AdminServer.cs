@@ -164,15 +164,7 @@ public sealed class AdminServer : IAsyncDisposable
         app.MapDelete("/api/pools/{pool}/affinity", (string pool) => ClearAffinityAsync(pool, null));
         app.MapDelete("/api/pools/{pool}/affinity/{key}", (string pool, string key) => ClearAffinityAsync(pool, key));
 
-        app.MapGet("/api/frontends", () => Results.Json(_balancer.Settings.Frontends.Select(f => new FrontendView(
-            f.Name,
-            f.Mode.ToString().ToLowerInvariant(),
-            f.Pool,
-            f.Bind.Select(b => b.ToString()).ToList(),
-            _balancer.FrontendCounters(f.Name).Listening.Select(e => e.ToString()).ToList(),
-            _balancer.FrontendCounters(f.Name).Accepted,
-            _balancer.FrontendCounters(f.Name).Open,
-            _balancer.FrontendCounters(f.Name).Refused)), Json));
+        app.MapGet("/api/frontends", () => Results.Json(_balancer.Settings.Frontends.Select(f => FrontendView.Of(f, _balancer.FrontendCounters(f.Name))), Json));
 
         app.MapGet("/api/events", StreamEventsAsync);
         app.MapFallback((HttpContext context) => Problem(StatusCodes.Status404NotFound, "no such route",

@@ -176,12 +176,11 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         };
         if (_settings.Node.AffinityKey.Length == 0 && _settings.Pools.Any(p => p.Affinity.Mode == AffinityMode.Cookie))
         {
-            keys.Add(Affinity.AffinityKeyKeeper.Key);
+            keys.Add(Replication.ReplicatedKeys.AffinityCookieKey);
         }
         foreach (var pool in _settings.Pools.Where(p => p.Affinity.Mode != AffinityMode.None))
         {
-            keys.AddRange(Enumerable.Range(0, pool.Affinity.Buckets)
-                .Select(n => new Akka.DistributedData.LWWDictionaryKey<string, Affinity.AffinityEntry>($"balancer-affinity-{pool.Name}-{n}")));
+            keys.AddRange(Replication.ReplicatedKeys.AffinityBuckets(pool));
         }
         _warmUpPending = keys.Count;
         var read = new Akka.DistributedData.ReadMajority(_settings.Node.WriteTimeout);

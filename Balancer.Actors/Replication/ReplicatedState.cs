@@ -36,6 +36,15 @@ public static class ReplicatedKeys
     /// <summary>Probe verdicts per backend and probing node.</summary>
     public static readonly LWWDictionaryKey<string, HealthRecord> Health = new("balancer-health");
 
+    /// <summary>The cluster's generated affinity cookie key, when <c>balancer.node.affinity-key</c> is empty.</summary>
+    public static readonly LWWRegisterKey<string> AffinityCookieKey = new("balancer-affinity-key");
+
+    /// <summary>The <c>buckets</c> keys of a pool's affinity table, <c>balancer-affinity-POOL-N</c>.</summary>
+    public static LWWDictionaryKey<string, Affinity.AffinityEntry>[] AffinityBuckets(Configuration.PoolSettings pool) =>
+        Enumerable.Range(0, pool.Affinity.Buckets)
+            .Select(n => new LWWDictionaryKey<string, Affinity.AffinityEntry>($"balancer-affinity-{pool.Name}-{n}"))
+            .ToArray();
+
     /// <summary>The map key of one prober's verdict on a backend.</summary>
     public static string HealthKeyOf(string pool, string backend, string node) => $"{pool}/{backend}/{node}";
 }

@@ -12,7 +12,7 @@ internal static class RunCommand
 
     private static void WarnWhenClusterTrafficIsOpen(ActorSystem system, Akka.Configuration.Config config)
     {
-        if (config.GetBoolean("akka.remote.dot-netty.tcp.enable-ssl") || BalancerExtensionSettingsHaveTls(config))
+        if (config.GetBoolean("akka.remote.dot-netty.tcp.enable-ssl") || config.GetString("balancer.node.cluster-tls.certificate", "").Length > 0)
         {
             return;
         }
@@ -27,9 +27,6 @@ internal static class RunCommand
             log.Warning("cluster traffic on {0} is NOT encrypted or authenticated: any host reaching the remoting port can join; set balancer.node.cluster-tls", host);
         }
     }
-
-    private static bool BalancerExtensionSettingsHaveTls(Akka.Configuration.Config config) =>
-        config.GetString("balancer.node.cluster-tls.certificate", "").Length > 0;
 
     public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
     {

@@ -96,56 +96,34 @@ public class TlsFrontendTests : IDisposable
     /// <summary>A TLS server that completes the handshake with its certificate and writes its name.</summary>
     private sealed class TlsEchoServer : IDisposable
     {
-        private readonly Socket _listener = new(SocketType.Stream, ProtocolType.Tcp);
-        private readonly CancellationTokenSource _stop = new();
+        private readonly RawTcpServer _server;
 
         public TlsEchoServer(string certificateFile, string keyFile, string name)
         {
             using var pem = X509Certificate2.CreateFromPemFile(certificateFile, keyFile);
             var certificate = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
-            _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            _listener.Listen();
-            _ = Task.Run(async () =>
+            _server = new RawTcpServer(async client =>
             {
-                while (!_stop.IsCancellationRequested)
+                using (client)
                 {
-                    Socket client;
                     try
                     {
-                        client = await _listener.AcceptAsync(_stop.Token);
+                        await using var tls = new SslStream(new NetworkStream(client, ownsSocket: false));
+                        await tls.AuthenticateAsServerAsync(certificate);
+                        await tls.WriteAsync(System.Text.Encoding.ASCII.GetBytes(name));
+                        await tls.FlushAsync();
+                        await Task.Delay(200);
                     }
                     catch (Exception)
                     {
-                        return;
                     }
-                    _ = Task.Run(async () =>
-                    {
-                        using (client)
-                        {
-                            try
-                            {
-                                await using var tls = new SslStream(new NetworkStream(client, ownsSocket: false));
-                                await tls.AuthenticateAsServerAsync(certificate);
-                                await tls.WriteAsync(System.Text.Encoding.ASCII.GetBytes(name));
-                                await tls.FlushAsync();
-                                await Task.Delay(200);
-                            }
-                            catch (Exception)
-                            {
-                            }
-                        }
-                    });
                 }
             });
         }
 
-        public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
+        public int Port => _server.Port;
 
-        public void Dispose()
-        {
-            _stop.Cancel();
-            _listener.Dispose();
-        }
+        public void Dispose() => _server.Dispose();
     }
 
     [Fact]

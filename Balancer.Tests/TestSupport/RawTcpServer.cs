@@ -14,7 +14,16 @@ internal sealed class RawTcpServer : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private int _accepted;
 
-    public RawTcpServer(bool collectUntilEof = false)
+    public RawTcpServer(bool collectUntilEof = false) : this(null, collectUntilEof)
+    {
+    }
+
+    /// <summary>A server that hands every accepted connection to <paramref name="serve"/> (which owns it).</summary>
+    public RawTcpServer(Func<Socket, Task> serve) : this(serve, false)
+    {
+    }
+
+    private RawTcpServer(Func<Socket, Task>? serve, bool collectUntilEof)
     {
         _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         _listener.Listen();
@@ -32,7 +41,7 @@ internal sealed class RawTcpServer : IDisposable
                     return;
                 }
                 Interlocked.Increment(ref _accepted);
-                _ = collectUntilEof ? CollectAsync(client) : EchoAsync(client);
+                _ = serve is not null ? serve(client) : collectUntilEof ? CollectAsync(client) : EchoAsync(client);
             }
         });
     }
