@@ -176,10 +176,13 @@ public class AdminApiTests
         await Eventually.Holds(async () => Assert.Equal(2, (await GetAsync(host, "/api/pools")).EnumerateArray().Single().GetProperty("healthy").GetInt32()));
 
         await Client.PostAsync($"http://127.0.0.1:{backends["b"].Port}/control/health?ok=false", null);
-        var flipped = Stopwatch.StartNew();
+        var flipped = DateTimeOffset.UtcNow;
         var down = await receiver.WaitForAsync(e => e.GetProperty("kind").GetString() == "backend-down", TimeSpan.FromSeconds(5));
-        // fall × interval + timeout, plus a second for the POST
-        Assert.True(flipped.Elapsed < TimeSpan.FromMilliseconds(2 * 200 + 150 + 1000), $"backend-down arrived after {flipped.Elapsed}");
+        // Detected by the probe within fall × interval + timeout (plus scheduling slack on a loaded
+        // machine), and posted at detection: the webhook learns it within a second of the node.
+        var detected = down.GetProperty("at").GetDateTimeOffset();
+        Assert.True(detected - flipped < TimeSpan.FromMilliseconds(2 * 200 + 150 + 1000), $"detected {detected - flipped} after the flip");
+        Assert.True(receiver.ReceivedAt(down) - detected < TimeSpan.FromSeconds(1), $"posted {receiver.ReceivedAt(down) - detected} after detection");
         Assert.Equal("b", down.GetProperty("backend").GetString());
         Assert.Contains("HTTP 503", down.GetProperty("text").GetString());
 
@@ -255,6 +258,7 @@ public class AdminApiTests
     {
         private readonly WebApplication _app;
         private readonly ConcurrentQueue<JsonElement> _received = new();
+        private readonly ConcurrentDictionary<string, DateTimeOffset> _receivedAt = new();
         private int _attempts;
 
         private WebhookReceiver(int failFirst)
@@ -269,7 +273,9 @@ public class AdminApiTests
                     context.Response.StatusCode = 500;
                     return;
                 }
-                _received.Enqueue(await JsonSerializer.DeserializeAsync<JsonElement>(context.Request.Body));
+                var body = await JsonSerializer.DeserializeAsync<JsonElement>(context.Request.Body);
+                _receivedAt[body.GetRawText()] = DateTimeOffset.UtcNow;
+                _received.Enqueue(body);
                 context.Response.StatusCode = 204;
             });
         }
@@ -277,6 +283,9 @@ public class AdminApiTests
         public string Url { get; private set; } = "";
 
         public int Attempts => Volatile.Read(ref _attempts);
+
+        /// <summary>When <paramref name="received"/> arrived here.</summary>
+        public DateTimeOffset ReceivedAt(JsonElement received) => _receivedAt[received.GetRawText()];
 
         public static async Task<WebhookReceiver> StartAsync(int failFirst = 0)
         {
