@@ -22,7 +22,8 @@ internal static class NodeConfig
             hostname = "127.0.0.1"
             port = 4053
             # Replicated affinity buckets hold thousands of sessions each (100,000 sessions in 64
-            # buckets is ~400 KB per bucket): Akka's 128 kB default frame would drop their gossip.
+            # buckets is 30-75 kB a bucket), and gossip carries several of them at once: Akka's
+            # 128 kB default frame would drop it.
             maximum-frame-size = 4MiB
             send-buffer-size = 8MiB
             receive-buffer-size = 8MiB
@@ -60,8 +61,10 @@ internal static class NodeConfig
             distributed-data {
               notify-subscribers-interval = 100ms
               gossip-interval = 1s
-              # Entries per gossip message while replicas catch up: affinity buckets hold many.
-              max-delta-elements = 2000
+              # Keys per gossip exchange and per delta message. A replica that has fallen behind is
+              # sent whole buckets: 32 of them stay well inside the 4 MiB frame even at 100,000
+              # sessions with UUID-sized keys (~75 kB a bucket of 64).
+              max-delta-elements = 32
               # Runtime changes survive a full-cluster restart (LightningDB under balancer.node.data-dir).
               durable {
                 keys = ["balancer-runtime-config"]

@@ -8,6 +8,12 @@ namespace Balancer.Affinity;
 /// </summary>
 public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt)
 {
+    /// <summary>
+    /// When the session expires, to the whole millisecond: that is what is replicated, and a node must
+    /// hold exactly what its peers read from the wire or their buckets' digests would never agree.
+    /// </summary>
+    public DateTimeOffset ExpiresAt { get; } = DateTimeOffset.FromUnixTimeMilliseconds(ExpiresAt.ToUnixTimeMilliseconds());
+
     /// <summary>The marker of a session cleared by an operator.</summary>
     public static AffinityEntry Cleared(DateTimeOffset expiresAt) => new(string.Empty, expiresAt);
 

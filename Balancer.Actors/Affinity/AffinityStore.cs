@@ -8,8 +8,8 @@ namespace Balancer.Affinity;
 
 /// <summary>
 /// One pool's replicated affinity table: session key → backend with an expiry, in
-/// <c>buckets</c> LWWDictionary keys (<c>balancer-affinity-POOL-N</c>), so that no single replicated
-/// value grows past what gossip carries well. It writes what the data plane pins (local or majority),
+/// <c>buckets</c> <see cref="AffinityBucket"/> keys (<c>balancer-affinity-POOL-N</c>), so that no single
+/// replicated value grows past what gossip carries well. It writes what the data plane pins (local or majority),
 /// merges what other nodes write into the data plane's cache, and sweeps expired entries.
 /// </summary>
 internal sealed class AffinityStore : ReceiveActor, IWithTimers
@@ -17,14 +17,16 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private readonly PoolSettings _pool;
     private readonly IWriteConsistency _write;
     private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
-    private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
-    private readonly LWWDictionaryKey<string, AffinityEntry>[] _buckets;
+    private readonly AffinityBucketKey[] _buckets;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private AffinityTable? _table;
     private DateTimeOffset _lastFullWarning = DateTimeOffset.MinValue;
 
     private readonly TimeSpan _writeTimeout;
-    private readonly Dictionary<LWWDictionaryKey<string, AffinityEntry>, List<Write>> _pending = new();
+    private readonly Dictionary<AffinityBucketKey, List<Write>> _pending = new();
+
+    // Each bucket as last replicated to this node, to find the expired entries it still holds.
+    private readonly Dictionary<AffinityBucketKey, AffinityBucket> _latest = new();
 
     /// <summary>How long pins gather before they are written together; a new session's first response may wait this much longer.</summary>
     internal static readonly TimeSpan FlushDelay = TimeSpan.FromMilliseconds(10);
@@ -64,8 +66,8 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             {
                 return;
             }
-            var map = success.Get(BucketOf(lookup.Key));
-            if (map.TryGetValue(lookup.Key, out var entry) && entry.ExpiresAt > Context.System.Scheduler.Now && !entry.IsCleared)
+            var bucket = success.Get(BucketOf(lookup.Key));
+            if (bucket.TryGetValue(lookup.Key, out var entry) && entry.ExpiresAt > Context.System.Scheduler.Now && !entry.IsCleared)
             {
                 _table?.Merge(lookup.Key, entry);
                 lookup.Found.TrySetResult(entry.Backend);
@@ -110,14 +112,15 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         });
         Receive<Changed>(changed =>
         {
-            if (_table is null || changed.Data is not LWWDictionary<string, AffinityEntry> map)
+            if (_table is null || changed.Data is not AffinityBucket bucket || changed.Key is not AffinityBucketKey key)
             {
                 return;
             }
-            // Enumerated lazily (Entries would copy the whole bucket); entries already cached are skipped.
-            foreach (var (key, entry) in map)
+            _latest[key] = bucket;
+            // Entries already cached are skipped by reference.
+            foreach (var (session, entry) in bucket.Entries)
             {
-                _table.Merge(key, entry);
+                _table.Merge(session, entry);
             }
         });
         Receive<Sweep>(_ => OnSweep());
@@ -154,26 +157,18 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             return;
         }
         var now = Context.System.Scheduler.Now;
-        var expired = _table.Expired(now).ToList();
-        foreach (var group in expired.GroupBy(BucketOf))
+        foreach (var key in _table.Expired(now))
         {
-            var keys = group.ToList();
-            foreach (var key in keys)
+            _table.Forget(key);
+        }
+        // Each node sweeps its own replica (a merge never brings an expired entry back), by what the
+        // bucket holds rather than what the cache holds: the two can differ after a restart.
+        foreach (var (key, bucket) in _latest)
+        {
+            if (bucket.Entries.Any(e => e.Value.ExpiresAt <= now))
             {
-                _table.Forget(key);
+                _replicator.Tell(Dsl.Update(key, AffinityBucket.Empty, WriteLocal.Instance, data => data.WithoutExpired(now)));
             }
-            // Removing only what is still expired in the replicated value: another node may have refreshed it.
-            _replicator.Tell(Dsl.Update(group.Key, LWWDictionary<string, AffinityEntry>.Empty, WriteLocal.Instance, map =>
-            {
-                foreach (var key in keys)
-                {
-                    if (map.TryGetValue(key, out var entry) && entry.ExpiresAt <= now)
-                    {
-                        map = map.Remove(_self, key);
-                    }
-                }
-                return map;
-            }));
         }
     }
 
@@ -187,13 +182,13 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         foreach (var (bucket, writes) in _pending)
         {
             var batch = new WriteBatch(writes.Select(w => w.Acknowledged).Where(a => a is not null).ToList()!);
-            _replicator.Tell(Dsl.Update(bucket, LWWDictionary<string, AffinityEntry>.Empty, _write, batch, map =>
+            _replicator.Tell(Dsl.Update(bucket, AffinityBucket.Empty, _write, batch, data =>
             {
                 foreach (var write in writes)
                 {
-                    map = map.SetItem(_self, write.Key, write.Entry);
+                    data = data.Set(write.Key, write.Entry);
                 }
-                return map;
+                return data;
             }));
         }
         _pending.Clear();
@@ -224,19 +219,19 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             {
                 _table.Merge(key, cleared);
             }
-            _replicator.Tell(Dsl.Update(group.Key, LWWDictionary<string, AffinityEntry>.Empty, _write, progress, map =>
+            _replicator.Tell(Dsl.Update(group.Key, AffinityBucket.Empty, _write, progress, data =>
             {
                 foreach (var key in bucketKeys)
                 {
-                    map = map.SetItem(_self, key, cleared);
+                    data = data.Set(key, cleared);
                 }
-                return map;
+                return data;
             }));
         }
         _log.Info("pool {0}: {1} affinity {2} cleared by an operator", _pool.Name, keys.Count, keys.Count == 1 ? "entry" : "entries");
     }
 
-    private LWWDictionaryKey<string, AffinityEntry> BucketOf(string key) => _buckets[Routing.KeyHash.Of(key) % (ulong)_buckets.Length];
+    private AffinityBucketKey BucketOf(string key) => _buckets[Routing.KeyHash.Of(key) % (ulong)_buckets.Length];
 
     /// <summary>Replicate an entry; <see cref="Acknowledged"/> completes when the write consistency is met.</summary>
     public sealed record Write(string Key, AffinityEntry Entry, TaskCompletionSource? Acknowledged);

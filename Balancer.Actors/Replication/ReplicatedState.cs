@@ -40,9 +40,9 @@ public static class ReplicatedKeys
     public static readonly LWWRegisterKey<string> AffinityCookieKey = new("balancer-affinity-key");
 
     /// <summary>The <c>buckets</c> keys of a pool's affinity table, <c>balancer-affinity-POOL-N</c>.</summary>
-    public static LWWDictionaryKey<string, Affinity.AffinityEntry>[] AffinityBuckets(Configuration.PoolSettings pool) =>
+    public static Affinity.AffinityBucketKey[] AffinityBuckets(Configuration.PoolSettings pool) =>
         Enumerable.Range(0, pool.Affinity.Buckets)
-            .Select(n => new LWWDictionaryKey<string, Affinity.AffinityEntry>($"balancer-affinity-{pool.Name}-{n}"))
+            .Select(n => new Affinity.AffinityBucketKey($"balancer-affinity-{pool.Name}-{n}"))
             .ToArray();
 
     /// <summary>The map key of one prober's verdict on a backend.</summary>

@@ -53,7 +53,7 @@ public class EmbeddingTests
             await Assert.ThrowsAsync<ActorNotFoundException>(() => system.ActorSelection("/user/balancer").ResolveOne(TimeSpan.FromSeconds(1)));
             Assert.Equal("/system/balancer", balancer.Guardian.Path.ToStringWithoutAddress());
             // Balancer's own values still go through its serializer.
-            Assert.IsType<Balancer.Serialization.BalancerSerializer>(system.Serialization.FindSerializerFor(new Balancer.Affinity.AffinityEntry("a", DateTimeOffset.UnixEpoch)));
+            Assert.IsType<Balancer.Serialization.BalancerSerializer>(system.Serialization.FindSerializerFor(Balancer.Affinity.AffinityBucket.Empty));
 
             // No frontends configured: the client picks backends for the host's own calls.
             await Eventually.Holds(() => Assert.Equal(3, balancer.Client.View("inventory").Routable.Length));

@@ -26,8 +26,11 @@ public class BalancerSerializerTests : IAsyncLifetime
         new BackendOverride("app", "d", "10.0.0.4:8080", 50, BackendAdminState.Drain, false, new DateTimeOffset(2026, 11, 24, 1, 2, 3, TimeSpan.Zero)),
         new BackendOverride("app", "a", null, null, null, true, DateTimeOffset.UnixEpoch),
         new ProbeEntity.EnsureProbe("app", "b", "127.0.0.1:9002"),
-        new Balancer.Affinity.AffinityEntry("b", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_123)),
-        Balancer.Affinity.AffinityEntry.Cleared(DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_000)),
+        Balancer.Affinity.AffinityBucket.Empty,
+        Balancer.Affinity.AffinityBucket.Empty
+            .Set("s-1", new Balancer.Affinity.AffinityEntry("b", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_123)))
+            .Set("séance-2", new Balancer.Affinity.AffinityEntry("a", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_456)))
+            .Set("s-0", Balancer.Affinity.AffinityEntry.Cleared(DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_000))),
     };
 
     [Theory]
@@ -54,7 +57,16 @@ public class BalancerSerializerTests : IAsyncLifetime
     {
         var serializer = new BalancerSerializer((ExtendedActorSystem)_system);
         Assert.StartsWith("malformed health-record/1 payload", Assert.Throws<SerializationException>(() => serializer.FromBinary("{not json"u8.ToArray(), "health-record/1")).Message);
-        Assert.StartsWith("malformed ae/2 payload", Assert.Throws<SerializationException>(() => serializer.FromBinary([5, (byte)'a', 0, 0], "ae/2")).Message);
+        // A count larger than the payload could hold is refused before anything is allocated for it.
+        Assert.Equal("malformed affinity-bucket/1 payload: count 2147483647 exceeds what 0 remaining bytes can hold",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([0xff, 0xff, 0xff, 0xff, 0x07], "affinity-bucket/1")).Message);
+        Assert.Equal("malformed affinity-bucket/1 payload: entry 0 names backend 3 of 1",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([1, 1, (byte)'a', 1, 1, (byte)'k', 3, 0, 0, 0, 0, 0, 0, 0, 0], "affinity-bucket/1")).Message);
+        Assert.Equal("malformed affinity-bucket/1 payload: truncated at byte 7",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([1, 1, (byte)'a', 1, 1, (byte)'k', 0, 0, 0], "affinity-bucket/1")).Message);
+        Assert.Equal("malformed affinity-bucket/1 payload: entry 1 is out of key order",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary(
+                [1, 1, (byte)'a', 2, 1, (byte)'k', 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, (byte)'k', 0, 0, 0, 0, 0, 0, 0, 0, 0], "affinity-bucket/1")).Message);
         Assert.StartsWith("refusing a ensure-probe/1 payload of", Assert.Throws<SerializationException>(() => serializer.FromBinary(new byte[BalancerSerializer.MaxPayloadBytes + 1], "ensure-probe/1")).Message);
     }
 }

@@ -1,0 +1,170 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Runtime.Serialization;
+using System.Text;
+using Balancer.Affinity;
+
+namespace Balancer.Serialization;
+
+/// <summary>
+/// The wire form of an <see cref="AffinityBucket"/> (manifest <c>affinity-bucket/1</c>): the bucket's
+/// backend names once, then each session in key order as [key][backend index][expiry]. About 20 bytes
+/// a session plus its key, where protobuf'd LWWDictionary entries carried a node address each. The
+/// same sessions always give the same bytes, because the replicator compares buckets by a digest of them.
+/// <code>
+/// varint  backend-count,  backend-count × (varint length, UTF-8 name)
+/// varint  entry-count,    entry-count × (varint length, UTF-8 key, varint backend index, int64 LE expiry in Unix ms)
+/// </code>
+/// </summary>
+internal static class AffinityBucketFormat
+{
+    /// <summary>Longer keys or backend names are refused on read; the data plane never pins keys over 512 characters.</summary>
+    private const int MaxStringBytes = 4096;
+
+    public static byte[] Write(AffinityBucket bucket)
+    {
+        var backends = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var (_, entry) in bucket.Entries)
+        {
+            backends.TryAdd(entry.Backend, backends.Count);
+        }
+        var buffer = new ArrayBufferWriter<byte>(64 + bucket.Count * 32);
+        WriteVarint(buffer, (uint)backends.Count);
+        foreach (var (name, _) in backends.OrderBy(b => b.Value))
+        {
+            WriteString(buffer, name);
+        }
+        WriteVarint(buffer, (uint)bucket.Count);
+        foreach (var (key, entry) in bucket.Entries)
+        {
+            WriteString(buffer, key);
+            WriteVarint(buffer, (uint)backends[entry.Backend]);
+            BinaryPrimitives.WriteInt64LittleEndian(buffer.GetSpan(8), entry.ExpiresAt.ToUnixTimeMilliseconds());
+            buffer.Advance(8);
+        }
+        return buffer.WrittenSpan.ToArray();
+    }
+
+    public static AffinityBucket Read(byte[] bytes)
+    {
+        var reader = new Reader(bytes);
+        var backendCount = reader.Count(minimumBytesEach: 1);
+        var backends = new string[backendCount];
+        for (var i = 0; i < backendCount; i++)
+        {
+            backends[i] = reader.String();
+        }
+        var entryCount = reader.Count(minimumBytesEach: 10);
+        var entries = new KeyValuePair<string, AffinityEntry>[entryCount];
+        for (var i = 0; i < entryCount; i++)
+        {
+            var key = reader.String();
+            if (i > 0 && string.CompareOrdinal(entries[i - 1].Key, key) >= 0)
+            {
+                throw Malformed($"entry {i} is out of key order");
+            }
+            var backend = reader.Varint();
+            if (backend >= backendCount)
+            {
+                throw Malformed($"entry {i} names backend {backend} of {backendCount}");
+            }
+            var expiresAt = reader.Int64();
+            if (expiresAt < 0 || expiresAt > DateTimeOffset.MaxValue.ToUnixTimeMilliseconds())
+            {
+                throw Malformed($"entry {i} expires at {expiresAt}");
+            }
+            entries[i] = new(key, new AffinityEntry(backends[backend], DateTimeOffset.FromUnixTimeMilliseconds(expiresAt)));
+        }
+        if (!reader.AtEnd)
+        {
+            throw Malformed($"{bytes.Length - reader.Position} bytes after the last entry");
+        }
+        return AffinityBucket.Of(entries);
+    }
+
+    private static void WriteVarint(ArrayBufferWriter<byte> buffer, uint value)
+    {
+        var span = buffer.GetSpan(5);
+        var written = 0;
+        while (value >= 0x80)
+        {
+            span[written++] = (byte)(value | 0x80);
+            value >>= 7;
+        }
+        span[written++] = (byte)value;
+        buffer.Advance(written);
+    }
+
+    private static void WriteString(ArrayBufferWriter<byte> buffer, string value)
+    {
+        var length = Encoding.UTF8.GetByteCount(value);
+        WriteVarint(buffer, (uint)length);
+        Encoding.UTF8.GetBytes(value, buffer.GetSpan(length));
+        buffer.Advance(length);
+    }
+
+    private static SerializationException Malformed(string what) =>
+        new($"malformed {BalancerSerializer.AffinityBucketManifest} payload: {what}");
+
+    private ref struct Reader(byte[] bytes)
+    {
+        private readonly ReadOnlySpan<byte> _bytes = bytes;
+
+        public int Position { get; private set; }
+
+        public readonly bool AtEnd => Position == _bytes.Length;
+
+        public uint Varint()
+        {
+            uint value = 0;
+            for (var shift = 0; shift < 35; shift += 7)
+            {
+                if (Position >= _bytes.Length)
+                {
+                    throw Malformed($"truncated at byte {Position}");
+                }
+                var b = _bytes[Position++];
+                value |= (uint)(b & 0x7f) << shift;
+                if (b < 0x80)
+                {
+                    return value;
+                }
+            }
+            throw Malformed($"overlong number at byte {Position}");
+        }
+
+        /// <summary>A count that the remaining bytes can hold, so a hostile count allocates nothing large.</summary>
+        public int Count(int minimumBytesEach)
+        {
+            var count = Varint();
+            if (count > (uint)((_bytes.Length - Position) / minimumBytesEach + 1))
+            {
+                throw Malformed($"count {count} exceeds what {_bytes.Length - Position} remaining bytes can hold");
+            }
+            return (int)count;
+        }
+
+        public string String()
+        {
+            var length = Varint();
+            if (length > MaxStringBytes || length > _bytes.Length - Position)
+            {
+                throw Malformed($"string of {length} bytes at byte {Position}");
+            }
+            var value = Encoding.UTF8.GetString(_bytes.Slice(Position, (int)length));
+            Position += (int)length;
+            return value;
+        }
+
+        public long Int64()
+        {
+            if (_bytes.Length - Position < 8)
+            {
+                throw Malformed($"truncated at byte {Position}");
+            }
+            var value = BinaryPrimitives.ReadInt64LittleEndian(_bytes.Slice(Position));
+            Position += 8;
+            return value;
+        }
+    }
+}
