@@ -56,19 +56,31 @@ function setup(thread) thread:set("id", threads); threads = threads + 1 end
 local counter = 0
 local per_thread = $((SESSIONS / 2))
 function request()
+  -- Past its share a thread repeats its sessions (no new ones) until the script stops wrk.
   counter = counter + 1
-  return wrk.format("GET", "/", { ["X-Session"] = "s" .. id .. "-" .. counter })
+  return wrk.format("GET", "/", { ["X-Session"] = "s" .. id .. "-" .. ((counter - 1) % per_thread + 1) })
 end
 function delay()
   return $((8000 / RATE))
 end
-function response(status, headers, body)
-  if counter >= per_thread then wrk.thread:stop() end
-end
 LUA
 echo "making $SESSIONS sessions through node 1 at about $RATE/s (write = $WRITE, $BUCKETS buckets)..."
 LOAD_START=$(date +%s.%N)
-wrk -t2 -c8 -d600s -s "$OUT/sessions.lua" http://127.0.0.1:8081/ > "$OUT/wrk.txt"
+wrk -t2 -c8 -d3600s -s "$OUT/sessions.lua" http://127.0.0.1:8081/ > "$OUT/wrk.txt" &
+WRK_PID=$!
+PIDS+=("$WRK_PID")
+# Every 10 s: how many sessions each node holds, to show how far the followers trail the writer.
+echo "seconds node1 node2 node3" > "$OUT/progress.txt"
+TICK=0
+while kill -0 "$WRK_PID" 2>/dev/null; do
+  e1=$(entries 1)
+  if [ $((TICK % 10)) -eq 0 ]; then echo "$TICK ${e1:-?} $(entries 2) $(entries 3)" | tee -a "$OUT/progress.txt"; fi
+  [ "${e1:-0}" -ge "$SESSIONS" ] && break
+  sleep 1
+  TICK=$((TICK + 1))
+done
+kill -INT "$WRK_PID" 2>/dev/null || true
+wait "$WRK_PID" 2>/dev/null || true
 LOAD_END=$(date +%s.%N)
 TARGET=$(entries 1)
 echo "node 1 holds $TARGET sessions after $(echo "$LOAD_END - $LOAD_START" | bc) s of load"
