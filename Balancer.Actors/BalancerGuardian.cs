@@ -25,7 +25,7 @@ internal sealed class BalancerGuardian : ReceiveActor
         var affinity = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "affinity");
         foreach (var pool in settings.Pools.Where(p => p.Affinity.Mode != Configuration.AffinityMode.None))
         {
-            affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, settings.Node.WriteTimeout, registry), pool.Name));
+            affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, settings.Node.WriteTimeout, registry, settings.Node.Role), pool.Name));
         }
         if (settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode == Configuration.AffinityMode.Cookie))
         {

@@ -25,6 +25,11 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private readonly TimeSpan _writeTimeout;
     private readonly Dictionary<AffinityBucketKey, List<Write>> _pending = new();
 
+    private readonly Cluster _cluster = Cluster.Get(Context.System);
+    private readonly string _role;
+    private readonly Dictionary<long, PendingLookup> _lookups = new();
+    private long _lastLookupId;
+
     // Each bucket as last replicated to this node, to find the expired entries it still holds.
     private readonly Dictionary<AffinityBucketKey, AffinityBucket> _latest = new();
 
@@ -34,8 +39,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// <summary>How long pins gather with <c>write = local</c>, where nobody waits for them.</summary>
     internal static readonly TimeSpan LocalFlushDelay = TimeSpan.FromMilliseconds(100);
 
-    public AffinityStore(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry)
+    public AffinityStore(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry, string role)
     {
+        _role = role;
         _writeTimeout = writeTimeout;
         _table = registry.Find(pool.Name)?.Affinity;
         _pool = pool;
@@ -58,29 +64,21 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             }
         });
         Receive<Flush>(_ => OnFlush());
-        Receive<Lookup>(lookup =>
-            _replicator.Tell(Dsl.Get(BucketOf(lookup.Key), new ReadMajority(_writeTimeout), lookup)));
-        Receive<GetSuccess>(success =>
+        Receive<Lookup>(OnLookup);
+        Receive<PeerLookup>(asked =>
+            _replicator.Tell(Dsl.Get(BucketOf(asked.Key), ReadLocal.Instance, new PeerAsked(asked.Id, asked.Key, Sender))));
+        Receive<PeerLookupAnswer>(answer => OnLookupAnswer(answer.Id, answer.Backend is null ? null : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt))));
+        Receive<LookupTimedOut>(timedOut =>
         {
-            if (success.Request is not Lookup lookup)
+            // A majority did not answer in time: balance this request, but do not pin it, or the
+            // new pin would overwrite the session's entry that the silent nodes may hold.
+            if (_lookups.Remove(timedOut.Id, out var pending))
             {
-                return;
-            }
-            var bucket = success.Get(BucketOf(lookup.Key));
-            if (bucket.TryGetValue(lookup.Key, out var entry) && entry.ExpiresAt > Context.System.Scheduler.Now && !entry.IsCleared)
-            {
-                _table?.Merge(lookup.Key, entry);
-                lookup.Found.TrySetResult(entry.Backend);
-            }
-            else
-            {
-                lookup.Found.TrySetResult(null);
+                pending.Lookup.Found.TrySetResult(AffinityTable.Unavailable);
             }
         });
-        Receive<NotFound>(notFound => (notFound.Request as Lookup)?.Found.TrySetResult(null));
-        // A majority could not be asked in time: balance this request, but do not pin it, or the
-        // new pin would overwrite the session's entry that the unreachable nodes still hold.
-        Receive<GetFailure>(failure => (failure.Request as Lookup)?.Found.TrySetResult(AffinityTable.Unavailable));
+        Receive<GetSuccess>(success => AnswerRead(success.Request, success.Data as AffinityBucket));
+        Receive<NotFound>(notFound => AnswerRead(notFound.Request, null));
         Receive<Clear>(OnClear);
         Receive<UpdateSuccess>(success =>
         {
@@ -137,8 +135,80 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry) =>
-        Akka.Actor.Props.Create(() => new AffinityStore(pool, writeTimeout, registry));
+    public static Props Props(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry, string role) =>
+        Akka.Actor.Props.Create(() => new AffinityStore(pool, writeTimeout, registry, role));
+
+    /// <summary>
+    /// A session this node's cache does not hold (<c>write = majority</c>): asks this node's replica
+    /// and every reachable peer's store for the one entry, and answers once a majority of the
+    /// members running Balancer have, with the winning entry. Reading the whole bucket from a
+    /// majority instead (a replicator ReadMajority) would ship thousands of sessions per new session.
+    /// </summary>
+    private void OnLookup(Lookup lookup)
+    {
+        var state = _cluster.State;
+        var members = state.Members
+            .Where(m => m.Status == MemberStatus.Up && (_role.Length == 0 || m.HasRole(_role)) && m.Address != _cluster.SelfAddress)
+            .Select(m => m.Address)
+            .ToList();
+        var needed = (members.Count + 1) / 2 + 1;
+        var reachable = members.Where(address => state.Unreachable.All(u => u.Address != address)).ToList();
+        if (reachable.Count + 1 < needed)
+        {
+            lookup.Found.TrySetResult(AffinityTable.Unavailable);
+            return;
+        }
+        var id = ++_lastLookupId;
+        _lookups[id] = new PendingLookup(lookup, needed);
+        _replicator.Tell(Dsl.Get(BucketOf(lookup.Key), ReadLocal.Instance, new OwnRead(id, lookup.Key)));
+        var asked = new PeerLookup(id, lookup.Key);
+        foreach (var address in reachable)
+        {
+            Context.ActorSelection(Self.Path.ToStringWithAddress(address)).Tell(asked);
+        }
+        Timers.StartSingleTimer(new LookupTimedOut(id), new LookupTimedOut(id), _writeTimeout);
+    }
+
+    private void AnswerRead(object? request, AffinityBucket? bucket)
+    {
+        switch (request)
+        {
+            case OwnRead own:
+                OnLookupAnswer(own.Id, bucket is not null && bucket.TryGetValue(own.Key, out var mine) ? mine : null);
+                break;
+            case PeerAsked peer:
+                var entry = bucket is not null && bucket.TryGetValue(peer.Key, out var found) ? found : null;
+                peer.ReplyTo.Tell(new PeerLookupAnswer(peer.Id, entry?.Backend, entry?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0));
+                break;
+        }
+    }
+
+    private void OnLookupAnswer(long id, AffinityEntry? entry)
+    {
+        if (!_lookups.TryGetValue(id, out var pending))
+        {
+            return;
+        }
+        if (entry is not null && (pending.Best is null || AffinityBucket.Wins(entry, pending.Best)))
+        {
+            pending.Best = entry;
+        }
+        if (++pending.Answers < pending.Needed)
+        {
+            return;
+        }
+        _lookups.Remove(id);
+        Timers.Cancel(new LookupTimedOut(id));
+        if (pending.Best is { IsCleared: false } best && best.ExpiresAt > Context.System.Scheduler.Now)
+        {
+            _table?.Merge(pending.Lookup.Key, best);
+            pending.Lookup.Found.TrySetResult(best.Backend);
+        }
+        else
+        {
+            pending.Lookup.Found.TrySetResult(null);
+        }
+    }
 
     protected override void PreStart()
     {
@@ -238,6 +308,29 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     /// <summary>Read a session from a majority of nodes (write = majority, cache miss).</summary>
     public sealed record Lookup(string Key, TaskCompletionSource<string?> Found);
+
+    /// <summary>A peer's store asks for one session held by this node's replica.</summary>
+    public sealed record PeerLookup(long Id, string Key);
+
+    /// <summary>This node's entry for a <see cref="PeerLookup"/>: no backend when it holds none; expiry in Unix ms.</summary>
+    public sealed record PeerLookupAnswer(long Id, string? Backend, long ExpiresAt);
+
+    private sealed record OwnRead(long Id, string Key);
+
+    private sealed record PeerAsked(long Id, string Key, IActorRef ReplyTo);
+
+    private sealed record LookupTimedOut(long Id);
+
+    private sealed class PendingLookup(Lookup lookup, int needed)
+    {
+        public Lookup Lookup { get; } = lookup;
+
+        public int Needed { get; } = needed;
+
+        public int Answers { get; set; }
+
+        public AffinityEntry? Best { get; set; }
+    }
 
     /// <summary>Clear one session or (Key null) every session of the pool; <see cref="Done"/> gives how many were live.</summary>
     public sealed record Clear(string? Key, TaskCompletionSource<int> Done);

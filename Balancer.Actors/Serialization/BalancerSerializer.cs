@@ -27,6 +27,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     internal const string BackendOverrideManifest = "backend-override/1";
     internal const string EnsureProbeManifest = "ensure-probe/1";
     internal const string AffinityBucketManifest = "affinity-bucket/1";
+    internal const string PeerLookupManifest = "affinity-lookup/1";
+    internal const string PeerLookupAnswerManifest = "affinity-lookup-answer/1";
 
     private static readonly JsonSerializerOptions Options = new()
     {
@@ -50,6 +52,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
         BackendOverride => BackendOverrideManifest,
         ProbeEntity.EnsureProbe => EnsureProbeManifest,
         Affinity.AffinityBucket => AffinityBucketManifest,
+        Affinity.AffinityStore.PeerLookup => PeerLookupManifest,
+        Affinity.AffinityStore.PeerLookupAnswer => PeerLookupAnswerManifest,
         _ => throw new ArgumentException($"{nameof(BalancerSerializer)} cannot serialize {o.GetType()}"),
     };
 
@@ -75,6 +79,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
             HealthRecordManifest => typeof(HealthRecord),
             BackendOverrideManifest => typeof(BackendOverride),
             EnsureProbeManifest => typeof(ProbeEntity.EnsureProbe),
+            PeerLookupManifest => typeof(Affinity.AffinityStore.PeerLookup),
+            PeerLookupAnswerManifest => typeof(Affinity.AffinityStore.PeerLookupAnswer),
             _ => throw new SerializationException($"unknown manifest \"{manifest}\" (sent by a newer Balancer node?); message dropped"),
         };
         try
@@ -89,5 +95,5 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     }
 
     /// <summary>The types this serializer is bound to.</summary>
-    internal static readonly Type[] BoundTypes = [typeof(HealthRecord), typeof(BackendOverride), typeof(ProbeEntity.EnsureProbe), typeof(Affinity.AffinityBucket)];
+    internal static readonly Type[] BoundTypes = [typeof(HealthRecord), typeof(BackendOverride), typeof(ProbeEntity.EnsureProbe), typeof(Affinity.AffinityBucket), typeof(Affinity.AffinityStore.PeerLookup), typeof(Affinity.AffinityStore.PeerLookupAnswer)];
 }

@@ -110,6 +110,21 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
     }
 
     [Fact]
+    public async Task MajoritySessions_AreFoundOnEveryNode_TheMomentTheFirstResponseArrives()
+    {
+        // write = majority: the first response comes once a majority holds the pin, and a node whose
+        // cache has not seen the session asks a majority for it: the two majorities meet, so no
+        // waiting for gossip is needed (nor allowed here).
+        for (var i = 0; i < 40; i++)
+        {
+            var session = $"at-once-{i}";
+            var backend = await BackendOfAsync(_cluster.Uri(i % 3, "hdr"), ("X-Session", session));
+            Assert.Equal(backend, await BackendOfAsync(_cluster.Uri((i + 1) % 3, "hdr"), ("X-Session", session)));
+            Assert.Equal(backend, await BackendOfAsync(_cluster.Uri((i + 2) % 3, "hdr"), ("X-Session", session)));
+        }
+    }
+
+    [Fact]
     public async Task CookieSessions_AnyNodeHonoursTheCookie_TamperedCookieIsIgnored()
     {
         var cookies = new Dictionary<string, string>();

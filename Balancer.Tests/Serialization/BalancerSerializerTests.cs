@@ -27,6 +27,9 @@ public class BalancerSerializerTests : IAsyncLifetime
         new BackendOverride("app", "a", null, null, null, true, DateTimeOffset.UnixEpoch),
         new ProbeEntity.EnsureProbe("app", "b", "127.0.0.1:9002"),
         Balancer.Affinity.AffinityBucket.Empty,
+        new Balancer.Affinity.AffinityStore.PeerLookup(7, "session-7"),
+        new Balancer.Affinity.AffinityStore.PeerLookupAnswer(7, "b", 1_795_000_000_123),
+        new Balancer.Affinity.AffinityStore.PeerLookupAnswer(8, null, 0),
         Balancer.Affinity.AffinityBucket.Empty
             .Set("s-1", new Balancer.Affinity.AffinityEntry("b", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_123)))
             .Set("séance-2", new Balancer.Affinity.AffinityEntry("a", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_456)))
