@@ -33,8 +33,8 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     // Each bucket as last replicated to this node, to find the expired entries it still holds.
     private readonly Dictionary<AffinityBucketKey, AffinityBucket> _latest = new();
 
-    /// <summary>How long pins gather before they are written together; a new session's first response may wait this much longer.</summary>
-    internal static readonly TimeSpan FlushDelay = TimeSpan.FromMilliseconds(10);
+    // A majority write is already on its way: the pins that arrive meanwhile wait for the next one.
+    private bool _flushQueued;
 
     /// <summary>How long pins gather with <c>write = local</c>, where nobody waits for them.</summary>
     internal static readonly TimeSpan LocalFlushDelay = TimeSpan.FromMilliseconds(100);
@@ -56,14 +56,28 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 _pending[bucket] = writes = new List<Write>();
             }
             writes.Add(write);
-            if (!Timers.IsTimerActive("flush"))
+            if (write.Acknowledged is not null)
             {
-                // A majority write holds a first response back: gather briefly. A local write
-                // holds nothing back: gather longer, for fewer and larger deltas.
-                Timers.StartSingleTimer("flush", Flush.Instance, write.Acknowledged is null ? LocalFlushDelay : FlushDelay);
+                // A majority write holds a first response back: write at once, together with the
+                // pins already queued in this actor's mailbox (a busy node batches by itself; a
+                // timer would add the scheduler's 10 ms tick or more to every new session).
+                if (!_flushQueued)
+                {
+                    _flushQueued = true;
+                    Self.Tell(Flush.Instance);
+                }
+            }
+            else if (!Timers.IsTimerActive("flush"))
+            {
+                // A local write holds nothing back: gather longer, for fewer and larger deltas.
+                Timers.StartSingleTimer("flush", Flush.Instance, LocalFlushDelay);
             }
         });
-        Receive<Flush>(_ => OnFlush());
+        Receive<Flush>(_ =>
+        {
+            _flushQueued = false;
+            OnFlush();
+        });
         Receive<Lookup>(OnLookup);
         Receive<PeerLookup>(asked =>
             _replicator.Tell(Dsl.Get(BucketOf(asked.Key), ReadLocal.Instance, new PeerAsked(asked.Id, asked.Key, Sender))));
