@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Session affinity at scale: SESSIONS new sessions (default 100,000) made through node 1 of a
 # 3-node cluster (hocon/node1-3.conf, header affinity); reports how long until every node holds
-# all of them, each node's RSS before and after, and whether the logs show oversized payloads or
-# gossip errors. Not a test: it prints numbers. Needs wrk (apt-get install wrk).
+# all of them, each node's RSS before and after, how long node 3 takes to hold them all again after
+# kill -9 and a restart, and whether the logs show oversized payloads or gossip errors. Not a test: it prints numbers. Needs wrk (apt-get install wrk).
 #   bash bench/affinity-scale.sh            SESSIONS=20000 WRITE=majority bash bench/affinity-scale.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,18 +30,19 @@ for n in 1 2 3; do
   "$BALANCER" backend --port $((9000 + n)) --name "${NAMES[$((n - 1))]}" > "$OUT/backend$n.log" 2>&1 &
   PIDS+=($!)
 done
-for n in 1 2 3; do
-  "$BALANCER" run --config hocon/node$n.conf \
+start_node() { # n log
+  "$BALANCER" run --config hocon/node$1.conf \
     --set "balancer.pools.app.affinity.mode=\"header:X-Session\"" \
     --set "balancer.pools.app.affinity.write=$WRITE" \
     --set "balancer.pools.app.affinity.buckets=$BUCKETS" \
     --set "balancer.pools.app.affinity.max-entries=$((SESSIONS * 2))" \
-    --set "balancer.node.data-dir=$OUT/data/node$n" > "$OUT/node$n.log" 2>&1 &
+    --set "balancer.node.data-dir=$OUT/data/node$1" > "$2" 2>&1 &
   PIDS+=($!)
-  NODE_PID[$n]=$!
-done
+  NODE_PID[$1]=$!
+}
+for n in 1 2 3; do start_node $n "$OUT/node$n.log"; done
 for n in 1 2 3; do
-  for _ in $(seq 600); do grep -q "(3 up)" "$OUT/node$n.log" && grep -q " ready" "$OUT/node$n.log" && break; sleep 0.1; done
+  for _ in $(seq 600); do grep -q "(3 up)" "$OUT/node$n.log" && grep -q "frontend web listening" "$OUT/node$n.log" && break; sleep 0.1; done
   grep -q "(3 up)" "$OUT/node$n.log" || { echo "node $n did not join the cluster; see $OUT/node$n.log" >&2; exit 1; }
 done
 
@@ -91,6 +92,21 @@ for _ in $(seq 1200); do
   sleep 0.25
 done
 for n in 1 2 3; do RSS_AFTER[$n]=$(rss "${NODE_PID[$n]}"); done
+for n in 1 2 3; do HEAP[$n]=$(curl -s "http://127.0.0.1:$((9109 + n))/metrics" | awk '/^balancer_process_gc_heap_bytes/ { printf "%.0f", $2 / 1048576 }'); done
+
+# A node that dies and comes back: kill -9 node 3, start it again once the others have downed it,
+# and time until it opens its frontends and until it holds every session.
+echo "kill -9 node 3, then start it again..."
+kill -9 "${NODE_PID[3]}"
+for _ in $(seq 300); do curl -s http://127.0.0.1:9110/api/cluster | grep -q ":4055" || break; sleep 0.1; done
+RESTART_START=$(date +%s.%N)
+start_node 3 "$OUT/node3-restarted.log"
+RESTART_READY=""; RESTART_HELD=""
+for _ in $(seq 1200); do
+  [ -z "$RESTART_READY" ] && grep -q "frontend web listening" "$OUT/node3-restarted.log" && RESTART_READY=$(date +%s.%N)
+  if [ -n "$RESTART_READY" ] && [ "$(entries 3)" -ge "$TARGET" ] 2>/dev/null; then RESTART_HELD=$(date +%s.%N); break; fi
+  sleep 0.1
+done
 PROBLEMS=$(grep -i -E "oversized|payload size|exceeds|discarding|frame|gossip.*(fail|error)" "$OUT"/node*.log | grep -v "ready" | head -5 || true)
 {
   echo "sessions made: $SESSIONS requested, node 1 holds $TARGET (write = $WRITE, buckets = $BUCKETS)"
@@ -101,8 +117,12 @@ PROBLEMS=$(grep -i -E "oversized|payload size|exceeds|discarding|frame|gossip.*(
     echo "NOT converged within 300 s: node 2 $(entries 2), node 3 $(entries 3) of $TARGET"
   fi
   for n in 1 2 3; do
-    heap=$(curl -s "http://127.0.0.1:$((9109 + n))/metrics" | awk '/^balancer_process_gc_heap_bytes/ { printf "%.0f", $2 / 1048576 }')
-    echo "node $n RSS: ${RSS_BEFORE[$n]} MB before, ${RSS_AFTER[$n]} MB after ($(( RSS_AFTER[$n] - RSS_BEFORE[$n] )) MB for $TARGET sessions; managed heap ${heap} MB)"
+    echo "node $n RSS: ${RSS_BEFORE[$n]} MB before, ${RSS_AFTER[$n]} MB after ($(( RSS_AFTER[$n] - RSS_BEFORE[$n] )) MB for $TARGET sessions; managed heap ${HEAP[$n]} MB)"
   done
+  if [ -n "$RESTART_HELD" ]; then
+    echo "node 3 restarted after kill -9: frontends open $(echo "$RESTART_READY - $RESTART_START" | bc | cut -c1-5) s after start, every session held $(echo "$RESTART_HELD - $RESTART_START" | bc | cut -c1-5) s after start"
+  else
+    echo "node 3 restarted after kill -9: NOT holding every session within 120 s (ready: ${RESTART_READY:-no}, holds $(entries 3) of $TARGET)"
+  fi
   if [ -n "$PROBLEMS" ]; then echo "log problems:"; echo "$PROBLEMS"; else echo "logs: no oversized payload or gossip errors"; fi
 } | tee "$OUT/summary.txt"
