@@ -61,10 +61,10 @@ internal static class NodeConfig
             distributed-data {
               notify-subscribers-interval = 100ms
               gossip-interval = 1s
-              # Keys per gossip exchange and per delta message. A replica that has fallen behind is
-              # sent whole buckets: 32 of them stay well inside the 4 MiB frame even at 100,000
-              # sessions with UUID-sized keys (~75 kB a bucket of 64).
-              max-delta-elements = 32
+              # Keys per gossip exchange. A replica that has fallen behind is sent whole buckets
+              # (deltas are not limited by this): 4 of them stay inside the 4 MiB frame even at
+              # 100,000 sessions with the longest keys pinned (512 characters, ~800 kB a bucket of 64).
+              max-delta-elements = 4
               # Runtime changes survive a full-cluster restart (LightningDB under balancer.node.data-dir).
               durable {
                 keys = ["balancer-runtime-config"]

@@ -114,8 +114,12 @@ public sealed class AffinityBucket :
         return result._delta is null ? result : new AffinityBucket(result.Entries, null);
     }
 
-    /// <summary>The pins made since the last <see cref="ResetDelta"/>; null (the replicator's "no delta") when there were none.</summary>
-    public AffinityBucket Delta => _delta!;
+    /// <summary>
+    /// The pins made since the last <see cref="ResetDelta"/>; empty, never null, when there were none
+    /// (a sweep): a null delta would make the replicator send its "no delta" marker, which turns every
+    /// delta gathered with it into full-state gossip.
+    /// </summary>
+    public AffinityBucket Delta => _delta ?? Empty;
 
     /// <inheritdoc />
     public AffinityBucket MergeDelta(AffinityBucket delta) => Merge(delta);
@@ -123,11 +127,13 @@ public sealed class AffinityBucket :
     /// <inheritdoc />
     public AffinityBucket ResetDelta() => _delta is null ? this : new AffinityBucket(Entries, null, _ancestor);
 
-    IReplicatedData IReplicatedData.Merge(IReplicatedData other) => Merge((AffinityBucket)other);
+    IReplicatedData IReplicatedData.Merge(IReplicatedData other) => other is AffinityBucket bucket
+        ? Merge(bucket)
+        : throw new ArgumentException($"cannot merge {other.GetType().Name} into an affinity bucket");
 
     IReplicatedDelta IDeltaReplicatedData.Delta => Delta;
 
-    IReplicatedData IDeltaReplicatedData.MergeDelta(IReplicatedDelta delta) => Merge((AffinityBucket)delta);
+    IReplicatedData IDeltaReplicatedData.MergeDelta(IReplicatedDelta delta) => ((IReplicatedData)this).Merge(delta);
 
     IReplicatedData IDeltaReplicatedData.ResetDelta() => ResetDelta();
 

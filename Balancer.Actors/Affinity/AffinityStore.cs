@@ -28,7 +28,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private readonly Cluster _cluster = Cluster.Get(Context.System);
     private readonly string _role;
     private readonly Dictionary<long, PendingLookup> _lookups = new();
-    private long _lastLookupId;
+    // Starts anywhere: a late answer to a lookup of this store's previous incarnation (a restart
+    // keeps the same actor path) must not be taken for one of this incarnation's.
+    private long _lastLookupId = Random.Shared.NextInt64();
 
     // Each bucket as last replicated to this node, to find the expired entries it still holds.
     private readonly Dictionary<AffinityBucketKey, AffinityBucket> _latest = new();
@@ -41,7 +43,8 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     public AffinityStore(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry, string role)
     {
-        _role = role;
+        // Majorities are counted over the replicator's members, as its majority writes are.
+        _role = Context.System.Settings.Config.GetString("akka.cluster.distributed-data.role", role);
         _writeTimeout = writeTimeout;
         _table = registry.Find(pool.Name)?.Affinity;
         _pool = pool;
@@ -80,8 +83,14 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         });
         Receive<Lookup>(OnLookup);
         Receive<PeerLookup>(asked =>
-            _replicator.Tell(Dsl.Get(BucketOf(asked.Key), ReadLocal.Instance, new PeerAsked(asked.Id, asked.Key, Sender))));
-        Receive<PeerLookupAnswer>(answer => OnLookupAnswer(answer.Id, answer.Backend is null ? null : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt))));
+        {
+            if (asked.Key is { Length: > 0 and <= AffinityTable.MaxKeyLength })
+            {
+                _replicator.Tell(Dsl.Get(BucketOf(asked.Key), ReadLocal.Instance, new PeerAsked(asked.Id, asked.Key, Sender)));
+            }
+        });
+        Receive<PeerLookupAnswer>(answer => OnLookupAnswer(answer.Id,
+            answer.Backend is null || answer.ExpiresAt <= 0 || answer.ExpiresAt > MaxExpiry ? null : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt))));
         Receive<LookupTimedOut>(timedOut =>
         {
             // A majority did not answer in time: balance this request, but do not pin it, or the
@@ -161,8 +170,10 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private void OnLookup(Lookup lookup)
     {
         var state = _cluster.State;
+        // The replicator counts a member from Up until it is removed, leaving or not.
         var members = state.Members
-            .Where(m => m.Status == MemberStatus.Up && (_role.Length == 0 || m.HasRole(_role)) && m.Address != _cluster.SelfAddress)
+            .Where(m => m.Status is MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting or MemberStatus.Down
+                && (_role.Length == 0 || m.HasRole(_role)) && m.Address != _cluster.SelfAddress)
             .Select(m => m.Address)
             .ToList();
         var needed = (members.Count + 1) / 2 + 1;
@@ -224,24 +235,58 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         }
     }
 
+    private static readonly long MaxExpiry = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
+
+    private TimeSpan SweepEvery => TimeSpan.FromTicks(Math.Clamp(_pool.Affinity.Ttl.Ticks / 8, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromMinutes(1).Ticks));
+
     protected override void PreStart()
     {
         foreach (var bucket in _buckets)
         {
             _replicator.Tell(Dsl.Subscribe(bucket, Self));
         }
-        var sweepEvery = TimeSpan.FromTicks(Math.Clamp(_pool.Affinity.Ttl.Ticks / 8, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromMinutes(1).Ticks));
-        Timers.StartPeriodicTimer("sweep", Sweep.Instance, sweepEvery);
+        ScheduleSweep();
+    }
+
+    /// <summary>
+    /// Sweeps fall on the same wall-clock instants on every node (multiples of the sweep interval)
+    /// and remove what expired before the same cutoff, so replicas hold the same entries between
+    /// sweeps and gossip finds their digests equal instead of exchanging whole buckets.
+    /// </summary>
+    private void ScheduleSweep()
+    {
+        var every = (long)SweepEvery.TotalMilliseconds;
+        var now = Context.System.Scheduler.Now.ToUnixTimeMilliseconds();
+        Timers.StartSingleTimer("sweep", Sweep.Instance, TimeSpan.FromMilliseconds(every - now % every + 1));
+    }
+
+    /// <summary>Answers what is still waiting on this store, so that no request waits for an incarnation that is gone.</summary>
+    protected override void PostStop()
+    {
+        foreach (var pending in _lookups.Values)
+        {
+            pending.Lookup.Found.TrySetResult(AffinityTable.Unavailable);
+        }
+        _lookups.Clear();
+        var stopped = new InvalidOperationException("the affinity store stopped before the pin was written");
+        foreach (var write in _pending.Values.SelectMany(w => w))
+        {
+            write.Acknowledged?.TrySetException(stopped);
+        }
+        _pending.Clear();
+        base.PostStop();
     }
 
     private void OnSweep()
     {
+        ScheduleSweep();
         if (_table is null)
         {
             return;
         }
-        var now = Context.System.Scheduler.Now;
-        foreach (var key in _table.Expired(now))
+        var every = (long)SweepEvery.TotalMilliseconds;
+        var cutoff = DateTimeOffset.FromUnixTimeMilliseconds(Context.System.Scheduler.Now.ToUnixTimeMilliseconds() / every * every);
+        foreach (var key in _table.Expired(cutoff))
         {
             _table.Forget(key);
         }
@@ -249,9 +294,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         // bucket holds rather than what the cache holds: the two can differ after a restart.
         foreach (var (key, bucket) in _latest)
         {
-            if (bucket.Entries.Any(e => e.Value.ExpiresAt <= now))
+            if (bucket.Entries.Any(e => e.Value.ExpiresAt <= cutoff))
             {
-                _replicator.Tell(Dsl.Update(key, AffinityBucket.Empty, WriteLocal.Instance, data => data.WithoutExpired(now)));
+                _replicator.Tell(Dsl.Update(key, AffinityBucket.Empty, WriteLocal.Instance, data => data.WithoutExpired(cutoff)));
             }
         }
     }

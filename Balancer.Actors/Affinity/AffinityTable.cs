@@ -41,6 +41,9 @@ public sealed class AffinityTable
     /// </summary>
     public static readonly string Unavailable = new('\0', 1);
 
+    /// <summary>Longer session keys are never pinned (a header or cookie value is not even read as one).</summary>
+    public const int MaxKeyLength = 512;
+
     /// <summary>Entries cached on this node.</summary>
     public int Count => _entries.Count;
 
@@ -78,7 +81,21 @@ public sealed class AffinityTable
         }
         var loaded = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
         _store.Tell(new AffinityStore.Lookup(key, loaded), ActorRefs.NoSender);
-        return new ValueTask<string?>(loaded.Task);
+        return new ValueTask<string?>(UnavailableAfter(loaded.Task, WriteTimeout + TimeSpan.FromSeconds(1)));
+    }
+
+    // The store answers within the write timeout; this bounds the wait even if it never does (a
+    // store that restarted, a message lost on the way to it).
+    private static async Task<string?> UnavailableAfter(Task<string?> found, TimeSpan limit)
+    {
+        try
+        {
+            return await found.WaitAsync(limit).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            return Unavailable;
+        }
     }
 
     /// <summary>
@@ -88,6 +105,11 @@ public sealed class AffinityTable
     public Task Pin(string key, string backend)
     {
         var entry = new AffinityEntry(backend, _now() + Settings.Ttl);
+        if (key.Length > MaxKeyLength)
+        {
+            // Served, but not pinned: one such key would make its whole bucket too large to replicate well.
+            return Task.CompletedTask;
+        }
         if (_entries.Count >= Settings.MaxEntries && !_entries.ContainsKey(key))
         {
             _store.Tell(AffinityStore.TableFull.Instance, ActorRefs.NoSender);
@@ -148,9 +170,9 @@ public sealed class AffinityTable
                 return request.ClientAddress?.ToString();
             case AffinityMode.Header:
                 var header = request.Http?.Request.Headers[settings.KeyName];
-                return header is { Count: > 0 } && !string.IsNullOrEmpty(header.Value[0]) && header.Value[0]!.Length <= 512 ? header.Value[0] : null;
+                return header is { Count: > 0 } && !string.IsNullOrEmpty(header.Value[0]) && header.Value[0]!.Length <= MaxKeyLength ? header.Value[0] : null;
             case AffinityMode.LearnCookie:
-                return request.Http is { } http && http.Request.Cookies.TryGetValue(settings.KeyName, out var cookie) && !string.IsNullOrEmpty(cookie) && cookie.Length <= 512 ? cookie : null;
+                return request.Http is { } http && http.Request.Cookies.TryGetValue(settings.KeyName, out var cookie) && !string.IsNullOrEmpty(cookie) && cookie.Length <= MaxKeyLength ? cookie : null;
             default:
                 return null;
         }

@@ -35,7 +35,7 @@ public class AffinityBucketTests
     public void Set_KeepsTheWinner_AndCollectsADeltaOfWhatChanged()
     {
         var bucket = AffinityBucket.Empty.Set("s1", Pin("a", 10)).ResetDelta();
-        Assert.Null(bucket.Delta);
+        Assert.Equal(0, bucket.Delta.Count);
 
         var older = bucket.Set("s1", Pin("b"));
         Assert.Same(bucket, older);
