@@ -103,6 +103,35 @@ internal static class NodeConfig
         return ConfigurationFactory.ParseString($"akka.cluster.distributed-data.durable.lmdb.dir = \"{full}\"").WithFallback(config);
     }
 
+    /// <summary>How long a restarted first seed node waits for the running cluster before it forms one of its own.</summary>
+    public static readonly TimeSpan RestartedFirstSeedTimeout = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// A node listed first among the seeds forms a new cluster by itself when no other seed answers
+    /// within <c>seed-node-timeout</c> (Akka's 5 s). Right after a crash, on a loaded host, the
+    /// survivors can take longer than that, and the restarted node then serves alone as a second
+    /// cluster (its own sessions, its own health). A node that has run before (its durable folder
+    /// exists) and is the first seed therefore waits <see cref="RestartedFirstSeedTimeout"/> instead;
+    /// a first start, and an explicit <c>seed-node-timeout</c>, are left as they are.
+    /// </summary>
+    public static Config WithRestartedFirstSeedTimeout(Config config)
+    {
+        var seeds = config.GetStringList("akka.cluster.seed-nodes");
+        if (seeds.Count < 2 || config.HasPath("akka.cluster.seed-node-timeout"))
+        {
+            return config;
+        }
+        var host = config.GetString("akka.remote.dot-netty.tcp.hostname", "127.0.0.1");
+        var port = config.GetInt("akka.remote.dot-netty.tcp.port", 4053);
+        var first = Akka.Actor.Address.Parse(seeds[0]);
+        var durable = config.GetString("akka.cluster.distributed-data.durable.lmdb.dir", "");
+        if (first.Host != host || first.Port != port || durable.Length == 0 || !Directory.Exists(durable))
+        {
+            return config;
+        }
+        return ConfigurationFactory.ParseString($"akka.cluster.seed-node-timeout = {(int)RestartedFirstSeedTimeout.TotalSeconds}s").WithFallback(config);
+    }
+
     /// <summary>Loads and merges; a file that cannot be read or parsed throws <see cref="ConfigLoadException"/>.</summary>
     public static Config Load(IReadOnlyList<string> files, IReadOnlyList<string> sets)
     {
