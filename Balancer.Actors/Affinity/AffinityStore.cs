@@ -107,9 +107,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         {
             switch (success.Request)
             {
-                case TaskCompletionSource acknowledged:
-                    acknowledged.TrySetResult();
-                    break;
                 case WriteBatch batch:
                     batch.Acknowledge(null);
                     break;
@@ -118,19 +115,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                     break;
             }
         });
-        Receive<UpdateTimeout>(timeout =>
-        {
-            var problem = new TimeoutException("affinity change applied on this node but not confirmed by a majority of nodes in time; it spreads by gossip");
-            (timeout.Request as TaskCompletionSource)?.TrySetException(problem);
-            (timeout.Request as WriteBatch)?.Acknowledge(problem);
-            (timeout.Request as ClearProgress)?.Done.TrySetException(problem);
-        });
-        Receive<ModifyFailure>(failure =>
-        {
-            (failure.Request as TaskCompletionSource)?.TrySetException(failure.Cause);
-            (failure.Request as WriteBatch)?.Acknowledge(failure.Cause);
-            (failure.Request as ClearProgress)?.Done.TrySetException(failure.Cause);
-        });
+        Receive<UpdateTimeout>(timeout => Failed(timeout.Request,
+            new TimeoutException("affinity change applied on this node but not confirmed by a majority of nodes in time; it spreads by gossip")));
+        Receive<ModifyFailure>(failure => Failed(failure.Request, failure.Cause));
         Receive<Changed>(changed =>
         {
             if (_table is null || changed.Data is not AffinityBucket bucket || changed.Key is not AffinityBucketKey key)
@@ -192,6 +179,12 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             Context.ActorSelection(Self.Path.ToStringWithAddress(address)).Tell(asked);
         }
         Timers.StartSingleTimer(new LookupTimedOut(id), new LookupTimedOut(id), _writeTimeout);
+    }
+
+    private static void Failed(object? request, Exception problem)
+    {
+        (request as WriteBatch)?.Acknowledge(problem);
+        (request as ClearProgress)?.Done.TrySetException(problem);
     }
 
     private void AnswerRead(object? request, AffinityBucket? bucket)
