@@ -95,13 +95,16 @@ internal static class NodeConfig
             return config;
         }
         var dataDir = config.GetString("balancer.node.data-dir", "data");
-        var host = config.GetString("akka.remote.dot-netty.tcp.hostname", "127.0.0.1");
-        var port = config.GetInt("akka.remote.dot-netty.tcp.port", 4053);
+        var (host, port) = RemotingEndPoint(config);
         // Port 0 means a new address each start: nothing durable could be found again.
         var folder = port == 0 ? Path.Combine(Path.GetTempPath(), $"balancer-ddata-{Environment.ProcessId}") : Path.Combine(dataDir, $"ddata-{host}-{port}");
         var full = Path.GetFullPath(folder).Replace("\\", "/");
         return ConfigurationFactory.ParseString($"akka.cluster.distributed-data.durable.lmdb.dir = \"{full}\"").WithFallback(config);
     }
+
+    /// <summary>The host and port this node's remoting listens on, as NodeDefaults sets them.</summary>
+    private static (string Host, int Port) RemotingEndPoint(Config config) =>
+        (config.GetString("akka.remote.dot-netty.tcp.hostname", "127.0.0.1"), config.GetInt("akka.remote.dot-netty.tcp.port", 4053));
 
     /// <summary>How long a restarted first seed node waits for the running cluster before it forms one of its own.</summary>
     public static readonly TimeSpan RestartedFirstSeedTimeout = TimeSpan.FromSeconds(20);
@@ -121,8 +124,7 @@ internal static class NodeConfig
         {
             return config;
         }
-        var host = config.GetString("akka.remote.dot-netty.tcp.hostname", "127.0.0.1");
-        var port = config.GetInt("akka.remote.dot-netty.tcp.port", 4053);
+        var (host, port) = RemotingEndPoint(config);
         var first = Akka.Actor.Address.Parse(seeds[0]);
         var durable = config.GetString("akka.cluster.distributed-data.durable.lmdb.dir", "");
         if (first.Host != host || first.Port != port || durable.Length == 0 || !Directory.Exists(durable))
