@@ -13,6 +13,28 @@ public class NodeProcessTests
 {
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
 
+    /// <summary>A demo backend process on a free port, once it listens.</summary>
+    private static async Task<(NodeProcess Process, int Port)> StartBackendAsync(ProcessGroup cleanup, string name)
+    {
+        var process = cleanup.Add(NodeProcess.Start("backend", "--port", "0", "--name", name));
+        await process.WaitForOutputAsync("listening on", StartTimeout);
+        return (process, int.Parse(Regex.Match(process.Output, @"127\.0\.0\.1:(\d+)").Groups[1].Value));
+    }
+
+    /// <summary><c>balancer run</c> of hocon/node1.conf alone, every port it opens a free one, plus <paramref name="sets"/>.</summary>
+    private static NodeProcess StartNode1OnFreePorts(ProcessGroup cleanup, params string[] sets) => cleanup.Add(NodeProcess.Start(
+    [
+        "run", "--config", Path.Combine(CommandLineTests.RepositoryRoot(), "hocon", "node1.conf"),
+        "--set", "akka.remote.dot-netty.tcp.port=0",
+        "--set", "akka.cluster.seed-nodes=[]",
+        "--set", "balancer.node.admin.bind=127.0.0.1:0",
+        "--set", "balancer.frontends.web.bind=127.0.0.1:0",
+        "--set", "balancer.frontends.web-node1.bind=127.0.0.1:0",
+        "--set", "balancer.frontends.raw.bind=127.0.0.1:0",
+        "--set", "balancer.frontends.raw-node1.bind=127.0.0.1:0",
+        .. sets,
+    ]));
+
     [Fact]
     public async Task Run_Node1WithThreeBackendProcesses_RoundRobinTcpAndBackendDeath()
     {
@@ -20,23 +42,13 @@ public class NodeProcessTests
         await using var cleanup = new ProcessGroup();
         foreach (var name in new[] { "a", "b", "c" })
         {
-            var process = cleanup.Add(NodeProcess.Start("backend", "--port", "0", "--name", name));
-            await process.WaitForOutputAsync("listening on", StartTimeout);
-            backends.Add((process, int.Parse(Regex.Match(process.Output, @"127\.0\.0\.1:(\d+)").Groups[1].Value)));
+            backends.Add(await StartBackendAsync(cleanup, name));
         }
 
-        var node = cleanup.Add(NodeProcess.Start(
-            "run", "--config", Path.Combine(CommandLineTests.RepositoryRoot(), "hocon", "node1.conf"),
-            "--set", "akka.remote.dot-netty.tcp.port=0",
-            "--set", "akka.cluster.seed-nodes=[]",
-            "--set", "balancer.node.admin.bind=127.0.0.1:0",
-            "--set", "balancer.frontends.web.bind=127.0.0.1:0",
-            "--set", "balancer.frontends.web-node1.bind=127.0.0.1:0",
-            "--set", "balancer.frontends.raw.bind=127.0.0.1:0",
-            "--set", "balancer.frontends.raw-node1.bind=127.0.0.1:0",
+        var node = StartNode1OnFreePorts(cleanup,
             "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backends[0].Port}",
             "--set", $"balancer.pools.app.backends.b=127.0.0.1:{backends[1].Port}",
-            "--set", $"balancer.pools.app.backends.c=127.0.0.1:{backends[2].Port}"));
+            "--set", $"balancer.pools.app.backends.c=127.0.0.1:{backends[2].Port}");
         await node.WaitForOutputAsync(" ready", StartTimeout);
         var http = FrontendEndPoint(node.Output, "web-node1");
         var tcp = FrontendEndPoint(node.Output, "raw-node1");
@@ -100,26 +112,16 @@ public class NodeProcessTests
         const string token = "admin-token-Zq81-secret";
         const string affinityKey = "affinity-key-Xw42-secret-value";
         await using var cleanup = new ProcessGroup();
-        var backend = cleanup.Add(NodeProcess.Start("backend", "--port", "0", "--name", "a"));
-        await backend.WaitForOutputAsync("listening on", StartTimeout);
-        var backendPort = int.Parse(Regex.Match(backend.Output, @"127\.0\.0\.1:(\d+)").Groups[1].Value);
-        var node = cleanup.Add(NodeProcess.Start(
-            "run", "--config", Path.Combine(CommandLineTests.RepositoryRoot(), "hocon", "node1.conf"),
+        var (_, backendPort) = await StartBackendAsync(cleanup, "a");
+        var node = StartNode1OnFreePorts(cleanup,
             "--set", "akka.loglevel=DEBUG",
             "--set", "akka.stdout-loglevel=DEBUG",
-            "--set", "akka.remote.dot-netty.tcp.port=0",
-            "--set", "akka.cluster.seed-nodes=[]",
-            "--set", "balancer.node.admin.bind=127.0.0.1:0",
             "--set", $"balancer.node.admin.token={token}",
             "--set", $"balancer.node.affinity-key={affinityKey}",
             "--set", "balancer.pools.app.affinity.mode=cookie",
             "--set", "balancer.pools.app.backends.b=null",
             "--set", "balancer.pools.app.backends.c=null",
-            "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backendPort}",
-            "--set", "balancer.frontends.web.bind=127.0.0.1:0",
-            "--set", "balancer.frontends.web-node1.bind=127.0.0.1:0",
-            "--set", "balancer.frontends.raw.bind=127.0.0.1:0",
-            "--set", "balancer.frontends.raw-node1.bind=127.0.0.1:0"));
+            "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backendPort}");
         await node.WaitForOutputAsync(" ready", StartTimeout);
         var admin = Regex.Match(node.Output, @"admin API on http://(\S+) ").Groups[1].Value;
         var http = FrontendEndPoint(node.Output, "web-node1");
