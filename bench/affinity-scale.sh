@@ -98,6 +98,7 @@ for n in 1 2 3; do HEAP[$n]=$(curl -s "http://127.0.0.1:$((9109 + n))/metrics" |
 # and time until it opens its frontends and until it holds every session.
 echo "kill -9 node 3, then start it again..."
 kill -9 "${NODE_PID[3]}"
+wait "${NODE_PID[3]}" 2>/dev/null || true
 for _ in $(seq 300); do curl -s http://127.0.0.1:9110/api/cluster | grep -q ":4055" || break; sleep 0.1; done
 RESTART_START=$(date +%s.%N)
 start_node 3 "$OUT/node3-restarted.log"
