@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Balancer.Node.Demo;
 
@@ -14,6 +15,9 @@ internal static class DemoCommand
     public const string Usage = "balancer demo [--nodes 1..9] [--backends 1..9] [--mode active-active|active-passive] [--chaos INTERVAL [--kills N]] [--hocon DIR]";
 
     private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>How long a child may take to stop after SIGTERM: a node leaves the cluster first.</summary>
+    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(20);
 
     public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
     {
@@ -135,19 +139,34 @@ internal static class DemoCommand
         }
         finally
         {
-            // Nodes first so they leave while the backends still answer, then the backends.
-            var all = nodeProcesses.Where(n => n is not null).Concat(backendProcesses).ToList();
-            foreach (var child in all)
-            {
-                child.Terminate();
-            }
-            foreach (var child in all)
-            {
-                await child.StopAsync(TimeSpan.FromSeconds(20));
-            }
+            // Nodes first, so that they leave while the backends still answer; each group stops
+            // together, so the whole stop takes at most two grace periods however many children hang.
+            var stopping = Stopwatch.StartNew();
+            await StopAllAsync(nodeProcesses.Where(n => n is not null), error);
+            await StopAllAsync(backendProcesses, error);
+            output.WriteLine($"balancer demo: every process stopped ({stopping.Elapsed.TotalSeconds:0.0} s)");
             if (generated is not null)
             {
                 Directory.Delete(generated, recursive: true);
+            }
+        }
+    }
+
+    /// <summary>SIGTERM to every child, then up to <see cref="StopGrace"/> for all of them; a child still running then is killed and named with its last lines.</summary>
+    private static async Task StopAllAsync(IEnumerable<ChildProcess> children, TextWriter error)
+    {
+        var list = children.ToList();
+        foreach (var child in list)
+        {
+            child.Terminate();
+        }
+        var stopped = await Task.WhenAll(list.Select(c => c.StopAsync(StopGrace)));
+        for (var i = 0; i < list.Count; i++)
+        {
+            if (!stopped[i])
+            {
+                error.WriteLine($"balancer demo: {list[i].Name} did not stop within {StopGrace.TotalSeconds:0} s of SIGTERM; killed it. Its last lines:");
+                error.WriteLine(list[i].LastLines());
             }
         }
     }

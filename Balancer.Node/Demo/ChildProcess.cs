@@ -119,17 +119,24 @@ internal sealed class ChildProcess
         }
     }
 
-    public async Task StopAsync(TimeSpan grace)
+    /// <summary>
+    /// Waits up to <paramref name="grace"/> for the child to exit, then kills it (and anything it
+    /// started); false if it had to be killed.
+    /// </summary>
+    public async Task<bool> StopAsync(TimeSpan grace)
     {
+        var stopped = true;
         try
         {
             await _process.WaitForExitAsync().WaitAsync(grace);
         }
         catch (TimeoutException)
         {
+            stopped = false;
             _process.Kill(entireProcessTree: true);
         }
         _process.Dispose();
+        return stopped;
     }
 
     private void OnLine(string? line)

@@ -44,7 +44,7 @@ public class ChaosProcessTests : IAsyncLifetime
         var totals = Regex.Match(demo.Output, @"chaos totals: requests (\d+) ok (\d+) failed (\d+) \((\d+) in flight at a kill, (\d+) other\) \| sessions 200 checked (\d+) kept (\d+) moved (\d+) \| members up \d/3 \| kills (\d+)");
         Assert.True(totals.Success, "no totals line:\n" + demo.Output);
         int Total(int group) => int.Parse(totals.Groups[group].Value);
-        Console.WriteLine($"chaos: {totals.Value}");
+        Console.WriteLine($"chaos: {totals.Value}; {Regex.Match(demo.Output, @"every process stopped \([\d.]+ s\)").Value}");
         Assert.True(Total(1) > 500, "the load kept running");
         Assert.Equal(0, Total(5));
         Assert.True(Total(6) > 300, "sessions were checked again after their first request");

@@ -79,9 +79,17 @@ internal sealed class NodeProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>Waits until the process exits; fails with the output so far.</summary>
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {
-        await _process.WaitForExitAsync().WaitAsync(timeout);
+        try
+        {
+            await _process.WaitForExitAsync().WaitAsync(timeout);
+        }
+        catch (TimeoutException)
+        {
+            throw new TimeoutException($"balancer did not exit within {timeout}:\n{Output}");
+        }
         _process.WaitForExit();
         return _process.ExitCode;
     }
