@@ -35,16 +35,30 @@ internal sealed class NodeProcess : IAsyncDisposable
 
     public int ExitCode => _process.ExitCode;
 
-    public static NodeProcess Start(params string[] args)
+    public static NodeProcess Start(params string[] args) => Start(interruptible: false, args);
+
+    /// <summary>
+    /// Starts balancer; with <paramref name="interruptible"/>, SIGINT reaches it as Ctrl+C reaches a
+    /// terminal's foreground job, even when these tests run in a background job (as CI runners start
+    /// them): such a job inherits SIGINT ignored, and a process that starts with SIGINT ignored
+    /// never sees it.
+    /// </summary>
+    public static NodeProcess Start(bool interruptible, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "balancer.dll");
-        var info = new ProcessStartInfo("dotnet")
+        var resetInterrupt = interruptible && InterruptIgnored();
+        var info = new ProcessStartInfo(resetInterrupt ? "env" : "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
             WorkingDirectory = AppContext.BaseDirectory,
         };
+        if (resetInterrupt)
+        {
+            info.ArgumentList.Add("--default-signal=INT");
+            info.ArgumentList.Add("dotnet");
+        }
         info.ArgumentList.Add(dll);
         // If the test host itself dies, its balancer processes follow it instead of holding ports.
         info.Environment["BALANCER_PARENT_PID"] = Environment.ProcessId.ToString();
@@ -59,6 +73,16 @@ internal sealed class NodeProcess : IAsyncDisposable
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return node;
+    }
+
+    /// <summary>True if this process inherited SIGINT ignored (bit 2 of the SigIgn mask in /proc/self/status).</summary>
+    private static bool InterruptIgnored()
+    {
+        const int SigInt = 2;
+        var line = File.Exists("/proc/self/status")
+            ? File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal))
+            : null;
+        return line is not null && (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (SigInt - 1))) != 0;
     }
 
     /// <summary>Waits until the output contains <paramref name="text"/>; fails with the output so far.</summary>
