@@ -20,8 +20,7 @@ public class ChaosProcessTests : IAsyncLifetime
     [Fact]
     public async Task Demo_WithChaos_TwoKills_SessionsKept_OnlyInFlightRequestsFail_ClusterWholeAgain_NothingLeftAfterCtrlC()
     {
-        var demo = NodeProcess.Start(interruptible: true, "demo", "--nodes", "3", "--chaos", "8s", "--kills", "2");
-        _processes.Add(demo);
+        var demo = Start("demo", "--nodes", "3", "--chaos", "8s", "--kills", "2");
         await demo.WaitForOutputAsync("Balancer demo: 3 node(s)", TimeSpan.FromSeconds(60));
         Assert.Contains("http://127.0.0.1:8080/", demo.Output);
         Assert.Contains("balancer ctl 127.0.0.1:9110 cluster show", demo.Output);

@@ -35,26 +35,24 @@ internal sealed class NodeProcess : IAsyncDisposable
 
     public int ExitCode => _process.ExitCode;
 
-    public static NodeProcess Start(params string[] args) => Start(interruptible: false, args);
-
     /// <summary>
-    /// Starts balancer; with <paramref name="interruptible"/>, SIGINT reaches it as Ctrl+C reaches a
-    /// terminal's foreground job, even when these tests run in a background job (as CI runners start
-    /// them): such a job inherits SIGINT ignored, and a process that starts with SIGINT ignored
-    /// never sees it.
+    /// A terminal's foreground job gets Ctrl+C; a background job (as CI runners start these tests)
+    /// inherits SIGINT ignored, and a process that starts with SIGINT ignored never sees it. Balancer
+    /// processes are started with SIGINT at its default then, as a user's terminal would start them.
     /// </summary>
-    public static NodeProcess Start(bool interruptible, params string[] args)
+    private static readonly bool ResetInterrupt = InterruptIgnored();
+
+    public static NodeProcess Start(params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "balancer.dll");
-        var resetInterrupt = interruptible && InterruptIgnored();
-        var info = new ProcessStartInfo(resetInterrupt ? "env" : "dotnet")
+        var info = new ProcessStartInfo(ResetInterrupt ? "env" : "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
             WorkingDirectory = AppContext.BaseDirectory,
         };
-        if (resetInterrupt)
+        if (ResetInterrupt)
         {
             info.ArgumentList.Add("--default-signal=INT");
             info.ArgumentList.Add("dotnet");
