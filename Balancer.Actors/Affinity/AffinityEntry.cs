@@ -14,6 +14,9 @@ public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt)
     /// </summary>
     public DateTimeOffset ExpiresAt { get; } = DateTimeOffset.FromUnixTimeMilliseconds(ExpiresAt.ToUnixTimeMilliseconds());
 
+    /// <summary>The latest expiry a <see cref="DateTimeOffset"/> holds, in Unix ms: a later one read from the wire is malformed.</summary>
+    internal static readonly long MaxExpiryUnixMilliseconds = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
+
     /// <summary>The marker of a session cleared by an operator.</summary>
     public static AffinityEntry Cleared(DateTimeOffset expiresAt) => new(string.Empty, expiresAt);
 

@@ -90,7 +90,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             }
         });
         Receive<PeerLookupAnswer>(answer => OnLookupAnswer(answer.Id,
-            answer.Backend is null || answer.ExpiresAt <= 0 || answer.ExpiresAt > MaxExpiry ? null : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt))));
+            answer.Backend is null || answer.ExpiresAt <= 0 || answer.ExpiresAt > AffinityEntry.MaxExpiryUnixMilliseconds ? null : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt))));
         Receive<LookupTimedOut>(timedOut =>
         {
             // A majority did not answer in time: balance this request, but do not pin it, or the
@@ -227,8 +227,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             pending.Lookup.Found.TrySetResult(null);
         }
     }
-
-    private static readonly long MaxExpiry = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
 
     private TimeSpan SweepEvery => TimeSpan.FromTicks(Math.Clamp(_pool.Affinity.Ttl.Ticks / 8, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromMinutes(1).Ticks));
 

@@ -69,7 +69,7 @@ internal static class AffinityBucketFormat
                 throw Malformed($"entry {i} names backend {backend} of {backendCount}");
             }
             var expiresAt = reader.Int64();
-            if (expiresAt < 0 || expiresAt > DateTimeOffset.MaxValue.ToUnixTimeMilliseconds())
+            if (expiresAt < 0 || expiresAt > AffinityEntry.MaxExpiryUnixMilliseconds)
             {
                 throw Malformed($"entry {i} expires at {expiresAt}");
             }
