@@ -104,7 +104,6 @@ public sealed class AffinityTable
     /// </summary>
     public Task Pin(string key, string backend)
     {
-        var entry = new AffinityEntry(backend, _now() + Settings.Ttl);
         if (key.Length > MaxKeyLength)
         {
             // Served, but not pinned: one such key would make its whole bucket too large to replicate well.
@@ -115,6 +114,7 @@ public sealed class AffinityTable
             _store.Tell(AffinityStore.TableFull.Instance, ActorRefs.NoSender);
             return Task.CompletedTask;
         }
+        var entry = new AffinityEntry(backend, _now() + Settings.Ttl);
         _entries[key] = entry;
         if (Settings.Write == AffinityWriteConsistency.Local)
         {
