@@ -32,6 +32,10 @@ internal static class NodeConfig
             # Empty: the node forms a cluster of one with itself. Otherwise every node lists the
             # same seeds (BALANCER_SEED_NODES="akka.tcp://balancer@host:4053,..." sets them too).
             seed-nodes = []
+            # A node restarted right after its previous incarnation was removed can see its first
+            # Join dropped while the survivors quarantine the old one; Akka tries again only after
+            # 10 s, which left a killed node out of the tier that long. Try again after 2 s.
+            retry-unsuccessful-join-after = 2s
             # A balancer must notice a dead peer in seconds, not Akka's default ~45 s: on a LAN,
             # heartbeats every 500 ms missing for 1.5 s mark the peer unreachable (a standby takes
             # over then) and the split-brain resolver downs it once membership has been stable for
