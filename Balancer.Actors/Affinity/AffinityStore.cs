@@ -97,7 +97,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             // new pin would overwrite the session's entry that the silent nodes may hold.
             if (_lookups.Remove(timedOut.Id, out var pending))
             {
-                pending.Lookup.Found.TrySetResult(AffinityTable.Unavailable);
+                pending.Lookup.Found.TrySetResult(SessionLookup.Unavailable);
             }
         });
         Receive<GetSuccess>(success => AnswerRead(success.Request, success.Data as AffinityBucket));
@@ -167,7 +167,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         var reachable = members.Where(address => state.Unreachable.All(u => u.Address != address)).ToList();
         if (reachable.Count + 1 < needed)
         {
-            lookup.Found.TrySetResult(AffinityTable.Unavailable);
+            lookup.Found.TrySetResult(SessionLookup.Unavailable);
             return;
         }
         var id = ++_lastLookupId;
@@ -220,11 +220,11 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         if (pending.Best is { IsCleared: false } best && best.ExpiresAt > Context.System.Scheduler.Now)
         {
             _table?.Merge(pending.Lookup.Key, best);
-            pending.Lookup.Found.TrySetResult(best.Backend);
+            pending.Lookup.Found.TrySetResult(SessionLookup.PinnedTo(best.Backend));
         }
         else
         {
-            pending.Lookup.Found.TrySetResult(null);
+            pending.Lookup.Found.TrySetResult(SessionLookup.NotPinned);
         }
     }
 
@@ -256,7 +256,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     {
         foreach (var pending in _lookups.Values)
         {
-            pending.Lookup.Found.TrySetResult(AffinityTable.Unavailable);
+            pending.Lookup.Found.TrySetResult(SessionLookup.Unavailable);
         }
         _lookups.Clear();
         var stopped = new InvalidOperationException("the affinity store stopped before the pin was written");
@@ -357,7 +357,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     public sealed record Write(string Key, AffinityEntry Entry, TaskCompletionSource? Acknowledged);
 
     /// <summary>Read a session from a majority of nodes (write = majority, cache miss).</summary>
-    public sealed record Lookup(string Key, TaskCompletionSource<string?> Found);
+    public sealed record Lookup(string Key, TaskCompletionSource<SessionLookup> Found);
 
     /// <summary>A peer's store asks for one session held by this node's replica.</summary>
     public sealed record PeerLookup(long Id, string Key);

@@ -16,6 +16,7 @@ public sealed class AffinityTable
     private readonly ConcurrentDictionary<string, AffinityEntry> _entries = new(StringComparer.Ordinal);
     private readonly ICanTell _store;
     private readonly Func<DateTimeOffset> _now;
+    private long _unconfirmedPins;
 
     internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, string cookieKey, TimeSpan writeTimeout)
     {
@@ -34,12 +35,6 @@ public sealed class AffinityTable
 
     /// <summary>The cookie codec of <c>mode = cookie</c>, else null.</summary>
     public AffinityCookie? Cookie { get; }
-
-    /// <summary>
-    /// What <see cref="FindAsync"/> answers when a majority could not be read in time: the session
-    /// may exist elsewhere, so the caller balances the request without pinning it.
-    /// </summary>
-    public static readonly string Unavailable = new('\0', 1);
 
     /// <summary>Longer session keys are never pinned (a header or cookie value is not even read as one).</summary>
     public const int MaxKeyLength = 512;
@@ -72,21 +67,21 @@ public sealed class AffinityTable
     /// from a majority of nodes first (once per new session), so a session acknowledged elsewhere is
     /// found here even before gossip brings it.
     /// </summary>
-    public ValueTask<string?> FindAsync(string key)
+    public ValueTask<SessionLookup> FindAsync(string key)
     {
         var found = Find(key);
         if (found is not null || Settings.Write != AffinityWriteConsistency.Majority)
         {
-            return ValueTask.FromResult(found);
+            return ValueTask.FromResult(SessionLookup.PinnedTo(found));
         }
-        var loaded = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var loaded = new TaskCompletionSource<SessionLookup>(TaskCreationOptions.RunContinuationsAsynchronously);
         _store.Tell(new AffinityStore.Lookup(key, loaded), ActorRefs.NoSender);
-        return new ValueTask<string?>(UnavailableAfter(loaded.Task, WriteTimeout + TimeSpan.FromSeconds(1)));
+        return new ValueTask<SessionLookup>(UnavailableAfter(loaded.Task, WriteTimeout + TimeSpan.FromSeconds(1)));
     }
 
     // The store answers within the write timeout; this bounds the wait even if it never does (a
     // store that restarted, a message lost on the way to it).
-    private static async Task<string?> UnavailableAfter(Task<string?> found, TimeSpan limit)
+    private static async Task<SessionLookup> UnavailableAfter(Task<SessionLookup> found, TimeSpan limit)
     {
         try
         {
@@ -94,9 +89,14 @@ public sealed class AffinityTable
         }
         catch (TimeoutException)
         {
-            return Unavailable;
+            return SessionLookup.Unavailable;
         }
     }
+
+    /// <summary>Pins that were served but not confirmed by the write consistency in time (they spread by gossip).</summary>
+    public long UnconfirmedPins => Volatile.Read(ref _unconfirmedPins);
+
+    internal void CountUnconfirmedPin() => Interlocked.Increment(ref _unconfirmedPins);
 
     /// <summary>
     /// Pins <paramref name="key"/> to <paramref name="backend"/> here at once and replicates it; the

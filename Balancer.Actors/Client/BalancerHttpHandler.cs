@@ -1,5 +1,5 @@
 using System.Net.Http;
-using Balancer.Model;
+using Balancer.Routing;
 
 namespace Balancer.Client;
 
@@ -29,14 +29,14 @@ public sealed class BalancerHttpHandler : DelegatingHandler
         var original = request.RequestUri ?? throw new InvalidOperationException("the request has no URI");
         var pool = original.Host;
         request.Options.TryGetValue(AffinityKey, out var affinityKey);
-        var attempted = new AttemptedBackends();
-        var settings = _client.View(pool).Settings;
-        for (var attempt = 0; ; attempt++)
+        var selection = _client.Selection(pool, affinityKey);
+        var settings = selection.Snapshot.Settings;
+        while (true)
         {
-            var lease = _client.Select(pool, affinityKey, ref attempted);
+            var lease = selection.Next();
             if (lease.Backend is not { } backend)
             {
-                throw new HttpRequestException(HttpRequestError.ConnectionError, $"pool {pool} has no available backend{(attempt > 0 ? $" (tried {attempt})" : "")}");
+                throw new HttpRequestException(HttpRequestError.ConnectionError, $"pool {pool} has no available backend{(selection.Attempts > 0 ? $" (tried {selection.Attempts})" : "")}");
             }
             request.RequestUri = new UriBuilder(original) { Host = backend.Address.Host, Port = backend.Address.Port }.Uri;
             try
@@ -50,7 +50,7 @@ public sealed class BalancerHttpHandler : DelegatingHandler
             {
                 lease.Complete(BackendOutcome.ConnectFailed);
                 // Nothing reached the backend: another may take the call.
-                if (attempt >= settings.Retries || cancellationToken.IsCancellationRequested)
+                if (!selection.CanRetry || cancellationToken.IsCancellationRequested)
                 {
                     throw;
                 }

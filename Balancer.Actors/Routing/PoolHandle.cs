@@ -55,27 +55,8 @@ public sealed class PoolHandle : IDisposable
         // A connect that times out must look like a refused one (a connection error the proxy
         // retries elsewhere), not like a slow response: the handler's own ConnectTimeout surfaces
         // as a cancellation that YARP reports as a 504.
-        ConnectCallback = async (context, cancellationToken) =>
-        {
-            var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(connectTimeout);
-            try
-            {
-                await socket.ConnectAsync(context.DnsEndPoint, timeout.Token).ConfigureAwait(false);
-                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
-            }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                socket.Dispose();
-                throw new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.TimedOut);
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
-        },
+        ConnectCallback = async (context, cancellationToken) => new System.Net.Sockets.NetworkStream(
+            await BackendConnection.ConnectAsync(context.DnsEndPoint, connectTimeout, cancellationToken).ConfigureAwait(false), ownsSocket: true),
     });
 }
 

@@ -6,6 +6,7 @@ using Akka.Hosting;
 using Akka.Serialization;
 using Balancer.Client;
 using Balancer.Hosting;
+using Balancer.Routing;
 using Balancer.Tests.TestSupport;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;

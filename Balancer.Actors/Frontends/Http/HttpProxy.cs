@@ -52,53 +52,39 @@ internal sealed class HttpProxy
         {
             context.Response.Headers.StrictTransportSecurity = _hsts;
         }
-        var snapshot = _pool.Snapshot;
+        var selection = await BackendSelection.StartAsync(_pool, new RoutingRequest(context.Connection.RemoteIpAddress, context));
+        var snapshot = selection.Snapshot;
         var requestConfig = RequestConfigFor(snapshot.Settings);
-        var request = new RoutingRequest(context.Connection.RemoteIpAddress, context);
-        var attempted = new AttemptedBackends();
-        var attemptsAllowed = 1 + snapshot.Settings.Retries;
-        var affinity = _pool.Affinity;
-        string? sessionKey = null;
-        Backend? pinned = null;
-        var moved = false;
-        if (affinity is not null)
-        {
-            (pinned, sessionKey, moved) = await FindPinnedAsync(affinity, snapshot, request);
-        }
-        var tries = 0;
+        SessionResponse? session = null;
         while (true)
         {
-            var backend = snapshot.Select(in request, ref attempted, pinned);
-            tries++;
-            if (backend is null)
+            var lease = selection.Next();
+            if (lease.Backend is not { } backend)
             {
-                await WriteErrorAsync(context, snapshot, attempted.Count == 0);
+                session?.Answered(default);
+                await WriteErrorAsync(context, snapshot, noBackend: selection.Attempts == 0);
                 return;
             }
-            if (affinity is not null && (backend != pinned || moved))
+            if (lease.PinsSession)
             {
-                await PinAsync(affinity, context, sessionKey, backend);
+                session ??= new SessionResponse(context, _pool.Affinity!);
             }
+            // Set before every attempt: the one callback pins whichever attempt's backend answered.
+            session?.Answered(lease);
 
-            if (tries > 1)
-            {
-                _pool.CountRetry();
-            }
-            backend.Counters.Start();
-            var sent = System.Diagnostics.Stopwatch.GetTimestamp();
             var error = await _forwarder.SendAsync(context, backend.DestinationPrefix, _pool.HttpClient, requestConfig, _transformer);
             if (error == ForwarderError.None)
             {
-                backend.Counters.ObserveResponse(context.Response.StatusCode, System.Diagnostics.Stopwatch.GetTimestamp() - sent);
-                backend.Counters.Finish(success: context.Response.StatusCode < 500 || !snapshot.Settings.Passive.Count5xx);
+                var status = context.Response.StatusCode;
+                lease.Complete(status >= 500 && snapshot.Settings.Passive.Count5xx ? BackendOutcome.Failed : BackendOutcome.Success, status);
                 return;
             }
 
             var errorFeature = context.Features.Get<IForwarderErrorFeature>();
             if (IsConnectFailure(error, errorFeature?.Exception))
             {
-                backend.Counters.ConnectFailed();
-                if (!context.Response.HasStarted && tries < attemptsAllowed && !context.RequestAborted.IsCancellationRequested)
+                lease.Complete(BackendOutcome.ConnectFailed);
+                if (!context.Response.HasStarted && selection.CanRetry && !context.RequestAborted.IsCancellationRequested)
                 {
                     // Nothing reached the backend and nothing reached the client: try the next backend.
                     context.Features.Set<IForwarderErrorFeature>(null);
@@ -110,105 +96,77 @@ internal sealed class HttpProxy
             {
                 // The client went away or sent a broken body: nothing to hold against the backend,
                 // and YARP's own status (400, or none for an aborted client) stands.
-                backend.Counters.End();
+                lease.Complete(BackendOutcome.Abandoned);
                 return;
             }
             else
             {
-                backend.Counters.Finish(success: false);
+                lease.Complete(BackendOutcome.Failed);
             }
 
             if (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested)
             {
+                session?.Answered(default);
                 await WriteErrorAsync(context, snapshot, noBackend: false, status: context.Response.StatusCode is >= 500 ? context.Response.StatusCode : 502);
             }
             return;
         }
     }
 
-    /// <summary>The backend the request's session is pinned to, if it may still serve it.</summary>
-    private static async ValueTask<(Backend? Pinned, string? SessionKey, bool Moved)> FindPinnedAsync(AffinityTable affinity, PoolSnapshot snapshot, RoutingRequest request)
+    /// <summary>
+    /// Pins a new (or moved) session once its response starts, to the backend that answered: one
+    /// callback per request whatever the number of attempts, so that a retry after a refused
+    /// connection never pins (or names in a cookie) the backend that refused.
+    /// </summary>
+    private sealed class SessionResponse
     {
-        if (affinity.Cookie is { } cookie)
-        {
-            // A missing or tampered cookie is simply no session: the request is balanced as usual.
-            return (request.Http!.Request.Cookies.TryGetValue(affinity.Settings.CookieName, out var value)
-                ? snapshot.FindForSession(cookie.Verify(value))
-                : null, null, false);
-        }
-        var sessionKey = AffinityTable.KeyFor(affinity.Settings, request);
-        if (sessionKey is null)
-        {
-            return (null, null, false);
-        }
-        var pinnedName = await affinity.FindAsync(sessionKey);
-        if (ReferenceEquals(pinnedName, AffinityTable.Unavailable))
-        {
-            return (null, null, false);
-        }
-        var pinned = snapshot.FindForSession(pinnedName);
-        // A session whose backend went away moves to the same new backend whichever node sees it
-        // first, so nodes re-pinning it at the same moment agree instead of racing.
-        return pinned is not null || pinnedName is null
-            ? (pinned, sessionKey, false)
-            : (snapshot.RendezvousFor(sessionKey), sessionKey, true);
-    }
+        private readonly HttpContext _context;
+        private readonly AffinityTable _affinity;
+        private BackendLease _answering;
 
-    /// <summary>Pins a new (or moved) session to <paramref name="backend"/> before its first response.</summary>
-    private static async Task PinAsync(AffinityTable affinity, HttpContext context, string? sessionKey, Backend backend)
-    {
-        switch (affinity.Settings.Mode)
+        public SessionResponse(HttpContext context, AffinityTable affinity)
         {
-            case AffinityMode.Cookie:
-                if (affinity.Cookie!.Issue(backend.Name) is not { } value)
-                {
+            _context = context;
+            _affinity = affinity;
+            context.Response.OnStarting(static state => ((SessionResponse)state).OnStartingAsync(), this);
+        }
+
+        /// <summary>The attempt whose response would start next; none while Balancer writes an error of its own.</summary>
+        public void Answered(BackendLease lease) => _answering = lease;
+
+        private Task OnStartingAsync()
+        {
+            var lease = _answering;
+            if (!lease.PinsSession)
+            {
+                return Task.CompletedTask;
+            }
+            var settings = _affinity.Settings;
+            switch (settings.Mode)
+            {
+                case AffinityMode.Cookie:
                     // No key yet (the cluster's generated key has not arrived): balanced, not pinned.
-                    break;
-                }
-                var ttl = affinity.Settings.Ttl;
-                context.Response.OnStarting(() =>
-                {
-                    context.Response.Cookies.Append(affinity.Settings.CookieName, value, new CookieOptions
+                    if (_affinity.Cookie!.Issue(lease.Backend!.Name) is { } value)
                     {
-                        HttpOnly = true,
-                        Path = "/",
-                        SameSite = SameSiteMode.Lax,
-                        MaxAge = ttl,
-                        Secure = context.Request.IsHttps,
-                    });
+                        _context.Response.Cookies.Append(settings.CookieName, value, new CookieOptions
+                        {
+                            HttpOnly = true,
+                            Path = "/",
+                            SameSite = SameSiteMode.Lax,
+                            MaxAge = settings.Ttl,
+                            Secure = _context.Request.IsHttps,
+                        });
+                    }
                     return Task.CompletedTask;
-                });
-                break;
-            case AffinityMode.LearnCookie:
-                // The session id is the backend's own cookie: learn it from the response that sets it.
-                context.Response.OnStarting(() =>
-                {
-                    var learned = LearnedSession(context.Response.Headers.SetCookie, affinity.Settings.KeyName);
-                    return learned is null ? Task.CompletedTask : PinOrLogAsync(affinity, learned, backend);
-                });
-                if (sessionKey is not null)
-                {
-                    await PinOrLogAsync(affinity, sessionKey, backend);
-                }
-                break;
-            default:
-                if (sessionKey is not null)
-                {
-                    await PinOrLogAsync(affinity, sessionKey, backend);
-                }
-                break;
-        }
-    }
-
-    private static async Task PinOrLogAsync(AffinityTable affinity, string key, Backend backend)
-    {
-        try
-        {
-            await affinity.Pin(key, backend.Name).WaitAsync(affinity.WriteTimeout);
-        }
-        catch (Exception e) when (e is TimeoutException)
-        {
-            // The session is pinned here and spreads by gossip; the client is not failed for it.
+                case AffinityMode.LearnCookie:
+                    // The session id is the backend's own cookie: learn it from the response that sets it.
+                    var learned = LearnedSession(_context.Response.Headers.SetCookie, settings.KeyName);
+                    return learned is null
+                        ? lease.PinSessionAsync()
+                        : Task.WhenAll(lease.PinSessionAsync(), lease.PinLearnedSessionAsync(learned));
+                default:
+                    return lease.PinSessionAsync();
+            }
         }
     }
 

@@ -40,7 +40,7 @@ internal sealed class TcpConnection
 
     public async Task RunAsync(CancellationToken stopping)
     {
-        Backend? backend = null;
+        var lease = default(BackendLease);
         try
         {
             byte[]? hello = null;
@@ -53,8 +53,8 @@ internal sealed class TcpConnection
                 }
                 _pool = _sniRoutes(serverName) ?? _pool;
             }
-            backend = await ConnectAsync(stopping).ConfigureAwait(false);
-            if (backend is null)
+            lease = await ConnectAsync(stopping).ConfigureAwait(false);
+            if (!lease.HasBackend)
             {
                 return;
             }
@@ -69,7 +69,7 @@ internal sealed class TcpConnection
         {
             // How a spliced connection ends (idle timeout, a client reset) says nothing about the
             // backend; passive health counts the connects that fail.
-            backend?.Counters.End();
+            lease.Complete(BackendOutcome.Abandoned);
             Close();
         }
     }
@@ -85,64 +85,33 @@ internal sealed class TcpConnection
         _backendSocket?.Dispose();
     }
 
-    private async Task<Backend?> ConnectAsync(CancellationToken stopping)
+    private async Task<BackendLease> ConnectAsync(CancellationToken stopping)
     {
-        var snapshot = _pool.Snapshot;
-        var request = new RoutingRequest((_client.RemoteEndPoint as System.Net.IPEndPoint)?.Address);
-        var attempted = new AttemptedBackends();
-        var attemptsAllowed = 1 + snapshot.Settings.Retries;
-        // Source-IP affinity is the one kind a TCP frontend can see.
-        var affinity = _pool.Affinity is { Settings.Mode: Configuration.AffinityMode.SourceIp } table ? table : null;
-        var sessionKey = affinity is null ? null : request.ClientAddress?.ToString();
-        var pinnedName = sessionKey is null ? null : await affinity!.FindAsync(sessionKey).ConfigureAwait(false);
-        if (ReferenceEquals(pinnedName, Affinity.AffinityTable.Unavailable))
+        // Source-IP affinity is the one kind a TCP connection carries.
+        var selection = await BackendSelection.StartAsync(_pool, new RoutingRequest((_client.RemoteEndPoint as System.Net.IPEndPoint)?.Address)).ConfigureAwait(false);
+        while (selection.Next() is { Backend: { } backend } lease)
         {
-            // The table could not be read: balance without pinning, so the session's entry survives.
-            sessionKey = null;
-            pinnedName = null;
-        }
-        var pinned = snapshot.FindForSession(pinnedName);
-        var tries = 0;
-        while (tries < attemptsAllowed)
-        {
-            var backend = snapshot.Select(in request, ref attempted, pinned);
-            tries++;
-            if (backend is not null && affinity is not null && sessionKey is not null && backend != pinned)
-            {
-                await affinity.Pin(sessionKey, backend.Name).WaitAsync(affinity.WriteTimeout, stopping).ContinueWith(_ => { }, TaskScheduler.Default).ConfigureAwait(false);
-            }
-            if (backend is null)
-            {
-                break;
-            }
-            if (tries > 1)
-            {
-                _pool.CountRetry();
-            }
-            backend.Counters.Start();
-            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stopping);
-            timeout.CancelAfter(snapshot.Settings.ConnectTimeout);
             try
             {
-                await socket.ConnectAsync(backend.EndPoint, timeout.Token).ConfigureAwait(false);
-                _backendSocket = socket;
-                return backend;
+                _backendSocket = await BackendConnection.ConnectAsync(backend.EndPoint, selection.Snapshot.Settings.ConnectTimeout, stopping).ConfigureAwait(false);
             }
             catch (Exception e) when (e is SocketException or OperationCanceledException)
             {
-                socket.Dispose();
-                backend.Counters.ConnectFailed();
+                lease.Complete(BackendOutcome.ConnectFailed);
                 if (stopping.IsCancellationRequested)
                 {
-                    return null;
+                    return default;
                 }
                 _log.Debug("tcp frontend {0}: connect to {1} failed: {2}", _frontend, backend, e.Message);
+                continue;
             }
+            // A connection is its backend's answer: the session is pinned before any byte flows.
+            await lease.PinSessionAsync().ConfigureAwait(false);
+            return lease;
         }
         _log.Warning("tcp frontend {0}: no backend of pool {1} accepted the connection from {2}",
-            _frontend, snapshot.Name, _client.RemoteEndPoint);
-        return null;
+            _frontend, selection.Snapshot.Name, _client.RemoteEndPoint);
+        return default;
     }
 
     private async Task SpliceAsync(Socket client, Socket backend)

@@ -1,0 +1,148 @@
+using System.Net;
+using Akka.Actor;
+using Balancer.Affinity;
+using Balancer.Configuration;
+using Balancer.Model;
+using Balancer.Routing;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Routing;
+
+/// <summary>
+/// The one selection path that HTTP, TCP and the client share, tried through each of them where
+/// their copies used to differ.
+/// </summary>
+public class BackendSelectionTests
+{
+    private static readonly HttpClient Client = new(new SocketsHttpHandler { UseProxy = false, UseCookies = false, PooledConnectionLifetime = TimeSpan.Zero })
+    {
+        Timeout = TimeSpan.FromSeconds(20),
+    };
+
+    /// <summary>A pool whose first backend (algorithm first) refuses every connection, then <c>a</c>.</summary>
+    private static string RefusingFirst(BackendSet backends, string affinity) => $$"""
+        balancer {
+          node.affinity-key = "0123456789abcdef-test-key"
+          frontends.web { mode = http, bind = "127.0.0.1:0", pool = app }
+          pools.app {
+            algorithm = first
+            retries = 1
+            health-check.kind = none
+            affinity { {{affinity}} }
+            backends { refusing = "127.0.0.1:{{Ports.Closed()}}", a = "127.0.0.1:{{backends["a"].Port}}" }
+          }
+        }
+        """;
+
+    [Fact]
+    public async Task Http_CookieSessionRetriedAfterRefusal_CookieNamesTheBackendThatAnswered()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(RefusingFirst(backends, "mode = cookie"));
+        using var response = await Client.GetAsync(host.Uri("web", "/"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("a", response.Headers.GetValues("X-Backend").Single());
+
+        var cookies = response.Headers.GetValues("Set-Cookie").Where(c => c.StartsWith("BALANCER=", StringComparison.Ordinal)).ToList();
+        var cookie = Assert.Single(cookies);
+        var value = cookie["BALANCER=".Length..cookie.IndexOf(';')];
+        Assert.Equal("a", host.Extension.Pools.Find("app")!.Affinity!.Cookie!.Verify(value));
+    }
+
+    [Fact]
+    public async Task Http_LearnedSessionRetriedAfterRefusal_PinnedToTheBackendThatAnswered()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(RefusingFirst(backends, "mode = \"learn-cookie:JSESSIONID\""));
+        using var response = await Client.GetAsync(host.Uri("web", "/login"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("a", response.Headers.GetValues("X-Backend").Single());
+
+        var setCookie = response.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("JSESSIONID=", StringComparison.Ordinal));
+        var session = setCookie["JSESSIONID=".Length..setCookie.IndexOf(';')];
+        Assert.Equal("a", host.Extension.Pools.Find("app")!.Affinity!.Find(session));
+    }
+
+    [Fact]
+    public async Task Tcp_SessionWhoseBackendIsGone_MovesWhereRendezvousHashingSays_AsHttpAndTheClientDo()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b", "c");
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer {
+              frontends.raw { mode = tcp, bind = "127.0.0.1:0", pool = app }
+              pools.app {
+                algorithm = round-robin
+                health-check.kind = none
+                affinity.mode = source-ip
+                {{backends.Hocon()}}
+              }
+            }
+            """);
+        var pool = host.Extension.Pools.Find("app")!;
+        var expected = pool.Snapshot.RendezvousFor("127.0.0.1")!.Name;
+        using var client = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.Zero, UseProxy = false }) { Timeout = TimeSpan.FromSeconds(20) };
+        var seen = new List<string>();
+        for (var i = 0; i < 6; i++)
+        {
+            // The session's backend was removed (as by `backend remove`): every node must move it alike.
+            await pool.Affinity!.Pin("127.0.0.1", "removed");
+            using var response = await client.GetAsync($"http://{host.EndPoint("raw")}/");
+            seen.Add(response.Headers.GetValues("X-Backend").Single());
+            Assert.Equal(response.Headers.GetValues("X-Backend").Single(), pool.Affinity.Find("127.0.0.1"));
+        }
+        Assert.All(seen, name => Assert.Equal(expected, name));
+    }
+
+    [Fact]
+    public async Task Client_SessionRetriedAfterRefusal_PinnedToTheBackendThatAnswered()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(RefusingFirst(backends, "mode = \"header:X-Session\""));
+        var table = host.Extension.Pools.Find("app")!.Affinity!;
+        await table.Pin("s1", "refusing");
+
+        var selection = host.Extension.Client.Selection("app", "s1");
+        var first = selection.Next();
+        Assert.Equal("refusing", first.Backend!.Name);
+        first.Complete(BackendOutcome.ConnectFailed);
+        var second = selection.Next();
+        Assert.Equal("a", second.Backend!.Name);
+        second.Complete(BackendOutcome.Success, 200);
+        Assert.False(selection.Next().HasBackend);
+
+        await Eventually.Holds(() => Assert.Equal("a", table.Find("s1")), TimeSpan.FromSeconds(5));
+    }
+
+    [Theory]
+    [InlineData("never answered")]
+    [InlineData("store failed")]
+    public async Task UnconfirmedPin_ServedAnyway_CountedAndNeverThrown(string how)
+    {
+        var settings = TestPools.Pool("affinity { mode = \"header:X-Session\", write = majority }\n" + TestPools.Backends(2));
+        var store = new ScriptedStore(fail: how == "store failed");
+        var table = new AffinityTable(settings, store, () => DateTimeOffset.UtcNow, "", TimeSpan.FromMilliseconds(200));
+        var pool = new PoolHandle(TestPools.Snapshot(settings)) { Affinity = table };
+
+        var selection = BackendSelection.Start(pool, "new-session");
+        var lease = selection.Next();
+        Assert.True(lease.PinsSession);
+        await lease.PinSessionAsync().WaitAsync(TimeSpan.FromSeconds(5));
+
+        Assert.Equal(1, table.UnconfirmedPins);
+        Assert.Equal(lease.Backend!.Name, table.Find("new-session"));
+        lease.Complete(BackendOutcome.Success);
+        Assert.Equal(1, table.UnconfirmedPins);
+    }
+
+    /// <summary>An affinity store that never confirms a majority write, or fails it as a stopping store does.</summary>
+    private sealed class ScriptedStore(bool fail) : ICanTell
+    {
+        public void Tell(object message, IActorRef sender)
+        {
+            if (fail && message is AffinityStore.Write { Acknowledged: { } acknowledged })
+            {
+                acknowledged.TrySetException(new InvalidOperationException("the affinity store stopped before the pin was written"));
+            }
+        }
+    }
+}
