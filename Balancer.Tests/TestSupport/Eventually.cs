@@ -40,6 +40,9 @@ internal static class InProcessCluster
         var systems = Enumerable.Range(0, nodes)
             .Select(i => ActorSystem.Create(name, (perNode?.Invoke(i) ?? Config.Empty).WithFallback(config).WithFallback(BalancerHost.ClusterOfOne)))
             .ToList();
+        // Balancer (and so DistributedData) starts before a node joins, as in a node process:
+        // a replica that joined first would drop its peers' gossip until it starts.
+        systems.ForEach(s => BalancerExtension.Get(s));
         var seed = Akka.Cluster.Cluster.Get(systems[0]).SelfAddress;
         systems.ForEach(s => Akka.Cluster.Cluster.Get(s).Join(seed));
         await Eventually.Holds(
