@@ -46,7 +46,7 @@ public sealed class BalancerExtension : IExtension
         // Handles exist before any actor runs, so frontends and embedders can read every pool at once.
         foreach (var pool in Settings.Pools)
         {
-            Pools.Set(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new PickerState())));
+            Pools.Set(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new AlgorithmState())));
         }
 
         // A standby opens its frontends only when it becomes active: nothing to wait for at start.

@@ -331,11 +331,11 @@ public sealed record BalancerSettings(
     {
         section.RejectUnknownKeys(KeysOf(poolDefaults), userSection);
 
-        var algorithm = section.String("algorithm", LoadBalancingPolicies.RoundRobin);
-        if (!LoadBalancingPolicies.All.Contains(algorithm))
+        var algorithm = section.String("algorithm", Algorithms.RoundRobin);
+        if (!Algorithms.All.Contains(algorithm))
         {
-            section.Problem("algorithm", $"unknown algorithm \"{algorithm}\" (expected one of {string.Join(" | ", LoadBalancingPolicies.All)})");
-            algorithm = LoadBalancingPolicies.RoundRobin;
+            section.Problem("algorithm", $"unknown algorithm \"{algorithm}\" (expected one of {string.Join(" | ", Algorithms.All)})");
+            algorithm = Algorithms.RoundRobin;
         }
 
         var hashKeyText = section.String("hash-key", "source-ip");

@@ -12,7 +12,7 @@ namespace Balancer.Model;
 public sealed class PoolSnapshot
 {
     /// <summary>Creates a snapshot; <see cref="PoolSnapshotBuilder"/> is the usual way.</summary>
-    public PoolSnapshot(long version, PoolSettings settings, ImmutableArray<Backend> backends, ImmutableArray<Backend> routable, bool panic, BackendPicker picker, Random? slowStartAdmission = null)
+    public PoolSnapshot(long version, PoolSettings settings, ImmutableArray<Backend> backends, ImmutableArray<Backend> routable, bool panic, Algorithm algorithm, Random? slowStartAdmission = null)
     {
         _slowStartAdmission = slowStartAdmission;
         Version = version;
@@ -20,7 +20,7 @@ public sealed class PoolSnapshot
         Backends = backends;
         Routable = routable;
         Panic = panic;
-        Picker = picker;
+        Algorithm = algorithm;
     }
 
     // Set for algorithms that ignore weights (round-robin, first): a backend in slow start is then
@@ -39,14 +39,14 @@ public sealed class PoolSnapshot
     /// <summary>Every backend in configuration order, whatever its state.</summary>
     public ImmutableArray<Backend> Backends { get; }
 
-    /// <summary>The backends new requests may go to; the picker indexes into this.</summary>
+    /// <summary>The backends new requests may go to; the algorithm indexes into this.</summary>
     public ImmutableArray<Backend> Routable { get; }
 
     /// <summary>True when too few backends are healthy and the pool routes to all non-maintenance ones.</summary>
     public bool Panic { get; }
 
     /// <summary>The algorithm, prepared for <see cref="Routable"/>.</summary>
-    public BackendPicker Picker { get; }
+    public Algorithm Algorithm { get; }
 
     /// <summary>
     /// The backend an existing session is pinned to, when it may still serve it: healthy and not in
@@ -118,7 +118,7 @@ public sealed class PoolSnapshot
         {
             return null;
         }
-        var index = Picker.Pick(in request);
+        var index = Algorithm.Pick(in request);
         if ((uint)index >= (uint)routable.Length)
         {
             return null;

@@ -25,7 +25,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
     internal static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(200);
 
     private readonly PoolHandle _handle;
-    private readonly PickerState _pickerState;
+    private readonly AlgorithmState _algorithmState;
     private readonly PoolSettings _configured;
     private readonly IWriteConsistency _adminWrite;
     private readonly Dictionary<string, BackendCounters> _counters = new();
@@ -43,13 +43,13 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     private readonly string _role;
 
-    public PoolRouter(PoolSettings settings, PoolRegistry registry, PickerState? pickerState, TimeSpan writeTimeout, string role = "")
+    public PoolRouter(PoolSettings settings, PoolRegistry registry, AlgorithmState? algorithmState, TimeSpan writeTimeout, string role = "")
     {
         _role = role;
         _configured = settings;
         _settings = settings;
         _adminWrite = new WriteMajority(writeTimeout);
-        _pickerState = pickerState ?? new PickerState();
+        _algorithmState = algorithmState ?? new AlgorithmState();
         // The handle may already exist: the extension registers every configured pool before any
         // frontend starts, so that no frontend ever finds its pool missing.
         if (registry.Find(settings.Name) is { } existing)
@@ -131,8 +131,8 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(PoolSettings settings, PoolRegistry registry, PickerState? pickerState = null, TimeSpan? writeTimeout = null, string role = "") =>
-        Akka.Actor.Props.Create(() => new PoolRouter(settings, registry, pickerState, writeTimeout ?? TimeSpan.FromSeconds(3), role));
+    public static Props Props(PoolSettings settings, PoolRegistry registry, AlgorithmState? algorithmState = null, TimeSpan? writeTimeout = null, string role = "") =>
+        Akka.Actor.Props.Create(() => new PoolRouter(settings, registry, algorithmState, writeTimeout ?? TimeSpan.FromSeconds(3), role));
 
     protected override void PreStart()
     {
@@ -361,7 +361,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
             }
         }
         // Slow start ramps weights continuously: republish while any backend is still ramping.
-        var ramps = _settings.Algorithm is not (LoadBalancingPolicies.ConsistentHash or LoadBalancingPolicies.Maglev)
+        var ramps = _settings.Algorithm is not (Algorithms.ConsistentHash or Algorithms.Maglev)
             && (_handle.Snapshot.Backends.Any(b => b.SlowStartFactor < 1) || _settings.Backends.Any(b => Tracker(b.Name).SlowStartFactor(_settings.SlowStart, now) < 1));
         if (changed || ramps)
         {
@@ -420,7 +420,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
                 return new BackendRuntimeState(tracker.AdminState, tracker.Health == BackendHealth.Up, tracker.Weight, tracker.SlowStartFactor(_settings.SlowStart, now));
             },
             Counters,
-            _pickerState);
+            _algorithmState);
     }
 
     private BackendTracker Tracker(string name) => _trackers.TryGetValue(name, out var tracker) ? tracker : _trackers[name] = new BackendTracker();

@@ -33,10 +33,10 @@ public static class PoolSnapshotBuilder
         PoolSettings settings,
         Func<string, BackendRuntimeState> stateOf,
         Func<string, BackendCounters> countersOf,
-        PickerState pickerState)
+        AlgorithmState algorithmState)
     {
         // Hashing algorithms keep their tables during slow start: scaling weights would remap keys.
-        var scalesWeight = settings.Algorithm is not (LoadBalancingPolicies.ConsistentHash or LoadBalancingPolicies.Maglev);
+        var scalesWeight = settings.Algorithm is not (Algorithms.ConsistentHash or Algorithms.Maglev);
         var all = ImmutableArray.CreateBuilder<Backend>(settings.Backends.Length);
         foreach (var configured in settings.Backends)
         {
@@ -61,8 +61,8 @@ public static class PoolSnapshotBuilder
             routable = backends.Where(b => b.AdminState != BackendAdminState.Maint && b.Weight > 0).ToImmutableArray();
         }
 
-        var picker = LoadBalancingPolicies.Create(settings.Algorithm, routable, settings.HashKey, pickerState);
-        var admitsBySlowStart = settings.Algorithm is LoadBalancingPolicies.RoundRobin or LoadBalancingPolicies.First;
-        return new PoolSnapshot(version, settings, backends, routable, panic, picker, admitsBySlowStart ? pickerState.Random : null);
+        var algorithm = Algorithms.Create(settings.Algorithm, routable, settings.HashKey, algorithmState);
+        var admitsBySlowStart = settings.Algorithm is Algorithms.RoundRobin or Algorithms.First;
+        return new PoolSnapshot(version, settings, backends, routable, panic, algorithm, admitsBySlowStart ? algorithmState.Random : null);
     }
 }

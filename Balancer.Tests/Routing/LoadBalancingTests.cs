@@ -31,14 +31,14 @@ public class LoadBalancingTests
     public void PickBackend_WeightedRoundRobin_IsSmooth()
     {
         // nginx's smooth WRR: 5,1,1 interleaves as a a b a c a a, never five a's in a row.
-        Assert.Equal([0, 0, 1, 0, 2, 0, 0], WeightedRoundRobinPicker.BuildSchedule([5, 1, 1]));
+        Assert.Equal([0, 0, 1, 0, 2, 0, 0], WeightedRoundRobinAlgorithm.BuildSchedule([5, 1, 1]));
     }
 
     [Fact]
     public void PickBackend_WeightedRoundRobin_LargeWeightSumsKeepTheirRatio()
     {
-        var schedule = WeightedRoundRobinPicker.BuildSchedule([9973, 7919, 1]);
-        Assert.True(schedule.Length <= WeightedRoundRobinPicker.MaxCycle);
+        var schedule = WeightedRoundRobinAlgorithm.BuildSchedule([9973, 7919, 1]);
+        Assert.True(schedule.Length <= WeightedRoundRobinAlgorithm.MaxCycle);
         var a = schedule.Count(i => i == 0);
         var b = schedule.Count(i => i == 1);
         Assert.InRange((double)a / b, 9973.0 / 7919 * 0.99, 9973.0 / 7919 * 1.01);
@@ -103,7 +103,7 @@ public class LoadBalancingTests
         Assert.Equal("b0", Pick(Snapshot(settings)));
         var withoutFirst = PoolSnapshotBuilder.Build(2, settings,
             n => n == "b0" ? new BackendRuntimeState(BackendAdminState.Maint) : BackendRuntimeState.Default,
-            _ => new BackendCounters(), new PickerState());
+            _ => new BackendCounters(), new AlgorithmState());
         Assert.Equal("b1", Pick(withoutFirst));
     }
 
@@ -241,7 +241,7 @@ public class LoadBalancingTests
             "b" => new BackendRuntimeState(BackendAdminState.Maint),
             "c" => new BackendRuntimeState(Healthy: false),
             _ => BackendRuntimeState.Default,
-        }, _ => new BackendCounters(), new PickerState());
+        }, _ => new BackendCounters(), new AlgorithmState());
         Assert.Equal(["e"], snapshot.Routable.Select(b => b.Name));
         Assert.False(snapshot.Panic);
     }
@@ -254,7 +254,7 @@ public class LoadBalancingTests
         {
             "b0" or "b1" or "b2" => new BackendRuntimeState(Healthy: false),
             _ => BackendRuntimeState.Default,
-        }, _ => new BackendCounters(), new PickerState());
+        }, _ => new BackendCounters(), new AlgorithmState());
         Assert.True(snapshot.Panic);
         Assert.Equal(4, snapshot.Routable.Length);
     }
@@ -267,11 +267,11 @@ public class LoadBalancingTests
         return snapshot.Select(in request, ref attempted)!.Name;
     }
 
-    private static string PickByHash(PoolSnapshot snapshot, ulong hash) => snapshot.Picker switch
+    private static string PickByHash(PoolSnapshot snapshot, ulong hash) => snapshot.Algorithm switch
     {
-        ConsistentHashPicker ring => snapshot.Routable[ring.PickByHash(hash)].Name,
-        MaglevPicker maglev => snapshot.Routable[maglev.PickByHash(hash)].Name,
-        _ => throw new InvalidOperationException("not a hashing picker"),
+        ConsistentHashAlgorithm ring => snapshot.Routable[ring.PickByHash(hash)].Name,
+        MaglevAlgorithm maglev => snapshot.Routable[maglev.PickByHash(hash)].Name,
+        _ => throw new InvalidOperationException("not a hashing algorithm"),
     };
 
     private static void Start(BackendCounters counters, int times)

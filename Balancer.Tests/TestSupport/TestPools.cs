@@ -21,12 +21,12 @@ internal static class TestPools
 
     public static string Backends(int count) => Backends(Enumerable.Range(0, count).Select(i => ($"b{i}", 100)).ToArray());
 
-    public static PoolSnapshot Snapshot(PoolSettings settings, PickerState? state = null, Dictionary<string, BackendCounters>? counters = null)
+    public static PoolSnapshot Snapshot(PoolSettings settings, AlgorithmState? state = null, Dictionary<string, BackendCounters>? counters = null)
     {
         counters ??= new Dictionary<string, BackendCounters>();
         return PoolSnapshotBuilder.Build(1, settings, _ => BackendRuntimeState.Default,
             n => counters.TryGetValue(n, out var c) ? c : counters[n] = new BackendCounters(),
-            state ?? new PickerState(new Random(42)));
+            state ?? new AlgorithmState(new Random(42)));
     }
 
     public static Dictionary<string, int> Distribution(PoolSnapshot snapshot, int requests, Func<int, RoutingRequest>? request = null)

@@ -45,7 +45,7 @@ public class SelectBenchmarks
 
         // The embedding API over the same kind of pool, with the affinity table above.
         var registry = new PoolRegistry();
-        var handle = new PoolHandle(PoolSnapshotBuilder.Build(1, pool, _ => BackendRuntimeState.Default, _ => new BackendCounters(), new PickerState()));
+        var handle = new PoolHandle(PoolSnapshotBuilder.Build(1, pool, _ => BackendRuntimeState.Default, _ => new BackendCounters(), new AlgorithmState()));
         handle.Affinity = _affinity;
         registry.Set(handle);
         _client = new Balancer.Client.BalancerClient(registry, new Balancer.Management.EventFeed());
@@ -116,6 +116,6 @@ public class SelectBenchmarks
     {
         var counters = new Dictionary<string, BackendCounters>();
         return PoolSnapshotBuilder.Build(1, Pool(algorithm), _ => BackendRuntimeState.Default,
-            name => counters.TryGetValue(name, out var c) ? c : counters[name] = new BackendCounters(), new PickerState());
+            name => counters.TryGetValue(name, out var c) ? c : counters[name] = new BackendCounters(), new AlgorithmState());
     }
 }

@@ -8,15 +8,15 @@ namespace Balancer.Routing.LoadBalancing;
 /// The whole cycle is computed once per snapshot so that picking is one atomic increment and an array
 /// read, with no shared mutable weights to lock.
 /// </summary>
-internal sealed class WeightedRoundRobinPicker : BackendPicker
+internal sealed class WeightedRoundRobinAlgorithm : Algorithm
 {
     /// <summary>Longest cycle kept; larger weight sums are scaled down to it (relative error ≤ n/MaxCycle).</summary>
     internal const int MaxCycle = 1 << 14;
 
-    private readonly PickerState _state;
+    private readonly AlgorithmState _state;
     private readonly int[] _schedule;
 
-    public WeightedRoundRobinPicker(ImmutableArray<Backend> backends, PickerState state) : base(backends)
+    public WeightedRoundRobinAlgorithm(ImmutableArray<Backend> backends, AlgorithmState state) : base(backends)
     {
         _state = state;
         _schedule = BuildSchedule(backends.Select(b => b.Weight).ToArray());

@@ -7,22 +7,18 @@ namespace Balancer.Routing.LoadBalancing;
 /// <summary>
 /// A hash ring (Karger et al.): each backend owns points on a 64-bit circle in proportion to its
 /// weight; a key goes to the owner of the first point at or after its hash. Adding or removing one
-/// backend of N moves only about 1/N of the keys. Requests without the hash key go round-robin.
+/// backend of N moves only about 1/N of the keys.
 /// </summary>
-internal sealed class ConsistentHashPicker : BackendPicker
+internal sealed class ConsistentHashAlgorithm : HashingAlgorithm
 {
     /// <summary>Points of a backend with the highest weight; 1000 keeps each share within a few percent.</summary>
     internal const int PointsPerBackend = 1000;
 
-    private readonly HashKey _hashKey;
-    private readonly PickerState _state;
     private readonly ulong[] _points;
     private readonly int[] _owners;
 
-    public ConsistentHashPicker(ImmutableArray<Backend> backends, HashKey hashKey, PickerState state) : base(backends)
+    public ConsistentHashAlgorithm(ImmutableArray<Backend> backends, HashKey hashKey, AlgorithmState state) : base(backends, hashKey, state)
     {
-        _hashKey = hashKey;
-        _state = state;
         if (backends.Length == 0)
         {
             _points = [];
@@ -45,20 +41,7 @@ internal sealed class ConsistentHashPicker : BackendPicker
         _owners = ring.Select(r => r.Owner).ToArray();
     }
 
-    public override int Pick(in RoutingRequest request)
-    {
-        if (_points.Length == 0)
-        {
-            return -1;
-        }
-        if (!request.TryHash(_hashKey, out var hash))
-        {
-            return (int)((ulong)_state.Next() % (ulong)Backends.Length);
-        }
-        return PickByHash(hash);
-    }
-
-    internal int PickByHash(ulong hash)
+    internal override int PickByHash(ulong hash)
     {
         var index = Array.BinarySearch(_points, hash);
         if (index < 0)

@@ -8,39 +8,21 @@ namespace Balancer.Routing.LoadBalancing;
 /// Maglev hashing (Eisenbud et al., NSDI 2016): a lookup table of a prime size filled by each backend's
 /// own permutation of the slots, so every backend owns an almost equal share and a change of one
 /// backend moves little more than its share. Lookup is one array read. Weights are honoured by letting
-/// a backend take a turn only once its weight has accrued enough credit. Requests without the hash
-/// key go round-robin.
+/// a backend take a turn only once its weight has accrued enough credit.
 /// </summary>
-internal sealed class MaglevPicker : BackendPicker
+internal sealed class MaglevAlgorithm : HashingAlgorithm
 {
     /// <summary>The table size: a prime well above 100 × the backends of any realistic pool.</summary>
     internal const int TableSize = 65537;
 
-    private readonly HashKey _hashKey;
-    private readonly PickerState _state;
     private readonly int[] _table;
 
-    public MaglevPicker(ImmutableArray<Backend> backends, HashKey hashKey, PickerState state) : base(backends)
+    public MaglevAlgorithm(ImmutableArray<Backend> backends, HashKey hashKey, AlgorithmState state) : base(backends, hashKey, state)
     {
-        _hashKey = hashKey;
-        _state = state;
         _table = backends.Length == 0 ? [] : BuildTable(backends);
     }
 
-    public override int Pick(in RoutingRequest request)
-    {
-        if (_table.Length == 0)
-        {
-            return -1;
-        }
-        if (!request.TryHash(_hashKey, out var hash))
-        {
-            return (int)((ulong)_state.Next() % (ulong)Backends.Length);
-        }
-        return PickByHash(hash);
-    }
-
-    internal int PickByHash(ulong hash) => _table[hash % TableSize];
+    internal override int PickByHash(ulong hash) => _table[hash % TableSize];
 
     private static int[] BuildTable(ImmutableArray<Backend> backends)
     {
