@@ -61,11 +61,6 @@ public sealed class BalancerExtension : IExtension
         system.EventStream.Subscribe(watcher, typeof(FrontendStarted));
         system.EventStream.Subscribe(watcher, typeof(FrontendFailed));
 
-        foreach (var pool in Settings.Pools.Where(p => p.Affinity.Mode != Configuration.AffinityMode.None))
-        {
-            var store = system.ActorSelection($"/system/balancer/affinity/{pool.Name}");
-            Pools.Find(pool.Name)!.Affinity = new Affinity.AffinityTable(pool, store, () => system.Scheduler.Now, Settings.Node.AffinityKey, Settings.Node.WriteTimeout);
-        }
         Membership = new Membership.ClusterMembership(system, Settings.Node.Mode, Settings.Node.Role);
         foreach (var frontend in Settings.Frontends)
         {
@@ -119,9 +114,14 @@ public sealed class BalancerExtension : IExtension
 
     /// <summary>
     /// The routing actor of <paramref name="pool"/>: it takes <c>PoolRouter.SetAdminState</c>,
-    /// <c>SetWeight</c> and <c>GetSnapshot</c>.
+    /// <c>SetWeight</c>, <c>AddBackend</c>, <c>RemoveBackend</c> and <c>GetSnapshot</c>
+    /// (Nobody until <see cref="Started"/>).
     /// </summary>
-    public ActorSelection PoolRouter(string pool) => new(Guardian, $"pools/{pool}");
+    /// <exception cref="KeyNotFoundException">No such pool.</exception>
+    public IActorRef PoolRouter(string pool) => (Pools.Find(pool) ?? throw new KeyNotFoundException($"no pool \"{pool}\"")).Router;
+
+    /// <summary>Completes once every pool's routing actor and affinity store have started: from then on, admin changes and sessions are taken.</summary>
+    public Task Started => Task.WhenAll(Pools.Pools.Values.Select(p => p.Started));
 
     /// <summary>The node's admin API once it listens (null when <c>balancer.node.admin.enabled = off</c>); faults when it cannot bind.</summary>
     public Task<Management.AdminServer?> AdminStarted { get; }

@@ -17,21 +17,25 @@ internal sealed class BalancerGuardian : ReceiveActor
         Context.ActorOf(Management.EventFeedActor.Props(events), "events");
         Context.ActorOf(Alerts.AlertNotifier.Props(settings.Alerts), "alerts");
         var pools = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "pools");
+        // Each pool's actors get the pool's handle and publish on it (snapshots, the router itself,
+        // the affinity table); nothing finds them by path.
         foreach (var pool in settings.Pools)
         {
-            pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, registry, writeTimeout: settings.Node.WriteTimeout, role: settings.Node.Role), pool.Name));
+            pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, registry.Find(pool.Name)!, writeTimeout: settings.Node.WriteTimeout, role: settings.Node.Role), pool.Name));
         }
         Context.ActorOf(Health.HealthSupervisor.Props(settings, registry), "health");
         var affinity = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "affinity");
+        var cookieKey = new Affinity.CookieKey(settings.Node.AffinityKey);
         foreach (var pool in settings.Pools.Where(p => p.Affinity.Mode != Configuration.AffinityMode.None))
         {
-            affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, settings.Node.WriteTimeout, registry, settings.Node.Role), pool.Name));
+            affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, registry.Find(pool.Name)!, cookieKey, settings.Node), pool.Name));
         }
         if (settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode == Configuration.AffinityMode.Cookie))
         {
-            Context.ActorOf(Affinity.AffinityKeyKeeper.Props(registry, settings.Node.WriteTimeout), "affinity-key");
+            Context.ActorOf(Affinity.AffinityKeyKeeper.Props(cookieKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout), "affinity-key");
         }
-        // Frontends open where the node's role says so (always, in active-active).
+        // Frontends open where the node's role says so (always, in active-active), and only after
+        // the replicated state was read from the cluster: long after the stores above published.
         Context.ActorOf(Membership.RoleCoordinator.Props(settings, registry), "role");
     }
 

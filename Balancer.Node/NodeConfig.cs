@@ -98,7 +98,7 @@ internal static class NodeConfig
         {
             return config;
         }
-        var dataDir = config.GetString("balancer.node.data-dir", "data");
+        var dataDir = config.WithFallback(BalancerSettings.DefaultConfig()).GetString("balancer.node.data-dir");
         var (host, port) = RemotingEndPoint(config);
         // Port 0 means a new address each start: nothing durable could be found again.
         var folder = port == 0 ? Path.Combine(Path.GetTempPath(), $"balancer-ddata-{Environment.ProcessId}") : Path.Combine(dataDir, $"ddata-{host}-{port}");

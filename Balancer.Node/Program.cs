@@ -19,7 +19,7 @@ namespace Balancer.Node
     {
         private static readonly HashSet<string> Flags = new() { "help", "json" };
 
-        public const string Usage = $"""
+        public static readonly string Usage = $"""
             balancer {"{"}version{"}"} — a resilient load-balancer cluster on Akka.NET
 
             usage:

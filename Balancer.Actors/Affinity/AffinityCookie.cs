@@ -13,23 +13,20 @@ public sealed class AffinityCookie
 {
     private const int MacBytes = 12;
     private readonly string _pool;
-    private byte[]? _key;
+    private readonly CookieKey _key;
 
-    /// <summary>Cookies of <paramref name="pool"/> under <paramref name="key"/> (empty: the replicated key, once it arrives).</summary>
-    public AffinityCookie(string key, string pool)
+    /// <summary>Cookies of <paramref name="pool"/> under <paramref name="key"/>.</summary>
+    public AffinityCookie(CookieKey key, string pool)
     {
-        _key = key.Length > 0 ? Encoding.UTF8.GetBytes(key) : null;
+        _key = key;
         _pool = pool;
     }
 
     /// <summary>True once there is a key to sign and check cookies with.</summary>
-    public bool HasKey => Volatile.Read(ref _key) is not null;
+    public bool HasKey => _key.Value is not null;
 
     /// <summary>The cookie value naming <paramref name="backend"/>, or null while no key is known.</summary>
     public string? Issue(string backend) => HasKey ? backend + "." + Mac(backend) : null;
-
-    /// <summary>Sets the cluster's generated key (from the replicated register).</summary>
-    internal void SetKey(string key) => Volatile.Write(ref _key, Encoding.UTF8.GetBytes(key));
 
     /// <summary>The backend a cookie names, or null when it is malformed or its MAC does not match.</summary>
     public string? Verify(string? value)
@@ -51,7 +48,7 @@ public sealed class AffinityCookie
 
     private string Mac(string backend)
     {
-        var mac = HMACSHA256.HashData(Volatile.Read(ref _key)!, Encoding.UTF8.GetBytes(_pool + "\n" + backend));
+        var mac = HMACSHA256.HashData(_key.Value!, Encoding.UTF8.GetBytes(_pool + "\n" + backend));
         return Convert.ToBase64String(mac, 0, MacBytes).TrimEnd('=').Replace('+', '-').Replace('/', '_');
     }
 }

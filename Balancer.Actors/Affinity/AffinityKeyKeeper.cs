@@ -3,14 +3,13 @@ using Akka.Actor;
 using Akka.Cluster;
 using Akka.DistributedData;
 using Akka.Event;
-using Balancer.Routing;
 
 namespace Balancer.Affinity;
 
 /// <summary>
 /// The cookie key when <c>balancer.node.affinity-key</c> is empty: read from a majority at start,
 /// generated (32 random bytes) by the first node that finds none, replicated in the register
-/// <c>balancer-affinity-key</c>, and handed to every pool's cookie codec. Two nodes generating at
+/// <c>balancer-affinity-key</c>, and set in the node's <see cref="CookieKey"/> that every pool's cookies read. Two nodes generating at
 /// once converge on one key (last writer wins); cookies signed with the other are then balanced afresh.
 /// </summary>
 internal sealed class AffinityKeyKeeper : ReceiveActor
@@ -18,14 +17,16 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
     private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
     private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly PoolRegistry _pools;
-    private readonly TimeSpan _timeout;
+    private readonly CookieKey _key;
+    private readonly TimeSpan _readTimeout;
+    private readonly TimeSpan _writeTimeout;
     private string? _current;
 
-    public AffinityKeyKeeper(PoolRegistry pools, TimeSpan timeout)
+    public AffinityKeyKeeper(CookieKey key, TimeSpan readTimeout, TimeSpan writeTimeout)
     {
-        _pools = pools;
-        _timeout = timeout;
+        _key = key;
+        _readTimeout = readTimeout;
+        _writeTimeout = writeTimeout;
         Receive<GetSuccess>(success => Use(success.Get(Replication.ReplicatedKeys.AffinityCookieKey).Value));
         Receive<Changed>(changed => Use(changed.Get(Replication.ReplicatedKeys.AffinityCookieKey).Value));
         Receive<NotFound>(_ => Generate());
@@ -35,12 +36,12 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
         Receive<UpdateTimeout>(_ => _log.Warning("affinity cookie key: generated here, not yet confirmed by a majority; it spreads by gossip"));
     }
 
-    public static Props Props(PoolRegistry pools, TimeSpan timeout) => Akka.Actor.Props.Create(() => new AffinityKeyKeeper(pools, timeout));
+    public static Props Props(CookieKey key, TimeSpan readTimeout, TimeSpan writeTimeout) => Akka.Actor.Props.Create(() => new AffinityKeyKeeper(key, readTimeout, writeTimeout));
 
     protected override void PreStart()
     {
         _replicator.Tell(Dsl.Subscribe(Replication.ReplicatedKeys.AffinityCookieKey, Self));
-        _replicator.Tell(Dsl.Get(Replication.ReplicatedKeys.AffinityCookieKey, new ReadMajority(_timeout)));
+        _replicator.Tell(Dsl.Get(Replication.ReplicatedKeys.AffinityCookieKey, new ReadMajority(_readTimeout)));
     }
 
     private void Generate()
@@ -50,7 +51,7 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
             return;
         }
         var generated = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
-        _replicator.Tell(Dsl.Update(Replication.ReplicatedKeys.AffinityCookieKey, new LWWRegister<string>(_self, generated), new WriteMajority(_timeout),
+        _replicator.Tell(Dsl.Update(Replication.ReplicatedKeys.AffinityCookieKey, new LWWRegister<string>(_self, generated), new WriteMajority(_writeTimeout),
             register => string.IsNullOrEmpty(register.Value) ? register.WithValue(_self, generated) : register));
         Use(generated);
         _log.Info("affinity cookie key: none configured or replicated yet; generated one and replicated it");
@@ -63,9 +64,6 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
             return;
         }
         _current = key;
-        foreach (var handle in _pools.Pools.Values)
-        {
-            handle.Affinity?.Cookie?.SetKey(key);
-        }
+        _key.Set(key);
     }
 }

@@ -19,15 +19,14 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
     private readonly AffinityBucketKey[] _buckets;
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private AffinityTable? _table;
+    private readonly AffinityTable _table;
     private DateTimeOffset _lastFullWarning = DateTimeOffset.MinValue;
 
-    private readonly TimeSpan _writeTimeout;
+    private readonly TimeSpan _readTimeout;
     private readonly Dictionary<AffinityBucketKey, List<Write>> _pending = new();
 
     private readonly Cluster _cluster = Cluster.Get(Context.System);
     private readonly string _role;
-    private readonly Dictionary<long, PendingLookup> _lookups = new();
     // Starts anywhere: a late answer to a lookup of this store's previous incarnation (a restart
     // keeps the same actor path) must not be taken for one of this incarnation's.
     private long _lastLookupId = Random.Shared.NextInt64();
@@ -41,13 +40,17 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// <summary>How long pins gather with <c>write = local</c>, where nobody waits for them.</summary>
     internal static readonly TimeSpan LocalFlushDelay = TimeSpan.FromMilliseconds(100);
 
-    public AffinityStore(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry, string role)
+    public AffinityStore(PoolSettings pool, Routing.PoolHandle handle, CookieKey cookieKey, NodeSettings node)
     {
         // Majorities are counted over the replicator's members, as its majority writes are.
-        _role = Context.System.Settings.Config.GetString("akka.cluster.distributed-data.role", role);
-        _writeTimeout = writeTimeout;
-        _table = registry.Find(pool.Name)?.Affinity;
+        _role = Context.System.Settings.Config.GetString("akka.cluster.distributed-data.role", node.Role);
+        _readTimeout = node.ReadTimeout;
+        var writeTimeout = node.WriteTimeout;
         _pool = pool;
+        // The data plane's side of this store: created here, published on the pool's handle.
+        var scheduler = Context.System.Scheduler;
+        _table = new AffinityTable(pool, Self, () => scheduler.Now, cookieKey, writeTimeout, node.ReadTimeout);
+        handle.PublishAffinity(_table);
         _write = pool.Affinity.Write == AffinityWriteConsistency.Majority ? new WriteMajority(writeTimeout) : WriteLocal.Instance;
         _buckets = Replication.ReplicatedKeys.AffinityBuckets(pool);
 
@@ -89,17 +92,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 _replicator.Tell(Dsl.Get(BucketOf(asked.Key), ReadLocal.Instance, new PeerAsked(asked.Id, asked.Key, Sender)));
             }
         });
-        Receive<PeerLookupAnswer>(answer => OnLookupAnswer(answer.Id,
-            answer.Backend is null || answer.ExpiresAt <= 0 || answer.ExpiresAt > AffinityEntry.MaxExpiryUnixMilliseconds ? null : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt))));
-        Receive<LookupTimedOut>(timedOut =>
-        {
-            // A majority did not answer in time: balance this request, but do not pin it, or the
-            // new pin would overwrite the session's entry that the silent nodes may hold.
-            if (_lookups.Remove(timedOut.Id, out var pending))
-            {
-                pending.Lookup.Found.TrySetResult(SessionLookup.Unavailable);
-            }
-        });
+        Receive<SessionLookupAggregator.Answered>(OnLookupAnswered);
         Receive<GetSuccess>(success => AnswerRead(success.Request, success.Data as AffinityBucket));
         Receive<NotFound>(notFound => AnswerRead(notFound.Request, null));
         Receive<Clear>(OnClear);
@@ -120,7 +113,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         Receive<ModifyFailure>(failure => Failed(failure.Request, failure.Cause));
         Receive<Changed>(changed =>
         {
-            if (_table is null || changed.Data is not AffinityBucket bucket || changed.Key is not AffinityBucketKey key)
+            if (changed.Data is not AffinityBucket bucket || changed.Key is not AffinityBucketKey key)
             {
                 return;
             }
@@ -145,14 +138,13 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(PoolSettings pool, TimeSpan writeTimeout, Routing.PoolRegistry registry, string role) =>
-        Akka.Actor.Props.Create(() => new AffinityStore(pool, writeTimeout, registry, role));
+    public static Props Props(PoolSettings pool, Routing.PoolHandle handle, CookieKey cookieKey, NodeSettings node) =>
+        Akka.Actor.Props.Create(() => new AffinityStore(pool, handle, cookieKey, node));
 
     /// <summary>
-    /// A session this node's cache does not hold (<c>write = majority</c>): asks this node's replica
-    /// and every reachable peer's store for the one entry, and answers once a majority of the
-    /// members running Balancer have, with the winning entry. Reading the whole bucket from a
-    /// majority instead (a replicator ReadMajority) would ship thousands of sessions per new session.
+    /// A session this node's cache does not hold (<c>write = majority</c>): a child asks this node's
+    /// replica and every reachable peer's store, and answers once a majority of the members running
+    /// Balancer have; none is asked when too few are reachable.
     /// </summary>
     private void OnLookup(Lookup lookup)
     {
@@ -171,14 +163,21 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             return;
         }
         var id = ++_lastLookupId;
-        _lookups[id] = new PendingLookup(lookup, needed);
-        _replicator.Tell(Dsl.Get(BucketOf(lookup.Key), ReadLocal.Instance, new OwnRead(id, lookup.Key)));
-        var asked = new PeerLookup(id, lookup.Key);
-        foreach (var address in reachable)
+        Context.ActorOf(SessionLookupAggregator.Props(lookup, id, BucketOf(lookup.Key), reachable, needed, Self.Path.Elements, _replicator, _readTimeout),
+            $"lookup-{(ulong)id}");
+    }
+
+    private void OnLookupAnswered(SessionLookupAggregator.Answered answered)
+    {
+        if (answered.Best is { IsCleared: false } best && best.ExpiresAt > Context.System.Scheduler.Now)
         {
-            Context.ActorSelection(Self.Path.ToStringWithAddress(address)).Tell(asked);
+            _table.Merge(answered.Lookup.Key, best);
+            answered.Lookup.Found.TrySetResult(SessionLookup.PinnedTo(best.Backend));
         }
-        Timers.StartSingleTimer(new LookupTimedOut(id), new LookupTimedOut(id), _writeTimeout);
+        else
+        {
+            answered.Lookup.Found.TrySetResult(SessionLookup.NotPinned);
+        }
     }
 
     private static void Failed(object? request, Exception problem)
@@ -191,40 +190,10 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     {
         switch (request)
         {
-            case OwnRead own:
-                OnLookupAnswer(own.Id, bucket is not null && bucket.TryGetValue(own.Key, out var mine) ? mine : null);
-                break;
             case PeerAsked peer:
                 var entry = bucket is not null && bucket.TryGetValue(peer.Key, out var found) ? found : null;
                 peer.ReplyTo.Tell(new PeerLookupAnswer(peer.Id, entry?.Backend, entry?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0));
                 break;
-        }
-    }
-
-    private void OnLookupAnswer(long id, AffinityEntry? entry)
-    {
-        if (!_lookups.TryGetValue(id, out var pending))
-        {
-            return;
-        }
-        if (entry is not null && (pending.Best is null || AffinityBucket.Wins(entry, pending.Best)))
-        {
-            pending.Best = entry;
-        }
-        if (++pending.Answers < pending.Needed)
-        {
-            return;
-        }
-        _lookups.Remove(id);
-        Timers.Cancel(new LookupTimedOut(id));
-        if (pending.Best is { IsCleared: false } best && best.ExpiresAt > Context.System.Scheduler.Now)
-        {
-            _table?.Merge(pending.Lookup.Key, best);
-            pending.Lookup.Found.TrySetResult(SessionLookup.PinnedTo(best.Backend));
-        }
-        else
-        {
-            pending.Lookup.Found.TrySetResult(SessionLookup.NotPinned);
         }
     }
 
@@ -254,11 +223,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// <summary>Answers what is still waiting on this store, so that no request waits for an incarnation that is gone.</summary>
     protected override void PostStop()
     {
-        foreach (var pending in _lookups.Values)
-        {
-            pending.Lookup.Found.TrySetResult(SessionLookup.Unavailable);
-        }
-        _lookups.Clear();
         var stopped = new InvalidOperationException("the affinity store stopped before the pin was written");
         foreach (var write in _pending.Values.SelectMany(w => w))
         {
@@ -271,10 +235,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private void OnSweep()
     {
         ScheduleSweep();
-        if (_table is null)
-        {
-            return;
-        }
         var every = (long)SweepEvery.TotalMilliseconds;
         var cutoff = DateTimeOffset.FromUnixTimeMilliseconds(Context.System.Scheduler.Now.ToUnixTimeMilliseconds() / every * every);
         foreach (var key in _table.Expired(cutoff))
@@ -316,11 +276,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     private void OnClear(Clear clear)
     {
-        if (_table is null)
-        {
-            clear.Done.TrySetResult(0);
-            return;
-        }
         var keys = clear.Key is { } one
             ? (_table.Lookup(one) is null ? new List<string>() : [one])
             : _table.Snapshot().Keys.ToList();
@@ -365,22 +320,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// <summary>This node's entry for a <see cref="PeerLookup"/>: no backend when it holds none; expiry in Unix ms.</summary>
     public sealed record PeerLookupAnswer(long Id, string? Backend, long ExpiresAt);
 
-    private sealed record OwnRead(long Id, string Key);
-
     private sealed record PeerAsked(long Id, string Key, IActorRef ReplyTo);
-
-    private sealed record LookupTimedOut(long Id);
-
-    private sealed class PendingLookup(Lookup lookup, int needed)
-    {
-        public Lookup Lookup { get; } = lookup;
-
-        public int Needed { get; } = needed;
-
-        public int Answers { get; set; }
-
-        public AffinityEntry? Best { get; set; }
-    }
 
     /// <summary>Clear one session or (Key null) every session of the pool; <see cref="Done"/> gives how many were live.</summary>
     public sealed record Clear(string? Key, TaskCompletionSource<int> Done);

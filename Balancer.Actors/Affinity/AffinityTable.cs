@@ -16,11 +16,13 @@ public sealed class AffinityTable
     private readonly ConcurrentDictionary<string, AffinityEntry> _entries = new(StringComparer.Ordinal);
     private readonly ICanTell _store;
     private readonly Func<DateTimeOffset> _now;
+    private readonly TimeSpan _readTimeout;
     private long _unconfirmedPins;
 
-    internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, string cookieKey, TimeSpan writeTimeout)
+    internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, CookieKey cookieKey, TimeSpan writeTimeout, TimeSpan readTimeout)
     {
         WriteTimeout = writeTimeout;
+        _readTimeout = readTimeout;
         Settings = pool.Affinity;
         _store = store;
         _now = now;
@@ -76,10 +78,10 @@ public sealed class AffinityTable
         }
         var loaded = new TaskCompletionSource<SessionLookup>(TaskCreationOptions.RunContinuationsAsynchronously);
         _store.Tell(new AffinityStore.Lookup(key, loaded), ActorRefs.NoSender);
-        return new ValueTask<SessionLookup>(UnavailableAfter(loaded.Task, WriteTimeout + TimeSpan.FromSeconds(1)));
+        return new ValueTask<SessionLookup>(UnavailableAfter(loaded.Task, _readTimeout + TimeSpan.FromSeconds(1)));
     }
 
-    // The store answers within the write timeout; this bounds the wait even if it never does (a
+    // The store answers within the read timeout; this bounds the wait even if it never does (a
     // store that restarted, a message lost on the way to it).
     private static async Task<SessionLookup> UnavailableAfter(Task<SessionLookup> found, TimeSpan limit)
     {

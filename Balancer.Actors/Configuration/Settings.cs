@@ -35,6 +35,7 @@ public sealed record NodeSettings(
     string DataDir,
     int ProbeShards,
     TimeSpan WriteTimeout,
+    TimeSpan ReadTimeout,
     string AffinityKey,
     ClusterTlsSettings? ClusterTls);
 
@@ -138,7 +139,8 @@ public sealed record PoolSettings(
     int Retries,
     TimeSpan ConnectTimeout,
     TimeSpan RequestTimeout,
-    ImmutableArray<BackendSettings> Backends);
+    ImmutableArray<BackendSettings> Backends,
+    int DefaultWeight);
 
 /// <summary>A "HOST:PORT" address as written in the configuration.</summary>
 public sealed record EndpointAddress(string Host, int Port)

@@ -6,17 +6,26 @@ namespace Balancer.Configuration;
 
 /// <summary>
 /// Reads typed values from one HOCON section and records a problem (key path + what was expected)
-/// for every value that cannot be used, so that one pass reports every mistake at once.
+/// for every value that cannot be used, so that one pass reports every mistake at once. Every key
+/// has its default in reference.conf and nowhere else: a value that cannot be used is reported and
+/// replaced by that default (so that one mistake does not cause others), and a key reference.conf
+/// lacks is a defect of the library, not of the configuration.
 /// </summary>
 internal sealed class SettingsReader
 {
+    /// <summary>A parser of one type of value (HashKey.TryParse, StatusCodeRanges.TryParse).</summary>
+    public delegate bool TryParser<T>(string text, out T value);
+
     private readonly Config _config;
+    private readonly Config _defaults;
     private readonly string _path;
     private readonly List<ConfigProblem> _problems;
 
-    public SettingsReader(Config config, string path, List<ConfigProblem> problems)
+    /// <summary>A reader of <paramref name="config"/> (the user's section) over <paramref name="defaults"/> (reference.conf's).</summary>
+    public SettingsReader(Config config, Config defaults, string path, List<ConfigProblem> problems)
     {
-        _config = config;
+        _config = config.WithFallback(defaults);
+        _defaults = defaults;
         _path = path;
         _problems = problems;
     }
@@ -25,120 +34,139 @@ internal sealed class SettingsReader
 
     public void Problem(string key, string expected) => _problems.Add(new ConfigProblem(PathOf(key), expected));
 
-    public SettingsReader Section(string key, Config? fallback = null)
+    /// <summary>The section <paramref name="key"/>; its defaults are reference.conf's at the same path unless <paramref name="defaults"/> names others (<c>pool-defaults</c> for a pool).</summary>
+    public SettingsReader Section(string key, Config? defaults = null)
     {
         var section = _config.HasPath(key) ? _config.GetConfig(key) : Config.Empty;
-        if (fallback is not null)
-        {
-            section = section.WithFallback(fallback);
-        }
-        return new SettingsReader(section, PathOf(key), _problems);
+        return new SettingsReader(section, defaults ?? (_defaults.HasPath(key) ? _defaults.GetConfig(key) : Config.Empty), PathOf(key), _problems);
     }
 
     public bool Has(string key) => _config.HasPath(key);
 
     public HoconValue? Value(string key) => _config.HasPath(key) ? _config.GetValue(key) : null;
 
-    public string String(string key, string fallback = "")
+    public string String(string key) => Read(key, ParseString);
+
+    public string Choice(string key, params string[] allowed) => Read(key, value =>
     {
-        var value = Value(key);
+        var (text, problem) = ParseString(value);
+        return problem is null && Array.IndexOf(allowed, text) < 0
+            ? (text, $"expected one of {string.Join(" | ", allowed)}, got \"{text}\"")
+            : (text, problem);
+    });
+
+    public bool Bool(string key) => Read(key, value =>
+    {
+        var (text, problem) = ParseString(value);
+        return problem is not null ? (false, problem) : text.ToLowerInvariant() switch
+        {
+            "on" or "true" or "yes" => (true, null),
+            "off" or "false" or "no" => (false, null),
+            _ => (false, $"expected on | off, got \"{text}\""),
+        };
+    });
+
+    public int Int(string key, int min, int max) => Read(key, value =>
+    {
+        var (text, problem) = ParseString(value);
+        return problem is null && (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number) || number < min || number > max)
+            ? (0, $"expected a whole number from {min} to {max}, got \"{text}\"")
+            : (problem is null ? int.Parse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) : 0, problem);
+    });
+
+    public TimeSpan Duration(string key, bool allowZero = false) => Read(key, value =>
+    {
         if (value is null)
         {
-            return fallback;
-        }
-        if (!value.IsString())
-        {
-            Problem(key, "expected a single value, got an object or a list");
-            return fallback;
-        }
-        return value.GetString() ?? fallback;
-    }
-
-    public string Choice(string key, string fallback, params string[] allowed)
-    {
-        var text = String(key, fallback);
-        if (Array.IndexOf(allowed, text) < 0)
-        {
-            Problem(key, $"expected one of {string.Join(" | ", allowed)}, got \"{text}\"");
-            return fallback;
-        }
-        return text;
-    }
-
-    public bool Bool(string key, bool fallback)
-    {
-        var text = String(key, fallback ? "on" : "off");
-        switch (text.ToLowerInvariant())
-        {
-            case "on" or "true" or "yes":
-                return true;
-            case "off" or "false" or "no":
-                return false;
-            default:
-                Problem(key, $"expected on | off, got \"{text}\"");
-                return fallback;
-        }
-    }
-
-    public int Int(string key, int fallback, int min, int max)
-    {
-        var text = String(key, fallback.ToString(CultureInfo.InvariantCulture));
-        if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number) || number < min || number > max)
-        {
-            Problem(key, $"expected a whole number from {min} to {max}, got \"{text}\"");
-            return fallback;
-        }
-        return number;
-    }
-
-    public TimeSpan Duration(string key, TimeSpan fallback, bool allowZero = false)
-    {
-        var value = Value(key);
-        if (value is null)
-        {
-            return fallback;
+            return (TimeSpan.Zero, "missing");
         }
         var text = value.IsString() ? value.GetString() : "";
         try
         {
             var duration = value.GetTimeSpan(allowInfinite: false);
-            if (duration < TimeSpan.Zero || (!allowZero && duration == TimeSpan.Zero))
-            {
-                Problem(key, $"expected a {(allowZero ? "non-negative" : "positive")} duration such as 500ms, 5s or 2m, got \"{text}\"");
-                return fallback;
-            }
-            return duration;
+            return duration < TimeSpan.Zero || (!allowZero && duration == TimeSpan.Zero)
+                ? (duration, $"expected a {(allowZero ? "non-negative" : "positive")} duration such as 500ms, 5s or 2m, got \"{text}\"")
+                : (duration, null);
         }
         catch (Exception)
         {
-            Problem(key, $"expected a duration such as 500ms, 5s or 2m, got \"{text}\"");
-            return fallback;
+            return (TimeSpan.Zero, $"expected a duration such as 500ms, 5s or 2m, got \"{text}\"");
         }
+    });
+
+    /// <summary>A value of a type with its own parser; <paramref name="expected"/> says what a usable value looks like.</summary>
+    public T Parsed<T>(string key, TryParser<T> tryParse, string expected) => Read<T>(key, value =>
+    {
+        var (text, problem) = ParseString(value);
+        if (problem is not null)
+        {
+            return (default!, problem);
+        }
+        return tryParse(text, out var parsed) ? (parsed, null) : (default!, $"expected {expected}, got \"{text}\"");
+    });
+
+    /// <summary>A duration, or null for <c>off</c>.</summary>
+    public TimeSpan? DurationOrOff(string key)
+    {
+        var text = Value(key) is { } value && value.IsString() ? value.GetString() : null;
+        return text is "off" ? null : Duration(key);
     }
 
-    /// <summary>A share written "50%" or "0.5"; returned as 0..1.</summary>
-    public double Percent(string key, double fallback)
+    /// <summary>A HOST:PORT (port 0 allowed with <paramref name="allowAnyPort"/>).</summary>
+    public EndpointAddress Address(string key, bool allowAnyPort = false) => Read<EndpointAddress>(key, value =>
     {
-        var text = String(key, "").Trim();
-        if (text.Length == 0)
+        var (text, problem) = ParseString(value);
+        if (problem is not null)
         {
-            return fallback;
+            return (null!, problem);
         }
-        var isPercent = text.EndsWith('%');
-        var number = isPercent ? text[..^1] : text;
-        if (!double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var parsed))
+        return EndpointAddress.TryParse(text, out var address, out var error, allowAnyPort) ? (address, null) : (null!, error);
+    });
+
+    /// <summary>A share written "50%" or "0.5"; returned as 0..1.</summary>
+    public double Percent(string key) => Read(key, value =>
+    {
+        var (raw, problem) = ParseString(value);
+        if (problem is not null)
         {
-            Problem(key, $"expected a percentage such as 50%, got \"{text}\"");
-            return fallback;
+            return (0, problem);
+        }
+        var text = raw.Trim();
+        var isPercent = text.EndsWith('%');
+        if (!double.TryParse(isPercent ? text[..^1] : text, NumberStyles.Float, CultureInfo.InvariantCulture, out var parsed))
+        {
+            return (0, $"expected a percentage such as 50%, got \"{text}\"");
         }
         var share = isPercent || parsed > 1 ? parsed / 100 : parsed;
-        if (share is < 0 or > 1)
+        return share is < 0 or > 1 ? (share, $"expected a percentage from 0% to 100%, got \"{text}\"") : (share, null);
+    });
+
+    /// <summary>
+    /// Parses <paramref name="key"/>; when the value cannot be used, reports it and parses
+    /// reference.conf's default instead, which must be usable.
+    /// </summary>
+    private T Read<T>(string key, Func<HoconValue?, (T Value, string? Problem)> parse)
+    {
+        var (value, problem) = parse(Value(key));
+        if (problem is null)
         {
-            Problem(key, $"expected a percentage from 0% to 100%, got \"{text}\"");
-            return fallback;
+            return value;
         }
-        return share;
+        var (fallback, broken) = parse(_defaults.HasPath(key) ? _defaults.GetValue(key) : null);
+        if (broken is not null)
+        {
+            throw new InvalidOperationException($"reference.conf has no usable default for {PathOf(key)} ({broken})");
+        }
+        Problem(key, problem);
+        return fallback;
     }
+
+    private static (string Value, string? Problem) ParseString(HoconValue? value) => value switch
+    {
+        null => ("", "missing"),
+        _ when !value.IsString() => ("", "expected a single value, got an object or a list"),
+        _ => (value.GetString() ?? "", null),
+    };
 
     /// <summary>A list of strings that may also be written as one string.</summary>
     public IReadOnlyList<string> StringList(string key)
@@ -208,6 +236,21 @@ internal sealed class SettingsReader
     }
 
     public Config Raw => _config;
+
+    public static void CheckName(SettingsReader parent, string name, string what)
+    {
+        if (!BackendRules.IsValidName(name))
+        {
+            parent.Problem(name, $"a {what} name uses {BackendRules.NameRule}");
+        }
+    }
+
+    public static Config Sub(Config config, string key) => config.HasPath(key) ? config.GetConfig(key) : Config.Empty;
+
+    public static IReadOnlyCollection<string> KeysOf(Config section) =>
+        section.IsEmpty || !section.Root.IsObject() ? Array.Empty<string>() : section.Root.GetObject().Items.Keys.ToHashSet();
+
+    /// <summary>The version string of this assembly, for logs and the CLI.</summary>
 }
 
 /// <summary>One thing wrong with a configuration: the key path and what was expected.</summary>

@@ -12,12 +12,6 @@ public enum BackendHealth
     Down,
 }
 
-/// <summary>Published on the EventStream when a backend's combined health changes.</summary>
-public sealed record BackendHealthChanged(string Pool, string Backend, BackendHealth Old, BackendHealth New, string Reason);
-
-/// <summary>Published on the EventStream when an operator changes a backend's admin state or weight.</summary>
-public sealed record BackendAdminStateChanged(string Pool, string Backend, BackendAdminState Old, BackendAdminState New, int Weight);
-
 /// <summary>
 /// What one pool's routing actor tracks for a backend: the active view (probes), the passive view
 /// (ejections from real traffic), the operator's state, and when it last came back (slow start).

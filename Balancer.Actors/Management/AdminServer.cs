@@ -6,6 +6,7 @@ using System.Text.Json.Serialization;
 using Akka.Actor;
 using Akka.Cluster;
 using Akka.Event;
+using Balancer.Configuration;
 using Balancer.Frontends;
 using Balancer.Model;
 using Balancer.Routing;
@@ -22,7 +23,7 @@ using Microsoft.Extensions.Logging;
 namespace Balancer.Management;
 
 /// <summary>
-/// The admin API of one node (DESIGN.md, "Admin API"): cluster membership, pools, backends,
+/// The admin API of one node: cluster membership, pools, backends,
 /// affinity and frontends as JSON, <c>/metrics</c>, <c>/healthz</c>, <c>/readyz</c> and the status
 /// page. Errors are RFC 7807 problem details with a one-line <c>detail</c>. When
 /// <c>balancer.node.admin.token</c> is set, every mutation, and reading session keys, needs
@@ -256,7 +257,7 @@ public sealed class AdminServer : IAsyncDisposable
         }
         if (request!.Weight is not { } weight)
         {
-            return Problem(StatusCodes.Status400BadRequest, "bad weight", "weight: expected a number 0..10000");
+            return Problem(StatusCodes.Status400BadRequest, "bad weight", $"weight: expected a number {BackendRules.WeightRange}");
         }
         return await WithPoolAsync(pool, _ => ChangeAsync(pool, new PoolRouter.SetWeight(backend, weight), $"backend {pool}/{backend} weight {weight}"));
     }
@@ -272,7 +273,7 @@ public sealed class AdminServer : IAsyncDisposable
         {
             return Problem(StatusCodes.Status400BadRequest, "bad address", "address: expected HOST:PORT");
         }
-        return await WithPoolAsync(pool, _ => ChangeAsync(pool, new PoolRouter.AddBackend(backend, request.Address, request.Weight ?? 100), $"backend {pool}/{backend} added at {request.Address}"));
+        return await WithPoolAsync(pool, _ => ChangeAsync(pool, new PoolRouter.AddBackend(backend, request.Address, request.Weight), $"backend {pool}/{backend} added at {request.Address}"));
     }
 
     private async Task<IResult> ClearAffinityAsync(string pool, string? key)

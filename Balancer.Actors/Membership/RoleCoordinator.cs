@@ -18,9 +18,6 @@ public enum NodeRole
     Passive,
 }
 
-/// <summary>Published on the EventStream when this node becomes active or passive.</summary>
-public sealed record NodeRoleChanged(string Node, NodeRole Role, string ActiveNode);
-
 /// <summary>
 /// Opens and closes this node's frontends. Active-active: always open. Active-passive: open only on
 /// the active node, which is the oldest Up member that this node can reach: the node a cluster
@@ -183,12 +180,12 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
             keys.AddRange(Replication.ReplicatedKeys.AffinityBuckets(pool));
         }
         _warmUpPending = keys.Count;
-        var read = new Akka.DistributedData.ReadMajority(_settings.Node.WriteTimeout);
+        var read = new Akka.DistributedData.ReadMajority(_settings.Node.ReadTimeout);
         foreach (var key in keys)
         {
             _replicator.Tell(new Akka.DistributedData.Get(key, read, WarmUpRead.Instance));
         }
-        Timers.StartSingleTimer("warm-up", WarmUpDone.Instance, _settings.Node.WriteTimeout + TimeSpan.FromSeconds(1));
+        Timers.StartSingleTimer("warm-up", WarmUpDone.Instance, _settings.Node.ReadTimeout + TimeSpan.FromSeconds(1));
     }
 
     private void OnWarmUpAnswer(object? request)

@@ -27,7 +27,7 @@ public sealed record BackendOverride(
     public static string KeyOf(string pool, string backend) => pool + "/" + backend;
 }
 
-/// <summary>The Akka.DistributedData keys Balancer replicates (DESIGN.md, "Replicated state").</summary>
+/// <summary>The Akka.DistributedData keys Balancer replicates.</summary>
 public static class ReplicatedKeys
 {
     /// <summary>Backends added or removed at runtime, weights and admin states; durable.</summary>

@@ -1,5 +1,6 @@
 using System.Collections.Immutable;
 using System.Net;
+using Akka.Actor;
 using Balancer.Model;
 
 namespace Balancer.Routing;
@@ -10,7 +11,10 @@ namespace Balancer.Routing;
 /// </summary>
 public sealed class PoolHandle : IDisposable
 {
+    private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private PoolSnapshot _snapshot;
+    private Affinity.AffinityTable? _affinity;
+    private IActorRef _router = ActorRefs.Nobody;
     private long _retries;
 
     internal PoolHandle(PoolSnapshot initial)
@@ -19,6 +23,15 @@ public sealed class PoolHandle : IDisposable
         HttpClient = CreateHttpClient(initial.Settings.ConnectTimeout);
     }
 
+    /// <summary>Completes once the pool's routing actor (and, with affinity, its affinity store) has published here.</summary>
+    public Task Started => _started.Task;
+
+    /// <summary>
+    /// The pool's routing actor (<see cref="Routing.PoolRouter"/>): it takes <c>PoolRouter.SetAdminState</c>,
+    /// <c>SetWeight</c>, <c>AddBackend</c>, <c>RemoveBackend</c> and <c>GetSnapshot</c>. Nobody until it has started.
+    /// </summary>
+    public IActorRef Router => Volatile.Read(ref _router);
+
     /// <summary>Name of the pool.</summary>
     public string Name => Snapshot.Name;
 
@@ -26,7 +39,7 @@ public sealed class PoolHandle : IDisposable
     public PoolSnapshot Snapshot => Volatile.Read(ref _snapshot);
 
     /// <summary>The pool's replicated session-affinity table, or null when <c>affinity.mode = none</c>.</summary>
-    public Affinity.AffinityTable? Affinity { get; internal set; }
+    public Affinity.AffinityTable? Affinity => Volatile.Read(ref _affinity);
 
     /// <summary>One client per pool so connections to its backends are pooled and reused.</summary>
     public HttpMessageInvoker HttpClient { get; }
@@ -37,6 +50,29 @@ public sealed class PoolHandle : IDisposable
     internal void CountRetry() => Interlocked.Increment(ref _retries);
 
     internal void Publish(PoolSnapshot snapshot) => Volatile.Write(ref _snapshot, snapshot);
+
+    /// <summary>The routing actor announces itself once, when it starts.</summary>
+    internal void PublishRouter(IActorRef router)
+    {
+        Volatile.Write(ref _router, router);
+        CompleteStarted();
+    }
+
+    /// <summary>The pool's affinity store publishes the table it feeds, once, when it starts.</summary>
+    internal void PublishAffinity(Affinity.AffinityTable table)
+    {
+        Volatile.Write(ref _affinity, table);
+        CompleteStarted();
+    }
+
+    private void CompleteStarted()
+    {
+        var affinityExpected = Snapshot.Settings.Affinity.Mode != Configuration.AffinityMode.None;
+        if (!Router.IsNobody() && (Affinity is not null || !affinityExpected))
+        {
+            _started.TrySetResult();
+        }
+    }
 
     /// <inheritdoc />
     public void Dispose() => HttpClient.Dispose();

@@ -8,11 +8,11 @@ internal sealed partial class PoolRouter
     /// <summary>Set a backend's admin state on every node; answered with <see cref="Akka.Actor.Status.Success"/> or a failure naming the problem.</summary>
     public sealed record SetAdminState(string Backend, BackendAdminState State);
 
-    /// <summary>Set a backend's weight (0..10000) on every node; answered like <see cref="SetAdminState"/>.</summary>
+    /// <summary>Set a backend's weight (<see cref="Configuration.BackendRules"/>) on every node; answered like <see cref="SetAdminState"/>.</summary>
     public sealed record SetWeight(string Backend, int Weight);
 
     /// <summary>Add a backend at runtime on every node; answered like <see cref="SetAdminState"/>.</summary>
-    public sealed record AddBackend(string Backend, string Address, int Weight = 100);
+    public sealed record AddBackend(string Backend, string Address, int? Weight = null);
 
     /// <summary>Remove a backend at runtime on every node; answered like <see cref="SetAdminState"/>.</summary>
     public sealed record RemoveBackend(string Backend);
@@ -34,9 +34,3 @@ internal sealed partial class PoolRouter
     /// <summary>Who asked for a replicated change, answered once the write is confirmed.</summary>
     private sealed record PendingWrite(Akka.Actor.IActorRef ReplyTo, object Result, string What);
 }
-
-/// <summary>Published on the EventStream when a pool's effective configuration changes (backends added or removed).</summary>
-public sealed record PoolConfigChanged(string Pool, long Version, PoolSettings Settings);
-
-/// <summary>Published on the EventStream when a pool enters or leaves panic mode (too few healthy backends).</summary>
-public sealed record PoolPanicChanged(string Pool, bool Panic, int Healthy, int Total);

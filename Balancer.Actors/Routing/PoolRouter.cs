@@ -43,32 +43,25 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     private readonly string _role;
 
-    public PoolRouter(PoolSettings settings, PoolRegistry registry, AlgorithmState? algorithmState, TimeSpan writeTimeout, string role = "")
+    public PoolRouter(PoolSettings settings, PoolHandle handle, AlgorithmState? algorithmState, TimeSpan writeTimeout, string role = "")
     {
         _role = role;
         _configured = settings;
         _settings = settings;
         _adminWrite = new WriteMajority(writeTimeout);
         _algorithmState = algorithmState ?? new AlgorithmState();
-        // The handle may already exist: the extension registers every configured pool before any
-        // frontend starts, so that no frontend ever finds its pool missing.
-        if (registry.Find(settings.Name) is { } existing)
-        {
-            _handle = existing;
-            _handle.Publish(BuildSnapshot());
-        }
-        else
-        {
-            _handle = new PoolHandle(BuildSnapshot());
-            registry.Set(_handle);
-        }
+        // The handle exists before any actor runs (the extension makes one per configured pool),
+        // so that no frontend or embedder ever finds its pool missing.
+        _handle = handle;
+        _handle.Publish(BuildSnapshot());
+        _handle.PublishRouter(Self);
 
         Receive<SetAdminState>(set => Change(set.Backend, set.State, o => o with { AdminState = set.State }, $"admin state {Name(set.State)}"));
         Receive<SetWeight>(set =>
         {
-            if (set.Weight is < 0 or > 10000)
+            if (!BackendRules.IsValidWeight(set.Weight))
             {
-                Sender.Tell(new Status.Failure(new ArgumentOutOfRangeException(nameof(set.Weight), $"weight must be 0..10000, got {set.Weight}")));
+                Sender.Tell(new Status.Failure(new ArgumentOutOfRangeException(nameof(set.Weight), $"weight must be {BackendRules.WeightRange}, got {set.Weight}")));
                 return;
             }
             Change(set.Backend, set.Weight, o => o with { Weight = set.Weight }, $"weight {set.Weight}");
@@ -131,8 +124,8 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(PoolSettings settings, PoolRegistry registry, AlgorithmState? algorithmState = null, TimeSpan? writeTimeout = null, string role = "") =>
-        Akka.Actor.Props.Create(() => new PoolRouter(settings, registry, algorithmState, writeTimeout ?? TimeSpan.FromSeconds(3), role));
+    public static Props Props(PoolSettings settings, PoolHandle handle, TimeSpan writeTimeout, string role = "", AlgorithmState? algorithmState = null) =>
+        Akka.Actor.Props.Create(() => new PoolRouter(settings, handle, algorithmState, writeTimeout, role));
 
     protected override void PreStart()
     {
@@ -168,17 +161,17 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
     private void OnAddBackend(AddBackend add)
     {
         var problems = new List<string>();
-        if (add.Backend.Length == 0 || add.Backend.Length > 64 || !add.Backend.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_'))
+        if (!BackendRules.IsValidName(add.Backend))
         {
-            problems.Add($"backend name \"{add.Backend}\" must use letters, digits, - and _ (at most 64)");
+            problems.Add($"backend name \"{add.Backend}\" must use {BackendRules.NameRule}");
         }
         if (!EndpointAddress.TryParse(add.Address, out _, out var addressError))
         {
             problems.Add($"address: {addressError}");
         }
-        if (add.Weight is < 0 or > 10000)
+        if (add.Weight is { } weight && !BackendRules.IsValidWeight(weight))
         {
-            problems.Add($"weight must be 0..10000, got {add.Weight}");
+            problems.Add($"weight must be {BackendRules.WeightRange}, got {weight}");
         }
         if (_settings.Backends.Any(b => b.Name == add.Backend))
         {
@@ -237,7 +230,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
             {
                 continue;
             }
-            backends.Add(new BackendSettings(o.Backend, address, o.Weight ?? 100));
+            backends.Add(new BackendSettings(o.Backend, address, o.Weight ?? _settings.DefaultWeight));
         }
         var previous = _settings;
         _settings = _configured with { Backends = backends.ToImmutable() };
@@ -282,29 +275,11 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
         {
             var prefix = $"{_settings.Name}/{backend.Name}/";
             var records = _health.Where(e => e.Key.StartsWith(prefix, StringComparison.Ordinal)).Select(e => e.Value).ToList();
-            if (records.Count == 0)
+            if (HealthFolding.ClusterVerdict(records, members) is not { } verdict)
             {
                 continue;
             }
-            bool up;
-            string reason;
-            if (members is null)
-            {
-                var latest = records.MaxBy(r => r.CheckedAt)!;
-                up = latest.Up;
-                reason = latest.Reason;
-            }
-            else
-            {
-                var voters = records.Where(r => members.Contains(r.Node)).ToList();
-                if (voters.Count == 0)
-                {
-                    continue;
-                }
-                var down = voters.Count(r => !r.Up);
-                up = down * 2 <= voters.Count;
-                reason = $"{down} of {voters.Count} probing nodes say down; " + (voters.FirstOrDefault(r => r.Up == up)?.Reason ?? "");
-            }
+            var (up, reason) = verdict;
             var tracker = Tracker(backend.Name);
             var old = tracker.Health;
             if (tracker.ApplyProbe(up, now))
@@ -325,7 +300,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
         var changed = false;
         var passive = _settings.Passive;
         var ejected = _settings.Backends.Count(b => Tracker(b.Name).EjectedUntil is not null);
-        var maxEjected = passive.MaxEjectedPercent <= 0 ? 0 : Math.Max(1, (int)Math.Floor(_settings.Backends.Length * passive.MaxEjectedPercent));
+        var budget = HealthFolding.EjectionBudget(_settings.Backends.Length, passive);
         foreach (var backend in _settings.Backends)
         {
             var tracker = Tracker(backend.Name);
@@ -344,7 +319,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
                 }
                 continue;
             }
-            if (passive.ConsecutiveFailures > 0 && counters.ConsecutiveFailures >= passive.ConsecutiveFailures && ejected < maxEjected)
+            if (HealthFolding.ShouldEject(counters.ConsecutiveFailures, ejected, budget, passive))
             {
                 var failures = counters.ConsecutiveFailures;
                 var wasUp = tracker.Health == BackendHealth.Up;

@@ -24,7 +24,7 @@ public static class ClusterTls
         {
             return ActorSystemSetup.Create(BootstrapSetup.Create().WithConfig(config));
         }
-        var certificate = Frontends.Http.CertificateStore.Read(new CertificateFiles(settings.Certificate, settings.Key), settings.PasswordEnv);
+        var certificate = Certificates.Load(new CertificateFiles(settings.Certificate, settings.Key), settings.PasswordEnv);
         var authority = X509CertificateLoader.LoadCertificateFromFile(settings.Authority);
         var tls = ConfigurationFactory.ParseString("""
             akka.remote.dot-netty.tcp {
@@ -44,7 +44,7 @@ public static class ClusterTls
                     log.Warning("cluster-tls: refusing {0}: no certificate", remote);
                     return false;
                 }
-                if (IssuedBy(peer, authority))
+                if (Certificates.IssuedBy(peer, authority))
                 {
                     return true;
                 }
@@ -52,15 +52,5 @@ public static class ClusterTls
                 return false;
             });
         return BootstrapSetup.Create().WithConfig(tls).And(ssl);
-    }
-
-    /// <summary>True when <paramref name="certificate"/> chains to <paramref name="authority"/> (and only to it) and is valid now.</summary>
-    public static bool IssuedBy(X509Certificate2 certificate, X509Certificate2 authority)
-    {
-        using var chain = new X509Chain();
-        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
-        chain.ChainPolicy.CustomTrustStore.Add(authority);
-        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
-        return chain.Build(certificate);
     }
 }

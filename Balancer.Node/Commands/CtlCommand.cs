@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Balancer.Configuration;
 using Balancer.Node.Ctl;
 
 namespace Balancer.Node.Commands;
@@ -10,14 +11,15 @@ namespace Balancer.Node.Commands;
 /// </summary>
 internal static class CtlCommand
 {
-    public const string DefaultTarget = "127.0.0.1:9110";
+    /// <summary>A node's admin API where reference.conf puts it (<c>balancer.node.admin.bind</c>).</summary>
+    public static readonly string DefaultTarget = BalancerSettings.DefaultConfig().GetString("balancer.node.admin.bind");
 
     /// <summary>Read when --token is not given, so the token need not appear in shell history or ps.</summary>
     public const string TokenVariable = "BALANCER_ADMIN_TOKEN";
 
-    public const string Usage = "balancer ctl [HOST:PORT] [--token T] [--json] [COMMAND]   (default 127.0.0.1:9110; no COMMAND: interactive)";
+    public static readonly string Usage = $"balancer ctl [HOST:PORT] [--token T] [--json] [COMMAND]   (default {DefaultTarget}; no COMMAND: interactive)";
 
-    public const string Palette = """
+    public static readonly string Palette = $"""
         cluster show                           members: address | roles | status | reachability | role
         cluster leader                         the leader's address
         cluster join ADDRESS                   make this node join the cluster at ADDRESS
@@ -28,7 +30,7 @@ internal static class CtlCommand
         pools                                  pools with algorithm, health and traffic
         backends [POOL]                        backends with health, admin state, weight and traffic
         backend ready|drain|maint POOL/BACKEND set a backend's admin state on every node
-        backend weight POOL/BACKEND N          set a backend's weight (0..10000) on every node
+        backend weight POOL/BACKEND N          set a backend's weight ({BackendRules.WeightRange}) on every node
         backend add POOL NAME HOST:PORT [W]    add a backend on every node
         backend remove POOL/BACKEND            remove a backend on every node
         affinity show POOL [KEY]               sessions of a pool (or one session)
@@ -161,12 +163,9 @@ internal static class CtlCommand
                     case "weight":
                     {
                         var (pool, backend) = PoolBackend(Arg(2, "POOL/BACKEND"));
-                        var text = Arg(3, "a weight 0..10000");
+                        var text = Arg(3, $"a weight {BackendRules.WeightRange}");
                         NoMore(4);
-                        if (!int.TryParse(text, out var weight) || weight is < 0 or > 10000)
-                        {
-                            throw new UsageException($"weight must be a whole number 0..10000, got \"{text}\"");
-                        }
+                        var weight = Weight(text);
                         await Print(client.PostAsync($"api/pools/{pool}/backends/{backend}/weight", new { weight }, cancellationToken), Done);
                         return;
                     }
@@ -175,11 +174,8 @@ internal static class CtlCommand
                         var pool = Uri.EscapeDataString(Arg(2, "POOL"));
                         var name = Uri.EscapeDataString(Arg(3, "a backend NAME"));
                         var address = Arg(4, "HOST:PORT");
-                        var weight = 100;
-                        if (w.Count > 5 && (!int.TryParse(w[5], out weight) || weight is < 0 or > 10000))
-                        {
-                            throw new UsageException($"weight must be a whole number 0..10000, got \"{w[5]}\"");
-                        }
+                        // No weight given: the pool's backend-defaults.weight, decided by the node.
+                        int? weight = w.Count > 5 ? Weight(w[5]) : null;
                         NoMore(6);
                         await Print(client.PostAsync($"api/pools/{pool}/backends/{name}", new { address, weight }, cancellationToken), Done);
                         return;
@@ -236,6 +232,11 @@ internal static class CtlCommand
         }
         return JsonSerializer.SerializeToElement(all);
     }
+
+    private static int Weight(string text) =>
+        int.TryParse(text, out var weight) && BackendRules.IsValidWeight(weight)
+            ? weight
+            : throw new UsageException($"weight must be a whole number {BackendRules.WeightRange}, got \"{text}\"");
 
     private static (string Pool, string Backend) PoolBackend(string text)
     {

@@ -207,7 +207,7 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
         return response.Headers.GetValues("X-Backend").Single();
     }
 
-    private ActorSelection Router(int node, string pool) => BalancerExtension.Get(_cluster.Nodes[node]).PoolRouter(pool);
+    private IActorRef Router(int node, string pool) => BalancerExtension.Get(_cluster.Nodes[node]).PoolRouter(pool);
 
     private PoolSnapshot Snapshot(int node, string pool) => BalancerExtension.Get(_cluster.Nodes[node]).Pools.Find(pool)!.Snapshot;
 

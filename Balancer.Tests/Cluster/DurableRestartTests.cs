@@ -64,7 +64,7 @@ public class DurableRestartTests : IDisposable
         }
         """), nodes: 3, perNode: i => ConfigurationFactory.ParseString($"akka.cluster.distributed-data.durable.lmdb.dir = \"{Path.Combine(_dataDir, $"node{i}").Replace("\\", "/")}\""));
 
-    private static ActorSelection Router(ActorSystem node) => BalancerExtension.Get(node).PoolRouter("app");
+    private static IActorRef Router(ActorSystem node) => BalancerExtension.Get(node).PoolRouter("app");
 
     private static PoolSnapshot Snapshot(ActorSystem node) => BalancerExtension.Get(node).Pools.Find("app")!.Snapshot;
 }

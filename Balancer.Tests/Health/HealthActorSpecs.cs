@@ -96,7 +96,8 @@ public class PoolRouterSpecs : Akka.TestKit.Xunit2.TestKit
             """);
         var events = CreateTestProbe();
         Sys.EventStream.Subscribe(events, typeof(BackendHealthChanged));
-        var router = Sys.ActorOf(PoolRouter.Props(settings, registry));
+        registry.Set(new PoolHandle(TestPools.Snapshot(settings)));
+        var router = Sys.ActorOf(PoolRouter.Props(settings, registry.Find("app")!, TimeSpan.FromSeconds(3)));
         AwaitCondition(() => registry.Find("app") is not null);
         var handle = registry.Find("app")!;
 
@@ -142,7 +143,8 @@ public class PoolRouterSpecs : Akka.TestKit.Xunit2.TestKit
         var settings = TestPools.Pool("health-check.kind = none\nbackends { a = \"127.0.0.1:1\", b = \"127.0.0.1:2\" }");
         var events = CreateTestProbe();
         Sys.EventStream.Subscribe(events, typeof(BackendAdminStateChanged));
-        var router = Sys.ActorOf(PoolRouter.Props(settings, registry));
+        registry.Set(new PoolHandle(TestPools.Snapshot(settings)));
+        var router = Sys.ActorOf(PoolRouter.Props(settings, registry.Find("app")!, TimeSpan.FromSeconds(3)));
         router.Tell(new PoolRouter.SetAdminState("a", BackendAdminState.Drain));
         ExpectMsg<Status.Success>();
         Assert.Equal(new BackendAdminStateChanged("app", "a", BackendAdminState.Ready, BackendAdminState.Drain, 100), events.ExpectMsg<BackendAdminStateChanged>());

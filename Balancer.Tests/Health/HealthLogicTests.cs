@@ -92,3 +92,46 @@ public class HealthLogicTests
         Assert.Equal(1.0, tracker.SlowStartFactor(TimeSpan.Zero, T0 + TimeSpan.FromSeconds(6)));
     }
 }
+
+public class HealthFoldingTests
+{
+    private static readonly DateTimeOffset T0 = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    private static readonly PassiveHealthSettings Passive = new(5, true, TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(5), 0.5);
+
+    private static Balancer.Replication.HealthRecord Record(string node, bool up, int second) =>
+        new("app", "a", node, up, up ? "200" : "503", T0.AddSeconds(second));
+
+    [Fact]
+    public void ClusterVerdict_Sharded_TheLatestProbeWins()
+    {
+        var verdict = HealthFolding.ClusterVerdict([Record("n1", up: false, 1), Record("n2", up: true, 2)], members: null);
+        Assert.Equal((true, "200"), verdict);
+        Assert.Null(HealthFolding.ClusterVerdict([], members: null));
+    }
+
+    [Fact]
+    public void ClusterVerdict_EveryNode_MajorityOfCurrentMembers_ATieIsUp()
+    {
+        var records = new[] { Record("n1", up: false, 1), Record("n2", up: false, 2), Record("n3", up: true, 3), Record("gone", up: true, 4) };
+        Assert.False(HealthFolding.ClusterVerdict(records, new HashSet<string> { "n1", "n2", "n3" })!.Value.Up);
+        Assert.True(HealthFolding.ClusterVerdict(records, new HashSet<string> { "n1", "n3" })!.Value.Up);
+        Assert.StartsWith("2 of 3 probing nodes say down", HealthFolding.ClusterVerdict(records, new HashSet<string> { "n1", "n2", "n3" })!.Value.Reason);
+        Assert.Null(HealthFolding.ClusterVerdict(records, new HashSet<string> { "n9" }));
+    }
+
+    [Theory]
+    [InlineData(10, 0.5, 5)]
+    [InlineData(3, 0.1, 1)]
+    [InlineData(3, 0.0, 0)]
+    public void EjectionBudget_AShareOfThePool_AtLeastOne(int backends, double percent, int budget) =>
+        Assert.Equal(budget, HealthFolding.EjectionBudget(backends, Passive with { MaxEjectedPercent = percent }));
+
+    [Fact]
+    public void ShouldEject_AtTheStreak_WithinTheBudget_NeverWhenOff()
+    {
+        Assert.False(HealthFolding.ShouldEject(4, 0, 1, Passive));
+        Assert.True(HealthFolding.ShouldEject(5, 0, 1, Passive));
+        Assert.False(HealthFolding.ShouldEject(5, 1, 1, Passive));
+        Assert.False(HealthFolding.ShouldEject(500, 0, 1, Passive with { ConsecutiveFailures = 0 }));
+    }
+}

@@ -50,26 +50,8 @@ internal sealed class BalancerHost : IAsyncDisposable
         }
     }
 
-    /// <summary>The routing actors start asynchronously: wait until each answers to its path.</summary>
-    public static async Task WaitForPoolRoutersAsync(BalancerExtension extension)
-    {
-        foreach (var pool in extension.Settings.Pools)
-        {
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
-            while (true)
-            {
-                try
-                {
-                    await extension.PoolRouter(pool.Name).ResolveOne(TimeSpan.FromSeconds(1));
-                    break;
-                }
-                catch (ActorNotFoundException) when (DateTime.UtcNow < deadline)
-                {
-                    await Task.Delay(50);
-                }
-            }
-        }
-    }
+    /// <summary>The routing actors and affinity stores start asynchronously: wait until each has published on its pool's handle.</summary>
+    public static Task WaitForPoolRoutersAsync(BalancerExtension extension) => extension.Started.WaitAsync(TimeSpan.FromSeconds(20));
 
     public IPEndPoint EndPoint(string frontend) => Extension.FrontendEndPoints[frontend][0];
 

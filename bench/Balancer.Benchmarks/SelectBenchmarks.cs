@@ -35,7 +35,7 @@ public class SelectBenchmarks
         _maglev = Snapshot("maglev");
         var pool = Pool("round-robin", "affinity { mode = \"header:X-Session\", max-entries = 200000 }");
         var now = DateTimeOffset.UtcNow;
-        _affinity = new AffinityTable(pool, ActorRefs.Nobody, () => now, "", TimeSpan.FromSeconds(3));
+        _affinity = new AffinityTable(pool, ActorRefs.Nobody, () => now, new CookieKey(""), TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(3));
         _keys = Enumerable.Range(0, Sessions).Select(i => $"session-{i:x8}").ToArray();
         foreach (var key in _keys)
         {
@@ -46,7 +46,7 @@ public class SelectBenchmarks
         // The embedding API over the same kind of pool, with the affinity table above.
         var registry = new PoolRegistry();
         var handle = new PoolHandle(PoolSnapshotBuilder.Build(1, pool, _ => BackendRuntimeState.Default, _ => new BackendCounters(), new AlgorithmState()));
-        handle.Affinity = _affinity;
+        handle.PublishAffinity(_affinity);
         registry.Set(handle);
         _client = new Balancer.Client.BalancerClient(registry, new Balancer.Management.EventFeed());
     }
@@ -56,7 +56,7 @@ public class SelectBenchmarks
     public void ClientSelectAndComplete()
     {
         var lease = _client.Select("app");
-        lease.Complete(Balancer.Client.BackendOutcome.Success, 200);
+        lease.Complete(BackendOutcome.Success, 200);
     }
 
     /// <summary>IBalancerClient.Select with an affinity key of a busy session, then Complete.</summary>
@@ -64,7 +64,7 @@ public class SelectBenchmarks
     public void ClientSelectStickyAndComplete()
     {
         var lease = _client.Select("app", _keys[(_next++ * 7919) & 1023]);
-        lease.Complete(Balancer.Client.BackendOutcome.Success, 200);
+        lease.Complete(BackendOutcome.Success, 200);
     }
 
     [Benchmark(Baseline = true)]

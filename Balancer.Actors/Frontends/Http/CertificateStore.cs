@@ -43,26 +43,9 @@ internal sealed class CertificateStore : IDisposable
         return loaded[0].Certificate;
     }
 
-    /// <summary>Loads a certificate (PEM with its key, or PFX) to check it; throws with the reason.</summary>
-    public static X509Certificate2 Read(CertificateFiles files, string passwordEnv)
-    {
-        var password = passwordEnv.Length > 0 ? Environment.GetEnvironmentVariable(passwordEnv) : null;
-        var extension = Path.GetExtension(files.Certificate).ToLowerInvariant();
-        if (extension is ".pfx" or ".p12")
-        {
-            return X509CertificateLoader.LoadPkcs12FromFile(files.Certificate, password);
-        }
-        var keyFile = files.Key.Length > 0 ? files.Key : files.Certificate;
-        using var pem = string.IsNullOrEmpty(password)
-            ? X509Certificate2.CreateFromPemFile(files.Certificate, keyFile)
-            : X509Certificate2.CreateFromEncryptedPemFile(files.Certificate, password, keyFile);
-        // Re-imported so the private key is usable by SslStream on every platform.
-        return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
-    }
-
     private static Loaded Load(CertificateFiles files, string passwordEnv)
     {
-        var certificate = Read(files, passwordEnv);
+        var certificate = Certificates.Load(files, passwordEnv);
         return new Loaded(files, certificate, NamesOf(certificate), Stamp(files));
     }
 

@@ -1,0 +1,104 @@
+using Akka.Actor;
+using Akka.DistributedData;
+
+namespace Balancer.Affinity;
+
+/// <summary>
+/// One lookup of a session this node's cache does not hold (<c>write = majority</c>), in the way of
+/// Akka.DistributedData's ReadAggregator: asks this node's replica and every reachable peer's store
+/// for the one entry, reports the winning entry to its store once a majority of the members running
+/// Balancer have answered, and stops. Reading the whole bucket from a majority instead (a
+/// replicator ReadMajority) would ship thousands of sessions per new session.
+/// </summary>
+internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
+{
+    private readonly AffinityStore.Lookup _lookup;
+    private readonly long _id;
+    private readonly AffinityBucketKey _bucket;
+    private readonly IReadOnlyList<Address> _peers;
+    private readonly IEnumerable<string> _storePath;
+    private readonly IActorRef _replicator;
+    private readonly TimeSpan _timeout;
+    private readonly int _needed;
+    private int _answers;
+    private bool _answered;
+    private AffinityEntry? _best;
+
+    public SessionLookupAggregator(AffinityStore.Lookup lookup, long id, AffinityBucketKey bucket, IReadOnlyList<Address> peers, int needed,
+        IEnumerable<string> storePath, IActorRef replicator, TimeSpan timeout)
+    {
+        _lookup = lookup;
+        _id = id;
+        _bucket = bucket;
+        _peers = peers;
+        _storePath = storePath;
+        _replicator = replicator;
+        _timeout = timeout;
+        _needed = needed;
+        Receive<GetSuccess>(success => Answer(success.Get(bucket).TryGetValue(lookup.Key, out var mine) ? mine : null));
+        Receive<NotFound>(_ => Answer(null));
+        Receive<AffinityStore.PeerLookupAnswer>(answer => Answer(
+            answer.Backend is null || answer.ExpiresAt <= 0 || answer.ExpiresAt > AffinityEntry.MaxExpiryUnixMilliseconds
+                ? null
+                : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt))));
+        Receive<TimedOut>(_ =>
+        {
+            // A majority did not answer in time: the request is balanced, but not pinned, or the
+            // new pin would overwrite the session's entry that the silent nodes may hold.
+            lookup.Found.TrySetResult(SessionLookup.Unavailable);
+            Context.Stop(Self);
+        });
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public static Props Props(AffinityStore.Lookup lookup, long id, AffinityBucketKey bucket, IReadOnlyList<Address> peers, int needed,
+        IEnumerable<string> storePath, IActorRef replicator, TimeSpan timeout) =>
+        Akka.Actor.Props.Create(() => new SessionLookupAggregator(lookup, id, bucket, peers, needed, storePath, replicator, timeout));
+
+    protected override void PreStart()
+    {
+        _replicator.Tell(Dsl.Get(_bucket, ReadLocal.Instance));
+        var asked = new AffinityStore.PeerLookup(_id, _lookup.Key);
+        foreach (var address in _peers)
+        {
+            // The same store on the peer: same pool, same place in its tree.
+            Context.ActorSelection(new RootActorPath(address) / _storePath).Tell(asked);
+        }
+        Timers.StartSingleTimer(TimedOut.Instance, TimedOut.Instance, _timeout);
+    }
+
+    /// <summary>No request waits for a lookup that is gone before it was answered (its store stopping stops it too).</summary>
+    protected override void PostStop()
+    {
+        if (!_answered)
+        {
+            _lookup.Found.TrySetResult(SessionLookup.Unavailable);
+        }
+    }
+
+    private void Answer(AffinityEntry? entry)
+    {
+        if (entry is not null && (_best is null || AffinityBucket.Wins(entry, _best)))
+        {
+            _best = entry;
+        }
+        if (++_answers < _needed)
+        {
+            return;
+        }
+        // The store completes the lookup (it merges the entry into its table first).
+        _answered = true;
+        Context.Parent.Tell(new Answered(_lookup, _best));
+        Context.Stop(Self);
+    }
+
+    /// <summary>A majority's winning entry for the lookup's session (null: none holds it).</summary>
+    public sealed record Answered(AffinityStore.Lookup Lookup, AffinityEntry? Best);
+
+    private sealed class TimedOut
+    {
+        public static readonly TimedOut Instance = new();
+        private TimedOut() { }
+    }
+}

@@ -1,0 +1,24 @@
+using Balancer.Configuration;
+using Balancer.Health;
+using Balancer.Membership;
+using Balancer.Model;
+
+namespace Balancer;
+
+// The events Balancer publishes on the ActorSystem's EventStream, for embedders to subscribe to
+// (and for the event feed behind `ctl cluster tail`, the status page and the alert webhooks).
+
+/// <summary>Published on the EventStream when a backend's combined health changes.</summary>
+public sealed record BackendHealthChanged(string Pool, string Backend, BackendHealth Old, BackendHealth New, string Reason);
+
+/// <summary>Published on the EventStream when an operator changes a backend's admin state or weight.</summary>
+public sealed record BackendAdminStateChanged(string Pool, string Backend, BackendAdminState Old, BackendAdminState New, int Weight);
+
+/// <summary>Published on the EventStream when a pool's effective configuration changes (backends added or removed).</summary>
+public sealed record PoolConfigChanged(string Pool, long Version, PoolSettings Settings);
+
+/// <summary>Published on the EventStream when a pool enters or leaves panic mode (too few healthy backends).</summary>
+public sealed record PoolPanicChanged(string Pool, bool Panic, int Healthy, int Total);
+
+/// <summary>Published on the EventStream when this node becomes active or passive.</summary>
+public sealed record NodeRoleChanged(string Node, NodeRole Role, string ActiveNode);
