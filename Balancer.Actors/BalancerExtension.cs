@@ -84,7 +84,8 @@ public sealed class BalancerExtension : IExtension
 
     private Task<Management.AdminServer?> StartAdmin(ExtendedActorSystem system)
     {
-        var started = Task.Run(() => Management.AdminServer.StartAsync(this, system));
+        var admin = new Management.AdminContext(Settings, Pools, Membership, Prometheus, Events, FrontendCounters, system);
+        var started = Task.Run(() => Management.AdminServer.StartAsync(admin));
         // The admin API answers until the node has left the cluster, so `ctl` can watch it go.
         CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseActorSystemTerminate, "balancer-admin-stop", async () =>
         {

@@ -59,11 +59,23 @@ public class AdminApiTests
             }
             using var accepted = await SendAsync(host, method, path, "Bearer " + Token);
             Assert.NotEqual(HttpStatusCode.Unauthorized, accepted.StatusCode);
+            // Routing ignores case, and so does the token check: it reads the matched endpoint, not the path.
+            foreach (var spelled in new[] { path.ToUpperInvariant(), MixedCase(path) })
+            {
+                using var refused = await SendAsync(host, method, spelled, null);
+                Assert.True(refused.StatusCode == HttpStatusCode.Unauthorized, $"{method} {spelled} without credentials: {(int)refused.StatusCode}");
+            }
         }
         // Reading the cluster, pools and metrics stays open.
         using var open = await Client.GetAsync(await host.AdminUriAsync("/api/pools"));
         Assert.Equal(HttpStatusCode.OK, open.StatusCode);
     }
+
+    /// <summary>"/api/pools/app/affinity" → "/Api/pOols/app/aFfinity": every fixed segment in mixed case, the values as they are.</summary>
+    private static string MixedCase(string path) => string.Join('/', path.Split('/').Select((segment, i) =>
+        segment is "app" or "b" or "nobody" or "down-unreachable" || segment.Length == 0
+            ? segment
+            : string.Concat(segment.Select((c, j) => (i + j) % 2 == 0 ? char.ToUpperInvariant(c) : c))));
 
     [Fact]
     public async Task Mistakes_AnswerProblemDetailsNamingWhatWasWrong()

@@ -2,14 +2,10 @@ using System.Net;
 using Akka.Actor;
 using Balancer.Configuration;
 using Balancer.Routing;
-using Balancer.Telemetry;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Balancer.Frontends.Http;
@@ -27,19 +23,14 @@ internal sealed class HttpFrontendServer : IFrontendServer
         _settings = settings;
         var perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
         _certificates = settings.Tls is { } tls ? new CertificateStore(tls, Akka.Event.Logging.GetLogger(system, "balancer.tls")) : null;
-        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = "balancer-" + settings.Name });
-        builder.Logging.ClearProviders();
-        builder.Logging.AddProvider(new AkkaLoggerProvider(system, LogLevel.Warning));
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        var builder = KestrelHosting.CreateBuilder("balancer-" + settings.Name, system);
         builder.Services.AddHttpForwarder();
-        builder.WebHost.UseKestrelCore();
         builder.WebHost.UseSockets(sockets =>
         {
             sockets.CreateBoundListenSocket = endPoint => ListenSockets.CreateBound(endPoint, settings.ReusePort);
         });
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
-            kestrel.AddServerHeader = false;
             kestrel.Limits.MaxConcurrentConnections = settings.MaxConnections;
             kestrel.Limits.MaxConcurrentUpgradedConnections = settings.MaxConnections;
             // A proxy streams bodies through; capping them is the backend's decision.
@@ -95,30 +86,14 @@ internal sealed class HttpFrontendServer : IFrontendServer
         }
     }
 
-    public async Task StartAsync(CancellationToken cancellationToken)
-    {
-        await _app.StartAsync(cancellationToken);
-        var addresses = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
-        _bound = addresses.Select(ParseAddress).Where(e => e is not null).Select(e => e!).ToList();
-    }
+    public async Task StartAsync(CancellationToken cancellationToken) => _bound = await KestrelHosting.StartAsync(_app, cancellationToken);
 
-    public async Task StopAsync(TimeSpan grace)
-    {
-        using var cts = new CancellationTokenSource(grace);
-        await _app.StopAsync(cts.Token);
-    }
+    public Task StopAsync(TimeSpan grace) => KestrelHosting.StopAsync(_app, grace);
 
     public ValueTask DisposeAsync()
     {
         _certificates?.Dispose();
         return _app.DisposeAsync();
-    }
-
-    private static IPEndPoint? ParseAddress(string url)
-    {
-        // Kestrel reports "http://127.0.0.1:8080" or "http://[::1]:8080".
-        var uri = new Uri(url);
-        return IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) ? new IPEndPoint(ip, uri.Port) : null;
     }
 
     public override string ToString() => $"http frontend {_settings.Name}";
