@@ -74,6 +74,7 @@ public sealed record BalancerSettings(
         var frontendDefaults = root.Raw.GetConfig("frontend-defaults");
         var poolDefaults = root.Raw.GetConfig("pool-defaults");
         var backendDefaults = root.Raw.GetConfig("backend-defaults");
+        var defaultWeight = root.Section("backend-defaults").Int("weight", BackendRules.MinWeight, BackendRules.MaxWeight);
 
         var pools = ImmutableArray.CreateBuilder<PoolSettings>();
         foreach (var name in root.ObjectKeys("pools"))
@@ -81,7 +82,7 @@ public sealed record BalancerSettings(
             var section = root.Section("pools").Section(name, poolDefaults);
             SettingsReader.CheckName(root.Section("pools"), name, "pool");
             var userSection = userBalancer.GetConfig("pools." + name) ?? Config.Empty;
-            pools.Add(PoolSettingsReader.ReadPool(name, section, userSection, poolDefaults, backendDefaults));
+            pools.Add(PoolSettingsReader.ReadPool(name, section, userSection, poolDefaults, backendDefaults, defaultWeight));
         }
 
         var frontends = ImmutableArray.CreateBuilder<FrontendSettings>();

@@ -7,7 +7,7 @@ namespace Balancer.Configuration;
 /// <summary>Reads and checks one <c>balancer.pools.NAME</c> with its affinity, health checks, passive health and backends.</summary>
 internal static class PoolSettingsReader
 {
-    internal static PoolSettings ReadPool(string name, SettingsReader section, Config userSection, Config poolDefaults, Config backendDefaults)
+    internal static PoolSettings ReadPool(string name, SettingsReader section, Config userSection, Config poolDefaults, Config backendDefaults, int defaultWeight)
     {
         section.RejectUnknownKeys(SettingsReader.KeysOf(poolDefaults), userSection);
 
@@ -34,7 +34,7 @@ internal static class PoolSettingsReader
                 continue;
             }
             SettingsReader.CheckName(backendsSection, backendName, "backend");
-            var backend = ReadBackend(backendName, backendsSection, backendDefaults);
+            var backend = ReadBackend(backendName, backendsSection, backendDefaults, defaultWeight);
             if (backend is not null)
             {
                 backends.Add(backend);
@@ -54,14 +54,14 @@ internal static class PoolSettingsReader
             section.Duration("connect-timeout"),
             section.Duration("request-timeout"),
             backends.ToImmutable(),
-            backendDefaults.GetInt("weight"));
+            defaultWeight);
     }
 
-    internal static BackendSettings? ReadBackend(string name, SettingsReader backends, Config backendDefaults)
+    internal static BackendSettings? ReadBackend(string name, SettingsReader backends, Config backendDefaults, int defaultWeight)
     {
         var value = backends.Value(name);
         EndpointAddress? address;
-        var weight = backendDefaults.GetInt("weight");
+        var weight = defaultWeight;
         if (value is not null && value.IsString())
         {
             if (!EndpointAddress.TryParse(value.GetString(), out address, out var error))

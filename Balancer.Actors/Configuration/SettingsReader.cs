@@ -142,8 +142,10 @@ internal sealed class SettingsReader
     });
 
     /// <summary>
-    /// Parses <paramref name="key"/>; when the value cannot be used, reports it and parses
-    /// reference.conf's default instead, which must be usable.
+    /// Parses <paramref name="key"/>; when the value cannot be used, reports it and parses the
+    /// default instead. A key without any default is a defect of reference.conf; a default that
+    /// cannot be used either (a bad <c>pool-defaults</c> value the section inherits) leaves the
+    /// type's empty value, which nothing runs with: the configuration has a problem reported.
     /// </summary>
     private T Read<T>(string key, Func<HoconValue?, (T Value, string? Problem)> parse)
     {
@@ -152,13 +154,14 @@ internal sealed class SettingsReader
         {
             return value;
         }
-        var (fallback, broken) = parse(_defaults.HasPath(key) ? _defaults.GetValue(key) : null);
-        if (broken is not null)
+        var defaultValue = _defaults.HasPath(key) ? _defaults.GetValue(key) : null;
+        if (defaultValue is null)
         {
-            throw new InvalidOperationException($"reference.conf has no usable default for {PathOf(key)} ({broken})");
+            throw new InvalidOperationException($"reference.conf has no default for {PathOf(key)}");
         }
         Problem(key, problem);
-        return fallback;
+        var (fallback, broken) = parse(defaultValue);
+        return broken is null ? fallback : default!;
     }
 
     private static (string Value, string? Problem) ParseString(HoconValue? value) => value switch
