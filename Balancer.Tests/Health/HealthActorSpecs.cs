@@ -98,8 +98,9 @@ public class PoolRouterSpecs : Akka.TestKit.Xunit2.TestKit
         Sys.EventStream.Subscribe(events, typeof(BackendHealthChanged));
         registry.Set(new PoolHandle(TestPools.Snapshot(settings)));
         var router = Sys.ActorOf(PoolRouter.Props(settings, registry.Find("app")!, TimeSpan.FromSeconds(3)));
-        AwaitCondition(() => registry.Find("app") is not null);
         var handle = registry.Find("app")!;
+        // The router's first snapshot carries the counters it watches: read them only once it is published.
+        AwaitCondition(() => handle.Started.IsCompleted);
 
         var counters = handle.Snapshot.Backends.Single(b => b.Name == "b").Counters;
         for (var i = 0; i < 3; i++)
