@@ -47,9 +47,11 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         _readTimeout = node.ReadTimeout;
         var writeTimeout = node.WriteTimeout;
         _pool = pool;
-        // The data plane's side of this store: created here, published on the pool's handle.
+        // The data plane's side of this store: created by its first incarnation and published on the
+        // pool's handle; a restarted store keeps it (its reference stays the same), so no live
+        // session looks new meanwhile.
         var scheduler = Context.System.Scheduler;
-        _table = new AffinityTable(pool, Self, () => scheduler.Now, cookieKey, writeTimeout, node.ReadTimeout);
+        _table = handle.Affinity ?? new AffinityTable(pool, Self, () => scheduler.Now, cookieKey, writeTimeout, node.ReadTimeout);
         handle.PublishAffinity(_table);
         _write = pool.Affinity.Write == AffinityWriteConsistency.Majority ? new WriteMajority(writeTimeout) : WriteLocal.Instance;
         _buckets = Replication.ReplicatedKeys.AffinityBuckets(pool);
@@ -92,7 +94,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 _replicator.Tell(Dsl.Get(BucketOf(asked.Key), ReadLocal.Instance, new PeerAsked(asked.Id, asked.Key, Sender)));
             }
         });
-        Receive<SessionLookupAggregator.Answered>(OnLookupAnswered);
         Receive<GetSuccess>(success => AnswerRead(success.Request, success.Data as AffinityBucket));
         Receive<NotFound>(notFound => AnswerRead(notFound.Request, null));
         Receive<Clear>(OnClear);
@@ -163,21 +164,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             return;
         }
         var id = ++_lastLookupId;
-        Context.ActorOf(SessionLookupAggregator.Props(lookup, id, BucketOf(lookup.Key), reachable, needed, Self.Path.Elements, _replicator, _readTimeout),
+        var scheduler = Context.System.Scheduler;
+        Context.ActorOf(SessionLookupAggregator.Props(lookup, _table, () => scheduler.Now, id, BucketOf(lookup.Key), reachable, needed, Self.Path.Elements, _replicator, _readTimeout),
             $"lookup-{(ulong)id}");
-    }
-
-    private void OnLookupAnswered(SessionLookupAggregator.Answered answered)
-    {
-        if (answered.Best is { IsCleared: false } best && best.ExpiresAt > Context.System.Scheduler.Now)
-        {
-            _table.Merge(answered.Lookup.Key, best);
-            answered.Lookup.Found.TrySetResult(SessionLookup.PinnedTo(best.Backend));
-        }
-        else
-        {
-            answered.Lookup.Found.TrySetResult(SessionLookup.NotPinned);
-        }
     }
 
     private static void Failed(object? request, Exception problem)

@@ -6,13 +6,15 @@ namespace Balancer.Affinity;
 /// <summary>
 /// One lookup of a session this node's cache does not hold (<c>write = majority</c>), in the way of
 /// Akka.DistributedData's ReadAggregator: asks this node's replica and every reachable peer's store
-/// for the one entry, reports the winning entry to its store once a majority of the members running
-/// Balancer have answered, and stops. Reading the whole bucket from a majority instead (a
+/// for the one entry, and once a majority of the members running Balancer have answered, caches the
+/// winning entry in the pool's table, answers the lookup and stops. Reading the whole bucket from a majority instead (a
 /// replicator ReadMajority) would ship thousands of sessions per new session.
 /// </summary>
 internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
 {
     private readonly AffinityStore.Lookup _lookup;
+    private readonly AffinityTable _table;
+    private readonly Func<DateTimeOffset> _now;
     private readonly long _id;
     private readonly AffinityBucketKey _bucket;
     private readonly IReadOnlyList<Address> _peers;
@@ -21,13 +23,14 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
     private readonly TimeSpan _timeout;
     private readonly int _needed;
     private int _answers;
-    private bool _answered;
     private AffinityEntry? _best;
 
-    public SessionLookupAggregator(AffinityStore.Lookup lookup, long id, AffinityBucketKey bucket, IReadOnlyList<Address> peers, int needed,
-        IEnumerable<string> storePath, IActorRef replicator, TimeSpan timeout)
+    public SessionLookupAggregator(AffinityStore.Lookup lookup, AffinityTable table, Func<DateTimeOffset> now, long id, AffinityBucketKey bucket,
+        IReadOnlyList<Address> peers, int needed, IEnumerable<string> storePath, IActorRef replicator, TimeSpan timeout)
     {
         _lookup = lookup;
+        _table = table;
+        _now = now;
         _id = id;
         _bucket = bucket;
         _peers = peers;
@@ -52,9 +55,9 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(AffinityStore.Lookup lookup, long id, AffinityBucketKey bucket, IReadOnlyList<Address> peers, int needed,
-        IEnumerable<string> storePath, IActorRef replicator, TimeSpan timeout) =>
-        Akka.Actor.Props.Create(() => new SessionLookupAggregator(lookup, id, bucket, peers, needed, storePath, replicator, timeout));
+    public static Props Props(AffinityStore.Lookup lookup, AffinityTable table, Func<DateTimeOffset> now, long id, AffinityBucketKey bucket,
+        IReadOnlyList<Address> peers, int needed, IEnumerable<string> storePath, IActorRef replicator, TimeSpan timeout) =>
+        Akka.Actor.Props.Create(() => new SessionLookupAggregator(lookup, table, now, id, bucket, peers, needed, storePath, replicator, timeout));
 
     protected override void PreStart()
     {
@@ -69,13 +72,7 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
     }
 
     /// <summary>No request waits for a lookup that is gone before it was answered (its store stopping stops it too).</summary>
-    protected override void PostStop()
-    {
-        if (!_answered)
-        {
-            _lookup.Found.TrySetResult(SessionLookup.Unavailable);
-        }
-    }
+    protected override void PostStop() => _lookup.Found.TrySetResult(SessionLookup.Unavailable);
 
     private void Answer(AffinityEntry? entry)
     {
@@ -87,14 +84,17 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
         {
             return;
         }
-        // The store completes the lookup (it merges the entry into its table first).
-        _answered = true;
-        Context.Parent.Tell(new Answered(_lookup, _best));
+        if (_best is { IsCleared: false } best && best.ExpiresAt > _now())
+        {
+            _table.Merge(_lookup.Key, best);
+            _lookup.Found.TrySetResult(SessionLookup.PinnedTo(best.Backend));
+        }
+        else
+        {
+            _lookup.Found.TrySetResult(SessionLookup.NotPinned);
+        }
         Context.Stop(Self);
     }
-
-    /// <summary>A majority's winning entry for the lookup's session (null: none holds it).</summary>
-    public sealed record Answered(AffinityStore.Lookup Lookup, AffinityEntry? Best);
 
     private sealed class TimedOut
     {

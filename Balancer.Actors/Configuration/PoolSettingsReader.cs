@@ -79,7 +79,8 @@ internal static class PoolSettingsReader
                 backend.Problem("address", "expected HOST:PORT of the backend");
                 return null;
             }
-            address = ReadAddress(backend, "address");
+            // Null when it is not a usable HOST:PORT (the problem is reported).
+            address = backend.Address("address");
             weight = backend.Int("weight", BackendRules.MinWeight, BackendRules.MaxWeight);
             if (address is null)
             {
@@ -180,16 +181,5 @@ internal static class PoolSettingsReader
             ejection,
             maxEjection,
             section.Percent("max-ejected-percent"));
-    }
-
-    internal static EndpointAddress? ReadAddress(SettingsReader section, string key, bool allowAnyPort = false)
-    {
-        var text = section.String(key);
-        if (!EndpointAddress.TryParse(text, out var address, out var error, allowAnyPort))
-        {
-            section.Problem(key, error);
-            return null;
-        }
-        return address;
     }
 }

@@ -109,7 +109,7 @@ internal sealed class SettingsReader
     public TimeSpan? DurationOrOff(string key)
     {
         var text = Value(key) is { } value && value.IsString() ? value.GetString() : null;
-        return text is "off" ? null : Duration(key);
+        return text is "off" or "" ? null : Duration(key);
     }
 
     /// <summary>A HOST:PORT (port 0 allowed with <paramref name="allowAnyPort"/>).</summary>
@@ -127,6 +127,11 @@ internal sealed class SettingsReader
     public double Percent(string key) => Read(key, value =>
     {
         var (raw, problem) = ParseString(value);
+        if (problem is null && raw.Trim().Length == 0 && !ReferenceEquals(value, DefaultValue(key)))
+        {
+            // Empty: the default, as an unset key would have it.
+            (raw, problem) = ParseString(DefaultValue(key));
+        }
         if (problem is not null)
         {
             return (0, problem);
@@ -155,14 +160,21 @@ internal sealed class SettingsReader
             return value;
         }
         var defaultValue = _defaults.HasPath(key) ? _defaults.GetValue(key) : null;
-        if (defaultValue is null)
+        if (defaultValue is null && Value(key) is null)
         {
             throw new InvalidOperationException($"reference.conf has no default for {PathOf(key)}");
         }
         Problem(key, problem);
+        if (defaultValue is null)
+        {
+            // A key with no default (a backend's address) given in an unusable form.
+            return default!;
+        }
         var (fallback, broken) = parse(defaultValue);
         return broken is null ? fallback : default!;
     }
+
+    private HoconValue? DefaultValue(string key) => _defaults.HasPath(key) ? _defaults.GetValue(key) : null;
 
     private static (string Value, string? Problem) ParseString(HoconValue? value) => value switch
     {

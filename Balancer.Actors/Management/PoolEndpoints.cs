@@ -71,6 +71,10 @@ internal static class PoolEndpoints
 
     private static async Task<IResult> ChangeAsync(AdminContext admin, string pool, object change, string done)
     {
+        if (admin.Pools.Find(pool)!.Router.IsNobody())
+        {
+            return Problem(StatusCodes.Status503ServiceUnavailable, "starting", $"pool {pool}: its routing actor has not started yet; try again in a moment");
+        }
         try
         {
             var reply = await admin.ChangePoolAsync(pool, change);

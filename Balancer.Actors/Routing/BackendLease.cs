@@ -50,7 +50,8 @@ public readonly struct BackendLease
     /// Pins the session to this backend when <see cref="PinsSession"/> (once per lease); completes
     /// when the pool's write consistency is met or given up on, and never faults.
     /// </summary>
-    internal Task PinSessionAsync() => _pin is null || Backend is null ? Task.CompletedTask : _pin.PinAsync(Backend);
+    internal Task PinSessionAsync(CancellationToken cancellationToken = default) =>
+        _pin is null || Backend is null ? Task.CompletedTask : _pin.PinAsync(Backend, cancellationToken);
 
     /// <summary>Pins a session the backend started in its answer (learn-cookie) to this backend; never faults.</summary>
     internal Task PinLearnedSessionAsync(string key) => _pin is null || Backend is null ? Task.CompletedTask : SessionPin.PinAsync(_pin.Table, key, Backend);
@@ -79,7 +80,11 @@ public readonly struct BackendLease
                     counters.ObserveResponse(statusCode, System.Diagnostics.Stopwatch.GetTimestamp() - _started);
                 }
                 counters.Finish(success: false);
-                _ = PinSessionAsync();
+                if (statusCode != 0)
+                {
+                    // Only a failure the backend answered with (a 5xx) is an answer to pin to.
+                    _ = PinSessionAsync();
+                }
                 break;
             case BackendOutcome.ConnectFailed:
                 counters.ConnectFailed();
@@ -98,8 +103,8 @@ internal sealed class SessionPin(AffinityTable table, string? key)
 
     public AffinityTable Table { get; } = table;
 
-    public Task PinAsync(Backend backend) =>
-        key is null || Interlocked.Exchange(ref _pinned, 1) != 0 ? Task.CompletedTask : PinAsync(Table, key, backend);
+    public Task PinAsync(Backend backend, CancellationToken cancellationToken = default) =>
+        key is null || Interlocked.Exchange(ref _pinned, 1) != 0 ? Task.CompletedTask : PinAsync(Table, key, backend, cancellationToken);
 
     /// <summary>
     /// Pins <paramref name="sessionKey"/> and waits at most the write timeout for the pool's write
@@ -107,11 +112,11 @@ internal sealed class SessionPin(AffinityTable table, string? key)
     /// still pinned on this node and spreads by gossip: the request is served all the same, and
     /// the pin is counted in <see cref="AffinityTable.UnconfirmedPins"/>.
     /// </summary>
-    public static async Task PinAsync(AffinityTable table, string sessionKey, Backend backend)
+    public static async Task PinAsync(AffinityTable table, string sessionKey, Backend backend, CancellationToken cancellationToken = default)
     {
         try
         {
-            await table.Pin(sessionKey, backend.Name).WaitAsync(table.WriteTimeout).ConfigureAwait(false);
+            await table.Pin(sessionKey, backend.Name).WaitAsync(table.WriteTimeout, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception)
         {

@@ -84,6 +84,8 @@ public class BalancerSettingsTests
     [InlineData("balancer.pools.app.backends.a = \"127.0.0.1:70000\"", "balancer.pools.app.backends.a: port \"70000\" is not a number from 1 to 65535")]
     [InlineData("balancer.pools.app.backends.a { address = \"127.0.0.1:1\", weight = -1 }", "balancer.pools.app.backends.a.weight: expected a whole number from 0 to 10000, got \"-1\"")]
     [InlineData("balancer.pools.app.backends.a { weight = 5 }", "balancer.pools.app.backends.a.address: expected HOST:PORT of the backend")]
+    [InlineData("balancer.pools.app.backends.a { address = [\"127.0.0.1:1\"] }", "balancer.pools.app.backends.a.address: expected a single value, got an object or a list")]
+    [InlineData("balancer.pools.app.panic-threshold = \"\"\nbalancer.pools.app.affinity.mode = sticky", "balancer.pools.app.affinity.mode: expected none")]
     [InlineData("balancer.pools.app.algorithm = fastest", "balancer.pools.app.algorithm: unknown algorithm \"fastest\" (expected one of round-robin | weighted-round-robin | least-connections | power-of-two | consistent-hash | maglev | random | first)")]
     [InlineData("balancer.pools.app.hash-key = \"body\"", "balancer.pools.app.hash-key: expected source-ip | header:NAME | cookie:NAME | path, got \"body\"")]
     [InlineData("balancer.pools.app.affinity.mode = sticky", "balancer.pools.app.affinity.mode: expected none | cookie | learn-cookie:NAME | header:NAME | source-ip, got \"sticky\"")]

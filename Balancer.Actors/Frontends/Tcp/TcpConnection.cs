@@ -106,7 +106,7 @@ internal sealed class TcpConnection
                 continue;
             }
             // A connection is its backend's answer: the session is pinned before any byte flows.
-            await lease.PinSessionAsync().ConfigureAwait(false);
+            await lease.PinSessionAsync(stopping).ConfigureAwait(false);
             return lease;
         }
         _log.Warning("tcp frontend {0}: no backend of pool {1} accepted the connection from {2}",
