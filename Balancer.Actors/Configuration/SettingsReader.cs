@@ -69,9 +69,13 @@ internal sealed class SettingsReader
     public int Int(string key, int min, int max) => Read(key, value =>
     {
         var (text, problem) = ParseString(value);
-        return problem is null && (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number) || number < min || number > max)
-            ? (0, $"expected a whole number from {min} to {max}, got \"{text}\"")
-            : (problem is null ? int.Parse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture) : 0, problem);
+        if (problem is not null)
+        {
+            return (0, problem);
+        }
+        return int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var number) && number >= min && number <= max
+            ? (number, null)
+            : (0, $"expected a whole number from {min} to {max}, got \"{text}\"");
     });
 
     public TimeSpan Duration(string key, bool allowZero = false) => Read(key, value =>
@@ -159,7 +163,7 @@ internal sealed class SettingsReader
         {
             return value;
         }
-        var defaultValue = _defaults.HasPath(key) ? _defaults.GetValue(key) : null;
+        var defaultValue = DefaultValue(key);
         if (defaultValue is null && Value(key) is null)
         {
             throw new InvalidOperationException($"reference.conf has no default for {PathOf(key)}");
