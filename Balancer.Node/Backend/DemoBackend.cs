@@ -1,9 +1,8 @@
 using System.Net;
 using System.Text;
+using Balancer.Frontends;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -155,12 +154,10 @@ internal sealed class DemoBackend : IAsyncDisposable
 
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        await _app.StartAsync(cancellationToken);
-        var address = _app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        Port = new Uri(address).Port;
+        Port = (await KestrelHosting.StartAsync(_app, cancellationToken))[0].Port;
     }
 
-    public Task StopAsync() => _app.StopAsync(TimeSpan.FromSeconds(2) is var grace ? new CancellationTokenSource(grace).Token : default);
+    public Task StopAsync() => KestrelHosting.StopAsync(_app, TimeSpan.FromSeconds(2));
 
     public ValueTask DisposeAsync() => _app.DisposeAsync();
 }
