@@ -21,4 +21,4 @@ public sealed record PoolConfigChanged(string Pool, long Version, PoolSettings S
 public sealed record PoolPanicChanged(string Pool, bool Panic, int Healthy, int Total);
 
 /// <summary>Published on the EventStream when this node becomes active or passive.</summary>
-public sealed record NodeRoleChanged(string Node, NodeRole Role, string ActiveNode);
+public sealed record NodeDutyChanged(string Node, NodeDuty Duty, string ActiveNode);

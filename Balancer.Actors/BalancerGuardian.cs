@@ -7,7 +7,7 @@ namespace Balancer;
 /// <summary>
 /// The root of a node's balancer actors: <c>events</c> and <c>alerts</c> first, so that no state
 /// change is missed, then <c>pools/&lt;pool&gt;</c> (routing), <c>health</c> (probes),
-/// <c>role</c> (active/passive, which owns <c>frontends/&lt;frontend&gt;</c>). Frontends start after
+/// <c>duty</c> (active/passive, which owns <c>frontends/&lt;frontend&gt;</c>). Frontends start after
 /// pools so that every frontend finds its pool's snapshot.
 /// </summary>
 internal sealed class BalancerGuardian : ReceiveActor
@@ -34,9 +34,9 @@ internal sealed class BalancerGuardian : ReceiveActor
         {
             Context.ActorOf(Affinity.AffinityKeyKeeper.Props(cookieKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout), "affinity-key");
         }
-        // Frontends open where the node's role says so (always, in active-active), and only after
+        // Frontends open where the node's duty says so (always, in active-active), and only after
         // the replicated state was read from the cluster: long after the stores above published.
-        Context.ActorOf(Membership.RoleCoordinator.Props(settings, registry), "role");
+        Context.ActorOf(Membership.DutyCoordinator.Props(settings, registry), "duty");
     }
 
     public static Props Props(BalancerSettings settings, PoolRegistry registry, Management.EventFeed events) =>

@@ -9,7 +9,7 @@ using Balancer.Management;
 namespace Balancer.Alerts;
 
 /// <summary>
-/// Sends alert-worthy <see cref="NotableEvent"/>s (backend down/up, node unreachable/removed, role
+/// Sends alert-worthy <see cref="NotableEvent"/>s (backend down/up, node unreachable/removed, duty
 /// change, panic) to every configured webhook as a JSON POST (their sources log them already). Each webhook has its
 /// own queue and sender loop, so a slow or dead receiver delays only its own alerts, never routing
 /// or the other webhooks; failed POSTs are retried with doubling backoff.

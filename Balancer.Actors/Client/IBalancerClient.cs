@@ -39,6 +39,6 @@ public interface IBalancerClient
     /// <exception cref="KeyNotFoundException">No such pool.</exception>
     PoolSnapshot View(string pool);
 
-    /// <summary>Backend, pool, role and membership changes from now on, until <paramref name="cancellationToken"/> is cancelled.</summary>
+    /// <summary>Backend, pool, duty and membership changes from now on, until <paramref name="cancellationToken"/> is cancelled.</summary>
     IAsyncEnumerable<NotableEvent> Events(CancellationToken cancellationToken = default);
 }

@@ -12,7 +12,7 @@ namespace Balancer.Management;
 /// </summary>
 /// <param name="At">When this node saw it.</param>
 /// <param name="Kind">backend-down, backend-up, backend-admin-state, pool-changed, panic, panic-over,
-/// member-up, member-left, member-removed, node-unreachable, node-reachable, leader-changed, role-changed.</param>
+/// member-up, member-left, member-removed, node-unreachable, node-reachable, leader-changed, duty-changed.</param>
 /// <param name="Text">One readable line.</param>
 /// <param name="Node">The node that reports it.</param>
 /// <param name="Pool">The pool concerned, if any.</param>
@@ -30,13 +30,13 @@ public sealed record NotableEvent(
     /// <summary>The kinds that alert webhooks receive.</summary>
     public static readonly IReadOnlySet<string> AlertKinds = new HashSet<string>(StringComparer.Ordinal)
     {
-        "backend-down", "backend-up", "node-unreachable", "member-removed", "role-changed", "panic", "panic-over",
+        "backend-down", "backend-up", "node-unreachable", "member-removed", "duty-changed", "panic", "panic-over",
     };
 
     /// <summary>The event types <see cref="From"/> understands (subscribe to these on the EventStream).</summary>
     public static readonly Type[] SourceTypes =
     [
-        typeof(BackendHealthChanged), typeof(BackendAdminStateChanged), typeof(PoolConfigChanged), typeof(PoolPanicChanged), typeof(NodeRoleChanged),
+        typeof(BackendHealthChanged), typeof(BackendAdminStateChanged), typeof(PoolConfigChanged), typeof(PoolPanicChanged), typeof(NodeDutyChanged),
     ];
 
     /// <summary>The notable event a balancer or cluster event stands for, or null.</summary>
@@ -50,7 +50,7 @@ public sealed record NotableEvent(
             $"pool {e.Pool} backends now {string.Join(", ", e.Settings.Backends.Select(b => $"{b.Name}={b.Address}"))}", node, e.Pool),
         PoolPanicChanged e => new(at, e.Panic ? "panic" : "panic-over",
             e.Panic ? $"pool {e.Pool} in PANIC: {e.Healthy} of {e.Total} backends healthy, routing to all" : $"pool {e.Pool} out of panic: {e.Healthy} of {e.Total} backends healthy", node, e.Pool),
-        NodeRoleChanged e => new(at, "role-changed", $"node {e.Node} is now {e.Role.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node),
+        NodeDutyChanged e => new(at, "duty-changed", $"node {e.Node} is now {e.Duty.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node),
         ClusterEvent.MemberUp e => MemberEvent(at, node, "member-up", e.Member, "is up"),
         ClusterEvent.MemberLeft e => MemberEvent(at, node, "member-left", e.Member, "is leaving"),
         ClusterEvent.MemberRemoved e => MemberEvent(at, node, "member-removed", e.Member, $"was removed (was {e.PreviousStatus.ToString().ToLowerInvariant()})"),

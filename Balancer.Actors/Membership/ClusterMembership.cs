@@ -10,8 +10,8 @@ namespace Balancer.Membership;
 /// <param name="Roles">Its Akka.Cluster roles.</param>
 /// <param name="Status">joining, up, leaving, exiting, down, removed or weakly-up.</param>
 /// <param name="Reachable">False when some member cannot reach it.</param>
-/// <param name="Role">Whether it serves (active) or stands by (passive).</param>
-public sealed record MemberFacts(string Address, ImmutableArray<string> Roles, string Status, bool Reachable, NodeRole Role);
+/// <param name="Duty">Whether it serves (active) or stands by (passive).</param>
+public sealed record MemberFacts(string Address, ImmutableArray<string> Roles, string Status, bool Reachable, NodeDuty Duty);
 
 /// <summary>The cluster as one node sees it now: members, leader, unreachable members, the active node.</summary>
 public sealed record ClusterFacts(
@@ -43,7 +43,7 @@ public sealed class ClusterMembership
         var cluster = Cluster.Get(_system);
         var state = cluster.State;
         var unreachable = state.Unreachable.Select(m => m.Address.ToString()).ToImmutableHashSet();
-        var active = _mode == NodeMode.ActivePassive ? RoleCoordinator.ActiveMember(state, _role)?.Address.ToString() : null;
+        var active = _mode == NodeMode.ActivePassive ? DutyCoordinator.ActiveMember(state, _role)?.Address.ToString() : null;
         var members = state.Members
             .OrderBy(m => m.Address.ToString(), StringComparer.Ordinal)
             .Select(m => new MemberFacts(
@@ -51,7 +51,7 @@ public sealed class ClusterMembership
                 m.Roles.Order(StringComparer.Ordinal).ToImmutableArray(),
                 StatusName(m.Status),
                 !unreachable.Contains(m.Address.ToString()),
-                _mode == NodeMode.ActiveActive || m.Address.ToString() == active ? NodeRole.Active : NodeRole.Passive))
+                _mode == NodeMode.ActiveActive || m.Address.ToString() == active ? NodeDuty.Active : NodeDuty.Passive))
             .ToImmutableArray();
         return new ClusterFacts(cluster.SelfAddress.ToString(), state.Leader?.ToString(), _mode, active, members, unreachable.Order(StringComparer.Ordinal).ToImmutableArray());
     }

@@ -73,7 +73,7 @@ public sealed class BalancerMetrics : IDisposable
         Meter.CreateObservableGauge("balancer.node.active", () =>
             {
                 var facts = membership.Current();
-                return facts.Members.Any(m => m.Address == facts.Self && m.Role == NodeRole.Active) ? 1 : 0;
+                return facts.Members.Any(m => m.Address == facts.Self && m.Duty == NodeDuty.Active) ? 1 : 0;
             },
             description: "1 when this node serves its frontends (always in active-active)");
     }

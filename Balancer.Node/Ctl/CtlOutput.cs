@@ -9,16 +9,16 @@ internal static class CtlOutput
     {
         var leader = cluster.GetProperty("leader").GetString();
         var self = cluster.GetProperty("self").GetString();
-        var table = new TextTable("ADDRESS", "ROLES", "STATUS", "REACHABILITY", "ROLE", "");
+        var table = new TextTable("ADDRESS", "ROLES", "STATUS", "REACHABILITY", "DUTY", "");
         var members = cluster.GetProperty("members").EnumerateArray().ToList();
         foreach (var member in members)
         {
             var address = member.GetProperty("address").GetString();
             var roles = string.Join(",", member.GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
-            var role = member.GetProperty("role").GetString() == "active" ? "active" : "standby";
+            var duty = member.GetProperty("duty").GetString();
             var notes = string.Join(" ", new[] { address == leader ? "leader" : null, address == self ? "(this node)" : null }.Where(n => n is not null));
             table.Row(address, roles.Length == 0 ? "[]" : $"[{roles}]", member.GetProperty("status").GetString(),
-                member.GetProperty("reachable").GetBoolean() ? "reachable" : "UNREACHABLE", role, notes);
+                member.GetProperty("reachable").GetBoolean() ? "reachable" : "UNREACHABLE", duty, notes);
         }
         table.WriteTo(output);
         var up = members.Count(m => m.GetProperty("status").GetString() == "up");

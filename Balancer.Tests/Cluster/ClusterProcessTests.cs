@@ -99,7 +99,7 @@ public class ClusterProcessTests : IAsyncLifetime
         {
             nodes[i - 1] = StartNode(i, extra);
             // Oldest first: node1 is the active node.
-            await nodes[i - 1].WaitForOutputAsync(i == 1 ? "node role: active" : "node role: passive", StartTimeout);
+            await nodes[i - 1].WaitForOutputAsync(i == 1 ? "node duty: active" : "node duty: passive", StartTimeout);
         }
         // Every member Up before the first kill: a kill while the others are still joining leaves
         // them without a leader to make them Up, and the split-brain resolver downs them.
@@ -136,7 +136,7 @@ public class ClusterProcessTests : IAsyncLifetime
             takeovers.Add(killed.Elapsed);
             // The killed node comes back as the youngest: a standby.
             nodes[active] = StartNode(active + 1, extra);
-            await nodes[active].WaitForOutputAsync("node role: passive", StartTimeout);
+            await nodes[active].WaitForOutputAsync("node duty: passive", StartTimeout);
             // Fully up before the next kill: with a member still joining, a kill leaves 1 against 1
             // and keep-majority keeps the side with the lowest address, which may be the dead one.
             await nodes[active].WaitForOutputAsync("(3 up)", StartTimeout);
@@ -384,7 +384,7 @@ public class ClusterProcessTests : IAsyncLifetime
 
     private async Task<string> WhoServesSharedPortAsync(NodeProcess[] nodes)
     {
-        // The active node opens its listeners just after it announces its role.
+        // The active node opens its listeners just after it announces its duty.
         await Eventually.Holds(async () =>
         {
             using var response = await _http.GetAsync("http://127.0.0.1:8080/");
@@ -395,8 +395,8 @@ public class ClusterProcessTests : IAsyncLifetime
 
     private static string LastRole(string output)
     {
-        var index = output.LastIndexOf("node role: ", StringComparison.Ordinal);
-        return index < 0 ? "" : output.Substring(index + "node role: ".Length).Split(' ')[0];
+        var index = output.LastIndexOf("node duty: ", StringComparison.Ordinal);
+        return index < 0 ? "" : output.Substring(index + "node duty: ".Length).Split(' ')[0];
     }
 
     /// <summary>The time stamp of the last log line containing <paramref name="what"/>, or MinValue.</summary>

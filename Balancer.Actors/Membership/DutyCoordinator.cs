@@ -8,8 +8,8 @@ using Balancer.Routing;
 
 namespace Balancer.Membership;
 
-/// <summary>This node's role in the balancer tier.</summary>
-public enum NodeRole
+/// <summary>This node's duty in the balancer tier: active (serving) or passive (standing by).</summary>
+public enum NodeDuty
 {
     /// <summary>Frontends open, taking client traffic.</summary>
     Active,
@@ -19,14 +19,14 @@ public enum NodeRole
 
 /// <summary>
 /// Decides whether this node serves: opens and closes its frontends (through its
-/// <see cref="FrontendOwner"/> child) and runs the role hooks on each change. Active-active: open
+/// <see cref="FrontendOwner"/> child) and runs the duty hooks on each change. Active-active: open
 /// once this node is Up and has loaded the replicated state (<see cref="ReplicatedStateWarmUp"/>),
 /// then always. Active-passive: open only on the active node, the oldest Up member that this node
 /// can reach: the node a cluster singleton would run on, except that a standby takes over as soon
 /// as the active node is unreachable rather than once it has been downed, because two active
 /// balancers for a moment are harmless and a dead one is not.
 /// </summary>
-internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
+internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
 {
     // Cluster.State is updated by its own subscriber and may trail the event that woke us: look
     // again on a short timer too, so a decision never waits for the next membership event.
@@ -36,16 +36,16 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
     private readonly Cluster _cluster = Cluster.Get(Context.System);
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly IActorRef _frontends;
-    private readonly RoleHooks _hooks;
+    private readonly DutyHooks _hooks;
     // Counted from the events themselves: Cluster.State may trail them.
     private readonly HashSet<UniqueAddress> _up = new();
-    private NodeRole? _role;
+    private NodeDuty? _duty;
 
-    public RoleCoordinator(BalancerSettings settings, PoolRegistry pools)
+    public DutyCoordinator(BalancerSettings settings, PoolRegistry pools)
     {
         _settings = settings;
         _frontends = Context.ActorOf(FrontendOwner.Props(settings, pools), "frontend-owner");
-        _hooks = new RoleHooks(_log, _cluster.SelfAddress.ToString());
+        _hooks = new DutyHooks(_log, _cluster.SelfAddress.ToString());
         if (settings.Node.Mode == NodeMode.ActiveActive)
         {
             WaitingForUp();
@@ -59,7 +59,7 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
     public ITimerScheduler Timers { get; set; } = null!;
 
     public static Props Props(BalancerSettings settings, PoolRegistry pools) =>
-        Akka.Actor.Props.Create(() => new RoleCoordinator(settings, pools));
+        Akka.Actor.Props.Create(() => new DutyCoordinator(settings, pools));
 
     /// <summary>The active node of a cluster: the oldest Up member not unreachable from <paramref name="state"/>'s viewpoint.</summary>
     public static Member? ActiveMember(ClusterEvent.CurrentClusterState state, string role)
@@ -107,7 +107,7 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         Receive<ReplicatedStateWarmUp.Done>(_ =>
         {
             _log.Info("replicated state loaded from the cluster: opening frontends");
-            SetRole(NodeRole.Active, _cluster.SelfAddress.ToString());
+            SetDuty(NodeDuty.Active, _cluster.SelfAddress.ToString());
             Become(Serving);
         });
         ReceiveMembershipLog();
@@ -157,7 +157,7 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         // A node on its way out hands over: it closes its frontends (and runs on-passive).
         if (_cluster.SelfMember.Status is MemberStatus.Leaving or MemberStatus.Exiting or MemberStatus.Down or MemberStatus.Removed)
         {
-            SetRole(NodeRole.Passive, ActiveMember(_cluster.State, _settings.Node.Role)?.Address.ToString() ?? "none");
+            SetDuty(NodeDuty.Passive, ActiveMember(_cluster.State, _settings.Node.Role)?.Address.ToString() ?? "none");
             return;
         }
         // A joining node has no say yet: it stays closed until it is Up itself.
@@ -170,20 +170,20 @@ internal sealed class RoleCoordinator : ReceiveActor, IWithTimers
         {
             return;
         }
-        SetRole(active.UniqueAddress.Equals(_cluster.SelfUniqueAddress) ? NodeRole.Active : NodeRole.Passive, active.Address.ToString());
+        SetDuty(active.UniqueAddress.Equals(_cluster.SelfUniqueAddress) ? NodeDuty.Active : NodeDuty.Passive, active.Address.ToString());
     }
 
-    private void SetRole(NodeRole role, string activeNode)
+    private void SetDuty(NodeDuty duty, string activeNode)
     {
-        if (_role == role)
+        if (_duty == duty)
         {
             return;
         }
-        _role = role;
-        _log.Info("node role: {0} (active node {1})", role.ToString().ToLowerInvariant(), activeNode);
-        Context.System.EventStream.Publish(new NodeRoleChanged(_cluster.SelfAddress.ToString(), role, activeNode));
-        _frontends.Tell(role == NodeRole.Active ? FrontendOwner.Open.Instance : FrontendOwner.Close.Instance);
-        _hooks.Run(role == NodeRole.Active ? _settings.Node.OnActiveHook : _settings.Node.OnPassiveHook, role, activeNode);
+        _duty = duty;
+        _log.Info("node duty: {0} (active node {1})", duty.ToString().ToLowerInvariant(), activeNode);
+        Context.System.EventStream.Publish(new NodeDutyChanged(_cluster.SelfAddress.ToString(), duty, activeNode));
+        _frontends.Tell(duty == NodeDuty.Active ? FrontendOwner.Open.Instance : FrontendOwner.Close.Instance);
+        _hooks.Run(duty == NodeDuty.Active ? _settings.Node.OnActiveHook : _settings.Node.OnPassiveHook, duty, activeNode);
     }
 
     private sealed class DecideNow
