@@ -69,6 +69,7 @@ public sealed class BalancerExtension : IExtension
         Metrics = new Telemetry.BalancerMetrics(Pools, () => _frontendCounters.Values, Membership);
         Prometheus = new Telemetry.PrometheusExporter(Metrics);
         Client = new Client.BalancerClient(Pools, Events);
+        Replication.BalancerReplicator.Get(system);
         Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools, Events), "balancer");
         AdminStarted = Settings.Node.AdminEnabled ? StartAdmin(system) : Task.FromResult<Management.AdminServer?>(null);
         system.RegisterOnTermination(() =>
@@ -136,7 +137,7 @@ public sealed class BalancerExtension : IExtension
     /// <summary>The metrics as Prometheus text, as <c>GET /metrics</c> serves them.</summary>
     public Telemetry.PrometheusExporter Prometheus { get; }
 
-    /// <summary>Backend, pool, role and membership changes as this node sees them.</summary>
+    /// <summary>Backend, pool, duty and membership changes as this node sees them.</summary>
     public Management.EventFeed Events { get; } = new();
 
     /// <summary>The traffic counters of the frontend named <paramref name="frontend"/>.</summary>

@@ -60,51 +60,17 @@ internal static class NodeConfig
               retry-interval = 500ms
             }
             singleton.hand-over-retry-interval = 500ms
-            # Replicated state reaches subscribers within 100 ms of arriving, and gossip repairs
-            # anything a direct write missed every second.
-            distributed-data {
-              notify-subscribers-interval = 100ms
-              gossip-interval = 1s
-              # Keys per gossip exchange. A replica that has fallen behind is sent whole buckets
-              # (deltas are not limited by this): 4 of them stay inside the 4 MiB frame even at
-              # 100,000 sessions with the longest keys pinned (512 characters, ~800 kB a bucket of 64).
-              max-delta-elements = 4
-              # Runtime changes survive a full-cluster restart (LightningDB under balancer.node.data-dir).
-              durable {
-                keys = ["balancer-runtime-config"]
-                store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"
-                lmdb.map-size = 100 MiB
-              }
-            }
           }
           coordinated-shutdown.run-by-clr-shutdown-hook = on
         }
-        # A node is managed through its admin API (balancer ctl, the status page, /metrics).
+        # A node is managed through its admin API (balancer ctl, the status page, /metrics), and
+        # keeps runtime changes across a full-cluster restart.
         balancer.node.admin.enabled = on
+        balancer.node.data-dir = "data"
         """;
 
     /// <summary>Comma-separated seed node addresses; overrides the files, not --set.</summary>
     public const string SeedNodesVariable = "BALANCER_SEED_NODES";
-
-    /// <summary>
-    /// Where this node's durable replicated state lives: its own folder under
-    /// <c>balancer.node.data-dir</c>, named after its remoting address so that several nodes on one
-    /// host never share a LightningDB environment.
-    /// </summary>
-    public static Config WithDurableDirectory(Config config)
-    {
-        if (config.HasPath("akka.cluster.distributed-data.durable.lmdb.dir") &&
-            config.GetString("akka.cluster.distributed-data.durable.lmdb.dir") is { Length: > 0 } explicitDir && explicitDir != "ddata")
-        {
-            return config;
-        }
-        var dataDir = config.WithFallback(BalancerSettings.DefaultConfig()).GetString("balancer.node.data-dir");
-        var (host, port) = RemotingEndPoint(config);
-        // Port 0 means a new address each start: nothing durable could be found again.
-        var folder = port == 0 ? Path.Combine(Path.GetTempPath(), $"balancer-ddata-{Environment.ProcessId}") : Path.Combine(dataDir, $"ddata-{host}-{port}");
-        var full = Path.GetFullPath(folder).Replace("\\", "/");
-        return ConfigurationFactory.ParseString($"akka.cluster.distributed-data.durable.lmdb.dir = \"{full}\"").WithFallback(config);
-    }
 
     /// <summary>The host and port this node's remoting listens on, as NodeDefaults sets them.</summary>
     private static (string Host, int Port) RemotingEndPoint(Config config) =>
@@ -130,8 +96,8 @@ internal static class NodeConfig
         }
         var (host, port) = RemotingEndPoint(config);
         var first = Akka.Actor.Address.Parse(seeds[0]);
-        var durable = config.GetString("akka.cluster.distributed-data.durable.lmdb.dir", "");
-        if (first.Host != host || first.Port != port || durable.Length == 0 || !Directory.Exists(durable))
+        var durable = Replication.BalancerReplicator.DurableDirectory(config, host, port);
+        if (first.Host != host || first.Port != port || durable is null || !Directory.Exists(durable))
         {
             return config;
         }

@@ -14,7 +14,7 @@ namespace Balancer.Affinity;
 /// </summary>
 internal sealed class AffinityKeyKeeper : ReceiveActor
 {
-    private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
+    private readonly IActorRef _replicator = Replication.BalancerReplicator.Get(Context.System).Replicator;
     private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly CookieKey _key;

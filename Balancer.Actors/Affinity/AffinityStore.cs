@@ -16,7 +16,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 {
     private readonly PoolSettings _pool;
     private readonly IWriteConsistency _write;
-    private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
+    private readonly IActorRef _replicator = Replication.BalancerReplicator.Get(Context.System).Replicator;
     private readonly AffinityBucketKey[] _buckets;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly AffinityTable _table;
@@ -42,8 +42,8 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     public AffinityStore(PoolSettings pool, Routing.PoolHandle handle, CookieKey cookieKey, NodeSettings node)
     {
-        // Majorities are counted over the replicator's members, as its majority writes are.
-        _role = Context.System.Settings.Config.GetString("akka.cluster.distributed-data.role", node.Role);
+        // Majorities count the members with Balancer's role, as its replicator's majority writes do.
+        _role = node.Role;
         _readTimeout = node.ReadTimeout;
         var writeTimeout = node.WriteTimeout;
         _pool = pool;

@@ -16,7 +16,7 @@ internal sealed class HealthReporter : ReceiveActor
 {
     private static readonly IWriteConsistency WriteToAll = new WriteAll(TimeSpan.FromSeconds(2));
 
-    private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
+    private readonly IActorRef _replicator = Replication.BalancerReplicator.Get(Context.System).Replicator;
     private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
     private readonly string _node = Cluster.Get(Context.System).SelfAddress.ToString();
     private readonly ILoggingAdapter _log = Context.GetLogger();

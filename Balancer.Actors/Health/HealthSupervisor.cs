@@ -40,7 +40,11 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
             _region = ClusterSharding.Get(Context.System).Start(
                 ProbeEntity.TypeName,
                 ProbeEntity.Props(settings, _reporter, _client),
-                ClusterShardingSettings.Create(Context.System).WithRole(settings.Node.Role.Length == 0 ? null : settings.Node.Role),
+                // Shard placement lives in replicated data, never in the host's journal and snapshot store.
+                ClusterShardingSettings.Create(Context.System)
+                    .WithRole(settings.Node.Role.Length == 0 ? null : settings.Node.Role)
+                    .WithStateStoreMode(StateStoreMode.DData)
+                    .WithRememberEntities(false),
                 new ProbeEntity.MessageExtractor(settings.Node.ProbeShards));
         }
         Receive<Reconcile>(_ => OnReconcile());

@@ -53,7 +53,7 @@ internal sealed class ReplicatedStateWarmUp : ReceiveActor, IWithTimers
         }
         _pending = keys.Count;
         var read = new ReadMajority(_settings.Node.ReadTimeout);
-        var replicator = DistributedData.Get(Context.System).Replicator;
+        var replicator = Replication.BalancerReplicator.Get(Context.System).Replicator;
         foreach (var key in keys)
         {
             replicator.Tell(new Get(key, read));

@@ -14,7 +14,7 @@ namespace Balancer.Replication;
 /// one entry per replicated key, written through on every change so that a full-cluster restart
 /// finds every drain, weight and added backend again. It speaks the Replicator's durable-store
 /// protocol (LoadAll, then Store), and is configured like Akka's own store:
-/// <c>akka.cluster.distributed-data.durable.store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"</c>
+/// <c>balancer.replication.durable.store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"</c>
 /// with <c>durable.lmdb.dir</c> and <c>durable.lmdb.map-size</c>.
 /// </summary>
 public sealed class LmdbDurableStore : ReceiveActor

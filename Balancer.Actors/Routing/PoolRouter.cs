@@ -33,7 +33,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
     private readonly Dictionary<string, BackendOverride> _overrides = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly List<object> _pendingEvents = new();
-    private readonly IActorRef _replicator = DistributedData.Get(Context.System).Replicator;
+    private readonly IActorRef _replicator = Replication.BalancerReplicator.Get(Context.System).Replicator;
     private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
     private readonly Cluster _cluster = Cluster.Get(Context.System);
     private ImmutableDictionary<string, HealthRecord> _health = ImmutableDictionary<string, HealthRecord>.Empty;

@@ -49,7 +49,7 @@ internal static class RunCommand
             return 1;
         }
 
-        var config = NodeConfig.WithRestartedFirstSeedTimeout(NodeConfig.WithDurableDirectory(NodeConfig.Load(files, sets)));
+        var config = NodeConfig.WithRestartedFirstSeedTimeout(NodeConfig.Load(files, sets));
         var system = ActorSystem.Create("balancer", Security.ClusterTls.Setup(config));
         WarnWhenClusterTrafficIsOpen(system, config);
         // Not disposed: a late signal may still cancel it while the process exits.

@@ -275,7 +275,7 @@ public class AffinityLifetimeTests
             var pool = BalancerExtension.Get(nodes[0]).Settings.FindPool("app")!;
             foreach (var node in nodes)
             {
-                var replicator = Akka.DistributedData.DistributedData.Get(node).Replicator;
+                var replicator = Balancer.Replication.BalancerReplicator.Get(node).Replicator;
                 foreach (var bucket in Balancer.Replication.ReplicatedKeys.AffinityBuckets(pool))
                 {
                     await Eventually.Holds(async () =>

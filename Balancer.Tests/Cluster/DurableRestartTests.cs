@@ -58,11 +58,7 @@ public class DurableRestartTests : IDisposable
           health-check.kind = none
           backends { a = "127.0.0.1:9001", b = "127.0.0.1:9002" }
         }
-        akka.cluster.distributed-data.durable {
-          keys = ["balancer-runtime-config"]
-          store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"
-        }
-        """), nodes: 3, perNode: i => ConfigurationFactory.ParseString($"akka.cluster.distributed-data.durable.lmdb.dir = \"{Path.Combine(_dataDir, $"node{i}").Replace("\\", "/")}\""));
+        """), nodes: 3, perNode: i => ConfigurationFactory.ParseString($"balancer.replication.durable.lmdb.dir = \"{Path.Combine(_dataDir, $"node{i}").Replace("\\", "/")}\""));
 
     private static IActorRef Router(ActorSystem node) => BalancerExtension.Get(node).PoolRouter("app");
 

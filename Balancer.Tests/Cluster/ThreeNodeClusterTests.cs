@@ -27,7 +27,7 @@ public sealed class ThreeNodeCluster : IAsyncLifetime
               {{Backends.Hocon()}}
             }
             akka.cluster.failure-detector.acceptable-heartbeat-pause = 2s
-            akka.cluster.distributed-data.gossip-interval = 500ms
+            balancer.replication.gossip-interval = 500ms
             """;
         Nodes.AddRange(await InProcessCluster.StartAsync("balancer-cluster", ConfigurationFactory.ParseString(balancer)));
     }
@@ -117,7 +117,7 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
     {
         var facts = BalancerExtension.Get(_cluster.Nodes[1]).Membership.Current();
         Assert.Equal(3, facts.Members.Length);
-        Assert.All(facts.Members, m => Assert.Equal(("up", true, Balancer.Membership.NodeRole.Active), (m.Status, m.Reachable, m.Role)));
+        Assert.All(facts.Members, m => Assert.Equal(("up", true, Balancer.Membership.NodeDuty.Active), (m.Status, m.Reachable, m.Duty)));
         Assert.Empty(facts.Unreachable);
         Assert.Contains(facts.Leader, facts.Members.Select(m => m.Address));
         Assert.Equal(Akka.Cluster.Cluster.Get(_cluster.Nodes[1]).SelfAddress.ToString(), facts.Self);

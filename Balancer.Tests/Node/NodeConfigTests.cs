@@ -8,7 +8,7 @@ public class NodeConfigTests
     private static Config NodeConfigFor(int port, string durableDir) => ConfigurationFactory.ParseString($$"""
         akka.remote.dot-netty.tcp { hostname = "127.0.0.1", port = {{port}} }
         akka.cluster.seed-nodes = ["akka.tcp://balancer@127.0.0.1:4053", "akka.tcp://balancer@127.0.0.1:4054"]
-        akka.cluster.distributed-data.durable.lmdb.dir = "{{durableDir.Replace("\\", "/")}}"
+        balancer.replication.durable.lmdb.dir = "{{durableDir.Replace("\\", "/")}}"
         """);
 
     [Fact]

@@ -24,7 +24,7 @@ internal sealed class BalancerHost : IAsyncDisposable
         akka.stdout-loglevel = WARNING
         akka.actor.provider = cluster
         akka.remote.dot-netty.tcp { hostname = "127.0.0.1", port = 0 }
-        akka.cluster.distributed-data.notify-subscribers-interval = 50ms
+        balancer.replication.notify-subscribers-interval = 50ms
         akka.cluster.jmx.enabled = off
         """);
 
