@@ -30,13 +30,10 @@ internal static class AffinityEndpoints
 
     private static async Task<IResult> ClearAffinityAsync(AdminContext admin, string pool, string? key)
     {
-        if (admin.Pools.Find(pool) is not { } handle)
+        var (table, problem) = FindAffinity(admin, pool);
+        if (table is null)
         {
-            return UnknownPool(admin, pool);
-        }
-        if (handle.Affinity is not { } table)
-        {
-            return Problem(StatusCodes.Status409Conflict, "no affinity", $"pool {pool} has affinity.mode = none");
+            return problem!;
         }
         try
         {
@@ -53,6 +50,15 @@ internal static class AffinityEndpoints
         }
     }
 
-    private static IResult WithAffinity(AdminContext admin, string pool, Func<Affinity.AffinityTable, IResult> then) => WithPool(admin, pool, handle =>
-        handle.Affinity is { } table ? then(table) : Problem(StatusCodes.Status409Conflict, "no affinity", $"pool {pool} has affinity.mode = none"));
+    private static IResult WithAffinity(AdminContext admin, string pool, Func<Affinity.AffinityTable, IResult> then)
+    {
+        var (table, problem) = FindAffinity(admin, pool);
+        return table is null ? problem! : then(table);
+    }
+
+    /// <summary>The pool's affinity table, or the problem to answer instead (no such pool, or no affinity).</summary>
+    private static (Affinity.AffinityTable? Table, IResult? Problem) FindAffinity(AdminContext admin, string pool) =>
+        admin.Pools.Find(pool) is not { } handle ? (null, UnknownPool(admin, pool))
+        : handle.Affinity is { } table ? (table, null)
+        : (null, Problem(StatusCodes.Status409Conflict, "no affinity", $"pool {pool} has affinity.mode = none"));
 }
