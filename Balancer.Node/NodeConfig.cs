@@ -6,11 +6,14 @@ namespace Balancer.Node;
 /// <summary>
 /// Builds a node's configuration: <c>--set</c> values over the <c>--config</c> files (later files
 /// win; <c>include "file"</c> is resolved beside the including file) over the node defaults over
-/// reference.conf.
+/// Balancer's cluster tuning over reference.conf.
 /// </summary>
 internal static class NodeConfig
 {
-    /// <summary>Akka settings a standalone node needs; every one can be overridden by the files.</summary>
+    /// <summary>
+    /// Akka settings a standalone node needs beyond Balancer's cluster tuning
+    /// (<see cref="Hosting.ClusterTuning"/>); every one can be overridden by the files.
+    /// </summary>
     public const string NodeDefaults = """
         akka {
           loglevel = INFO
@@ -21,45 +24,11 @@ internal static class NodeConfig
           remote.dot-netty.tcp {
             hostname = "127.0.0.1"
             port = 4053
-            # Replicated affinity buckets hold thousands of sessions each (100,000 sessions in 64
-            # buckets is 30-75 kB a bucket), and gossip carries several of them at once: Akka's
-            # 128 kB default frame would drop it.
-            maximum-frame-size = 4MiB
-            send-buffer-size = 8MiB
-            receive-buffer-size = 8MiB
           }
           cluster {
             # Empty: the node forms a cluster of one with itself. Otherwise every node lists the
             # same seeds (BALANCER_SEED_NODES="akka.tcp://balancer@host:4053,..." sets them too).
             seed-nodes = []
-            # A node restarted right after its previous incarnation was removed can see its first
-            # Join dropped while the survivors quarantine the old one; Akka tries again only after
-            # 10 s, which left a killed node out of the tier that long. Try again after 2 s.
-            retry-unsuccessful-join-after = 2s
-            # A balancer must notice a dead peer in seconds, not Akka's default ~45 s: on a LAN,
-            # heartbeats every 500 ms missing for 1.5 s mark the peer unreachable (a standby takes
-            # over then) and the split-brain resolver downs it once membership has been stable for
-            # 3 s. A false alarm (a long GC pause) costs a moment of two active nodes, which is harmless.
-            failure-detector {
-              heartbeat-interval = 500ms
-              acceptable-heartbeat-pause = 1500ms
-              threshold = 8
-            }
-            downing-provider-class = "Akka.Cluster.SBR.SplitBrainResolverProvider, Akka.Cluster"
-            split-brain-resolver {
-              active-strategy = keep-majority
-              stable-after = 3s
-              # With detection this quick, a loaded host can make reachability flap; downing every
-              # node then would take the whole tier away. Keep-majority alone decides instead.
-              down-all-when-unstable = off
-            }
-            # Probes hosted on a dead node restart on a survivor as soon as it is downed: the shard
-            # regions and the coordinator singleton retry every half second instead of every few.
-            sharding {
-              coordinator-failure-backoff = 1s
-              retry-interval = 500ms
-            }
-            singleton.hand-over-retry-interval = 500ms
           }
           coordinated-shutdown.run-by-clr-shutdown-hook = on
         }
@@ -124,6 +93,7 @@ internal static class NodeConfig
         }
         return config
             .WithFallback(ConfigurationFactory.ParseString(NodeDefaults))
+            .WithFallback(Hosting.ClusterTuning.Config)
             .WithFallback(BalancerSettings.DefaultConfig());
     }
 
@@ -145,6 +115,10 @@ internal static class NodeConfig
         try
         {
             text = File.ReadAllText(full);
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new ConfigLoadException($"{shown}: no such file");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -17,7 +17,7 @@ namespace Balancer.Node
     /// <summary>The <c>balancer</c> executable: one verb per command. Exit codes: 0 ok, 1 failed, 2 usage.</summary>
     internal static class BalancerCli
     {
-        private static readonly HashSet<string> Flags = new() { "help", "json" };
+        private static readonly HashSet<string> Flags = new() { "help", "json", "keep-state", "logs" };
 
         public static readonly string Usage = $"""
             balancer {"{"}version{"}"} — a resilient load-balancer cluster on Akka.NET

@@ -249,12 +249,50 @@ internal sealed class SettingsReader
         {
             if (!known.Contains(key))
             {
-                Problem(key, $"unknown key (expected one of: {string.Join(", ", known.Order(StringComparer.Ordinal))})");
+                var nearest = Nearest(key, known);
+                Problem(key, $"unknown key ({(nearest is null ? "" : $"did you mean \"{nearest}\"? ")}expected one of: {string.Join(", ", known.Order(StringComparer.Ordinal))})");
             }
         }
     }
 
     public Config Raw => _config;
+
+    /// <summary>The known key a misspelt <paramref name="key"/> most likely meant: fewest edits, at most a third of its length (and at least 1, at most 3).</summary>
+    internal static string? Nearest(string key, IEnumerable<string> known)
+    {
+        var allowed = Math.Clamp(key.Length / 3, 1, 3);
+        return known.Select(k => (Key: k, Distance: EditDistance(key, k)))
+            .Where(c => c.Distance <= allowed)
+            .OrderBy(c => c.Distance).ThenBy(c => c.Key, StringComparer.Ordinal)
+            .Select(c => c.Key).FirstOrDefault();
+    }
+
+    /// <summary>Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours.</summary>
+    private static int EditDistance(string a, string b)
+    {
+        var d = new int[a.Length + 1, b.Length + 1];
+        for (var i = 0; i <= a.Length; i++)
+        {
+            d[i, 0] = i;
+        }
+        for (var j = 0; j <= b.Length; j++)
+        {
+            d[0, j] = j;
+        }
+        for (var i = 1; i <= a.Length; i++)
+        {
+            for (var j = 1; j <= b.Length; j++)
+            {
+                var cost = a[i - 1] == b[j - 1] ? 0 : 1;
+                d[i, j] = Math.Min(Math.Min(d[i - 1, j] + 1, d[i, j - 1] + 1), d[i - 1, j - 1] + cost);
+                if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                {
+                    d[i, j] = Math.Min(d[i, j], d[i - 2, j - 2] + 1);
+                }
+            }
+        }
+        return d[a.Length, b.Length];
+    }
 
     public static void CheckName(SettingsReader parent, string name, string what)
     {
@@ -268,8 +306,6 @@ internal sealed class SettingsReader
 
     public static IReadOnlyCollection<string> KeysOf(Config section) =>
         section.IsEmpty || !section.Root.IsObject() ? Array.Empty<string>() : section.Root.GetObject().Items.Keys.ToHashSet();
-
-    /// <summary>The version string of this assembly, for logs and the CLI.</summary>
 }
 
 /// <summary>One thing wrong with a configuration: the key path and what was expected.</summary>

@@ -25,6 +25,9 @@ public sealed class BackendTracker
     /// <summary>Weight set at runtime, or null for the configured one.</summary>
     public int? Weight { get; set; }
 
+    /// <summary>Why its health last changed ("" before any change), as the log line says it.</summary>
+    public string HealthReason { get; set; } = "";
+
     /// <summary>The last verdict of active health checks; up until a probe says otherwise.</summary>
     public bool ActiveUp { get; private set; } = true;
 

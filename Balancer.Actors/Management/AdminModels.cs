@@ -52,7 +52,8 @@ public sealed record BackendView(
     long ConnectFailures,
     long ResponseFailures,
     long Ejections,
-    IReadOnlyDictionary<string, long> Responses)
+    IReadOnlyDictionary<string, long> Responses,
+    string HealthReason)
 {
     internal static BackendView Of(Backend backend) => new(
         backend.Pool,
@@ -68,7 +69,8 @@ public sealed record BackendView(
         backend.Counters.ConnectFailures,
         backend.Counters.ResponseFailures,
         backend.Counters.Ejections,
-        Enumerable.Range(1, 5).ToDictionary(c => $"{c}xx", c => backend.Counters.Responses(c)));
+        Enumerable.Range(1, 5).ToDictionary(c => $"{c}xx", c => backend.Counters.Responses(c)),
+        backend.HealthReason);
 }
 
 /// <summary>One frontend as <c>GET /api/frontends</c> shows it.</summary>

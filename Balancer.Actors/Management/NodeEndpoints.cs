@@ -18,7 +18,7 @@ internal static class NodeEndpoints
         routes.MapGet("/healthz", () => Results.Text("ok\n"));
         routes.MapGet("/readyz", () => Ready(admin));
         routes.MapGet("/metrics", () => Results.Text(admin.Prometheus.Scrape(), Telemetry.PrometheusExporter.ContentType));
-        routes.MapGet("/", () => Results.Content(StatusPage.Html, "text/html; charset=utf-8"));
+        routes.MapGet("/", () => Results.Content(StatusPage.Render(admin), "text/html; charset=utf-8"));
         routes.MapGet("/api/frontends", () => Results.Json(admin.Frontends.Select(f => FrontendView.Of(f, admin.FrontendCounters(f.Name))), Json));
         routes.MapGet("/api/events", (HttpContext context) => StreamEventsAsync(admin, context));
     }

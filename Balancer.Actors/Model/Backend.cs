@@ -21,8 +21,9 @@ public enum BackendAdminState
 public sealed class Backend
 {
     /// <summary>Creates the view of a backend.</summary>
-    public Backend(string pool, BackendSettings settings, int effectiveWeight, BackendAdminState adminState, bool healthy, BackendCounters counters, double slowStartFactor = 1.0)
+    public Backend(string pool, BackendSettings settings, int effectiveWeight, BackendAdminState adminState, bool healthy, BackendCounters counters, double slowStartFactor = 1.0, string healthReason = "")
     {
+        HealthReason = healthReason;
         SlowStartFactor = slowStartFactor;
         Pool = pool;
         Name = settings.Name;
@@ -35,6 +36,9 @@ public sealed class Backend
         DestinationPrefix = $"http://{settings.Address}/";
         EndPoint = settings.Address.IPEndPoint is { } ip ? ip : new DnsEndPoint(settings.Address.Host, settings.Address.Port);
     }
+
+    /// <summary>Why its health last changed, e.g. "health check: 2 check(s) failed, last: HTTP 503" ("" before any change).</summary>
+    public string HealthReason { get; }
 
     /// <summary>Name of the pool the backend belongs to.</summary>
     public string Pool { get; }

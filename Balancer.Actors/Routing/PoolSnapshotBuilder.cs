@@ -10,11 +10,13 @@ namespace Balancer.Routing;
 /// <param name="Healthy">False when an active check or passive ejection says down.</param>
 /// <param name="Weight">A weight set at runtime, replacing the configured one.</param>
 /// <param name="SlowStartFactor">Share of its weight a returning backend gets now, 0..1.</param>
+/// <param name="HealthReason">Why its health last changed ("" before any change).</param>
 public sealed record BackendRuntimeState(
     BackendAdminState AdminState = BackendAdminState.Ready,
     bool Healthy = true,
     int? Weight = null,
-    double SlowStartFactor = 1.0)
+    double SlowStartFactor = 1.0,
+    string HealthReason = "")
 {
     /// <summary>A ready, healthy backend at its configured weight.</summary>
     public static readonly BackendRuntimeState Default = new();
@@ -48,7 +50,7 @@ public static class PoolSnapshotBuilder
             {
                 weight = Math.Max(1, (int)Math.Round(weight * slowStart));
             }
-            all.Add(new Backend(settings.Name, backendSettings, weight, state.AdminState, state.Healthy, countersOf(configured.Name), slowStart));
+            all.Add(new Backend(settings.Name, backendSettings, weight, state.AdminState, state.Healthy, countersOf(configured.Name), slowStart, state.HealthReason));
         }
         var backends = all.MoveToImmutable();
 

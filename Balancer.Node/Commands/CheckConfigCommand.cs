@@ -19,7 +19,8 @@ internal static class CheckConfigCommand
             var problems = Validate([file], sets);
             foreach (var problem in problems)
             {
-                error.WriteLine($"{file}: {problem}");
+                // A file that cannot be read or parsed is named by the problem itself.
+                error.WriteLine(problem.StartsWith(file + ":", StringComparison.Ordinal) ? problem : $"{file}: {problem}");
             }
             if (problems.Count == 0)
             {

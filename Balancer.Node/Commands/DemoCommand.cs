@@ -12,7 +12,7 @@ namespace Balancer.Node.Commands;
 /// </summary>
 internal static class DemoCommand
 {
-    public const string Usage = "balancer demo [--nodes 1..9] [--backends 1..9] [--mode active-active|active-passive] [--chaos INTERVAL [--kills N]] [--hocon DIR]";
+    public const string Usage = "balancer demo [--nodes 1..9] [--backends 1..9] [--mode active-active|active-passive] [--chaos INTERVAL [--kills N]] [--hocon DIR] [--logs] [--keep-state]";
 
     private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(60);
 
@@ -45,6 +45,8 @@ internal static class DemoCommand
         }
         var hocon = args.One("hocon") ?? FindHoconDirectory()
             ?? throw new UsageException("cannot find the hocon/ directory (run from the repository or pass --hocon DIR)");
+        var interleaveLogs = args.Flag("logs");
+        var keepState = args.Flag("keep-state");
         args.RejectUnknown();
         if (args.Positional.Count > 0)
         {
@@ -58,6 +60,15 @@ internal static class DemoCommand
             }
         }
 
+        // Everything a demo run keeps (the nodes' durable state, the logs) lives in one folder beside
+        // hocon/, so that one run's drains and weights never reach the next unless asked.
+        var state = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(hocon))!, "data", "demo");
+        if (!keepState && Directory.Exists(state))
+        {
+            Directory.Delete(state, recursive: true);
+        }
+        var logs = Directory.CreateDirectory(Path.Combine(state, "logs")).FullName;
+
         using var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
@@ -66,18 +77,23 @@ internal static class DemoCommand
         var children = new List<ChildProcess>();
         var backendProcesses = new List<ChildProcess>();
         var nodeProcesses = new ChildProcess[nodes];
+        Action<string>? Echo(string name) => interleaveLogs ? line => output.WriteLine($"[{name}] {line}") : null;
+        var stoppedCleanly = false;
         try
         {
             foreach (var (name, port) in backends)
             {
-                backendProcesses.Add(ChildProcess.Start($"backend {name}", ["backend", "--port", port.ToString(), "--name", name], "listening on"));
+                backendProcesses.Add(ChildProcess.Start($"backend {name}", ["backend", "--port", port.ToString(), "--name", name], "listening on",
+                    Echo($"backend-{name}"), Path.Combine(logs, $"backend-{name}.log")));
                 children.Add(backendProcesses[^1]);
             }
             var settings = NodeSettingsFor(backends, mode, chaos is not null);
             for (var i = 1; i <= nodes; i++)
             {
                 var config = i <= 3 ? Path.Combine(hocon, $"node{i}.conf") : WriteNodeConfig(generated!, hocon, i);
-                nodeProcesses[i - 1] = ChildProcess.Start($"node{i}", ["run", "--config", config, .. settings], " ready");
+                nodeProcesses[i - 1] = ChildProcess.Start($"node{i}",
+                    ["run", "--config", config, .. settings, "--set", $"balancer.node.data-dir={Path.Combine(state, $"node{i}")}"], " ready",
+                    Echo($"node{i}"), Path.Combine(logs, $"node{i}.log"));
                 children.Add(nodeProcesses[i - 1]);
             }
             foreach (var child in children)
@@ -86,6 +102,7 @@ internal static class DemoCommand
                 {
                     if (stop.IsCancellationRequested)
                     {
+                        stoppedCleanly = true;
                         return 0;
                     }
                     error.WriteLine($"balancer demo: {child.Name} did not start:");
@@ -95,46 +112,68 @@ internal static class DemoCommand
             }
             await WaitForMembersAsync(nodes, stop.Token);
 
+            var balancer = BalancerCommand();
             output.WriteLine($"""
 
                 Balancer demo: {nodes} node(s) ({mode}), backends {string.Join(" ", backends.Select(b => b.Item1))} on 127.0.0.1:9001-{9000 + backendCount} (Ctrl+C stops everything)
+
+                {string.Join(Environment.NewLine, nodeProcesses.Select(n => $"  {n.Name,-9} pid {n.Pid,-8} log {Shown(n.LogPath!)}"))}
+                {string.Join(Environment.NewLine, backendProcesses.Select(b => $"  {b.Name,-9} pid {b.Pid,-8} log {Shown(b.LogPath!)}"))}
+                  state: {Shown(state)} ({(keepState ? "kept after the demo (--keep-state)" : "removed when the demo stops; --keep-state keeps it")})
 
                   shared HTTP port (every node, SO_REUSEPORT):  curl http://127.0.0.1:8080/
                   one node's HTTP port:                         {string.Join("  ", Enumerable.Range(1, nodes).Select(i => $"http://127.0.0.1:{8080 + i}/"))}
                   shared TCP port:                              curl http://127.0.0.1:7070/
                   one node's TCP port:                          {string.Join("  ", Enumerable.Range(1, nodes).Select(i => $"127.0.0.1:{7070 + i}"))}
                   status page:                                  {string.Join("  ", Enumerable.Range(1, nodes).Select(i => $"http://127.0.0.1:{9109 + i}/"))}
-                  the cluster:                                  balancer ctl 127.0.0.1:9110 cluster show
-                  backends, drain one:                          balancer ctl backends   then   balancer ctl backend drain app/b
-                  live events:                                  balancer ctl cluster tail
+                  the cluster:                                  {balancer} ctl 127.0.0.1:9110 cluster show
+                  backends:                                     {balancer} ctl 127.0.0.1:9110 backends
+                  drain backend b:                              {balancer} ctl 127.0.0.1:9110 backend drain app/b
+                  live events (Ctrl+C ends it):                 {balancer} ctl 127.0.0.1:9110 cluster tail
                   metrics:                                      curl http://127.0.0.1:9110/metrics
                   fail backend b's health check:                curl -X POST 'http://127.0.0.1:9002/control/health?ok=false'
                   make backend c slow:                          curl -X POST 'http://127.0.0.1:9003/control/slow?ms=200'
-                  kill a node like a crash would:               kill -9 <pid of a `balancer run`>  (--chaos does it for you)
+                  kill a node like a crash would:               kill -9 {nodeProcesses[^1].Pid}   (node{nodes}; the demo starts it again{(chaos is null ? "" : ", as --chaos does")})
 
                 """);
+            var restarter = new NodeRestarter(nodeProcesses, output, chaos is null ? "balancer demo: " : "chaos: ");
             Task? chaosRun = null;
             if (chaos is { } interval)
             {
-                chaosRun = new ChaosMonkey(nodeProcesses, interval, kills, output).RunAsync(stop.Token);
+                chaosRun = new ChaosMonkey(restarter, interval, kills, output).RunAsync(stop.Token);
             }
             while (!stop.IsCancellationRequested)
             {
-                // Under chaos, nodes die on purpose and the chaos monkey restarts them.
-                var exited = backendProcesses.FirstOrDefault(c => c.HasExited) ?? (chaos is null ? nodeProcesses.FirstOrDefault(n => n.HasExited) : null);
-                if (exited is not null)
+                // A process that exits is shown and started again, not a reason to stop the demo.
+                // Under chaos, the chaos monkey restarts the nodes it kills (and any other that died).
+                for (var i = 0; i < backendProcesses.Count && !stop.IsCancellationRequested; i++)
                 {
-                    error.WriteLine($"balancer demo: {exited.Name} exited unexpectedly:");
-                    error.WriteLine(exited.LastLines());
-                    return 1;
+                    if (backendProcesses[i].HasExited)
+                    {
+                        output.WriteLine($"balancer demo: {backendProcesses[i].Name} exited ({NodeRestarter.DescribeExit(backendProcesses[i].ExitCode)}); starting it again");
+                        backendProcesses[i] = backendProcesses[i].Restart();
+                        if (await backendProcesses[i].WaitReadyAsync(ReadyTimeout, stop.Token))
+                        {
+                            output.WriteLine($"balancer demo: {backendProcesses[i].Name} restarted (pid {backendProcesses[i].Pid})");
+                        }
+                    }
                 }
-                await Task.Delay(500, stop.Token).ContinueWith(_ => { });
+                for (var i = 0; i < nodeProcesses.Length && chaos is null && !stop.IsCancellationRequested; i++)
+                {
+                    if (nodeProcesses[i].HasExited)
+                    {
+                        output.WriteLine($"balancer demo: {nodeProcesses[i].Name} exited ({NodeRestarter.DescribeExit(nodeProcesses[i].ExitCode)}); starting it again");
+                        await restarter.RestartAsync(i, stop.Token).ContinueWith(_ => { });
+                    }
+                }
+                await Task.Delay(250, stop.Token).ContinueWith(_ => { });
             }
             if (chaosRun is not null)
             {
                 await chaosRun;
             }
             output.WriteLine("balancer demo: stopping");
+            stoppedCleanly = true;
             return 0;
         }
         finally
@@ -149,7 +188,38 @@ internal static class DemoCommand
             {
                 Directory.Delete(generated, recursive: true);
             }
+            if (stoppedCleanly && !keepState)
+            {
+                Directory.Delete(state, recursive: true);
+                // data/ itself goes too when the demo was all it held.
+                var data = Path.GetDirectoryName(state)!;
+                if (!Directory.EnumerateFileSystemEntries(data).Any())
+                {
+                    Directory.Delete(data);
+                }
+            }
+            else
+            {
+                output.WriteLine($"balancer demo: logs and state kept in {Shown(state)}");
+            }
         }
+    }
+
+    /// <summary>How to run this same executable from the current directory, as the hints print it.</summary>
+    private static string BalancerCommand()
+    {
+        var process = Environment.ProcessPath!;
+        return Path.GetFileNameWithoutExtension(process) == "dotnet"
+            ? $"dotnet {Shown(typeof(DemoCommand).Assembly.Location)}"
+            : Shown(process);
+    }
+
+    /// <summary><paramref name="path"/> relative to the current directory when it is below it, otherwise in full.</summary>
+    private static string Shown(string path)
+    {
+        var relative = Path.GetRelativePath(Environment.CurrentDirectory, path);
+        return relative.StartsWith("..", StringComparison.Ordinal) || Path.IsPathRooted(relative) ? path
+            : relative.Contains(Path.DirectorySeparatorChar) ? relative : "./" + relative;
     }
 
     /// <summary>SIGTERM to every child, then up to <see cref="StopGrace"/> for all of them; a child still running then is killed and named with its last lines.</summary>
@@ -236,7 +306,6 @@ internal static class DemoCommand
             akka.cluster.seed-nodes = ["akka.tcp://balancer@127.0.0.1:4053", "akka.tcp://balancer@127.0.0.1:4054", "akka.tcp://balancer@127.0.0.1:4055"]
             balancer {
               node.admin.bind = "127.0.0.1:{{9109 + i}}"
-              node.data-dir = "data/node{{i}}"
               frontends {
                 web { mode = http, bind = ["127.0.0.1:8080"], reuse-port = on, pool = app }
                 web-node{{i}} { mode = http, bind = ["127.0.0.1:{{8080 + i}}"], pool = app }

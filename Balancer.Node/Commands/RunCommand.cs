@@ -28,6 +28,22 @@ internal static class RunCommand
         }
     }
 
+    /// <summary>Every listener of the node (remoting, frontends, admin API) that cannot be bound, one line each.</summary>
+    private static List<string> UnbindableListeners(Akka.Configuration.Config config)
+    {
+        var problems = new List<string>();
+        // Akka.NET's remoting binds hostname:port (public-hostname is only what it tells peers).
+        var host = config.GetString("akka.remote.dot-netty.tcp.hostname", "");
+        var port = config.GetInt("akka.remote.dot-netty.tcp.port", 0);
+        if (System.Net.IPAddress.TryParse(host, out var address) &&
+            Frontends.ListenerCheck.Problem("akka.remote.dot-netty.tcp.port", new System.Net.IPEndPoint(address, port)) is { } remoting)
+        {
+            problems.Add(remoting);
+        }
+        problems.AddRange(Frontends.ListenerCheck.Problems(BalancerSettings.Create(config)));
+        return problems;
+    }
+
     public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
     {
         var files = args.All("config");
@@ -50,6 +66,16 @@ internal static class RunCommand
         }
 
         var config = NodeConfig.WithRestartedFirstSeedTimeout(NodeConfig.Load(files, sets));
+        // A taken port is found before the node joins its cluster or opens anything.
+        var unbindable = UnbindableListeners(config);
+        if (unbindable.Count > 0)
+        {
+            foreach (var problem in unbindable)
+            {
+                error.WriteLine($"balancer: {problem}");
+            }
+            return 1;
+        }
         var system = ActorSystem.Create("balancer", Security.ClusterTls.Setup(config));
         WarnWhenClusterTrafficIsOpen(system, config);
         // Not disposed: a late signal may still cancel it while the process exits.

@@ -44,11 +44,12 @@ internal static class CtlOutput
                 pool.GetProperty("panic").GetBoolean() ? "PANIC" : "");
         }
         table.WriteTo(output);
+        output.WriteLine(ThisNodesCounts);
     }
 
     public static void Backends(JsonElement backends, TextWriter output)
     {
-        var table = new TextTable("BACKEND", "ADDRESS", "HEALTH", "STATE", "WEIGHT", "IN FLIGHT", "REQUESTS", "FAILURES");
+        var table = new TextTable("BACKEND", "ADDRESS", "HEALTH", "STATE", "WEIGHT", "IN FLIGHT", "REQUESTS", "FAILURES", "");
         foreach (var b in backends.EnumerateArray())
         {
             var weight = b.GetProperty("weight").GetInt32();
@@ -61,10 +62,15 @@ internal static class CtlOutput
                 weight == configured ? weight.ToString() : $"{weight} (of {configured}, slow start)",
                 b.GetProperty("inFlight").GetInt64(),
                 b.GetProperty("requests").GetInt64(),
-                b.GetProperty("connectFailures").GetInt64() + b.GetProperty("responseFailures").GetInt64());
+                b.GetProperty("connectFailures").GetInt64() + b.GetProperty("responseFailures").GetInt64(),
+                b.GetProperty("health").GetString() == "down" ? b.GetProperty("healthReason").GetString() : "");
         }
         table.WriteTo(output);
+        output.WriteLine(ThisNodesCounts);
     }
+
+    /// <summary>Under every table with traffic counts: each node counts only what it forwarded itself.</summary>
+    private const string ThisNodesCounts = "Counts are the asked node's own (each node counts what it accepted and forwarded).";
 
     public static void Stats(JsonElement backends, TextWriter output)
     {
@@ -84,6 +90,7 @@ internal static class CtlOutput
                 b.GetProperty("ejections").GetInt64());
         }
         table.WriteTo(output);
+        output.WriteLine(ThisNodesCounts);
     }
 
     public static void Frontends(JsonElement frontends, TextWriter output)
@@ -102,6 +109,7 @@ internal static class CtlOutput
                 f.GetProperty("refused").GetInt64());
         }
         table.WriteTo(output);
+        output.WriteLine(ThisNodesCounts);
     }
 
     public static void Affinity(JsonElement affinity, TextWriter output)

@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net.Http.Json;
-using System.Text.Json;
 
 namespace Balancer.Node.Demo;
 
@@ -17,6 +15,7 @@ internal sealed class ChaosMonkey
     private const int Workers = 4;
     private static readonly TimeSpan KillSlack = TimeSpan.FromMilliseconds(100);
 
+    private readonly NodeRestarter _restarter;
     private readonly ChildProcess[] _nodes;
     private readonly TimeSpan _interval;
     private readonly int _maxKills;
@@ -35,16 +34,15 @@ internal sealed class ChaosMonkey
     private long _checked;
     private long _moved;
     private int _kills;
-    private int _membersUp;
     private string? _lastFailure;
 
-    public ChaosMonkey(ChildProcess[] nodes, TimeSpan interval, int maxKills, TextWriter output)
+    public ChaosMonkey(NodeRestarter restarter, TimeSpan interval, int maxKills, TextWriter output)
     {
-        _nodes = nodes;
+        _restarter = restarter;
+        _nodes = restarter.Nodes;
         _interval = interval;
         _maxKills = maxKills;
         _output = output;
-        _membersUp = nodes.Length;
     }
 
     public async Task RunAsync(CancellationToken stop)
@@ -73,13 +71,13 @@ internal sealed class ChaosMonkey
             {
                 if (_nodes[i].HasExited)
                 {
-                    _output.WriteLine($"chaos: {_nodes[i].Name} is not running (exit code {_nodes[i].ExitCode}); starting it again");
-                    await RestartAsync(i, stop);
+                    _output.WriteLine($"chaos: {_nodes[i].Name} is not running ({NodeRestarter.DescribeExit(_nodes[i].ExitCode)}); starting it again");
+                    await _restarter.RestartAsync(i, stop);
                 }
             }
-            if (await MembersUpAsync(stop) != _nodes.Length)
+            if (await _restarter.MembersUpAsync(stop) != _nodes.Length)
             {
-                _output.WriteLine($"chaos: not every node is up ({_membersUp}/{_nodes.Length}); no kill this round");
+                _output.WriteLine($"chaos: not every node is up ({_restarter.MembersUp}/{_nodes.Length}); no kill this round");
                 continue;
             }
             var index = _random.Next(_nodes.Length);
@@ -93,31 +91,10 @@ internal sealed class ChaosMonkey
             _output.WriteLine($"chaos: kill -9 {victim.Name} (pid {victim.Pid})");
 
             await Task.Delay(TimeSpan.FromTicks(Math.Min(_interval.Ticks / 2, TimeSpan.FromSeconds(5).Ticks)), stop);
-            await RestartAsync(index, stop);
+            await _restarter.RestartAsync(index, stop);
         }
         _output.WriteLine($"chaos: {_kills} kills done");
         await Task.Delay(Timeout.Infinite, stop);
-    }
-
-    private async Task RestartAsync(int index, CancellationToken stop)
-    {
-        var previous = _nodes[index];
-        var restarted = previous.Restart();
-        _nodes[index] = restarted;
-        var since = Stopwatch.StartNew();
-        if (!await restarted.WaitReadyAsync(TimeSpan.FromSeconds(60), stop))
-        {
-            // Let the output of a process that exited at once arrive before showing it.
-            await Task.Delay(500, stop);
-            _output.WriteLine($"chaos: {previous.Name} did not start again{(restarted.HasExited ? $" (exit code {restarted.ExitCode})" : "")}; trying again next round:{Environment.NewLine}{restarted.LastLines()}");
-            return;
-        }
-        while (await MembersUpAsync(stop) != _nodes.Length && since.Elapsed < TimeSpan.FromSeconds(60))
-        {
-            await Task.Delay(250, stop);
-        }
-        var serves = await ServesAsync(index + 1, stop);
-        _output.WriteLine($"chaos: {previous.Name} restarted, rejoined in {since.Elapsed.TotalSeconds:0.0} s ({_membersUp}/{_nodes.Length} up), {(serves ? "serving" : "NOT serving")} on :{8080 + index + 1}");
     }
 
     private async Task LoadAsync(int worker, CancellationToken stop)
@@ -179,43 +156,6 @@ internal sealed class ChaosMonkey
         }
     }
 
-    private async Task<int> MembersUpAsync(CancellationToken stop)
-    {
-        for (var i = 0; i < _nodes.Length; i++)
-        {
-            if (_nodes[i].HasExited)
-            {
-                continue;
-            }
-            try
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stop);
-                timeout.CancelAfter(TimeSpan.FromSeconds(2));
-                var cluster = await _http.GetFromJsonAsync<JsonElement>($"http://127.0.0.1:{9110 + i}/api/cluster", timeout.Token);
-                _membersUp = cluster.GetProperty("members").EnumerateArray()
-                    .Count(m => m.GetProperty("status").GetString() == "up" && m.GetProperty("reachable").GetBoolean());
-                return _membersUp;
-            }
-            catch (Exception e) when (e is HttpRequestException or OperationCanceledException or JsonException && !stop.IsCancellationRequested)
-            {
-            }
-        }
-        return 0;
-    }
-
-    private async Task<bool> ServesAsync(int node, CancellationToken stop)
-    {
-        try
-        {
-            using var response = await _http.GetAsync($"http://127.0.0.1:{8080 + node}/", stop);
-            return response.IsSuccessStatusCode;
-        }
-        catch (HttpRequestException)
-        {
-            return false;
-        }
-    }
-
     private async Task ReportAsync(CancellationToken stop)
     {
         while (!stop.IsCancellationRequested)
@@ -234,6 +174,6 @@ internal sealed class ChaosMonkey
         return $"requests {Interlocked.Read(ref _sent)} ok {Interlocked.Read(ref _ok)} failed {failed} " +
                $"({Interlocked.Read(ref _failedAtKill)} in flight at a kill, {Interlocked.Read(ref _failedOther)} other) | " +
                $"sessions {Sessions} checked {Interlocked.Read(ref _checked)} kept {Interlocked.Read(ref _checked) - Interlocked.Read(ref _moved)} moved {Interlocked.Read(ref _moved)} | " +
-               $"members up {_membersUp}/{_nodes.Length} | kills {_kills}";
+               $"members up {_restarter.MembersUp}/{_nodes.Length} | kills {_kills}";
     }
 }

@@ -13,14 +13,21 @@ internal sealed class ChildProcess
     private readonly Queue<string> _lines = new();
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Action<string>? _onLine;
+    private readonly StreamWriter? _log;
 
-    private ChildProcess(string name, string[] args, Process process, string readyText, Action<string>? onLine)
+    private ChildProcess(string name, string[] args, Process process, string readyText, Action<string>? onLine, string? logPath)
     {
         Name = name;
         Args = args;
         _process = process;
         _readyText = readyText;
         _onLine = onLine;
+        LogPath = logPath;
+        if (logPath is not null)
+        {
+            // Appended to: a restarted child continues the log of the one before it.
+            _log = new StreamWriter(new FileStream(logPath, FileMode.Append, FileAccess.Write, FileShare.ReadWrite)) { AutoFlush = true };
+        }
     }
 
     public string Name { get; }
@@ -30,6 +37,9 @@ internal sealed class ChildProcess
 
     public string ReadyText => _readyText;
 
+    /// <summary>The file its output goes to (null: kept in memory only).</summary>
+    public string? LogPath { get; }
+
     public int Pid => _process.Id;
 
     public bool HasExited => _process.HasExited;
@@ -37,7 +47,8 @@ internal sealed class ChildProcess
     /// <summary>The exit code once <see cref="HasExited"/>.</summary>
     public int ExitCode => _process.HasExited ? _process.ExitCode : 0;
 
-    public static ChildProcess Start(string name, string[] args, string readyText, Action<string>? onLine = null)
+    /// <summary>Starts it; every line it prints goes to <paramref name="logPath"/> (appended) and <paramref name="onLine"/>.</summary>
+    public static ChildProcess Start(string name, string[] args, string readyText, Action<string>? onLine = null, string? logPath = null)
     {
         var info = new ProcessStartInfo(Environment.ProcessPath!)
         {
@@ -56,7 +67,7 @@ internal sealed class ChildProcess
         }
         info.Environment[ParentWatch.EnvironmentVariable] = Environment.ProcessId.ToString();
         var process = Process.Start(info) ?? throw new InvalidOperationException($"could not start {name}");
-        var child = new ChildProcess(name, args, process, readyText, onLine);
+        var child = new ChildProcess(name, args, process, readyText, onLine, logPath);
         process.OutputDataReceived += (_, e) => child.OnLine(e.Data);
         process.ErrorDataReceived += (_, e) => child.OnLine(e.Data);
         process.BeginOutputReadLine();
@@ -65,7 +76,15 @@ internal sealed class ChildProcess
     }
 
     /// <summary>The same child started again with the same arguments.</summary>
-    public ChildProcess Restart() => Start(Name, Args, _readyText, _onLine);
+    public ChildProcess Restart()
+    {
+        // This one has exited: its log closes, and the new process appends to the same file.
+        lock (_lines)
+        {
+            _log?.Dispose();
+        }
+        return Start(Name, Args, _readyText, _onLine, LogPath);
+    }
 
     public async Task<bool> WaitReadyAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
@@ -135,7 +154,13 @@ internal sealed class ChildProcess
             stopped = false;
             _process.Kill(entireProcessTree: true);
         }
+        // The output readers finish once the process has exited; then the log can close.
+        _process.WaitForExit();
         _process.Dispose();
+        lock (_lines)
+        {
+            _log?.Dispose();
+        }
         return stopped;
     }
 
@@ -151,6 +176,13 @@ internal sealed class ChildProcess
             while (_lines.Count > 40)
             {
                 _lines.Dequeue();
+            }
+            try
+            {
+                _log?.WriteLine(line);
+            }
+            catch (ObjectDisposedException)
+            {
             }
         }
         _onLine?.Invoke(line);

@@ -23,7 +23,7 @@ public class ChaosProcessTests : IAsyncLifetime
         var demo = Start("demo", "--nodes", "3", "--chaos", "8s", "--kills", "2");
         await demo.WaitForOutputAsync("Balancer demo: 3 node(s)", TimeSpan.FromSeconds(60));
         Assert.Contains("http://127.0.0.1:8080/", demo.Output);
-        Assert.Contains("balancer ctl 127.0.0.1:9110 cluster show", demo.Output);
+        Assert.Contains("ctl 127.0.0.1:9110 cluster show", demo.Output);
         using (var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) })
         {
             using var response = await http.GetAsync("http://127.0.0.1:8080/");
@@ -32,7 +32,7 @@ public class ChaosProcessTests : IAsyncLifetime
         }
 
         await demo.WaitForOutputAsync("chaos: 2 kills done", TimeSpan.FromSeconds(150));
-        var rejoined = Regex.Matches(demo.Output, @"chaos: node\d restarted, rejoined in [\d.]+ s \(3/3 up\), serving");
+        var rejoined = Regex.Matches(demo.Output, @"chaos: node\d restarted \(pid \d+\), rejoined in [\d.]+ s \(3/3 up\), serving");
         Assert.True(rejoined.Count == 2, "both killed nodes came back and serve:\n" + demo.Output);
         var ctl = Start("ctl", "127.0.0.1:9110", "cluster", "show");
         Assert.Equal(0, await ctl.WaitForExitAsync(TimeSpan.FromSeconds(20)));
@@ -56,6 +56,76 @@ public class ChaosProcessTests : IAsyncLifetime
         {
             await Eventually.Holds(() => Assert.False(Listening(port), $"something still listens on {port}"), TimeSpan.FromSeconds(20));
         }
+    }
+
+    [Fact]
+    public async Task Demo_HintsRunAsPrinted_ANodeKilledAsTold_IsBackAndServingWithin15s_CtrlCStopsAllAndRemovesTheState()
+    {
+        var demo = Start("demo", "--nodes", "3");
+        await demo.WaitForOutputAsync("kill a node like a crash would", TimeSpan.FromSeconds(90));
+        var state = Path.Combine(global::Balancer.Tests.Node.CommandLineTests.RepositoryRoot(), "data", "demo");
+        Assert.True(File.Exists(Path.Combine(state, "logs", "node1.log")), "node1 logs to data/demo/logs/node1.log");
+        Assert.Contains("node duty: active", File.ReadAllText(Path.Combine(state, "logs", "node1.log")));
+
+        // Every balancer command the demo prints runs as printed, from where the demo runs (but
+        // `cluster tail`, which follows events until it is stopped).
+        var printed = Regex.Matches(demo.Output, @"^\s+[^:\n]+:\s{2,}(\S.* ctl 127\.0\.0\.1:9110 .+?)\s*$", RegexOptions.Multiline).Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(4, printed.Count);
+        foreach (var command in printed.Where(c => !c.EndsWith("cluster tail", StringComparison.Ordinal)))
+        {
+            var (code, output) = await ShellAsync(command, TimeSpan.FromSeconds(20));
+            Assert.True(code == 0, $"`{command}` exited with {code}:\n{output}");
+        }
+        using (var admin = new HttpClient())
+        {
+            // The printed drain took effect.
+            var backends = System.Text.Json.JsonDocument.Parse(await admin.GetStringAsync("http://127.0.0.1:9110/api/pools/app/backends")).RootElement;
+            Assert.Equal("drain", backends.EnumerateArray().Single(b => b.GetProperty("name").GetString() == "b").GetProperty("adminState").GetString());
+        }
+
+        // The kill the demo suggests, literally: the node comes back by itself and serves its own port.
+        var kill = Regex.Match(demo.Output, @"kill a node like a crash would:\s+(kill -9 \d+)\s+\(node(\d)");
+        Assert.True(kill.Success, demo.Output);
+        var node = int.Parse(kill.Groups[2].Value);
+        var killed = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Equal(0, (await ShellAsync(kill.Groups[1].Value, TimeSpan.FromSeconds(10))).Code);
+        await demo.WaitForOutputAsync($"balancer demo: node{node} restarted (pid", TimeSpan.FromSeconds(15));
+        using (var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) })
+        {
+            await Eventually.Holds(async () => (await http.GetAsync($"http://127.0.0.1:{8080 + node}/")).EnsureSuccessStatusCode(), TimeSpan.FromSeconds(Math.Max(1, 15 - killed.Elapsed.TotalSeconds)));
+        }
+        Assert.True(killed.Elapsed < TimeSpan.FromSeconds(15), $"back after {killed.Elapsed.TotalSeconds:0.0} s");
+        Assert.Contains($"balancer demo: node{node} exited (exit code 137 (SIGKILL)); starting it again", demo.Output);
+        Assert.False(demo.HasExited);
+
+        Balancer.Node.Posix.Signal(demo.Pid, 2);
+        Assert.Equal(0, await demo.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        Assert.False(Directory.Exists(state), "a clean stop removes data/demo");
+        foreach (var port in new[] { 8080, 8081, 8082, 8083, 9001, 9110, 9111, 9112, 4053, 4054, 4055 })
+        {
+            await Eventually.Holds(() => Assert.False(Listening(port), $"something still listens on {port}"), TimeSpan.FromSeconds(20));
+        }
+    }
+
+    /// <summary>Runs <paramref name="command"/> with /bin/sh from the tests' directory (where the demo runs); killed by PID after <paramref name="timeout"/>.</summary>
+    private static async Task<(int Code, string Output)> ShellAsync(string command, TimeSpan timeout)
+    {
+        var info = new System.Diagnostics.ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = AppContext.BaseDirectory };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add(command);
+        using var process = System.Diagnostics.Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        try
+        {
+            await process.WaitForExitAsync().WaitAsync(timeout);
+        }
+        catch (TimeoutException)
+        {
+            process.Kill(entireProcessTree: true);
+            return (-1, "timed out");
+        }
+        return (process.ExitCode, await stdout + await stderr);
     }
 
     private static bool Listening(int port)

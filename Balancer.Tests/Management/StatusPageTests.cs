@@ -8,6 +8,47 @@ namespace Balancer.Tests.Management;
 public class StatusPageTests
 {
     [Fact]
+    public async Task StatusPage_FirstPaint_ComesFromTheServer_MembersFrontendsBackendsAndWhyABackendIsDown()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer {
+              node.admin { enabled = on, bind = "127.0.0.1:0" }
+              frontends.web { bind = "127.0.0.1:0", pool = app }
+              pools.app {
+                health-check { interval = 200ms, fast-interval = 200ms, down-interval = 200ms, timeout = 150ms, rise = 1, fall = 1 }
+                {{backends.Hocon()}}
+              }
+            }
+            """);
+        using var http = new HttpClient();
+        await http.PostAsync($"http://127.0.0.1:{backends["b"].Port}/control/health?ok=false", null);
+        var page = await host.AdminUriAsync("/");
+        await Eventually.Holds(async () => Assert.Contains("data-health=\"down\"", await http.GetStringAsync(page)), TimeSpan.FromSeconds(10));
+
+        // What a browser paints first is the page as served, before any script fetched anything:
+        // the screenshot a person would take, and the markup it is painted from.
+        var screenshot = Path.Combine(Path.GetTempPath(), $"balancer-status-{Guid.NewGuid():N}.png");
+        try
+        {
+            await HeadlessChromium.RunOnceAsync(page, $"--screenshot={screenshot}", "--window-size=1280,900");
+            Assert.True(new FileInfo(screenshot).Length > 10_000, "the screenshot has content");
+        }
+        finally
+        {
+            File.Delete(screenshot);
+        }
+        var dom = await http.GetStringAsync(page);
+        Assert.Matches(@"<tr data-member=""akka\.tcp://[^""]+""><td>akka\.tcp://", dom);
+        Assert.Contains("(1 of 1 up)", dom);
+        Assert.Contains("<tr data-frontend=\"web\">", dom);
+        Assert.Contains("<tr data-backend=\"app/a\" data-health=\"up\" data-state=\"ready\">", dom);
+        Assert.Matches(@"<tr data-backend=""app/b"" data-health=""down"" data-state=""ready"">.*<span class=""reason"">[^<]*HTTP 503", dom);
+        Assert.Contains("this node", dom);
+        Assert.DoesNotContain("loading", dom);
+    }
+
+    [Fact]
     public async Task StatusPage_ShowsEveryBackend_AndAStateChangeWithoutReloading()
     {
         await using var backends = await BackendSet.StartAsync("a", "b", "c");

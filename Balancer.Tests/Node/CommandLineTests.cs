@@ -52,15 +52,25 @@ public class CommandLineTests : IDisposable
         var file = Write("syntax.conf", "balancer {\n  pools { x { a = 1 }, y = 2 }\n");
         var (code, _, error) = await RunAsync("check-config", file);
         Assert.Equal(1, code);
-        Assert.Equal($"{file}: {file}:2:22: Unknown token (after \"NAME {{ ... }}\" start the next entry on a new line instead of a comma)", error.Trim());
+        Assert.Equal($"{file}:2:22: Unknown token (after \"NAME {{ ... }}\" start the next entry on a new line instead of a comma)", error.Trim());
     }
 
     [Fact]
-    public async Task CheckConfig_MissingFile_NamesIt()
+    public async Task CheckConfig_MissingFile_NamesItOnce()
     {
         var (code, _, error) = await RunAsync("check-config", Path.Combine(_directory, "absent.conf"));
         Assert.Equal(1, code);
-        Assert.StartsWith($"{Path.Combine(_directory, "absent.conf")}: {Path.Combine(_directory, "absent.conf")}: cannot read", error.Trim());
+        Assert.Equal($"{Path.Combine(_directory, "absent.conf")}: no such file", error.Trim());
+    }
+
+    [Fact]
+    public async Task CheckConfig_MisspeltKey_SuggestsTheNearestOne()
+    {
+        var file = Path.Combine(_directory, "misspelt.conf");
+        File.WriteAllText(file, "balancer.pools.app { backends.a = \"127.0.0.1:1\", retires = 2 }\n");
+        var (code, _, error) = await RunAsync("check-config", file);
+        Assert.Equal(1, code);
+        Assert.StartsWith($"{file}: balancer.pools.app.retires: unknown key (did you mean \"retries\"? expected one of: ", error.Trim());
     }
 
     [Fact]

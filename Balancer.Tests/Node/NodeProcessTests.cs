@@ -147,6 +147,31 @@ public class NodeProcessTests
         }
     }
 
+    [Theory]
+    [InlineData("balancer.frontends.web-node1.bind")]
+    [InlineData("balancer.node.admin.bind")]
+    public async Task Run_ListenerPortTaken_OneLineAndExit1WithinTwoSeconds_BeforeJoiningOrOpeningAnything(string key)
+    {
+        // Another process holds the port, without SO_REUSEPORT, as any foreign server would.
+        using var holder = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        holder.Start();
+        var taken = ((IPEndPoint)holder.LocalEndpoint).Port;
+        await using var cleanup = new ProcessGroup();
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        var node = StartNode1OnFreePorts(cleanup, "--set", $"{key}=127.0.0.1:{taken}");
+        var exitCode = await node.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        var elapsed = started.Elapsed;
+
+        Assert.Equal(1, exitCode);
+        Assert.True(elapsed < TimeSpan.FromSeconds(2), $"exited after {elapsed.TotalSeconds:0.0} s:\n{node.Output}");
+        var errorLine = Assert.Single(node.Errors.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.Equal($"balancer: {key}: cannot listen on 127.0.0.1:{taken}: the address is already in use (another process listens there)", errorLine);
+        // Nothing was opened and no cluster was joined: the node stopped before its actor system existed.
+        Assert.DoesNotContain("listening", node.Output);
+        Assert.DoesNotContain("Welcome", node.Output);
+        Assert.DoesNotContain("Akka", node.Output);
+    }
+
     private static IPEndPoint FrontendEndPoint(string output, string frontend)
     {
         var match = Regex.Match(output, $@"frontend {Regex.Escape(frontend)} \((?:http|tcp)\) on (\S+) ");

@@ -64,6 +64,41 @@ internal sealed class HeadlessChromium : IAsyncDisposable
     /// so the status page is tested on a fresh machine too; where that is impossible the test
     /// fails saying why, rather than being skipped.
     /// </summary>
+    /// <summary>
+    /// One run of <c>chromium --headless</c> on <paramref name="url"/>, as a person would type it
+    /// (<c>--screenshot=FILE</c>, <c>--dump-dom</c>, ...), with its own profile deleted afterwards;
+    /// killed by PID if it runs longer than 60 s. Returns what it printed on stdout.
+    /// </summary>
+    public static async Task<string> RunOnceAsync(Uri url, params string[] flags)
+    {
+        await Installed.Value;
+        var profile = Directory.CreateTempSubdirectory("balancer-chromium-").FullName;
+        var start = new ProcessStartInfo(Executable) { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        string[] args = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+            "--disable-background-networking", $"--user-data-dir={profile}", .. flags, url.ToString()];
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        try
+        {
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            return await stdout;
+        }
+        catch (TimeoutException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"chromium {string.Join(' ', flags)} did not finish within 60 s: {await stderr}");
+        }
+        finally
+        {
+            Directory.Delete(profile, recursive: true);
+        }
+    }
+
     private static async Task InstallAsync()
     {
         if (File.Exists(Executable))

@@ -11,6 +11,7 @@ internal sealed class NodeProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly StringBuilder _output = new();
+    private readonly StringBuilder _errors = new();
     private readonly object _gate = new();
 
     private NodeProcess(Process process)
@@ -27,6 +28,18 @@ internal sealed class NodeProcess : IAsyncDisposable
             lock (_gate)
             {
                 return _output.ToString();
+            }
+        }
+    }
+
+    /// <summary>What the process wrote to stderr alone (it is in <see cref="Output"/> too).</summary>
+    public string Errors
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _errors.ToString();
             }
         }
     }
@@ -67,7 +80,7 @@ internal sealed class NodeProcess : IAsyncDisposable
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start balancer");
         var node = new NodeProcess(process);
         process.OutputDataReceived += (_, e) => node.Append(e.Data);
-        process.ErrorDataReceived += (_, e) => node.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => node.Append(e.Data, error: true);
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         return node;
@@ -149,7 +162,7 @@ internal sealed class NodeProcess : IAsyncDisposable
         _process.Dispose();
     }
 
-    private void Append(string? line)
+    private void Append(string? line, bool error = false)
     {
         if (line is null)
         {
@@ -158,6 +171,10 @@ internal sealed class NodeProcess : IAsyncDisposable
         lock (_gate)
         {
             _output.AppendLine(line);
+            if (error)
+            {
+                _errors.AppendLine(line);
+            }
         }
     }
 }

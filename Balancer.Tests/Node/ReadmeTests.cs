@@ -1,0 +1,83 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Node;
+
+/// <summary>
+/// The README's "Running a node" commands, run as printed from the repository root, as a newcomer
+/// pastes them: a reader must never meet a command that does not work.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class ReadmeTests
+{
+    [Fact]
+    public async Task RunningANode_EveryCommand_RunsAsPrinted_FromTheRepositoryRoot()
+    {
+        var root = CommandLineTests.RepositoryRoot();
+        var readme = File.ReadAllText(Path.Combine(root, "README.md"));
+        var section = Regex.Match(readme, @"^## Running a node\n(.*?)^## ", RegexOptions.Multiline | RegexOptions.Singleline).Groups[1].Value;
+        var block = Regex.Match(section, @"```bash\n(.*?)```", RegexOptions.Singleline).Groups[1].Value;
+        var lines = block.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Trim()).ToList();
+        Assert.Equal("dotnet build -c Release", lines[0]);
+        Assert.Contains(lines, l => l.StartsWith("$B run ", StringComparison.Ordinal));
+
+        // Each line as printed, in order, with two exceptions: the build already ran (this test
+        // runs the binaries it made; building again under running tests would replace them), and
+        // `run` stays in the foreground until Ctrl+C, so the script starts it as a job and waits
+        // until its frontend answers, as the reader's second terminal would.
+        var script = new List<string> { "set -e", "trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT" };
+        var log = Path.GetTempFileName();
+        foreach (var printed in lines.Skip(1))
+        {
+            var line = Regex.Replace(printed, @"\s+#.*$", "");
+            if (line.StartsWith("$B run ", StringComparison.Ordinal))
+            {
+                script.Add($"{line} > {log} 2>&1 &");
+                script.Add("for i in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:8081/ && break; sleep 0.2; done");
+                continue;
+            }
+            script.Add(line.StartsWith("curl ", StringComparison.Ordinal) ? line + "; echo" : line);
+        }
+        var durable = Path.Combine(root, "data", "node1");
+        var durableExisted = Directory.Exists(durable);
+        try
+        {
+            var (code, output) = await BashAsync(string.Join('\n', script), root, TimeSpan.FromSeconds(90));
+            Assert.True(code == 0, $"exit code {code}:\n{output}\n{(File.Exists(log) ? File.ReadAllText(log) : "")}");
+            // The round-robin answers the README promises, through the HTTP and the TCP frontend.
+            Assert.Equal(lines.Count(l => l.StartsWith("curl ", StringComparison.Ordinal)), Regex.Matches(output, @"^[abc] /$", RegexOptions.Multiline).Count);
+        }
+        finally
+        {
+            File.Delete(log);
+            if (!durableExisted && Directory.Exists(durable))
+            {
+                Directory.Delete(durable, recursive: true);
+            }
+        }
+    }
+
+    /// <summary>Runs <paramref name="script"/> with bash in <paramref name="directory"/>; killed by PID (with its jobs) after <paramref name="timeout"/>.</summary>
+    private static async Task<(int Code, string Output)> BashAsync(string script, string directory, TimeSpan timeout)
+    {
+        var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = directory };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add(script);
+        // If the test host dies, the balancer processes the script started follow it.
+        info.Environment["BALANCER_PARENT_PID"] = Environment.ProcessId.ToString();
+        using var process = Process.Start(info)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        try
+        {
+            await process.WaitForExitAsync().WaitAsync(timeout);
+        }
+        catch (TimeoutException)
+        {
+            process.Kill(entireProcessTree: true);
+            return (-1, "timed out: " + await stdout + await stderr);
+        }
+        return (process.ExitCode, await stdout + await stderr);
+    }
+}
