@@ -68,7 +68,7 @@ public sealed class BalancerExtension : IExtension
         }
         Metrics = new Telemetry.BalancerMetrics(Pools, () => _frontendCounters.Values, Membership);
         Prometheus = new Telemetry.PrometheusExporter(Metrics);
-        Client = new Client.BalancerClient(Pools, Events);
+        Client = new Client.BalancerClient(Pools, Events, Membership);
         Replication.BalancerReplicator.Get(system);
         Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools, Events), "balancer");
         AdminStarted = Settings.Node.AdminEnabled ? StartAdmin(system) : Task.FromResult<Management.AdminServer?>(null);

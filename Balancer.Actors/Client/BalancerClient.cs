@@ -6,7 +6,7 @@ using Balancer.Routing;
 namespace Balancer.Client;
 
 /// <summary>The <see cref="IBalancerClient"/> of a node, over its pool registry and event feed.</summary>
-internal sealed class BalancerClient(PoolRegistry pools, EventFeed events) : IBalancerClient
+internal sealed class BalancerClient(PoolRegistry pools, EventFeed events, Membership.ClusterMembership? membership = null) : IBalancerClient
 {
     public IReadOnlyCollection<string> Pools => pools.Pools.Keys.ToList();
 
@@ -18,12 +18,38 @@ internal sealed class BalancerClient(PoolRegistry pools, EventFeed events) : IBa
 
     public async IAsyncEnumerable<NotableEvent> Events([EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        // Subscribed first, so that no change falls between the current state and the stream.
         using var reader = events.Subscribe();
+        foreach (var current in CurrentState())
+        {
+            yield return current;
+        }
         while (await reader.Events.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
         {
             while (reader.Events.TryRead(out var notable))
             {
                 yield return notable;
+            }
+        }
+    }
+
+    private IEnumerable<NotableEvent> CurrentState()
+    {
+        var cluster = membership?.Current();
+        var self = cluster?.Self ?? "";
+        var now = DateTimeOffset.UtcNow;
+        foreach (var member in cluster?.Members.Where(m => m.Status == "up") ?? [])
+        {
+            yield return new NotableEvent(now, "member-up", $"member {member.Address} is up, {member.Duty.ToString().ToLowerInvariant()} (current state)", self, Member: member.Address);
+        }
+        foreach (var handle in pools.Pools.Values.OrderBy(p => p.Name, StringComparer.Ordinal))
+        {
+            foreach (var backend in handle.Snapshot.Backends)
+            {
+                var reason = backend.HealthReason.Length > 0 ? $": {backend.HealthReason}" : "";
+                yield return new NotableEvent(now, backend.Healthy ? "backend-up" : "backend-down",
+                    $"backend {backend.Pool}/{backend.Name} is {(backend.Healthy ? "UP" : "DOWN")}{reason}, admin state {backend.AdminState.ToString().ToLowerInvariant()} (current state)",
+                    self, backend.Pool, backend.Name);
             }
         }
     }

@@ -19,15 +19,24 @@ public sealed class BalancerHttpHandler : DelegatingHandler
     public static readonly HttpRequestOptionsKey<string> AffinityKey = new("Balancer.AffinityKey");
 
     private readonly IBalancerClient _client;
+    private readonly string? _pool;
 
-    /// <summary>A handler over <paramref name="client"/>; set <see cref="DelegatingHandler.InnerHandler"/> (or use the HttpClientFactory).</summary>
-    public BalancerHttpHandler(IBalancerClient client) => _client = client;
+    /// <summary>
+    /// A handler over <paramref name="client"/>; set <see cref="DelegatingHandler.InnerHandler"/> (or
+    /// use the HttpClientFactory: <c>services.AddHttpClient("inventory").AddBalancer()</c>). Requests
+    /// go to <paramref name="pool"/>, or, when it is null, to the pool their host names.
+    /// </summary>
+    public BalancerHttpHandler(IBalancerClient client, string? pool = null)
+    {
+        _client = client;
+        _pool = pool;
+    }
 
     /// <inheritdoc />
     protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
         var original = request.RequestUri ?? throw new InvalidOperationException("the request has no URI");
-        var pool = original.Host;
+        var pool = _pool ?? original.Host;
         request.Options.TryGetValue(AffinityKey, out var affinityKey);
         var selection = _client.Selection(pool, affinityKey);
         var settings = selection.Snapshot.Settings;

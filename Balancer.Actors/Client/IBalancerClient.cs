@@ -39,6 +39,11 @@ public interface IBalancerClient
     /// <exception cref="KeyNotFoundException">No such pool.</exception>
     PoolSnapshot View(string pool);
 
-    /// <summary>Backend, pool, duty and membership changes from now on, until <paramref name="cancellationToken"/> is cancelled.</summary>
+    /// <summary>
+    /// Backend, pool, duty and membership changes until <paramref name="cancellationToken"/> is
+    /// cancelled, starting with the current state as events (as Akka.Cluster's initial state as
+    /// events): a <c>member-up</c> per Up member, then a <c>backend-up</c> or <c>backend-down</c> per
+    /// backend, each text ending in "(current state)", so that a subscriber never has to ask first.
+    /// </summary>
     IAsyncEnumerable<NotableEvent> Events(CancellationToken cancellationToken = default);
 }

@@ -1,5 +1,7 @@
 using Akka.Actor;
+using Akka.Cluster;
 using Akka.Cluster.Sharding;
+using Akka.Event;
 using Balancer.Configuration;
 using Balancer.Routing;
 
@@ -12,10 +14,23 @@ namespace Balancer.Health;
 /// backend. The backends are read from the pools' snapshots, so backends added or removed at runtime
 /// gain or lose their probe on the next reconcile. Probes use one HTTP client that opens a fresh
 /// connection per check, as HAProxy does, so a backend that cannot accept connections fails.
+/// The shard coordinator runs on the oldest member with Balancer's role; when that member does not
+/// run Balancer (no <c>balancer.node.role</c> set in a cluster where some members do not start it),
+/// no coordinator ever answers and no sharded probe would start. This node then says so, loudly and
+/// once, and probes those pools' backends itself, as <c>every-node</c> placement does: no
+/// configuration leaves backends unprobed.
 /// </summary>
 internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
 {
     internal static readonly TimeSpan ReconcileInterval = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long this node may be Up without the shard coordinator answering before it probes sharded pools itself.</summary>
+    internal static readonly TimeSpan CoordinatorWait = TimeSpan.FromSeconds(10);
+
+    private readonly string _role;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private DateTimeOffset? _coordinatorMissingSince;
+    private bool _probingShardedPoolsLocally;
 
     private readonly PoolRegistry _pools;
     private readonly IActorRef _reporter;
@@ -34,6 +49,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
     public HealthSupervisor(BalancerSettings settings, PoolRegistry pools)
     {
         _pools = pools;
+        _role = settings.Node.Role;
         _reporter = Context.ActorOf(HealthReporter.Props(), "reporter");
         if (settings.Pools.Any(p => p.HealthCheck.Kind != HealthCheckKind.None && p.HealthCheck.Placement == ProbePlacement.Sharded))
         {
@@ -48,6 +64,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
                 new ProbeEntity.MessageExtractor(settings.Node.ProbeShards));
         }
         Receive<Reconcile>(_ => OnReconcile());
+        Receive<CurrentRegions>(OnCurrentRegions);
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -75,7 +92,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
             }
             foreach (var backend in pool.Backends)
             {
-                if (pool.HealthCheck.Placement == ProbePlacement.Sharded)
+                if (pool.HealthCheck.Placement == ProbePlacement.Sharded && !_probingShardedPoolsLocally)
                 {
                     _region?.Tell(new ProbeEntity.EnsureProbe(pool.Name, backend.Name, backend.Address.ToString()));
                     continue;
@@ -101,6 +118,38 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
             Context.Stop(_localProbes[name].Probe);
             _localProbes.Remove(name);
         }
+        if (_region is not null && !_probingShardedPoolsLocally)
+        {
+            // The region answers with no regions at all while it has no coordinator.
+            _region.Tell(GetCurrentRegions.Instance);
+        }
+    }
+
+    private void OnCurrentRegions(CurrentRegions regions)
+    {
+        var cluster = Cluster.Get(Context.System);
+        if (regions.Regions.Count > 0 || cluster.SelfMember.Status != MemberStatus.Up)
+        {
+            _coordinatorMissingSince = null;
+            return;
+        }
+        var now = DateTimeOffset.UtcNow;
+        _coordinatorMissingSince ??= now;
+        if (_probingShardedPoolsLocally || now - _coordinatorMissingSince < CoordinatorWait)
+        {
+            return;
+        }
+        _probingShardedPoolsLocally = true;
+        var oldest = cluster.State.Members
+            .Where(m => m.Status == MemberStatus.Up && (_role.Length == 0 || m.HasRole(_role)))
+            .OrderBy(m => m, Member.AgeOrdering)
+            .FirstOrDefault();
+        _log.Warning(
+            "health probes: no shard coordinator has answered for {0:0} s: the oldest member{1} ({2}) does not seem to run Balancer, " +
+            "so sharded probes cannot start. This node now probes every backend itself. Set balancer.node.role (and that role in " +
+            "akka.cluster.roles of the members that run Balancer) so that the probes are sharded among them.",
+            CoordinatorWait.TotalSeconds, _role.Length == 0 ? "" : $" with role {_role}", oldest?.Address.ToString() ?? "unknown");
+        Self.Tell(Reconcile.Instance);
     }
 
     private sealed class Reconcile

@@ -17,18 +17,31 @@ namespace Balancer.Hosting;
 /// </summary>
 public static class BalancerHostingExtensions
 {
-    /// <summary>Balancer with settings from <paramref name="options"/>.</summary>
-    public static AkkaConfigurationBuilder WithBalancer(this AkkaConfigurationBuilder builder, BalancerOptions options) =>
-        builder.WithBalancer(options.ToConfig());
+    /// <summary>
+    /// Balancer with settings from <paramref name="options"/>. Every overload also adds
+    /// <see cref="ClusterTuning"/> below the host's own settings unless <c>clusterTuning</c> is false,
+    /// which leaves Akka's defaults.
+    /// </summary>
+    public static AkkaConfigurationBuilder WithBalancer(this AkkaConfigurationBuilder builder, BalancerOptions options, bool clusterTuning = true) =>
+        builder.WithBalancer(options.ToConfig(), clusterTuning);
+
+    /// <summary>Balancer with settings from a configuration section that mirrors <c>balancer { }</c> (see <see cref="BalancerIntegrations.ToBalancerConfig"/>).</summary>
+    public static AkkaConfigurationBuilder WithBalancer(this AkkaConfigurationBuilder builder, Microsoft.Extensions.Configuration.IConfiguration section, bool clusterTuning = true) =>
+        builder.WithBalancer(section.ToBalancerConfig(), clusterTuning);
 
     /// <summary>Balancer with a <c>balancer { }</c> HOCON section.</summary>
-    public static AkkaConfigurationBuilder WithBalancer(this AkkaConfigurationBuilder builder, string hocon) =>
-        builder.WithBalancer(ConfigurationFactory.ParseString(hocon));
+    public static AkkaConfigurationBuilder WithBalancer(this AkkaConfigurationBuilder builder, string hocon, bool clusterTuning = true) =>
+        builder.WithBalancer(ConfigurationFactory.ParseString(hocon), clusterTuning);
 
     /// <summary>Balancer with a <c>balancer { }</c> configuration; it is validated when the system starts.</summary>
-    public static AkkaConfigurationBuilder WithBalancer(this AkkaConfigurationBuilder builder, Config config)
+    public static AkkaConfigurationBuilder WithBalancer(this AkkaConfigurationBuilder builder, Config config, bool clusterTuning = true)
     {
         builder.AddHocon(config, HoconAddMode.Prepend);
+        if (clusterTuning)
+        {
+            // Appended: whatever the host sets itself (WithClustering, WithRemoting, its own HOCON) wins.
+            builder.AddHocon(ClusterTuning.Config, HoconAddMode.Append);
+        }
         return builder.WithActors((system, registry) =>
         {
             var balancer = BalancerExtension.Get(system);

@@ -106,7 +106,9 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
     {
         Receive<ReplicatedStateWarmUp.Done>(_ =>
         {
-            _log.Info("replicated state loaded from the cluster: opening frontends");
+            _log.Info(_settings.Node.StartFrontends && _settings.Frontends.Length > 0
+                ? "replicated state loaded from the cluster: opening frontends"
+                : "replicated state loaded from the cluster");
             SetDuty(NodeDuty.Active, _cluster.SelfAddress.ToString());
             Become(Serving);
         });
@@ -180,7 +182,9 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
             return;
         }
         _duty = duty;
-        _log.Info("node duty: {0} (active node {1})", duty.ToString().ToLowerInvariant(), activeNode);
+        // Without frontends (an embedded client-only balancer) the duty changes nothing worth a line.
+        _log.Log(_settings.Node.StartFrontends && _settings.Frontends.Length > 0 ? LogLevel.InfoLevel : LogLevel.DebugLevel,
+            $"node duty: {duty.ToString().ToLowerInvariant()} (active node {activeNode})");
         Context.System.EventStream.Publish(new NodeDutyChanged(_cluster.SelfAddress.ToString(), duty, activeNode));
         _frontends.Tell(duty == NodeDuty.Active ? FrontendOwner.Open.Instance : FrontendOwner.Close.Instance);
         _hooks.Run(duty == NodeDuty.Active ? _settings.Node.OnActiveHook : _settings.Node.OnPassiveHook, duty, activeNode);

@@ -3,7 +3,7 @@ using Balancer.Model;
 
 namespace Balancer.Routing;
 
-internal sealed partial class PoolRouter
+public sealed partial class PoolRouter
 {
     /// <summary>Set a backend's admin state on every node; answered with <see cref="Akka.Actor.Status.Success"/> or a failure naming the problem.</summary>
     public sealed record SetAdminState(string Backend, BackendAdminState State);

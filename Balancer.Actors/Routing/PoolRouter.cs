@@ -19,7 +19,7 @@ namespace Balancer.Routing;
 /// with a volatile swap; the data plane never sends it a message per request. Time comes from the
 /// ActorSystem's scheduler so tests can drive it.
 /// </summary>
-internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
+public sealed partial class PoolRouter : ReceiveActor, IWithTimers
 {
     /// <summary>How often passive failure counts, ejections and slow start are folded in.</summary>
     internal static readonly TimeSpan TickInterval = TimeSpan.FromMilliseconds(200);
@@ -124,7 +124,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(PoolSettings settings, PoolHandle handle, TimeSpan writeTimeout, string role = "", AlgorithmState? algorithmState = null) =>
+    internal static Props Props(PoolSettings settings, PoolHandle handle, TimeSpan writeTimeout, string role = "", AlgorithmState? algorithmState = null) =>
         Akka.Actor.Props.Create(() => new PoolRouter(settings, handle, algorithmState, writeTimeout, role));
 
     protected override void PreStart()
@@ -346,6 +346,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     private void HealthChanged(string backend, BackendHealth old, BackendHealth now, string reason)
     {
+        Tracker(backend).HealthReason = reason;
         if (now == BackendHealth.Down)
         {
             _log.Warning("pool {0}: backend {1} is DOWN: {2}", _settings.Name, backend, reason);
@@ -392,7 +393,7 @@ internal sealed partial class PoolRouter : ReceiveActor, IWithTimers
             name =>
             {
                 var tracker = Tracker(name);
-                return new BackendRuntimeState(tracker.AdminState, tracker.Health == BackendHealth.Up, tracker.Weight, tracker.SlowStartFactor(_settings.SlowStart, now));
+                return new BackendRuntimeState(tracker.AdminState, tracker.Health == BackendHealth.Up, tracker.Weight, tracker.SlowStartFactor(_settings.SlowStart, now), tracker.HealthReason);
             },
             Counters,
             _algorithmState);

@@ -8,6 +8,7 @@ using Balancer.Client;
 using Balancer.Hosting;
 using Balancer.Routing;
 using Balancer.Tests.TestSupport;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -38,6 +39,7 @@ public class EmbeddingTests
             balancer.node.role = lb
             {{Pool(backends)}}
             """).WithFallback(BalancerHost.ClusterOfOne);
+        var workingDirectoryBefore = Directory.GetFileSystemEntries(Environment.CurrentDirectory).ToHashSet();
         var system = ActorSystem.Create("orders", userConfig);
         try
         {
@@ -68,6 +70,15 @@ public class EmbeddingTests
             Assert.Equal(30, balancer.Client.View("inventory").Backends.Sum(b => b.Counters.Requests));
             Assert.Equal(0, balancer.Client.View("inventory").Backends.Sum(b => b.Counters.InFlight));
             Assert.Throws<KeyNotFoundException>(() => balancer.Client.Select("nope"));
+
+            // Balancer's state travels through its own replicator (the host's Distributed Data is
+            // not started for it), and the probe shards keep their placement in replicated data:
+            // nothing appears in the app's working directory (no snapshots/, no data/).
+            Assert.Equal("/system/balancer-replicator", Balancer.Replication.BalancerReplicator.Get(system).Replicator.Path.ToStringWithoutAddress());
+            await Assert.ThrowsAsync<ActorNotFoundException>(() => system.ActorSelection("/user/ddataReplicator").ResolveOne(TimeSpan.FromSeconds(1)));
+            await Eventually.Holds(async () => Assert.NotNull(
+                (await system.ActorSelection("/system/sharding/balancer-probe/*/*").Ask<ActorIdentity>(new Identify(1), TimeSpan.FromSeconds(1))).Subject));
+            Assert.DoesNotContain(Directory.GetFileSystemEntries(Environment.CurrentDirectory), e => !workingDirectoryBefore.Contains(e));
         }
         finally
         {
@@ -125,6 +136,107 @@ public class EmbeddingTests
             var lease = client.Select("inventory");
             Assert.True(lease.HasBackend);
             lease.Complete(BackendOutcome.Success);
+        }
+        finally
+        {
+            await host.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+    }
+
+    [Fact]
+    public async Task AspNetCoreApp_SettingsFromAppsettingsJson_ReadinessCheck_AndANamedHttpClientThatCallsThePool()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b", "c");
+        // appsettings.json as an app would ship it: the balancer section spells every key as HOCON does.
+        var appsettings = $$"""
+            {
+              "balancer": {
+                "pools": {
+                  "inventory": {
+                    "algorithm": "round-robin",
+                    "retries": "2",
+                    "slow-start": "0s",
+                    "health-check": { "interval": "200ms", "fast-interval": "200ms", "down-interval": "200ms", "timeout": "150ms", "rise": "1", "fall": "1", "path": "/healthz" },
+                    "passive": { "consecutive-failures": "3" },
+                    "backends": {
+                      "a": "127.0.0.1:{{backends["a"].Port}}",
+                      "b": { "address": "127.0.0.1:{{backends["b"].Port}}", "weight": "50" },
+                      "c": "127.0.0.1:{{backends["c"].Port}}"
+                    }
+                  }
+                }
+              }
+            }
+            """;
+        var configuration = new ConfigurationBuilder()
+            .AddJsonStream(new MemoryStream(Encoding.UTF8.GetBytes(appsettings)))
+            .Build();
+        using var host = new HostBuilder()
+            .ConfigureServices(services =>
+            {
+                services.AddAkka("orders", builder => builder
+                    .AddHocon(BalancerHost.ClusterOfOne, HoconAddMode.Append)
+                    .AddStartup((system, _) => Akka.Cluster.Cluster.Get(system).Join(Akka.Cluster.Cluster.Get(system).SelfAddress))
+                    .WithBalancer(configuration.GetSection("balancer")));
+                services.AddHealthChecks().AddBalancer();
+                services.AddHttpClient("inventory").AddBalancer();
+            })
+            .Build();
+        await host.StartAsync();
+        try
+        {
+            var system = host.Services.GetRequiredService<ActorSystem>();
+            var settings = BalancerExtension.Get(system).Settings.Pools.Single();
+            Assert.Equal((2, 3, 50), (settings.Retries, settings.Passive.ConsecutiveFailures, settings.Backends.Single(b => b.Name == "b").Weight));
+            // WithBalancer's cluster tuning sits under the host's settings: failure detection in seconds, a frame that fits sessions.
+            Assert.Equal(TimeSpan.FromMilliseconds(1500), system.Settings.Config.GetTimeSpan("akka.cluster.failure-detector.acceptable-heartbeat-pause"));
+            Assert.Equal(4 * 1024 * 1024, system.Settings.Config.GetByteSize("akka.remote.dot-netty.tcp.maximum-frame-size"));
+
+            var health = host.Services.GetRequiredService<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckService>();
+            await Eventually.Holds(async () => Assert.Equal(Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Healthy, (await health.CheckHealthAsync()).Status), TimeSpan.FromSeconds(20));
+
+            // A subscriber to the events learns the current state first, without asking.
+            using (var subscribed = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
+            {
+                var first = new List<Balancer.Management.NotableEvent>();
+                await foreach (var notable in BalancerExtension.Get(system).Client.Events(subscribed.Token))
+                {
+                    first.Add(notable);
+                    if (first.Count == 4)
+                    {
+                        break;
+                    }
+                }
+                Assert.Equal(["member-up", "backend-up", "backend-up", "backend-up"], first.Select(e => e.Kind));
+                Assert.All(first, e => Assert.EndsWith("(current state)", e.Text));
+            }
+
+            // The named client reaches the pool by its name, spreads calls and steps around a dead backend.
+            var http = host.Services.GetRequiredService<IHttpClientFactory>().CreateClient("inventory");
+            var answered = new List<string>();
+            for (var i = 0; i < 12; i++)
+            {
+                answered.Add((await http.GetStringAsync("/items/42")).Split(' ')[0]);
+            }
+            Assert.Equal(["a", "b", "c"], answered.Distinct().Order());
+            await backends["c"].StopAsync();
+            for (var i = 0; i < 12; i++)
+            {
+                Assert.NotEqual("c", (await http.GetStringAsync("/items/42")).Split(' ')[0]);
+            }
+
+            // Every backend failing its health check: the app is degraded, not ready to route.
+            using var control = new HttpClient();
+            foreach (var name in new[] { "a", "b" })
+            {
+                await control.PostAsync($"http://127.0.0.1:{backends[name].Port}/control/health?ok=false", null);
+            }
+            await Eventually.Holds(async () =>
+            {
+                var report = await health.CheckHealthAsync();
+                Assert.Equal(Microsoft.Extensions.Diagnostics.HealthChecks.HealthStatus.Degraded, report.Status);
+                Assert.Contains("too few healthy backends (panic, or none to route to) in: inventory", report.Entries["balancer"].Description);
+            }, TimeSpan.FromSeconds(10));
         }
         finally
         {
