@@ -13,7 +13,8 @@ public class ReadmeConfigurationTests
     public void EveryBalancerKeyTheReadmeNames_ExistsInReferenceConf()
     {
         var reference = BalancerSettings.DefaultConfig();
-        var keys = Regex.Matches(Readme, @"\bbalancer(?:\.[a-z0-9\-]+)+").Select(m => m.Value.TrimEnd('.')).Where(k => k != "balancer.conf").Distinct().ToList();
+        // A key quoted in an "unknown key" error the README shows is misspelt on purpose.
+        var keys = Regex.Matches(Readme, @"\bbalancer(?>(?:\.[a-z0-9\-]+)+)(?!: unknown key)").Select(m => m.Value.TrimEnd('.')).Where(k => k != "balancer.conf").Distinct().ToList();
         Assert.True(keys.Count > 10, $"found only {keys.Count} keys");
         var missing = keys.Select(ReferencePath).Where(path => path is not null && !reference.HasPath(path)).ToList();
         Assert.True(missing.Count == 0, "README names keys reference.conf does not have: " + string.Join(", ", missing));
