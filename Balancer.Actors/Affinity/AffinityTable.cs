@@ -26,7 +26,7 @@ public sealed class AffinityTable
         Settings = pool.Affinity;
         _store = store;
         _now = now;
-        Cookie = pool.Affinity.Mode == AffinityMode.Cookie ? new AffinityCookie(cookieKey, pool.Name) : null;
+        Cookie = pool.Affinity.Mode == AffinityMode.Cookie ? new AffinityCookie(cookieKey, pool.Name, pool.Affinity.Ttl, now) : null;
     }
 
     /// <summary>How long a new session waits for a majority before it is served anyway (pinned locally).</summary>

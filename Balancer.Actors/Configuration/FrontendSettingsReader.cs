@@ -55,7 +55,13 @@ internal static class FrontendSettingsReader
             section.Duration("idle-timeout"),
             section.Int("max-connections", 1, 10_000_000),
             section.Bool("preserve-host"),
-            section.Bool("forwarded-headers"),
+            section.Choice("forwarded-headers", "append", "replace", "off") switch
+            {
+                "replace" => ForwardedHeadersMode.Replace,
+                "off" => ForwardedHeadersMode.Off,
+                _ => ForwardedHeadersMode.Append,
+            },
+            ReadTrustedProxies(section),
             section.Int("max-connections-per-client", 0, 10_000_000),
             section.Duration("request-headers-timeout"),
             section.Int("max-request-header-bytes", 1024, 16 * 1024 * 1024),
@@ -64,6 +70,28 @@ internal static class FrontendSettingsReader
             section.Int("min-request-body-rate", 0, int.MaxValue),
             ReadTls(section.Section("tls"), mode),
             ReadSniRoutes(section, mode, pools));
+    }
+
+    /// <summary><c>trusted-proxies</c>: addresses ("192.0.2.7") or CIDRs ("10.0.0.0/8").</summary>
+    internal static ImmutableArray<System.Net.IPNetwork> ReadTrustedProxies(SettingsReader section)
+    {
+        var networks = ImmutableArray.CreateBuilder<System.Net.IPNetwork>();
+        foreach (var entry in section.StringList("trusted-proxies"))
+        {
+            if (System.Net.IPNetwork.TryParse(entry, out var network))
+            {
+                networks.Add(network);
+            }
+            else if (System.Net.IPAddress.TryParse(entry, out var address))
+            {
+                networks.Add(new System.Net.IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128));
+            }
+            else
+            {
+                section.Problem("trusted-proxies", $"expected IP addresses or CIDRs such as 10.0.0.0/8, got \"{entry}\"");
+            }
+        }
+        return networks.ToImmutable();
     }
 
     internal static ImmutableArray<SniRoute> ReadSniRoutes(SettingsReader section, FrontendMode mode, ImmutableArray<PoolSettings>.Builder pools)

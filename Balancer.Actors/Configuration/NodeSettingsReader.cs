@@ -22,6 +22,7 @@ internal static class NodeSettingsReader
             admin.Bool("enabled"),
             adminBind,
             admin.String("token"),
+            admin.StringList("allowed-hosts"),
             hooks.String("on-active"),
             hooks.String("on-passive"),
             node.Bool("start-frontends"),
@@ -47,7 +48,7 @@ internal static class NodeSettingsReader
             tls.Problem(certificate.Length == 0 ? "certificate" : "ca", "cluster-tls needs both this node's certificate and the cluster CA");
             return null;
         }
-        var settings = new ClusterTlsSettings(certificate, tls.String("key"), authority, tls.String("password-env"));
+        var settings = new ClusterTlsSettings(certificate, tls.String("key"), authority, tls.String("password-env"), tls.StringList("node-names"));
         try
         {
             using var loaded = Certificates.Load(new CertificateFiles(certificate, settings.Key), settings.PasswordEnv);
@@ -60,6 +61,11 @@ internal static class NodeSettingsReader
             if (!Certificates.IssuedBy(loaded, ca))
             {
                 tls.Problem("certificate", $"{certificate} is not issued by the cluster CA {authority}: other nodes would refuse it");
+                return null;
+            }
+            if (Certificates.ClusterNodeProblem(loaded, ca, settings.NodeNames) is { } problem)
+            {
+                tls.Problem("certificate", $"{certificate}: {problem}: other nodes would refuse it");
                 return null;
             }
         }

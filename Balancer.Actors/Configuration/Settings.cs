@@ -28,6 +28,7 @@ public sealed record NodeSettings(
     bool AdminEnabled,
     EndpointAddress AdminBind,
     string AdminToken,
+    IReadOnlyList<string> AdminAllowedHosts,
     string OnActiveHook,
     string OnPassiveHook,
     bool StartFrontends,
@@ -44,7 +45,8 @@ public sealed record NodeSettings(
 /// <param name="Key">Its PEM private key, when not in the certificate file.</param>
 /// <param name="Authority">The cluster CA's certificate: peers must present a certificate it issued.</param>
 /// <param name="PasswordEnv">Environment variable holding the key's or PFX's password.</param>
-public sealed record ClusterTlsSettings(string Certificate, string Key, string Authority, string PasswordEnv);
+/// <param name="NodeNames">When not empty, the names (CN or DNS) a peer's certificate must carry one of.</param>
+public sealed record ClusterTlsSettings(string Certificate, string Key, string Authority, string PasswordEnv, IReadOnlyList<string> NodeNames);
 
 /// <summary>One frontend (<c>balancer.frontends.NAME</c>).</summary>
 public sealed record FrontendSettings(
@@ -56,7 +58,8 @@ public sealed record FrontendSettings(
     TimeSpan IdleTimeout,
     int MaxConnections,
     bool PreserveHost,
-    bool ForwardedHeaders,
+    ForwardedHeadersMode ForwardedHeaders,
+    ImmutableArray<System.Net.IPNetwork> TrustedProxies,
     int MaxConnectionsPerClient,
     TimeSpan RequestHeadersTimeout,
     int MaxRequestHeaderBytes,
@@ -65,6 +68,17 @@ public sealed record FrontendSettings(
     int MinRequestBodyBytesPerSecond,
     TlsSettings? Tls,
     ImmutableArray<SniRoute> SniRoutes);
+
+/// <summary>What an HTTP frontend tells backends about the client (<c>forwarded-headers</c>).</summary>
+public enum ForwardedHeadersMode
+{
+    /// <summary>Append the client to X-Forwarded-For; keep incoming forwarding headers from trusted proxies only.</summary>
+    Append,
+    /// <summary>Set the forwarding headers from this hop alone; incoming ones are removed.</summary>
+    Replace,
+    /// <summary>Add and remove nothing.</summary>
+    Off,
+}
 
 /// <summary>A TCP frontend's TLS passthrough rule: connections whose ClientHello asks for <paramref name="ServerName"/> ("*.x" matches one label) go to <paramref name="Pool"/>.</summary>
 public sealed record SniRoute(string ServerName, string Pool);

@@ -17,16 +17,23 @@ namespace Balancer.Management;
 /// affinity and frontends as JSON, <c>/metrics</c>, <c>/healthz</c>, <c>/readyz</c> and the status
 /// page. Errors are RFC 7807 problem details with a one-line <c>detail</c>. When
 /// <c>balancer.node.admin.token</c> is set, every mutation, and reading session keys, needs
-/// <c>Authorization: Bearer TOKEN</c>.
+/// <c>Authorization: Bearer TOKEN</c>. Closed to web pages whatever the token: a request must name
+/// this server in its Host header (so a DNS name an attacker controls cannot reach it), a mutation
+/// must come with a JSON body type (which a page can send cross-site only after a CORS preflight,
+/// and no CORS header is ever sent) and, when it has an Origin, from this server's own origin.
 /// </summary>
 public sealed class AdminServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly byte[]? _tokenHash;
+    private readonly HashSet<string> _allowedHosts;
+    private readonly bool _wildcardBind;
 
     internal AdminServer(AdminContext admin)
     {
         var settings = admin.Node;
+        var bound = ListenSockets.Resolve(settings.AdminBind).Address;
+        _wildcardBind = bound.Equals(IPAddress.Any) || bound.Equals(IPAddress.IPv6Any);
         _tokenHash = settings.AdminToken.Length > 0 ? SHA256.HashData(Encoding.UTF8.GetBytes(settings.AdminToken)) : null;
 
         var builder = KestrelHosting.CreateBuilder("balancer-admin", admin.System);
@@ -38,6 +45,8 @@ public sealed class AdminServer : IAsyncDisposable
             kestrel.Listen(ListenSockets.Resolve(settings.AdminBind));
         });
         _app = builder.Build();
+        _allowedHosts = AllowedHosts(settings);
+        _app.Use(RefuseCrossSiteAsync);
         _app.UseRouting();
         _app.Use(RequireTokenAsync);
         NodeEndpoints.Map(_app, admin);
@@ -71,6 +80,52 @@ public sealed class AdminServer : IAsyncDisposable
         {
             await _app.DisposeAsync();
         }
+    }
+
+    /// <summary>The Host names requests may use: the bound address, localhost on loopback, any IP on a wildcard bind, and allowed-hosts.</summary>
+    private static HashSet<string> AllowedHosts(Configuration.NodeSettings settings)
+    {
+        var hosts = new HashSet<string>(settings.AdminAllowedHosts, StringComparer.OrdinalIgnoreCase);
+        var bound = ListenSockets.Resolve(settings.AdminBind).Address;
+        hosts.Add(bound.ToString());
+        if (IPAddress.IsLoopback(bound) || bound.Equals(IPAddress.Any) || bound.Equals(IPAddress.IPv6Any))
+        {
+            hosts.Add("localhost");
+        }
+        return hosts;
+    }
+
+    private async Task RefuseCrossSiteAsync(HttpContext context, RequestDelegate next)
+    {
+        var request = context.Request;
+        var host = request.Host.Host.Trim('[', ']');
+        if (!_allowedHosts.Contains(host) && !(_wildcardBind && IPAddress.TryParse(host, out _)))
+        {
+            // 421 Misdirected Request: this server does not answer for that name.
+            await Problem(StatusCodes.Status421MisdirectedRequest, "unknown host",
+                $"this admin API answers for {string.Join(", ", _allowedHosts.Order(StringComparer.Ordinal))}{(_wildcardBind ? " and its IP addresses" : "")}, not \"{request.Host.Host}\" (balancer.node.admin.allowed-hosts)").ExecuteAsync(context);
+            return;
+        }
+        if (!HttpMethods.IsGet(request.Method) && !HttpMethods.IsHead(request.Method) && !HttpMethods.IsOptions(request.Method))
+        {
+            if (request.Headers.Origin is { Count: > 0 } origin && !string.Equals(origin.ToString(), $"{request.Scheme}://{request.Host}", StringComparison.OrdinalIgnoreCase))
+            {
+                await Problem(StatusCodes.Status403Forbidden, "cross-origin request",
+                    $"a change from origin {origin} is refused: the admin API takes changes from ctl and scripts, not from web pages").ExecuteAsync(context);
+                return;
+            }
+            var mediaType = request.ContentType is { } type && Microsoft.Net.Http.Headers.MediaTypeHeaderValue.TryParse(type, out var parsed) ? parsed.MediaType.ToString() : null;
+            if (HttpMethods.IsPost(request.Method) || request.ContentLength > 0 || request.Headers.TransferEncoding.Count > 0)
+            {
+                if (!string.Equals(mediaType, "application/json", StringComparison.OrdinalIgnoreCase))
+                {
+                    await Problem(StatusCodes.Status415UnsupportedMediaType, "JSON expected",
+                        $"a change needs Content-Type: application/json, got {(mediaType is null ? "none" : mediaType)}").ExecuteAsync(context);
+                    return;
+                }
+            }
+        }
+        await next(context);
     }
 
     private async Task RequireTokenAsync(HttpContext context, RequestDelegate next)

@@ -20,7 +20,8 @@ internal static class NodeEndpoints
         routes.MapGet("/metrics", () => Results.Text(admin.Prometheus.Scrape(), Telemetry.PrometheusExporter.ContentType));
         routes.MapGet("/", () => Results.Content(StatusPage.Render(admin), "text/html; charset=utf-8"));
         routes.MapGet("/api/frontends", () => Results.Json(admin.Frontends.Select(f => FrontendView.Of(f, admin.FrontendCounters(f.Name))), Json));
-        routes.MapGet("/api/events", (HttpContext context) => StreamEventsAsync(admin, context));
+        var streams = new EventStreamLimit();
+        routes.MapGet("/api/events", (HttpContext context) => StreamEventsAsync(admin, streams, context));
     }
 
     private static IResult Ready(AdminContext admin)
@@ -36,7 +37,28 @@ internal static class NodeEndpoints
             : Results.Text("ready\n");
     }
 
-    private static async Task StreamEventsAsync(AdminContext admin, HttpContext context)
+    private static async Task StreamEventsAsync(AdminContext admin, EventStreamLimit streams, HttpContext context)
+    {
+        // Event streams stay open: a cap (total and per client address) keeps them from taking every
+        // connection the admin API has, so /healthz, /readyz, /metrics and ctl always get through.
+        var client = context.Connection.RemoteIpAddress?.ToString() ?? "";
+        if (!streams.TryEnter(client, out var refusal))
+        {
+            context.Response.Headers.RetryAfter = "5";
+            await Problem(StatusCodes.Status429TooManyRequests, "too many event streams", refusal).ExecuteAsync(context);
+            return;
+        }
+        try
+        {
+            await StreamAsync(admin, context);
+        }
+        finally
+        {
+            streams.Leave(client);
+        }
+    }
+
+    private static async Task StreamAsync(AdminContext admin, HttpContext context)
     {
         context.Response.ContentType = "text/event-stream";
         context.Response.Headers.CacheControl = "no-store";
@@ -72,6 +94,49 @@ internal static class NodeEndpoints
         }
         catch (OperationCanceledException)
         {
+        }
+    }
+
+    /// <summary>Open event streams, in total and per client address.</summary>
+    internal sealed class EventStreamLimit
+    {
+        /// <summary>Streams open at once on one node; the admin API takes 256 connections.</summary>
+        public const int MaxTotal = 64;
+
+        /// <summary>Streams open at once from one client address (a status page tab and a ctl tail each hold one).</summary>
+        public const int MaxPerClient = 8;
+
+        private readonly Dictionary<string, int> _perClient = new();
+        private int _total;
+
+        public bool TryEnter(string client, out string refusal)
+        {
+            lock (_perClient)
+            {
+                var mine = _perClient.GetValueOrDefault(client);
+                refusal = _total >= MaxTotal ? $"{MaxTotal} event streams are open on this node; close one or try again later"
+                    : mine >= MaxPerClient ? $"{MaxPerClient} event streams are open from {client}; close one or try again later"
+                    : "";
+                if (refusal.Length > 0)
+                {
+                    return false;
+                }
+                _perClient[client] = mine + 1;
+                _total++;
+                return true;
+            }
+        }
+
+        public void Leave(string client)
+        {
+            lock (_perClient)
+            {
+                _total--;
+                if (--_perClient[client] == 0)
+                {
+                    _perClient.Remove(client);
+                }
+            }
         }
     }
 

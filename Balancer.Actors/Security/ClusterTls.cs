@@ -44,11 +44,11 @@ public static class ClusterTls
                     log.Warning("cluster-tls: refusing {0}: no certificate", remote);
                     return false;
                 }
-                if (Certificates.IssuedBy(peer, authority))
+                if (Certificates.ClusterNodeProblem(peer, authority, settings.NodeNames) is not { } problem)
                 {
                     return true;
                 }
-                log.Warning("cluster-tls: refusing {0}: certificate {1} is not issued by the cluster CA {2}", remote, peer.Subject, authority.Subject);
+                log.Warning("cluster-tls: refusing {0}: {1}", remote, problem);
                 return false;
             });
         return BootstrapSetup.Create().WithConfig(tls).And(ssl);

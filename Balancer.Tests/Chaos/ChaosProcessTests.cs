@@ -67,11 +67,13 @@ public class ChaosProcessTests : IAsyncLifetime
         Assert.True(File.Exists(Path.Combine(state, "logs", "node1.log")), "node1 logs to data/demo/logs/node1.log");
         Assert.Contains("node duty: active", File.ReadAllText(Path.Combine(state, "logs", "node1.log")));
 
-        // Every balancer command the demo prints runs as printed, from where the demo runs (but
-        // `cluster tail`, which follows events until it is stopped).
+        // Every command the demo prints runs as printed, from where the demo runs (but `cluster
+        // tail`, which follows events until it is stopped; curl is told to fail on an HTTP error).
         var printed = Regex.Matches(demo.Output, @"^\s+[^:\n]+:\s{2,}(\S.* ctl 127\.0\.0\.1:9110 .+?)\s*$", RegexOptions.Multiline).Select(m => m.Groups[1].Value).ToList();
         Assert.Equal(4, printed.Count);
-        foreach (var command in printed.Where(c => !c.EndsWith("cluster tail", StringComparison.Ordinal)))
+        var curls = Regex.Matches(demo.Output, @"^\s+[^:\n]+:\s{2,}(curl .+?)\s*$", RegexOptions.Multiline).Select(m => m.Groups[1].Value).ToList();
+        Assert.Equal(5, curls.Count);
+        foreach (var command in printed.Where(c => !c.EndsWith("cluster tail", StringComparison.Ordinal)).Concat(curls.Select(c => c.Replace("curl ", "curl -fsS "))))
         {
             var (code, output) = await ShellAsync(command, TimeSpan.FromSeconds(20));
             Assert.True(code == 0, $"`{command}` exited with {code}:\n{output}");

@@ -25,22 +25,26 @@ public class ClusterTlsTests : IDisposable
         var systems = new List<ActorSystem>();
         try
         {
-            var first = Start("node-a", Leaf("node-a", ca, caKey), caFile, systems);
+            // The members accept only the node names they were told, even from the cluster's own CA.
+            const string names = "node-names = [node-a, node-b]";
+            var first = Start("node-a", Leaf("node-a", ca, caKey), caFile, systems, names);
             var firstCluster = Akka.Cluster.Cluster.Get(first);
             firstCluster.Join(firstCluster.SelfAddress);
-            var second = Start("node-b", Leaf("node-b", ca, caKey), caFile, systems);
+            var second = Start("node-b", Leaf("node-b", ca, caKey), caFile, systems, names);
             Akka.Cluster.Cluster.Get(second).Join(firstCluster.SelfAddress);
             await Eventually.Holds(() => Assert.Equal(2, firstCluster.State.Members.Count(m => m.Status == MemberStatus.Up)), TimeSpan.FromSeconds(20));
 
-            // One intruder holds a certificate from its own CA; the other speaks plain TCP.
+            // One intruder holds a certificate from its own CA, one a certificate the cluster CA
+            // issued for another name, the last speaks plain TCP.
             var rogueCaFile = Path.Combine(_directory, "rogue-ca.pem");
             File.WriteAllText(rogueCaFile, rogueCa.ExportCertificatePem());
             var intruders = new[]
             {
                 Start("intruder", Leaf("intruder", rogueCa, rogueKey), rogueCaFile, systems),
+                Start("node-c", Leaf("node-c", ca, caKey), caFile, systems),
                 ActorSystem.Create("tls-cluster", BalancerHost.ClusterOfOne),
             };
-            systems.Add(intruders[1]);
+            systems.Add(intruders[2]);
             foreach (var intruder in intruders)
             {
                 Akka.Cluster.Cluster.Get(intruder).Join(firstCluster.SelfAddress);
@@ -73,10 +77,29 @@ public class ClusterTlsTests : IDisposable
         Assert.Contains(problems, p => p.Path == "balancer.node.cluster-tls.certificate" && p.Message.Contains("is not issued by the cluster CA"));
     }
 
-    private static ActorSystem Start(string name, (string Certificate, string Key) files, string caFile, List<ActorSystem> systems)
+    [Fact]
+    public void CertificateWithoutClientAuth_OrNamedOtherwise_IsAConfigurationProblem()
+    {
+        var (ca, caKey) = Authority("CN=Balancer cluster CA");
+        var caFile = Path.Combine(_directory, "ca.pem");
+        File.WriteAllText(caFile, ca.ExportCertificatePem());
+        var (serverOnly, serverOnlyKey) = Leaf("web-server", ca, caKey, clientAuth: false);
+        Assert.False(BalancerSettings.TryCreate(ConfigurationFactory.ParseString($$"""
+            balancer.node.cluster-tls { certificate = "{{serverOnly}}", key = "{{serverOnlyKey}}", ca = "{{caFile}}" }
+            """), out _, out var problems));
+        Assert.Contains(problems, p => p.Message.Contains("lacks the serverAuth and clientAuth extended key usages"));
+
+        var (other, otherKey) = Leaf("node-z", ca, caKey);
+        Assert.False(BalancerSettings.TryCreate(ConfigurationFactory.ParseString($$"""
+            balancer.node.cluster-tls { certificate = "{{other}}", key = "{{otherKey}}", ca = "{{caFile}}", node-names = [node-a] }
+            """), out _, out problems));
+        Assert.Contains(problems, p => p.Message.Contains("names none of cluster-tls.node-names (node-a)"));
+    }
+
+    private static ActorSystem Start(string name, (string Certificate, string Key) files, string caFile, List<ActorSystem> systems, string extra = "")
     {
         var config = ConfigurationFactory.ParseString($$"""
-            balancer.node.cluster-tls { certificate = "{{files.Certificate}}", key = "{{files.Key}}", ca = "{{caFile}}" }
+            balancer.node.cluster-tls { certificate = "{{files.Certificate}}", key = "{{files.Key}}", ca = "{{caFile}}"{{(extra.Length > 0 ? ", " + extra : "")}} }
             """).WithFallback(BalancerHost.ClusterOfOne);
         var system = ActorSystem.Create("tls-cluster", ClusterTls.Setup(config));
         systems.Add(system);
@@ -92,12 +115,12 @@ public class ClusterTlsTests : IDisposable
         return (request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1)), key);
     }
 
-    private (string Certificate, string Key) Leaf(string name, X509Certificate2 authority, RSA authorityKey)
+    private (string Certificate, string Key) Leaf(string name, X509Certificate2 authority, RSA authorityKey, bool clientAuth = true)
     {
         using var key = RSA.Create(2048);
         var request = new CertificateRequest($"CN={name}", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, false));
-        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], false));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(clientAuth ? [new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")] : [new Oid("1.3.6.1.5.5.7.3.1")], false));
         var san = new SubjectAlternativeNameBuilder();
         san.AddIpAddress(System.Net.IPAddress.Loopback);
         request.CertificateExtensions.Add(san.Build());

@@ -62,7 +62,8 @@ public class BalancerSettingsTests
         Assert.Equal(TimeSpan.FromMinutes(5), web.IdleTimeout);
         Assert.Equal(10000, web.MaxConnections);
         Assert.True(web.PreserveHost);
-        Assert.True(web.ForwardedHeaders);
+        Assert.Equal(ForwardedHeadersMode.Append, web.ForwardedHeaders);
+        Assert.Empty(web.TrustedProxies);
     }
 
     [Fact]

@@ -41,22 +41,37 @@ public class HttpFrontendTests
         Assert.Equal(new Dictionary<string, int> { ["a"] = 20, ["b"] = 20, ["c"] = 20 }, counts);
     }
 
-    [Fact]
-    public async Task Forward_AddsForwardedHeaders_AndKeepsHost()
+    [Theory]
+    // A client that is not a trusted proxy: what it claims is removed, the backend sees the real client.
+    [InlineData("", "127.0.0.1", "http", "shop.example", null, null)]
+    // A trusted proxy in front: its chain is kept and extended, its proto and host kept.
+    [InlineData("trusted-proxies = [\"127.0.0.0/8\"]", "203.0.113.9, 127.0.0.1", "https", "www.example", "for=203.0.113.9", "203.0.113.9")]
+    // A trusted proxy, but replace mode: only this hop counts.
+    [InlineData("trusted-proxies = [\"127.0.0.1\"], forwarded-headers = replace", "127.0.0.1", "http", "shop.example", null, null)]
+    // Off: nothing added or removed.
+    [InlineData("forwarded-headers = off", "203.0.113.9", "https", "www.example", "for=203.0.113.9", "203.0.113.9")]
+    public async Task Forward_ForwardingHeaders_TrustedOnlyFromTrustedProxies_AndKeepsHost(string frontend, string forwardedFor, string proto, string forwardedHost, string? forwarded, string? realIp)
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync(Config(backends));
+        await using var host = await BalancerHost.StartAsync(Config(backends).Replace("pool = app }", $"pool = app, {frontend} }}").Replace(", , ", ", ").Replace(",  }", " }"));
         using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web", "/headers"));
         request.Headers.Host = "shop.example";
+        // What a client (or the proxy in front) claims.
         request.Headers.Add("X-Forwarded-For", "203.0.113.9");
+        request.Headers.Add("X-Forwarded-Proto", "https");
+        request.Headers.Add("X-Forwarded-Host", "www.example");
+        request.Headers.Add("Forwarded", "for=203.0.113.9");
+        request.Headers.Add("X-Real-IP", "203.0.113.9");
         request.Headers.Add("X-Custom", "kept");
         using var response = await Client.SendAsync(request);
         var headers = (await response.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Select(l => l.Split(": ", 2)).ToDictionary(p => p[0], p => p[1], StringComparer.OrdinalIgnoreCase);
         Assert.Equal("shop.example", headers["Host"]);
-        Assert.Equal("203.0.113.9, 127.0.0.1", headers["X-Forwarded-For"]);
-        Assert.Equal("http", headers["X-Forwarded-Proto"]);
-        Assert.Equal("shop.example", headers["X-Forwarded-Host"]);
+        Assert.Equal(forwardedFor, headers["X-Forwarded-For"]);
+        Assert.Equal(proto, headers["X-Forwarded-Proto"]);
+        Assert.Equal(forwardedHost, headers["X-Forwarded-Host"]);
+        Assert.Equal(forwarded, headers.GetValueOrDefault("Forwarded"));
+        Assert.Equal(realIp, headers.GetValueOrDefault("X-Real-IP"));
         Assert.Equal("kept", headers["X-Custom"]);
     }
 

@@ -10,6 +10,7 @@ using Balancer.Tests.TestSupport;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
 
 namespace Balancer.Tests.Management;
 
@@ -240,6 +241,165 @@ public class AdminApiTests
         using var response = await SendAsync(host, "GET", path, "Bearer " + Token);
         response.EnsureSuccessStatusCode();
         return await response.Content.ReadFromJsonAsync<JsonElement>();
+    }
+
+    [Fact]
+    public async Task APageFromAnotherOrigin_CannotChangeAnything_EvenWithoutAToken()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        // The default: no token, loopback only, which a page the operator opens can still reach.
+        await using var host = await BalancerHost.StartAsync(Config(backends).Replace($", token = \"{Token}\"", ""));
+        var admin = await host.AdminUriAsync("/");
+
+        // A hostile page on another origin sends the "simple" requests a browser sends without a
+        // CORS preflight: text/plain and body-less POSTs, fire-and-forget (mode no-cors).
+        var attack = $$"""
+            <!doctype html><title>loading</title><script>
+            const admin = "{{admin.ToString().TrimEnd('/')}}";
+            Promise.allSettled([
+              fetch(admin + "/api/pools/app/backends/a/state", { method: "POST", mode: "no-cors", headers: { "Content-Type": "text/plain" }, body: '{"state":"maint"}' }),
+              fetch(admin + "/api/pools/app/backends/evil", { method: "POST", mode: "no-cors", headers: { "Content-Type": "text/plain" }, body: '{"address":"127.0.0.1:6666"}' }),
+              fetch(admin + "/api/pools/app/backends/b/weight", { method: "POST", mode: "no-cors", body: new URLSearchParams({ weight: "0" }) }),
+              fetch(admin + "/api/cluster/down-unreachable", { method: "POST", mode: "no-cors" }),
+            ]).then(() => document.title = "sent");
+            </script>
+            """;
+        var page = KestrelPage(attack);
+        await page.StartAsync();
+        try
+        {
+            await using var browser = await HeadlessChromium.OpenAsync(new Uri($"http://127.0.0.1:{page.Urls.Select(u => new Uri(u).Port).First()}/"));
+            await Eventually.Holds(async () => Assert.Equal("sent", (await browser.EvaluateAsync("document.title")).GetString()), TimeSpan.FromSeconds(15));
+        }
+        finally
+        {
+            await page.StopAsync();
+            await page.DisposeAsync();
+        }
+        var snapshot = host.Extension.Pools.Find("app")!.Snapshot;
+        Assert.Equal(["a:ready:100", "b:ready:100"], snapshot.Backends.Select(b => $"{b.Name}:{b.AdminState.ToString().ToLowerInvariant()}:{b.Weight}"));
+
+        // The same requests from any client, and the DNS-rebinding read: refused with a reason.
+        using (var plain = new HttpRequestMessage(HttpMethod.Post, new Uri(admin, "/api/pools/app/backends/a/state")) { Content = new StringContent("""{"state":"maint"}""") })
+        {
+            using var refused = await Client.SendAsync(plain);
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, refused.StatusCode);
+            Assert.Contains("needs Content-Type: application/json, got text/plain", await refused.Content.ReadAsStringAsync());
+        }
+        using (var crossOrigin = new HttpRequestMessage(HttpMethod.Post, new Uri(admin, "/api/pools/app/backends/a/state")) { Content = JsonContent.Create(new { state = "maint" }) })
+        {
+            crossOrigin.Headers.Add("Origin", "http://evil.example");
+            using var refused = await Client.SendAsync(crossOrigin);
+            Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+            Assert.False(refused.Headers.Contains("Access-Control-Allow-Origin"));
+        }
+        using (var rebound = new HttpRequestMessage(HttpMethod.Get, new Uri(admin, "/api/pools")))
+        {
+            rebound.Headers.Host = "attacker.example:" + admin.Port;
+            using var refused = await Client.SendAsync(rebound);
+            Assert.Equal(HttpStatusCode.MisdirectedRequest, refused.StatusCode);
+        }
+        using (var local = new HttpRequestMessage(HttpMethod.Get, new Uri(admin, "/api/pools")))
+        {
+            local.Headers.Host = "localhost:" + admin.Port;
+            using var answered = await Client.SendAsync(local);
+            Assert.Equal(HttpStatusCode.OK, answered.StatusCode);
+        }
+        // ctl's own way still works: JSON, no Origin.
+        using var drained = await Client.PostAsJsonAsync(new Uri(admin, "/api/pools/app/backends/a/state"), new { state = "drain" });
+        Assert.Equal(HttpStatusCode.OK, drained.StatusCode);
+    }
+
+    [Fact]
+    public async Task EventStreams_AreCappedPerClientAndInTotal_HealthAndMetricsStillAnswer()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var events = await host.AdminUriAsync("/api/events");
+        var open = new List<(HttpClient Client, HttpResponseMessage Response)>();
+        try
+        {
+            // Clients from eight loopback addresses, each opening as many streams as it may.
+            for (var address = 2; address < 10; address++)
+            {
+                for (var i = 0; i < NodeEndpoints.EventStreamLimit.MaxPerClient; i++)
+                {
+                    open.Add(await OpenStreamAsync(events, $"127.0.0.{address}", HttpStatusCode.OK));
+                }
+                if (address == 2)
+                {
+                    using var client = From("127.0.0.2");
+                    using var refused = await client.GetAsync(events, HttpCompletionOption.ResponseHeadersRead);
+                    Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+                    Assert.Contains($"{NodeEndpoints.EventStreamLimit.MaxPerClient} event streams are open from 127.0.0.2", await refused.Content.ReadAsStringAsync());
+                }
+            }
+            Assert.Equal(NodeEndpoints.EventStreamLimit.MaxTotal, open.Count);
+            using (var client = From("127.0.0.10"))
+            {
+                using var refused = await client.GetAsync(events, HttpCompletionOption.ResponseHeadersRead);
+                Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+                Assert.Contains($"{NodeEndpoints.EventStreamLimit.MaxTotal} event streams are open on this node", await refused.Content.ReadAsStringAsync());
+            }
+            // Saturated event streams leave the node's probes and scrapes alone.
+            Assert.Equal(HttpStatusCode.OK, (await Client.GetAsync(await host.AdminUriAsync("/healthz"))).StatusCode);
+            Assert.Equal(HttpStatusCode.OK, (await Client.GetAsync(await host.AdminUriAsync("/metrics"))).StatusCode);
+        }
+        finally
+        {
+            foreach (var (client, response) in open)
+            {
+                response.Dispose();
+                client.Dispose();
+            }
+        }
+        // Closed streams free their places.
+        await Eventually.Holds(async () =>
+        {
+            var again = await OpenStreamAsync(events, "127.0.0.2", HttpStatusCode.OK);
+            again.Response.Dispose();
+            again.Client.Dispose();
+        }, TimeSpan.FromSeconds(10));
+    }
+
+    private static async Task<(HttpClient Client, HttpResponseMessage Response)> OpenStreamAsync(Uri events, string from, HttpStatusCode expected)
+    {
+        var client = From(from);
+        var response = await client.GetAsync(events, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(expected, response.StatusCode);
+        return (client, response);
+    }
+
+    /// <summary>An HttpClient whose connections come from <paramref name="address"/> (any 127.0.0.0/8 address is this host).</summary>
+    private static HttpClient From(string address) => new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        ConnectCallback = async (context, cancellationToken) =>
+        {
+            var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            try
+            {
+                socket.Bind(new IPEndPoint(IPAddress.Parse(address), 0));
+                await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        },
+    }) { Timeout = TimeSpan.FromSeconds(10) };
+
+    /// <summary>A web server on its own loopback port (another origin) that serves <paramref name="html"/> at /.</summary>
+    private static Microsoft.AspNetCore.Builder.WebApplication KestrelPage(string html)
+    {
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        var app = builder.Build();
+        app.MapGet("/", () => Microsoft.AspNetCore.Http.Results.Content(html, "text/html"));
+        return app;
     }
 
     private static async Task<HttpResponseMessage> SendAsync(BalancerHost host, string method, string path, string? authorization, string? body = null)

@@ -30,12 +30,16 @@ internal static class FirstRequestDeadline
     }
 
     /// <summary>A request reached the proxy: its headers are in, the deadline no longer applies.</summary>
+    /// <remarks>
+    /// The HTTP/2 streams of one connection arrive here at once, and the connection's items are a
+    /// plain dictionary: it is written once, before the first request, and only read from then on
+    /// (the signal stays in it), so concurrent streams never race on it.
+    /// </remarks>
     public static void Arrived(HttpContext context)
     {
         if (context.Features.Get<IConnectionItemsFeature>()?.Items is { } items && items.TryGetValue(Item, out var value) && value is Signal signal)
         {
             signal.IsSet = true;
-            items.Remove(Item);
         }
     }
 

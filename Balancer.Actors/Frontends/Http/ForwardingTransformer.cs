@@ -1,3 +1,4 @@
+using System.Net;
 using Balancer.Configuration;
 using Microsoft.AspNetCore.Http;
 using Yarp.ReverseProxy.Forwarder;
@@ -5,8 +6,11 @@ using Yarp.ReverseProxy.Forwarder;
 namespace Balancer.Frontends.Http;
 
 /// <summary>
-/// Copies the request as YARP does, then keeps the client's Host (as HAProxy does) and adds the
-/// X-Forwarded-For/Proto/Host headers backends use to see the real client.
+/// Copies the request as YARP does, then keeps the client's Host (as HAProxy does) and tells the
+/// backend who the client is (<c>forwarded-headers</c>): X-Forwarded-For gets the client's address,
+/// X-Forwarded-Proto and X-Forwarded-Host are set. Forwarding headers that arrived with the request
+/// are kept only from a trusted proxy (<c>trusted-proxies</c>, append mode); from anyone else they
+/// are removed, so a client cannot choose the address a backend logs or rate-limits by.
 /// </summary>
 internal sealed class ForwardingTransformer : HttpTransformer
 {
@@ -14,13 +18,18 @@ internal sealed class ForwardingTransformer : HttpTransformer
     private const string ForwardedProto = "X-Forwarded-Proto";
     private const string ForwardedHost = "X-Forwarded-Host";
 
+    /// <summary>Every header by which a hop tells the next one about the client.</summary>
+    private static readonly string[] ForwardingHeaders = [ForwardedFor, ForwardedProto, ForwardedHost, "X-Forwarded-Port", "X-Forwarded-Prefix", "Forwarded", "X-Real-IP"];
+
     private readonly bool _preserveHost;
-    private readonly bool _forwardedHeaders;
+    private readonly ForwardedHeadersMode _mode;
+    private readonly IPNetwork[] _trustedProxies;
 
     public ForwardingTransformer(FrontendSettings settings)
     {
         _preserveHost = settings.PreserveHost;
-        _forwardedHeaders = settings.ForwardedHeaders;
+        _mode = settings.ForwardedHeaders;
+        _trustedProxies = settings.TrustedProxies.ToArray();
     }
 
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
@@ -31,24 +40,49 @@ internal sealed class ForwardingTransformer : HttpTransformer
         {
             proxyRequest.Headers.Host = request.Host.Value;
         }
-        if (!_forwardedHeaders)
+        if (_mode == ForwardedHeadersMode.Off)
         {
             return;
         }
-        var client = httpContext.Connection.RemoteIpAddress?.ToString();
-        if (client is not null)
+        var peer = httpContext.Connection.RemoteIpAddress;
+        var trusted = _mode == ForwardedHeadersMode.Append && peer is not null && IsTrusted(peer);
+        if (!trusted)
         {
-            // Append to what earlier proxies wrote, so the backend sees the whole chain.
-            var existing = request.Headers[ForwardedFor];
+            foreach (var header in ForwardingHeaders)
+            {
+                proxyRequest.Headers.Remove(header);
+            }
+        }
+        if (peer is not null)
+        {
+            var client = (peer.IsIPv4MappedToIPv6 ? peer.MapToIPv4() : peer).ToString();
+            // From a trusted proxy, append to the chain it wrote, so the backend sees every hop.
+            var existing = trusted ? request.Headers[ForwardedFor] : default;
             proxyRequest.Headers.Remove(ForwardedFor);
             proxyRequest.Headers.TryAddWithoutValidation(ForwardedFor, existing.Count == 0 ? client : $"{existing}, {client}");
         }
-        proxyRequest.Headers.Remove(ForwardedProto);
-        proxyRequest.Headers.TryAddWithoutValidation(ForwardedProto, request.Scheme);
-        if (request.Host.HasValue)
+        if (!trusted || !request.Headers.ContainsKey(ForwardedProto))
+        {
+            proxyRequest.Headers.Remove(ForwardedProto);
+            proxyRequest.Headers.TryAddWithoutValidation(ForwardedProto, request.Scheme);
+        }
+        if (request.Host.HasValue && (!trusted || !request.Headers.ContainsKey(ForwardedHost)))
         {
             proxyRequest.Headers.Remove(ForwardedHost);
             proxyRequest.Headers.TryAddWithoutValidation(ForwardedHost, request.Host.Value);
         }
+    }
+
+    private bool IsTrusted(IPAddress peer)
+    {
+        var address = peer.IsIPv4MappedToIPv6 ? peer.MapToIPv4() : peer;
+        foreach (var network in _trustedProxies)
+        {
+            if (network.Contains(address))
+            {
+                return true;
+            }
+        }
+        return false;
     }
 }
