@@ -7,7 +7,19 @@ namespace Balancer.Replication;
 /// One probe's verdict on one backend, as replicated in <see cref="ReplicatedKeys.Health"/> under
 /// "POOL/BACKEND/NODE" so that every prober's view is kept apart and can be merged.
 /// </summary>
-public sealed record HealthRecord(string Pool, string Backend, string Node, bool Up, string Reason, DateTimeOffset CheckedAt);
+public sealed record HealthRecord(string Pool, string Backend, string Node, bool Up, string Reason, DateTimeOffset CheckedAt)
+{
+    /// <summary>A value in a format this node cannot read (a newer node wrote it): carried as it came, never used.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public OpaqueValue? Opaque { get; init; }
+}
+
+/// <summary>
+/// A replicated value in a newer format than this node reads: its manifest and bytes, kept so that
+/// the rest of its dictionary still replicates during a rolling upgrade, and written back unchanged
+/// so that the newer nodes never see it degraded.
+/// </summary>
+public sealed record OpaqueValue(string Manifest, byte[] Bytes);
 
 /// <summary>
 /// Runtime changes to one backend, replicated in <see cref="ReplicatedKeys.RuntimeConfig"/> under
@@ -23,6 +35,10 @@ public sealed record BackendOverride(
     bool Removed,
     DateTimeOffset ChangedAt)
 {
+    /// <summary>A value in a format this node cannot read (a newer node wrote it): carried as it came, never used.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public OpaqueValue? Opaque { get; init; }
+
     /// <summary>The replicated map key of a backend.</summary>
     public static string KeyOf(string pool, string backend) => pool + "/" + backend;
 }

@@ -76,7 +76,8 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
             }
             else if (changed.Key.Equals(ReplicatedKeys.Health))
             {
-                _health = changed.Get(ReplicatedKeys.Health).Entries.ToImmutableDictionary();
+                // A verdict in a newer node's format is carried by the replica, not counted here.
+                _health = changed.Get(ReplicatedKeys.Health).Entries.Where(e => e.Value.Opaque is null).ToImmutableDictionary();
                 ApplyHealth();
             }
         });
@@ -198,7 +199,7 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
     private void OnRuntimeConfig(LWWDictionary<string, BackendOverride> map)
     {
         var prefix = _settings.Name + "/";
-        var mine = map.Entries.Where(e => e.Key.StartsWith(prefix, StringComparison.Ordinal)).ToDictionary(e => e.Key, e => e.Value);
+        var mine = map.Entries.Where(e => e.Key.StartsWith(prefix, StringComparison.Ordinal) && e.Value.Opaque is null).ToDictionary(e => e.Key, e => e.Value);
         if (mine.Count == _overrides.Count && mine.All(e => _overrides.TryGetValue(e.Key, out var v) && v == e.Value))
         {
             return;

@@ -2,6 +2,7 @@ using System.Runtime.Serialization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Akka.Actor;
+using Akka.Event;
 using Akka.Serialization;
 using Balancer.Health;
 using Balancer.Replication;
@@ -13,7 +14,10 @@ namespace Balancer.Serialization;
 /// versioned manifest: compact JSON, and affinity buckets in their own binary format
 /// (<see cref="AffinityBucketFormat"/>). A manifest this node does not know (a newer node's message) or a
 /// payload over <see cref="MaxPayloadBytes"/> is refused with a <see cref="SerializationException"/>,
-/// which Akka logs and drops: it never takes the node down.
+/// which Akka logs and drops: it never takes the node down. A replicated value in a newer version
+/// of a known kind (<c>health-record/2</c>) is not refused: it becomes an <see cref="OpaqueValue"/>
+/// that its dictionary carries and replicates unchanged and that this node skips, so one newer
+/// entry cannot stop a whole dictionary from replicating during a rolling upgrade.
 /// </summary>
 public sealed class BalancerSerializer : SerializerWithStringManifest
 {
@@ -48,6 +52,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     /// <inheritdoc />
     public override string Manifest(object o) => o switch
     {
+        HealthRecord { Opaque: { } opaque } => opaque.Manifest,
+        BackendOverride { Opaque: { } opaque } => opaque.Manifest,
         HealthRecord => HealthRecordManifest,
         BackendOverride => BackendOverrideManifest,
         ProbeEntity.EnsureProbe => EnsureProbeManifest,
@@ -58,9 +64,39 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     };
 
     /// <inheritdoc />
-    public override byte[] ToBinary(object obj) => obj is Affinity.AffinityBucket bucket
-        ? AffinityBucketFormat.Write(bucket)
-        : JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), Options);
+    public override byte[] ToBinary(object obj) => obj switch
+    {
+        Affinity.AffinityBucket bucket => AffinityBucketFormat.Write(bucket),
+        HealthRecord { Opaque: { } opaque } => opaque.Bytes,
+        BackendOverride { Opaque: { } opaque } => opaque.Bytes,
+        _ => JsonSerializer.SerializeToUtf8Bytes(obj, obj.GetType(), Options),
+    };
+
+    /// <summary>Replicated values this node could not read and carries unchanged, since it started.</summary>
+    public static long OpaqueValuesRead => Interlocked.Read(ref _opaqueValuesRead);
+
+    private static long _opaqueValuesRead;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _opaqueManifestsLogged = new();
+
+    /// <summary>A newer version of a replicated value's kind, as an opaque value of that kind; null for anything else.</summary>
+    private object? Opaque(byte[] bytes, string manifest)
+    {
+        object? opaque = manifest.StartsWith("health-record/", StringComparison.Ordinal)
+            ? new HealthRecord("", "", "", true, "", default) { Opaque = new OpaqueValue(manifest, bytes) }
+            : manifest.StartsWith("backend-override/", StringComparison.Ordinal)
+                ? new BackendOverride("", "", null, null, null, false, default) { Opaque = new OpaqueValue(manifest, bytes) }
+                : null;
+        if (opaque is not null)
+        {
+            Interlocked.Increment(ref _opaqueValuesRead);
+            if (_opaqueManifestsLogged.TryAdd(manifest, true))
+            {
+                Logging.GetLogger(system, nameof(BalancerSerializer)).Warning(
+                    "replicated values in format {0} (from a newer Balancer node) are carried unchanged but not used by this node until it is upgraded", manifest);
+            }
+        }
+        return opaque;
+    }
 
     /// <inheritdoc />
     public override object FromBinary(byte[] bytes, string manifest)
@@ -74,15 +110,20 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
         {
             throw new SerializationException($"refusing a {manifest} payload of {bytes.Length} bytes (limit {MaxPayloadBytes})");
         }
-        var type = manifest switch
+        Type? type = manifest switch
         {
             HealthRecordManifest => typeof(HealthRecord),
             BackendOverrideManifest => typeof(BackendOverride),
             EnsureProbeManifest => typeof(ProbeEntity.EnsureProbe),
             PeerLookupManifest => typeof(Affinity.AffinityStore.PeerLookup),
             PeerLookupAnswerManifest => typeof(Affinity.AffinityStore.PeerLookupAnswer),
-            _ => throw new SerializationException($"unknown manifest \"{manifest}\" (sent by a newer Balancer node?); message dropped"),
+            _ => null,
         };
+        if (type is null)
+        {
+            return Opaque(bytes, manifest)
+                ?? throw new SerializationException($"unknown manifest \"{manifest}\" (sent by a newer Balancer node?); message dropped");
+        }
         try
         {
             return JsonSerializer.Deserialize(bytes, type, Options)

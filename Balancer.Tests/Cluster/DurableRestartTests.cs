@@ -17,11 +17,16 @@ public class DurableRestartTests : IDisposable
     private readonly string _dataDir = Directory.CreateTempSubdirectory("balancer-durable-").FullName;
 
     [Fact]
-    public async Task FullRestart_RuntimeChangesAreBack()
+    public async Task FullRestart_RuntimeChangesAreBack_AndCookieSessionsStillVerify()
     {
         var nodes = await StartClusterAsync();
+        string cookie;
         try
         {
+            // The cluster generated the cookie key (affinity-key is empty); a client holds a cookie signed with it.
+            // (Nodes that start together may each generate one; they converge on one by last-writer-wins.)
+            await Eventually.Holds(() => Assert.All(nodes, n => Assert.Equal("b", Cookie(n).Verify(Cookie(nodes[0]).Issue("b")))), TimeSpan.FromSeconds(20));
+            cookie = Cookie(nodes[0]).Issue("b")!;
             Assert.IsType<Status.Success>(await Router(nodes[0]).Ask<Status>(new PoolRouter.AddBackend("d", "127.0.0.1:9999", 50), TimeSpan.FromSeconds(10)));
             Assert.IsType<Status.Success>(await Router(nodes[1]).Ask<Status>(new PoolRouter.SetAdminState("a", BackendAdminState.Drain), TimeSpan.FromSeconds(10)));
             await Eventually.Holds(() => Assert.All(nodes, n => AssertChanges(Snapshot(n))));
@@ -35,6 +40,8 @@ public class DurableRestartTests : IDisposable
         try
         {
             await Eventually.Holds(() => Assert.All(restarted, n => AssertChanges(Snapshot(n))));
+            // The generated key came back from disk: the session the cookie names survives the restart.
+            await Eventually.Holds(() => Assert.All(restarted, n => Assert.Equal("b", Cookie(n).Verify(cookie))));
         }
         finally
         {
@@ -56,11 +63,14 @@ public class DurableRestartTests : IDisposable
         balancer.node.start-frontends = off
         balancer.pools.app {
           health-check.kind = none
+          affinity.mode = cookie
           backends { a = "127.0.0.1:9001", b = "127.0.0.1:9002" }
         }
         """), nodes: 3, perNode: i => ConfigurationFactory.ParseString($"balancer.replication.durable.lmdb.dir = \"{Path.Combine(_dataDir, $"node{i}").Replace("\\", "/")}\""));
 
     private static IActorRef Router(ActorSystem node) => BalancerExtension.Get(node).PoolRouter("app");
+
+    private static Balancer.Affinity.AffinityCookie Cookie(ActorSystem node) => BalancerExtension.Get(node).Pools.Find("app")!.Affinity!.Cookie!;
 
     private static PoolSnapshot Snapshot(ActorSystem node) => BalancerExtension.Get(node).Pools.Find("app")!.Snapshot;
 }

@@ -57,6 +57,45 @@ public class TlsFrontendTests : IDisposable
     }
 
     [Fact]
+    public async Task Http2_ManyConcurrentStreamsOnOneConnection_AllAnswered_FromTheFirstRequestOn()
+    {
+        // The streams of one HTTP/2 connection reach the proxy at once, first requests included,
+        // while the first-request deadline of that connection is still armed.
+        var (certificate, key) = WritePem("alpha.test", "alpha-1");
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer.frontends.web { bind = "127.0.0.1:0", pool = app, tls { certificate = "{{certificate}}", key = "{{key}}" } }
+            balancer.pools.app { health-check.kind = none, {{backends.Hocon()}} }
+            """);
+        var endPoint = host.EndPoint("web");
+        var connections = 0;
+        using var http = new HttpClient(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            EnableMultipleHttp2Connections = false,
+            ConnectCallback = async (_, cancellationToken) =>
+            {
+                Interlocked.Increment(ref connections);
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+                await socket.ConnectAsync(endPoint, cancellationToken);
+                return new NetworkStream(socket, ownsSocket: true);
+            },
+            SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true },
+        });
+        for (var round = 0; round < 3; round++)
+        {
+            var answers = await Task.WhenAll(Enumerable.Range(0, 100).Select(async i =>
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, $"https://alpha.test/r{round}-{i}") { Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
+                using var response = await http.SendAsync(request);
+                return (response.StatusCode, response.Version);
+            }));
+            Assert.All(answers, a => Assert.Equal((HttpStatusCode.OK, HttpVersion.Version20), a));
+        }
+        Assert.Equal(1, connections);
+    }
+
+    [Fact]
     public async Task TcpPassthrough_RoutesBySni_EndToEndTlsToTheBackendOfThatName()
     {
         var (alphaCert, alphaKey) = WritePem("alpha.test", "alpha-backend");

@@ -51,8 +51,40 @@ public class BalancerSerializerTests : IAsyncLifetime
     public void UnknownManifest_RejectedWithAReason()
     {
         var serializer = new BalancerSerializer((ExtendedActorSystem)_system);
-        var error = Assert.Throws<SerializationException>(() => serializer.FromBinary([1, 2, 3], "health-record/2"));
-        Assert.Equal("unknown manifest \"health-record/2\" (sent by a newer Balancer node?); message dropped", error.Message);
+        var error = Assert.Throws<SerializationException>(() => serializer.FromBinary([1, 2, 3], "ensure-probe/2"));
+        Assert.Equal("unknown manifest \"ensure-probe/2\" (sent by a newer Balancer node?); message dropped", error.Message);
+    }
+
+    [Fact]
+    public void ADictionaryWithANewerNodesValue_StillReplicates_TheNewerValueCarriedUnchanged_AndSkipped()
+    {
+        // Distributed Data's serializers, as the replicator binds them.
+        _system.Settings.InjectTopLevelFallback(Akka.DistributedData.DistributedData.DefaultConfig());
+        // A newer node wrote one health verdict in a format this node does not know.
+        var serializer = (BalancerSerializer)_system.Serialization.FindSerializerForType(typeof(HealthRecord));
+        var newer = "{\"pool\":\"app\",\"backend\":\"a\",\"verdict\":{\"up\":false}}"u8.ToArray();
+        var carried = (HealthRecord)serializer.FromBinary(newer, "health-record/2");
+        Assert.NotNull(carried.Opaque);
+
+        var node = new Akka.Cluster.UniqueAddress(Address.Parse("akka.tcp://serialization@127.0.0.1:4053"), 1);
+        var known = new HealthRecord("app", "b", "akka.tcp://balancer@127.0.0.1:4053", false, "HTTP 503", new DateTimeOffset(2026, 11, 24, 1, 2, 3, TimeSpan.Zero));
+        var map = Akka.DistributedData.LWWDictionary<string, HealthRecord>.Empty
+            .SetItem(node, "app/a/newer-node", carried)
+            .SetItem(node, "app/b/this-node", known);
+
+        // Akka's own serializer of the dictionary, as gossip would carry it.
+        var mapSerializer = _system.Serialization.FindSerializerFor(map);
+        var bytes = mapSerializer.ToBinary(map);
+        var read = (Akka.DistributedData.LWWDictionary<string, HealthRecord>)_system.Serialization.Deserialize(bytes, mapSerializer.Identifier, Akka.Serialization.Serialization.ManifestFor(mapSerializer, map));
+
+        Assert.Equal(known, read["app/b/this-node"]);
+        // The newer value travels on exactly as it came, so newer nodes never see it degraded.
+        var passedOn = read["app/a/newer-node"];
+        Assert.Equal("health-record/2", Akka.Serialization.Serialization.ManifestFor(serializer, passedOn));
+        Assert.Equal(newer, serializer.ToBinary(passedOn));
+        // And what this node uses leaves it out.
+        Assert.Null(Balancer.Health.HealthFolding.ClusterVerdict(read.Entries.Values.Where(r => r.Opaque is null && r.Backend == "a").ToList(), null));
+        Assert.True(BalancerSerializer.OpaqueValuesRead >= 2);
     }
 
     [Fact]
