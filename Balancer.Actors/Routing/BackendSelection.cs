@@ -136,6 +136,11 @@ public struct BackendSelection
                 return new Session(table, key, pinned, false);
             case SessionLookupOutcome.Pinned:
                 return new Session(table, key, snapshot.RendezvousFor(key), true);
+            // A learn-cookie key the table does not hold was made up by the client, not set by a
+            // backend: it is never pinned (the table learns sessions from backends' Set-Cookie
+            // only), so a client cannot fill the table with keys of its own.
+            case SessionLookupOutcome.NotPinned when table.Settings.Mode == AffinityMode.LearnCookie:
+                return new Session(table, null, null, false);
             default:
                 return newByRendezvous
                     ? new Session(table, key, snapshot.RendezvousFor(key), true)

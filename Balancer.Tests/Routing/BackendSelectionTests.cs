@@ -64,6 +64,28 @@ public class BackendSelectionTests
     }
 
     [Fact]
+    public async Task LearnCookie_SessionIdsTheClientMadeUp_AreNeverPinned_OnlyThoseABackendSet()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        await using var host = await BalancerHost.StartAsync(RefusingFirst(backends, "mode = \"learn-cookie:JSESSIONID\""));
+        var table = host.Extension.Pools.Find("app")!.Affinity!;
+        for (var i = 0; i < 50; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web", "/"));
+            request.Headers.Add("Cookie", $"JSESSIONID=made-up-{i}-{new string('x', 400)}");
+            using var response = await Client.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        Assert.Equal(0, table.Count);
+
+        // A session the backend set is learned and kept.
+        using var login = await Client.GetAsync(host.Uri("web", "/login"));
+        var setCookie = login.Headers.GetValues("Set-Cookie").Single(c => c.StartsWith("JSESSIONID=", StringComparison.Ordinal));
+        Assert.Equal("a", table.Find(setCookie["JSESSIONID=".Length..setCookie.IndexOf(';')]));
+        Assert.Equal(1, table.Count);
+    }
+
+    [Fact]
     public async Task Tcp_SessionWhoseBackendIsGone_MovesWhereRendezvousHashingSays_AsHttpAndTheClientDo()
     {
         await using var backends = await BackendSet.StartAsync("a", "b", "c");
