@@ -21,6 +21,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly AffinityTable _table;
     private DateTimeOffset _lastFullWarning = DateTimeOffset.MinValue;
+    private DateTimeOffset _lastOverBudgetWarning = DateTimeOffset.MinValue;
 
     private readonly TimeSpan _readTimeout;
     private readonly Dictionary<AffinityBucketKey, List<Write>> _pending = new();
@@ -126,6 +127,16 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             }
         });
         Receive<Sweep>(_ => OnSweep());
+        Receive<OverBudget>(_ =>
+        {
+            var now = Context.System.Scheduler.Now;
+            if (now - _lastOverBudgetWarning > TimeSpan.FromMinutes(1))
+            {
+                _lastOverBudgetWarning = now;
+                _log.Warning("pool {0}: a client started more than {1} new sessions a second (affinity.new-sessions-per-client): its extra requests are served without being pinned (balancer_affinity_sessions_over_budget counts them)",
+                    _pool.Name, _pool.Affinity.NewSessionsPerClient);
+            }
+        });
         Receive<TableFull>(_ =>
         {
             var now = Context.System.Scheduler.Now;
@@ -327,6 +338,13 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 Done.TrySetResult(cleared);
             }
         }
+    }
+
+    /// <summary>The data plane refused a client its first new session over <c>new-sessions-per-client</c>.</summary>
+    public sealed class OverBudget
+    {
+        public static readonly OverBudget Instance = new();
+        private OverBudget() { }
     }
 
     /// <summary>The data plane hit <c>max-entries</c>.</summary>

@@ -18,6 +18,8 @@ public sealed class AffinityTable
     private readonly Func<DateTimeOffset> _now;
     private readonly TimeSpan _readTimeout;
     private long _unconfirmedPins;
+    private long _sessionsOverBudget;
+    private readonly NewSessionBudget _newSessions;
 
     internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, CookieKey cookieKey, TimeSpan writeTimeout, TimeSpan readTimeout)
     {
@@ -26,6 +28,7 @@ public sealed class AffinityTable
         Settings = pool.Affinity;
         _store = store;
         _now = now;
+        _newSessions = new NewSessionBudget(pool.Affinity.NewSessionsPerClient);
         Cookie = pool.Affinity.Mode == AffinityMode.Cookie ? new AffinityCookie(cookieKey, pool.Name, pool.Affinity.Ttl, now) : null;
     }
 
@@ -94,6 +97,27 @@ public sealed class AffinityTable
             return SessionLookup.Unavailable;
         }
     }
+
+    /// <summary>
+    /// True when <paramref name="client"/> may start one more session (<c>new-sessions-per-client</c>);
+    /// otherwise its request is served without being pinned, and counted.
+    /// </summary>
+    internal bool AdmitNewSession(System.Net.IPAddress client)
+    {
+        if (_newSessions.TryTake(client))
+        {
+            return true;
+        }
+        // The store logs it, at most once a minute: told on the first refusal and every 1,000th after.
+        if (Interlocked.Increment(ref _sessionsOverBudget) % 1000 == 1)
+        {
+            _store.Tell(AffinityStore.OverBudget.Instance, ActorRefs.NoSender);
+        }
+        return false;
+    }
+
+    /// <summary>New sessions served without being pinned because their client was over <c>new-sessions-per-client</c>.</summary>
+    public long SessionsOverBudget => Interlocked.Read(ref _sessionsOverBudget);
 
     /// <summary>Pins that were served but not confirmed by the write consistency in time (they spread by gossip).</summary>
     public long UnconfirmedPins => Volatile.Read(ref _unconfirmedPins);

@@ -130,7 +130,7 @@ internal static class PoolSettingsReader
             section.Problem("cookie-name", $"expected a cookie name (letters, digits, - and _), got \"{cookieName}\"");
         }
         return new AffinitySettings(mode, keyName, cookieName, section.Duration("ttl"), write,
-            section.Int("buckets", 1, 4096), section.Int("max-entries", 1, 100_000_000));
+            section.Int("buckets", 1, 4096), section.Int("max-entries", 1, 100_000_000), section.Int("new-sessions-per-client", 0, 1_000_000));
     }
 
     internal static HealthCheckSettings ReadHealthCheck(SettingsReader section, Config user, Config defaults)

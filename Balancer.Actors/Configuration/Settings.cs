@@ -132,7 +132,8 @@ public sealed record AffinitySettings(
     TimeSpan Ttl,
     AffinityWriteConsistency Write,
     int Buckets,
-    int MaxEntries);
+    int MaxEntries,
+    int NewSessionsPerClient);
 
 /// <summary>How a session is recognised.</summary>
 public enum AffinityMode { None, Cookie, LearnCookie, Header, SourceIp }

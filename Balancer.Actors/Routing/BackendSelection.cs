@@ -19,6 +19,7 @@ public struct BackendSelection
     private readonly RoutingRequest _request;
     private readonly Session _session;
     private AttemptedBackends _attempted;
+    private bool? _newSessionAdmitted;
 
     private BackendSelection(PoolHandle pool, PoolSnapshot snapshot, in RoutingRequest request, Session session)
     {
@@ -117,6 +118,13 @@ public struct BackendSelection
         }
         backend.Counters.Start();
         var pins = _session.Table is not null && (backend != _session.Backend || _session.Moved);
+        // A new session (not one moved or re-pinned) counts against its client's budget, once
+        // whatever the attempts.
+        if (pins && _session.Backend is null && _session.Key is not null && _request.ClientAddress is { } client)
+        {
+            _newSessionAdmitted ??= _session.Table!.AdmitNewSession(client);
+            pins = _newSessionAdmitted.Value;
+        }
         return new BackendLease(backend, pins ? new SessionPin(_session.Table!, _session.Key) : null);
     }
 

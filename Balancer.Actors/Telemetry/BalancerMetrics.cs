@@ -59,6 +59,9 @@ public sealed class BalancerMetrics : IDisposable
         Meter.CreateObservableGauge("balancer.affinity.entries", () => pools.Pools.Values.Where(p => p.Affinity is not null)
                 .Select(p => new Measurement<long>(p.Affinity!.Count, Tag("pool", p.Name))),
             description: "Session affinity entries known on this node");
+        Meter.CreateObservableCounter("balancer.affinity.sessions_over_budget", () => pools.Pools.Values.Where(p => p.Affinity is not null)
+                .Select(p => new Measurement<long>(p.Affinity!.SessionsOverBudget, Tag("pool", p.Name))),
+            description: "New sessions served without being pinned: their client was over affinity.new-sessions-per-client");
 
         Meter.CreateObservableGauge("balancer.cluster.members", () => membership.Current().Members
                 .GroupBy(m => m.Status)

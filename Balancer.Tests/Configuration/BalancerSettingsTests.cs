@@ -28,7 +28,8 @@ public class BalancerSettingsTests
         Assert.Equal(TimeSpan.FromMinutes(30), pool.Affinity.Ttl);
         Assert.Equal(AffinityWriteConsistency.Local, pool.Affinity.Write);
         Assert.Equal(64, pool.Affinity.Buckets);
-        Assert.Equal(1_000_000, pool.Affinity.MaxEntries);
+        Assert.Equal(100_000, pool.Affinity.MaxEntries);
+        Assert.Equal(100, pool.Affinity.NewSessionsPerClient);
         Assert.Equal(HealthCheckKind.Http, pool.HealthCheck.Kind);
         Assert.Equal("/healthz", pool.HealthCheck.Path);
         Assert.True(pool.HealthCheck.ExpectStatus.Contains(200) && pool.HealthCheck.ExpectStatus.Contains(399) && !pool.HealthCheck.ExpectStatus.Contains(400));

@@ -86,6 +86,61 @@ public class BackendSelectionTests
     }
 
     [Fact]
+    public async Task NewSessions_OneClientAddressOverItsBudget_ServedButNotPinned_OthersUnaffected()
+    {
+        await using var backends = await BackendSet.StartAsync("a");
+        // 2 a second: a burst of 20 (ten seconds' worth).
+        await using var host = await BalancerHost.StartAsync(RefusingFirst(backends, "mode = \"header:X-Session\", new-sessions-per-client = 2"));
+        var table = host.Extension.Pools.Find("app")!.Affinity!;
+        async Task<HttpStatusCode> SendAsync(HttpClient client, string session)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web", "/"));
+            request.Headers.Add("X-Session", session);
+            using var response = await client.SendAsync(request);
+            return response.StatusCode;
+        }
+
+        // One address floods 200 made-up sessions: all served, about its burst pinned.
+        using var flooder = From("127.0.0.2");
+        for (var i = 0; i < 200; i++)
+        {
+            Assert.Equal(HttpStatusCode.OK, await SendAsync(flooder, $"flood-{i}"));
+        }
+        Assert.InRange(table.Count, 20, 30);
+        Assert.InRange(table.SessionsOverBudget, 170, 180);
+
+        // Another address has a budget of its own; a pinned session's later requests cost nothing.
+        using var other = From("127.0.0.3");
+        var before = table.Count;
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(other, "customer-1"));
+        Assert.Equal("a", table.Find("customer-1"));
+        Assert.Equal(before + 1, table.Count);
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(flooder, "flood-0"));
+        Assert.Equal("a", table.Find("flood-0"));
+    }
+
+    /// <summary>An HttpClient whose connections come from <paramref name="address"/> (any 127.0.0.0/8 address is this host).</summary>
+    private static HttpClient From(string address) => new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        ConnectCallback = async (context, cancellationToken) =>
+        {
+            var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            try
+            {
+                socket.Bind(new IPEndPoint(IPAddress.Parse(address), 0));
+                await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        },
+    });
+
+    [Fact]
     public async Task Tcp_SessionWhoseBackendIsGone_MovesWhereRendezvousHashingSays_AsHttpAndTheClientDo()
     {
         await using var backends = await BackendSet.StartAsync("a", "b", "c");
