@@ -210,7 +210,7 @@ internal static class DemoCommand
     {
         var process = Environment.ProcessPath!;
         return Path.GetFileNameWithoutExtension(process) == "dotnet"
-            ? $"dotnet {Shown(typeof(DemoCommand).Assembly.Location)}"
+            ? $"dotnet {Shown(ChildProcess.EntryAssemblyPath)}"
             : Shown(process);
     }
 

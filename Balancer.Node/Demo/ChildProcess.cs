@@ -59,7 +59,7 @@ internal sealed class ChildProcess
         // Under `dotnet balancer.dll` the process is dotnet itself: pass the assembly on.
         if (Path.GetFileNameWithoutExtension(Environment.ProcessPath) == "dotnet")
         {
-            info.ArgumentList.Add(typeof(ChildProcess).Assembly.Location);
+            info.ArgumentList.Add(EntryAssemblyPath);
         }
         foreach (var arg in args)
         {
@@ -74,6 +74,12 @@ internal sealed class ChildProcess
         process.BeginErrorReadLine();
         return child;
     }
+
+    /// <summary>
+    /// This executable's assembly, for starting it under <c>dotnet</c> (never a single-file app:
+    /// that one is its own process path).
+    /// </summary>
+    internal static string EntryAssemblyPath => Path.Combine(AppContext.BaseDirectory, typeof(ChildProcess).Assembly.GetName().Name + ".dll");
 
     /// <summary>The same child started again with the same arguments.</summary>
     public ChildProcess Restart()
