@@ -15,7 +15,7 @@ internal sealed class BalancerGuardian : ReceiveActor
     public BalancerGuardian(BalancerSettings settings, PoolRegistry registry, Management.EventFeed events)
     {
         Context.ActorOf(Management.EventFeedActor.Props(events), "events");
-        Context.ActorOf(Alerts.AlertNotifier.Props(settings.Alerts), "alerts");
+        Context.ActorOf(Alerts.AlertNotifier.Props(settings.Alerts, settings.Node.Role), "alerts");
         var pools = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "pools");
         // Each pool's actors get the pool's handle and publish on it (snapshots, the router itself,
         // the affinity table); nothing finds them by path.

@@ -13,24 +13,35 @@ namespace Balancer.Alerts;
 /// change, panic) to every configured webhook as a JSON POST (their sources log them already). Each webhook has its
 /// own queue and sender loop, so a slow or dead receiver delays only its own alerts, never routing
 /// or the other webhooks; failed POSTs are retried with doubling backoff.
+/// One alert per incident: a change every node sees (a probe verdict, a member unreachable or
+/// removed, panic) is sent by one node only, the oldest reachable member with Balancer's role (the
+/// one an active-passive tier makes active); when it goes, the next oldest takes over as soon as it
+/// is unreachable. What only one node sees (a passive ejection, its own duty) that node sends itself.
 /// </summary>
-internal sealed class AlertNotifier : ReceiveActor
+internal sealed class AlertNotifier : ReceiveActor, IWithTimers
 {
+    private readonly Akka.Cluster.Cluster _cluster = Akka.Cluster.Cluster.Get(Context.System);
+    private readonly string _role;
+    private bool _sendsClusterAlerts;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly List<WebhookSender> _senders = new();
     private readonly CancellationTokenSource _stopping = new();
     private readonly HttpClient _http;
 
-    public AlertNotifier(AlertSettings settings)
+    public AlertNotifier(AlertSettings settings, string role)
     {
+        _role = role;
         _http = new HttpClient(new SocketsHttpHandler { UseProxy = false, UseCookies = false, AllowAutoRedirect = false }) { Timeout = settings.Timeout };
         foreach (var webhook in settings.Webhooks)
         {
             _senders.Add(new WebhookSender(webhook, settings, _http, _log, _stopping.Token));
         }
+        Receive<CheckSender>(_ => SendsClusterAlerts());
         Receive<NotableEvent>(notable =>
         {
-            if (!NotableEvent.AlertKinds.Contains(notable.Kind))
+            // A member reported unreachable or removed no longer counts, even before the cluster's state says so.
+            var gone = notable.Kind is "node-unreachable" or "member-removed" ? notable.Member : null;
+            if (!NotableEvent.AlertKinds.Contains(notable.Kind) || (!notable.NodeLocal && !SendsClusterAlerts(gone)))
             {
                 return;
             }
@@ -41,9 +52,37 @@ internal sealed class AlertNotifier : ReceiveActor
         });
     }
 
-    public static Props Props(AlertSettings settings) => Akka.Actor.Props.Create(() => new AlertNotifier(settings));
+    public static Props Props(AlertSettings settings, string role) => Akka.Actor.Props.Create(() => new AlertNotifier(settings, role));
 
-    protected override void PreStart() => Context.System.EventStream.Subscribe(Self, typeof(NotableEvent));
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    protected override void PreStart()
+    {
+        Context.System.EventStream.Subscribe(Self, typeof(NotableEvent));
+        if (_senders.Count > 0)
+        {
+            // Says when this node starts or stops sending the cluster's alerts, not only when one comes.
+            Timers.StartPeriodicTimer("sender", CheckSender.Instance, TimeSpan.FromSeconds(1));
+        }
+    }
+
+    /// <summary>True while this node is the one that sends alerts every node sees: the oldest reachable member with Balancer's role.</summary>
+    private bool SendsClusterAlerts(string? gone = null)
+    {
+        var sends = Membership.DutyCoordinator.ActiveMember(_cluster.State, _role, gone)?.UniqueAddress.Equals(_cluster.SelfUniqueAddress) == true;
+        if (sends != _sendsClusterAlerts && _senders.Count > 0)
+        {
+            _log.Info(sends ? "alerts: this node sends the cluster's alerts (the oldest reachable member)" : "alerts: another node now sends the cluster's alerts");
+        }
+        _sendsClusterAlerts = sends;
+        return sends;
+    }
+
+    private sealed class CheckSender
+    {
+        public static readonly CheckSender Instance = new();
+        private CheckSender() { }
+    }
 
     protected override void PostStop()
     {

@@ -18,6 +18,8 @@ namespace Balancer.Management;
 /// <param name="Pool">The pool concerned, if any.</param>
 /// <param name="Backend">The backend concerned, if any.</param>
 /// <param name="Member">The cluster member concerned, if any.</param>
+/// <param name="NodeLocal">True when only the reporting node sees it (a passive ejection, its own
+/// duty change); false when every node sees the same change (a probe verdict, a member's fate).</param>
 public sealed record NotableEvent(
     DateTimeOffset At,
     string Kind,
@@ -25,7 +27,8 @@ public sealed record NotableEvent(
     string Node,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Pool = null,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Backend = null,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Member = null)
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Member = null,
+    [property: JsonIgnore] bool NodeLocal = false)
 {
     /// <summary>The kinds that alert webhooks receive.</summary>
     public static readonly IReadOnlySet<string> AlertKinds = new HashSet<string>(StringComparer.Ordinal)
@@ -43,14 +46,15 @@ public sealed record NotableEvent(
     public static NotableEvent? From(object source, string node, DateTimeOffset at) => source switch
     {
         BackendHealthChanged e => new(at, e.New == BackendHealth.Down ? "backend-down" : "backend-up",
-            $"backend {e.Pool}/{e.Backend} is {(e.New == BackendHealth.Down ? "DOWN" : "UP")}: {e.Reason}", node, e.Pool, e.Backend),
+            $"backend {e.Pool}/{e.Backend} is {(e.New == BackendHealth.Down ? "DOWN" : "UP")}: {e.Reason}", node, e.Pool, e.Backend,
+            NodeLocal: e.Reason.StartsWith("passive:", StringComparison.Ordinal)),
         BackendAdminStateChanged e => new(at, "backend-admin-state",
             $"backend {e.Pool}/{e.Backend} admin state {e.Old.ToString().ToLowerInvariant()} -> {e.New.ToString().ToLowerInvariant()}, weight {e.Weight}", node, e.Pool, e.Backend),
         PoolConfigChanged e => new(at, "pool-changed",
             $"pool {e.Pool} backends now {string.Join(", ", e.Settings.Backends.Select(b => $"{b.Name}={b.Address}"))}", node, e.Pool),
         PoolPanicChanged e => new(at, e.Panic ? "panic" : "panic-over",
             e.Panic ? $"pool {e.Pool} in PANIC: {e.Healthy} of {e.Total} backends healthy, routing to all" : $"pool {e.Pool} out of panic: {e.Healthy} of {e.Total} backends healthy", node, e.Pool),
-        NodeDutyChanged e => new(at, "duty-changed", $"node {e.Node} is now {e.Duty.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node),
+        NodeDutyChanged e => new(at, "duty-changed", $"node {e.Node} is now {e.Duty.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node, NodeLocal: true),
         ClusterEvent.MemberUp e => MemberEvent(at, node, "member-up", e.Member, "is up"),
         ClusterEvent.MemberLeft e => MemberEvent(at, node, "member-left", e.Member, "is leaving"),
         ClusterEvent.MemberRemoved e => MemberEvent(at, node, "member-removed", e.Member, $"was removed (was {e.PreviousStatus.ToString().ToLowerInvariant()})"),

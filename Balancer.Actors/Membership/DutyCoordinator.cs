@@ -61,12 +61,16 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
     public static Props Props(BalancerSettings settings, PoolRegistry pools) =>
         Akka.Actor.Props.Create(() => new DutyCoordinator(settings, pools));
 
-    /// <summary>The active node of a cluster: the oldest Up member not unreachable from <paramref name="state"/>'s viewpoint.</summary>
-    public static Member? ActiveMember(ClusterEvent.CurrentClusterState state, string role)
+    /// <summary>
+    /// The active node of a cluster: the oldest Up member not unreachable from <paramref name="state"/>'s
+    /// viewpoint (nor at <paramref name="gone"/>, a member an event just reported unreachable or
+    /// removed that the state may not show yet).
+    /// </summary>
+    public static Member? ActiveMember(ClusterEvent.CurrentClusterState state, string role, string? gone = null)
     {
         var unreachable = state.Unreachable.Select(m => m.UniqueAddress).ToImmutableHashSet();
         return state.Members
-            .Where(m => m.Status == MemberStatus.Up && !unreachable.Contains(m.UniqueAddress) && (role.Length == 0 || m.HasRole(role)))
+            .Where(m => m.Status == MemberStatus.Up && !unreachable.Contains(m.UniqueAddress) && (role.Length == 0 || m.HasRole(role)) && m.Address.ToString() != gone)
             .OrderBy(m => m, Member.AgeOrdering)
             .FirstOrDefault();
     }

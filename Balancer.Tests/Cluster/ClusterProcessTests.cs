@@ -86,6 +86,45 @@ public class ClusterProcessTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Alerts_OnePostPerIncident_AndStillOneAfterKillOfTheNodeThatSendsThem()
+    {
+        await using var receiver = await WebhookReceiver.StartAsync();
+        var extra = new[] { "--set", $"balancer.alerts.webhooks=[\"{receiver.Url}\"]" };
+        var nodes = new NodeProcess[3];
+        for (var i = 1; i <= 3; i++)
+        {
+            nodes[i - 1] = StartNode(i, extra);
+        }
+        foreach (var node in nodes)
+        {
+            await node.WaitForOutputAsync(" ready", StartTimeout);
+            await node.WaitForOutputAsync("(3 up)", StartTimeout);
+        }
+        const string Sends = "alerts: this node sends the cluster's alerts";
+        await WaitUntilAsync(() => nodes.Count(n => n.Output.Contains(Sends)) == 1, TimeSpan.FromSeconds(30), "one node sends alerts");
+        var sender = nodes.Single(n => n.Output.Contains(Sends));
+
+        // Every node sees backend c go down; the webhook hears it once.
+        int Posts(string kind) => receiver.Received.Count(e => e.GetProperty("kind").GetString() == kind && e.TryGetProperty("backend", out var b) && b.GetString() == "c");
+        await SetHealthAsync(9003, false);
+        await receiver.WaitForAsync(e => e.GetProperty("kind").GetString() == "backend-down", TimeSpan.FromSeconds(20));
+        await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("backend c is DOWN")), TimeSpan.FromSeconds(10), "c down on every node");
+        await Task.Delay(2000);
+        Assert.Equal(1, Posts("backend-down"));
+
+        // kill -9 of the node that sends them: another takes over, and the next incident is still posted once.
+        await sender.KillAsync();
+        var survivors = nodes.Where(n => n != sender).ToList();
+        await WaitUntilAsync(() => survivors.Count(n => n.Output.Contains(Sends)) == 1, TimeSpan.FromSeconds(20), "a survivor sends alerts");
+        await SetHealthAsync(9003, true);
+        await receiver.WaitForAsync(e => e.GetProperty("kind").GetString() == "backend-up", TimeSpan.FromSeconds(30));
+        await WaitUntilAsync(() => survivors.All(n => n.Output.Contains("backend c is UP")), TimeSpan.FromSeconds(10), "c up on every survivor");
+        await Task.Delay(2000);
+        Assert.Equal(1, Posts("backend-up"));
+        Assert.Equal(1, receiver.Received.Count(e => e.GetProperty("kind").GetString() == "node-unreachable"));
+    }
+
+    [Fact]
     public async Task ActivePassive_KillActive_StandbyServesWithinFiveSeconds()
     {
         var hookFile = Path.Combine(_dataDir, "hooks.log");
