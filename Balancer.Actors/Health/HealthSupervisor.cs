@@ -18,7 +18,11 @@ namespace Balancer.Health;
 /// run Balancer (no <c>balancer.node.role</c> set in a cluster where some members do not start it),
 /// no coordinator ever answers and no sharded probe would start. This node then says so, loudly and
 /// once, and probes those pools' backends itself, as <c>every-node</c> placement does: no
-/// configuration leaves backends unprobed.
+/// configuration leaves backends unprobed. Likewise while any member is unreachable, and for
+/// <see cref="ShardHandOverGrace"/> after: its probes are not running anywhere until it is downed
+/// and its shards have a new home (detection, stable-after and hand-over take 10 s and more), so
+/// every node probes the sharded backends itself meanwhile, and a backend that fails right after a
+/// node died is out of rotation in the check's own detection time.
 /// </summary>
 internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
 {
@@ -31,6 +35,10 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private DateTimeOffset? _coordinatorMissingSince;
     private bool _probingShardedPoolsLocally;
+    private DateTimeOffset _probeLocallyUntil = DateTimeOffset.MinValue;
+
+    /// <summary>How long after the last unreachable member is gone this node keeps probing sharded pools itself.</summary>
+    internal static readonly TimeSpan ShardHandOverGrace = TimeSpan.FromSeconds(10);
 
     private readonly PoolRegistry _pools;
     private readonly IActorRef _reporter;
@@ -82,6 +90,12 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
 
     private void OnReconcile()
     {
+        var now = DateTimeOffset.UtcNow;
+        if (_region is not null && Cluster.Get(Context.System).State.Unreachable.Count > 0)
+        {
+            _probeLocallyUntil = now + ShardHandOverGrace;
+        }
+        var shardedLocally = _probingShardedPoolsLocally || now < _probeLocallyUntil;
         var wanted = new HashSet<string>();
         foreach (var handle in _pools.Pools.Values)
         {
@@ -92,10 +106,16 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
             }
             foreach (var backend in pool.Backends)
             {
-                if (pool.HealthCheck.Placement == ProbePlacement.Sharded && !_probingShardedPoolsLocally)
+                if (pool.HealthCheck.Placement == ProbePlacement.Sharded)
                 {
-                    _region?.Tell(new ProbeEntity.EnsureProbe(pool.Name, backend.Name, backend.Address.ToString()));
-                    continue;
+                    if (!_probingShardedPoolsLocally)
+                    {
+                        _region?.Tell(new ProbeEntity.EnsureProbe(pool.Name, backend.Name, backend.Address.ToString()));
+                    }
+                    if (!shardedLocally)
+                    {
+                        continue;
+                    }
                 }
                 var name = $"{pool.Name}.{backend.Name}";
                 wanted.Add(name);

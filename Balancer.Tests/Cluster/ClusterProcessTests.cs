@@ -68,10 +68,19 @@ public class ClusterProcessTests : IAsyncLifetime
         var probingBefore = survivors.Select(n => Count(n.Output, "probing app/b ")).ToList();
         using var load = new NewConnectionLoad(new Uri("http://127.0.0.1:8080/"));
         await Task.Delay(1000);
+        var downBeforeKill = survivors.Select(n => Count(n.Output, "backend b is DOWN")).ToList();
         await host.KillAsync();
         var killedAt = Stopwatch.GetTimestamp();
+        // b fails right away, while its probe's node is dead and not yet downed: every survivor
+        // still takes it out within 5 s plus the check's own detection (2 checks, 1 s apart, 500 ms timeout).
+        await SetHealthAsync(9002, false);
+        await WaitUntilAsync(() => survivors.Select((n, i) => Count(n.Output, "backend b is DOWN") > downBeforeKill[i]).All(x => x), TimeSpan.FromSeconds(20), "b down on the survivors after the kill");
+        var downAfterKill = Stopwatch.GetElapsedTime(killedAt);
+        Assert.True(downAfterKill < TimeSpan.FromSeconds(5 + 2 * 1 + 0.5), $"b out of rotation on the survivors only {downAfterKill.TotalSeconds:0.0} s after kill -9 of its prober");
+        await SetHealthAsync(9002, true);
         await WaitUntilAsync(() => survivors.Select((n, i) => Count(n.Output, "probing app/b ") > probingBefore[i]).Any(x => x), TimeSpan.FromSeconds(15), "b probed again by a survivor");
         var reprobedAfter = Stopwatch.GetElapsedTime(killedAt);
+        await WaitUntilAsync(() => survivors.All(n => Count(n.Output, "backend b is UP") > 1), TimeSpan.FromSeconds(15), "b up again on the survivors");
         await Task.Delay(1000);
         load.Stop();
         var lost = load.Results.Where(r => r.Started > killedAt && !r.Ok).ToList();
@@ -82,7 +91,7 @@ public class ClusterProcessTests : IAsyncLifetime
         var downBefore = survivors.Select(n => Count(n.Output, "backend b is DOWN")).ToList();
         await SetHealthAsync(9002, false);
         await WaitUntilAsync(() => survivors.Select((n, i) => Count(n.Output, "backend b is DOWN") > downBefore[i]).All(x => x), TimeSpan.FromSeconds(10), "b down again on the survivors");
-        Console.WriteLine($"cluster: probe detected after {detected.TotalMilliseconds:0} ms, every node after {everywhere.TotalMilliseconds:0} ms; probe of b resumed {reprobedAfter.TotalSeconds:0.0} s after kill -9");
+        Console.WriteLine($"cluster: probe detected after {detected.TotalMilliseconds:0} ms, every node after {everywhere.TotalMilliseconds:0} ms; b failing at kill -9 of its prober out of rotation after {downAfterKill.TotalSeconds:0.0} s; sharded probe of b resumed {reprobedAfter.TotalSeconds:0.0} s after the kill");
     }
 
     [Fact]
