@@ -12,11 +12,13 @@ public static class HealthFolding
 {
     /// <summary>
     /// The cluster's verdict on one backend from its probe records: the latest one (sharded
-    /// placement: one prober at a time), or, when <paramref name="members"/> is given (every-node
-    /// placement), the majority of those current members' verdicts, a tie counting as up. Null
-    /// when no record counts.
+    /// placement: one prober at a time; latest by <see cref="HealthRecord.Sequence"/>, never by a
+    /// clock, and only among records of <paramref name="present"/> members when given, so a gone
+    /// member's last word does not outlast it), or, when <paramref name="members"/> is given
+    /// (every-node placement), the majority of those current members' verdicts, a tie counting as
+    /// up. Null when no record counts.
     /// </summary>
-    public static (bool Up, string Reason)? ClusterVerdict(IReadOnlyCollection<HealthRecord> records, IReadOnlySet<string>? members)
+    public static (bool Up, string Reason)? ClusterVerdict(IReadOnlyCollection<HealthRecord> records, IReadOnlySet<string>? members, IReadOnlySet<string>? present = null)
     {
         if (records.Count == 0)
         {
@@ -24,8 +26,9 @@ public static class HealthFolding
         }
         if (members is null)
         {
-            var latest = records.MaxBy(r => r.CheckedAt)!;
-            return (latest.Up, latest.Reason);
+            var latest = records.Where(r => present is null || present.Contains(r.Node))
+                .MaxBy(r => (r.Sequence, r.CheckedAt, r.Node));
+            return latest is null ? null : (latest.Up, latest.Reason);
         }
         var voters = records.Where(r => members.Contains(r.Node)).ToList();
         if (voters.Count == 0)

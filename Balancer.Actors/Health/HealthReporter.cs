@@ -10,7 +10,8 @@ namespace Balancer.Health;
 /// Replicates this node's probe verdicts: each <see cref="HealthProbe.Verdict"/> becomes a
 /// <see cref="HealthRecord"/> under "POOL/BACKEND/THIS-NODE" in <see cref="ReplicatedKeys.Health"/>,
 /// written to every reachable node at once (gossip covers the others), so every node's routing
-/// actor sees it within moments.
+/// actor sees it within moments. Each verdict is numbered one above the highest this node has seen
+/// for its backend (<see cref="HealthRecord.Sequence"/>), so no clock decides which verdict is the latest.
 /// </summary>
 internal sealed class HealthReporter : ReceiveActor
 {
@@ -20,12 +21,21 @@ internal sealed class HealthReporter : ReceiveActor
     private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
     private readonly string _node = Cluster.Get(Context.System).SelfAddress.ToString();
     private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly Dictionary<string, long> _highest = new();
 
     public HealthReporter()
     {
+        Receive<Changed>(changed =>
+        {
+            foreach (var record in changed.Get(ReplicatedKeys.Health).Entries.Values)
+            {
+                Seen(record.Pool, record.Backend, record.Sequence);
+            }
+        });
         Receive<HealthProbe.Verdict>(verdict =>
         {
-            var record = new HealthRecord(verdict.Pool, verdict.Backend, _node, verdict.Up, verdict.Reason, Context.System.Scheduler.Now);
+            var sequence = Seen(verdict.Pool, verdict.Backend, _highest.GetValueOrDefault(verdict.Pool + "/" + verdict.Backend) + 1);
+            var record = new HealthRecord(verdict.Pool, verdict.Backend, _node, verdict.Up, verdict.Reason, Context.System.Scheduler.Now, sequence);
             var key = ReplicatedKeys.HealthKeyOf(verdict.Pool, verdict.Backend, _node);
             _log.Debug("probe verdict {0}/{1}: {2} ({3})", verdict.Pool, verdict.Backend, verdict.Up ? "up" : "down", verdict.Reason);
             _replicator.Tell(Dsl.Update(ReplicatedKeys.Health, LWWDictionary<string, HealthRecord>.Empty, WriteToAll,
@@ -35,6 +45,17 @@ internal sealed class HealthReporter : ReceiveActor
         Receive<UpdateSuccess>(_ => { });
         Receive<UpdateTimeout>(_ => { });
         Receive<ModifyFailure>(failure => _log.Error(failure.Cause, "could not record a probe verdict"));
+    }
+
+    protected override void PreStart() => _replicator.Tell(Dsl.Subscribe(ReplicatedKeys.Health, Self));
+
+    /// <summary>The highest sequence known for a backend, raised to <paramref name="sequence"/>; returns the new highest.</summary>
+    private long Seen(string pool, string backend, long sequence)
+    {
+        var key = pool + "/" + backend;
+        var highest = Math.Max(_highest.GetValueOrDefault(key), sequence);
+        _highest[key] = highest;
+        return highest;
     }
 
     public static Props Props() => Akka.Actor.Props.Create(() => new HealthReporter());

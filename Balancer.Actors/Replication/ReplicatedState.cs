@@ -6,8 +6,11 @@ namespace Balancer.Replication;
 /// <summary>
 /// One probe's verdict on one backend, as replicated in <see cref="ReplicatedKeys.Health"/> under
 /// "POOL/BACKEND/NODE" so that every prober's view is kept apart and can be merged.
+/// <paramref name="Sequence"/> orders the verdicts on one backend without trusting clocks: a prober
+/// numbers its verdict one above the highest it has seen for that backend, so a later verdict wins
+/// over an earlier one even from a node whose clock is ahead (0 in records of older nodes).
 /// </summary>
-public sealed record HealthRecord(string Pool, string Backend, string Node, bool Up, string Reason, DateTimeOffset CheckedAt)
+public sealed record HealthRecord(string Pool, string Backend, string Node, bool Up, string Reason, DateTimeOffset CheckedAt, long Sequence = 0)
 {
     /// <summary>A value in a format this node cannot read (a newer node wrote it): carried as it came, never used.</summary>
     [System.Text.Json.Serialization.JsonIgnore]

@@ -272,11 +272,13 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
         var members = _settings.HealthCheck.Placement == ProbePlacement.EveryNode
             ? _cluster.State.Members.Where(m => m.Status == MemberStatus.Up && (_role.Length == 0 || m.HasRole(_role))).Select(m => m.Address.ToString()).ToHashSet()
             : null;
+        // Sharded: the latest verdict of a member still in the cluster (a removed member's records stay behind in the map).
+        var present = _cluster.State.Members.Where(m => m.Status is not (MemberStatus.Removed or MemberStatus.Down)).Select(m => m.Address.ToString()).ToHashSet();
         foreach (var backend in _settings.Backends)
         {
             var prefix = $"{_settings.Name}/{backend.Name}/";
             var records = _health.Where(e => e.Key.StartsWith(prefix, StringComparison.Ordinal)).Select(e => e.Value).ToList();
-            if (HealthFolding.ClusterVerdict(records, members) is not { } verdict)
+            if (HealthFolding.ClusterVerdict(records, members, present) is not { } verdict)
             {
                 continue;
             }

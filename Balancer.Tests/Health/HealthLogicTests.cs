@@ -110,6 +110,20 @@ public class HealthFoldingTests
     }
 
     [Fact]
+    public void ClusterVerdict_Sharded_ALaterVerdictWins_EvenAgainstAClockAhead_AndAGoneMemberHasNoSay()
+    {
+        // n1's clock is 30 s ahead: its earlier verdict carries the later time, but the lower number.
+        var early = Record("n1", up: false, 30) with { Sequence = 4 };
+        var later = Record("n2", up: true, 1) with { Sequence = 5 };
+        Assert.Equal((true, "200"), HealthFolding.ClusterVerdict([early, later], members: null));
+
+        // The newest verdict came from a member that has since left: the present members' latest counts.
+        var fromGone = Record("gone", up: false, 2) with { Sequence = 6 };
+        Assert.Equal((true, "200"), HealthFolding.ClusterVerdict([early, later, fromGone], members: null, present: new HashSet<string> { "n1", "n2" }));
+        Assert.Null(HealthFolding.ClusterVerdict([fromGone], members: null, present: new HashSet<string> { "n1", "n2" }));
+    }
+
+    [Fact]
     public void ClusterVerdict_EveryNode_MajorityOfCurrentMembers_ATieIsUp()
     {
         var records = new[] { Record("n1", up: false, 1), Record("n2", up: false, 2), Record("n3", up: true, 3), Record("gone", up: true, 4) };
