@@ -72,6 +72,19 @@ public sealed class BalancerExtension : IExtension
         Replication.BalancerReplicator.Get(system);
         Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools, Events), "balancer");
         AdminStarted = Settings.Node.AdminEnabled ? StartAdmin(system) : Task.FromResult<Management.AdminServer?>(null);
+        // A stop closes the listeners first and lets what is in flight finish, before the node
+        // leaves the cluster (a later phase) and its actors stop.
+        CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseServiceUnbind, "balancer-frontends-drain", async () =>
+        {
+            try
+            {
+                await Guardian.Ask<FrontendOwner.Drained>(new FrontendOwner.Drain(Settings.Node.DrainTimeout), Settings.Node.DrainTimeout + TimeSpan.FromSeconds(3));
+            }
+            catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
+            {
+            }
+            return Akka.Done.Instance;
+        });
         system.RegisterOnTermination(() =>
         {
             Prometheus.Dispose();

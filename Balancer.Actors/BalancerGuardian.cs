@@ -36,7 +36,8 @@ internal sealed class BalancerGuardian : ReceiveActor
         }
         // Frontends open where the node's duty says so (always, in active-active), and only after
         // the replicated state was read from the cluster: long after the stores above published.
-        Context.ActorOf(Membership.DutyCoordinator.Props(settings, registry), "duty");
+        var duty = Context.ActorOf(Membership.DutyCoordinator.Props(settings, registry), "duty");
+        Receive<Frontends.FrontendOwner.Drain>(drain => duty.Forward(drain));
     }
 
     public static Props Props(BalancerSettings settings, PoolRegistry registry, Management.EventFeed events) =>
@@ -47,9 +48,19 @@ internal sealed class BalancerGuardian : ReceiveActor
     {
         public sealed record StartChild(Props Props, string Name);
 
+        /// <summary>Forward <paramref name="Message"/> to every child, keeping the sender.</summary>
+        public sealed record Broadcast(object Message);
+
         public ChildrenSupervisor()
         {
             Receive<StartChild>(start => Context.ActorOf(start.Props, start.Name));
+            Receive<Broadcast>(broadcast =>
+            {
+                foreach (var child in Context.GetChildren())
+                {
+                    child.Forward(broadcast.Message);
+                }
+            });
         }
     }
 }

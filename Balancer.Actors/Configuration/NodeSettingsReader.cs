@@ -27,6 +27,7 @@ internal static class NodeSettingsReader
             hooks.String("on-passive"),
             node.Bool("start-frontends"),
             node.Duration("frontend-start-timeout"),
+            node.Duration("drain-timeout", allowZero: true),
             node.String("data-dir"),
             node.Int("probe-shards", 1, 10_000),
             node.Duration("write-timeout"),

@@ -33,6 +33,7 @@ public sealed record NodeSettings(
     string OnPassiveHook,
     bool StartFrontends,
     TimeSpan FrontendStartTimeout,
+    TimeSpan DrainTimeout,
     string DataDir,
     int ProbeShards,
     TimeSpan WriteTimeout,

@@ -9,7 +9,9 @@ using Balancer.Routing;
 namespace Balancer.Frontends;
 
 /// <summary>
-/// Owns the listeners of one frontend: opens them when started, closes them when stopped. Binding
+/// Owns the listeners of one frontend: opens them when started, closes them when stopped (or,
+/// when the node stops, on <see cref="FrontendOwner.Drain"/>: no new connection, and those in
+/// flight may finish within the drain timeout). Binding
 /// happens off the actor's thread; the outcome comes back as a message and is announced on the
 /// EventStream as <see cref="FrontendStarted"/> or <see cref="FrontendFailed"/>. A failed bind is
 /// retried with backoff (up to 30 s apart) for as long as the frontend should be open.
@@ -42,6 +44,29 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
             _failures = 0;
         });
         Receive<Retry>(_ => Open());
+        Receive<FrontendOwner.Drain>(drain =>
+        {
+            Timers.Cancel("retry");
+            var server = _server;
+            _server = null;
+            _counters.Listening = [];
+            if (server is null)
+            {
+                Sender.Tell(FrontendOwner.Drained.Instance);
+                return;
+            }
+            _log.Info("frontend {0}: no longer accepting; letting {1} open connection(s) finish (at most {2:0.#} s)", _settings.Name, _counters.Open, drain.Timeout.TotalSeconds);
+            var name = _settings.Name;
+            var log = _log;
+            server.StopAsync(drain.Timeout)
+                .ContinueWith(_ => server.DisposeAsync().AsTask(), TaskScheduler.Default).Unwrap()
+                .ContinueWith(_ =>
+                {
+                    log.Info("frontend {0} closed", name);
+                    return (object)FrontendOwner.Drained.Instance;
+                }, TaskScheduler.Default)
+                .PipeTo(Sender);
+        });
         Receive<Status.Failure>(failure =>
         {
             var reason = failure.Cause is AggregateException { InnerException: { } inner } ? inner.Message : failure.Cause.Message;

@@ -15,6 +15,7 @@ internal sealed class FrontendOwner : ReceiveActor
     private IActorRef? _frontends;
     private bool _closing;
     private bool _wanted;
+    private bool _drained;
     private int _generation;
 
     public FrontendOwner(BalancerSettings settings, PoolRegistry pools)
@@ -23,8 +24,23 @@ internal sealed class FrontendOwner : ReceiveActor
         _pools = pools;
         Receive<Open>(_ =>
         {
-            _wanted = true;
+            // After a drain (the node is stopping) nothing opens again.
+            _wanted = !_drained;
             OpenIfClosed();
+        });
+        Receive<Drain>(drain =>
+        {
+            _wanted = false;
+            _drained = true;
+            if (_frontends is null || _closing)
+            {
+                Sender.Tell(Drained.Instance);
+                return;
+            }
+            var replyTo = Sender;
+            var count = _settings.Frontends.Length;
+            var collector = Context.ActorOf(Akka.Actor.Props.Create(() => new DrainCollector(count, replyTo, drain.Timeout + TimeSpan.FromSeconds(2))));
+            _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Broadcast(drain), collector);
         });
         Receive<Close>(_ =>
         {
@@ -68,6 +84,43 @@ internal sealed class FrontendOwner : ReceiveActor
     {
         public static readonly Open Instance = new();
         private Open() { }
+    }
+
+    /// <summary>
+    /// Stop accepting on every frontend at once and let the requests and connections in flight
+    /// finish within <paramref name="Timeout"/> (the node is stopping: SIGTERM, leave); answered with
+    /// <see cref="Drained"/>. Nothing opens again afterwards.
+    /// </summary>
+    public sealed record Drain(TimeSpan Timeout);
+
+    /// <summary>Every frontend is closed.</summary>
+    public sealed class Drained
+    {
+        public static readonly Drained Instance = new();
+        private Drained() { }
+    }
+
+    /// <summary>Answers <see cref="Drained"/> once every frontend has, or when its time is up.</summary>
+    private sealed class DrainCollector : ReceiveActor
+    {
+        public DrainCollector(int expected, IActorRef replyTo, TimeSpan timeout)
+        {
+            var drained = 0;
+            Context.SetReceiveTimeout(timeout);
+            Receive<Drained>(_ =>
+            {
+                if (++drained >= expected)
+                {
+                    Finish();
+                }
+            });
+            Receive<ReceiveTimeout>(_ => Finish());
+            void Finish()
+            {
+                replyTo.Tell(Drained.Instance);
+                Context.Stop(Self);
+            }
+        }
     }
 
     /// <summary>Close every frontend.</summary>

@@ -138,10 +138,12 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
         Receive<ClusterEvent.IClusterDomainEvent>(_ => Decide());
         Receive<ClusterEvent.CurrentClusterState>(_ => Decide());
         Receive<DecideNow>(_ => Decide());
+        Receive<FrontendOwner.Drain>(drain => _frontends.Forward(drain));
     }
 
     private void ReceiveMembershipLog()
     {
+        Receive<FrontendOwner.Drain>(drain => _frontends.Forward(drain));
         Receive<ClusterEvent.MemberUp>(up => MemberUp(up.Member));
         Receive<ClusterEvent.MemberRemoved>(removed => MemberRemoved(removed.Member));
     }

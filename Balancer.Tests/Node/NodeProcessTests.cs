@@ -147,6 +147,43 @@ public class NodeProcessTests
         }
     }
 
+    [Fact]
+    public async Task Sigterm_StopsAccepting_LetsRequestsInFlightFinish_ThenExits()
+    {
+        await using var cleanup = new ProcessGroup();
+        var backend = await StartBackendAsync(cleanup, "a");
+        var node = StartNode1OnFreePorts(cleanup,
+            "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backend.Port}",
+            "--set", "balancer.pools.app.backends.b=null",
+            "--set", "balancer.pools.app.backends.c=null");
+        await node.WaitForOutputAsync(" ready", StartTimeout);
+        var http = FrontendEndPoint(node.Output, "web-node1");
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(30) };
+        await client.PostAsync($"http://127.0.0.1:{backend.Port}/control/slow?ms=7000", null);
+
+        // Three requests in flight, each taking 7 s at the backend (longer than any fixed grace); then SIGTERM.
+        var inFlight = Enumerable.Range(0, 3).Select(i => client.GetAsync($"http://{http}/slow-{i}")).ToList();
+        await Task.Delay(500);
+        var stopping = System.Diagnostics.Stopwatch.StartNew();
+        node.Terminate();
+
+        // At once, no new connection is accepted...
+        await Eventually.Holds(() => Assert.Throws<System.Net.Sockets.SocketException>(() =>
+        {
+            using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            socket.Connect(http);
+        }), TimeSpan.FromSeconds(2));
+        Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(2.5), $"still accepting {stopping.Elapsed.TotalSeconds:0.0} s after SIGTERM");
+        // ...while the requests already in flight are answered, and only then does the node stop.
+        foreach (var request in inFlight)
+        {
+            using var response = await request;
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("no longer accepting; letting", node.Output);
+    }
+
     [Theory]
     [InlineData("balancer.frontends.web-node1.bind")]
     [InlineData("balancer.node.admin.bind")]
