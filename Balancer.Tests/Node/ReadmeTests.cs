@@ -58,6 +58,42 @@ public class ReadmeTests
         }
     }
 
+    [Fact]
+    public async Task FirstSection_RunClusterSh_StartsTheDemoAsPrinted_AndCtrlCStopsEverything()
+    {
+        var root = CommandLineTests.RepositoryRoot();
+        var readme = File.ReadAllText(Path.Combine(root, "README.md"));
+        var first = Regex.Match(readme, @"```bash\n(.*?)```", RegexOptions.Singleline).Groups[1].Value;
+        var demo = first.Split('\n').Select(l => Regex.Replace(l, @"\s+#.*$", "").Trim()).First(l => l.Length > 0);
+        Assert.Equal("./run-cluster.sh", demo);
+        var log = Path.GetTempFileName();
+        try
+        {
+            // As typed in a terminal: the demo in the foreground of its own process group, then
+            // Ctrl+C, which the terminal sends to that whole group.
+            var script = $"""
+                set -e
+                env --default-signal=INT setsid {demo} > {log} 2>&1 &
+                pid=$!
+                for i in $(seq 900); do grep -q "kill a node like a crash would" {log} && break; kill -0 $pid; sleep 0.2; done
+                grep -q "kill a node like a crash would" {log}
+                kill -INT -- -$pid
+                for i in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+                ! kill -0 $pid 2>/dev/null
+                """;
+            var (code, output) = await BashAsync(script, root, TimeSpan.FromMinutes(4));
+            var printed = File.ReadAllText(log);
+            Assert.True(code == 0, $"exit code {code}: {output}\n{printed}");
+            Assert.Contains("Balancer demo: 3 node(s)", printed);
+            Assert.Contains("every process stopped", printed);
+            Assert.False(Directory.Exists(Path.Combine(root, "data", "demo")), "a clean stop removes data/demo");
+        }
+        finally
+        {
+            File.Delete(log);
+        }
+    }
+
     /// <summary>Runs <paramref name="script"/> with bash in <paramref name="directory"/>; killed by PID (with its jobs) after <paramref name="timeout"/>.</summary>
     private static async Task<(int Code, string Output)> BashAsync(string script, string directory, TimeSpan timeout)
     {
@@ -66,6 +102,15 @@ public class ReadmeTests
         info.ArgumentList.Add(script);
         // If the test host dies, the balancer processes the script started follow it.
         info.Environment["BALANCER_PARENT_PID"] = Environment.ProcessId.ToString();
+        // `dotnet run` (run-cluster.sh) builds as a user's would, not steered by the test run's
+        // MSBuild and test-host variables, and leaves no build server behind.
+        foreach (var name in info.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase) || k.StartsWith("VSTEST", StringComparison.OrdinalIgnoreCase)).ToList())
+        {
+            info.Environment.Remove(name);
+        }
+        info.Environment["MSBUILDDISABLENODEREUSE"] = "1";
+        info.Environment["DOTNET_CLI_USE_MSBUILD_SERVER"] = "0";
+        info.Environment["UseSharedCompilation"] = "false";
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
