@@ -75,7 +75,7 @@ public class ChaosProcessTests : IAsyncLifetime
         Assert.Equal(5, curls.Count);
         foreach (var command in printed.Where(c => !c.EndsWith("cluster tail", StringComparison.Ordinal)).Concat(curls.Select(c => c.Replace("curl ", "curl -fsS "))))
         {
-            var (code, output) = await ShellAsync(command, TimeSpan.FromSeconds(20));
+            var (code, output) = await ToolProcess.ShellAsync(command, AppContext.BaseDirectory, TimeSpan.FromSeconds(20));
             Assert.True(code == 0, $"`{command}` exited with {code}:\n{output}");
         }
         using (var admin = new HttpClient())
@@ -90,7 +90,7 @@ public class ChaosProcessTests : IAsyncLifetime
         Assert.True(kill.Success, demo.Output);
         var node = int.Parse(kill.Groups[2].Value);
         var killed = System.Diagnostics.Stopwatch.StartNew();
-        Assert.Equal(0, (await ShellAsync(kill.Groups[1].Value, TimeSpan.FromSeconds(10))).Code);
+        Assert.Equal(0, (await ToolProcess.ShellAsync(kill.Groups[1].Value, AppContext.BaseDirectory, TimeSpan.FromSeconds(10))).Code);
         await demo.WaitForOutputAsync($"balancer demo: node{node} restarted (pid", TimeSpan.FromSeconds(15));
         using (var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) })
         {
@@ -107,27 +107,6 @@ public class ChaosProcessTests : IAsyncLifetime
         {
             await Eventually.Holds(() => Assert.False(Listening(port), $"something still listens on {port}"), TimeSpan.FromSeconds(20));
         }
-    }
-
-    /// <summary>Runs <paramref name="command"/> with /bin/sh from the tests' directory (where the demo runs); killed by PID after <paramref name="timeout"/>.</summary>
-    private static async Task<(int Code, string Output)> ShellAsync(string command, TimeSpan timeout)
-    {
-        var info = new System.Diagnostics.ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = AppContext.BaseDirectory };
-        info.ArgumentList.Add("-c");
-        info.ArgumentList.Add(command);
-        using var process = System.Diagnostics.Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        try
-        {
-            await process.WaitForExitAsync().WaitAsync(timeout);
-        }
-        catch (TimeoutException)
-        {
-            process.Kill(entireProcessTree: true);
-            return (-1, "timed out");
-        }
-        return (process.ExitCode, await stdout + await stderr);
     }
 
     private static bool Listening(int port)

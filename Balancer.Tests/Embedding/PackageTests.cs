@@ -23,7 +23,7 @@ public class PackageTests
         try
         {
             var feed = Directory.CreateDirectory(Path.Combine(work, "feed")).FullName;
-            var (packed, packOutput) = await DotnetAsync(root, TimeSpan.FromMinutes(3), "pack", "Balancer.Actors", "-c", "Release", "--no-build", "-o", feed, $"-p:Version={version}");
+            var (packed, packOutput) = await ToolProcess.RunAsync("dotnet", ["pack", "Balancer.Actors", "-c", "Release", "--no-build", "-o", feed, $"-p:Version={version}"], root, TimeSpan.FromMinutes(3));
             Assert.True(packed == 0, packOutput);
             var package = Path.Combine(feed, $"Balancer.Actors.{version}.nupkg");
             using (var zip = System.IO.Compression.ZipFile.OpenRead(package))
@@ -85,7 +85,7 @@ public class PackageTests
                 Console.WriteLine("drain " + (drained is Status.Success ? "ok" : drained.ToString()));
                 await system.Terminate();
                 """");
-            var (ran, runOutput) = await DotnetAsync(app, TimeSpan.FromMinutes(5), "run", "-c", "Release");
+            var (ran, runOutput) = await ToolProcess.RunAsync("dotnet", ["run", "-c", "Release"], app, TimeSpan.FromMinutes(5));
             Assert.True(ran == 0, runOutput);
             Assert.Matches("picked (a,b,a,b|b,a,b,a)", runOutput);
             Assert.Contains("drain ok", runOutput);
@@ -99,39 +99,5 @@ public class PackageTests
                 Directory.Delete(cached, recursive: true);
             }
         }
-    }
-
-    /// <summary>Runs the dotnet CLI in <paramref name="directory"/>; killed by PID (with its children) after <paramref name="timeout"/>.</summary>
-    private static async Task<(int Code, string Output)> DotnetAsync(string directory, TimeSpan timeout, params string[] args)
-    {
-        var info = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = directory };
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-        // A build of its own, not one steered by the test run's MSBuild and test-host variables, and
-        // no build server or compiler server left running after it.
-        foreach (var name in info.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase) || k.StartsWith("VSTEST", StringComparison.OrdinalIgnoreCase)).ToList())
-        {
-            info.Environment.Remove(name);
-        }
-        info.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        info.Environment["DOTNET_NOLOGO"] = "1";
-        info.Environment["MSBUILDDISABLENODEREUSE"] = "1";
-        info.Environment["DOTNET_CLI_USE_MSBUILD_SERVER"] = "0";
-        info.Environment["UseSharedCompilation"] = "false";
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        try
-        {
-            await process.WaitForExitAsync().WaitAsync(timeout);
-        }
-        catch (TimeoutException)
-        {
-            process.Kill(entireProcessTree: true);
-            return (-1, $"dotnet {string.Join(' ', args)} timed out: " + await stdout + await stderr);
-        }
-        return (process.ExitCode, await stdout + await stderr);
     }
 }

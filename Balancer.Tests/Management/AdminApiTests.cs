@@ -328,14 +328,14 @@ public class AdminApiTests
                 }
                 if (address == 2)
                 {
-                    using var client = From("127.0.0.2");
+                    using var client = ToolProcess.ClientFrom("127.0.0.2");
                     using var refused = await client.GetAsync(events, HttpCompletionOption.ResponseHeadersRead);
                     Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
                     Assert.Contains($"{NodeEndpoints.EventStreamLimit.MaxPerClient} event streams are open from 127.0.0.2", await refused.Content.ReadAsStringAsync());
                 }
             }
             Assert.Equal(NodeEndpoints.EventStreamLimit.MaxTotal, open.Count);
-            using (var client = From("127.0.0.10"))
+            using (var client = ToolProcess.ClientFrom("127.0.0.10"))
             {
                 using var refused = await client.GetAsync(events, HttpCompletionOption.ResponseHeadersRead);
                 Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
@@ -364,32 +364,11 @@ public class AdminApiTests
 
     private static async Task<(HttpClient Client, HttpResponseMessage Response)> OpenStreamAsync(Uri events, string from, HttpStatusCode expected)
     {
-        var client = From(from);
+        var client = ToolProcess.ClientFrom(from);
         var response = await client.GetAsync(events, HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal(expected, response.StatusCode);
         return (client, response);
     }
-
-    /// <summary>An HttpClient whose connections come from <paramref name="address"/> (any 127.0.0.0/8 address is this host).</summary>
-    private static HttpClient From(string address) => new(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        ConnectCallback = async (context, cancellationToken) =>
-        {
-            var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
-            try
-            {
-                socket.Bind(new IPEndPoint(IPAddress.Parse(address), 0));
-                await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
-                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
-        },
-    }) { Timeout = TimeSpan.FromSeconds(10) };
 
     /// <summary>A web server on its own loopback port (another origin) that serves <paramref name="html"/> at /.</summary>
     private static Microsoft.AspNetCore.Builder.WebApplication KestrelPage(string html)

@@ -43,7 +43,7 @@ public class ReadmeTests
         var durableExisted = Directory.Exists(durable);
         try
         {
-            var (code, output) = await BashAsync(string.Join('\n', script), root, TimeSpan.FromSeconds(90));
+            var (code, output) = await ToolProcess.BashAsync(string.Join('\n', script), root, TimeSpan.FromSeconds(90));
             Assert.True(code == 0, $"exit code {code}:\n{output}\n{(File.Exists(log) ? File.ReadAllText(log) : "")}");
             // The round-robin answers the README promises, through the HTTP and the TCP frontend.
             Assert.Equal(lines.Count(l => l.StartsWith("curl ", StringComparison.Ordinal)), Regex.Matches(output, @"^[abc] /$", RegexOptions.Multiline).Count);
@@ -81,7 +81,7 @@ public class ReadmeTests
                 for i in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
                 ! kill -0 $pid 2>/dev/null
                 """;
-            var (code, output) = await BashAsync(script, root, TimeSpan.FromMinutes(4));
+            var (code, output) = await ToolProcess.BashAsync(script, root, TimeSpan.FromMinutes(4));
             var printed = File.ReadAllText(log);
             Assert.True(code == 0, $"exit code {code}: {output}\n{printed}");
             Assert.Contains("Balancer demo: 3 node(s)", printed);
@@ -92,37 +92,5 @@ public class ReadmeTests
         {
             File.Delete(log);
         }
-    }
-
-    /// <summary>Runs <paramref name="script"/> with bash in <paramref name="directory"/>; killed by PID (with its jobs) after <paramref name="timeout"/>.</summary>
-    private static async Task<(int Code, string Output)> BashAsync(string script, string directory, TimeSpan timeout)
-    {
-        var info = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = directory };
-        info.ArgumentList.Add("-c");
-        info.ArgumentList.Add(script);
-        // If the test host dies, the balancer processes the script started follow it.
-        info.Environment["BALANCER_PARENT_PID"] = Environment.ProcessId.ToString();
-        // `dotnet run` (run-cluster.sh) builds as a user's would, not steered by the test run's
-        // MSBuild and test-host variables, and leaves no build server behind.
-        foreach (var name in info.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase) || k.StartsWith("VSTEST", StringComparison.OrdinalIgnoreCase)).ToList())
-        {
-            info.Environment.Remove(name);
-        }
-        info.Environment["MSBUILDDISABLENODEREUSE"] = "1";
-        info.Environment["DOTNET_CLI_USE_MSBUILD_SERVER"] = "0";
-        info.Environment["UseSharedCompilation"] = "false";
-        using var process = Process.Start(info)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        try
-        {
-            await process.WaitForExitAsync().WaitAsync(timeout);
-        }
-        catch (TimeoutException)
-        {
-            process.Kill(entireProcessTree: true);
-            return (-1, "timed out: " + await stdout + await stderr);
-        }
-        return (process.ExitCode, await stdout + await stderr);
     }
 }

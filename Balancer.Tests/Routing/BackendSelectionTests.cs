@@ -101,7 +101,7 @@ public class BackendSelectionTests
         }
 
         // One address floods 200 made-up sessions: all served, about its burst pinned.
-        using var flooder = From("127.0.0.2");
+        using var flooder = ToolProcess.ClientFrom("127.0.0.2");
         for (var i = 0; i < 200; i++)
         {
             Assert.Equal(HttpStatusCode.OK, await SendAsync(flooder, $"flood-{i}"));
@@ -110,7 +110,7 @@ public class BackendSelectionTests
         Assert.InRange(table.SessionsOverBudget, 170, 180);
 
         // Another address has a budget of its own; a pinned session's later requests cost nothing.
-        using var other = From("127.0.0.3");
+        using var other = ToolProcess.ClientFrom("127.0.0.3");
         var before = table.Count;
         Assert.Equal(HttpStatusCode.OK, await SendAsync(other, "customer-1"));
         Assert.Equal("a", table.Find("customer-1"));
@@ -118,27 +118,6 @@ public class BackendSelectionTests
         Assert.Equal(HttpStatusCode.OK, await SendAsync(flooder, "flood-0"));
         Assert.Equal("a", table.Find("flood-0"));
     }
-
-    /// <summary>An HttpClient whose connections come from <paramref name="address"/> (any 127.0.0.0/8 address is this host).</summary>
-    private static HttpClient From(string address) => new(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        ConnectCallback = async (context, cancellationToken) =>
-        {
-            var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
-            try
-            {
-                socket.Bind(new IPEndPoint(IPAddress.Parse(address), 0));
-                await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
-                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
-        },
-    });
 
     [Fact]
     public async Task Tcp_SessionWhoseBackendIsGone_MovesWhereRendezvousHashingSays_AsHttpAndTheClientDo()
