@@ -32,7 +32,8 @@ internal sealed class FrontendOwner : ReceiveActor
         {
             _wanted = false;
             _drained = true;
-            if (_frontends is null || _closing)
+            // Nothing open (or nothing configured: an embedded client-only balancer): drained at once.
+            if (_frontends is null || _closing || _settings.Frontends.Length == 0)
             {
                 Sender.Tell(Drained.Instance);
                 return;
