@@ -54,13 +54,7 @@ public sealed record BalancerSettings(
         return null;
     }
 
-    private static Config LoadReference()
-    {
-        using var stream = typeof(BalancerSettings).Assembly.GetManifestResourceStream("Balancer.reference.conf")
-            ?? throw new InvalidOperationException("reference.conf is not embedded in Balancer.Actors");
-        using var reader = new StreamReader(stream);
-        return ConfigurationFactory.ParseString(reader.ReadToEnd());
-    }
+    private static Config LoadReference() => ConfigurationFactory.ParseString(EmbeddedFile.Read("Balancer.reference.conf"));
 
     private static BalancerSettings Read(Config config, List<ConfigProblem> problems)
     {

@@ -10,13 +10,7 @@ namespace Balancer.Hosting;
 /// </summary>
 public static class ClusterTuning
 {
-    private static readonly Lazy<Config> Tuning = new(() =>
-    {
-        using var stream = typeof(ClusterTuning).Assembly.GetManifestResourceStream("Balancer.cluster-tuning.conf")
-            ?? throw new InvalidOperationException("cluster-tuning.conf is not embedded in Balancer.Actors");
-        using var reader = new StreamReader(stream);
-        return ConfigurationFactory.ParseString(reader.ReadToEnd());
-    });
+    private static readonly Lazy<Config> Tuning = new(() => ConfigurationFactory.ParseString(EmbeddedFile.Read("Balancer.cluster-tuning.conf")));
 
     /// <summary>The settings, as configuration to fall back on.</summary>
     public static Config Config => Tuning.Value;

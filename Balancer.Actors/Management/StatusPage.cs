@@ -13,13 +13,7 @@ namespace Balancer.Management;
 /// </summary>
 internal static class StatusPage
 {
-    private static readonly Lazy<string> Template = new(() =>
-    {
-        using var stream = typeof(StatusPage).Assembly.GetManifestResourceStream("Balancer.Management.status.html")
-            ?? throw new InvalidOperationException("status.html is not embedded in Balancer.Actors");
-        using var reader = new StreamReader(stream);
-        return reader.ReadToEnd();
-    });
+    private static readonly Lazy<string> Template = new(() => EmbeddedFile.Read("Balancer.Management.status.html"));
 
     /// <summary>The page with this node's cluster, frontends and pools as they are now.</summary>
     public static string Render(AdminContext admin)

@@ -99,16 +99,7 @@ public class ClusterProcessTests : IAsyncLifetime
     {
         await using var receiver = await WebhookReceiver.StartAsync();
         var extra = new[] { "--set", $"balancer.alerts.webhooks=[\"{receiver.Url}\"]" };
-        var nodes = new NodeProcess[3];
-        for (var i = 1; i <= 3; i++)
-        {
-            nodes[i - 1] = StartNode(i, extra);
-        }
-        foreach (var node in nodes)
-        {
-            await node.WaitForOutputAsync(" ready", StartTimeout);
-            await node.WaitForOutputAsync("(3 up)", StartTimeout);
-        }
+        var nodes = await StartThreeNodesAsync(extra);
         const string Sends = "alerts: this node sends the cluster's alerts";
         await WaitUntilAsync(() => nodes.Count(n => n.Output.Contains(Sends)) == 1, TimeSpan.FromSeconds(30), "one node sends alerts");
         var sender = nodes.Single(n => n.Output.Contains(Sends));
@@ -209,16 +200,7 @@ public class ClusterProcessTests : IAsyncLifetime
             "--set", $"balancer.pools.app.affinity.mode=\"{mode}\"",
             "--set", "balancer.pools.app.affinity.write=majority",
         };
-        var nodes = new NodeProcess[3];
-        for (var i = 1; i <= 3; i++)
-        {
-            nodes[i - 1] = StartNode(i, extra);
-        }
-        foreach (var node in nodes)
-        {
-            await node.WaitForOutputAsync(" ready", StartTimeout);
-            await node.WaitForOutputAsync("(3 up)", StartTimeout);
-        }
+        var nodes = await StartThreeNodesAsync(extra);
 
         // 200 sessions made through node 1; with write = majority each is acknowledged by a
         // majority before its first response reaches the client.
@@ -412,6 +394,22 @@ public class ClusterProcessTests : IAsyncLifetime
         var process = NodeProcess.Start(args);
         _processes.Add(process);
         return process;
+    }
+
+    /// <summary>Nodes 1-3 of hocon/ with <paramref name="extra"/> arguments, once each is ready and sees all three up.</summary>
+    private async Task<NodeProcess[]> StartThreeNodesAsync(string[] extra)
+    {
+        var nodes = new NodeProcess[3];
+        for (var i = 1; i <= 3; i++)
+        {
+            nodes[i - 1] = StartNode(i, extra);
+        }
+        foreach (var node in nodes)
+        {
+            await node.WaitForOutputAsync(" ready", StartTimeout);
+            await node.WaitForOutputAsync("(3 up)", StartTimeout);
+        }
+        return nodes;
     }
 
     private NodeProcess StartNode(int i, params string[] extra) => Start(

@@ -7,20 +7,23 @@ namespace Balancer.Tests.Management;
 [Collection(SerialCollection.Name)]
 public class StatusPageTests
 {
+    /// <summary>A node with its admin API, one frontend, and quick health checks of <paramref name="backends"/>.</summary>
+    private static Task<BalancerHost> StartNodeAsync(BackendSet backends) => BalancerHost.StartAsync($$"""
+        balancer {
+          node.admin { enabled = on, bind = "127.0.0.1:0" }
+          frontends.web { bind = "127.0.0.1:0", pool = app }
+          pools.app {
+            health-check { interval = 200ms, fast-interval = 200ms, down-interval = 200ms, timeout = 150ms, rise = 1, fall = 1 }
+            {{backends.Hocon()}}
+          }
+        }
+        """);
+
     [Fact]
     public async Task StatusPage_FirstPaint_ComesFromTheServer_MembersFrontendsBackendsAndWhyABackendIsDown()
     {
         await using var backends = await BackendSet.StartAsync("a", "b");
-        await using var host = await BalancerHost.StartAsync($$"""
-            balancer {
-              node.admin { enabled = on, bind = "127.0.0.1:0" }
-              frontends.web { bind = "127.0.0.1:0", pool = app }
-              pools.app {
-                health-check { interval = 200ms, fast-interval = 200ms, down-interval = 200ms, timeout = 150ms, rise = 1, fall = 1 }
-                {{backends.Hocon()}}
-              }
-            }
-            """);
+        await using var host = await StartNodeAsync(backends);
         using var http = new HttpClient();
         await http.PostAsync($"http://127.0.0.1:{backends["b"].Port}/control/health?ok=false", null);
         var page = await host.AdminUriAsync("/");
@@ -52,16 +55,7 @@ public class StatusPageTests
     public async Task StatusPage_ShowsEveryBackend_AndAStateChangeWithoutReloading()
     {
         await using var backends = await BackendSet.StartAsync("a", "b", "c");
-        await using var host = await BalancerHost.StartAsync($$"""
-            balancer {
-              node.admin { enabled = on, bind = "127.0.0.1:0" }
-              frontends.web { bind = "127.0.0.1:0", pool = app }
-              pools.app {
-                health-check { interval = 200ms, fast-interval = 200ms, down-interval = 200ms, timeout = 150ms, rise = 1, fall = 1 }
-                {{backends.Hocon()}}
-              }
-            }
-            """);
+        await using var host = await StartNodeAsync(backends);
         await using var browser = await HeadlessChromium.OpenAsync(await host.AdminUriAsync("/"));
 
         const string rows = "JSON.stringify([...document.querySelectorAll('tr[data-backend]')].map(r => [r.dataset.backend, r.dataset.health, r.dataset.state]))";
