@@ -25,14 +25,14 @@ internal sealed class BalancerGuardian : ReceiveActor
         }
         Context.ActorOf(Health.HealthSupervisor.Props(settings, registry), "health");
         var affinity = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "affinity");
-        var cookieKey = new Affinity.CookieKey(settings.Node.AffinityKey);
+        var affinityKey = new Affinity.AffinityKey(settings.Node.AffinityKey);
         foreach (var pool in settings.Pools.Where(p => p.Affinity.Mode != Configuration.AffinityMode.None))
         {
-            affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, registry.Find(pool.Name)!, cookieKey, settings.Node), pool.Name));
+            affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, registry.Find(pool.Name)!, affinityKey, settings.Node), pool.Name));
         }
-        if (settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode == Configuration.AffinityMode.Cookie))
+        if (settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None))
         {
-            Context.ActorOf(Affinity.AffinityKeyKeeper.Props(cookieKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout), "affinity-key");
+            Context.ActorOf(Affinity.AffinityKeyKeeper.Props(affinityKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout), "affinity-key");
         }
         // Frontends open where the node's duty says so (always, in active-active), and only after
         // the replicated state was read from the cluster: long after the stores above published.

@@ -3,18 +3,24 @@ using Akka.DistributedData;
 
 namespace Balancer.Affinity;
 
-/// <summary>The replicated key of one <see cref="AffinityBucket"/>, <c>balancer-affinity-POOL-N</c>.</summary>
+/// <summary>The replicated key of one <see cref="AffinityBucket"/>, <c>balancer-sessions-POOL-N</c>.</summary>
 public sealed class AffinityBucketKey(string id) : Key<AffinityBucket>(id);
 
 /// <summary>
-/// One bucket of a pool's replicated affinity table: session key → <see cref="AffinityEntry"/>, a
-/// last-writer-wins map whose "last" is the later expiry (ties go to the ordinally greater backend
-/// name, so every node picks the same winner). Unlike Akka's LWWDictionary it records no node
-/// addresses, version vectors or dots per entry: an entry is its key, its backend and its expiry,
-/// which keeps 100,000 sessions at a few megabytes in memory and on the wire, and needs no pruning
-/// when nodes leave. Entries expire by their own clock: a merge drops what has already expired, and
+/// One bucket of a pool's replicated session table: session hash (<see cref="SessionHash"/>) →
+/// <see cref="AffinityEntry"/>, a last-writer-wins map whose "last" is <see cref="AffinityEntry.Wins"/>,
+/// holding at most <see cref="Capacity"/> sessions. Unlike Akka's LWWDictionary it records no node
+/// addresses, version vectors or dots per entry: an entry is its hash, its backend and its expiry,
+/// about 18 bytes on the wire, and needs no pruning when nodes leave.
+/// <para>
+/// Entries expire by their own clock: a merge drops what has already expired, and
 /// <see cref="WithoutExpired"/> sweeps them, so an expired session never comes back from a peer's
-/// stale copy. Pins made in one update travel as a delta holding just those entries.
+/// stale copy. A bucket over its capacity evicts the sessions closest to expiry, those seen only
+/// once first, but always keeps a quarter of its room for them, so new sessions are still pinned when
+/// the table is full of established ones. Eviction is a function of the entries alone, so every
+/// node evicts the same ones and merges still converge. Pins made in one update travel as a delta
+/// holding just those entries.
+/// </para>
 /// </summary>
 public sealed class AffinityBucket :
     IDeltaReplicatedData<AffinityBucket, AffinityBucket>,
@@ -23,11 +29,10 @@ public sealed class AffinityBucket :
 {
     // Sorted, so that serializing a bucket (which the replicator does for every digest it compares)
     // writes the same bytes for the same sessions without sorting them each time.
-    private static readonly ImmutableSortedDictionary<string, AffinityEntry> NoEntries =
-        ImmutableSortedDictionary<string, AffinityEntry>.Empty.WithComparers(StringComparer.Ordinal);
+    private static readonly ImmutableSortedDictionary<ulong, AffinityEntry> NoEntries = ImmutableSortedDictionary<ulong, AffinityEntry>.Empty;
 
-    /// <summary>The bucket with no sessions.</summary>
-    public static readonly AffinityBucket Empty = new(NoEntries, null);
+    /// <summary>The bucket with no sessions and no capacity set.</summary>
+    public static readonly AffinityBucket Empty = new(NoEntries, 0, null);
 
     private readonly AffinityBucket? _delta;
 
@@ -37,38 +42,95 @@ public sealed class AffinityBucket :
     // bucket never keeps its history alive.
     private AffinityBucket? _ancestor;
 
-    private AffinityBucket(ImmutableSortedDictionary<string, AffinityEntry> entries, AffinityBucket? delta, AffinityBucket? ancestor = null)
+    private AffinityBucket(ImmutableSortedDictionary<ulong, AffinityEntry> entries, int capacity, AffinityBucket? delta, AffinityBucket? ancestor = null)
     {
         Entries = entries;
+        Capacity = capacity;
         _delta = delta;
         _ancestor = ancestor;
     }
 
-    /// <summary>The sessions of this bucket in key order, expired ones included until they are swept.</summary>
-    public ImmutableSortedDictionary<string, AffinityEntry> Entries { get; }
+    /// <summary>The sessions of this bucket in hash order, expired ones included until they are swept.</summary>
+    public ImmutableSortedDictionary<ulong, AffinityEntry> Entries { get; }
+
+    /// <summary>
+    /// The most sessions this bucket keeps (<c>affinity.max-entries</c> over the bucket count); 0:
+    /// none set yet. The larger of two wins in a merge, so nodes that disagree converge.
+    /// </summary>
+    public int Capacity { get; }
 
     /// <summary>The number of entries, expired ones included until they are swept.</summary>
     public int Count => Entries.Count;
 
     /// <summary>The bucket made of <paramref name="entries"/> (as read from the wire).</summary>
-    public static AffinityBucket Of(IEnumerable<KeyValuePair<string, AffinityEntry>> entries) =>
-        new(NoEntries.AddRange(entries), null);
+    public static AffinityBucket Of(IEnumerable<KeyValuePair<ulong, AffinityEntry>> entries, int capacity) =>
+        new(NoEntries.AddRange(entries), capacity, null);
 
-    /// <summary>The entry of <paramref name="key"/>, expired or not.</summary>
-    public bool TryGetValue(string key, out AffinityEntry entry) => Entries.TryGetValue(key, out entry!);
+    /// <summary>The entry of <paramref name="hash"/>, expired or not.</summary>
+    public bool TryGetValue(ulong hash, out AffinityEntry entry) => Entries.TryGetValue(hash, out entry!);
 
     /// <summary>
-    /// Records <paramref name="entry"/> for <paramref name="key"/> when it wins over the entry held
-    /// (see the class summary), and adds it to the delta this update replicates.
+    /// Records <paramref name="entry"/> for <paramref name="hash"/> when it wins over the entry held,
+    /// and adds it to the delta this update replicates. Call <see cref="WithinCapacity"/> once the
+    /// update's pins are all set.
     /// </summary>
-    public AffinityBucket Set(string key, AffinityEntry entry)
+    public AffinityBucket Set(ulong hash, AffinityEntry entry)
     {
-        if (Entries.TryGetValue(key, out var held) && !Wins(entry, held))
+        if (Entries.TryGetValue(hash, out var held) && !entry.Wins(held))
         {
             return this;
         }
-        var delta = (_delta ?? Empty).Entries.SetItem(key, entry);
-        return new AffinityBucket(Entries.SetItem(key, entry), new AffinityBucket(delta, null), _ancestor ?? this);
+        var delta = _delta ?? new AffinityBucket(NoEntries, Capacity, null);
+        return new AffinityBucket(Entries.SetItem(hash, entry), Capacity, new AffinityBucket(delta.Entries.SetItem(hash, entry), Capacity, null), _ancestor ?? this);
+    }
+
+    /// <summary>This bucket with <paramref name="capacity"/>, evicting what no longer fits.</summary>
+    public AffinityBucket WithCapacity(int capacity) =>
+        capacity == Capacity ? WithinCapacity() : new AffinityBucket(Entries, capacity, _delta is null ? null : new AffinityBucket(_delta.Entries, capacity, null), _ancestor ?? this).WithinCapacity();
+
+    /// <summary>This bucket without the sessions over its capacity (see the class summary).</summary>
+    public AffinityBucket WithinCapacity()
+    {
+        var evicted = Evicted(Entries, Capacity);
+        return evicted.Count == 0 ? this : new AffinityBucket(Entries.RemoveRange(evicted), Capacity, _delta, _ancestor ?? this);
+    }
+
+    /// <summary>
+    /// The sessions of <paramref name="entries"/> beyond <paramref name="capacity"/>: the established
+    /// keep what is left after a quarter is set aside for sessions seen once (or less, when fewer are
+    /// held), and each group loses its entries closest to expiry first (ties by hash).
+    /// </summary>
+    private static List<ulong> Evicted(ImmutableSortedDictionary<ulong, AffinityEntry> entries, int capacity)
+    {
+        if (capacity <= 0 || entries.Count <= capacity)
+        {
+            return [];
+        }
+        var established = new List<KeyValuePair<ulong, AffinityEntry>>();
+        var once = new List<KeyValuePair<ulong, AffinityEntry>>();
+        foreach (var entry in entries)
+        {
+            (entry.Value.Established ? established : once).Add(entry);
+        }
+        var keptEstablished = Math.Min(established.Count, capacity - Math.Min(once.Count, capacity / 4));
+        var keptOnce = Math.Min(once.Count, capacity - keptEstablished);
+        var evicted = new List<ulong>(entries.Count - capacity);
+        Evict(established, keptEstablished, evicted);
+        Evict(once, keptOnce, evicted);
+        return evicted;
+
+        static void Evict(List<KeyValuePair<ulong, AffinityEntry>> group, int kept, List<ulong> evicted)
+        {
+            if (group.Count <= kept)
+            {
+                return;
+            }
+            group.Sort(static (a, b) => a.Value.ExpiresAt != b.Value.ExpiresAt ? a.Value.ExpiresAt.CompareTo(b.Value.ExpiresAt) : a.Key.CompareTo(b.Key));
+            for (var i = 0; i < group.Count - kept; i++)
+            {
+                evicted.Add(group[i].Key);
+            }
+        }
     }
 
     /// <summary>This bucket without the entries expired at <paramref name="now"/> (a local sweep; not replicated as a delta).</summary>
@@ -77,7 +139,7 @@ public sealed class AffinityBucket :
         var expired = Entries.Where(e => e.Value.ExpiresAt <= now).Select(e => e.Key).ToList();
         // Counted as descending from this bucket although it lost entries: they were dead already,
         // and a merge with the unswept bucket must not bring them back.
-        return expired.Count == 0 ? this : new AffinityBucket(Entries.RemoveRange(expired), _delta, _ancestor ?? this);
+        return expired.Count == 0 ? this : new AffinityBucket(Entries.RemoveRange(expired), Capacity, _delta, _ancestor ?? this);
     }
 
     /// <inheritdoc />
@@ -95,23 +157,30 @@ public sealed class AffinityBucket :
         // that expired here and was swept must not return from a peer's unswept copy. A delta of a
         // few pins therefore costs a few lookups.
         var now = DateTimeOffset.UtcNow;
-        ImmutableSortedDictionary<string, AffinityEntry>.Builder? merged = null;
-        foreach (var (key, entry) in other.Entries)
+        var capacity = Math.Max(Capacity, other.Capacity);
+        ImmutableSortedDictionary<ulong, AffinityEntry>.Builder? merged = null;
+        foreach (var (hash, entry) in other.Entries)
         {
-            if (entry.ExpiresAt <= now || (Entries.TryGetValue(key, out var held) && !Wins(entry, held)))
+            if (entry.ExpiresAt <= now || (Entries.TryGetValue(hash, out var held) && !entry.Wins(held)))
             {
                 continue;
             }
             merged ??= Entries.ToBuilder();
-            merged[key] = entry;
+            merged[hash] = entry;
         }
-        return merged is null ? Merged(this) : new AffinityBucket(merged.ToImmutable(), null);
+        if (merged is null)
+        {
+            return capacity == Capacity ? Merged(this) : new AffinityBucket(Entries, capacity, null).WithinCapacity();
+        }
+        var entries = merged.ToImmutable();
+        var evicted = Evicted(entries, capacity);
+        return new AffinityBucket(evicted.Count == 0 ? entries : entries.RemoveRange(evicted), capacity, null);
     }
 
     private static AffinityBucket Merged(AffinityBucket result)
     {
         result._ancestor = null;
-        return result._delta is null ? result : new AffinityBucket(result.Entries, null);
+        return result._delta is null ? result : new AffinityBucket(result.Entries, result.Capacity, null);
     }
 
     /// <summary>
@@ -119,13 +188,13 @@ public sealed class AffinityBucket :
     /// (a sweep): a null delta would make the replicator send its "no delta" marker, which turns every
     /// delta gathered with it into full-state gossip.
     /// </summary>
-    public AffinityBucket Delta => _delta ?? Empty;
+    public AffinityBucket Delta => _delta ?? new AffinityBucket(NoEntries, Capacity, null);
 
     /// <inheritdoc />
     public AffinityBucket MergeDelta(AffinityBucket delta) => Merge(delta);
 
     /// <inheritdoc />
-    public AffinityBucket ResetDelta() => _delta is null ? this : new AffinityBucket(Entries, null, _ancestor);
+    public AffinityBucket ResetDelta() => _delta is null ? this : new AffinityBucket(Entries, Capacity, null, _ancestor);
 
     IReplicatedData IReplicatedData.Merge(IReplicatedData other) => other is AffinityBucket bucket
         ? Merge(bucket)
@@ -139,11 +208,6 @@ public sealed class AffinityBucket :
 
     IDeltaReplicatedData IReplicatedDelta.Zero => Empty;
 
-    /// <summary>True when <paramref name="candidate"/> replaces <paramref name="held"/> in a merge.</summary>
-    internal static bool Wins(AffinityEntry candidate, AffinityEntry held) =>
-        candidate.ExpiresAt > held.ExpiresAt ||
-        (candidate.ExpiresAt == held.ExpiresAt && string.CompareOrdinal(candidate.Backend, held.Backend) > 0);
-
     /// <inheritdoc />
     public bool Equals(AffinityBucket? other)
     {
@@ -151,13 +215,13 @@ public sealed class AffinityBucket :
         {
             return true;
         }
-        if (other is null || other.Count != Count)
+        if (other is null || other.Count != Count || other.Capacity != Capacity)
         {
             return false;
         }
-        foreach (var (key, entry) in Entries)
+        foreach (var (hash, entry) in Entries)
         {
-            if (!other.Entries.TryGetValue(key, out var theirs) || !entry.Equals(theirs))
+            if (!other.Entries.TryGetValue(hash, out var theirs) || !entry.Equals(theirs))
             {
                 return false;
             }
@@ -172,5 +236,5 @@ public sealed class AffinityBucket :
     public override int GetHashCode() => Count;
 
     /// <inheritdoc />
-    public override string ToString() => $"AffinityBucket({Count} entries)";
+    public override string ToString() => $"AffinityBucket({Count} entries, capacity {Capacity})";
 }

@@ -15,12 +15,12 @@ public sealed class AffinityCookie
 {
     private const int MacBytes = 12;
     private readonly string _pool;
-    private readonly CookieKey _key;
+    private readonly AffinityKey _key;
     private readonly TimeSpan _lifetime;
     private readonly Func<DateTimeOffset> _now;
 
     /// <summary>Cookies of <paramref name="pool"/> under <paramref name="key"/>, each valid for <paramref name="lifetime"/> by the clock <paramref name="now"/>.</summary>
-    public AffinityCookie(CookieKey key, string pool, TimeSpan lifetime, Func<DateTimeOffset> now)
+    public AffinityCookie(AffinityKey key, string pool, TimeSpan lifetime, Func<DateTimeOffset> now)
     {
         _key = key;
         _pool = pool;

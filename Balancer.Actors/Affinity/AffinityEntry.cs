@@ -1,12 +1,15 @@
 namespace Balancer.Affinity;
 
 /// <summary>
-/// One session pinned to a backend, as replicated in the pool's affinity buckets
-/// (<c>balancer-affinity-POOL-N</c>) and cached on every node. An entry with no backend records
-/// that an operator cleared the session: a removal alone would not reach the nodes' caches,
-/// which only merge what they are sent, so the clearing is replicated like a pin and swept at expiry.
+/// One session pinned to a backend, as replicated in the pool's session buckets
+/// (<c>balancer-sessions-POOL-N</c>) and cached on every node. A session is
+/// <see cref="Established"/> once it came back for a second request: when a bucket is full, sessions
+/// seen only once (a flood of made-up keys, scanners, one-shot clients) are evicted before it. An
+/// entry with no backend records that an operator cleared the session: a removal alone would not
+/// reach the nodes' caches, which only merge what they are sent, so the clearing is replicated like
+/// a pin and swept at expiry.
 /// </summary>
-public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt)
+public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt, bool Established = false)
 {
     /// <summary>
     /// When the session expires, to the whole millisecond: that is what is replicated, and a node must
@@ -17,9 +20,18 @@ public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt)
     /// <summary>The latest expiry a <see cref="DateTimeOffset"/> holds, in Unix ms: a later one read from the wire is malformed.</summary>
     internal static readonly long MaxExpiryUnixMilliseconds = DateTimeOffset.MaxValue.ToUnixTimeMilliseconds();
 
-    /// <summary>The marker of a session cleared by an operator.</summary>
-    public static AffinityEntry Cleared(DateTimeOffset expiresAt) => new(string.Empty, expiresAt);
+    /// <summary>The marker of a session cleared by an operator (established, so that it outranks the pins it clears).</summary>
+    public static AffinityEntry Cleared(DateTimeOffset expiresAt) => new(string.Empty, expiresAt, Established: true);
 
     /// <summary>True for the marker of a cleared session.</summary>
     public bool IsCleared => Backend.Length == 0;
+
+    /// <summary>
+    /// True when this entry replaces <paramref name="held"/> for the same session on every node:
+    /// established before not, then the later expiry, then (a tie) the ordinally greater backend.
+    /// </summary>
+    public bool Wins(AffinityEntry held) =>
+        Established != held.Established ? Established
+        : ExpiresAt != held.ExpiresAt ? ExpiresAt > held.ExpiresAt
+        : string.CompareOrdinal(Backend, held.Backend) > 0;
 }

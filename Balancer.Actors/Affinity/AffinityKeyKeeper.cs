@@ -9,7 +9,7 @@ namespace Balancer.Affinity;
 /// <summary>
 /// The cookie key when <c>balancer.node.affinity-key</c> is empty: read from a majority at start,
 /// generated (32 random bytes) by the first node that finds none, replicated in the register
-/// <c>balancer-affinity-key</c>, and set in the node's <see cref="CookieKey"/> that every pool's cookies read. Two nodes generating at
+/// <c>balancer-affinity-key</c>, and set in the node's <see cref="AffinityKey"/> that every pool's cookies read. Two nodes generating at
 /// once converge on one key (last writer wins); cookies signed with the other are then balanced afresh.
 /// </summary>
 internal sealed class AffinityKeyKeeper : ReceiveActor
@@ -17,12 +17,12 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
     private readonly IActorRef _replicator = Replication.BalancerReplicator.Get(Context.System).Replicator;
     private readonly UniqueAddress _self = Cluster.Get(Context.System).SelfUniqueAddress;
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private readonly CookieKey _key;
+    private readonly AffinityKey _key;
     private readonly TimeSpan _readTimeout;
     private readonly TimeSpan _writeTimeout;
     private string? _current;
 
-    public AffinityKeyKeeper(CookieKey key, TimeSpan readTimeout, TimeSpan writeTimeout)
+    public AffinityKeyKeeper(AffinityKey key, TimeSpan readTimeout, TimeSpan writeTimeout)
     {
         _key = key;
         _readTimeout = readTimeout;
@@ -36,7 +36,7 @@ internal sealed class AffinityKeyKeeper : ReceiveActor
         Receive<UpdateTimeout>(_ => _log.Warning("affinity cookie key: generated here, not yet confirmed by a majority; it spreads by gossip"));
     }
 
-    public static Props Props(CookieKey key, TimeSpan readTimeout, TimeSpan writeTimeout) => Akka.Actor.Props.Create(() => new AffinityKeyKeeper(key, readTimeout, writeTimeout));
+    public static Props Props(AffinityKey key, TimeSpan readTimeout, TimeSpan writeTimeout) => Akka.Actor.Props.Create(() => new AffinityKeyKeeper(key, readTimeout, writeTimeout));
 
     protected override void PreStart()
     {

@@ -7,10 +7,12 @@ using Balancer.Configuration;
 namespace Balancer.Affinity;
 
 /// <summary>
-/// One pool's replicated affinity table: session key → backend with an expiry, in
-/// <c>buckets</c> <see cref="AffinityBucket"/> keys (<c>balancer-affinity-POOL-N</c>), so that no single
-/// replicated value grows past what gossip carries well. It writes what the data plane pins (local or majority),
-/// merges what other nodes write into the data plane's cache, and sweeps expired entries.
+/// One pool's replicated affinity table: session hash → backend with an expiry, in
+/// <c>buckets</c> <see cref="AffinityBucket"/> keys (<c>balancer-sessions-POOL-N</c>) of at most
+/// max-entries/buckets sessions each, so that no replicated value outgrows a remoting frame. It
+/// writes what the data plane pins (local or majority), paced so that the deltas gossiped in one
+/// round fit the frame too, merges what other nodes write into the data plane's cache (and drops
+/// what their buckets evicted), and sweeps expired entries.
 /// </summary>
 internal sealed class AffinityStore : ReceiveActor, IWithTimers
 {
@@ -38,10 +40,17 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     // A majority write is already on its way: the pins that arrive meanwhile wait for the next one.
     private bool _flushQueued;
 
+    private readonly int _capacity;
+    private readonly long _frameBytes;
+    private readonly TimeSpan _deltaRound;
+    // Sessions this store may still hand to the replicator before the next delta round (see OnFlush).
+    private double _writeAllowance;
+    private DateTimeOffset _allowanceAt = DateTimeOffset.MinValue;
+
     /// <summary>How long pins gather with <c>write = local</c>, where nobody waits for them.</summary>
     internal static readonly TimeSpan LocalFlushDelay = TimeSpan.FromMilliseconds(100);
 
-    public AffinityStore(PoolSettings pool, Routing.PoolHandle handle, CookieKey cookieKey, NodeSettings node)
+    public AffinityStore(PoolSettings pool, Routing.PoolHandle handle, AffinityKey affinityKey, NodeSettings node)
     {
         // Majorities count the members with Balancer's role, as its replicator's majority writes do.
         _role = node.Role;
@@ -52,14 +61,19 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         // pool's handle; a restarted store keeps it (its reference stays the same), so no live
         // session looks new meanwhile.
         var scheduler = Context.System.Scheduler;
-        _table = handle.Affinity ?? new AffinityTable(pool, Self, () => scheduler.Now, cookieKey, writeTimeout, node.ReadTimeout);
+        _table = handle.Affinity ?? new AffinityTable(pool, Self, () => scheduler.Now, affinityKey, writeTimeout, node.ReadTimeout);
         handle.PublishAffinity(_table);
         _write = pool.Affinity.Write == AffinityWriteConsistency.Majority ? new WriteMajority(writeTimeout) : WriteLocal.Instance;
         _buckets = Replication.ReplicatedKeys.AffinityBuckets(pool);
+        _capacity = pool.Affinity.BucketCapacity;
+        var config = Context.System.Settings.Config;
+        _frameBytes = Replication.BalancerReplicator.FrameBytes(config);
+        // The replicator gossips deltas every fifth of its gossip interval, 200 ms at least.
+        _deltaRound = TimeSpan.FromTicks(Math.Max(config.GetTimeSpan("balancer.replication.gossip-interval", TimeSpan.FromSeconds(1)).Ticks / 5, TimeSpan.FromMilliseconds(200).Ticks));
 
         Receive<Write>(write =>
         {
-            var bucket = BucketOf(write.Key);
+            var bucket = BucketOf(write.Hash);
             if (!_pending.TryGetValue(bucket, out var writes))
             {
                 _pending[bucket] = writes = new List<Write>();
@@ -90,10 +104,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         Receive<Lookup>(OnLookup);
         Receive<PeerLookup>(asked =>
         {
-            if (asked.Key is { Length: > 0 and <= AffinityTable.MaxKeyLength })
-            {
-                _replicator.Tell(Dsl.Get(BucketOf(asked.Key), ReadLocal.Instance, new PeerAsked(asked.Id, asked.Key, Sender)));
-            }
+            _replicator.Tell(Dsl.Get(BucketOf(asked.Hash), ReadLocal.Instance, new PeerAsked(asked.Id, asked.Hash, Sender)));
         });
         Receive<GetSuccess>(success => AnswerRead(success.Request, success.Data as AffinityBucket));
         Receive<NotFound>(notFound => AnswerRead(notFound.Request, null));
@@ -119,6 +130,18 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             {
                 return;
             }
+            // Sessions the bucket no longer holds were evicted (or swept) on every node: the cache
+            // drops them too, unless it holds a newer pin of its own.
+            if (_latest.TryGetValue(key, out var previous))
+            {
+                foreach (var (session, entry) in previous.Entries)
+                {
+                    if (!bucket.Entries.ContainsKey(session))
+                    {
+                        _table.Forget(session, entry);
+                    }
+                }
+            }
             _latest[key] = bucket;
             // Entries already cached are skipped by reference.
             foreach (var (session, entry) in bucket.Entries)
@@ -143,15 +166,15 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             if (now - _lastFullWarning > TimeSpan.FromMinutes(1))
             {
                 _lastFullWarning = now;
-                _log.Warning("pool {0}: affinity table full ({1} entries, affinity.max-entries): new sessions are balanced without being pinned", _pool.Name, _pool.Affinity.MaxEntries);
+                _log.Warning("pool {0}: affinity table at twice affinity.max-entries ({1}) before its buckets evicted: new sessions are balanced without being pinned meanwhile", _pool.Name, _pool.Affinity.MaxEntries);
             }
         });
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(PoolSettings pool, Routing.PoolHandle handle, CookieKey cookieKey, NodeSettings node) =>
-        Akka.Actor.Props.Create(() => new AffinityStore(pool, handle, cookieKey, node));
+    public static Props Props(PoolSettings pool, Routing.PoolHandle handle, AffinityKey affinityKey, NodeSettings node) =>
+        Akka.Actor.Props.Create(() => new AffinityStore(pool, handle, affinityKey, node));
 
     /// <summary>
     /// A session this node's cache does not hold (<c>write = majority</c>): a child asks this node's
@@ -176,7 +199,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         }
         var id = ++_lastLookupId;
         var scheduler = Context.System.Scheduler;
-        Context.ActorOf(SessionLookupAggregator.Props(lookup, _table, () => scheduler.Now, id, BucketOf(lookup.Key), reachable, needed, Self.Path.Elements, _replicator, _readTimeout),
+        Context.ActorOf(SessionLookupAggregator.Props(lookup, _table, () => scheduler.Now, id, BucketOf(lookup.Hash), reachable, needed, Self.Path.Elements, _replicator, _readTimeout),
             $"lookup-{(ulong)id}");
     }
 
@@ -191,8 +214,8 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         switch (request)
         {
             case PeerAsked peer:
-                var entry = bucket is not null && bucket.TryGetValue(peer.Key, out var found) ? found : null;
-                peer.ReplyTo.Tell(new PeerLookupAnswer(peer.Id, entry?.Backend, entry?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0));
+                var entry = bucket is not null && bucket.TryGetValue(peer.Hash, out var found) ? found : null;
+                peer.ReplyTo.Tell(new PeerLookupAnswer(peer.Id, entry?.Backend, entry?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0, entry?.Established ?? false));
                 break;
         }
     }
@@ -201,6 +224,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
+        _log.Info($"pool {_pool.Name}: sessions in {_buckets.Length} replicated buckets of at most {_capacity} ({(_capacity * Serialization.AffinityBucketFormat.EntryBytes + 1023) / 1024} kB), written at most {WritesPerRound(1)} a delta round ({(int)_deltaRound.TotalMilliseconds} ms) so that gossip fits the {_frameBytes}-byte remoting frame");
         foreach (var bucket in _buckets)
         {
             _replicator.Tell(Dsl.Subscribe(bucket, Self));
@@ -237,9 +261,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         ScheduleSweep();
         var every = (long)SweepEvery.TotalMilliseconds;
         var cutoff = DateTimeOffset.FromUnixTimeMilliseconds(Context.System.Scheduler.Now.ToUnixTimeMilliseconds() / every * every);
-        foreach (var key in _table.Expired(cutoff))
+        foreach (var hash in _table.Expired(cutoff))
         {
-            _table.Forget(key);
+            _table.Forget(hash);
         }
         // Each node sweeps its own replica (a merge never brings an expired entry back), by what the
         // bucket holds rather than what the cache holds: the two can differ after a restart.
@@ -255,29 +279,86 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// <summary>
     /// Writes what was pinned in the last few milliseconds as one update per bucket: a busy node
     /// makes thousands of sessions a second, and one replicated update (and one delta) per
-    /// session would cost far more than the sessions themselves.
+    /// session would cost far more than the sessions themselves. The replicator sends each peer,
+    /// in one message, every delta it has not sent that peer yet, so this store hands it no more
+    /// than fits a frame per round (<see cref="WritesPerRound"/>); a burst beyond that waits for the
+    /// next round, and its callers with it.
     /// </summary>
     private void OnFlush()
     {
-        foreach (var (bucket, writes) in _pending)
+        var now = Context.System.Scheduler.Now;
+        var rounds = PeerRounds();
+        var perRound = WritesPerRound(rounds);
+        // Refilled at the rate the replicator sends deltas to every peer: once per round per peer slice.
+        var refill = _allowanceAt == DateTimeOffset.MinValue ? perRound : (now - _allowanceAt).TotalMilliseconds / (_deltaRound.TotalMilliseconds * rounds) * perRound;
+        _writeAllowance = Math.Min(perRound, _writeAllowance + refill);
+        _allowanceAt = now;
+        var waiting = false;
+        foreach (var bucket in _pending.Keys.ToList())
         {
+            var all = _pending[bucket];
+            var take = (int)Math.Min(all.Count, Math.Floor(_writeAllowance));
+            if (take == 0)
+            {
+                waiting = true;
+                break;
+            }
+            _writeAllowance -= take;
+            var writes = take == all.Count ? all : all.GetRange(0, take);
+            if (take == all.Count)
+            {
+                _pending.Remove(bucket);
+            }
+            else
+            {
+                all.RemoveRange(0, take);
+                waiting = true;
+            }
             var batch = new WriteBatch(writes.Select(w => w.Acknowledged).Where(a => a is not null).ToList()!);
+            var capacity = _capacity;
             _replicator.Tell(Dsl.Update(bucket, AffinityBucket.Empty, _write, batch, data =>
             {
                 foreach (var write in writes)
                 {
-                    data = data.Set(write.Key, write.Entry);
+                    data = data.Set(write.Hash, write.Entry);
                 }
-                return data;
+                return data.WithCapacity(capacity);
             }));
         }
-        _pending.Clear();
+        if (waiting && !Timers.IsTimerActive("flush"))
+        {
+            Timers.StartSingleTimer("flush", Flush.Instance, _deltaRound);
+        }
     }
+
+    /// <summary>
+    /// How many delta rounds it takes the replicator to reach every peer: it sends to a slice of
+    /// 2-10 peers a round (a fifth of them, plus one), so each peer's message gathers that many
+    /// rounds of writes.
+    /// </summary>
+    private int PeerRounds()
+    {
+        var peers = _cluster.State.Members.Count(m => m.Status is MemberStatus.Up or MemberStatus.Leaving && (_role.Length == 0 || m.HasRole(_role))) - 1;
+        if (peers <= 0)
+        {
+            return 1;
+        }
+        var slice = Math.Min(Math.Max(peers / 5 + 1, 2), Math.Min(peers, 10));
+        return (peers + slice - 1) / slice;
+    }
+
+    /// <summary>
+    /// Sessions written per round so that one peer's delta message stays within a third of the frame
+    /// (a round's allowance, plus what accrues while its message waits), and never more than 64 kB
+    /// of them, so a burst does not hold heartbeats up on the connection.
+    /// </summary>
+    private int WritesPerRound(int rounds) =>
+        (int)Math.Max(1, Math.Min(_frameBytes / 3, 64 * 1024) / rounds / (Serialization.AffinityBucketFormat.EntryBytes + 2));
 
     private void OnClear(Clear clear)
     {
-        var keys = clear.Key is { } one
-            ? (_table.Lookup(one) is null ? new List<string>() : [one])
+        var keys = clear.Hash is { } one
+            ? (_table.Lookup(one) is null ? new List<ulong>() : [one])
             : _table.Snapshot().Keys.ToList();
         if (keys.Count == 0)
         {
@@ -290,40 +371,41 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         foreach (var group in groups)
         {
             var bucketKeys = group.ToList();
-            foreach (var key in bucketKeys)
+            foreach (var hash in bucketKeys)
             {
-                _table.Merge(key, cleared);
+                _table.Merge(hash, cleared);
             }
+            var capacity = _capacity;
             _replicator.Tell(Dsl.Update(group.Key, AffinityBucket.Empty, _write, progress, data =>
             {
-                foreach (var key in bucketKeys)
+                foreach (var hash in bucketKeys)
                 {
-                    data = data.Set(key, cleared);
+                    data = data.Set(hash, cleared);
                 }
-                return data;
+                return data.WithCapacity(capacity);
             }));
         }
         _log.Info("pool {0}: {1} affinity {2} cleared by an operator", _pool.Name, keys.Count, keys.Count == 1 ? "entry" : "entries");
     }
 
-    private AffinityBucketKey BucketOf(string key) => _buckets[Routing.KeyHash.Of(key) % (ulong)_buckets.Length];
+    private AffinityBucketKey BucketOf(ulong hash) => _buckets[hash % (ulong)_buckets.Length];
 
     /// <summary>Replicate an entry; <see cref="Acknowledged"/> completes when the write consistency is met.</summary>
-    public sealed record Write(string Key, AffinityEntry Entry, TaskCompletionSource? Acknowledged);
+    public sealed record Write(ulong Hash, AffinityEntry Entry, TaskCompletionSource? Acknowledged);
 
     /// <summary>Read a session from a majority of nodes (write = majority, cache miss).</summary>
-    public sealed record Lookup(string Key, TaskCompletionSource<SessionLookup> Found);
+    public sealed record Lookup(ulong Hash, TaskCompletionSource<SessionLookup> Found);
 
     /// <summary>A peer's store asks for one session held by this node's replica.</summary>
-    public sealed record PeerLookup(long Id, string Key);
+    public sealed record PeerLookup(long Id, ulong Hash);
 
     /// <summary>This node's entry for a <see cref="PeerLookup"/>: no backend when it holds none; expiry in Unix ms.</summary>
-    public sealed record PeerLookupAnswer(long Id, string? Backend, long ExpiresAt);
+    public sealed record PeerLookupAnswer(long Id, string? Backend, long ExpiresAt, bool Established = false);
 
-    private sealed record PeerAsked(long Id, string Key, IActorRef ReplyTo);
+    private sealed record PeerAsked(long Id, ulong Hash, IActorRef ReplyTo);
 
-    /// <summary>Clear one session or (Key null) every session of the pool; <see cref="Done"/> gives how many were live.</summary>
-    public sealed record Clear(string? Key, TaskCompletionSource<int> Done);
+    /// <summary>Clear one session or (Hash null) every session of the pool; <see cref="Done"/> gives how many were live.</summary>
+    public sealed record Clear(ulong? Hash, TaskCompletionSource<int> Done);
 
     private sealed class ClearProgress(int cleared, int buckets, TaskCompletionSource<int> done)
     {

@@ -7,13 +7,17 @@ namespace Balancer.Affinity;
 
 /// <summary>
 /// The data plane's view of one pool's replicated affinity table: a local cache read without a lock
-/// or a message. A new session, or a session whose entry is older than ttl/4, is handed to the
-/// pool's <see cref="AffinityStore"/> with a Tell; with <c>write = majority</c> the caller awaits
-/// the store's acknowledgement before the first response (once per session, never per request).
+/// or a message, keyed by each session key's <see cref="SessionHash"/> (no key is stored). A new
+/// session, a session back for its second request (then it is established), or a session whose
+/// entry is older than ttl/4, is handed to the pool's <see cref="AffinityStore"/> with a Tell; with
+/// <c>write = majority</c> the caller awaits the store's acknowledgement before the first response
+/// (once per session, never per request). Until the cluster's affinity key is known (the first
+/// second of a new cluster), sessions are balanced without being pinned.
 /// </summary>
 public sealed class AffinityTable
 {
-    private readonly ConcurrentDictionary<string, AffinityEntry> _entries = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<ulong, AffinityEntry> _entries = new();
+    private readonly AffinityKey _key;
     private readonly ICanTell _store;
     private readonly Func<DateTimeOffset> _now;
     private readonly TimeSpan _readTimeout;
@@ -21,15 +25,16 @@ public sealed class AffinityTable
     private long _sessionsOverBudget;
     private readonly NewSessionBudget _newSessions;
 
-    internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, CookieKey cookieKey, TimeSpan writeTimeout, TimeSpan readTimeout)
+    internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, AffinityKey affinityKey, TimeSpan writeTimeout, TimeSpan readTimeout)
     {
         WriteTimeout = writeTimeout;
         _readTimeout = readTimeout;
         Settings = pool.Affinity;
         _store = store;
         _now = now;
+        _key = affinityKey;
         _newSessions = new NewSessionBudget(pool.Affinity.NewSessionsPerClient);
-        Cookie = pool.Affinity.Mode == AffinityMode.Cookie ? new AffinityCookie(cookieKey, pool.Name, pool.Affinity.Ttl, now) : null;
+        Cookie = pool.Affinity.Mode == AffinityMode.Cookie ? new AffinityCookie(affinityKey, pool.Name, pool.Affinity.Ttl, now) : null;
     }
 
     /// <summary>How long a new session waits for a majority before it is served anyway (pinned locally).</summary>
@@ -47,10 +52,13 @@ public sealed class AffinityTable
     /// <summary>Entries cached on this node.</summary>
     public int Count => _entries.Count;
 
+    /// <summary>The hash <paramref name="key"/> is stored under, or null while the cluster's affinity key is not known yet.</summary>
+    public ulong? HashOf(string key) => _key.SessionHash?.Of(key);
+
     /// <summary>The backend <paramref name="key"/> is pinned to, when the entry has not expired.</summary>
     public string? Find(string key)
     {
-        if (!_entries.TryGetValue(key, out var entry))
+        if (HashOf(key) is not { } hash || !_entries.TryGetValue(hash, out var entry))
         {
             return null;
         }
@@ -59,10 +67,11 @@ public sealed class AffinityTable
         {
             return null;
         }
-        // Refresh at most every ttl/4 so a busy session costs one replicated write per quarter-TTL.
-        if (entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4)
+        // Established on its second request; then refreshed at most every ttl/4, so a busy session
+        // costs one replicated write per quarter-TTL.
+        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4)
         {
-            Pin(key, entry.Backend);
+            Pin(hash, entry.Backend, established: true);
         }
         return entry.Backend;
     }
@@ -79,8 +88,12 @@ public sealed class AffinityTable
         {
             return ValueTask.FromResult(SessionLookup.PinnedTo(found));
         }
+        if (HashOf(key) is not { } hash)
+        {
+            return ValueTask.FromResult(SessionLookup.Unavailable);
+        }
         var loaded = new TaskCompletionSource<SessionLookup>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _store.Tell(new AffinityStore.Lookup(key, loaded), ActorRefs.NoSender);
+        _store.Tell(new AffinityStore.Lookup(hash, loaded), ActorRefs.NoSender);
         return new ValueTask<SessionLookup>(UnavailableAfter(loaded.Task, _readTimeout + TimeSpan.FromSeconds(1)));
     }
 
@@ -128,64 +141,78 @@ public sealed class AffinityTable
     /// Pins <paramref name="key"/> to <paramref name="backend"/> here at once and replicates it; the
     /// task completes when the pool's write consistency is satisfied (at once for <c>local</c>).
     /// </summary>
-    public Task Pin(string key, string backend)
+    public Task Pin(string key, string backend) =>
+        key.Length > MaxKeyLength || HashOf(key) is not { } hash
+            ? Task.CompletedTask
+            : Pin(hash, backend, established: false);
+
+    private Task Pin(ulong hash, string backend, bool established)
     {
-        if (key.Length > MaxKeyLength)
-        {
-            // Served, but not pinned: one such key would make its whole bucket too large to replicate well.
-            return Task.CompletedTask;
-        }
-        if (_entries.Count >= Settings.MaxEntries && !_entries.ContainsKey(key))
+        var held = _entries.TryGetValue(hash, out var entry) ? entry : null;
+        // The table sheds what its buckets evict within a flush; this bounds it meanwhile.
+        if (held is null && _entries.Count >= 2 * Settings.MaxEntries)
         {
             _store.Tell(AffinityStore.TableFull.Instance, ActorRefs.NoSender);
             return Task.CompletedTask;
         }
-        var entry = new AffinityEntry(backend, _now() + Settings.Ttl);
-        _entries[key] = entry;
+        // A session moved to another backend stays established.
+        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true, IsCleared: false });
+        _entries[hash] = pinned;
         if (Settings.Write == AffinityWriteConsistency.Local)
         {
-            _store.Tell(new AffinityStore.Write(key, entry, null), ActorRefs.NoSender);
+            _store.Tell(new AffinityStore.Write(hash, pinned, null), ActorRefs.NoSender);
             return Task.CompletedTask;
         }
         var acknowledged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        _store.Tell(new AffinityStore.Write(key, entry, acknowledged), ActorRefs.NoSender);
+        _store.Tell(new AffinityStore.Write(hash, pinned, acknowledged), ActorRefs.NoSender);
         return acknowledged.Task;
     }
 
     /// <summary>Every live entry known here (for the management API).</summary>
-    public IReadOnlyDictionary<string, AffinityEntry> Snapshot()
+    public IReadOnlyDictionary<ulong, AffinityEntry> Snapshot()
     {
         var now = _now();
         return _entries.Where(e => e.Value.ExpiresAt > now && !e.Value.IsCleared).ToDictionary(e => e.Key, e => e.Value);
     }
 
-    /// <summary>The live entry of <paramref name="key"/> known here, without refreshing it (for the management API).</summary>
-    public AffinityEntry? Lookup(string key) =>
-        _entries.TryGetValue(key, out var entry) && entry.ExpiresAt > _now() && !entry.IsCleared ? entry : null;
+    /// <summary>The live entry stored under <paramref name="hash"/> here, without refreshing it (for the management API).</summary>
+    public AffinityEntry? Lookup(ulong hash) =>
+        _entries.TryGetValue(hash, out var entry) && entry.ExpiresAt > _now() && !entry.IsCleared ? entry : null;
 
     /// <summary>
-    /// Forgets one session (<paramref name="key"/>) or every session of the pool on every node; the
-    /// task gives how many live entries were cleared once the pool's write consistency is met.
+    /// Forgets one session (stored under <paramref name="hash"/>) or every session of the pool on every
+    /// node; the task gives how many live entries were cleared once the pool's write consistency is met.
     /// </summary>
-    public Task<int> Clear(string? key)
+    public Task<int> Clear(ulong? hash)
     {
         var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _store.Tell(new AffinityStore.Clear(key, done), ActorRefs.NoSender);
+        _store.Tell(new AffinityStore.Clear(hash, done), ActorRefs.NoSender);
         return done.Task;
     }
 
-    internal void Merge(string key, AffinityEntry entry)
+    internal void Merge(ulong hash, AffinityEntry entry)
     {
-        if (_entries.TryGetValue(key, out var cached) && (ReferenceEquals(cached, entry) || cached.ExpiresAt >= entry.ExpiresAt))
+        if (_entries.TryGetValue(hash, out var cached) && (ReferenceEquals(cached, entry) || !entry.Wins(cached)))
         {
             return;
         }
-        _entries.AddOrUpdate(key, entry, (_, existing) => entry.ExpiresAt >= existing.ExpiresAt ? entry : existing);
+        _entries.AddOrUpdate(hash, entry, (_, existing) => entry.Wins(existing) ? entry : existing);
     }
 
-    internal void Forget(string key) => _entries.TryRemove(key, out _);
+    /// <summary>Forgets a session evicted or swept from its bucket, unless it was pinned again here since.</summary>
+    internal void Forget(ulong hash, AffinityEntry? asHeld = null)
+    {
+        if (asHeld is null)
+        {
+            _entries.TryRemove(hash, out _);
+        }
+        else
+        {
+            _entries.TryRemove(new KeyValuePair<ulong, AffinityEntry>(hash, asHeld));
+        }
+    }
 
-    internal IEnumerable<string> Expired(DateTimeOffset now) => _entries.Where(e => e.Value.ExpiresAt <= now).Select(e => e.Key).ToList();
+    internal IEnumerable<ulong> Expired(DateTimeOffset now) => _entries.Where(e => e.Value.ExpiresAt <= now).Select(e => e.Key).ToList();
 
     /// <summary>The key of a session for the pool's mode, read from the request (null when it has none).</summary>
     public static string? KeyFor(AffinitySettings settings, RoutingRequest request)

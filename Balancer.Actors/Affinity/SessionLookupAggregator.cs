@@ -38,12 +38,12 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
         _replicator = replicator;
         _timeout = timeout;
         _needed = needed;
-        Receive<GetSuccess>(success => Answer(success.Get(bucket).TryGetValue(lookup.Key, out var mine) ? mine : null));
+        Receive<GetSuccess>(success => Answer(success.Get(bucket).TryGetValue(lookup.Hash, out var mine) ? mine : null));
         Receive<NotFound>(_ => Answer(null));
         Receive<AffinityStore.PeerLookupAnswer>(answer => Answer(
             answer.Backend is null || answer.ExpiresAt <= 0 || answer.ExpiresAt > AffinityEntry.MaxExpiryUnixMilliseconds
                 ? null
-                : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt))));
+                : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt), answer.Established)));
         Receive<TimedOut>(_ =>
         {
             // A majority did not answer in time: the request is balanced, but not pinned, or the
@@ -62,7 +62,7 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
     protected override void PreStart()
     {
         _replicator.Tell(Dsl.Get(_bucket, ReadLocal.Instance));
-        var asked = new AffinityStore.PeerLookup(_id, _lookup.Key);
+        var asked = new AffinityStore.PeerLookup(_id, _lookup.Hash);
         foreach (var address in _peers)
         {
             // The same store on the peer: same pool, same place in its tree.
@@ -76,7 +76,7 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
 
     private void Answer(AffinityEntry? entry)
     {
-        if (entry is not null && (_best is null || AffinityBucket.Wins(entry, _best)))
+        if (entry is not null && (_best is null || entry.Wins(_best)))
         {
             _best = entry;
         }
@@ -86,7 +86,7 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
         }
         if (_best is { IsCleared: false } best && best.ExpiresAt > _now())
         {
-            _table.Merge(_lookup.Key, best);
+            _table.Merge(_lookup.Hash, best);
             _lookup.Found.TrySetResult(SessionLookup.PinnedTo(best.Backend));
         }
         else

@@ -129,8 +129,15 @@ internal static class PoolSettingsReader
         {
             section.Problem("cookie-name", $"expected a cookie name (letters, digits, - and _), got \"{cookieName}\"");
         }
+        var maxEntries = section.Int("max-entries", 1, 100_000_000);
+        var automatic = (maxEntries + AffinitySettings.SessionsPerAutomaticBucket - 1) / AffinitySettings.SessionsPerAutomaticBucket;
+        var buckets = section.String("buckets") == "auto" ? Math.Max(16, automatic) : section.Int("buckets", 1, 100_000);
+        if (buckets > 0 && (maxEntries + buckets - 1) / buckets > AffinitySettings.MaxSessionsPerBucket)
+        {
+            section.Problem("buckets", $"at most {AffinitySettings.MaxSessionsPerBucket} sessions a bucket fit every remoting frame, and {buckets} buckets hold {(maxEntries + buckets - 1) / buckets} each at max-entries = {maxEntries}: set at least {(maxEntries + AffinitySettings.MaxSessionsPerBucket - 1) / AffinitySettings.MaxSessionsPerBucket}, or auto");
+        }
         return new AffinitySettings(mode, keyName, cookieName, section.Duration("ttl"), write,
-            section.Int("buckets", 1, 4096), section.Int("max-entries", 1, 100_000_000), section.Int("new-sessions-per-client", 0, 1_000_000));
+            buckets, maxEntries, section.Int("new-sessions-per-client", 0, 1_000_000));
     }
 
     internal static HealthCheckSettings ReadHealthCheck(SettingsReader section, Config user, Config defaults)

@@ -134,7 +134,20 @@ public sealed record AffinitySettings(
     AffinityWriteConsistency Write,
     int Buckets,
     int MaxEntries,
-    int NewSessionsPerClient);
+    int NewSessionsPerClient)
+{
+    /// <summary><c>buckets = auto</c> makes one bucket per this many sessions of max-entries (16 at least).</summary>
+    public const int SessionsPerAutomaticBucket = 1000;
+
+    /// <summary>
+    /// A bucket holding more sessions would not fit in the smallest remoting frame Akka allows
+    /// (32,000 bytes) at 18 bytes a session.
+    /// </summary>
+    public const int MaxSessionsPerBucket = 1500;
+
+    /// <summary>The sessions each replicated bucket keeps at most: max-entries shared by the buckets.</summary>
+    public int BucketCapacity => (MaxEntries + Buckets - 1) / Buckets;
+}
 
 /// <summary>How a session is recognised.</summary>
 public enum AffinityMode { None, Cookie, LearnCookie, Header, SourceIp }

@@ -88,7 +88,7 @@ public sealed record FrontendView(string Name, string Mode, string Pool, IReadOn
 }
 
 /// <summary>A session pinned to a backend, as <c>GET /api/pools/{pool}/affinity</c> shows it.</summary>
-public sealed record AffinityEntryView(string Key, string Backend, DateTimeOffset ExpiresAt);
+public sealed record AffinityEntryView(string Key, string Backend, DateTimeOffset ExpiresAt, bool Established);
 
 /// <summary>A pool's affinity table on this node.</summary>
 public sealed record AffinityView(string Pool, string Mode, string Write, int Entries, IReadOnlyList<AffinityEntryView> Shown);
@@ -122,5 +122,5 @@ internal static class AdminText
         _ => affinity.Mode.ToString(),
     };
 
-    public static AffinityEntryView View(string key, AffinityEntry entry) => new(key, entry.Backend, entry.ExpiresAt);
+    public static AffinityEntryView View(ulong hash, AffinityEntry entry) => new(AffinityEndpoints.HashPrefix + hash.ToString("x16", System.Globalization.CultureInfo.InvariantCulture), entry.Backend, entry.ExpiresAt, entry.Established);
 }

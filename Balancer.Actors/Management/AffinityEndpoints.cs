@@ -5,7 +5,7 @@ using static Balancer.Management.AdminHttp;
 
 namespace Balancer.Management;
 
-/// <summary>The admin API's session routes: list, show and clear a pool's sessions. Every one needs the token, reads included: session keys are secrets.</summary>
+/// <summary>The admin API's session routes: list, show and clear a pool's sessions. Every one needs the token, reads included. Sessions are listed by their stored hashes; show and clear take a session key (hashed here) or a listed hash.</summary>
 internal static class AffinityEndpoints
 {
     private const int MaxShownAffinityEntries = 10_000;
@@ -15,18 +15,34 @@ internal static class AffinityEndpoints
         routes.MapGet("/api/pools/{pool}/affinity", (string pool, int? limit) => WithAffinity(admin, pool, table =>
         {
             var entries = table.Snapshot();
-            var shown = entries.OrderBy(e => e.Key, StringComparer.Ordinal).Take(Math.Clamp(limit ?? 100, 0, MaxShownAffinityEntries))
+            var shown = entries.OrderBy(e => e.Key).Take(Math.Clamp(limit ?? 100, 0, MaxShownAffinityEntries))
                 .Select(e => AdminText.View(e.Key, e.Value)).ToList();
             var settings = table.Settings;
             return Results.Json(new AffinityView(pool, AdminText.Affinity(settings), settings.Write.ToString().ToLowerInvariant(), entries.Count, shown), Json);
         })).RequireToken();
         routes.MapGet("/api/pools/{pool}/affinity/{key}", (string pool, string key) => WithAffinity(admin, pool, table =>
-            table.Lookup(key) is { } entry
-                ? Results.Json(AdminText.View(key, entry), Json)
-                : Problem(StatusCodes.Status404NotFound, "no such session", $"pool {pool} has no live affinity entry for that key"))).RequireToken();
+            HashOf(table, key) is { } hash && table.Lookup(hash) is { } entry
+                ? Results.Json(AdminText.View(hash, entry), Json)
+                : NoSession(pool))).RequireToken();
         routes.MapDelete("/api/pools/{pool}/affinity", (string pool) => ClearAffinityAsync(admin, pool, null)).RequireToken();
         routes.MapDelete("/api/pools/{pool}/affinity/{key}", (string pool, string key) => ClearAffinityAsync(admin, pool, key)).RequireToken();
     }
+
+    /// <summary>
+    /// The hash a session is stored under: of the key given, or the hash itself written as
+    /// <c>hash:</c> and 16 hex digits (as listings show sessions). Null while the cluster's affinity key is unknown.
+    /// </summary>
+    private static ulong? HashOf(Affinity.AffinityTable table, string key) =>
+        key.StartsWith(HashPrefix, StringComparison.Ordinal) && key.Length == HashPrefix.Length + 16
+        && ulong.TryParse(key.AsSpan(HashPrefix.Length), System.Globalization.NumberStyles.AllowHexSpecifier, System.Globalization.CultureInfo.InvariantCulture, out var hash)
+            ? hash
+            : table.HashOf(key);
+
+    /// <summary>How a listing names a session: its stored hash (the key itself is never stored).</summary>
+    internal const string HashPrefix = "hash:";
+
+    private static IResult NoSession(string pool) =>
+        Problem(StatusCodes.Status404NotFound, "no such session", $"pool {pool} has no live affinity entry for that key");
 
     private static async Task<IResult> ClearAffinityAsync(AdminContext admin, string pool, string? key)
     {
@@ -37,10 +53,19 @@ internal static class AffinityEndpoints
         }
         try
         {
-            var cleared = await table.Clear(key).WaitAsync(admin.Node.WriteTimeout + TimeSpan.FromSeconds(2));
+            ulong? hash = null;
+            if (key is not null)
+            {
+                if (HashOf(table, key) is not { } one)
+                {
+                    return NoSession(pool);
+                }
+                hash = one;
+            }
+            var cleared = await table.Clear(hash).WaitAsync(admin.Node.WriteTimeout + TimeSpan.FromSeconds(2));
             if (key is not null && cleared == 0)
             {
-                return Problem(StatusCodes.Status404NotFound, "no such session", $"pool {pool} has no live affinity entry for that key");
+                return NoSession(pool);
             }
             return Results.Json(new ChangeResult($"{cleared} affinity {(cleared == 1 ? "entry" : "entries")} of pool {pool} cleared"), Json);
         }

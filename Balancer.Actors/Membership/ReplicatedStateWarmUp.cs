@@ -43,7 +43,7 @@ internal sealed class ReplicatedStateWarmUp : ReceiveActor, IWithTimers
             Replication.ReplicatedKeys.RuntimeConfig,
             Replication.ReplicatedKeys.Health,
         };
-        if (_settings.Node.AffinityKey.Length == 0 && _settings.Pools.Any(p => p.Affinity.Mode == AffinityMode.Cookie))
+        if (_settings.Node.AffinityKey.Length == 0 && _settings.Pools.Any(p => p.Affinity.Mode != AffinityMode.None))
         {
             keys.Add(Replication.ReplicatedKeys.AffinityCookieKey);
         }

@@ -31,6 +31,13 @@ public sealed class BalancerReplicator : IExtension
         // A node configured with port 0 gets a new address each start: nothing it wrote could be found again.
         var durableDirectory = DurableDirectory(config, address.Host ?? "", config.GetInt("akka.remote.dot-netty.tcp.port", 0) == 0 ? 0 : address.Port ?? 0);
         var replicatorConfig = config.GetConfig("balancer.replication").WithFallback(config.GetConfig("akka.cluster.distributed-data"));
+        var frameBytes = FrameBytes(config);
+        if (replicatorConfig.GetString("max-delta-elements", "auto") == "auto")
+        {
+            var largestBucket = Configuration.AffinitySettings.MaxSessionsPerBucket * Serialization.AffinityBucketFormat.EntryBytes + 1024;
+            var fitting = Math.Clamp(frameBytes / 2 / largestBucket, 1, 32);
+            replicatorConfig = ConfigurationFactory.ParseString($"max-delta-elements = {fitting}").WithFallback(replicatorConfig);
+        }
         if (durableDirectory is not null)
         {
             replicatorConfig = ConfigurationFactory.ParseString($"durable.lmdb.dir = \"{durableDirectory.Replace("\\", "/")}\"").WithFallback(replicatorConfig);
@@ -41,9 +48,9 @@ public sealed class BalancerReplicator : IExtension
             replicatorSettings = replicatorSettings.WithDurableKeys(ImmutableHashSet<string>.Empty);
         }
         var log = Logging.GetLogger(system, typeof(BalancerReplicator));
-        log.Info("replication: {0}, role [{1}], at most {2} keys per gossip",
+        log.Info("replication: {0}, role [{1}], at most {2} keys per gossip message within the {3}-byte remoting frame",
             durableDirectory is null ? "runtime changes not durable (balancer.node.data-dir is empty)" : $"runtime changes durable in {durableDirectory}",
-            role, replicatorSettings.MaxDeltaElements);
+            role, replicatorSettings.MaxDeltaElements, frameBytes);
         Replicator = system.SystemActorOf(ReplicatorProps(replicatorSettings), Name);
     }
 
@@ -63,6 +70,13 @@ public sealed class BalancerReplicator : IExtension
 
     /// <summary>The replicator: send it Distributed Data's Get, Update, Subscribe and Delete.</summary>
     public IActorRef Replicator { get; }
+
+    /// <summary>
+    /// The largest message remoting carries (<c>akka.remote.dot-netty.tcp.maximum-frame-size</c>,
+    /// the host's or Akka's default of 128,000 bytes): what replicated values and deltas are sized to.
+    /// </summary>
+    public static long FrameBytes(Config config) =>
+        config.GetByteSize("akka.remote.dot-netty.tcp.maximum-frame-size", 128000) ?? 128000;
 
     /// <summary>
     /// Where a node listening on <paramref name="host"/>:<paramref name="port"/> keeps its durable

@@ -58,10 +58,13 @@ public static class ReplicatedKeys
     /// <summary>The cluster's generated affinity cookie key, when <c>balancer.node.affinity-key</c> is empty.</summary>
     public static readonly LWWRegisterKey<string> AffinityCookieKey = new("balancer-affinity-key");
 
-    /// <summary>The <c>buckets</c> keys of a pool's affinity table, <c>balancer-affinity-POOL-N</c>.</summary>
+    /// <summary>
+    /// The <c>buckets</c> keys of a pool's session table, <c>balancer-sessions-POOL-N</c> (an earlier
+    /// version, which kept keys in clear, used <c>balancer-affinity-POOL-N</c>).
+    /// </summary>
     public static Affinity.AffinityBucketKey[] AffinityBuckets(Configuration.PoolSettings pool) =>
         Enumerable.Range(0, pool.Affinity.Buckets)
-            .Select(n => new Affinity.AffinityBucketKey($"balancer-affinity-{pool.Name}-{n}"))
+            .Select(n => new Affinity.AffinityBucketKey($"balancer-sessions-{pool.Name}-{n}"))
             .ToArray();
 
     /// <summary>The map key of one prober's verdict on a backend.</summary>

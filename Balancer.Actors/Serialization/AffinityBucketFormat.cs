@@ -7,19 +7,25 @@ using Balancer.Affinity;
 namespace Balancer.Serialization;
 
 /// <summary>
-/// The wire form of an <see cref="AffinityBucket"/> (manifest <c>affinity-bucket/1</c>): the bucket's
-/// backend names once, then each session in key order as [key][backend index][expiry]. About 20 bytes
-/// a session plus its key, where protobuf'd LWWDictionary entries carried a node address each. The
-/// same sessions always give the same bytes, because the replicator compares buckets by a digest of them.
+/// The wire form of an <see cref="AffinityBucket"/> (manifest <c>affinity-bucket/2</c>): its capacity,
+/// the bucket's backend names once, then each session in hash order as [hash][backend index][expiry]
+/// [flags], 18 bytes a session. The same sessions always give the same bytes, because the replicator
+/// compares buckets by a digest of them.
 /// <code>
+/// varint  capacity
 /// varint  backend-count,  backend-count × (varint length, UTF-8 name)
-/// varint  entry-count,    entry-count × (varint length, UTF-8 key, varint backend index, int64 LE expiry in Unix ms)
+/// varint  entry-count,    entry-count × (uint64 LE hash, varint backend index, int64 LE expiry in Unix ms, byte flags: 1 established)
 /// </code>
 /// </summary>
 internal static class AffinityBucketFormat
 {
-    /// <summary>Longer keys or backend names are refused on read; the data plane never pins keys over 512 characters.</summary>
+    /// <summary>Longer backend names are refused on read.</summary>
     private const int MaxStringBytes = 4096;
+
+    private const byte Established = 1;
+
+    /// <summary>The bytes one session takes with a one-byte backend index: what sizes buckets against the remoting frame.</summary>
+    public const int EntryBytes = 18;
 
     public static byte[] Write(AffinityBucket bucket)
     {
@@ -28,19 +34,23 @@ internal static class AffinityBucketFormat
         {
             backends.TryAdd(entry.Backend, backends.Count);
         }
-        var buffer = new ArrayBufferWriter<byte>(64 + bucket.Count * 32);
+        var buffer = new ArrayBufferWriter<byte>(64 + bucket.Count * (EntryBytes + 1));
+        WriteVarint(buffer, (uint)bucket.Capacity);
         WriteVarint(buffer, (uint)backends.Count);
         foreach (var (name, _) in backends.OrderBy(b => b.Value))
         {
             WriteString(buffer, name);
         }
         WriteVarint(buffer, (uint)bucket.Count);
-        foreach (var (key, entry) in bucket.Entries)
+        foreach (var (hash, entry) in bucket.Entries)
         {
-            WriteString(buffer, key);
-            WriteVarint(buffer, (uint)backends[entry.Backend]);
-            BinaryPrimitives.WriteInt64LittleEndian(buffer.GetSpan(8), entry.ExpiresAt.ToUnixTimeMilliseconds());
+            BinaryPrimitives.WriteUInt64LittleEndian(buffer.GetSpan(8), hash);
             buffer.Advance(8);
+            WriteVarint(buffer, (uint)backends[entry.Backend]);
+            var span = buffer.GetSpan(9);
+            BinaryPrimitives.WriteInt64LittleEndian(span, entry.ExpiresAt.ToUnixTimeMilliseconds());
+            span[8] = entry.Established ? Established : (byte)0;
+            buffer.Advance(9);
         }
         return buffer.WrittenSpan.ToArray();
     }
@@ -48,38 +58,48 @@ internal static class AffinityBucketFormat
     public static AffinityBucket Read(byte[] bytes)
     {
         var reader = new Reader(bytes);
+        var capacity = reader.Varint();
+        if (capacity > int.MaxValue)
+        {
+            throw Malformed($"capacity {capacity}");
+        }
         var backendCount = reader.Count(minimumBytesEach: 1);
         var backends = new string[backendCount];
         for (var i = 0; i < backendCount; i++)
         {
             backends[i] = reader.String();
         }
-        var entryCount = reader.Count(minimumBytesEach: 10);
-        var entries = new KeyValuePair<string, AffinityEntry>[entryCount];
+        var entryCount = reader.Count(minimumBytesEach: EntryBytes);
+        var entries = new KeyValuePair<ulong, AffinityEntry>[entryCount];
         for (var i = 0; i < entryCount; i++)
         {
-            var key = reader.String();
-            if (i > 0 && string.CompareOrdinal(entries[i - 1].Key, key) >= 0)
+            var hash = reader.UInt64();
+            if (i > 0 && entries[i - 1].Key >= hash)
             {
-                throw Malformed($"entry {i} is out of key order");
+                throw Malformed($"entry {i} is out of hash order");
             }
             var backend = reader.Varint();
             if (backend >= backendCount)
             {
                 throw Malformed($"entry {i} names backend {backend} of {backendCount}");
             }
-            var expiresAt = reader.Int64();
+            var expiresAt = (long)reader.UInt64();
             if (expiresAt < 0 || expiresAt > AffinityEntry.MaxExpiryUnixMilliseconds)
             {
                 throw Malformed($"entry {i} expires at {expiresAt}");
             }
-            entries[i] = new(key, new AffinityEntry(backends[backend], DateTimeOffset.FromUnixTimeMilliseconds(expiresAt)));
+            var flags = reader.Byte();
+            if ((flags & ~Established) != 0)
+            {
+                throw Malformed($"entry {i} has unknown flags {flags}");
+            }
+            entries[i] = new(hash, new AffinityEntry(backends[backend], DateTimeOffset.FromUnixTimeMilliseconds(expiresAt), (flags & Established) != 0));
         }
         if (!reader.AtEnd)
         {
             throw Malformed($"{bytes.Length - reader.Position} bytes after the last entry");
         }
-        return AffinityBucket.Of(entries);
+        return AffinityBucket.Of(entries, (int)capacity);
     }
 
     private static void WriteVarint(ArrayBufferWriter<byte> buffer, uint value)
@@ -156,15 +176,24 @@ internal static class AffinityBucketFormat
             return value;
         }
 
-        public long Int64()
+        public ulong UInt64()
         {
             if (_bytes.Length - Position < 8)
             {
                 throw Malformed($"truncated at byte {Position}");
             }
-            var value = BinaryPrimitives.ReadInt64LittleEndian(_bytes.Slice(Position));
+            var value = BinaryPrimitives.ReadUInt64LittleEndian(_bytes.Slice(Position));
             Position += 8;
             return value;
+        }
+
+        public byte Byte()
+        {
+            if (Position >= _bytes.Length)
+            {
+                throw Malformed($"truncated at byte {Position}");
+            }
+            return _bytes[Position++];
         }
     }
 }

@@ -30,9 +30,12 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     internal const string HealthRecordManifest = "health-record/1";
     internal const string BackendOverrideManifest = "backend-override/1";
     internal const string EnsureProbeManifest = "ensure-probe/1";
-    internal const string AffinityBucketManifest = "affinity-bucket/1";
-    internal const string PeerLookupManifest = "affinity-lookup/1";
-    internal const string PeerLookupAnswerManifest = "affinity-lookup-answer/1";
+    internal const string AffinityBucketManifest = "affinity-bucket/2";
+    internal const string PeerLookupManifest = "affinity-lookup/2";
+    internal const string PeerLookupAnswerManifest = "affinity-lookup-answer/2";
+
+    /// <summary>Sessions as an earlier version replicated them, by their keys in clear: never read, as this version stores only keyed hashes.</summary>
+    internal const string RetiredAffinityBucketManifest = "affinity-bucket/1";
 
     private static readonly JsonSerializerOptions Options = new()
     {
@@ -77,6 +80,7 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
 
     private static long _opaqueValuesRead;
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _opaqueManifestsLogged = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, bool> _retiredManifestsLogged = new();
 
     /// <summary>A newer version of a replicated value's kind, as an opaque value of that kind; null for anything else.</summary>
     private object? Opaque(byte[] bytes, string manifest)
@@ -98,9 +102,32 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
         return opaque;
     }
 
+    /// <summary>
+    /// A session bucket of an earlier version (keys in clear, kept under the earlier key names
+    /// <c>balancer-affinity-POOL-N</c>, which this version never reads) becomes an empty bucket, so the
+    /// gossip that carries it still delivers everything else; a session lookup of that version is refused.
+    /// Either way the node says so once.
+    /// </summary>
+    private object Retired(string manifest)
+    {
+        if (_retiredManifestsLogged.TryAdd(manifest, true))
+        {
+            Logging.GetLogger(system, nameof(BalancerSerializer)).Warning(
+                "a member runs an earlier Balancer version, which replicates sessions as {0}: its sessions are not shared with this node (this version stores them as keyed hashes, {1}) until every member runs this version",
+                manifest, AffinityBucketManifest);
+        }
+        return manifest == RetiredAffinityBucketManifest
+            ? Affinity.AffinityBucket.Empty
+            : throw new SerializationException($"{manifest} from a member of an earlier Balancer version: refused, as this version looks sessions up by keyed hash ({PeerLookupManifest})");
+    }
+
     /// <inheritdoc />
     public override object FromBinary(byte[] bytes, string manifest)
     {
+        if (manifest is RetiredAffinityBucketManifest or "affinity-lookup/1" or "affinity-lookup-answer/1")
+        {
+            return Retired(manifest);
+        }
         if (manifest == AffinityBucketManifest)
         {
             // As large as the remoting frame lets through: a bucket holds thousands of sessions.

@@ -33,8 +33,8 @@ internal static class CtlCommand
         backend weight POOL/BACKEND N          set a backend's weight ({BackendRules.WeightRange}) on every node
         backend add POOL NAME HOST:PORT [W]    add a backend on every node
         backend remove POOL/BACKEND            remove a backend on every node
-        affinity show POOL [KEY]               sessions of a pool (or one session)
-        affinity clear POOL [KEY]              forget every session of a pool (or one)
+        affinity show POOL [KEY]               sessions of a pool, by hash (or one session: its key or hash:HEX)
+        affinity clear POOL [KEY]              forget every session of a pool (or one: its key or hash:HEX)
         frontends                              frontends, their addresses and traffic
         stats                                  responses, failures and retries per backend
         """;

@@ -119,10 +119,11 @@ internal static class CtlOutput
             output.WriteLine($"{affinity.GetProperty("key").GetString()} -> {affinity.GetProperty("backend").GetString()} (expires {affinity.GetProperty("expiresAt").GetDateTimeOffset():u})");
             return;
         }
-        var table = new TextTable("KEY", "BACKEND", "EXPIRES");
+        var table = new TextTable("SESSION", "BACKEND", "EXPIRES", "ESTABLISHED");
         foreach (var entry in affinity.GetProperty("shown").EnumerateArray())
         {
-            table.Row(entry.GetProperty("key").GetString(), entry.GetProperty("backend").GetString(), entry.GetProperty("expiresAt").GetDateTimeOffset().ToString("u"));
+            table.Row(entry.GetProperty("key").GetString(), entry.GetProperty("backend").GetString(), entry.GetProperty("expiresAt").GetDateTimeOffset().ToString("u"),
+                entry.TryGetProperty("established", out var established) && established.GetBoolean() ? "yes" : "no");
         }
         table.WriteTo(output);
         output.WriteLine($"{affinity.GetProperty("entries").GetInt32()} sessions in pool {affinity.GetProperty("pool").GetString()} ({affinity.GetProperty("mode").GetString()}, write {affinity.GetProperty("write").GetString()}){(table.Count < affinity.GetProperty("entries").GetInt32() ? $", first {table.Count} shown" : "")}");

@@ -5,7 +5,7 @@ namespace Balancer.Tests.Affinity;
 /// <summary>The signed cookie of affinity.mode = cookie, attacked as a client would: edited, replayed after its end, moved to another pool.</summary>
 public class AffinityCookieTests
 {
-    private static readonly CookieKey Key = new("a-secret-of-sixteen-or-more");
+    private static readonly AffinityKey Key = new("a-secret-of-sixteen-or-more");
 
     [Fact]
     public void ACookie_NamesItsBackend_UntilItsSessionEnds_AndNotAfter()

@@ -176,7 +176,7 @@ public class BackendSelectionTests
     {
         var settings = TestPools.Pool("affinity { mode = \"header:X-Session\", write = majority }\n" + TestPools.Backends(2));
         var store = new ScriptedStore(fail: how == "store failed");
-        var table = new AffinityTable(settings, store, () => DateTimeOffset.UtcNow, new CookieKey(""), TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(200));
+        var table = new AffinityTable(settings, store, () => DateTimeOffset.UtcNow, new AffinityKey("0123456789abcdef-test-key"), TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(200));
         var pool = new PoolHandle(TestPools.Snapshot(settings));
         pool.PublishAffinity(table);
 

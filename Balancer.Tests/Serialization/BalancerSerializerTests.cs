@@ -27,13 +27,14 @@ public class BalancerSerializerTests : IAsyncLifetime
         new BackendOverride("app", "a", null, null, null, true, DateTimeOffset.UnixEpoch),
         new ProbeEntity.EnsureProbe("app", "b", "127.0.0.1:9002"),
         Balancer.Affinity.AffinityBucket.Empty,
-        new Balancer.Affinity.AffinityStore.PeerLookup(7, "session-7"),
-        new Balancer.Affinity.AffinityStore.PeerLookupAnswer(7, "b", 1_795_000_000_123),
+        new Balancer.Affinity.AffinityStore.PeerLookup(7, 0xfedcba9876543210),
+        new Balancer.Affinity.AffinityStore.PeerLookupAnswer(7, "b", 1_795_000_000_123, Established: true),
         new Balancer.Affinity.AffinityStore.PeerLookupAnswer(8, null, 0),
         Balancer.Affinity.AffinityBucket.Empty
-            .Set("s-1", new Balancer.Affinity.AffinityEntry("b", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_123)))
-            .Set("séance-2", new Balancer.Affinity.AffinityEntry("a", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_456)))
-            .Set("s-0", Balancer.Affinity.AffinityEntry.Cleared(DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_000))),
+            .Set(ulong.MaxValue, new Balancer.Affinity.AffinityEntry("b", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_123), Established: true))
+            .Set(2, new Balancer.Affinity.AffinityEntry("séance", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_456)))
+            .Set(0, Balancer.Affinity.AffinityEntry.Cleared(DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_000)))
+            .WithCapacity(1500),
     };
 
     [Theory]
@@ -93,15 +94,27 @@ public class BalancerSerializerTests : IAsyncLifetime
         var serializer = new BalancerSerializer((ExtendedActorSystem)_system);
         Assert.StartsWith("malformed health-record/1 payload", Assert.Throws<SerializationException>(() => serializer.FromBinary("{not json"u8.ToArray(), "health-record/1")).Message);
         // A count larger than the payload could hold is refused before anything is allocated for it.
-        Assert.Equal("malformed affinity-bucket/1 payload: count 2147483647 exceeds what 0 remaining bytes can hold",
-            Assert.Throws<SerializationException>(() => serializer.FromBinary([0xff, 0xff, 0xff, 0xff, 0x07], "affinity-bucket/1")).Message);
-        Assert.Equal("malformed affinity-bucket/1 payload: entry 0 names backend 3 of 1",
-            Assert.Throws<SerializationException>(() => serializer.FromBinary([1, 1, (byte)'a', 1, 1, (byte)'k', 3, 0, 0, 0, 0, 0, 0, 0, 0], "affinity-bucket/1")).Message);
-        Assert.Equal("malformed affinity-bucket/1 payload: truncated at byte 7",
-            Assert.Throws<SerializationException>(() => serializer.FromBinary([1, 1, (byte)'a', 1, 1, (byte)'k', 0, 0, 0], "affinity-bucket/1")).Message);
-        Assert.Equal("malformed affinity-bucket/1 payload: entry 1 is out of key order",
-            Assert.Throws<SerializationException>(() => serializer.FromBinary(
-                [1, 1, (byte)'a', 2, 1, (byte)'k', 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, (byte)'k', 0, 0, 0, 0, 0, 0, 0, 0, 0], "affinity-bucket/1")).Message);
+        Assert.Equal("malformed affinity-bucket/2 payload: count 2147483647 exceeds what 0 remaining bytes can hold",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([0, 0xff, 0xff, 0xff, 0xff, 0x07], "affinity-bucket/2")).Message);
+        byte[] Entry(byte hash, byte backend, byte flags = 0) => [hash, 0, 0, 0, 0, 0, 0, 0, backend, 1, 0, 0, 0, 0, 0, 0, 0, flags];
+        Assert.Equal("malformed affinity-bucket/2 payload: entry 0 names backend 3 of 1",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([10, 1, 1, (byte)'a', 1, .. Entry(1, 3)], "affinity-bucket/2")).Message);
+        Assert.Equal("malformed affinity-bucket/2 payload: truncated at byte 5",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([10, 1, 1, (byte)'a', 1, 1, 2, 3], "affinity-bucket/2")).Message);
+        Assert.Equal("malformed affinity-bucket/2 payload: entry 1 is out of hash order",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([10, 1, 1, (byte)'a', 2, .. Entry(1, 0), .. Entry(1, 0)], "affinity-bucket/2")).Message);
+        Assert.Equal("malformed affinity-bucket/2 payload: entry 0 has unknown flags 2",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([10, 1, 1, (byte)'a', 1, .. Entry(1, 0, flags: 2)], "affinity-bucket/2")).Message);
         Assert.StartsWith("refusing a ensure-probe/1 payload of", Assert.Throws<SerializationException>(() => serializer.FromBinary(new byte[BalancerSerializer.MaxPayloadBytes + 1], "ensure-probe/1")).Message);
+    }
+
+    [Fact]
+    public void SessionsOfAnEarlierVersion_KeysInClear_AreNeverRead_AndItsLookupsAreRefusedByName()
+    {
+        var serializer = new BalancerSerializer((ExtendedActorSystem)_system);
+        // affinity-bucket/1 as an earlier version wrote it: one session under its key in clear.
+        var earlier = (Balancer.Affinity.AffinityBucket)serializer.FromBinary([1, 1, (byte)'a', 1, 1, (byte)'k', 0, 0, 0, 0, 0, 0, 0, 0, 0], "affinity-bucket/1");
+        Assert.Equal(0, earlier.Count);
+        Assert.Contains("earlier Balancer version", Assert.Throws<SerializationException>(() => serializer.FromBinary("{}"u8.ToArray(), "affinity-lookup/1")).Message);
     }
 }

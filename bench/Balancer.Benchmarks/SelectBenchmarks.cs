@@ -35,7 +35,7 @@ public class SelectBenchmarks
         _maglev = Snapshot("maglev");
         var pool = Pool("round-robin", "affinity { mode = \"header:X-Session\", max-entries = 200000 }");
         var now = DateTimeOffset.UtcNow;
-        _affinity = new AffinityTable(pool, ActorRefs.Nobody, () => now, new CookieKey(""), TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(3));
+        _affinity = new AffinityTable(pool, ActorRefs.Nobody, () => now, new AffinityKey("0123456789abcdef-bench-key"), TimeSpan.FromSeconds(3), TimeSpan.FromSeconds(3));
         _keys = Enumerable.Range(0, Sessions).Select(i => $"session-{i:x8}").ToArray();
         foreach (var key in _keys)
         {
