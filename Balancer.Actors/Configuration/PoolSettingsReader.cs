@@ -132,9 +132,9 @@ internal static class PoolSettingsReader
         var maxEntries = section.Int("max-entries", 1, 100_000_000);
         var automatic = (maxEntries + AffinitySettings.SessionsPerAutomaticBucket - 1) / AffinitySettings.SessionsPerAutomaticBucket;
         var buckets = section.String("buckets") == "auto" ? Math.Max(16, automatic) : section.Int("buckets", 1, 100_000);
-        if (buckets > 0 && (maxEntries + buckets - 1) / buckets > AffinitySettings.MaxSessionsPerBucket)
+        if (buckets > 0 && AffinitySettings.CapacityOf(maxEntries, buckets) > AffinitySettings.MaxSessionsPerBucket)
         {
-            section.Problem("buckets", $"at most {AffinitySettings.MaxSessionsPerBucket} sessions a bucket fit every remoting frame, and {buckets} buckets hold {(maxEntries + buckets - 1) / buckets} each at max-entries = {maxEntries}: set at least {(maxEntries + AffinitySettings.MaxSessionsPerBucket - 1) / AffinitySettings.MaxSessionsPerBucket}, or auto");
+            section.Problem("buckets", $"at most {AffinitySettings.MaxSessionsPerBucket} sessions a bucket fit every remoting frame, and {buckets} buckets hold up to {AffinitySettings.CapacityOf(maxEntries, buckets)} each at max-entries = {maxEntries}: set more, or auto");
         }
         return new AffinitySettings(mode, keyName, cookieName, section.Duration("ttl"), write,
             buckets, maxEntries, section.Int("new-sessions-per-client", 0, 1_000_000));

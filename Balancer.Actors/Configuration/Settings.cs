@@ -145,8 +145,18 @@ public sealed record AffinitySettings(
     /// </summary>
     public const int MaxSessionsPerBucket = 1500;
 
-    /// <summary>The sessions each replicated bucket keeps at most: max-entries shared by the buckets.</summary>
-    public int BucketCapacity => (MaxEntries + Buckets - 1) / Buckets;
+    /// <summary>
+    /// The sessions each replicated bucket keeps at most: its share of max-entries, plus four
+    /// standard deviations of how unevenly hashing fills buckets, so that a table of max-entries
+    /// sessions never has one evicted (the table may hold a little more).
+    /// </summary>
+    public int BucketCapacity => CapacityOf(MaxEntries, Buckets);
+
+    internal static int CapacityOf(int maxEntries, int buckets)
+    {
+        var share = (maxEntries + buckets - 1) / buckets;
+        return share + (int)Math.Ceiling(4 * Math.Sqrt(share));
+    }
 }
 
 /// <summary>How a session is recognised.</summary>
