@@ -37,6 +37,11 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     // Each bucket as last replicated to this node, to find the expired entries it still holds.
     private readonly Dictionary<AffinityBucketKey, AffinityBucket> _latest = new();
 
+    // The sessions of each bucket that the data plane's cache may hold (pinned here, or merged from
+    // the bucket): what Reconcile checks against the bucket, so that the cache never keeps what
+    // every replica evicted.
+    private readonly Dictionary<AffinityBucketKey, HashSet<ulong>> _cached = new();
+
     // A majority write is already on its way: the pins that arrive meanwhile wait for the next one.
     private bool _flushQueued;
 
@@ -74,6 +79,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         Receive<Write>(write =>
         {
             var bucket = BucketOf(write.Hash);
+            CachedOf(bucket).Add(write.Hash);
             if (!_pending.TryGetValue(bucket, out var writes))
             {
                 _pending[bucket] = writes = new List<Write>();
@@ -144,10 +150,13 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             }
             _latest[key] = bucket;
             // Entries already cached are skipped by reference.
+            var cached = CachedOf(key);
             foreach (var (session, entry) in bucket.Entries)
             {
                 _table.Merge(session, entry);
+                cached.Add(session);
             }
+            Reconcile(key, bucket);
         });
         Receive<Sweep>(_ => OnSweep());
         Receive<OverBudget>(_ =>
@@ -199,6 +208,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         }
         var id = ++_lastLookupId;
         var scheduler = Context.System.Scheduler;
+        CachedOf(BucketOf(lookup.Hash)).Add(lookup.Hash);
         Context.ActorOf(SessionLookupAggregator.Props(lookup, _table, () => scheduler.Now, id, BucketOf(lookup.Hash), reachable, needed, Self.Path.Elements, _replicator, _readTimeout),
             $"lookup-{(ulong)id}");
     }
@@ -264,6 +274,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         foreach (var hash in _table.Expired(cutoff))
         {
             _table.Forget(hash);
+            CachedOf(BucketOf(hash)).Remove(hash);
         }
         // Each node sweeps its own replica (a merge never brings an expired entry back), by what the
         // bucket holds rather than what the cache holds: the two can differ after a restart.
@@ -316,13 +327,24 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             }
             var batch = new WriteBatch(writes.Select(w => w.Acknowledged).Where(a => a is not null).ToList()!);
             var capacity = _capacity;
+            var table = _table;
             _replicator.Tell(Dsl.Update(bucket, AffinityBucket.Empty, _write, batch, data =>
             {
                 foreach (var write in writes)
                 {
                     data = data.Set(write.Hash, write.Entry);
                 }
-                return data.WithCapacity(capacity);
+                data = data.WithCapacity(capacity);
+                // A pin the full bucket evicted at once never shows in a change notification: the
+                // cache drops it here (the table is safe to touch from the replicator's thread).
+                foreach (var write in writes)
+                {
+                    if (!data.Entries.ContainsKey(write.Hash))
+                    {
+                        table.Forget(write.Hash, write.Entry);
+                    }
+                }
+                return data;
             }));
         }
         if (waiting && !Timers.IsTimerActive("flush"))
@@ -389,6 +411,47 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     }
 
     private AffinityBucketKey BucketOf(ulong hash) => _buckets[hash % (ulong)_buckets.Length];
+
+    private HashSet<ulong> CachedOf(AffinityBucketKey bucket)
+    {
+        if (!_cached.TryGetValue(bucket, out var cached))
+        {
+            _cached[bucket] = cached = new HashSet<ulong>();
+        }
+        return cached;
+    }
+
+    /// <summary>
+    /// Drops from the cache the sessions of <paramref name="key"/> that its bucket no longer holds:
+    /// evicted when another node's pins filled it, or swept. A pin younger than two seconds is kept,
+    /// as the bucket may not hold it yet.
+    /// </summary>
+    private void Reconcile(AffinityBucketKey key, AffinityBucket bucket)
+    {
+        var cached = CachedOf(key);
+        if (cached.Count <= bucket.Count && bucket.Count > 0 && cached.All(bucket.Entries.ContainsKey))
+        {
+            return;
+        }
+        var settled = Context.System.Scheduler.Now + _pool.Affinity.Ttl - TimeSpan.FromSeconds(2);
+        cached.RemoveWhere(hash =>
+        {
+            if (bucket.Entries.ContainsKey(hash))
+            {
+                return false;
+            }
+            if (_table.Cached(hash) is not { } entry)
+            {
+                return true;
+            }
+            if (entry.ExpiresAt >= settled)
+            {
+                return false;
+            }
+            _table.Forget(hash, entry);
+            return true;
+        });
+    }
 
     /// <summary>Replicate an entry; <see cref="Acknowledged"/> completes when the write consistency is met.</summary>
     public sealed record Write(ulong Hash, AffinityEntry Entry, TaskCompletionSource? Acknowledged);

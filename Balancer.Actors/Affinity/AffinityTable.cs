@@ -199,6 +199,9 @@ public sealed class AffinityTable
         _entries.AddOrUpdate(hash, entry, (_, existing) => entry.Wins(existing) ? entry : existing);
     }
 
+    /// <summary>The entry cached under <paramref name="hash"/>, expired or not.</summary>
+    internal AffinityEntry? Cached(ulong hash) => _entries.TryGetValue(hash, out var entry) ? entry : null;
+
     /// <summary>Forgets a session evicted or swept from its bucket, unless it was pinned again here since.</summary>
     internal void Forget(ulong hash, AffinityEntry? asHeld = null)
     {

@@ -231,6 +231,101 @@ public class ClusterProcessTests : IAsyncLifetime
         Assert.Equal(0, lost);
     }
 
+    [Fact]
+    public async Task SessionFlood_TableStaysBounded_MemoryWithin150MB_NoOversizedGossip_AndEarlierSessionsKeepTheirBackends()
+    {
+        var extra = new[]
+        {
+            "--set", "balancer.pools.app.affinity.mode=\"header:X-Session\"",
+            "--set", "balancer.pools.app.affinity.max-entries=20000",
+        };
+        var nodes = await StartThreeNodesAsync(extra);
+
+        // 200 sessions made before the flood, each back for a second request (established), on every node.
+        using var client = new StickyClient("header:X-Session");
+        var sessions = new List<(StickyClient.Session Session, string Backend)>();
+        for (var i = 0; i < 200; i++)
+        {
+            var made = await client.CreateAsync(8081, i);
+            Assert.Equal(made.Backend, await client.BackendOfAsync(8081, made.Item1));
+            sessions.Add(made);
+        }
+        await WaitUntilAsync(() => EntriesAsync(9111).Result >= 200 && EntriesAsync(9112).Result >= 200, TimeSpan.FromSeconds(20), "the 200 sessions on every node");
+        var idle = nodes.Select(n => ResidentBytes(n.Pid)).ToArray();
+        var peak = idle.ToArray();
+        using var sampling = new CancellationTokenSource();
+        var sampler = Task.Run(async () =>
+        {
+            while (!sampling.IsCancellationRequested)
+            {
+                for (var i = 0; i < nodes.Length; i++)
+                {
+                    peak[i] = Math.Max(peak[i], ResidentBytes(nodes[i].Pid));
+                }
+                await Task.Delay(250);
+            }
+        });
+
+        // 50,000 distinct 512-character keys from one address, then 20 keys from each of 1,000 addresses.
+        var flood = Stopwatch.StartNew();
+        using (var one = ToolProcess.ClientFrom("127.0.0.1"))
+        {
+            await Parallel.ForEachAsync(Enumerable.Range(0, 50_000), new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (i, cancellationToken) =>
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{8081 + i % 3}/");
+                request.Headers.Add("X-Session", $"flood-{i}-".PadRight(512, 'x'));
+                using var response = await one.SendAsync(request, cancellationToken);
+                response.EnsureSuccessStatusCode();
+            });
+        }
+        await Parallel.ForEachAsync(Enumerable.Range(0, 1000), new ParallelOptions { MaxDegreeOfParallelism = 32 }, async (address, cancellationToken) =>
+        {
+            using var from = ToolProcess.ClientFrom($"127.0.{10 + address / 250}.{2 + address % 250}");
+            for (var k = 0; k < 20; k++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, $"http://127.0.0.1:{8081 + address % 3}/");
+                request.Headers.Add("X-Session", $"client-{address}-{k}");
+                using var response = await from.SendAsync(request, cancellationToken);
+                response.EnsureSuccessStatusCode();
+            }
+        });
+        var flooded = flood.Elapsed;
+        // Replication settles: every node holds the same bounded table.
+        await Task.Delay(5000);
+        sampling.Cancel();
+        await sampler;
+        var entries = new[] { await EntriesAsync(9110), await EntriesAsync(9111), await EntriesAsync(9112) };
+        Console.WriteLine($"session flood: 70,000 requests in {flooded.TotalSeconds:0.0} s; entries per node {string.Join(", ", entries)}; RSS idle {string.Join(", ", idle.Select(b => b >> 20))} MB, peak {string.Join(", ", peak.Select(b => b >> 20))} MB");
+
+        Assert.All(entries, e => Assert.InRange(e, 20_000, 20 * 1127));
+        for (var i = 0; i < nodes.Length; i++)
+        {
+            Assert.True(peak[i] - idle[i] < 150L << 20, $"node {i + 1} grew from {idle[i] >> 20} MB to {peak[i] >> 20} MB");
+            Assert.DoesNotContain("oversized", nodes[i].Output + nodes[i].Errors, StringComparison.OrdinalIgnoreCase);
+        }
+        var moved = 0;
+        foreach (var port in new[] { 8081, 8082, 8083 })
+        {
+            foreach (var (session, backend) in sessions)
+            {
+                moved += await client.BackendOfAsync(port, session) == backend ? 0 : 1;
+            }
+        }
+        Assert.Equal(0, moved);
+    }
+
+    /// <summary>The node's resident set (VmRSS), in bytes.</summary>
+    private static long ResidentBytes(int pid) =>
+        File.ReadLines($"/proc/{pid}/status").Where(l => l.StartsWith("VmRSS:", StringComparison.Ordinal))
+            .Select(l => long.Parse(l.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024).Single();
+
+    /// <summary>The sessions of pool app a node holds, from its metrics.</summary>
+    private async Task<double> EntriesAsync(int adminPort)
+    {
+        var metrics = await _http.GetStringAsync($"http://127.0.0.1:{adminPort}/metrics");
+        return double.Parse(metrics.Split('\n').Single(l => l.StartsWith("balancer_affinity_entries{pool=\"app\"}", StringComparison.Ordinal)).Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     /// <summary>
     /// A client that makes and replays sessions the way each affinity mode recognises them: a
     /// header, the backend's own session cookie, the balancer's cookie, or the client's address
