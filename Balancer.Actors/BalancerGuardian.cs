@@ -32,7 +32,7 @@ internal sealed class BalancerGuardian : ReceiveActor
         }
         if (settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None))
         {
-            Context.ActorOf(Affinity.AffinityKeyKeeper.Props(affinityKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout), "affinity-key");
+            Context.ActorOf(Affinity.AffinityKeyKeeper.Props(affinityKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout, settings.Node.Role), "affinity-key");
         }
         // Frontends open where the node's duty says so (always, in active-active), and only after
         // the replicated state was read from the cluster: long after the stores above published.

@@ -89,13 +89,10 @@ public sealed record BalancerSettings(
             frontends.Add(FrontendSettingsReader.ReadFrontend(name, section, pools));
         }
 
-        foreach (var pool in pools.Where(p => p.Affinity.Mode == AffinityMode.Cookie))
+        if (node.AffinityKey.Length is > 0 and < 16 && pools.Any(p => p.Affinity.Mode != AffinityMode.None))
         {
-            if (node.AffinityKey.Length is > 0 and < 16)
-            {
-                problems.Add(new ConfigProblem("balancer.node.affinity-key",
-                    "cookie affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)"));
-            }
+            problems.Add(new ConfigProblem("balancer.node.affinity-key",
+                "affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)"));
         }
         var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable(), AlertSettingsReader.ReadAlerts(root.Section("alerts"), userBalancer, reference));
         FrontendSettingsReader.CheckBindConflicts(settings, problems);

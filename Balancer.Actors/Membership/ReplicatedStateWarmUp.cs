@@ -45,7 +45,7 @@ internal sealed class ReplicatedStateWarmUp : ReceiveActor, IWithTimers
         };
         if (_settings.Node.AffinityKey.Length == 0 && _settings.Pools.Any(p => p.Affinity.Mode != AffinityMode.None))
         {
-            keys.Add(Replication.ReplicatedKeys.AffinityCookieKey);
+            keys.Add(Replication.ReplicatedKeys.AffinityKey);
         }
         foreach (var pool in _settings.Pools.Where(p => p.Affinity.Mode != AffinityMode.None))
         {

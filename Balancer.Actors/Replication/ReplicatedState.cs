@@ -55,8 +55,8 @@ public static class ReplicatedKeys
     /// <summary>Probe verdicts per backend and probing node.</summary>
     public static readonly LWWDictionaryKey<string, HealthRecord> Health = new("balancer-health");
 
-    /// <summary>The cluster's generated affinity cookie key, when <c>balancer.node.affinity-key</c> is empty.</summary>
-    public static readonly LWWRegisterKey<string> AffinityCookieKey = new("balancer-affinity-key");
+    /// <summary>The cluster's generated affinity key (cookie signatures, session hashes), when <c>balancer.node.affinity-key</c> is empty.</summary>
+    public static readonly LWWRegisterKey<string> AffinityKey = new("balancer-affinity-key");
 
     /// <summary>
     /// The <c>buckets</c> keys of a pool's session table, <c>balancer-sessions-POOL-N</c> (an earlier

@@ -27,7 +27,8 @@ public class BalancerSettingsTests
         Assert.Equal("BALANCER", pool.Affinity.CookieName);
         Assert.Equal(TimeSpan.FromMinutes(30), pool.Affinity.Ttl);
         Assert.Equal(AffinityWriteConsistency.Local, pool.Affinity.Write);
-        Assert.Equal(64, pool.Affinity.Buckets);
+        Assert.Equal(100, pool.Affinity.Buckets);
+        Assert.Equal(1127, pool.Affinity.BucketCapacity);
         Assert.Equal(100_000, pool.Affinity.MaxEntries);
         Assert.Equal(100, pool.Affinity.NewSessionsPerClient);
         Assert.Equal(HealthCheckKind.Http, pool.HealthCheck.Kind);
@@ -104,8 +105,9 @@ public class BalancerSettingsTests
     [InlineData("balancer.frontends.web { pool = app }\nbalancer.pools.app.backends.a = \"127.0.0.1:1\"", "balancer.frontends.web.bind: expected at least one IP:PORT to listen on")]
     [InlineData("balancer.frontends.web { bind = \"example.com:80\", pool = app }\nbalancer.pools.app.backends.a = \"127.0.0.1:1\"", "balancer.frontends.web.bind: expected an IP address to listen on, got host name \"example.com\"")]
     [InlineData("balancer.pools.\"bad name\".backends.a = \"127.0.0.1:1\"", "balancer.pools.bad name: a pool name uses letters, digits, - and _ (at most 64)")]
-    [InlineData("balancer.pools.app.affinity.mode = cookie\nbalancer.node.affinity-key = short", "balancer.node.affinity-key: cookie affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)")]
-    [InlineData("balancer.pools.app.affinity.buckets = 0", "balancer.pools.app.affinity.buckets: expected a whole number from 1 to 4096, got \"0\"")]
+    [InlineData("balancer.pools.app.affinity.mode = cookie\nbalancer.node.affinity-key = short", "balancer.node.affinity-key: affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)")]
+    [InlineData("balancer.pools.app.affinity.buckets = 0", "balancer.pools.app.affinity.buckets: expected a whole number from 1 to 100000, got \"0\"")]
+    [InlineData("balancer.pools.app.affinity.buckets = 16\nbalancer.pools.app.affinity.max-entries = 100000", "balancer.pools.app.affinity.buckets: at most 1500 sessions a bucket fit every remoting frame, and 16 buckets hold up to 6567 each at max-entries = 100000: set more, or auto")]
     [InlineData("balancer.pools.app.health-check { interval = 1s, timeout = 2s }", "balancer.pools.app.health-check.timeout: expected at most health-check.interval (1000ms), got 2000ms")]
     public void Create_InvalidValue_OneLineNamingTheKey(string hocon, string expected)
     {

@@ -39,7 +39,8 @@ public class FrameSizeTests(ITestOutputHelper output)
             }
             var tables = nodes.Select(n => BalancerExtension.Get(n).Pools.Find("inventory")!.Affinity!).ToList();
             var client = BalancerExtension.Get(nodes[0]).Client;
-            await Eventually.Holds(() => Assert.NotNull(tables[0].HashOf("k")), TimeSpan.FromSeconds(10));
+            // The cluster's affinity key (which session hashes are keyed with) is known to both members.
+            await Eventually.Holds(() => Assert.Equal(tables[0].HashOf("k") ?? 0, tables[1].HashOf("k") ?? 1), TimeSpan.FromSeconds(15));
 
             var burst = Stopwatch.StartNew();
             var pinned = new string[sessions];
