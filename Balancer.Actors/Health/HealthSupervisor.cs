@@ -71,8 +71,64 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
                     .WithRememberEntities(false),
                 new ProbeEntity.MessageExtractor(settings.Node.ProbeShards));
         }
-        Receive<Reconcile>(_ => OnReconcile());
+        Receive<Reconcile>(_ =>
+        {
+            if (_stopping is null)
+            {
+                OnReconcile();
+            }
+        });
         Receive<CurrentRegions>(OnCurrentRegions);
+        Receive<StopProbes>(_ => OnStopProbes());
+        Receive<Terminated>(terminated =>
+        {
+            if (terminated.ActorRef.Equals(_region))
+            {
+                ProbesStopped();
+            }
+        });
+        Receive<RegionStopTimedOut>(_ => ProbesStopped());
+    }
+
+    // Who waits for the probes to stop (the node's coordinated shutdown); null until it starts.
+    private IActorRef? _stopping;
+
+    /// <summary>
+    /// How long the probe region may take to stop before the node goes on leaving. Its shards hold
+    /// nothing to hand over (a probe starts afresh anywhere), so it is stopped outright rather than
+    /// handed off: with every member stopping at once, a hand-off waits for a coordinator that is
+    /// leaving too, for the whole 10 s of its phase.
+    /// </summary>
+    internal static readonly TimeSpan RegionStopTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Stops the probes before the node leaves the cluster: no more EnsureProbe to a region on its
+    /// way out (dead letters), and the probe region stopped at once; the coordinator gives its
+    /// shards to the members that stay, which keep asking for their probes.
+    /// </summary>
+    private void OnStopProbes()
+    {
+        _stopping = Sender;
+        Timers.Cancel("reconcile");
+        foreach (var (probe, _) in _localProbes.Values)
+        {
+            Context.Stop(probe);
+        }
+        _localProbes.Clear();
+        if (_region is null)
+        {
+            ProbesStopped();
+            return;
+        }
+        Context.Watch(_region);
+        _region.Tell(PoisonPill.Instance);
+        Timers.StartSingleTimer("region-stop", RegionStopTimedOut.Instance, RegionStopTimeout);
+    }
+
+    private void ProbesStopped()
+    {
+        Timers.Cancel("region-stop");
+        _stopping?.Tell(Akka.Done.Instance);
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -84,6 +140,18 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
     {
         Self.Tell(Reconcile.Instance);
         Timers.StartPeriodicTimer("reconcile", Reconcile.Instance, ReconcileInterval);
+        var self = Self;
+        CoordinatedShutdown.Get(Context.System).AddTask(CoordinatedShutdown.PhaseBeforeClusterShutdown, "balancer-probes-stop", async () =>
+        {
+            try
+            {
+                await self.Ask<Akka.Done>(StopProbes.Instance, RegionStopTimeout + TimeSpan.FromSeconds(1));
+            }
+            catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
+            {
+            }
+            return Akka.Done.Instance;
+        });
     }
 
     protected override void PostStop() => _client.Dispose();
@@ -170,6 +238,18 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
             "akka.cluster.roles of the members that run Balancer) so that the probes are sharded among them.",
             CoordinatorWait.TotalSeconds, _role.Length == 0 ? "" : $" with role {_role}", oldest?.Address.ToString() ?? "unknown");
         Self.Tell(Reconcile.Instance);
+    }
+
+    private sealed class StopProbes
+    {
+        public static readonly StopProbes Instance = new();
+        private StopProbes() { }
+    }
+
+    private sealed class RegionStopTimedOut
+    {
+        public static readonly RegionStopTimedOut Instance = new();
+        private RegionStopTimedOut() { }
     }
 
     private sealed class Reconcile
