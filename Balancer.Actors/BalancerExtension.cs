@@ -67,6 +67,7 @@ public sealed class BalancerExtension : IExtension
             _frontendCounters[frontend.Name] = new FrontendCounters(frontend.Name);
         }
         Metrics = new Telemetry.BalancerMetrics(Pools, () => _frontendCounters.Values, Membership);
+        var otlp = Telemetry.OtlpExport.Start(Settings.Telemetry, system.Provider.DefaultAddress.ToString());
         Prometheus = new Telemetry.PrometheusExporter(Metrics);
         Client = new Client.BalancerClient(Pools, Events, Membership);
         Replication.BalancerReplicator.Get(system);
@@ -87,6 +88,7 @@ public sealed class BalancerExtension : IExtension
         });
         system.RegisterOnTermination(() =>
         {
+            otlp?.Dispose();
             Prometheus.Dispose();
             Metrics.Dispose();
             foreach (var handle in Pools.Pools.Values)

@@ -14,7 +14,8 @@ public sealed record BalancerSettings(
     NodeSettings Node,
     ImmutableArray<FrontendSettings> Frontends,
     ImmutableArray<PoolSettings> Pools,
-    AlertSettings Alerts)
+    AlertSettings Alerts,
+    TelemetrySettings Telemetry)
 {
     private static readonly Lazy<Config> Reference = new(LoadReference);
 
@@ -94,7 +95,8 @@ public sealed record BalancerSettings(
             problems.Add(new ConfigProblem("balancer.node.affinity-key",
                 "affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)"));
         }
-        var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable(), AlertSettingsReader.ReadAlerts(root.Section("alerts"), userBalancer, reference));
+        var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable(), AlertSettingsReader.ReadAlerts(root.Section("alerts"), userBalancer, reference),
+            TelemetrySettingsReader.ReadTelemetry(root.Section("telemetry"), userBalancer, reference));
         FrontendSettingsReader.CheckBindConflicts(settings, problems);
         return settings;
     }

@@ -295,3 +295,13 @@ public sealed record StatusCodeRanges(ImmutableArray<(int From, int To)> Ranges)
 /// <param name="MaxAttempts">Attempts per alert and webhook, with doubling backoff, before it is dropped with a log line.</param>
 /// <param name="QueueLimit">Alerts waiting per webhook beyond which the oldest are dropped (a dead receiver must not hold memory).</param>
 public sealed record AlertSettings(ImmutableArray<Uri> Webhooks, TimeSpan Timeout, int MaxAttempts, int QueueLimit);
+
+/// <summary>OpenTelemetry export (<c>balancer.telemetry.otlp</c>); off while <see cref="Endpoint"/> is null.</summary>
+public sealed record TelemetrySettings(Uri? Endpoint, OtlpProtocol Protocol, string Headers, double Sampling, TimeSpan ExportInterval)
+{
+    /// <summary>No export.</summary>
+    public static readonly TelemetrySettings Off = new(null, OtlpProtocol.HttpProtobuf, "", 1, TimeSpan.FromSeconds(5));
+}
+
+/// <summary>How OTLP is sent.</summary>
+public enum OtlpProtocol { HttpProtobuf, Grpc }

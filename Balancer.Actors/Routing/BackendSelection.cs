@@ -35,6 +35,15 @@ public struct BackendSelection
     /// <summary>Attempts handed out so far (leases with a backend).</summary>
     public int Attempts { get; private set; }
 
+    /// <summary>
+    /// How the request's session was found, for traces: <c>hit</c> (its backend was known),
+    /// <c>miss</c> (new, or moved from a backend that is gone), <c>none</c> (no affinity, or no key).
+    /// </summary>
+    public readonly string AffinityOutcome =>
+        _session.Table is null || (_session.Key is null && _session.Backend is null) ? "none"
+        : _session.Backend is not null && !_session.Moved ? "hit"
+        : "miss";
+
     /// <summary>True while another attempt is allowed by the pool's <c>retries</c>.</summary>
     public readonly bool CanRetry => Attempts < 1 + Snapshot.Settings.Retries;
 

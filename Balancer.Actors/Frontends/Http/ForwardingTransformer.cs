@@ -36,6 +36,17 @@ internal sealed class ForwardingTransformer : HttpTransformer
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
         var request = httpContext.Request;
+        if (System.Diagnostics.Activity.Current is { } span && ReferenceEquals(span.Source, Telemetry.BalancerTracing.Source))
+        {
+            // The backend continues the trace from the balancer's span, not from the client's.
+            proxyRequest.Headers.Remove("traceparent");
+            proxyRequest.Headers.Remove("tracestate");
+            proxyRequest.Headers.TryAddWithoutValidation("traceparent", span.Id);
+            if (span.TraceStateString is { Length: > 0 } state)
+            {
+                proxyRequest.Headers.TryAddWithoutValidation("tracestate", state);
+            }
+        }
         if (_preserveHost && request.Host.HasValue)
         {
             proxyRequest.Headers.Host = request.Host.Value;

@@ -21,12 +21,14 @@ internal sealed class HttpProxy
     private readonly IHttpForwarder _forwarder;
     private readonly string? _hsts;
     private readonly HttpTransformer _transformer;
+    private readonly string _frontend;
     private RequestConfigForTimeout _requestConfig = new(TimeSpan.Zero, ForwarderRequestConfig.Empty);
 
     public HttpProxy(FrontendSettings frontend, PoolHandle pool, FrontendCounters counters, IHttpForwarder forwarder)
     {
         _counters = counters;
         _pool = pool;
+        _frontend = frontend.Name;
         _hsts = frontend.Tls?.Hsts is { } maxAge ? $"max-age={(long)maxAge.TotalSeconds}" : null;
         _forwarder = forwarder;
         _transformer = new ForwardingTransformer(frontend);
@@ -36,9 +38,10 @@ internal sealed class HttpProxy
     {
         FirstRequestDeadline.Arrived(context);
         _counters.Accept();
+        using var activity = Telemetry.BalancerTracing.StartRequest(context, _frontend, _pool.Name);
         try
         {
-            await ForwardCountedAsync(context);
+            await ForwardCountedAsync(context, activity);
         }
         finally
         {
@@ -46,7 +49,7 @@ internal sealed class HttpProxy
         }
     }
 
-    private async Task ForwardCountedAsync(HttpContext context)
+    private async Task ForwardCountedAsync(HttpContext context, System.Diagnostics.Activity? activity)
     {
         if (_hsts is not null)
         {
@@ -56,60 +59,69 @@ internal sealed class HttpProxy
         var snapshot = selection.Snapshot;
         var requestConfig = RequestConfigFor(snapshot.Settings);
         SessionResponse? session = null;
-        while (true)
+        string? served = null;
+        try
         {
-            var lease = selection.Next();
-            if (lease.Backend is not { } backend)
+            while (true)
             {
-                session?.Answered(default);
-                await WriteErrorAsync(context, snapshot, noBackend: selection.Attempts == 0);
-                return;
-            }
-            if (lease.PinsSession)
-            {
-                session ??= new SessionResponse(context, _pool.Affinity!);
-            }
-            // Set before every attempt: the one callback pins whichever attempt's backend answered.
-            session?.Answered(lease);
-
-            var error = await _forwarder.SendAsync(context, backend.DestinationPrefix, _pool.HttpClient, requestConfig, _transformer);
-            if (error == ForwarderError.None)
-            {
-                var status = context.Response.StatusCode;
-                lease.Complete(status >= 500 && snapshot.Settings.Passive.Count5xx ? BackendOutcome.Failed : BackendOutcome.Success, status);
-                return;
-            }
-
-            var errorFeature = context.Features.Get<IForwarderErrorFeature>();
-            if (IsConnectFailure(error, errorFeature?.Exception))
-            {
-                lease.Complete(BackendOutcome.ConnectFailed);
-                if (!context.Response.HasStarted && selection.CanRetry && !context.RequestAborted.IsCancellationRequested)
+                var lease = selection.Next();
+                if (lease.Backend is not { } backend)
                 {
-                    // Nothing reached the backend and nothing reached the client: try the next backend.
-                    context.Features.Set<IForwarderErrorFeature>(null);
-                    context.Response.StatusCode = StatusCodes.Status200OK;
-                    continue;
+                    session?.Answered(default);
+                    await WriteErrorAsync(context, snapshot, noBackend: selection.Attempts == 0);
+                    return;
                 }
-            }
-            else if (IsClientSide(error))
-            {
-                // The client went away or sent a broken body: nothing to hold against the backend,
-                // and YARP's own status (400, or none for an aborted client) stands.
-                lease.Complete(BackendOutcome.Abandoned);
+                if (lease.PinsSession)
+                {
+                    session ??= new SessionResponse(context, _pool.Affinity!);
+                }
+                // Set before every attempt: the one callback pins whichever attempt's backend answered.
+                session?.Answered(lease);
+                served = backend.Name;
+
+                var error = await _forwarder.SendAsync(context, backend.DestinationPrefix, _pool.HttpClient, requestConfig, _transformer);
+                if (error == ForwarderError.None)
+                {
+                    var status = context.Response.StatusCode;
+                    lease.Complete(status >= 500 && snapshot.Settings.Passive.Count5xx ? BackendOutcome.Failed : BackendOutcome.Success, status);
+                    return;
+                }
+
+                var errorFeature = context.Features.Get<IForwarderErrorFeature>();
+                if (IsConnectFailure(error, errorFeature?.Exception))
+                {
+                    lease.Complete(BackendOutcome.ConnectFailed);
+                    if (!context.Response.HasStarted && selection.CanRetry && !context.RequestAborted.IsCancellationRequested)
+                    {
+                        // Nothing reached the backend and nothing reached the client: try the next backend.
+                        context.Features.Set<IForwarderErrorFeature>(null);
+                        context.Response.StatusCode = StatusCodes.Status200OK;
+                        continue;
+                    }
+                }
+                else if (IsClientSide(error))
+                {
+                    // The client went away or sent a broken body: nothing to hold against the backend,
+                    // and YARP's own status (400, or none for an aborted client) stands.
+                    lease.Complete(BackendOutcome.Abandoned);
+                    return;
+                }
+                else
+                {
+                    lease.Complete(BackendOutcome.Failed);
+                }
+
+                if (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested)
+                {
+                    session?.Answered(default);
+                    await WriteErrorAsync(context, snapshot, noBackend: false, status: context.Response.StatusCode is >= 500 ? context.Response.StatusCode : 502);
+                }
                 return;
             }
-            else
-            {
-                lease.Complete(BackendOutcome.Failed);
-            }
-
-            if (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested)
-            {
-                session?.Answered(default);
-                await WriteErrorAsync(context, snapshot, noBackend: false, status: context.Response.StatusCode is >= 500 ? context.Response.StatusCode : 502);
-            }
-            return;
+        }
+        finally
+        {
+            Telemetry.BalancerTracing.Served(activity, served, selection.Attempts, selection.AffinityOutcome, context.Response.StatusCode);
         }
     }
 

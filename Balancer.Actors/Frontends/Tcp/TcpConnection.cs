@@ -24,6 +24,9 @@ internal sealed class TcpConnection
     private readonly string _frontend;
     private Socket? _backendSocket;
     private long _lastActivity;
+    // How the connection found its backend, for its span.
+    private int _attempts;
+    private string _affinity = "none";
     private int _aborted;
 
     public TcpConnection(Socket client, PoolHandle pool, TimeSpan idleTimeout, ILoggingAdapter log, string frontend,
@@ -41,6 +44,7 @@ internal sealed class TcpConnection
     public async Task RunAsync(CancellationToken stopping)
     {
         var lease = default(BackendLease);
+        using var activity = Telemetry.BalancerTracing.StartConnection(_frontend, _pool.Name);
         try
         {
             byte[]? hello = null;
@@ -52,8 +56,14 @@ internal sealed class TcpConnection
                     return;
                 }
                 _pool = _sniRoutes(serverName) ?? _pool;
+                if (activity is not null)
+                {
+                    activity.DisplayName = "tcp " + _pool.Name;
+                    activity.SetTag("balancer.pool", _pool.Name);
+                }
             }
             lease = await ConnectAsync(stopping).ConfigureAwait(false);
+            Telemetry.BalancerTracing.Served(activity, lease.Backend?.Name, _attempts, _affinity);
             if (!lease.HasBackend)
             {
                 return;
@@ -89,8 +99,10 @@ internal sealed class TcpConnection
     {
         // Source-IP affinity is the one kind a TCP connection carries.
         var selection = await BackendSelection.StartAsync(_pool, new RoutingRequest((_client.RemoteEndPoint as System.Net.IPEndPoint)?.Address)).ConfigureAwait(false);
+        _affinity = selection.AffinityOutcome;
         while (selection.Next() is { Backend: { } backend } lease)
         {
+            _attempts = selection.Attempts;
             try
             {
                 _backendSocket = await BackendConnection.ConnectAsync(backend.EndPoint, selection.Snapshot.Settings.ConnectTimeout, stopping).ConfigureAwait(false);
