@@ -66,6 +66,7 @@ public sealed class BalancerExtension : IExtension
         {
             _frontendCounters[frontend.Name] = new FrontendCounters(frontend.Name);
         }
+        RecentLog = Telemetry.RecentLog.Record(system);
         Metrics = new Telemetry.BalancerMetrics(Pools, () => _frontendCounters.Values, Membership);
         var otlp = Telemetry.OtlpExport.Start(Settings.Telemetry, system.Provider.DefaultAddress.ToString());
         Prometheus = new Telemetry.PrometheusExporter(Metrics);
@@ -100,7 +101,7 @@ public sealed class BalancerExtension : IExtension
 
     private Task<Management.AdminServer?> StartAdmin(ExtendedActorSystem system)
     {
-        var admin = new Management.AdminContext(Settings, Pools, Membership, Prometheus, Events, FrontendCounters, system);
+        var admin = new Management.AdminContext(Settings, Pools, Membership, Prometheus, Events, FrontendCounters, system, RecentLog);
         var started = Task.Run(() => Management.AdminServer.StartAsync(admin));
         // The admin API answers until the node has left the cluster, so `ctl` can watch it go.
         CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseActorSystemTerminate, "balancer-admin-stop", async () =>
@@ -116,6 +117,9 @@ public sealed class BalancerExtension : IExtension
 
     /// <summary>The extension of <paramref name="system"/>, started on first use.</summary>
     public static BalancerExtension Get(ActorSystem system) => system.WithExtension<BalancerExtension, BalancerExtensionProvider>();
+
+    /// <summary>The node's last log lines (<c>ctl log peek</c>).</summary>
+    public Telemetry.RecentLog RecentLog { get; }
 
     /// <summary>The validated settings the node runs with.</summary>
     public BalancerSettings Settings { get; }

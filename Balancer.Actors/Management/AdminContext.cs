@@ -18,8 +18,11 @@ internal sealed class AdminContext(
     PrometheusExporter prometheus,
     EventFeed events,
     Func<string, FrontendCounters> frontendCounters,
-    ActorSystem system)
+    ActorSystem system,
+    RecentLog recentLog)
 {
+    public RecentLog RecentLog => recentLog;
+
     public NodeSettings Node => settings.Node;
 
     public IReadOnlyList<FrontendSettings> Frontends => settings.Frontends;

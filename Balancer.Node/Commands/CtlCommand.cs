@@ -27,6 +27,8 @@ internal static class CtlCommand
         cluster down ADDRESS                   mark a member down (a dead node)
         cluster down-unreachable               down every member this node sees unreachable
         cluster tail                           stream membership and backend events (Ctrl+C stops)
+        cluster sbr                            the split-brain resolver's settings and last decisions
+        cluster sharding                       the probe shards and probes on each member
         pools                                  pools with algorithm, health and traffic
         backends [POOL]                        backends with health, admin state, weight and traffic
         backend ready|drain|maint POOL/BACKEND set a backend's admin state on every node
@@ -37,6 +39,8 @@ internal static class CtlCommand
         affinity clear POOL [KEY]              forget every session of a pool (or one: its key or hash:HEX)
         frontends                              frontends, their addresses and traffic
         stats                                  responses, failures and retries per backend
+        log peek [N]                           the node's last N log lines (50)
+        log level [debug|info|warning|error]   the node's log level, or set it
         """;
 
     public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
@@ -115,8 +119,16 @@ internal static class CtlCommand
                 output.WriteLine(Palette);
                 return;
             case "cluster":
-                switch (Arg(1, "show, leader, join, leave, down, down-unreachable or tail"))
+                switch (Arg(1, "show, leader, join, leave, down, down-unreachable, tail, sbr or sharding"))
                 {
+                    case "sbr":
+                        NoMore(2);
+                        await Print(client.GetAsync("api/cluster/sbr", cancellationToken), r => CtlOutput.SplitBrainResolver(r, output));
+                        return;
+                    case "sharding":
+                        NoMore(2);
+                        await Print(client.GetAsync("api/cluster/sharding", cancellationToken), r => CtlOutput.Sharding(r, output));
+                        return;
                     case "show":
                         NoMore(2);
                         await Print(client.GetAsync("api/cluster", cancellationToken), c => CtlOutput.Cluster(c, output));
@@ -139,7 +151,7 @@ internal static class CtlCommand
                         await client.TailAsync(e => output.WriteLine(json ? e.GetRawText() : CtlOutput.Event(e)), cancellationToken);
                         return;
                     default:
-                        throw new UsageException($"unknown cluster command \"{w[1]}\" (show, leader, join, leave, down, down-unreachable, tail)");
+                        throw new UsageException($"unknown cluster command \"{w[1]}\" (show, leader, join, leave, down, down-unreachable, tail, sbr, sharding)");
                 }
             case "pools":
                 NoMore(1);
@@ -214,8 +226,31 @@ internal static class CtlCommand
                 NoMore(1);
                 await Print(BackendsAsync(client, null, cancellationToken), b => CtlOutput.Stats(b, output));
                 return;
+            case "log":
+                switch (Arg(1, "peek or level"))
+                {
+                    case "peek":
+                    {
+                        var lines = w.Count > 2 ? LineCount(w[2]) : 50;
+                        NoMore(3);
+                        await Print(client.GetAsync($"api/log?lines={lines}", cancellationToken), l => CtlOutput.Log(l, output));
+                        return;
+                    }
+                    case "level" when w.Count == 2:
+                        await Print(client.GetAsync("api/log?lines=1", cancellationToken), l => output.WriteLine(l.GetProperty("level").GetString()));
+                        return;
+                    case "level":
+                    {
+                        var level = w[2];
+                        NoMore(3);
+                        await Print(client.PostAsync("api/log/level", new { level }, cancellationToken), Done);
+                        return;
+                    }
+                    default:
+                        throw new UsageException($"unknown log command \"{w[1]}\" (peek, level)");
+                }
             default:
-                throw new UsageException($"unknown command \"{w[0]}\" (cluster, pools, backends, backend, affinity, frontends, stats, help)");
+                throw new UsageException($"unknown command \"{w[0]}\" (cluster, pools, backends, backend, affinity, frontends, stats, log, help)");
         }
     }
 
@@ -232,6 +267,11 @@ internal static class CtlCommand
         }
         return JsonSerializer.SerializeToElement(all);
     }
+
+    private static int LineCount(string text) =>
+        int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var count) && count is >= 1 and <= 1000
+            ? count
+            : throw new UsageException($"log peek: expected a number of lines from 1 to 1000, got \"{text}\"");
 
     private static int Weight(string text) =>
         int.TryParse(text, out var weight) && BackendRules.IsValidWeight(weight)

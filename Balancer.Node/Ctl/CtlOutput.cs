@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 
 namespace Balancer.Node.Ctl;
@@ -127,6 +128,40 @@ internal static class CtlOutput
         }
         table.WriteTo(output);
         output.WriteLine($"{affinity.GetProperty("entries").GetInt32()} sessions in pool {affinity.GetProperty("pool").GetString()} ({affinity.GetProperty("mode").GetString()}, write {affinity.GetProperty("write").GetString()}){(table.Count < affinity.GetProperty("entries").GetInt32() ? $", first {table.Count} shown" : "")}");
+    }
+
+    public static void SplitBrainResolver(JsonElement sbr, TextWriter output)
+    {
+        output.WriteLine($"downing provider:        {sbr.GetProperty("downingProvider").GetString()}");
+        output.WriteLine($"strategy:                {sbr.GetProperty("strategy").GetString()}, stable after {sbr.GetProperty("stableAfterSeconds").GetDouble():0.###} s, down-all-when-unstable {sbr.GetProperty("downAllWhenUnstable").GetString()}");
+        output.WriteLine($"failure detector:        heartbeat every {sbr.GetProperty("heartbeatIntervalSeconds").GetDouble():0.###} s, acceptable pause {sbr.GetProperty("acceptableHeartbeatPauseSeconds").GetDouble():0.###} s");
+        var decisions = sbr.GetProperty("decisions").EnumerateArray().ToList();
+        output.WriteLine(decisions.Count == 0 ? "decisions on this node:  none since it started" : "decisions on this node:");
+        foreach (var line in decisions)
+        {
+            output.WriteLine($"  {line.GetProperty("at").GetDateTimeOffset().ToLocalTime():yyyy-MM-dd HH:mm:ss}  {line.GetProperty("message").GetString()}");
+        }
+    }
+
+    public static void Sharding(JsonElement sharding, TextWriter output)
+    {
+        var table = new TextTable("MEMBER", "SHARDS", "PROBES", "PROBES PER SHARD");
+        foreach (var region in sharding.GetProperty("regions").EnumerateArray())
+        {
+            table.Row(region.GetProperty("address").GetString(), region.GetProperty("shards").GetInt32().ToString(CultureInfo.InvariantCulture),
+                region.GetProperty("probes").GetInt32().ToString(CultureInfo.InvariantCulture),
+                string.Join(" ", region.GetProperty("probesPerShard").EnumerateObject().Select(s => $"{s.Name}:{s.Value.GetInt32()}")));
+        }
+        table.WriteTo(output);
+        output.WriteLine($"shard type {sharding.GetProperty("typeName").GetString()}");
+    }
+
+    public static void Log(JsonElement log, TextWriter output)
+    {
+        foreach (var line in log.GetProperty("lines").EnumerateArray())
+        {
+            output.WriteLine($"{line.GetProperty("at").GetDateTimeOffset().ToLocalTime():HH:mm:ss.fff} {line.GetProperty("level").GetString()!.ToUpperInvariant(),-7} {line.GetProperty("source").GetString()}  {line.GetProperty("message").GetString()}");
+        }
     }
 
     public static string Event(JsonElement notable) =>
