@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SESSIONS=${SESSIONS:-100000}
 WRITE=${WRITE:-local}
-BUCKETS=${BUCKETS:-64}
+BUCKETS=${BUCKETS:-auto}
 # New sessions per second: a busy site, not a flood (each of the 8 connections waits 8000/RATE ms).
 RATE=${RATE:-1000}
 OUT=bench/results/affinity-scale-$(date +%Y%m%d-%H%M%S)

@@ -55,7 +55,8 @@ public sealed class AffinityBucket :
 
     /// <summary>
     /// The most sessions this bucket keeps (<c>affinity.max-entries</c> over the bucket count); 0:
-    /// none set yet. The larger of two wins in a merge, so nodes that disagree converge.
+    /// none set yet. The larger of two wins in a merge and in a local update, so nodes that disagree
+    /// converge (on the larger: lowering <c>max-entries</c> takes effect once every node restarted).
     /// </summary>
     public int Capacity { get; }
 
@@ -84,9 +85,13 @@ public sealed class AffinityBucket :
         return new AffinityBucket(Entries.SetItem(hash, entry), Capacity, new AffinityBucket(delta.Entries.SetItem(hash, entry), Capacity, null), _ancestor ?? this);
     }
 
-    /// <summary>This bucket with <paramref name="capacity"/>, evicting what no longer fits.</summary>
+    /// <summary>
+    /// This bucket with at least <paramref name="capacity"/> (the larger one stays, as in a merge, so
+    /// a node configured with less cannot make every node evict back and forth), evicting what no
+    /// longer fits.
+    /// </summary>
     public AffinityBucket WithCapacity(int capacity) =>
-        capacity == Capacity ? WithinCapacity() : new AffinityBucket(Entries, capacity, _delta is null ? null : new AffinityBucket(_delta.Entries, capacity, null), _ancestor ?? this).WithinCapacity();
+        capacity <= Capacity ? WithinCapacity() : new AffinityBucket(Entries, capacity, _delta is null ? null : new AffinityBucket(_delta.Entries, capacity, null), _ancestor ?? this).WithinCapacity();
 
     /// <summary>This bucket without the sessions over its capacity (see the class summary).</summary>
     public AffinityBucket WithinCapacity()

@@ -46,6 +46,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private bool _flushQueued;
 
     private readonly int _capacity;
+    private ulong _flushes;
     private readonly long _frameBytes;
     private readonly TimeSpan _deltaRound;
     // Sessions this store may still hand to the replicator before the next delta round (see OnFlush).
@@ -76,32 +77,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         // The replicator gossips deltas every fifth of its gossip interval, 200 ms at least.
         _deltaRound = TimeSpan.FromTicks(Math.Max(config.GetTimeSpan("balancer.replication.gossip-interval", TimeSpan.FromSeconds(1)).Ticks / 5, TimeSpan.FromMilliseconds(200).Ticks));
 
-        Receive<Write>(write =>
-        {
-            var bucket = BucketOf(write.Hash);
-            CachedOf(bucket).Add(write.Hash);
-            if (!_pending.TryGetValue(bucket, out var writes))
-            {
-                _pending[bucket] = writes = new List<Write>();
-            }
-            writes.Add(write);
-            if (write.Acknowledged is not null)
-            {
-                // A majority write holds a first response back: write at once, together with the
-                // pins already queued in this actor's mailbox (a busy node batches by itself; a
-                // timer would add the scheduler's 10 ms tick or more to every new session).
-                if (!_flushQueued)
-                {
-                    _flushQueued = true;
-                    Self.Tell(Flush.Instance);
-                }
-            }
-            else if (!Timers.IsTimerActive("flush"))
-            {
-                // A local write holds nothing back: gather longer, for fewer and larger deltas.
-                Timers.StartSingleTimer("flush", Flush.Instance, LocalFlushDelay);
-            }
-        });
+        Receive<Write>(Enqueue);
         Receive<Flush>(_ =>
         {
             _flushQueued = false;
@@ -121,9 +97,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             {
                 case WriteBatch batch:
                     batch.Acknowledge(null);
-                    break;
-                case ClearProgress progress:
-                    progress.BucketDone();
                     break;
             }
         });
@@ -216,7 +189,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private static void Failed(object? request, Exception problem)
     {
         (request as WriteBatch)?.Acknowledge(problem);
-        (request as ClearProgress)?.Done.TrySetException(problem);
     }
 
     private void AnswerRead(object? request, AffinityBucket? bucket)
@@ -287,6 +259,34 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         }
     }
 
+    /// <summary>Queues a pin (or an operator's clear) for the next paced flush.</summary>
+    private void Enqueue(Write write)
+    {
+        var bucket = BucketOf(write.Hash);
+        CachedOf(bucket).Add(write.Hash);
+        if (!_pending.TryGetValue(bucket, out var writes))
+        {
+            _pending[bucket] = writes = new List<Write>();
+        }
+        writes.Add(write);
+        if (write.Acknowledged is not null)
+        {
+            // A majority write holds a first response back: write at once, together with the
+            // pins already queued in this actor's mailbox (a busy node batches by itself; a
+            // timer would add the scheduler's 10 ms tick or more to every new session).
+            if (!_flushQueued)
+            {
+                _flushQueued = true;
+                Self.Tell(Flush.Instance);
+            }
+        }
+        else if (!Timers.IsTimerActive("flush"))
+        {
+            // A local write holds nothing back: gather longer, for fewer and larger deltas.
+            Timers.StartSingleTimer("flush", Flush.Instance, LocalFlushDelay);
+        }
+    }
+
     /// <summary>
     /// Writes what was pinned in the last few milliseconds as one update per bucket: a busy node
     /// makes thousands of sessions a second, and one replicated update (and one delta) per
@@ -300,12 +300,15 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         var now = Context.System.Scheduler.Now;
         var rounds = PeerRounds();
         var perRound = WritesPerRound(rounds);
-        // Refilled at the rate the replicator sends deltas to every peer: once per round per peer slice.
-        var refill = _allowanceAt == DateTimeOffset.MinValue ? perRound : (now - _allowanceAt).TotalMilliseconds / (_deltaRound.TotalMilliseconds * rounds) * perRound;
+        // One round's worth a round: a peer's message gathers `rounds` of them.
+        var refill = _allowanceAt == DateTimeOffset.MinValue ? perRound : (now - _allowanceAt).TotalMilliseconds / _deltaRound.TotalMilliseconds * perRound;
         _writeAllowance = Math.Min(perRound, _writeAllowance + refill);
         _allowanceAt = now;
         var waiting = false;
-        foreach (var bucket in _pending.Keys.ToList())
+        // Starting one bucket further each flush, so that under a sustained burst no bucket waits behind the others.
+        var buckets = _pending.Keys.ToList();
+        var start = buckets.Count == 0 ? 0 : (int)(_flushes++ % (ulong)buckets.Count);
+        foreach (var bucket in buckets.Skip(start).Concat(buckets.Take(start)))
         {
             var all = _pending[bucket];
             var take = (int)Math.Min(all.Count, Math.Floor(_writeAllowance));
@@ -387,26 +390,30 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             clear.Done.TrySetResult(0);
             return;
         }
+        // Cleared like sessions are pinned, paced with them: clearing a full table at once would
+        // be one delta of every session.
         var cleared = AffinityEntry.Cleared(Context.System.Scheduler.Now + _pool.Affinity.Ttl);
-        var groups = keys.GroupBy(BucketOf).ToList();
-        var progress = new ClearProgress(keys.Count, groups.Count, clear.Done);
-        foreach (var group in groups)
+        var acknowledgements = new List<Task>(keys.Count);
+        foreach (var hash in keys)
         {
-            var bucketKeys = group.ToList();
-            foreach (var hash in bucketKeys)
-            {
-                _table.Merge(hash, cleared);
-            }
-            var capacity = _capacity;
-            _replicator.Tell(Dsl.Update(group.Key, AffinityBucket.Empty, _write, progress, data =>
-            {
-                foreach (var hash in bucketKeys)
-                {
-                    data = data.Set(hash, cleared);
-                }
-                return data.WithCapacity(capacity);
-            }));
+            _table.Merge(hash, cleared);
+            var acknowledged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            acknowledgements.Add(acknowledged.Task);
+            Enqueue(new Write(hash, cleared, acknowledged));
         }
+        var count = keys.Count;
+        var done = clear.Done;
+        Task.WhenAll(acknowledgements).ContinueWith(all =>
+        {
+            if (all.Exception is { } problem)
+            {
+                done.TrySetException(problem.InnerException ?? problem);
+            }
+            else
+            {
+                done.TrySetResult(count);
+            }
+        }, TaskScheduler.Default);
         _log.Info("pool {0}: {1} affinity {2} cleared by an operator", _pool.Name, keys.Count, keys.Count == 1 ? "entry" : "entries");
     }
 
@@ -424,7 +431,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// <summary>
     /// Drops from the cache the sessions of <paramref name="key"/> that its bucket no longer holds:
     /// evicted when another node's pins filled it, or swept. A pin younger than two seconds is kept,
-    /// as the bucket may not hold it yet.
+    /// as the bucket may not hold it yet, and so is a pin still queued for a paced flush.
     /// </summary>
     private void Reconcile(AffinityBucketKey key, AffinityBucket bucket)
     {
@@ -434,9 +441,11 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             return;
         }
         var settled = Context.System.Scheduler.Now + _pool.Affinity.Ttl - TimeSpan.FromSeconds(2);
+        // Pins still queued here (a paced burst) are not in the bucket yet.
+        var queued = _pending.TryGetValue(key, out var writes) ? writes.Select(w => w.Hash).ToHashSet() : null;
         cached.RemoveWhere(hash =>
         {
-            if (bucket.Entries.ContainsKey(hash))
+            if (bucket.Entries.ContainsKey(hash) || queued?.Contains(hash) == true)
             {
                 return false;
             }
@@ -469,21 +478,6 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     /// <summary>Clear one session or (Hash null) every session of the pool; <see cref="Done"/> gives how many were live.</summary>
     public sealed record Clear(ulong? Hash, TaskCompletionSource<int> Done);
-
-    private sealed class ClearProgress(int cleared, int buckets, TaskCompletionSource<int> done)
-    {
-        private int _pending = buckets;
-
-        public TaskCompletionSource<int> Done { get; } = done;
-
-        public void BucketDone()
-        {
-            if (--_pending == 0)
-            {
-                Done.TrySetResult(cleared);
-            }
-        }
-    }
 
     /// <summary>The data plane refused a client its first new session over <c>new-sessions-per-client</c>.</summary>
     public sealed class OverBudget

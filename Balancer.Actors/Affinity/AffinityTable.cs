@@ -155,8 +155,9 @@ public sealed class AffinityTable
             _store.Tell(AffinityStore.TableFull.Instance, ActorRefs.NoSender);
             return Task.CompletedTask;
         }
-        // A session moved to another backend stays established.
-        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true, IsCleared: false });
+        // A session moved to another backend stays established; a pin after an operator's clear
+        // is established too, or the clear marker (which is) would win over it on every node.
+        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true });
         _entries[hash] = pinned;
         if (Settings.Write == AffinityWriteConsistency.Local)
         {

@@ -12,7 +12,10 @@ namespace Balancer.Management;
 /// The admin API's diagnostic routes, what an Akka.NET operator reaches for: the split-brain
 /// resolver's settings and recent decisions (<c>GET /api/cluster/sbr</c>), where the probe shards
 /// live (<c>GET /api/cluster/sharding</c>), the node's recent log and its level
-/// (<c>GET /api/log</c>, <c>POST /api/log/level</c>).
+/// (<c>GET /api/log</c>, <c>POST /api/log/level</c>). The log needs the token even to read: it
+/// names client addresses, which are session keys in <c>source-ip</c> mode. Akka's loggers fix
+/// their level when they are made, so a lower level takes effect at once, while a higher one
+/// (debug) reaches only the actors started after the change.
 /// </summary>
 internal static class DiagnosticsEndpoints
 {
@@ -24,7 +27,7 @@ internal static class DiagnosticsEndpoints
         routes.MapGet("/api/cluster/sharding", () => ShardingAsync(admin));
         routes.MapGet("/api/log", (int? lines) => Results.Json(new LogView(
             admin.System.EventStream.LogLevel.ToString().Replace("Level", "").ToLowerInvariant(),
-            admin.RecentLog.Last(Math.Clamp(lines ?? 50, 1, MaxLogLines))), Json));
+            admin.RecentLog.Last(Math.Clamp(lines ?? 50, 1, MaxLogLines))), Json)).RequireToken();
         routes.MapPost("/api/log/level", async (HttpContext context) =>
         {
             var (request, problem) = await ReadBodyAsync<LogLevelRequest>(context);

@@ -26,8 +26,13 @@ public sealed class RecentLog
         return (filter is null ? lines : lines.Where(filter).ToArray()).TakeLast(count).ToList();
     }
 
-    internal void Add(LogEvent log)
+    internal void Add(LogEvent log, LogLevel level)
     {
+        // Subscribed to every log event: what the node does not log is not kept either.
+        if (log.LogLevel() < level)
+        {
+            return;
+        }
         _lines.Enqueue(new LogLine(new DateTimeOffset(log.Timestamp, TimeSpan.Zero), log.LogLevel().ToString().Replace("Level", "").ToLowerInvariant(),
             log.LogSource, log.Cause is null ? log.Message?.ToString() ?? "" : $"{log.Message} ({log.Cause.GetType().Name}: {log.Cause.Message})"));
         while (_lines.Count > Capacity)
@@ -40,13 +45,13 @@ public sealed class RecentLog
     internal static RecentLog Record(ExtendedActorSystem system)
     {
         var log = new RecentLog();
-        var recorder = system.SystemActorOf(Props.Create(() => new Recorder(log)), "balancer-recent-log");
+        var recorder = system.SystemActorOf(Props.Create(() => new Recorder(log, system.EventStream)), "balancer-recent-log");
         system.EventStream.Subscribe(recorder, typeof(LogEvent));
         return log;
     }
 
     private sealed class Recorder : ReceiveActor
     {
-        public Recorder(RecentLog log) => Receive<LogEvent>(log.Add);
+        public Recorder(RecentLog log, LoggingBus bus) => Receive<LogEvent>(e => log.Add(e, bus.LogLevel));
     }
 }

@@ -110,6 +110,22 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
     }
 
     [Fact]
+    public async Task AClearedSession_PinnedAgain_IsFollowedByEveryNode()
+    {
+        var tables = _cluster.Nodes.Select(n => BalancerExtension.Get(n).Pools.Find("hdr")!.Affinity!).ToList();
+        var hash = tables[0].HashOf("clear-me")!.Value;
+        await BackendOfAsync(_cluster.Uri(0, "hdr"), ("X-Session", "clear-me"));
+        await Eventually.Holds(() => Assert.All(tables, t => Assert.NotNull(t.Lookup(hash))));
+
+        Assert.Equal(1, await tables[0].Clear(hash).WaitAsync(TimeSpan.FromSeconds(10)));
+        await Eventually.Holds(() => Assert.All(tables, t => Assert.Null(t.Lookup(hash))));
+
+        // Its next request pins it again, and every node follows the new pin, not the clear.
+        var again = await BackendOfAsync(_cluster.Uri(0, "hdr"), ("X-Session", "clear-me"));
+        await Eventually.Holds(() => Assert.All(tables, t => Assert.Equal(again, t.Lookup(hash)?.Backend)));
+    }
+
+    [Fact]
     public async Task MajoritySessions_AreFoundOnEveryNode_TheMomentTheFirstResponseArrives()
     {
         // write = majority: the first response comes once a majority holds the pin, and a node whose

@@ -149,7 +149,20 @@ public class AdminApiTests
         }
         Assert.Equal(0, (await GetAsync(host, "/api/pools/app/affinity")).GetProperty("entries").GetInt32());
         // A cleared session is balanced afresh: with a drained, it lands on b.
-        Assert.Equal("b", await BackendOfSessionAsync(host, sessions.First(s => s.Value == "a").Key));
+        var moved = sessions.First(s => s.Value == "a").Key;
+        Assert.Equal("b", await BackendOfSessionAsync(host, moved));
+        // ...and pinned there again, for good: the clear marker does not outrank the new pin once
+        // the replicated table has both.
+        await Task.Delay(500);
+        Assert.Equal("b", (await GetAsync(host, $"/api/pools/app/affinity/{moved}")).GetProperty("backend").GetString());
+        using (var readied = await SendAsync(host, "POST", "/api/pools/app/backends/a/state", "Bearer " + Token, """{"state":"ready"}"""))
+        {
+            Assert.Equal(HttpStatusCode.OK, readied.StatusCode);
+        }
+        for (var i = 0; i < 6; i++)
+        {
+            Assert.Equal("b", await BackendOfSessionAsync(host, moved));
+        }
     }
 
     [Fact]
