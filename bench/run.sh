@@ -22,7 +22,8 @@
 #   BALANCER_BIN=path    run this executable instead of Balancer.Node/bin/Release/net10.0/balancer
 #   OTHER_WARN=3         warn when processes outside the bench took more than this % of the machine
 #   TARGETS="..."        space-separated subset of: direct haproxy-http1 haproxy-http2 haproxy-tcp
-#                        plainyarp balancer-http balancer-tcp
+#                        plainyarp balancer-http balancer-tcp balancer-http-otel
+#   OTEL_SAMPLING=1%     sampling of the balancer-http-otel row (OpenTelemetry export on, to a sink)
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,7 +40,8 @@ INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
 PIN="${PIN:-1}"
 BUDGET="${BUDGET:-280}"
 BUILD_BALANCER="${BUILD_BALANCER:-1}"
-TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp}"
+TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel}"
+OTEL_SAMPLING="${OTEL_SAMPLING:-1%}"
 
 # Ports: all on 127.0.0.1, 17000-19999.
 BACKEND_PORTS=(19001 19002)
@@ -50,6 +52,9 @@ P_PLAINYARP=18090
 P_BALANCER_HTTP=18080
 P_BALANCER_TCP=17070
 P_BALANCER_ADMIN=19110
+P_BALANCER_OTEL_HTTP=18081
+P_BALANCER_OTEL_ADMIN=19111
+P_OTLP_SINK=19003
 
 PLAINYARP="$BENCH_DIR/PlainYarp/bin/Release/net10.0/PlainYarp"
 BALANCER="${BALANCER_BIN:-$ROOT/Balancer.Node/bin/Release/net10.0/balancer}"
@@ -223,7 +228,7 @@ fmt_lat() { # us -> human
   awk -v u="$1" 'BEGIN { if (u == "-" || u < 0) print "-"; else if (u >= 1000) printf "%.2fms", u / 1000; else printf "%.0fus", u }'; }
 
 declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_OTH R_NOTE
-ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp)
+ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel)
 declare -A LABEL=(
   [direct]="backend direct (nginx x2)"
   [haproxy-http1]="HAProxy http nbthread 1"
@@ -232,12 +237,13 @@ declare -A LABEL=(
   [plainyarp]="plain YARP (IHttpForwarder)"
   [balancer-http]="Balancer http frontend"
   [balancer-tcp]="Balancer tcp frontend"
+  [balancer-http-otel]="Balancer http, OTLP $OTEL_SAMPLING"
 )
 declare -A MODE=([direct]=- [haproxy-http1]=http [haproxy-http2]=http [haproxy-tcp]=tcp
-  [plainyarp]=http [balancer-http]=http [balancer-tcp]=tcp)
+  [plainyarp]=http [balancer-http]=http [balancer-tcp]=tcp [balancer-http-otel]=http)
 declare -A WARM=([direct]=$WARMUP_NATIVE [haproxy-http1]=$WARMUP_NATIVE [haproxy-http2]=$WARMUP_NATIVE
   [haproxy-tcp]=$WARMUP_NATIVE [plainyarp]=$WARMUP_DOTNET [balancer-http]=$WARMUP_DOTNET
-  [balancer-tcp]=$WARMUP_DOTNET2)
+  [balancer-tcp]=$WARMUP_DOTNET2 [balancer-http-otel]=$WARMUP_DOTNET)
 
 fits() { # target -> 0 if warm-up + runs fit in what is left of the budget
   local need=$((WARM[$1] + RUNS * DURATION + 3))
@@ -380,6 +386,50 @@ run_haproxy_target() { # target port mode nbthread
 # Execution order puts the rows the ratios need first, the Balancer next.
 run_haproxy_target haproxy-http1 "$P_HAPROXY_HTTP1" http 1
 run_haproxy_target haproxy-tcp "$P_HAPROXY_TCP" tcp 1
+
+if want balancer-http-otel && [[ -n "$BALANCER_NOTE" ]]; then
+  R_NOTE[balancer-http-otel]="skipped: binary missing"
+elif want balancer-http-otel && fits balancer-http-otel; then
+  # The same node with OpenTelemetry export on: spans of OTEL_SAMPLING of the requests and the
+  # meter, every second, to an OTLP/HTTP sink (an nginx answering 200, outside the measured CPU).
+  d="$TMP/otlp-sink"; mkdir -p "$d"
+  cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+events { worker_connections 64; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:$P_OTLP_SINK; location / { client_max_body_size 16m; return 200; } }
+}
+EOF
+  nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
+  SINK_PID=$!; PIDS+=("$SINK_PID")
+  mkdir -p "$TMP/balancer-otel"
+  cat >"$TMP/bench-otel.conf" <<EOF
+balancer {
+  node.admin.bind = "127.0.0.1:$P_BALANCER_OTEL_ADMIN"
+  telemetry.otlp { endpoint = "http://127.0.0.1:$P_OTLP_SINK", sampling = "$OTEL_SAMPLING", export-interval = 1s }
+  frontends.web { mode = http, bind = ["127.0.0.1:$P_BALANCER_OTEL_HTTP"], pool = app }
+  pools.app {
+    algorithm = round-robin
+    health-check.kind = none
+    backends { a = "127.0.0.1:${BACKEND_PORTS[0]}", b = "127.0.0.1:${BACKEND_PORTS[1]}" }
+  }
+}
+akka.remote.dot-netty.tcp.port = 0
+EOF
+  log "Balancer with OTLP export: starting"
+  (cd "$TMP/balancer-otel" && exec env "${DOTNET_ENV[@]}" "${PIN_SERVER[@]}" "$BALANCER" run --config "$TMP/bench-otel.conf") \
+    >"$TMP/balancer-otel.log" 2>&1 &
+  OTEL_PID=$!; PIDS+=("$OTEL_PID")
+  if wait_port "$P_OTLP_SINK" "$SINK_PID" 10 && wait_port "$P_BALANCER_OTEL_HTTP" "$OTEL_PID" 30; then
+    measure balancer-http-otel "$P_BALANCER_OTEL_HTTP" "$OTEL_PID"
+  else
+    R_NOTE[balancer-http-otel]="FAILED: did not listen"; tail -n 20 "$TMP/balancer-otel.log" >&2 || true
+  fi
+  stop_pid "$OTEL_PID"; stop_pid "$SINK_PID"
+fi
 
 if (want balancer-http || want balancer-tcp) && [[ -n "$BALANCER_NOTE" ]]; then
   R_NOTE[balancer-http]="skipped: binary missing"; R_NOTE[balancer-tcp]="skipped: binary missing"
