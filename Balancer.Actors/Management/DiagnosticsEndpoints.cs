@@ -11,7 +11,8 @@ namespace Balancer.Management;
 /// <summary>
 /// The admin API's diagnostic routes, what an Akka.NET operator reaches for: the split-brain
 /// resolver's settings and recent decisions (<c>GET /api/cluster/sbr</c>), where the probe shards
-/// live (<c>GET /api/cluster/sharding</c>), the node's recent log and its level
+/// live (<c>GET /api/cluster/sharding</c>), the node's actor tree (<c>GET /api/actors</c>), the
+/// node's recent log and its level
 /// (<c>GET /api/log</c>, <c>POST /api/log/level</c>). The log needs the token even to read: it
 /// names client addresses, which are session keys in <c>source-ip</c> mode. Akka's loggers fix
 /// their level when they are made, so a lower level takes effect at once, while a higher one
@@ -25,6 +26,11 @@ internal static class DiagnosticsEndpoints
     {
         routes.MapGet("/api/cluster/sbr", () => Results.Json(SplitBrainResolver(admin), Json));
         routes.MapGet("/api/cluster/sharding", () => ShardingAsync(admin));
+        routes.MapGet("/api/actors", async () =>
+        {
+            var (paths, truncated) = await ActorHierarchy.WalkAsync(admin.System);
+            return Results.Json(new ActorHierarchyView(paths, truncated), Json);
+        });
         routes.MapGet("/api/log", (int? lines) => Results.Json(new LogView(
             admin.System.EventStream.LogLevel.ToString().Replace("Level", "").ToLowerInvariant(),
             admin.RecentLog.Last(Math.Clamp(lines ?? 50, 1, MaxLogLines))), Json)).RequireToken();
@@ -110,3 +116,6 @@ public sealed record ShardingView(string TypeName, IReadOnlyList<ShardRegionView
 
 /// <summary>One member's probe region: its shards and the probes (entities) in each.</summary>
 public sealed record ShardRegionView(string Address, int Shards, int Probes, IReadOnlyDictionary<string, int> ProbesPerShard);
+
+/// <summary>The node's actor tree, as <c>GET /api/actors</c> shows it: every actor's path, sorted; truncated at a limit.</summary>
+public sealed record ActorHierarchyView(IReadOnlyList<string> Actors, bool Truncated);

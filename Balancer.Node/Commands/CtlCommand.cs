@@ -39,6 +39,7 @@ internal static class CtlCommand
         affinity clear POOL [KEY]              forget every session of a pool (or one: its key or hash:HEX)
         frontends                              frontends, their addresses and traffic
         stats                                  responses, failures and retries per backend
+        actor hierarchy                        the node's actors under /user and /system
         log peek [N]                           the node's last N log lines (50)
         log level [debug|info|warning|error]   the node's log level, or set it
         """;
@@ -226,6 +227,14 @@ internal static class CtlCommand
                 NoMore(1);
                 await Print(BackendsAsync(client, null, cancellationToken), b => CtlOutput.Stats(b, output));
                 return;
+            case "actor":
+                if (Arg(1, "hierarchy") != "hierarchy")
+                {
+                    throw new UsageException($"unknown actor command \"{w[1]}\" (hierarchy)");
+                }
+                NoMore(2);
+                await Print(client.GetAsync("api/actors", cancellationToken), a => CtlOutput.Actors(a, output));
+                return;
             case "log":
                 switch (Arg(1, "peek or level"))
                 {
@@ -250,7 +259,7 @@ internal static class CtlCommand
                         throw new UsageException($"unknown log command \"{w[1]}\" (peek, level)");
                 }
             default:
-                throw new UsageException($"unknown command \"{w[0]}\" (cluster, pools, backends, backend, affinity, frontends, stats, log, help)");
+                throw new UsageException($"unknown command \"{w[0]}\" (cluster, pools, backends, backend, affinity, frontends, stats, actor, log, help)");
         }
     }
 

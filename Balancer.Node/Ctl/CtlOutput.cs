@@ -156,6 +156,20 @@ internal static class CtlOutput
         output.WriteLine($"shard type {sharding.GetProperty("typeName").GetString()}");
     }
 
+    /// <summary>The actor tree, one actor a line, indented by depth under its parent.</summary>
+    public static void Actors(JsonElement hierarchy, TextWriter output)
+    {
+        foreach (var path in hierarchy.GetProperty("actors").EnumerateArray().Select(a => a.GetString()!))
+        {
+            var depth = path.Count(c => c == '/') - 1;
+            output.WriteLine(new string(' ', 2 * depth) + path[(path.LastIndexOf('/') + 1)..]);
+        }
+        if (hierarchy.GetProperty("truncated").GetBoolean())
+        {
+            output.WriteLine("(truncated: more actors than shown)");
+        }
+    }
+
     public static void Log(JsonElement log, TextWriter output)
     {
         foreach (var line in log.GetProperty("lines").EnumerateArray())

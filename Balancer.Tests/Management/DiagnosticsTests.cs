@@ -10,7 +10,7 @@ public class DiagnosticsTests
     private const string Token = "s3cret-admin-token";
 
     [Fact]
-    public async Task ClusterSbrShardingAndLog_ShowTheNode_AndLogLevelChangesItWithTheToken()
+    public async Task ClusterSbrShardingActorsAndLog_ShowTheNode_AndLogLevelChangesItWithTheToken()
     {
         await using var backends = await BackendSet.StartAsync("a", "b");
         await using var host = await BalancerHost.StartAsync($$"""
@@ -35,6 +35,15 @@ public class DiagnosticsTests
             var row = sharding.Split('\n').Single(l => l.StartsWith("akka.tcp://", StringComparison.Ordinal));
             Assert.Equal(2, int.Parse(row.Split(' ', StringSplitOptions.RemoveEmptyEntries)[2]));
         }, TimeSpan.FromSeconds(20));
+
+        // The actor tree, indented by depth: the pool's router under /system/balancer/pools.
+        var tree = (await CtlAsync(0, admin, "actor", "hierarchy")).Split('\n');
+        var pools = Array.IndexOf(tree, "  balancer");
+        Assert.True(pools >= 0, string.Join('\n', tree));
+        Assert.Contains("    pools", tree);
+        Assert.Contains("      app", tree);
+        Assert.Contains("    health", tree);
+        Assert.Contains("system", tree);
 
         Assert.EndsWith("(401)\n", await CtlAsync(1, admin, "log", "level", "debug"));
         Assert.Equal("log level debug\n", await CtlAsync(0, admin, "--token", Token, "log", "level", "debug"));
