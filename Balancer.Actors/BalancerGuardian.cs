@@ -16,6 +16,10 @@ internal sealed class BalancerGuardian : ReceiveActor
     {
         Context.ActorOf(Management.EventFeedActor.Props(events), "events");
         Context.ActorOf(Alerts.AlertNotifier.Props(settings.Alerts, settings.Node.Role), "alerts");
+        if (settings.Alerts.Thresholds.Any)
+        {
+            Context.ActorOf(Alerts.ThresholdWatch.Props(settings.Alerts.Thresholds, registry), "thresholds");
+        }
         var pools = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "pools");
         // Each pool's actors get the pool's handle and publish on it (snapshots, the router itself,
         // the affinity table); nothing finds them by path.

@@ -21,10 +21,16 @@ internal static class AlertSettingsReader
                 alerts.Problem("webhooks", $"\"{url}\" is not an absolute http:// or https:// URL");
             }
         }
+        var thresholds = alerts.Section("thresholds");
         return new AlertSettings(
             webhooks.ToImmutable(),
             alerts.Duration("timeout"),
             alerts.Int("max-attempts", 1, 100),
-            alerts.Int("queue-limit", 1, 1_000_000));
+            alerts.Int("queue-limit", 1, 1_000_000),
+            new ThresholdSettings(
+                thresholds.Percent("error-rate"),
+                thresholds.Duration("p99-latency", allowZero: true),
+                thresholds.Duration("window"),
+                thresholds.Int("min-requests", 1, 1_000_000)));
     }
 }

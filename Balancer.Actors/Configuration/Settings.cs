@@ -294,7 +294,15 @@ public sealed record StatusCodeRanges(ImmutableArray<(int From, int To)> Ranges)
 /// <param name="Timeout">How long one POST may take.</param>
 /// <param name="MaxAttempts">Attempts per alert and webhook, with doubling backoff, before it is dropped with a log line.</param>
 /// <param name="QueueLimit">Alerts waiting per webhook beyond which the oldest are dropped (a dead receiver must not hold memory).</param>
-public sealed record AlertSettings(ImmutableArray<Uri> Webhooks, TimeSpan Timeout, int MaxAttempts, int QueueLimit);
+/// <param name="Thresholds">Per-backend error-rate and latency alerts on this node's traffic.</param>
+public sealed record AlertSettings(ImmutableArray<Uri> Webhooks, TimeSpan Timeout, int MaxAttempts, int QueueLimit, ThresholdSettings Thresholds);
+
+/// <summary>Per-backend alert thresholds (<c>balancer.alerts.thresholds</c>); 0 turns one off.</summary>
+public sealed record ThresholdSettings(double ErrorRate, TimeSpan P99Latency, TimeSpan Window, int MinRequests)
+{
+    /// <summary>True when any threshold is set.</summary>
+    public bool Any => ErrorRate > 0 || P99Latency > TimeSpan.Zero;
+}
 
 /// <summary>OpenTelemetry export (<c>balancer.telemetry.otlp</c>); off while <see cref="Endpoint"/> is null.</summary>
 public sealed record TelemetrySettings(Uri? Endpoint, OtlpProtocol Protocol, string Headers, double Sampling, TimeSpan ExportInterval)

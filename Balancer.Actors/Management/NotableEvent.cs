@@ -12,7 +12,8 @@ namespace Balancer.Management;
 /// </summary>
 /// <param name="At">When this node saw it.</param>
 /// <param name="Kind">backend-down, backend-up, backend-admin-state, pool-changed, panic, panic-over,
-/// member-up, member-left, member-removed, node-unreachable, node-reachable, leader-changed, duty-changed.</param>
+/// member-up, member-left, member-removed, node-unreachable, node-reachable, leader-changed, duty-changed,
+/// backend-errors, backend-errors-over, backend-slow, backend-slow-over.</param>
 /// <param name="Text">One readable line.</param>
 /// <param name="Node">The node that reports it.</param>
 /// <param name="Pool">The pool concerned, if any.</param>
@@ -34,12 +35,14 @@ public sealed record NotableEvent(
     public static readonly IReadOnlySet<string> AlertKinds = new HashSet<string>(StringComparer.Ordinal)
     {
         "backend-down", "backend-up", "node-unreachable", "member-removed", "duty-changed", "panic", "panic-over",
+        "backend-errors", "backend-errors-over", "backend-slow", "backend-slow-over",
     };
 
     /// <summary>The event types <see cref="From"/> understands (subscribe to these on the EventStream).</summary>
     public static readonly Type[] SourceTypes =
     [
         typeof(BackendHealthChanged), typeof(BackendAdminStateChanged), typeof(PoolConfigChanged), typeof(PoolPanicChanged), typeof(NodeDutyChanged),
+        typeof(Alerts.BackendThresholdCrossed),
     ];
 
     /// <summary>The notable event a balancer or cluster event stands for, or null.</summary>
@@ -54,6 +57,10 @@ public sealed record NotableEvent(
             $"pool {e.Pool} backends now {string.Join(", ", e.Settings.Backends.Select(b => $"{b.Name}={b.Address}"))}", node, e.Pool),
         PoolPanicChanged e => new(at, e.Panic ? "panic" : "panic-over",
             e.Panic ? $"pool {e.Pool} in PANIC: {e.Healthy} of {e.Total} backends healthy, routing to all" : $"pool {e.Pool} out of panic: {e.Healthy} of {e.Total} backends healthy", node, e.Pool),
+        // Each node judges its own traffic, so each sends its own.
+        Alerts.BackendThresholdCrossed e => new(at, (e.Kind == "latency" ? "backend-slow" : "backend-errors") + (e.Over ? "" : "-over"),
+            $"backend {e.Pool}/{e.Backend} {(e.Kind == "latency" ? "latency" : "errors")} {(e.Over ? "over" : "back under")} {e.Threshold}: {e.Measured} (this node's last window)",
+            node, e.Pool, e.Backend, NodeLocal: true),
         NodeDutyChanged e => new(at, "duty-changed", $"node {e.Node} is now {e.Duty.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node, NodeLocal: true),
         ClusterEvent.MemberUp e => MemberEvent(at, node, "member-up", e.Member, "is up"),
         ClusterEvent.MemberLeft e => MemberEvent(at, node, "member-left", e.Member, "is leaving"),
