@@ -15,8 +15,8 @@
 #   WARMUP_NATIVE=1      warm-up seconds for nginx / HAProxy targets
 #   CONNECTIONS=64 THREADS=2
 #   INLINE_COMPLETIONS=1 sets DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS for the .NET proxies (0 = off)
-#   PIN=0                1 = taskset wrk to core 0, proxy and backends to core 1
-#   BUDGET=280           seconds for the measurement phase (after install/build); a target that
+#   PIN=1                1 = taskset wrk to core 0, proxy and backends to core 1 (0 = none)
+#   BUDGET=340           seconds for the measurement phase (after install/build); a target that
 #                        would not fit in what is left is skipped and reported as such
 #   BUILD_BALANCER=1     build Balancer.Node if its binary is missing (0 = never, always = every time)
 #   BALANCER_BIN=path    run this executable instead of Balancer.Node/bin/Release/net10.0/balancer
@@ -38,7 +38,7 @@ CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
 PIN="${PIN:-1}"
-BUDGET="${BUDGET:-280}"
+BUDGET="${BUDGET:-340}"
 BUILD_BALANCER="${BUILD_BALANCER:-1}"
 TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel}"
 OTEL_SAMPLING="${OTEL_SAMPLING:-1%}"
@@ -130,7 +130,7 @@ if want plainyarp; then
 fi
 
 BALANCER_NOTE=""
-if want balancer-http || want balancer-tcp; then
+if want balancer-http || want balancer-tcp || want balancer-http-otel; then
   if [[ "$BUILD_BALANCER" == always || ( "$BUILD_BALANCER" == 1 && ! -x "$BALANCER" ) ]]; then
     log "building Balancer.Node (Release)"
     if ! (cd "$ROOT" && timeout 1200 dotnet build -c Release Balancer.Node -nologo -v q >/dev/null); then
@@ -394,12 +394,19 @@ elif want balancer-http-otel && fits balancer-http-otel; then
   # meter, every second, to an OTLP/HTTP sink (an nginx answering 200, outside the measured CPU).
   d="$TMP/otlp-sink"; mkdir -p "$d"
   cat >"$d/nginx.conf" <<EOF
-worker_processes 1;
 daemon off;
+master_process off;
+worker_processes 1;
 pid $d/nginx.pid;
+error_log $d/error.log warn;
 events { worker_connections 64; }
 http {
   access_log off;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
+  fastcgi_temp_path $d/fastcgi;
+  uwsgi_temp_path $d/uwsgi;
+  scgi_temp_path $d/scgi;
   server { listen 127.0.0.1:$P_OTLP_SINK; location / { client_max_body_size 16m; return 200; } }
 }
 EOF

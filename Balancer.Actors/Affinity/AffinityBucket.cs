@@ -56,7 +56,8 @@ public sealed class AffinityBucket :
     /// <summary>
     /// The most sessions this bucket keeps (<c>affinity.max-entries</c> over the bucket count); 0:
     /// none set yet. The larger of two wins in a merge and in a local update, so nodes that disagree
-    /// converge (on the larger: lowering <c>max-entries</c> takes effect once every node restarted).
+    /// converge (on the larger: lowering <c>max-entries</c> takes effect only after every node has
+    /// stopped at once, as a node that stays gossips the larger capacity back).
     /// </summary>
     public int Capacity { get; }
 

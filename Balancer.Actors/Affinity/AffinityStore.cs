@@ -318,6 +318,13 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 break;
             }
             _writeAllowance -= take;
+            if (take < all.Count && all.Exists(w => w.Entry.IsCleared))
+            {
+                // New sessions go before an operator's clear: a client waits for them, nobody for it.
+                var ordered = all.Where(w => !w.Entry.IsCleared).Concat(all.Where(w => w.Entry.IsCleared)).ToList();
+                all.Clear();
+                all.AddRange(ordered);
+            }
             var writes = take == all.Count ? all : all.GetRange(0, take);
             if (take == all.Count)
             {

@@ -61,6 +61,11 @@ internal sealed class ThresholdWatch : ReceiveActor, IWithTimers
                     _samples[key] = samples = new Queue<Sample>();
                 }
                 var now = Sample.Of(backend.Counters, handle.Snapshot.Settings.Passive.Count5xx);
+                if (samples.Count > 0 && now.Requests < samples.Peek().Requests)
+                {
+                    // New counters (the pool was rebuilt): the window starts again.
+                    samples.Clear();
+                }
                 samples.Enqueue(now);
                 if (samples.Count <= _ticksPerWindow)
                 {
@@ -93,12 +98,15 @@ internal sealed class ThresholdWatch : ReceiveActor, IWithTimers
         }
         if (_settings.P99Latency > TimeSpan.Zero)
         {
-            var p99 = P99(then.Latency, now.Latency);
+            // The histogram knows a latency only to within its bucket: over when even the bucket's
+            // lower bound reaches the threshold, under when its upper bound is within half of it.
+            var (lower, upper) = P99(then.Latency, now.Latency);
             var answered = now.Latency[^1] - then.Latency[^1];
-            Cross(pool, backend, "latency", answered, p99 > _settings.P99Latency.TotalSeconds, p99 <= _settings.P99Latency.TotalSeconds / 2,
-                double.IsPositiveInfinity(p99)
-                    ? string.Create(CultureInfo.InvariantCulture, $"p99 over {BackendCounters.LatencyBoundsSeconds[^1]} s")
-                    : string.Create(CultureInfo.InvariantCulture, $"p99 up to {p99 * 1000:0.#} ms"),
+            var threshold = _settings.P99Latency.TotalSeconds;
+            Cross(pool, backend, "latency", answered, lower >= threshold, upper <= threshold / 2,
+                double.IsPositiveInfinity(upper)
+                    ? string.Create(CultureInfo.InvariantCulture, $"p99 over {lower * 1000:0.#} ms")
+                    : string.Create(CultureInfo.InvariantCulture, $"p99 between {lower * 1000:0.#} and {upper * 1000:0.#} ms"),
                 string.Create(CultureInfo.InvariantCulture, $"{_settings.P99Latency.TotalMilliseconds:0} ms"));
         }
     }
@@ -111,30 +119,32 @@ internal sealed class ThresholdWatch : ReceiveActor, IWithTimers
             _over.Add(key);
             Context.System.EventStream.Publish(new BackendThresholdCrossed(pool, backend, kind, true, measured, threshold, requests));
         }
-        else if (_over.Contains(key) && under)
+        // Back under only on enough traffic: a backend ejected (and so without requests) is not well again.
+        else if (_over.Contains(key) && under && requests >= _settings.MinRequests)
         {
             _over.Remove(key);
             Context.System.EventStream.Publish(new BackendThresholdCrossed(pool, backend, kind, false, measured, threshold, requests));
         }
     }
 
-    /// <summary>The upper bound of the histogram bucket holding the 99th percentile of what was answered in between; infinity past the last bound.</summary>
-    private static double P99(long[] then, long[] now)
+    /// <summary>The bounds of the histogram bucket holding the 99th percentile of what was answered in between (upper: infinity past the last bound).</summary>
+    private static (double Lower, double Upper) P99(long[] then, long[] now)
     {
+        var bounds = BackendCounters.LatencyBoundsSeconds;
         var total = now[^1] - then[^1];
         if (total <= 0)
         {
-            return 0;
+            return (0, 0);
         }
         var rank = (long)Math.Ceiling(total * 0.99);
         for (var i = 0; i < now.Length; i++)
         {
             if (now[i] - then[i] >= rank)
             {
-                return i < BackendCounters.LatencyBoundsSeconds.Length ? BackendCounters.LatencyBoundsSeconds[i] : double.PositiveInfinity;
+                return (i == 0 ? 0 : bounds[i - 1], i < bounds.Length ? bounds[i] : double.PositiveInfinity);
             }
         }
-        return double.PositiveInfinity;
+        return (bounds[^1], double.PositiveInfinity);
     }
 
     private sealed record Sample(long Requests, long Failed, long[] Latency)

@@ -42,13 +42,16 @@ internal static class ActorHierarchy
                 {
                     return;
                 }
-                if (_paths.Count >= MaxActors || actor.Path.Elements.Count >= MaxDepth)
+                if (_paths.Count >= MaxActors)
                 {
-                    _truncated |= _paths.Count >= MaxActors || actor.Path.Elements.Count >= MaxDepth;
-                    if (_paths.Count >= MaxActors)
-                    {
-                        Finish();
-                    }
+                    _truncated = true;
+                    Finish();
+                    return;
+                }
+                if (actor.Path.Elements.Count >= MaxDepth)
+                {
+                    // Its children, if it has any, are not shown.
+                    _truncated = true;
                     return;
                 }
                 Context.ActorSelection(actor.Path / "*").Tell(new Identify(null));
@@ -56,6 +59,11 @@ internal static class ActorHierarchy
                 Timers.StartSingleTimer("quiet", Quiet.Instance, TimeSpan.FromMilliseconds(300));
             });
             Receive<Quiet>(_ => Finish());
+            Receive<Limit>(_ =>
+            {
+                _truncated = true;
+                Finish();
+            });
         }
 
         public ITimerScheduler Timers { get; set; } = null!;
@@ -67,7 +75,7 @@ internal static class ActorHierarchy
             Context.ActorSelection("/user/*").Tell(new Identify(null));
             Context.ActorSelection("/system/*").Tell(new Identify(null));
             Timers.StartSingleTimer("quiet", Quiet.Instance, TimeSpan.FromMilliseconds(500));
-            Timers.StartSingleTimer("limit", Quiet.Instance, Timeout);
+            Timers.StartSingleTimer("limit", Limit.Instance, Timeout);
         }
 
         private void Finish()
@@ -80,6 +88,12 @@ internal static class ActorHierarchy
         {
             public static readonly Quiet Instance = new();
             private Quiet() { }
+        }
+
+        private sealed class Limit
+        {
+            public static readonly Limit Instance = new();
+            private Limit() { }
         }
     }
 }

@@ -62,7 +62,8 @@ internal static class AffinityEndpoints
                 }
                 hash = one;
             }
-            var cleared = await table.Clear(hash).WaitAsync(admin.Node.WriteTimeout + TimeSpan.FromSeconds(2));
+            // Clears spread at the pace pins do (a few thousand a round): a whole table takes seconds.
+            var cleared = await table.Clear(hash).WaitAsync(admin.Node.WriteTimeout + TimeSpan.FromSeconds(2 + table.Count / 5000));
             if (key is not null && cleared == 0)
             {
                 return NoSession(pool);

@@ -59,7 +59,7 @@ public sealed record NotableEvent(
             e.Panic ? $"pool {e.Pool} in PANIC: {e.Healthy} of {e.Total} backends healthy, routing to all" : $"pool {e.Pool} out of panic: {e.Healthy} of {e.Total} backends healthy", node, e.Pool),
         // Each node judges its own traffic, so each sends its own.
         Alerts.BackendThresholdCrossed e => new(at, (e.Kind == "latency" ? "backend-slow" : "backend-errors") + (e.Over ? "" : "-over"),
-            $"backend {e.Pool}/{e.Backend} {(e.Kind == "latency" ? "latency" : "errors")} {(e.Over ? "over" : "back under")} {e.Threshold}: {e.Measured} (this node's last window)",
+            $"backend {e.Pool}/{e.Backend} {(e.Kind == "latency" ? "latency" : "errors")} {(e.Over ? "over" : "back under half of")} {e.Threshold}: {e.Measured} (this node's last window)",
             node, e.Pool, e.Backend, NodeLocal: true),
         NodeDutyChanged e => new(at, "duty-changed", $"node {e.Node} is now {e.Duty.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node, NodeLocal: true),
         ClusterEvent.MemberUp e => MemberEvent(at, node, "member-up", e.Member, "is up"),

@@ -54,7 +54,7 @@ public class ThresholdAlertTests
             using var slow = await Client.GetAsync(host.Uri("web", "/"));
         }));
         var slowAlert = await receiver.WaitForAsync(e => e.GetProperty("kind").GetString() == "backend-slow", TimeSpan.FromSeconds(5));
-        Assert.Contains("latency over 1000 ms: p99 up to 2500 ms", slowAlert.GetProperty("text").GetString());
+        Assert.Contains("latency over 1000 ms: p99 between 1000 and 2500 ms", slowAlert.GetProperty("text").GetString());
         Assert.Equal(1, Posts("backend-slow"));
         Assert.Equal(1, Posts("backend-errors"));
     }
