@@ -40,7 +40,7 @@ internal sealed class BalancerGuardian : ReceiveActor
         }
         // Frontends open where the node's duty says so (always, in active-active), and only after
         // the replicated state was read from the cluster: long after the stores above published.
-        var duty = Context.ActorOf(Membership.DutyCoordinator.Props(settings, registry), "duty");
+        var duty = Context.ActorOf(Membership.DutyCoordinator.Props(settings, registry, affinityKey), "duty");
         Receive<Frontends.FrontendOwner.Drain>(drain => duty.Forward(drain));
     }
 

@@ -41,9 +41,12 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
     private readonly HashSet<UniqueAddress> _up = new();
     private NodeDuty? _duty;
 
-    public DutyCoordinator(BalancerSettings settings, PoolRegistry pools)
+    private readonly Affinity.AffinityKey _affinityKey;
+
+    public DutyCoordinator(BalancerSettings settings, PoolRegistry pools, Affinity.AffinityKey affinityKey)
     {
         _settings = settings;
+        _affinityKey = affinityKey;
         _frontends = Context.ActorOf(FrontendOwner.Props(settings, pools), "frontend-owner");
         _hooks = new DutyHooks(_log, _cluster.SelfAddress.ToString());
         if (settings.Node.Mode == NodeMode.ActiveActive)
@@ -58,8 +61,8 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(BalancerSettings settings, PoolRegistry pools) =>
-        Akka.Actor.Props.Create(() => new DutyCoordinator(settings, pools));
+    public static Props Props(BalancerSettings settings, PoolRegistry pools, Affinity.AffinityKey affinityKey) =>
+        Akka.Actor.Props.Create(() => new DutyCoordinator(settings, pools, affinityKey));
 
     /// <summary>
     /// The active node of a cluster: the oldest Up member not unreachable from <paramref name="state"/>'s
@@ -98,7 +101,7 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
             // The MemberUp event can arrive before Cluster.SelfMember shows Up: trust either.
             if (up.Member.UniqueAddress.Equals(_cluster.SelfUniqueAddress) || _cluster.SelfMember.Status == MemberStatus.Up)
             {
-                Context.ActorOf(ReplicatedStateWarmUp.Props(_settings), "warm-up");
+                Context.ActorOf(ReplicatedStateWarmUp.Props(_settings, _affinityKey), "warm-up");
                 Become(WarmingUp);
             }
         });
