@@ -301,18 +301,18 @@ measure() {
   for i in "${pids[@]}"; do kill -0 "$i" 2>/dev/null || R_NOTE[$target]="process $i died during the runs"; done
 }
 
-# ---------------------------------------------------------------- backends: nginx x2, fixed 100-byte body
-BODY="$(printf 'balancer-bench-backend-%s' "$(printf 'x%.0s' $(seq 1 77))")" # 100 bytes
-BACKEND_PIDS=()
-for port in "${BACKEND_PORTS[@]}"; do
-  d="$TMP/nginx-$port"; mkdir -p "$d"
+# nginx_conf DIR CONNECTIONS SERVER [HTTP]: a foreground nginx whose every file stays in DIR
+# (nothing under /var/lib/nginx), serving SERVER (the server block's body).
+nginx_conf() {
+  local d="$1" connections="$2" server="$3" http="${4:-}"
+  mkdir -p "$d"
   cat >"$d/nginx.conf" <<EOF
 daemon off;
 master_process off;
 worker_processes 1;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections $connections; }
 http {
   access_log off;
   client_body_temp_path $d/body;
@@ -320,15 +320,19 @@ http {
   fastcgi_temp_path $d/fastcgi;
   uwsgi_temp_path $d/uwsgi;
   scgi_temp_path $d/scgi;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  server_tokens off;
-  server {
-    listen 127.0.0.1:$port;
-    location / { default_type text/plain; return 200 "$BODY"; }
-  }
+  $http
+  server { $server }
 }
 EOF
+}
+
+# ---------------------------------------------------------------- backends: nginx x2, fixed 100-byte body
+BODY="$(printf 'balancer-bench-backend-%s' "$(printf 'x%.0s' $(seq 1 77))")" # 100 bytes
+BACKEND_PIDS=()
+for port in "${BACKEND_PORTS[@]}"; do
+  d="$TMP/nginx-$port"
+  nginx_conf "$d" 4096 "listen 127.0.0.1:$port; location / { default_type text/plain; return 200 \"$BODY\"; }" \
+    "keepalive_requests 1000000; keepalive_timeout 75s; server_tokens off;"
   "${PIN_SERVER[@]}" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
   PIDS+=($!); BACKEND_PIDS+=($!)
 done
@@ -391,25 +395,9 @@ if want balancer-http-otel && [[ -n "$BALANCER_NOTE" ]]; then
   R_NOTE[balancer-http-otel]="skipped: binary missing"
 elif want balancer-http-otel && fits balancer-http-otel; then
   # The same node with OpenTelemetry export on: spans of OTEL_SAMPLING of the requests and the
-  # meter, every second, to an OTLP/HTTP sink (an nginx answering 200, outside the measured CPU).
-  d="$TMP/otlp-sink"; mkdir -p "$d"
-  cat >"$d/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 64; }
-http {
-  access_log off;
-  client_body_temp_path $d/body;
-  proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi;
-  uwsgi_temp_path $d/uwsgi;
-  scgi_temp_path $d/scgi;
-  server { listen 127.0.0.1:$P_OTLP_SINK; location / { client_max_body_size 16m; return 200; } }
-}
-EOF
+  # meter, every second, to an OTLP/HTTP sink (an nginx answering 200; its CPU shows in other%).
+  d="$TMP/otlp-sink"
+  nginx_conf "$d" 64 "listen 127.0.0.1:$P_OTLP_SINK; location / { client_max_body_size 16m; return 200; }"
   nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
   SINK_PID=$!; PIDS+=("$SINK_PID")
   mkdir -p "$TMP/balancer-otel"

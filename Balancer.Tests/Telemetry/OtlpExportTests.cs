@@ -14,17 +14,8 @@ public class OtlpExportTests
     {
         await using var collector = await OtlpReceiver.StartAsync();
         await using var backends = await BackendSet.StartAsync("a", "b");
-        await using var host = await BalancerHost.StartAsync($$"""
-            balancer {
-              telemetry.otlp { endpoint = "{{collector.Endpoint}}", export-interval = 500ms }
-              frontends.web { mode = http, bind = "127.0.0.1:0", pool = app }
-              pools.app { health-check.kind = none, {{backends.Hocon()}} }
-            }
-            """);
-        using var http = new HttpClient();
-        using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web", "/headers"));
-        request.Headers.TryAddWithoutValidation("traceparent", $"00-{ClientTraceId}-{ClientSpanId}-01");
-        using var response = await http.SendAsync(request);
+        await using var host = await StartAsync(backends, $"telemetry.otlp {{ endpoint = \"{collector.Endpoint}\", export-interval = 500ms }}");
+        using var response = await SendTracedAsync(host);
         response.EnsureSuccessStatusCode();
         var backend = response.Headers.GetValues("X-Backend").Single();
         var seenByBackend = (await response.Content.ReadAsStringAsync()).Split('\n').Single(l => l.StartsWith("traceparent: ", StringComparison.OrdinalIgnoreCase))["traceparent: ".Length..];
@@ -50,16 +41,25 @@ public class OtlpExportTests
     public async Task WithoutAnEndpoint_NothingIsRecorded_AndTheClientsTraceContextPassesThroughUnchanged()
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync($$"""
-            balancer {
-              frontends.web { mode = http, bind = "127.0.0.1:0", pool = app }
-              pools.app { health-check.kind = none, {{backends.Hocon()}} }
-            }
-            """);
+        await using var host = await StartAsync(backends);
+        using var response = await SendTracedAsync(host);
+        Assert.Contains($"traceparent: 00-{ClientTraceId}-{ClientSpanId}-01", await response.Content.ReadAsStringAsync(), StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static Task<BalancerHost> StartAsync(BackendSet backends, string telemetry = "") => BalancerHost.StartAsync($$"""
+        balancer {
+          {{telemetry}}
+          frontends.web { mode = http, bind = "127.0.0.1:0", pool = app }
+          pools.app { health-check.kind = none, {{backends.Hocon()}} }
+        }
+        """);
+
+    /// <summary>GET /headers (the backend echoes the request's headers) as part of the client's trace.</summary>
+    private static async Task<HttpResponseMessage> SendTracedAsync(BalancerHost host)
+    {
         using var http = new HttpClient();
         using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web", "/headers"));
         request.Headers.TryAddWithoutValidation("traceparent", $"00-{ClientTraceId}-{ClientSpanId}-01");
-        using var response = await http.SendAsync(request);
-        Assert.Contains($"traceparent: 00-{ClientTraceId}-{ClientSpanId}-01", await response.Content.ReadAsStringAsync(), StringComparison.OrdinalIgnoreCase);
+        return await http.SendAsync(request);
     }
 }
