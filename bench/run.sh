@@ -326,6 +326,32 @@ http {
 EOF
 }
 
+# start_balancer NAME ADMIN_PORT FRONTENDS [EXTRA]: writes $TMP/NAME.conf (FRONTENDS inside
+# balancer.frontends, EXTRA inside balancer, the bench's pool app), runs the Balancer on it in
+# $TMP/NAME with its output in $TMP/NAME.log, and sets STARTED_PID.
+start_balancer() {
+  local name="$1" admin="$2" frontends="$3" extra="${4:-}"
+  mkdir -p "$TMP/$name"
+  cat >"$TMP/$name.conf" <<EOF
+balancer {
+  node.admin.bind = "127.0.0.1:$admin"
+  $extra
+  frontends {
+    $frontends
+  }
+  pools.app {
+    algorithm = round-robin
+    health-check.kind = none
+    backends { a = "127.0.0.1:${BACKEND_PORTS[0]}", b = "127.0.0.1:${BACKEND_PORTS[1]}" }
+  }
+}
+akka.remote.dot-netty.tcp.port = 0
+EOF
+  (cd "$TMP/$name" && exec env "${DOTNET_ENV[@]}" "${PIN_SERVER[@]}" "$BALANCER" run --config "$TMP/$name.conf") \
+    >"$TMP/$name.log" 2>&1 &
+  STARTED_PID=$!; PIDS+=("$STARTED_PID")
+}
+
 # ---------------------------------------------------------------- backends: nginx x2, fixed 100-byte body
 BODY="$(printf 'balancer-bench-backend-%s' "$(printf 'x%.0s' $(seq 1 77))")" # 100 bytes
 BACKEND_PIDS=()
@@ -400,24 +426,11 @@ elif want balancer-http-otel && fits balancer-http-otel; then
   nginx_conf "$d" 64 "listen 127.0.0.1:$P_OTLP_SINK; location / { client_max_body_size 16m; return 200; }"
   nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
   SINK_PID=$!; PIDS+=("$SINK_PID")
-  mkdir -p "$TMP/balancer-otel"
-  cat >"$TMP/bench-otel.conf" <<EOF
-balancer {
-  node.admin.bind = "127.0.0.1:$P_BALANCER_OTEL_ADMIN"
-  telemetry.otlp { endpoint = "http://127.0.0.1:$P_OTLP_SINK", sampling = "$OTEL_SAMPLING", export-interval = 1s }
-  frontends.web { mode = http, bind = ["127.0.0.1:$P_BALANCER_OTEL_HTTP"], pool = app }
-  pools.app {
-    algorithm = round-robin
-    health-check.kind = none
-    backends { a = "127.0.0.1:${BACKEND_PORTS[0]}", b = "127.0.0.1:${BACKEND_PORTS[1]}" }
-  }
-}
-akka.remote.dot-netty.tcp.port = 0
-EOF
   log "Balancer with OTLP export: starting"
-  (cd "$TMP/balancer-otel" && exec env "${DOTNET_ENV[@]}" "${PIN_SERVER[@]}" "$BALANCER" run --config "$TMP/bench-otel.conf") \
-    >"$TMP/balancer-otel.log" 2>&1 &
-  OTEL_PID=$!; PIDS+=("$OTEL_PID")
+  start_balancer balancer-otel "$P_BALANCER_OTEL_ADMIN" \
+    "web { mode = http, bind = [\"127.0.0.1:$P_BALANCER_OTEL_HTTP\"], pool = app }" \
+    "telemetry.otlp { endpoint = \"http://127.0.0.1:$P_OTLP_SINK\", sampling = \"$OTEL_SAMPLING\", export-interval = 1s }"
+  OTEL_PID=$STARTED_PID
   if wait_port "$P_OTLP_SINK" "$SINK_PID" 10 && wait_port "$P_BALANCER_OTEL_HTTP" "$OTEL_PID" 30; then
     measure balancer-http-otel "$P_BALANCER_OTEL_HTTP" "$OTEL_PID"
   else
@@ -429,26 +442,11 @@ fi
 if (want balancer-http || want balancer-tcp) && [[ -n "$BALANCER_NOTE" ]]; then
   R_NOTE[balancer-http]="skipped: binary missing"; R_NOTE[balancer-tcp]="skipped: binary missing"
 elif want balancer-http || want balancer-tcp; then
-  mkdir -p "$TMP/balancer"
-  cat >"$TMP/bench.conf" <<EOF
-balancer {
-  node.admin.bind = "127.0.0.1:$P_BALANCER_ADMIN"
-  frontends {
-    web { mode = http, bind = ["127.0.0.1:$P_BALANCER_HTTP"], pool = app }
-    raw { mode = tcp,  bind = ["127.0.0.1:$P_BALANCER_TCP"], pool = app }
-  }
-  pools.app {
-    algorithm = round-robin
-    health-check.kind = none
-    backends { a = "127.0.0.1:${BACKEND_PORTS[0]}", b = "127.0.0.1:${BACKEND_PORTS[1]}" }
-  }
-}
-akka.remote.dot-netty.tcp.port = 0
-EOF
-  log "Balancer: starting $BALANCER run --config $TMP/bench.conf"
-  (cd "$TMP/balancer" && exec env "${DOTNET_ENV[@]}" "${PIN_SERVER[@]}" "$BALANCER" run --config "$TMP/bench.conf") \
-    >"$TMP/balancer.log" 2>&1 &
-  BAL_PID=$!; PIDS+=("$BAL_PID")
+  log "Balancer: starting $BALANCER run --config $TMP/balancer.conf"
+  start_balancer balancer "$P_BALANCER_ADMIN" \
+    "web { mode = http, bind = [\"127.0.0.1:$P_BALANCER_HTTP\"], pool = app }
+    raw { mode = tcp,  bind = [\"127.0.0.1:$P_BALANCER_TCP\"], pool = app }"
+  BAL_PID=$STARTED_PID
   if wait_port "$P_BALANCER_HTTP" "$BAL_PID" 30 && wait_port "$P_BALANCER_TCP" "$BAL_PID" 30; then
     if want balancer-http && fits balancer-http; then measure balancer-http "$P_BALANCER_HTTP" "$BAL_PID"; fi
     if want balancer-tcp && fits balancer-tcp; then measure balancer-tcp "$P_BALANCER_TCP" "$BAL_PID"; fi
