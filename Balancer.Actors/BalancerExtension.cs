@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Net;
 using Akka.Actor;
 using Akka.Configuration;
+using Akka.Event;
 using Balancer.Frontends;
 using Balancer.Routing;
 using Balancer.Routing.LoadBalancing;
@@ -17,7 +18,6 @@ public sealed class BalancerExtension : IExtension
 {
     private readonly TaskCompletionSource _frontendsStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ConcurrentDictionary<string, IReadOnlyList<IPEndPoint>> _frontendEndPoints = new();
-    private readonly ConcurrentDictionary<string, FrontendCounters> _frontendCounters = new();
 
     /// <summary>Created by <see cref="BalancerExtensionProvider"/>; use <see cref="Get"/>.</summary>
     public BalancerExtension(ExtendedActorSystem system)
@@ -43,11 +43,10 @@ public sealed class BalancerExtension : IExtension
             system.Serialization.AddSerializationMap(type, serializer);
         }
 
-        // Handles exist before any actor runs, so frontends and embedders can read every pool at once.
-        foreach (var pool in Settings.Pools)
-        {
-            Pools.Set(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new AlgorithmState())));
-        }
+        DataPlane = system.Settings.Setup.Get<DataPlaneSetup>().HasValue
+            ? system.Settings.Setup.Get<DataPlaneSetup>().Value.DataPlane
+            : DataPlane.OwnedBy();
+        DataPlane.Attach(system, Settings);
 
         // A standby opens its frontends only when it becomes active: nothing to wait for at start.
         var expected = Settings.Node.StartFrontends && Settings.Node.Mode == Configuration.NodeMode.ActiveActive
@@ -62,22 +61,39 @@ public sealed class BalancerExtension : IExtension
         system.EventStream.Subscribe(watcher, typeof(FrontendFailed));
 
         Membership = new Membership.ClusterMembership(system, Settings.Node.Mode, Settings.Node.Role);
-        foreach (var frontend in Settings.Frontends)
-        {
-            _frontendCounters[frontend.Name] = new FrontendCounters(frontend.Name);
-        }
         RecentLog = Telemetry.RecentLog.Record(system);
-        Metrics = new Telemetry.BalancerMetrics(Pools, () => _frontendCounters.Values, Membership);
+        Metrics = new Telemetry.BalancerMetrics(Pools, () => DataPlane.FrontendCounters.Values, Membership, () => DataPlane.Incarnation);
         var otlp = Telemetry.OtlpExport.Start(Settings.Telemetry, system.Provider.DefaultAddress.ToString());
         Prometheus = new Telemetry.PrometheusExporter(Metrics);
         Client = new Client.BalancerClient(Pools, Events, Membership);
         Replication.BalancerReplicator.Get(system);
-        Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, Pools, Events), "balancer");
+        Guardian = system.SystemActorOf(BalancerGuardian.Props(Settings, DataPlane, Events), "balancer");
         AdminStarted = Settings.Node.AdminEnabled ? StartAdmin(system) : Task.FromResult<Management.AdminServer?>(null);
+        var shutdown = CoordinatedShutdown.Get(system);
+        // Removed from the cluster without anyone asking (downed, partitioned away, a join that
+        // never succeeded): a data plane that outlives this system keeps serving, and the next
+        // incarnation takes it over. Active-passive is the exception: a node removed from its
+        // cluster gives up the shared frontends, so that at most one side holds them.
+        shutdown.AddTask(CoordinatedShutdown.PhaseBeforeServiceUnbind, "balancer-data-plane-keep", () =>
+        {
+            if (DataPlane.OutlivesActorSystem && Settings.Node.Mode == Configuration.NodeMode.ActiveActive && KeepsServingThrough(shutdown.ShutdownReason))
+            {
+                var cluster = Akka.Cluster.Cluster.Get(system);
+                DataPlane.KeepServingAfter(cluster.State.Members.Select(m => m.Address).Where(a => !a.Equals(cluster.SelfAddress)));
+                Akka.Event.Logging.GetLogger(system, "balancer").Warning(
+                    "this node was removed from the cluster ({0}): its frontends keep serving with the last state while a new incarnation rejoins",
+                    shutdown.ShutdownReason?.GetType().Name ?? "no reason given");
+            }
+            return Task.FromResult(Akka.Done.Instance);
+        });
         // A stop closes the listeners first and lets what is in flight finish, before the node
         // leaves the cluster (a later phase) and its actors stop.
-        CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseServiceUnbind, "balancer-frontends-drain", async () =>
+        shutdown.AddTask(CoordinatedShutdown.PhaseServiceUnbind, "balancer-frontends-drain", async () =>
         {
+            if (DataPlane.KeepsServing)
+            {
+                return Akka.Done.Instance;
+            }
             try
             {
                 await Guardian.Ask<FrontendOwner.Drained>(new FrontendOwner.Drain(Settings.Node.DrainTimeout), Settings.Node.DrainTimeout + TimeSpan.FromSeconds(3));
@@ -85,6 +101,8 @@ public sealed class BalancerExtension : IExtension
             catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
             {
             }
+            // Listeners an earlier incarnation kept open that this one had not taken over yet.
+            await DataPlane.DrainUnownedAsync(Settings.Node.DrainTimeout);
             return Akka.Done.Instance;
         });
         system.RegisterOnTermination(() =>
@@ -92,12 +110,19 @@ public sealed class BalancerExtension : IExtension
             otlp?.Dispose();
             Prometheus.Dispose();
             Metrics.Dispose();
-            foreach (var handle in Pools.Pools.Values)
+            if (!DataPlane.OutlivesActorSystem)
             {
-                handle.Dispose();
+                foreach (var handle in Pools.Pools.Values)
+                {
+                    handle.Dispose();
+                }
             }
         });
     }
+
+    /// <summary>The cluster removed this node; nobody (SIGTERM, a leave) asked it to stop.</summary>
+    private static bool KeepsServingThrough(CoordinatedShutdown.Reason? reason) =>
+        reason is CoordinatedShutdown.ClusterDowningReason or CoordinatedShutdown.ClusterJoinUnsuccessfulReason;
 
     private Task<Management.AdminServer?> StartAdmin(ExtendedActorSystem system)
     {
@@ -125,7 +150,10 @@ public sealed class BalancerExtension : IExtension
     public BalancerSettings Settings { get; }
 
     /// <summary>Every pool's current snapshot, by name.</summary>
-    public PoolRegistry Pools { get; } = new();
+    public PoolRegistry Pools => DataPlane.Pools;
+
+    /// <summary>What serves traffic: the pools' handles, the frontends' listeners and counters (see <see cref="Balancer.DataPlane"/>).</summary>
+    public DataPlane DataPlane { get; }
 
     /// <summary>Members, leader, unreachable members and the active node, as this node sees them.</summary>
     public Membership.ClusterMembership Membership { get; }
@@ -161,7 +189,7 @@ public sealed class BalancerExtension : IExtension
 
     /// <summary>The traffic counters of the frontend named <paramref name="frontend"/>.</summary>
     /// <exception cref="KeyNotFoundException">No such frontend is configured.</exception>
-    public FrontendCounters FrontendCounters(string frontend) => _frontendCounters[frontend];
+    public FrontendCounters FrontendCounters(string frontend) => DataPlane.FrontendCounters[frontend];
 
     /// <summary>Completes when every frontend listens; faults with the reason when one cannot.</summary>
     public Task FrontendsStarted => _frontendsStarted.Task;

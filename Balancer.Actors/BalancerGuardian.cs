@@ -12,8 +12,9 @@ namespace Balancer;
 /// </summary>
 internal sealed class BalancerGuardian : ReceiveActor
 {
-    public BalancerGuardian(BalancerSettings settings, PoolRegistry registry, Management.EventFeed events)
+    public BalancerGuardian(BalancerSettings settings, DataPlane dataPlane, Management.EventFeed events)
     {
+        var registry = dataPlane.Pools;
         Context.ActorOf(Management.EventFeedActor.Props(events), "events");
         Context.ActorOf(Alerts.AlertNotifier.Props(settings.Alerts, settings.Node.Role), "alerts");
         if (settings.Alerts.Thresholds.Any)
@@ -29,7 +30,8 @@ internal sealed class BalancerGuardian : ReceiveActor
         }
         Context.ActorOf(Health.HealthSupervisor.Props(settings, registry), "health");
         var affinity = Context.ActorOf(Akka.Actor.Props.Create(() => new ChildrenSupervisor()), "affinity");
-        var affinityKey = new Affinity.AffinityKey(settings.Node.AffinityKey);
+        // The data plane's key: an earlier incarnation's sessions keep their hashes.
+        var affinityKey = dataPlane.AffinityKey;
         foreach (var pool in settings.Pools.Where(p => p.Affinity.Mode != Configuration.AffinityMode.None))
         {
             affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, registry.Find(pool.Name)!, affinityKey, settings.Node), pool.Name));
@@ -44,8 +46,8 @@ internal sealed class BalancerGuardian : ReceiveActor
         Receive<Frontends.FrontendOwner.Drain>(drain => duty.Forward(drain));
     }
 
-    public static Props Props(BalancerSettings settings, PoolRegistry registry, Management.EventFeed events) =>
-        Akka.Actor.Props.Create(() => new BalancerGuardian(settings, registry, events));
+    public static Props Props(BalancerSettings settings, DataPlane dataPlane, Management.EventFeed events) =>
+        Akka.Actor.Props.Create(() => new BalancerGuardian(settings, dataPlane, events));
 
     /// <summary>A plain parent for a group of children, addressed as <c>pools/NAME</c> or <c>frontends/NAME</c>.</summary>
     internal sealed class ChildrenSupervisor : ReceiveActor

@@ -73,6 +73,26 @@ internal static class NodeConfig
         return ConfigurationFactory.ParseString($"akka.cluster.seed-node-timeout = {(int)RestartedFirstSeedTimeout.TotalSeconds}s").WithFallback(config);
     }
 
+    /// <summary>
+    /// The configuration of a node's next incarnation after its cluster removed it: it joins
+    /// through the members it knew and the other seeds, never through itself. A first seed that
+    /// listed itself would otherwise form a cluster of its own when the others do not answer in
+    /// time (a partition not healed yet), and serve as a second cluster; this way it keeps asking
+    /// until they answer. A node that knew no other member (a cluster of one) joins itself as before.
+    /// </summary>
+    public static Config ForRejoin(Config config, IEnumerable<Akka.Actor.Address> peers)
+    {
+        var (host, port) = RemotingEndPoint(config);
+        var seeds = peers.Select(p => p.ToString())
+            .Concat(config.GetStringList("akka.cluster.seed-nodes"))
+            .Where(seed => Akka.Actor.Address.Parse(seed) is var address && !(address.Host == host && address.Port == port))
+            .Distinct()
+            .ToList();
+        return seeds.Count == 0
+            ? config
+            : ConfigurationFactory.ParseString($"akka.cluster.seed-nodes = [{string.Join(", ", seeds.Select(s => $"\"{s}\""))}]").WithFallback(config);
+    }
+
     /// <summary>Loads and merges; a file that cannot be read or parsed throws <see cref="ConfigLoadException"/>.</summary>
     public static Config Load(IReadOnlyList<string> files, IReadOnlyList<string> sets)
     {

@@ -96,21 +96,30 @@ internal sealed class AffinityKeyKeeper : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
+        if (_key.Value is { } known)
+        {
+            _current = System.Text.Encoding.UTF8.GetString(known);
+        }
         _replicator.Tell(Dsl.Subscribe(Replication.ReplicatedKeys.AffinityKey, Self));
         _replicator.Tell(Dsl.Get(Replication.ReplicatedKeys.AffinityKey, new ReadMajority(_readTimeout)));
     }
 
     private void Generate()
     {
-        if (_current is not null)
-        {
-            return;
-        }
-        var generated = Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
+        // A node rejoining as a new incarnation knows the key its sessions were hashed with; a
+        // cluster that lost it (every member restarted meanwhile) takes it back from this node.
+        var generated = _current ?? Convert.ToBase64String(RandomNumberGenerator.GetBytes(32));
         _replicator.Tell(Dsl.Update(Replication.ReplicatedKeys.AffinityKey, new LWWRegister<string>(_self, generated), new WriteMajority(_writeTimeout),
             register => string.IsNullOrEmpty(register.Value) ? register.WithValue(_self, generated) : register));
-        Use(generated);
-        _log.Info("affinity key: none configured or replicated yet; generated one and replicated it");
+        if (_current is null)
+        {
+            Use(generated);
+            _log.Info("affinity key: none configured or replicated yet; generated one and replicated it");
+        }
+        else
+        {
+            _log.Info("affinity key: none replicated; replicated the one this node already used");
+        }
     }
 
     private void Use(string? key)

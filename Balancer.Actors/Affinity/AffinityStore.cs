@@ -22,6 +22,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private readonly AffinityBucketKey[] _buckets;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly AffinityTable _table;
+    private readonly bool _adopted;
     private DateTimeOffset _lastFullWarning = DateTimeOffset.MinValue;
     private DateTimeOffset _lastOverBudgetWarning = DateTimeOffset.MinValue;
 
@@ -67,7 +68,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         // pool's handle; a restarted store keeps it (its reference stays the same), so no live
         // session looks new meanwhile.
         var scheduler = Context.System.Scheduler;
+        _adopted = handle.Affinity is not null;
         _table = handle.Affinity ?? new AffinityTable(pool, Self, () => scheduler.Now, affinityKey, writeTimeout, node.ReadTimeout);
+        _table.Attach(Self);
         handle.PublishAffinity(_table);
         _write = pool.Affinity.Write == AffinityWriteConsistency.Majority ? new WriteMajority(writeTimeout) : WriteLocal.Instance;
         _buckets = Replication.ReplicatedKeys.AffinityBuckets(pool);
@@ -124,10 +127,19 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             _latest[key] = bucket;
             // Entries already cached are skipped by reference.
             var cached = CachedOf(key);
+            var moved = 0;
             foreach (var (session, entry) in bucket.Entries)
             {
-                _table.Merge(session, entry);
+                if (_table.Merge(session, entry))
+                {
+                    moved++;
+                }
                 cached.Add(session);
+            }
+            if (moved > 0)
+            {
+                _log.Warning("pool {0}: {1} session(s) pinned here were pinned to another backend elsewhere (a partition, or this node serving alone while it rejoined); the cluster's choice now holds on every node ({2} so far)",
+                    _pool.Name, moved, _table.SessionsMovedByMerge);
             }
             Reconcile(key, bucket);
         });
@@ -211,6 +223,20 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         {
             _replicator.Tell(Dsl.Subscribe(bucket, Self));
         }
+        if (_adopted)
+        {
+            // An earlier store of this pool fed the table (this node rejoined as a new incarnation,
+            // or the store restarted): what it holds, pins made while no store ran among them, is
+            // written again, and merging with the cluster's replicas settles any session pinned
+            // differently on both sides.
+            var now = Context.System.Scheduler.Now;
+            var live = _table.Entries.Where(e => e.Value.ExpiresAt > now).ToList();
+            foreach (var (hash, entry) in live)
+            {
+                Enqueue(new Write(hash, entry, null));
+            }
+            _log.Info("pool {0}: carrying on with the {1} session(s) this node held; writing them to the replicated buckets", _pool.Name, live.Count);
+        }
         ScheduleSweep();
     }
 
@@ -235,6 +261,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             write.Acknowledged?.TrySetException(stopped);
         }
         _pending.Clear();
+        _table.Detach(Self);
         base.PostStop();
     }
 

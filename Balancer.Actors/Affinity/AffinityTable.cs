@@ -18,11 +18,13 @@ public sealed class AffinityTable
 {
     private readonly ConcurrentDictionary<ulong, AffinityEntry> _entries = new();
     private readonly AffinityKey _key;
-    private readonly ICanTell _store;
+    // The pool's affinity store; null between two incarnations of the node (see Attach).
+    private ICanTell? _store;
     private readonly Func<DateTimeOffset> _now;
     private readonly TimeSpan _readTimeout;
     private long _unconfirmedPins;
     private long _sessionsOverBudget;
+    private long _sessionsMovedByMerge;
     private readonly NewSessionBudget _newSessions;
 
     internal AffinityTable(PoolSettings pool, ICanTell store, Func<DateTimeOffset> now, AffinityKey affinityKey, TimeSpan writeTimeout, TimeSpan readTimeout)
@@ -93,7 +95,12 @@ public sealed class AffinityTable
             return ValueTask.FromResult(SessionLookup.Unavailable);
         }
         var loaded = new TaskCompletionSource<SessionLookup>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _store.Tell(new AffinityStore.Lookup(hash, loaded), ActorRefs.NoSender);
+        if (Store is not { } store)
+        {
+            // No store (the node is rejoining its cluster): this node's table is all there is to read.
+            return ValueTask.FromResult(SessionLookup.PinnedTo(null));
+        }
+        store.Tell(new AffinityStore.Lookup(hash, loaded), ActorRefs.NoSender);
         return new ValueTask<SessionLookup>(UnavailableAfter(loaded.Task, _readTimeout + TimeSpan.FromSeconds(1)));
     }
 
@@ -124,7 +131,7 @@ public sealed class AffinityTable
         // The store logs it, at most once a minute: told on the first refusal and every 1,000th after.
         if (Interlocked.Increment(ref _sessionsOverBudget) % 1000 == 1)
         {
-            _store.Tell(AffinityStore.OverBudget.Instance, ActorRefs.NoSender);
+            Store?.Tell(AffinityStore.OverBudget.Instance, ActorRefs.NoSender);
         }
         return false;
     }
@@ -136,6 +143,13 @@ public sealed class AffinityTable
     public long UnconfirmedPins => Volatile.Read(ref _unconfirmedPins);
 
     internal void CountUnconfirmedPin() => Interlocked.Increment(ref _unconfirmedPins);
+
+    /// <summary>
+    /// Live sessions this node had pinned to one backend that merging with another node's replica
+    /// moved to another: both sides pinned the same session differently (a partition, or a node
+    /// rejoining after it served alone), and the replicas' rule chose one backend on every node.
+    /// </summary>
+    public long SessionsMovedByMerge => Interlocked.Read(ref _sessionsMovedByMerge);
 
     /// <summary>
     /// Pins <paramref name="key"/> to <paramref name="backend"/> here at once and replicates it; the
@@ -152,20 +166,29 @@ public sealed class AffinityTable
         // The table sheds what its buckets evict within a flush; this bounds it meanwhile.
         if (held is null && _entries.Count >= 2 * Settings.MaxEntries)
         {
-            _store.Tell(AffinityStore.TableFull.Instance, ActorRefs.NoSender);
+            Store?.Tell(AffinityStore.TableFull.Instance, ActorRefs.NoSender);
             return Task.CompletedTask;
         }
         // A session moved to another backend stays established; a pin after an operator's clear
         // is established too, or the clear marker (which is) would win over it on every node.
         var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true });
         _entries[hash] = pinned;
+        if (Store is not { } store)
+        {
+            // Pinned here only; the next incarnation's store replicates every entry it finds.
+            if (Settings.Write == AffinityWriteConsistency.Majority)
+            {
+                CountUnconfirmedPin();
+            }
+            return Task.CompletedTask;
+        }
         if (Settings.Write == AffinityWriteConsistency.Local)
         {
-            _store.Tell(new AffinityStore.Write(hash, pinned, null), ActorRefs.NoSender);
+            store.Tell(new AffinityStore.Write(hash, pinned, null), ActorRefs.NoSender);
             return Task.CompletedTask;
         }
         var acknowledged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        _store.Tell(new AffinityStore.Write(hash, pinned, acknowledged), ActorRefs.NoSender);
+        store.Tell(new AffinityStore.Write(hash, pinned, acknowledged), ActorRefs.NoSender);
         return acknowledged.Task;
     }
 
@@ -186,19 +209,49 @@ public sealed class AffinityTable
     /// </summary>
     public Task<int> Clear(ulong? hash)
     {
+        if (Store is not { } store)
+        {
+            return Task.FromException<int>(new InvalidOperationException("this node is rejoining its cluster; clear sessions on a node that is a member"));
+        }
         var done = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-        _store.Tell(new AffinityStore.Clear(hash, done), ActorRefs.NoSender);
+        store.Tell(new AffinityStore.Clear(hash, done), ActorRefs.NoSender);
         return done.Task;
     }
 
-    internal void Merge(ulong hash, AffinityEntry entry)
+    private ICanTell? Store => Volatile.Read(ref _store);
+
+    /// <summary>The pool's affinity store (of this incarnation of the node) takes the table's writes from now on.</summary>
+    internal void Attach(ICanTell store) => Volatile.Write(ref _store, store);
+
+    /// <summary><paramref name="store"/> stopped: until the next one attaches, sessions are pinned here only.</summary>
+    internal void Detach(ICanTell store) => Interlocked.CompareExchange(ref _store, null, store);
+
+    /// <summary>Takes a replicated entry when it wins over the cached one; true when that moved a live session to another backend.</summary>
+    internal bool Merge(ulong hash, AffinityEntry entry)
     {
         if (_entries.TryGetValue(hash, out var cached) && (ReferenceEquals(cached, entry) || !entry.Wins(cached)))
         {
-            return;
+            return false;
         }
-        _entries.AddOrUpdate(hash, entry, (_, existing) => entry.Wins(existing) ? entry : existing);
+        var moved = false;
+        _entries.AddOrUpdate(hash, entry, (_, existing) =>
+        {
+            if (!entry.Wins(existing))
+            {
+                return existing;
+            }
+            moved = !existing.IsCleared && !entry.IsCleared && existing.Backend != entry.Backend && existing.ExpiresAt > _now();
+            return entry;
+        });
+        if (moved)
+        {
+            Interlocked.Increment(ref _sessionsMovedByMerge);
+        }
+        return moved;
     }
+
+    /// <summary>Every entry held here, live or not (what a new incarnation's store replicates).</summary>
+    internal IEnumerable<KeyValuePair<ulong, AffinityEntry>> Entries => _entries;
 
     /// <summary>The entry cached under <paramref name="hash"/>, expired or not.</summary>
     internal AffinityEntry? Cached(ulong hash) => _entries.TryGetValue(hash, out var entry) ? entry : null;

@@ -26,6 +26,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
     private readonly PoolRegistry _pools;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly FrontendCounters _counters;
+    private readonly DataPlane _dataPlane;
     private IFrontendServer? _server;
     private int _failures;
 
@@ -33,7 +34,8 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
     {
         _settings = settings;
         _pools = pools;
-        _counters = BalancerExtension.Get(Context.System).FrontendCounters(settings.Name);
+        _dataPlane = BalancerExtension.Get(Context.System).DataPlane;
+        _counters = _dataPlane.FrontendCounters[settings.Name];
 
         Receive<Started>(started =>
         {
@@ -90,7 +92,8 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
-        if (_settings.ReusePort && ListenSockets.MigratesQueuedConnections() == false)
+        // Said once per process: listeners taken over from an earlier incarnation were warned about.
+        if (_settings.ReusePort && !_dataPlane.ServingUnowned.Contains(_settings.Name) && ListenSockets.MigratesQueuedConnections() == false)
         {
             _log.Warning("frontend {0}: reuse-port is on but net.ipv4.tcp_migrate_req = 0: connections queued on a node that dies are reset; set it to 1 (Linux ≥ 5.14)", _settings.Name);
         }
@@ -99,11 +102,20 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
 
     private void Open()
     {
+        // Listeners an earlier incarnation of this node kept serving: taken over as they are, never bound twice.
+        if (_dataPlane.Adopt(_settings.Name) is { } serving)
+        {
+            _server = serving;
+            _log.Info("frontend {0}: taking over the listeners that kept serving while this node rejoined", _settings.Name);
+            Self.Tell(new Started(serving.BoundEndPoints));
+            return;
+        }
         var pool = _pools.Find(_settings.Pool)
             ?? throw new InvalidOperationException($"frontend {_settings.Name}: pool {_settings.Pool} is not registered");
+        var log = _dataPlane.Log($"balancer.frontend.{_settings.Name}");
         _server = _settings.Mode == FrontendMode.Http
-            ? new HttpFrontendServer(_settings, pool, _counters, Context.System)
-            : new TcpFrontendServer(_settings, pool, _counters, _log, _pools);
+            ? new HttpFrontendServer(_settings, pool, _counters, _dataPlane)
+            : new TcpFrontendServer(_settings, pool, _counters, log, _pools);
         var server = _server;
         // Run off the actor thread: a bind that fails at once must come back as a message too.
         Task.Run(() => server.StartAsync(CancellationToken.None))
@@ -113,9 +125,14 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
 
     protected override void PostStop()
     {
-        _counters.Listening = [];
         var server = _server;
         _server = null;
+        // The cluster removed this node: the listeners outlive this actor, and the next incarnation's take them over.
+        if (server is not null && _dataPlane.TryKeepServing(_settings.Name, server))
+        {
+            return;
+        }
+        _counters.Listening = [];
         if (server is null)
         {
             return;

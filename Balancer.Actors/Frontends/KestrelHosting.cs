@@ -17,11 +17,15 @@ namespace Balancer.Frontends;
 internal static class KestrelHosting
 {
     /// <summary>An empty application builder for the server named <paramref name="name"/>, with Kestrel and the node's logging.</summary>
-    public static WebApplicationBuilder CreateBuilder(string name, ActorSystem system)
+    public static WebApplicationBuilder CreateBuilder(string name, ActorSystem system) =>
+        CreateBuilder(name, category => Akka.Event.Logging.GetLogger(system, category));
+
+    /// <summary>As above, logging through <paramref name="loggerFor"/> (a category's Akka logger).</summary>
+    public static WebApplicationBuilder CreateBuilder(string name, Func<string, Akka.Event.ILoggingAdapter> loggerFor)
     {
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = name });
         builder.Logging.ClearProviders();
-        builder.Logging.AddProvider(new AkkaLoggerProvider(system, LogLevel.Warning));
+        builder.Logging.AddProvider(new AkkaLoggerProvider(loggerFor, LogLevel.Warning));
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.WebHost.UseKestrelCore();
         builder.WebHost.ConfigureKestrel(kestrel => kestrel.AddServerHeader = false);

@@ -54,6 +54,8 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
         ConnectTimeout = TimeSpan.FromSeconds(10),
     });
 
+    private readonly bool _rejoining = BalancerExtension.Get(Context.System).DataPlane.Incarnation > 1;
+
     public HealthSupervisor(BalancerSettings settings, PoolRegistry pools)
     {
         _pools = pools;
@@ -159,7 +161,10 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
     private void OnReconcile()
     {
         var now = DateTimeOffset.UtcNow;
-        if (_region is not null && Cluster.Get(Context.System).State.Unreachable.Count > 0)
+        var cluster = Cluster.Get(Context.System);
+        // A node rejoining as a new incarnation serves before it is a member again: it probes its
+        // backends itself meanwhile (no shard of the cluster's probes is its own yet).
+        if (_region is not null && (cluster.State.Unreachable.Count > 0 || (_rejoining && cluster.SelfMember.Status != MemberStatus.Up)))
         {
             _probeLocallyUntil = now + ShardHandOverGrace;
         }

@@ -78,6 +78,24 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
             .FirstOrDefault();
     }
 
+    /// <summary>
+    /// True when the members this node reaches (itself included) are a majority of the Up members
+    /// running Balancer, or exactly half with the lowest address among them: the side the
+    /// split-brain resolver (keep-majority) keeps.
+    /// </summary>
+    public static bool OnMajoritySide(ClusterEvent.CurrentClusterState state, string role)
+    {
+        var unreachable = state.Unreachable.Select(m => m.UniqueAddress).ToImmutableHashSet();
+        var members = state.Members.Where(m => m.Status == MemberStatus.Up && (role.Length == 0 || m.HasRole(role))).ToList();
+        var reachable = members.Where(m => !unreachable.Contains(m.UniqueAddress)).ToList();
+        if (reachable.Count * 2 != members.Count)
+        {
+            return reachable.Count * 2 > members.Count;
+        }
+        var lowest = members.Select(m => m.Address).OrderBy(a => a, Member.AddressOrdering).First();
+        return reachable.Any(m => m.Address.Equals(lowest));
+    }
+
     protected override void PreStart()
     {
         if (_settings.Node.Mode == NodeMode.ActiveActive)
@@ -174,6 +192,14 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
         // A joining node has no say yet: it stays closed until it is Up itself.
         if (_cluster.SelfMember.Status != MemberStatus.Up)
         {
+            return;
+        }
+        // A node cut off with a minority of the members gives up at once, without waiting for the
+        // split-brain resolver to down it: the majority side elects its own active node as soon as
+        // this one is unreachable, and at most one side may hold the shared address.
+        if (!OnMajoritySide(_cluster.State, _settings.Node.Role))
+        {
+            SetDuty(NodeDuty.Passive, "none reachable from the minority side");
             return;
         }
         var active = ActiveMember(_cluster.State, _settings.Node.Role);

@@ -53,6 +53,10 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
         // The handle exists before any actor runs (the extension makes one per configured pool),
         // so that no frontend or embedder ever finds its pool missing.
         _handle = handle;
+        if (handle.Snapshot.Version > 0)
+        {
+            CarryOn(handle.Snapshot);
+        }
         _handle.Publish(BuildSnapshot());
         _handle.PublishRouter(Self);
 
@@ -124,6 +128,32 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
+
+    /// <summary>
+    /// An earlier router of this pool published the live snapshot: the node rejoined its cluster as a
+    /// new incarnation (its data plane kept serving), or this actor restarted. Carry on from it (its
+    /// backends, those added at runtime included, their health, admin states and counters) so the
+    /// data plane takes no step back while the replicated state is read again.
+    /// </summary>
+    private void CarryOn(PoolSnapshot live)
+    {
+        _version = live.Version;
+        _settings = live.Settings;
+        var now = Now;
+        var self = Self;
+        foreach (var backend in live.Backends)
+        {
+            var tracker = Tracker(backend.Name);
+            tracker.AdminState = backend.AdminState;
+            tracker.HealthReason = backend.HealthReason;
+            if (!backend.Healthy)
+            {
+                tracker.ApplyProbe(false, now);
+            }
+            backend.Counters.SetFailureAlarm(_settings.Passive.ConsecutiveFailures, () => self.Tell(Tick.Instance));
+            _counters[backend.Name] = backend.Counters;
+        }
+    }
 
     internal static Props Props(PoolSettings settings, PoolHandle handle, TimeSpan writeTimeout, string role = "", AlgorithmState? algorithmState = null) =>
         Akka.Actor.Props.Create(() => new PoolRouter(settings, handle, algorithmState, writeTimeout, role));
@@ -274,6 +304,13 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
             : null;
         // Sharded: the latest verdict of a member still in the cluster (a removed member's records stay behind in the map).
         var present = _cluster.State.Members.Where(m => m.Status is not (MemberStatus.Removed or MemberStatus.Down)).Select(m => m.Address.ToString()).ToHashSet();
+        // Not a member (yet, or again): this node serves on what it probes itself.
+        if (_cluster.SelfMember.Status != MemberStatus.Up)
+        {
+            var self = _cluster.SelfAddress.ToString();
+            members = members is null ? null : [self];
+            present.Add(self);
+        }
         foreach (var backend in _settings.Backends)
         {
             var prefix = $"{_settings.Name}/{backend.Name}/";

@@ -1,4 +1,3 @@
-using Akka.Actor;
 using Akka.Event;
 using Microsoft.Extensions.Logging;
 using ILogger = Microsoft.Extensions.Logging.ILogger;
@@ -12,16 +11,18 @@ namespace Balancer.Telemetry;
 /// </summary>
 internal sealed class AkkaLoggerProvider : ILoggerProvider
 {
-    private readonly ActorSystem _system;
+    private readonly Func<string, ILoggingAdapter> _loggerFor;
     private readonly LogLevel _minimum;
 
-    public AkkaLoggerProvider(ActorSystem system, LogLevel minimum)
+    /// <param name="loggerFor">The Akka logger of a category (a frontend's follows the node's current incarnation).</param>
+    /// <param name="minimum">The lowest level written.</param>
+    public AkkaLoggerProvider(Func<string, ILoggingAdapter> loggerFor, LogLevel minimum)
     {
-        _system = system;
+        _loggerFor = loggerFor;
         _minimum = minimum;
     }
 
-    public ILogger CreateLogger(string categoryName) => new AkkaLogger(Logging.GetLogger(_system, categoryName), _minimum);
+    public ILogger CreateLogger(string categoryName) => new AkkaLogger(_loggerFor(categoryName), _minimum);
 
     public void Dispose()
     {

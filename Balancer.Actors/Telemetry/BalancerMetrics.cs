@@ -16,7 +16,7 @@ public sealed class BalancerMetrics : IDisposable
     /// <summary>Name of the meter.</summary>
     public const string MeterName = "Balancer";
 
-    internal BalancerMetrics(PoolRegistry pools, Func<IEnumerable<FrontendCounters>> frontends, ClusterMembership membership)
+    internal BalancerMetrics(PoolRegistry pools, Func<IEnumerable<FrontendCounters>> frontends, ClusterMembership membership, Func<int> incarnation)
     {
         Pools = pools;
         Meter = new Meter(MeterName, typeof(BalancerMetrics).Assembly.GetName().Version?.ToString());
@@ -62,6 +62,12 @@ public sealed class BalancerMetrics : IDisposable
         Meter.CreateObservableCounter("balancer.affinity.sessions_over_budget", () => pools.Pools.Values.Where(p => p.Affinity is not null)
                 .Select(p => new Measurement<long>(p.Affinity!.SessionsOverBudget, Tag("pool", p.Name))),
             description: "New sessions served without being pinned: their client was over affinity.new-sessions-per-client");
+        Meter.CreateObservableCounter("balancer.affinity.unconfirmed_pins", () => pools.Pools.Values.Where(p => p.Affinity is not null)
+                .Select(p => new Measurement<long>(p.Affinity!.UnconfirmedPins, Tag("pool", p.Name))),
+            description: "Sessions pinned on this node without the write consistency's confirmation (no majority in time, or no cluster while the node rejoined); they spread once the node can reach the others");
+        Meter.CreateObservableCounter("balancer.affinity.sessions_moved_by_merge", () => pools.Pools.Values.Where(p => p.Affinity is not null)
+                .Select(p => new Measurement<long>(p.Affinity!.SessionsMovedByMerge, Tag("pool", p.Name))),
+            description: "Live sessions pinned here that another node had pinned to another backend (a partition, or a node serving alone while it rejoined), moved to the cluster's choice");
 
         Meter.CreateObservableGauge("balancer.cluster.members", () => membership.Current().Members
                 .GroupBy(m => m.Status)
@@ -69,6 +75,8 @@ public sealed class BalancerMetrics : IDisposable
             description: "Cluster members as this node sees them, by status");
         Meter.CreateObservableGauge("balancer.cluster.unreachable", () => membership.Current().Unreachable.Length,
             description: "Members this node's cluster view marks unreachable");
+        Meter.CreateObservableGauge("balancer.node.incarnation", incarnation,
+            description: "Which ActorSystem of this process runs the node: 1 at start, one more each time the cluster removed it and it rejoined while serving");
         Meter.CreateObservableGauge("balancer.process.gc_heap_bytes", () => GC.GetGCMemoryInfo().HeapSizeBytes,
             description: "Managed heap size after the last garbage collection");
         Meter.CreateObservableGauge("balancer.process.working_set_bytes", () => Environment.WorkingSet,

@@ -76,13 +76,43 @@ internal static class RunCommand
             }
             return 1;
         }
-        var system = ActorSystem.Create("balancer", Security.ClusterTls.Setup(config));
-        WarnWhenClusterTrafficIsOpen(system, config);
         // Not disposed: a late signal may still cancel it while the process exits.
         var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
         ParentWatch.Start(stop);
+        // The data plane outlives each ActorSystem: when the cluster removes this node, its
+        // listeners keep serving while the next incarnation rejoins and takes them over.
+        var dataPlane = new DataPlane();
+        for (var incarnation = 1; ; incarnation++)
+        {
+            var systemConfig = incarnation == 1 ? config : NodeConfig.ForRejoin(config, dataPlane.KnownPeers);
+            ActorSystem system;
+            try
+            {
+                system = ActorSystem.Create("balancer", Security.ClusterTls.Setup(systemConfig).And(new DataPlaneSetup(dataPlane)));
+            }
+            catch (Exception e) when (incarnation > 1 && !stop.IsCancellationRequested)
+            {
+                // The remoting port of the last incarnation may take a moment to be free again.
+                error.WriteLine($"balancer: could not start incarnation {incarnation}: {e.GetBaseException().Message}; trying again in 2 s");
+                incarnation--;
+                await Task.Delay(TimeSpan.FromSeconds(2), stop.Token).ContinueWith(_ => { });
+                continue;
+            }
+            var outcome = await RunIncarnationAsync(system, systemConfig, incarnation, stop, output, error);
+            if (outcome is not null)
+            {
+                await dataPlane.DrainUnownedAsync(BalancerSettings.Create(config).Node.DrainTimeout);
+                return outcome.Value;
+            }
+            error.WriteLine($"balancer: the cluster removed this node; its frontends keep serving ({string.Join(", ", dataPlane.ServingUnowned.Order())}) while incarnation {incarnation + 1} rejoins through {string.Join(", ", NodeConfig.ForRejoin(config, dataPlane.KnownPeers).GetStringList("akka.cluster.seed-nodes"))}");
+        }
+    }
+
+    /// <summary>Runs one incarnation of the node; the exit code once the node is to stop, or null when a new incarnation is to rejoin.</summary>
+    private static async Task<int?> RunIncarnationAsync(ActorSystem system, Akka.Configuration.Config config, int incarnation, CancellationTokenSource stop, TextWriter output, TextWriter error)
+    {
         try
         {
             var cluster = Cluster.Get(system);
@@ -91,31 +121,39 @@ internal static class RunCommand
                 cluster.Join(cluster.SelfAddress);
             }
             var balancer = BalancerExtension.Get(system);
-            try
+            if (incarnation == 1)
             {
-                await balancer.FrontendsStarted.WaitAsync(balancer.Settings.Node.FrontendStartTimeout, stop.Token);
-                if (await balancer.AdminStarted.WaitAsync(balancer.Settings.Node.FrontendStartTimeout, stop.Token) is { EndPoint: { } admin })
+                WarnWhenClusterTrafficIsOpen(system, config);
+                try
                 {
-                    output.WriteLine($"admin API on http://{admin} (balancer ctl {admin} cluster show)");
+                    await balancer.FrontendsStarted.WaitAsync(balancer.Settings.Node.FrontendStartTimeout, stop.Token);
+                    if (await balancer.AdminStarted.WaitAsync(balancer.Settings.Node.FrontendStartTimeout, stop.Token) is { EndPoint: { } admin })
+                    {
+                        output.WriteLine($"admin API on http://{admin} (balancer ctl {admin} cluster show)");
+                    }
                 }
-            }
-            catch (Exception e) when (e is InvalidOperationException or TimeoutException)
-            {
-                error.WriteLine($"balancer: {e.Message}");
-                await CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance);
-                return 1;
-            }
+                catch (Exception e) when (e is InvalidOperationException or TimeoutException)
+                {
+                    error.WriteLine($"balancer: {e.Message}");
+                    await CoordinatedShutdown.Get(system).Run(CoordinatedShutdown.ClrExitReason.Instance);
+                    return 1;
+                }
 
-            if (balancer.Settings.Node.Mode == Configuration.NodeMode.ActivePassive)
-            {
-                output.WriteLine("balancer: active-passive: frontends open when this node is the active one");
+                if (balancer.Settings.Node.Mode == Configuration.NodeMode.ActivePassive)
+                {
+                    output.WriteLine("balancer: active-passive: frontends open when this node is the active one");
+                }
+                foreach (var (name, endpoints) in balancer.FrontendEndPoints.OrderBy(f => f.Key))
+                {
+                    var frontend = balancer.Settings.Frontends.First(f => f.Name == name);
+                    output.WriteLine($"frontend {name} ({frontend.Mode.ToString().ToLowerInvariant()}) on {string.Join(", ", endpoints)} -> pool {frontend.Pool}");
+                }
+                output.WriteLine($"balancer node {cluster.SelfAddress} ready");
             }
-            foreach (var (name, endpoints) in balancer.FrontendEndPoints.OrderBy(f => f.Key))
+            else
             {
-                var frontend = balancer.Settings.Frontends.First(f => f.Name == name);
-                output.WriteLine($"frontend {name} ({frontend.Mode.ToString().ToLowerInvariant()}) on {string.Join(", ", endpoints)} -> pool {frontend.Pool}");
+                output.WriteLine($"balancer node {cluster.SelfAddress} rejoining (incarnation {incarnation})");
             }
-            output.WriteLine($"balancer node {cluster.SelfAddress} ready");
             await Task.WhenAny(Task.Delay(Timeout.Infinite, stop.Token), system.WhenTerminated).ContinueWith(_ => { });
             var reason = CoordinatedShutdown.Get(system).ShutdownReason;
             if (reason is CoordinatedShutdown.ClusterLeavingReason)
@@ -124,15 +162,19 @@ internal static class RunCommand
                 output.WriteLine("balancer: this node left the cluster; stopping");
                 return 0;
             }
-            if (!stop.IsCancellationRequested && reason is not CoordinatedShutdown.ClrExitReason)
+            if (stop.IsCancellationRequested || reason is CoordinatedShutdown.ClrExitReason)
             {
-                // Nobody asked us to stop: the cluster removed this node (downed by the split-brain
-                // resolver, or it never joined). Exit non-zero so a supervisor restarts it.
-                error.WriteLine($"balancer: the node stopped on its own ({reason?.GetType().Name ?? "actor system terminated"}: removed from the cluster?); exiting");
-                return 1;
+                output.WriteLine("balancer: stopping");
+                return 0;
             }
-            output.WriteLine("balancer: stopping");
-            return 0;
+            if (reason is CoordinatedShutdown.ClusterDowningReason or CoordinatedShutdown.ClusterJoinUnsuccessfulReason)
+            {
+                // Downed (by the split-brain resolver or an operator) or never let in: rejoin.
+                await system.WhenTerminated;
+                return null;
+            }
+            error.WriteLine($"balancer: the node stopped on its own ({reason?.GetType().Name ?? "actor system terminated"}); exiting");
+            return 1;
         }
         catch (OperationCanceledException)
         {

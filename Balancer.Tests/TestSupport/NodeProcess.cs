@@ -55,19 +55,39 @@ internal sealed class NodeProcess : IAsyncDisposable
     /// </summary>
     private static readonly bool ResetInterrupt = InterruptIgnored();
 
-    public static NodeProcess Start(params string[] args)
+    public static NodeProcess Start(params string[] args) => StartIn(null, args);
+
+    /// <summary>
+    /// Starts <c>balancer</c> with <paramref name="args"/> in the network namespace
+    /// <paramref name="netns"/> (a <see cref="TestNetwork"/> host), or in the test's own when null.
+    /// <c>ip netns exec</c> execs the program, so the PID is the balancer's.
+    /// </summary>
+    public static NodeProcess StartIn(string? netns, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "balancer.dll");
-        var info = new ProcessStartInfo(ResetInterrupt ? "env" : "dotnet")
+        var info = new ProcessStartInfo(netns is not null ? "ip" : ResetInterrupt ? "env" : "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
             WorkingDirectory = AppContext.BaseDirectory,
         };
+        if (netns is not null)
+        {
+            info.ArgumentList.Add("netns");
+            info.ArgumentList.Add("exec");
+            info.ArgumentList.Add(netns);
+            if (ResetInterrupt)
+            {
+                info.ArgumentList.Add("env");
+            }
+        }
         if (ResetInterrupt)
         {
             info.ArgumentList.Add("--default-signal=INT");
+        }
+        if (netns is not null || ResetInterrupt)
+        {
             info.ArgumentList.Add("dotnet");
         }
         info.ArgumentList.Add(dll);

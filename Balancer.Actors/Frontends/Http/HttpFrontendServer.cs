@@ -18,12 +18,12 @@ internal sealed class HttpFrontendServer : IFrontendServer
     private readonly CertificateStore? _certificates;
     private IReadOnlyList<IPEndPoint> _bound = Array.Empty<IPEndPoint>();
 
-    public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ActorSystem system)
+    public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, DataPlane dataPlane)
     {
         _settings = settings;
         var perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
-        _certificates = settings.Tls is { } tls ? new CertificateStore(tls, Akka.Event.Logging.GetLogger(system, "balancer.tls")) : null;
-        var builder = KestrelHosting.CreateBuilder("balancer-" + settings.Name, system);
+        _certificates = settings.Tls is { } tls ? new CertificateStore(tls, dataPlane.Log("balancer.tls")) : null;
+        var builder = KestrelHosting.CreateBuilder("balancer-" + settings.Name, dataPlane.Log);
         builder.Services.AddHttpForwarder();
         builder.WebHost.UseSockets(sockets =>
         {

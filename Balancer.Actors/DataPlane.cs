@@ -1,0 +1,189 @@
+using System.Collections.Concurrent;
+using System.Collections.Immutable;
+using Akka.Actor;
+using Akka.Actor.Setup;
+using Akka.Event;
+using Balancer.Frontends;
+using Balancer.Routing;
+using Balancer.Routing.LoadBalancing;
+
+namespace Balancer;
+
+/// <summary>
+/// What serves traffic on a node: every pool's handle (its snapshot, affinity table and backend
+/// client), the frontends' counters and listeners, and the cluster's affinity key.
+/// <para>
+/// An embedded Balancer's data plane lives and dies with its ActorSystem (the host owns both).
+/// <c>balancer run</c> keeps one for the whole process and gives it to each incarnation of its
+/// ActorSystem through <see cref="DataPlaneSetup"/>: when the cluster removes the node (downed by
+/// the split-brain resolver, partitioned away, quarantined), the ActorSystem ends but the
+/// listeners stay open and keep routing with the last snapshots, and the next incarnation adopts
+/// them, its pool routers and affinity stores carrying on from the state the data plane holds.
+/// </para>
+/// </summary>
+public sealed class DataPlane
+{
+    private readonly ConcurrentDictionary<string, IFrontendServer> _serving = new();
+    private ActorSystem? _system;
+    private volatile bool _keepServing;
+    private ImmutableHashSet<Address> _peers = ImmutableHashSet<Address>.Empty;
+
+    /// <summary>A data plane to hand to every incarnation of a node's ActorSystem (with <see cref="DataPlaneSetup"/>).</summary>
+    public DataPlane() : this(outlivesActorSystem: true)
+    {
+    }
+
+    private DataPlane(bool outlivesActorSystem) => OutlivesActorSystem = outlivesActorSystem;
+
+    /// <summary>The data plane of a system started without <see cref="DataPlaneSetup"/>: it ends with that system.</summary>
+    internal static DataPlane OwnedBy() => new(outlivesActorSystem: false);
+
+    /// <summary>True when the data plane stays up after its ActorSystem is removed from the cluster (given through <see cref="DataPlaneSetup"/>).</summary>
+    public bool OutlivesActorSystem { get; }
+
+    /// <summary>Every pool's handle, by name; the same objects in every incarnation.</summary>
+    public PoolRegistry Pools { get; } = new();
+
+    /// <summary>How many ActorSystems have run this data plane (1 for the first).</summary>
+    public int Incarnation { get; private set; }
+
+    /// <summary>The frontends serving while no ActorSystem has taken them over (between incarnations, or before the new one's duty opens them).</summary>
+    public IReadOnlyCollection<string> ServingUnowned => _serving.Keys.ToArray();
+
+    /// <summary>The members the previous incarnation knew: where the next one asks to join.</summary>
+    public IReadOnlySet<Address> KnownPeers => _peers;
+
+    internal Affinity.AffinityKey AffinityKey { get; private set; } = null!;
+
+    internal ConcurrentDictionary<string, FrontendCounters> FrontendCounters { get; } = new();
+
+    /// <summary>True from the moment this incarnation was removed from its cluster until the next one starts.</summary>
+    internal bool KeepsServing => _keepServing;
+
+    /// <summary>
+    /// Binds the data plane to a starting incarnation. The first creates every pool's handle and
+    /// frontend's counters from <paramref name="settings"/>; later ones keep them (the process runs
+    /// one configuration).
+    /// </summary>
+    internal void Attach(ActorSystem system, BalancerSettings settings)
+    {
+        if (!OutlivesActorSystem && Incarnation > 0)
+        {
+            throw new InvalidOperationException("this data plane belongs to another ActorSystem");
+        }
+        Volatile.Write(ref _system, system);
+        _keepServing = false;
+        if (Incarnation++ > 0)
+        {
+            return;
+        }
+        AffinityKey = new Affinity.AffinityKey(settings.Node.AffinityKey);
+        // Handles exist before any actor runs, so frontends and embedders can read every pool at once.
+        foreach (var pool in settings.Pools)
+        {
+            Pools.Set(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new AlgorithmState())));
+        }
+        foreach (var frontend in settings.Frontends)
+        {
+            FrontendCounters[frontend.Name] = new FrontendCounters(frontend.Name);
+        }
+    }
+
+    /// <summary>
+    /// The incarnation's cluster removed it: from now on its frontend actors hand their listeners
+    /// over (<see cref="TryKeepServing"/>) instead of closing them. <paramref name="peers"/> are the
+    /// members it knew, for the next incarnation to join through.
+    /// </summary>
+    internal void KeepServingAfter(IEnumerable<Address> peers)
+    {
+        _peers = _peers.Union(peers);
+        _keepServing = true;
+    }
+
+    /// <summary>Keeps <paramref name="server"/> open past its frontend actor when the data plane outlives the incarnation; false when it is to be closed.</summary>
+    internal bool TryKeepServing(string frontend, IFrontendServer server)
+    {
+        if (!_keepServing)
+        {
+            return false;
+        }
+        _serving[frontend] = server;
+        return true;
+    }
+
+    /// <summary>The listeners of <paramref name="frontend"/> kept open by an earlier incarnation, for its frontend actor to adopt.</summary>
+    internal IFrontendServer? Adopt(string frontend) => _serving.TryRemove(frontend, out var server) ? server : null;
+
+    /// <summary>Stops, as a drain does, the listeners nobody adopted (the node stops before its new incarnation opened them).</summary>
+    internal Task DrainUnownedAsync(TimeSpan timeout) => Task.WhenAll(_serving.Keys.ToArray().Select(async name =>
+    {
+        if (Adopt(name) is { } server)
+        {
+            await server.StopAsync(timeout).ConfigureAwait(false);
+            await server.DisposeAsync().ConfigureAwait(false);
+        }
+    }));
+
+    /// <summary>A logger for <paramref name="source"/> that writes to the current incarnation's log, so that listeners kept across incarnations stay heard.</summary>
+    internal ILoggingAdapter Log(string source) => new IncarnationLog(this, source);
+
+    private sealed class IncarnationLog(DataPlane dataPlane, string source) : LoggingAdapterBase(DefaultLogMessageFormatter.Instance)
+    {
+        private (ActorSystem System, ILoggingAdapter Log)? _current;
+
+        private ILoggingAdapter? Current
+        {
+            get
+            {
+                var system = Volatile.Read(ref dataPlane._system);
+                if (system is null)
+                {
+                    return null;
+                }
+                var current = _current;
+                if (current is { } known && ReferenceEquals(known.System, system))
+                {
+                    return known.Log;
+                }
+                var log = Logging.GetLogger(system, source);
+                _current = (system, log);
+                return log;
+            }
+        }
+
+        public override bool IsDebugEnabled => Current?.IsDebugEnabled ?? false;
+
+        public override bool IsErrorEnabled => Current?.IsErrorEnabled ?? false;
+
+        public override bool IsInfoEnabled => Current?.IsInfoEnabled ?? false;
+
+        public override bool IsWarningEnabled => Current?.IsWarningEnabled ?? false;
+
+        protected override void NotifyLog(LogLevel logLevel, object message, Exception? cause = null)
+        {
+            if (Current is not { } log)
+            {
+                return;
+            }
+            if (message is LogMessage formatted)
+            {
+                log.Log(logLevel, cause, formatted);
+            }
+            else
+            {
+                log.Log(logLevel, cause, message.ToString() ?? "");
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Gives an ActorSystem the <see cref="DataPlane"/> it runs Balancer on:
+/// <code>ActorSystem.Create("balancer", BootstrapSetup.Create().WithConfig(config).And(new DataPlaneSetup(dataPlane)))</code>
+/// Without it, the system's Balancer makes a data plane of its own that ends with the system.
+/// </summary>
+public sealed class DataPlaneSetup(DataPlane dataPlane) : Setup
+{
+    /// <summary>The data plane every incarnation given this setup runs on.</summary>
+    public DataPlane DataPlane { get; } = dataPlane;
+}
