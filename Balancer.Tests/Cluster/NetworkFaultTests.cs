@@ -34,11 +34,12 @@ public class NetworkFaultTests : IAsyncLifetime
             var backend = Start(Network.Namespace(10), "backend", "--port", port.ToString(), "--name", name, "--bind", TestNetwork.Address(10).ToString());
             await backend.WaitForOutputAsync("listening on", StartTimeout);
         }
-        _nodes = new NodeProcess[3];
-        for (var i = 1; i <= 3; i++)
-        {
-            _nodes[i - 1] = Start(Network.Namespace(i), "run", "--config", WriteConfig(i));
-        }
+    }
+
+    /// <summary>Nodes 1-3, once each is ready and sees all three up; node 1, the first seed, forms the cluster and is its oldest member.</summary>
+    private async Task StartNodesAsync(string mode = "active-active")
+    {
+        _nodes = Enumerable.Range(1, 3).Select(i => Start(Network.Namespace(i), "run", "--config", WriteConfig(i, mode))).ToArray();
         foreach (var node in _nodes)
         {
             await node.WaitForOutputAsync(" ready", StartTimeout);
@@ -54,6 +55,7 @@ public class NetworkFaultTests : IAsyncLifetime
     [Fact]
     public async Task IsolatedNode_EverySideServes_NoSessionMoves_RejoinsByItselfAfterTheHeal()
     {
+        await StartNodesAsync();
         using var client = new SessionClient();
         var sessions = await client.CreateAsync(3, 60);
         var loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
@@ -104,6 +106,7 @@ public class NetworkFaultTests : IAsyncLifetime
     [Fact]
     public async Task AsymmetricCut_EveryNodeServes_NoSessionMoves_WholeAgainAfterTheHeal()
     {
+        await StartNodesAsync();
         using var client = new SessionClient();
         var sessions = await client.CreateAsync(1, 60);
         var loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
@@ -130,6 +133,75 @@ public class NetworkFaultTests : IAsyncLifetime
         Assert.All(_nodes, n => Assert.False(n.HasExited));
     }
 
+    /// <summary>
+    /// Active-passive under faults 1-2: the active node (node 1, the oldest) cut from the other two
+    /// for 20 s. At most one node serves the shared frontend 5 s after the cut (the cut-off active
+    /// node gives up at once, without waiting to be downed), exactly one 5 s after the heal.
+    /// </summary>
+    [Fact]
+    public async Task ActivePassive_ActiveNodeIsolated_AtMostOneActiveFiveSecondsAfterTheCut_ExactlyOneAfterTheHeal()
+    {
+        await StartNodesAsync("active-passive");
+        await WaitUntilAsync(async () => await ServingAsync() is [1], TimeSpan.FromSeconds(10), "node 1 the only one serving");
+        var cutAt = Stopwatch.StartNew();
+        foreach (var other in new[] { 2, 3 })
+        {
+            await Network.CutAsync(1, other);
+            await Network.CutAsync(other, 1);
+        }
+        // When node 1 stops serving, and when another starts, measured from the cut.
+        TimeSpan? gaveUp = null, tookOver = null;
+        var mostAtOnce = 0;
+        while (cutAt.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            var serving = await ServingAsync();
+            if (cutAt.Elapsed > TimeSpan.FromSeconds(5))
+            {
+                mostAtOnce = Math.Max(mostAtOnce, serving.Count);
+            }
+            gaveUp ??= serving.Contains(1) ? null : cutAt.Elapsed;
+            tookOver ??= serving.Any(n => n != 1) ? cutAt.Elapsed : null;
+            await Task.Delay(TimeSpan.FromMilliseconds(100));
+        }
+        foreach (var other in new[] { 2, 3 })
+        {
+            await Network.HealAsync(1, other);
+            await Network.HealAsync(other, 1);
+        }
+        var healedAt = Stopwatch.StartNew();
+        await WaitUntilAsync(async () => (await CtlAsync(2, "cluster", "show")).Contains("Count: 3 members, 3 up, 0 unreachable"), TimeSpan.FromSeconds(15), "every node up again after the heal");
+        var wholeAfter = healedAt.Elapsed;
+        await Task.Delay(TimeSpan.FromSeconds(5) - healedAt.Elapsed is { Ticks: > 0 } rest ? rest : TimeSpan.Zero);
+        var afterHeal = await ServingAsync();
+        Console.WriteLine($"active-passive isolation: node 1 stopped serving {gaveUp?.TotalSeconds:0.0} s after the cut, another node served from {tookOver?.TotalSeconds:0.0} s; " +
+            $"at most {mostAtOnce} serving from 5 s after the cut; cluster whole {wholeAfter.TotalSeconds:0.0} s after the heal; serving 5 s after it: node(s) {string.Join(", ", afterHeal)}");
+        Assert.True(gaveUp is { } g && g < TimeSpan.FromSeconds(5), $"node 1 still served {gaveUp} after the cut");
+        Assert.NotNull(tookOver);
+        Assert.True(mostAtOnce <= 1, $"{mostAtOnce} nodes served at once 5 s after the cut");
+        Assert.Single(afterHeal);
+        Assert.All(_nodes, n => Assert.False(n.HasExited));
+    }
+
+    /// <summary>The nodes whose frontend (198.18.0.N:8080) accepts a connection now.</summary>
+    private static async Task<List<int>> ServingAsync()
+    {
+        var serving = new List<int>();
+        foreach (var node in new[] { 1, 2, 3 })
+        {
+            using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+            try
+            {
+                await socket.ConnectAsync(new System.Net.IPEndPoint(TestNetwork.Address(node), 8080), timeout.Token);
+                serving.Add(node);
+            }
+            catch (Exception e) when (e is System.Net.Sockets.SocketException or OperationCanceledException)
+            {
+            }
+        }
+        return serving;
+    }
+
     private static int Count(string text, string what)
     {
         var count = 0;
@@ -140,7 +212,7 @@ public class NetworkFaultTests : IAsyncLifetime
         return count;
     }
 
-    private string WriteConfig(int node)
+    private string WriteConfig(int node, string mode)
     {
         var address = TestNetwork.Address(node);
         var backends = TestNetwork.Address(10);
@@ -149,6 +221,7 @@ public class NetworkFaultTests : IAsyncLifetime
             akka.remote.dot-netty.tcp { hostname = "{{address}}", port = 4053 }
             akka.cluster.seed-nodes = ["akka.tcp://balancer@{{TestNetwork.Address(1)}}:4053", "akka.tcp://balancer@{{TestNetwork.Address(2)}}:4053", "akka.tcp://balancer@{{TestNetwork.Address(3)}}:4053"]
             balancer {
+              node.mode = {{mode}}
               node.admin { bind = "{{address}}:9110", token = "{{Token}}" }
               node.data-dir = "{{Path.Combine(_directory, $"data{node}")}}"
               frontends.web { mode = http, bind = ["{{address}}:8080"], pool = app }
