@@ -59,6 +59,10 @@ public sealed class BalancerExtension : IExtension
         var watcher = system.SystemActorOf(Props.Create(() => new FrontendWatcher(this, expected)), "balancer-frontend-watcher");
         system.EventStream.Subscribe(watcher, typeof(FrontendStarted));
         system.EventStream.Subscribe(watcher, typeof(FrontendFailed));
+        if (DataPlane.OutlivesActorSystem)
+        {
+            Akka.Cluster.Cluster.Get(system).Subscribe(watcher, Akka.Cluster.ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(Akka.Cluster.ClusterEvent.MemberUp));
+        }
 
         Membership = new Membership.ClusterMembership(system, Settings.Node.Mode, Settings.Node.Role);
         RecentLog = Telemetry.RecentLog.Record(system);
@@ -78,8 +82,7 @@ public sealed class BalancerExtension : IExtension
         {
             if (DataPlane.OutlivesActorSystem && Settings.Node.Mode == Configuration.NodeMode.ActiveActive && KeepsServingThrough(shutdown.ShutdownReason))
             {
-                var cluster = Akka.Cluster.Cluster.Get(system);
-                DataPlane.KeepServingAfter(cluster.State.Members.Select(m => m.Address).Where(a => !a.Equals(cluster.SelfAddress)));
+                DataPlane.KeepServing();
                 Akka.Event.Logging.GetLogger(system, "balancer").Warning(
                     "this node was removed from the cluster ({0}): its frontends keep serving with the last state while a new incarnation rejoins",
                     shutdown.ShutdownReason?.GetType().Name ?? "no reason given");
@@ -94,15 +97,8 @@ public sealed class BalancerExtension : IExtension
             {
                 return Akka.Done.Instance;
             }
-            try
-            {
-                await Guardian.Ask<FrontendOwner.Drained>(new FrontendOwner.Drain(Settings.Node.DrainTimeout), Settings.Node.DrainTimeout + TimeSpan.FromSeconds(3));
-            }
-            catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
-            {
-            }
-            // Listeners an earlier incarnation kept open that this one had not taken over yet.
-            await DataPlane.DrainUnownedAsync(Settings.Node.DrainTimeout);
+            // With the listeners an earlier incarnation kept open that this one has not taken over yet.
+            await Task.WhenAll(DrainFrontendsAsync(), DataPlane.DrainUnownedAsync(Settings.Node.DrainTimeout));
             return Akka.Done.Instance;
         });
         system.RegisterOnTermination(() =>
@@ -118,6 +114,17 @@ public sealed class BalancerExtension : IExtension
                 }
             }
         });
+    }
+
+    private async Task DrainFrontendsAsync()
+    {
+        try
+        {
+            await Guardian.Ask<FrontendOwner.Drained>(new FrontendOwner.Drain(Settings.Node.DrainTimeout), Settings.Node.DrainTimeout + TimeSpan.FromSeconds(3));
+        }
+        catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
+        {
+        }
     }
 
     /// <summary>The cluster removed this node; nobody (SIGTERM, a leave) asked it to stop.</summary>
@@ -212,6 +219,8 @@ public sealed class BalancerExtension : IExtension
             });
             Receive<FrontendFailed>(failed =>
                 extension._frontendsStarted.TrySetException(new InvalidOperationException($"frontend {failed.Frontend}: {failed.Reason}")));
+            // The members a later incarnation may rejoin through.
+            Receive<Akka.Cluster.ClusterEvent.MemberUp>(up => extension.DataPlane.SawPeer(up.Member.Address));
         }
     }
 }

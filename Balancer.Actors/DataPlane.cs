@@ -26,6 +26,7 @@ public sealed class DataPlane
     private readonly ConcurrentDictionary<string, IFrontendServer> _serving = new();
     private ActorSystem? _system;
     private volatile bool _keepServing;
+    private volatile bool _stopping;
     private ImmutableHashSet<Address> _peers = ImmutableHashSet<Address>.Empty;
 
     /// <summary>A data plane to hand to every incarnation of a node's ActorSystem (with <see cref="DataPlaneSetup"/>).</summary>
@@ -50,8 +51,11 @@ public sealed class DataPlane
     /// <summary>The frontends serving while no ActorSystem has taken them over (between incarnations, or before the new one's duty opens them).</summary>
     public IReadOnlyCollection<string> ServingUnowned => _serving.Keys.ToArray();
 
-    /// <summary>The members the previous incarnation knew: where the next one asks to join.</summary>
-    public IReadOnlySet<Address> KnownPeers => _peers;
+    /// <summary>The other members any incarnation saw Up: where the next one asks to join.</summary>
+    public IReadOnlySet<Address> KnownPeers => Volatile.Read(ref _peers);
+
+    /// <summary>The address of the last incarnation (the node's own, to leave out of the seeds when it rejoins).</summary>
+    public Address? SelfAddress { get; private set; }
 
     internal Affinity.AffinityKey AffinityKey { get; private set; } = null!;
 
@@ -72,6 +76,7 @@ public sealed class DataPlane
             throw new InvalidOperationException("this data plane belongs to another ActorSystem");
         }
         Volatile.Write(ref _system, system);
+        SelfAddress = ((ExtendedActorSystem)system).Provider.DefaultAddress;
         _keepServing = false;
         if (Incarnation++ > 0)
         {
@@ -89,21 +94,32 @@ public sealed class DataPlane
         }
     }
 
+    /// <summary>Another member came up: the next incarnation may join through it.</summary>
+    internal void SawPeer(Address peer)
+    {
+        if (!peer.Equals(SelfAddress))
+        {
+            ImmutableInterlocked.Update(ref _peers, peers => peers.Add(peer));
+        }
+    }
+
     /// <summary>
     /// The incarnation's cluster removed it: from now on its frontend actors hand their listeners
-    /// over (<see cref="TryKeepServing"/>) instead of closing them. <paramref name="peers"/> are the
-    /// members it knew, for the next incarnation to join through.
+    /// over (<see cref="TryKeepServing"/>) instead of closing them.
     /// </summary>
-    internal void KeepServingAfter(IEnumerable<Address> peers)
+    internal void KeepServing() => _keepServing = !_stopping;
+
+    /// <summary>The process is stopping (SIGTERM): listeners close as their actors stop, none is kept any more.</summary>
+    public void Stopping()
     {
-        _peers = _peers.Union(peers);
-        _keepServing = true;
+        _stopping = true;
+        _keepServing = false;
     }
 
     /// <summary>Keeps <paramref name="server"/> open past its frontend actor when the data plane outlives the incarnation; false when it is to be closed.</summary>
     internal bool TryKeepServing(string frontend, IFrontendServer server)
     {
-        if (!_keepServing)
+        if (!_keepServing || _stopping)
         {
             return false;
         }
@@ -129,40 +145,45 @@ public sealed class DataPlane
 
     private sealed class IncarnationLog(DataPlane dataPlane, string source) : LoggingAdapterBase(DefaultLogMessageFormatter.Instance)
     {
-        private (ActorSystem System, ILoggingAdapter Log)? _current;
+        // Replaced whole (never torn) when a new incarnation starts logging.
+        private sealed record Current(ActorSystem System, ILoggingAdapter Log);
 
-        private ILoggingAdapter? Current
+        private Current? _current;
+
+        /// <summary>The running incarnation's logger; null between two incarnations (the lines go to standard error then).</summary>
+        private ILoggingAdapter? Target
         {
             get
             {
                 var system = Volatile.Read(ref dataPlane._system);
-                if (system is null)
+                if (system is null || system.WhenTerminated.IsCompleted)
                 {
                     return null;
                 }
-                var current = _current;
-                if (current is { } known && ReferenceEquals(known.System, system))
+                var current = Volatile.Read(ref _current);
+                if (current is not null && ReferenceEquals(current.System, system))
                 {
-                    return known.Log;
+                    return current.Log;
                 }
                 var log = Logging.GetLogger(system, source);
-                _current = (system, log);
+                Volatile.Write(ref _current, new Current(system, log));
                 return log;
             }
         }
 
-        public override bool IsDebugEnabled => Current?.IsDebugEnabled ?? false;
+        public override bool IsDebugEnabled => Target?.IsDebugEnabled ?? false;
 
-        public override bool IsErrorEnabled => Current?.IsErrorEnabled ?? false;
+        public override bool IsErrorEnabled => Target?.IsErrorEnabled ?? true;
 
-        public override bool IsInfoEnabled => Current?.IsInfoEnabled ?? false;
+        public override bool IsInfoEnabled => Target?.IsInfoEnabled ?? true;
 
-        public override bool IsWarningEnabled => Current?.IsWarningEnabled ?? false;
+        public override bool IsWarningEnabled => Target?.IsWarningEnabled ?? true;
 
         protected override void NotifyLog(LogLevel logLevel, object message, Exception? cause = null)
         {
-            if (Current is not { } log)
+            if (Target is not { } log)
             {
+                Console.Error.WriteLine($"[{logLevel.ToString().Replace("Level", "").ToUpperInvariant()}][{DateTime.UtcNow:MM/dd/yyyy HH:mm:ss.fff}Z][{source}] {message}{(cause is null ? "" : " " + cause.Message)}");
                 return;
             }
             if (message is LogMessage formatted)

@@ -75,17 +75,20 @@ internal static class NodeConfig
 
     /// <summary>
     /// The configuration of a node's next incarnation after its cluster removed it: it joins
-    /// through the members it knew and the other seeds, never through itself. A first seed that
-    /// listed itself would otherwise form a cluster of its own when the others do not answer in
-    /// time (a partition not healed yet), and serve as a second cluster; this way it keeps asking
-    /// until they answer. A node that knew no other member (a cluster of one) joins itself as before.
+    /// through the members it saw and the other seeds, never through itself (its configured
+    /// host:port, or the address it had). A first seed that listed itself would otherwise form a
+    /// cluster of its own when the others do not answer in time (a partition not healed yet), and
+    /// serve as a second cluster that never merges back; this way it keeps asking until they answer,
+    /// serving meanwhile. A node that knew no other member (a cluster of one) joins itself as before.
     /// </summary>
-    public static Config ForRejoin(Config config, IEnumerable<Akka.Actor.Address> peers)
+    public static Config ForRejoin(Config config, IEnumerable<Akka.Actor.Address> peers, Akka.Actor.Address? self)
     {
         var (host, port) = RemotingEndPoint(config);
+        bool IsSelf(Akka.Actor.Address address) =>
+            address.Equals(self) || (address.Host == host && address.Port == port);
         var seeds = peers.Select(p => p.ToString())
             .Concat(config.GetStringList("akka.cluster.seed-nodes"))
-            .Where(seed => Akka.Actor.Address.Parse(seed) is var address && !(address.Host == host && address.Port == port))
+            .Where(seed => !IsSelf(Akka.Actor.Address.Parse(seed)))
             .Distinct()
             .ToList();
         return seeds.Count == 0

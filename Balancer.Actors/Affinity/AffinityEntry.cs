@@ -7,9 +7,12 @@ namespace Balancer.Affinity;
 /// seen only once (a flood of made-up keys, scanners, one-shot clients) are evicted before it. An
 /// entry with no backend records that an operator cleared the session: a removal alone would not
 /// reach the nodes' caches, which only merge what they are sent, so the clearing is replicated like
-/// a pin and swept at expiry.
+/// a pin and swept at expiry. An entry is <see cref="Provisional"/> when a node pinned it while it
+/// was outside its cluster (rejoining after the cluster removed it): any entry pinned by a member
+/// wins over it, so a session acknowledged by the cluster never moves to the choice of a node that
+/// could not see it.
 /// </summary>
-public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt, bool Established = false)
+public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt, bool Established = false, bool Provisional = false)
 {
     /// <summary>
     /// When the session expires, to the whole millisecond: that is what is replicated, and a node must
@@ -28,10 +31,12 @@ public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt, boo
 
     /// <summary>
     /// True when this entry replaces <paramref name="held"/> for the same session on every node:
-    /// established before not, then the later expiry, then (a tie) the ordinally greater backend.
+    /// pinned by a member before provisional, then established before not, then the later expiry,
+    /// then (a tie) the ordinally greater backend.
     /// </summary>
     public bool Wins(AffinityEntry held) =>
-        Established != held.Established ? Established
+        Provisional != held.Provisional ? !Provisional
+        : Established != held.Established ? Established
         : ExpiresAt != held.ExpiresAt ? ExpiresAt > held.ExpiresAt
         : string.CompareOrdinal(Backend, held.Backend) > 0;
 }

@@ -138,7 +138,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             }
             if (moved > 0)
             {
-                _log.Warning("pool {0}: {1} session(s) pinned here were pinned to another backend elsewhere (a partition, or this node serving alone while it rejoined); the cluster's choice now holds on every node ({2} so far)",
+                _log.Warning("pool {0}: {1} session(s) this node pinned while it rejoined had been pinned to another backend by the cluster; the cluster's choice now holds on every node ({2} so far)",
                     _pool.Name, moved, _table.SessionsMovedByMerge);
             }
             Reconcile(key, bucket);

@@ -70,8 +70,9 @@ public sealed class AffinityTable
             return null;
         }
         // Established on its second request; then refreshed at most every ttl/4, so a busy session
-        // costs one replicated write per quarter-TTL.
-        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4)
+        // costs one replicated write per quarter-TTL. One pinned while this node was outside its
+        // cluster is confirmed by its first request once the node is a member again.
+        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4 || (entry.Provisional && Store is not null))
         {
             Pin(hash, entry.Backend, established: true);
         }
@@ -145,9 +146,9 @@ public sealed class AffinityTable
     internal void CountUnconfirmedPin() => Interlocked.Increment(ref _unconfirmedPins);
 
     /// <summary>
-    /// Live sessions this node had pinned to one backend that merging with another node's replica
-    /// moved to another: both sides pinned the same session differently (a partition, or a node
-    /// rejoining after it served alone), and the replicas' rule chose one backend on every node.
+    /// Live sessions this node pinned while it served outside its cluster (rejoining) that merging
+    /// with the cluster's replicas moved to another backend: both sides had pinned the session
+    /// differently, and the replicas' rule chose one backend on every node.
     /// </summary>
     public long SessionsMovedByMerge => Interlocked.Read(ref _sessionsMovedByMerge);
 
@@ -171,9 +172,10 @@ public sealed class AffinityTable
         }
         // A session moved to another backend stays established; a pin after an operator's clear
         // is established too, or the clear marker (which is) would win over it on every node.
-        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true });
+        var store = Store;
+        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true }, Provisional: store is null);
         _entries[hash] = pinned;
-        if (Store is not { } store)
+        if (store is null)
         {
             // Pinned here only; the next incarnation's store replicates every entry it finds.
             if (Settings.Write == AffinityWriteConsistency.Majority)
@@ -236,11 +238,14 @@ public sealed class AffinityTable
         var moved = false;
         _entries.AddOrUpdate(hash, entry, (_, existing) =>
         {
+            moved = false;
             if (!entry.Wins(existing))
             {
                 return existing;
             }
-            moved = !existing.IsCleared && !entry.IsCleared && existing.Backend != entry.Backend && existing.ExpiresAt > _now();
+            // Only a session pinned here while outside the cluster can have been pinned elsewhere
+            // too; one another node moved off a backend that failed is no conflict.
+            moved = existing.Provisional && !entry.Provisional && !entry.IsCleared && existing.Backend != entry.Backend && existing.ExpiresAt > _now();
             return entry;
         });
         if (moved)

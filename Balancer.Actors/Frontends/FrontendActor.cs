@@ -28,6 +28,8 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
     private readonly FrontendCounters _counters;
     private readonly DataPlane _dataPlane;
     private IFrontendServer? _server;
+    // True once _server listens on every address: only such listeners outlive this actor.
+    private bool _listening;
     private int _failures;
 
     public FrontendActor(FrontendSettings settings, PoolRegistry pools)
@@ -42,6 +44,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
             var endpoints = string.Join(", ", started.EndPoints);
             _log.Info("{0} frontend {1} listening on {2} → pool {3}", _settings.Mode.ToString().ToLowerInvariant(), _settings.Name, endpoints, _settings.Pool);
             _counters.Listening = started.EndPoints;
+            _listening = true;
             Context.System.EventStream.Publish(new FrontendStarted(_settings.Name, started.EndPoints));
             _failures = 0;
         });
@@ -51,6 +54,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
             Timers.Cancel("retry");
             var server = _server;
             _server = null;
+            _listening = false;
             _counters.Listening = [];
             if (server is null)
             {
@@ -80,6 +84,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
             Context.System.EventStream.Publish(new FrontendFailed(_settings.Name, reason));
             var failed = _server;
             _server = null;
+            _listening = false;
             _ = failed?.DisposeAsync().AsTask().ContinueWith(_ => { }, TaskScheduler.Default);
             Timers.StartSingleTimer("retry", Retry.Instance, delay);
         });
@@ -128,7 +133,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
         var server = _server;
         _server = null;
         // The cluster removed this node: the listeners outlive this actor, and the next incarnation's take them over.
-        if (server is not null && _dataPlane.TryKeepServing(_settings.Name, server))
+        if (server is not null && _listening && _dataPlane.TryKeepServing(_settings.Name, server))
         {
             return;
         }

@@ -29,7 +29,12 @@ internal static class NodeEndpoints
         var cluster = Cluster.Get(admin.System);
         if (cluster.SelfMember.Status != MemberStatus.Up)
         {
-            return Results.Text($"not ready: this node is {cluster.SelfMember.Status.ToString().ToLowerInvariant()}, not up\n", statusCode: 503);
+            // A node rejoining its cluster serves with its last state, but is no member: an upstream
+            // balancer checking this sends new clients to the members meanwhile.
+            var dataPlane = BalancerExtension.Get(admin.System).DataPlane;
+            return Results.Text(dataPlane.Incarnation > 1 && dataPlane.OutlivesActorSystem
+                ? $"not ready: rejoining the cluster (incarnation {dataPlane.Incarnation}); its frontends keep serving with the last state\n"
+                : $"not ready: this node is {cluster.SelfMember.Status.ToString().ToLowerInvariant()}, not up\n", statusCode: 503);
         }
         var waiting = admin.Pools.Pools.Values.Where(p => p.Snapshot.Version == 0).Select(p => p.Name).ToList();
         return waiting.Count > 0

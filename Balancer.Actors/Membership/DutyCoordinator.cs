@@ -79,15 +79,19 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
     }
 
     /// <summary>
-    /// True when the members this node reaches (itself included) are a majority of the Up members
-    /// running Balancer, or exactly half with the lowest address among them: the side the
-    /// split-brain resolver (keep-majority) keeps.
+    /// True when the members this node reaches itself (<paramref name="reaches"/>: its own failure
+    /// detector, not what other members report, so a cut between two others does not count) are,
+    /// with it, a majority of the Up members running Balancer, or exactly half with the lowest
+    /// address among them: the side the split-brain resolver (keep-majority) keeps.
     /// </summary>
-    public static bool OnMajoritySide(ClusterEvent.CurrentClusterState state, string role)
+    public static bool OnMajoritySide(ClusterEvent.CurrentClusterState state, string role, UniqueAddress self, Func<Member, bool> reaches)
     {
-        var unreachable = state.Unreachable.Select(m => m.UniqueAddress).ToImmutableHashSet();
         var members = state.Members.Where(m => m.Status == MemberStatus.Up && (role.Length == 0 || m.HasRole(role))).ToList();
-        var reachable = members.Where(m => !unreachable.Contains(m.UniqueAddress)).ToList();
+        if (members.Count == 0)
+        {
+            return true;
+        }
+        var reachable = members.Where(m => m.UniqueAddress.Equals(self) || reaches(m)).ToList();
         if (reachable.Count * 2 != members.Count)
         {
             return reachable.Count * 2 > members.Count;
@@ -197,7 +201,7 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
         // A node cut off with a minority of the members gives up at once, without waiting for the
         // split-brain resolver to down it: the majority side elects its own active node as soon as
         // this one is unreachable, and at most one side may hold the shared address.
-        if (!OnMajoritySide(_cluster.State, _settings.Node.Role))
+        if (!OnMajoritySide(_cluster.State, _settings.Node.Role, _cluster.SelfUniqueAddress, m => _cluster.FailureDetector.IsAvailable(m.Address)))
         {
             SetDuty(NodeDuty.Passive, "none reachable from the minority side");
             return;

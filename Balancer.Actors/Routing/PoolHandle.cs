@@ -44,6 +44,17 @@ public sealed class PoolHandle : IDisposable
     /// <summary>One client per pool so connections to its backends are pooled and reused.</summary>
     public HttpMessageInvoker HttpClient { get; }
 
+    /// <summary>
+    /// The pool router's view of each backend (health, ejection, admin state, slow start) and its
+    /// counters, kept here so that a router that starts again (the node rejoined its cluster as a
+    /// new incarnation, or the actor restarted) carries on from them. Only the pool's router,
+    /// one at a time, touches them.
+    /// </summary>
+    internal Dictionary<string, Health.BackendTracker> Trackers { get; } = new();
+
+    /// <inheritdoc cref="Trackers"/>
+    internal Dictionary<string, BackendCounters> Counters { get; } = new();
+
     /// <summary>Requests or connections sent to another backend after a connect failure, since start.</summary>
     public long Retries => Volatile.Read(ref _retries);
 

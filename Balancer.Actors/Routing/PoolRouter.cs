@@ -28,8 +28,8 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
     private readonly AlgorithmState _algorithmState;
     private readonly PoolSettings _configured;
     private readonly IWriteConsistency _adminWrite;
-    private readonly Dictionary<string, BackendCounters> _counters = new();
-    private readonly Dictionary<string, BackendTracker> _trackers = new();
+    private readonly Dictionary<string, BackendCounters> _counters;
+    private readonly Dictionary<string, BackendTracker> _trackers;
     private readonly Dictionary<string, BackendOverride> _overrides = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly List<object> _pendingEvents = new();
@@ -43,6 +43,10 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     private readonly string _role;
 
+    // Started where an earlier router of the pool left off: the node may be serving before it is a
+    // member again (see ApplyHealth).
+    private readonly bool _carriedOn;
+
     public PoolRouter(PoolSettings settings, PoolHandle handle, AlgorithmState? algorithmState, TimeSpan writeTimeout, string role = "")
     {
         _role = role;
@@ -53,8 +57,11 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
         // The handle exists before any actor runs (the extension makes one per configured pool),
         // so that no frontend or embedder ever finds its pool missing.
         _handle = handle;
+        _trackers = handle.Trackers;
+        _counters = handle.Counters;
         if (handle.Snapshot.Version > 0)
         {
+            _carriedOn = true;
             CarryOn(handle.Snapshot);
         }
         _handle.Publish(BuildSnapshot());
@@ -131,27 +138,18 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     /// <summary>
     /// An earlier router of this pool published the live snapshot: the node rejoined its cluster as a
-    /// new incarnation (its data plane kept serving), or this actor restarted. Carry on from it (its
-    /// backends, those added at runtime included, their health, admin states and counters) so the
-    /// data plane takes no step back while the replicated state is read again.
+    /// new incarnation (its data plane kept serving), or this actor restarted. Carry on from it and
+    /// from the backends' trackers and counters (kept on the handle), those added at runtime
+    /// included, so the data plane takes no step back while the replicated state is read again.
     /// </summary>
     private void CarryOn(PoolSnapshot live)
     {
         _version = live.Version;
         _settings = live.Settings;
-        var now = Now;
         var self = Self;
-        foreach (var backend in live.Backends)
+        foreach (var counters in _counters.Values)
         {
-            var tracker = Tracker(backend.Name);
-            tracker.AdminState = backend.AdminState;
-            tracker.HealthReason = backend.HealthReason;
-            if (!backend.Healthy)
-            {
-                tracker.ApplyProbe(false, now);
-            }
-            backend.Counters.SetFailureAlarm(_settings.Passive.ConsecutiveFailures, () => self.Tell(Tick.Instance));
-            _counters[backend.Name] = backend.Counters;
+            counters.SetFailureAlarm(_settings.Passive.ConsecutiveFailures, () => self.Tell(Tick.Instance));
         }
     }
 
@@ -304,8 +302,8 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
             : null;
         // Sharded: the latest verdict of a member still in the cluster (a removed member's records stay behind in the map).
         var present = _cluster.State.Members.Where(m => m.Status is not (MemberStatus.Removed or MemberStatus.Down)).Select(m => m.Address.ToString()).ToHashSet();
-        // Not a member (yet, or again): this node serves on what it probes itself.
-        if (_cluster.SelfMember.Status != MemberStatus.Up)
+        // A node serving while it rejoins (not a member again yet) goes by what it probes itself.
+        if (_carriedOn && _cluster.SelfMember.Status != MemberStatus.Up)
         {
             var self = _cluster.SelfAddress.ToString();
             members = members is null ? null : [self];

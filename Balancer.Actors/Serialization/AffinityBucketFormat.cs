@@ -14,7 +14,7 @@ namespace Balancer.Serialization;
 /// <code>
 /// varint  capacity
 /// varint  backend-count,  backend-count × (varint length, UTF-8 name)
-/// varint  entry-count,    entry-count × (uint64 LE hash, varint backend index, int64 LE expiry in Unix ms, byte flags: 1 established)
+/// varint  entry-count,    entry-count × (uint64 LE hash, varint backend index, int64 LE expiry in Unix ms, byte flags: 1 established, 2 provisional)
 /// </code>
 /// </summary>
 internal static class AffinityBucketFormat
@@ -23,6 +23,7 @@ internal static class AffinityBucketFormat
     private const int MaxStringBytes = 4096;
 
     private const byte Established = 1;
+    private const byte Provisional = 2;
 
     /// <summary>The bytes one session takes with a one-byte backend index: what sizes buckets against the remoting frame.</summary>
     public const int EntryBytes = 18;
@@ -49,7 +50,7 @@ internal static class AffinityBucketFormat
             WriteVarint(buffer, (uint)backends[entry.Backend]);
             var span = buffer.GetSpan(9);
             BinaryPrimitives.WriteInt64LittleEndian(span, entry.ExpiresAt.ToUnixTimeMilliseconds());
-            span[8] = entry.Established ? Established : (byte)0;
+            span[8] = (byte)((entry.Established ? Established : 0) | (entry.Provisional ? Provisional : 0));
             buffer.Advance(9);
         }
         return buffer.WrittenSpan.ToArray();
@@ -89,11 +90,11 @@ internal static class AffinityBucketFormat
                 throw Malformed($"entry {i} expires at {expiresAt}");
             }
             var flags = reader.Byte();
-            if ((flags & ~Established) != 0)
+            if ((flags & ~(Established | Provisional)) != 0)
             {
                 throw Malformed($"entry {i} has unknown flags {flags}");
             }
-            entries[i] = new(hash, new AffinityEntry(backends[backend], DateTimeOffset.FromUnixTimeMilliseconds(expiresAt), (flags & Established) != 0));
+            entries[i] = new(hash, new AffinityEntry(backends[backend], DateTimeOffset.FromUnixTimeMilliseconds(expiresAt), (flags & Established) != 0, (flags & Provisional) != 0));
         }
         if (!reader.AtEnd)
         {

@@ -67,7 +67,7 @@ public sealed class BalancerMetrics : IDisposable
             description: "Sessions pinned on this node without the write consistency's confirmation (no majority in time, or no cluster while the node rejoined); they spread once the node can reach the others");
         Meter.CreateObservableCounter("balancer.affinity.sessions_moved_by_merge", () => pools.Pools.Values.Where(p => p.Affinity is not null)
                 .Select(p => new Measurement<long>(p.Affinity!.SessionsMovedByMerge, Tag("pool", p.Name))),
-            description: "Live sessions pinned here that another node had pinned to another backend (a partition, or a node serving alone while it rejoined), moved to the cluster's choice");
+            description: "Sessions this node pinned while it rejoined its cluster that the cluster had pinned to another backend, moved to the cluster's choice");
 
         Meter.CreateObservableGauge("balancer.cluster.members", () => membership.Current().Members
                 .GroupBy(m => m.Status)

@@ -84,29 +84,38 @@ internal static class RunCommand
         // The data plane outlives each ActorSystem: when the cluster removes this node, its
         // listeners keep serving while the next incarnation rejoins and takes them over.
         var dataPlane = new DataPlane();
-        for (var incarnation = 1; ; incarnation++)
+        using var stopping = stop.Token.Register(dataPlane.Stopping);
+        try
         {
-            var systemConfig = incarnation == 1 ? config : NodeConfig.ForRejoin(config, dataPlane.KnownPeers);
-            ActorSystem system;
-            try
+            for (var incarnation = 1; !stop.IsCancellationRequested; incarnation++)
             {
-                system = ActorSystem.Create("balancer", Security.ClusterTls.Setup(systemConfig).And(new DataPlaneSetup(dataPlane)));
+                var systemConfig = incarnation == 1 ? config : NodeConfig.ForRejoin(config, dataPlane.KnownPeers, dataPlane.SelfAddress);
+                ActorSystem system;
+                try
+                {
+                    system = ActorSystem.Create("balancer", Security.ClusterTls.Setup(systemConfig).And(new DataPlaneSetup(dataPlane)));
+                }
+                catch (Exception e) when (incarnation > 1)
+                {
+                    // The remoting port of the last incarnation may take a moment to be free again.
+                    error.WriteLine($"balancer: could not start incarnation {incarnation}: {e.GetBaseException().Message}; trying again in 2 s");
+                    incarnation--;
+                    await Task.Delay(TimeSpan.FromSeconds(2), stop.Token).ContinueWith(_ => { });
+                    continue;
+                }
+                if (await RunIncarnationAsync(system, systemConfig, incarnation, stop, output, error) is { } exitCode)
+                {
+                    return exitCode;
+                }
+                error.WriteLine($"balancer: the cluster removed this node; its frontends keep serving ({string.Join(", ", dataPlane.ServingUnowned.Order())}) while incarnation {incarnation + 1} rejoins through {string.Join(", ", NodeConfig.ForRejoin(config, dataPlane.KnownPeers, dataPlane.SelfAddress).GetStringList("akka.cluster.seed-nodes"))}");
             }
-            catch (Exception e) when (incarnation > 1 && !stop.IsCancellationRequested)
-            {
-                // The remoting port of the last incarnation may take a moment to be free again.
-                error.WriteLine($"balancer: could not start incarnation {incarnation}: {e.GetBaseException().Message}; trying again in 2 s");
-                incarnation--;
-                await Task.Delay(TimeSpan.FromSeconds(2), stop.Token).ContinueWith(_ => { });
-                continue;
-            }
-            var outcome = await RunIncarnationAsync(system, systemConfig, incarnation, stop, output, error);
-            if (outcome is not null)
-            {
-                await dataPlane.DrainUnownedAsync(BalancerSettings.Create(config).Node.DrainTimeout);
-                return outcome.Value;
-            }
-            error.WriteLine($"balancer: the cluster removed this node; its frontends keep serving ({string.Join(", ", dataPlane.ServingUnowned.Order())}) while incarnation {incarnation + 1} rejoins through {string.Join(", ", NodeConfig.ForRejoin(config, dataPlane.KnownPeers).GetStringList("akka.cluster.seed-nodes"))}");
+            output.WriteLine("balancer: stopping");
+            return 0;
+        }
+        finally
+        {
+            // Listeners kept serving that no incarnation took over (a stop between two of them).
+            await dataPlane.DrainUnownedAsync(BalancerSettings.Create(config).Node.DrainTimeout);
         }
     }
 

@@ -33,6 +33,21 @@ public class AffinityBucketTests
     }
 
     [Fact]
+    public void AProvisionalPin_LosesToAnyPinOfAMember_EvenAnOlderOneSeenOnce()
+    {
+        // Node 3 pinned session 1 to c while it served outside the cluster, later and established;
+        // the cluster had acknowledged it on a, seen once: a wins on every node, whatever the order.
+        var alone = AffinityBucket.Empty.Set(1, new AffinityEntry("c", Soon.AddSeconds(30), Established: true, Provisional: true)).ResetDelta();
+        var cluster = AffinityBucket.Empty.Set(1, Pin("a")).ResetDelta();
+        Assert.Equal(Pin("a"), alone.Merge(cluster).Entries[1]);
+        Assert.Equal(Pin("a"), cluster.Merge(alone).Entries[1]);
+        // Between two provisional pins the usual order holds.
+        var other = AffinityBucket.Empty.Set(1, new AffinityEntry("b", Soon.AddSeconds(40), Established: true, Provisional: true)).ResetDelta();
+        Assert.Equal("b", alone.Merge(other).Entries[1].Backend);
+        Assert.Equal("b", other.Merge(alone).Entries[1].Backend);
+    }
+
+    [Fact]
     public void Set_KeepsTheWinner_AndCollectsADeltaOfWhatChanged()
     {
         var bucket = AffinityBucket.Empty.Set(1, Pin("a", 10)).ResetDelta();

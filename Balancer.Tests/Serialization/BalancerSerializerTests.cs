@@ -33,6 +33,7 @@ public class BalancerSerializerTests : IAsyncLifetime
         Balancer.Affinity.AffinityBucket.Empty
             .Set(ulong.MaxValue, new Balancer.Affinity.AffinityEntry("b", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_123), Established: true))
             .Set(2, new Balancer.Affinity.AffinityEntry("séance", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_456)))
+            .Set(3, new Balancer.Affinity.AffinityEntry("c", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_789), Established: true, Provisional: true))
             .Set(0, Balancer.Affinity.AffinityEntry.Cleared(DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_000)))
             .WithCapacity(1500),
     };
@@ -103,8 +104,8 @@ public class BalancerSerializerTests : IAsyncLifetime
             Assert.Throws<SerializationException>(() => serializer.FromBinary([10, 1, 1, (byte)'a', 1, 1, 2, 3], "affinity-bucket/2")).Message);
         Assert.Equal("malformed affinity-bucket/2 payload: entry 1 is out of hash order",
             Assert.Throws<SerializationException>(() => serializer.FromBinary([10, 1, 1, (byte)'a', 2, .. Entry(1, 0), .. Entry(1, 0)], "affinity-bucket/2")).Message);
-        Assert.Equal("malformed affinity-bucket/2 payload: entry 0 has unknown flags 2",
-            Assert.Throws<SerializationException>(() => serializer.FromBinary([10, 1, 1, (byte)'a', 1, .. Entry(1, 0, flags: 2)], "affinity-bucket/2")).Message);
+        Assert.Equal("malformed affinity-bucket/2 payload: entry 0 has unknown flags 4",
+            Assert.Throws<SerializationException>(() => serializer.FromBinary([10, 1, 1, (byte)'a', 1, .. Entry(1, 0, flags: 4)], "affinity-bucket/2")).Message);
         Assert.StartsWith("refusing a ensure-probe/1 payload of", Assert.Throws<SerializationException>(() => serializer.FromBinary(new byte[BalancerSerializer.MaxPayloadBytes + 1], "ensure-probe/1")).Message);
     }
 

@@ -156,6 +156,12 @@ internal sealed class NodeProcess : IAsyncDisposable
         await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
     }
 
+    /// <summary>SIGSTOP: the process freezes (a long GC pause, a stopped VM) until <see cref="Thaw"/>.</summary>
+    public void Freeze() => Balancer.Node.Posix.Signal(_process.Id, 19);
+
+    /// <summary>SIGCONT after <see cref="Freeze"/>.</summary>
+    public void Thaw() => Balancer.Node.Posix.Signal(_process.Id, 18);
+
     /// <summary>SIGTERM, as an operator or orchestrator stops a node.</summary>
     public void Terminate()
     {

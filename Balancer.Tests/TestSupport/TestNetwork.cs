@@ -157,7 +157,15 @@ internal sealed class TestNetwork : IAsyncDisposable
         using var process = Process.Start(info)!;
         var errors = process.StandardError.ReadToEndAsync();
         _ = process.StandardOutput.ReadToEndAsync();
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(20));
+        try
+        {
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(20));
+        }
+        catch (TimeoutException)
+        {
+            process.Kill();
+            throw new TimeoutException($"{string.Join(' ', command)}: no answer in 20 s");
+        }
         if (check && process.ExitCode != 0)
         {
             throw new InvalidOperationException($"{string.Join(' ', command)}: exit {process.ExitCode}: {(await errors).Trim()}");
