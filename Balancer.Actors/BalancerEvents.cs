@@ -22,3 +22,9 @@ public sealed record PoolPanicChanged(string Pool, bool Panic, int Healthy, int 
 
 /// <summary>Published on the EventStream when this node becomes active or passive.</summary>
 public sealed record NodeDutyChanged(string Node, NodeDuty Duty, string ActiveNode);
+
+/// <summary>
+/// This node's durable store could not be read at start (a torn or corrupt file): it was moved to
+/// <paramref name="MovedTo"/> and the node started with an empty one, which its peers fill in.
+/// </summary>
+public sealed record DurableStoreRebuilt(string Directory, string MovedTo, string Reason);

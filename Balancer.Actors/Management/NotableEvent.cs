@@ -35,14 +35,14 @@ public sealed record NotableEvent(
     public static readonly IReadOnlySet<string> AlertKinds = new HashSet<string>(StringComparer.Ordinal)
     {
         "backend-down", "backend-up", "node-unreachable", "member-removed", "duty-changed", "panic", "panic-over",
-        "backend-errors", "backend-errors-over", "backend-slow", "backend-slow-over",
+        "backend-errors", "backend-errors-over", "backend-slow", "backend-slow-over", "store-rebuilt",
     };
 
     /// <summary>The event types <see cref="From"/> understands (subscribe to these on the EventStream).</summary>
     public static readonly Type[] SourceTypes =
     [
         typeof(BackendHealthChanged), typeof(BackendAdminStateChanged), typeof(PoolConfigChanged), typeof(PoolPanicChanged), typeof(NodeDutyChanged),
-        typeof(Alerts.BackendThresholdCrossed),
+        typeof(Alerts.BackendThresholdCrossed), typeof(DurableStoreRebuilt),
     ];
 
     /// <summary>The notable event a balancer or cluster event stands for, or null.</summary>
@@ -61,6 +61,8 @@ public sealed record NotableEvent(
         Alerts.BackendThresholdCrossed e => new(at, (e.Kind == "latency" ? "backend-slow" : "backend-errors") + (e.Over ? "" : "-over"),
             $"backend {e.Pool}/{e.Backend} {(e.Kind == "latency" ? "latency" : "errors")} {(e.Over ? "over" : "back under half of")} {e.Threshold}: {e.Measured} (this node's last window)",
             node, e.Pool, e.Backend, NodeLocal: true),
+        DurableStoreRebuilt e => new(at, "store-rebuilt",
+            $"durable store {e.Directory} could not be read ({e.Reason}): moved to {e.MovedTo}; this node starts empty and its peers fill it in", node, NodeLocal: true),
         NodeDutyChanged e => new(at, "duty-changed", $"node {e.Node} is now {e.Duty.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node, NodeLocal: true),
         ClusterEvent.MemberUp e => MemberEvent(at, node, "member-up", e.Member, "is up"),
         ClusterEvent.MemberLeft e => MemberEvent(at, node, "member-left", e.Member, "is leaving"),

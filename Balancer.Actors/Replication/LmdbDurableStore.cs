@@ -62,20 +62,26 @@ public sealed class LmdbDurableStore : ReceiveActor
 
         Receive<LoadAll>(_ =>
         {
+            ImmutableDictionary<string, DurableDataEnvelope> loaded;
             try
             {
-                var loaded = LoadAll();
-                if (loaded.Count > 0)
-                {
-                    Sender.Tell(new LoadData(loaded));
-                }
-                Sender.Tell(LoadAllCompleted.Instance);
-                _log.Info("durable state: {0} key(s) loaded from {1}", loaded.Count, _directory);
+                loaded = LoadAll();
             }
             catch (Exception e)
             {
-                throw new LoadFailedException($"could not load durable state from {_directory}: {e.Message}", e);
+                // A replicator whose store fails to load stops, and leaves a node that looks healthy
+                // but replicates nothing. The unreadable store (a torn or corrupt file) is moved aside
+                // for a person to look at instead, and the node starts with an empty one that its
+                // peers' gossip fills in.
+                MoveAside(e);
+                loaded = LoadAll();
             }
+            if (loaded.Count > 0)
+            {
+                Sender.Tell(new LoadData(loaded));
+            }
+            Sender.Tell(LoadAllCompleted.Instance);
+            _log.Info("durable state: {0} key(s) loaded from {1}", loaded.Count, _directory);
         });
         Receive<Store>(store =>
         {
@@ -93,6 +99,26 @@ public sealed class LmdbDurableStore : ReceiveActor
     }
 
     protected override void PostStop() => _environment?.Dispose();
+
+    /// <summary>Moves the unreadable store to <c>DIR.unreadable-TIME</c> and says so; the node cannot start when even that fails.</summary>
+    private string MoveAside(Exception cause)
+    {
+        _environment?.Dispose();
+        _environment = null;
+        var reason = cause.GetBaseException().Message;
+        var movedTo = $"{_directory.TrimEnd('/', '\\')}.unreadable-{DateTime.UtcNow:yyyyMMdd'T'HHmmss'Z'}";
+        try
+        {
+            Directory.Move(_directory, movedTo);
+        }
+        catch (Exception e)
+        {
+            throw new LoadFailedException($"durable state in {_directory} cannot be read ({reason}) nor moved aside ({e.Message}); move or delete it and start again", cause);
+        }
+        _log.Error("durable state in {0} cannot be read ({1}): moved to {2}; starting with an empty store, which this node's peers fill in", _directory, reason, movedTo);
+        Context.System.EventStream.Publish(new DurableStoreRebuilt(_directory, movedTo, reason));
+        return movedTo;
+    }
 
     private LightningEnvironment Environment()
     {

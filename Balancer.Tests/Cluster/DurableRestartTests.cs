@@ -9,7 +9,8 @@ namespace Balancer.Tests.Cluster;
 
 /// <summary>
 /// Runtime changes survive a full-cluster restart: three nodes with their own LightningDB stores
-/// are all stopped and started again (new incarnations), and the added backend and the drain are back.
+/// are all stopped and started again (new incarnations), and the added backend and the drain are
+/// back, also on a node whose store was torn meanwhile (it is moved aside and refilled by the peers).
 /// </summary>
 [Collection(SerialCollection.Name)]
 public class DurableRestartTests : IDisposable
@@ -36,10 +37,19 @@ public class DurableRestartTests : IDisposable
             await Task.WhenAll(nodes.Select(n => n.Terminate()));
         }
 
+        // One node's store is torn while it is down: it starts anyway, moves the unreadable store
+        // aside, and gets the changes back from its peers.
+        var torn = Directory.GetDirectories(_dataDir).Order(StringComparer.Ordinal).Last();
+        var file = Path.Combine(torn, "data.mdb");
+        await File.WriteAllBytesAsync(file, Enumerable.Repeat((byte)0x5a, (int)new FileInfo(file).Length).ToArray());
+
         var restarted = await StartClusterAsync();
         try
         {
             await Eventually.Holds(() => Assert.All(restarted, n => AssertChanges(Snapshot(n))));
+            var movedAside = Assert.Single(Directory.GetDirectories(_dataDir), d => d.StartsWith(torn + ".unreadable-", StringComparison.Ordinal));
+            Assert.True(File.Exists(Path.Combine(movedAside, "data.mdb")));
+            Assert.True(Directory.Exists(torn), "the node made a new store where the unreadable one was");
             // The generated key came back from disk: the session the cookie names survives the restart.
             await Eventually.Holds(() => Assert.All(restarted, n => Assert.Equal("b", Cookie(n).Verify(cookie))));
         }
