@@ -23,6 +23,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly AffinityTable _table;
     private readonly bool _adopted;
+    private readonly Routing.PoolHandle _handle;
     private DateTimeOffset _lastFullWarning = DateTimeOffset.MinValue;
     private DateTimeOffset _lastOverBudgetWarning = DateTimeOffset.MinValue;
 
@@ -68,6 +69,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         // pool's handle; a restarted store keeps it (its reference stays the same), so no live
         // session looks new meanwhile.
         var scheduler = Context.System.Scheduler;
+        _handle = handle;
         _adopted = handle.Affinity is not null;
         _table = handle.Affinity ?? new AffinityTable(pool, Self, () => scheduler.Now, affinityKey, writeTimeout, node.ReadTimeout);
         _table.Attach(Self);
@@ -261,6 +263,11 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             write.Acknowledged?.TrySetException(stopped);
         }
         _pending.Clear();
+        // The node's incarnation ends (not this actor alone restarting): its successor joins anew.
+        if (CoordinatedShutdown.Get(Context.System).ShutdownReason is not null)
+        {
+            _handle.LeftCluster();
+        }
         _table.Detach(Self);
         base.PostStop();
     }

@@ -71,8 +71,9 @@ public sealed class AffinityTable
         }
         // Established on its second request; then refreshed at most every ttl/4, so a busy session
         // costs one replicated write per quarter-TTL. One pinned while this node was outside its
-        // cluster is confirmed by its first request once the node is a member again.
-        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4 || (entry.Provisional && Store is not null))
+        // cluster is confirmed by its first request once the node is a member again and has read
+        // the cluster's replicas (which replaced it if the cluster had pinned it elsewhere).
+        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4 || (entry.Provisional && _member))
         {
             Pin(hash, entry.Backend, established: true);
         }
@@ -173,7 +174,7 @@ public sealed class AffinityTable
         // A session moved to another backend stays established; a pin after an operator's clear
         // is established too, or the clear marker (which is) would win over it on every node.
         var store = Store;
-        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true }, Provisional: store is null);
+        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true }, Provisional: !_member);
         _entries[hash] = pinned;
         if (store is null)
         {
@@ -222,11 +223,25 @@ public sealed class AffinityTable
 
     private ICanTell? Store => Volatile.Read(ref _store);
 
+    // True once this node is a member whose replicas were read from the cluster (its duty began);
+    // until then, and between incarnations, what it pins is provisional.
+    private volatile bool _member;
+
+    /// <summary>This node is a member and has read the cluster's replicas: its pins are a member's from now on.</summary>
+    internal void JoinedCluster() => _member = true;
+
     /// <summary>The pool's affinity store (of this incarnation of the node) takes the table's writes from now on.</summary>
     internal void Attach(ICanTell store) => Volatile.Write(ref _store, store);
 
     /// <summary><paramref name="store"/> stopped: until the next one attaches, sessions are pinned here only.</summary>
-    internal void Detach(ICanTell store) => Interlocked.CompareExchange(ref _store, null, store);
+    internal void Detach(ICanTell store)
+    {
+        if (ReferenceEquals(Interlocked.CompareExchange(ref _store, null, store), store))
+        {
+            // Until the next store has joined (its handle says so when it publishes the table).
+            _member = false;
+        }
+    }
 
     /// <summary>Takes a replicated entry when it wins over the cached one; true when that moved a live session to another backend.</summary>
     internal bool Merge(ulong hash, AffinityEntry entry)

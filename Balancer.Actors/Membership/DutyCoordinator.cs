@@ -42,10 +42,12 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
     private NodeDuty? _duty;
 
     private readonly Affinity.AffinityKey _affinityKey;
+    private readonly PoolRegistry _pools;
 
     public DutyCoordinator(BalancerSettings settings, PoolRegistry pools, Affinity.AffinityKey affinityKey)
     {
         _settings = settings;
+        _pools = pools;
         _affinityKey = affinityKey;
         _frontends = Context.ActorOf(FrontendOwner.Props(settings, pools), "frontend-owner");
         _hooks = new DutyHooks(_log, _cluster.SelfAddress.ToString());
@@ -135,6 +137,7 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
     {
         Receive<ReplicatedStateWarmUp.Done>(_ =>
         {
+            JoinedCluster();
             _log.Info(_settings.Node.StartFrontends && _settings.Frontends.Length > 0
                 ? "replicated state loaded from the cluster: opening frontends"
                 : "replicated state loaded from the cluster");
@@ -206,12 +209,22 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
             SetDuty(NodeDuty.Passive, "none reachable from the minority side");
             return;
         }
+        JoinedCluster();
         var active = ActiveMember(_cluster.State, _settings.Node.Role);
         if (active is null)
         {
             return;
         }
         SetDuty(active.UniqueAddress.Equals(_cluster.SelfUniqueAddress) ? NodeDuty.Active : NodeDuty.Passive, active.Address.ToString());
+    }
+
+    /// <summary>The cluster's replicas are read: from now on this node's session pins are a member's, not provisional.</summary>
+    private void JoinedCluster()
+    {
+        foreach (var handle in _pools.Pools.Values)
+        {
+            handle.JoinedCluster();
+        }
     }
 
     private void SetDuty(NodeDuty duty, string activeNode)

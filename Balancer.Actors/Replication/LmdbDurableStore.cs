@@ -67,14 +67,20 @@ public sealed class LmdbDurableStore : ReceiveActor
             {
                 loaded = LoadAll();
             }
-            catch (Exception e)
+            catch (Exception e) when (UnreadableFile(e))
             {
                 // A replicator whose store fails to load stops, and leaves a node that looks healthy
                 // but replicates nothing. The unreadable store (a torn or corrupt file) is moved aside
                 // for a person to look at instead, and the node starts with an empty one that its
                 // peers' gossip fills in.
                 MoveAside(e);
-                loaded = LoadAll();
+                loaded = LoadOrFail();
+            }
+            catch (Exception e)
+            {
+                // Not the file's fault (no liblmdb, no permission, no space, a bad map-size): every
+                // node would meet it, and moving good stores aside would lose them all. Stop loudly.
+                throw new LoadFailedException($"could not load durable state from {_directory}: {e.GetBaseException().Message}", e);
             }
             if (loaded.Count > 0)
             {
@@ -100,13 +106,44 @@ public sealed class LmdbDurableStore : ReceiveActor
 
     protected override void PostStop() => _environment?.Dispose();
 
+    private static readonly string[] UnreadableFileErrors = ["MDB_INVALID", "MDB_CORRUPTED", "MDB_PAGE_NOTFOUND", "MDB_VERSION_MISMATCH"];
+
+    /// <summary>
+    /// LMDB's answers for a file that is not (or no longer) a readable environment, anywhere in the
+    /// chain (LightningDB wraps LMDB's own error in one of its own, with status 0).
+    /// </summary>
+    private static bool UnreadableFile(Exception e)
+    {
+        for (Exception? current = e; current is not null; current = current.InnerException)
+        {
+            if (current is LightningException { StatusCode: -30793 or -30796 or -30797 or -30794 }
+                || UnreadableFileErrors.Any(error => current.Message.StartsWith(error, StringComparison.Ordinal)))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private ImmutableDictionary<string, DurableDataEnvelope> LoadOrFail()
+    {
+        try
+        {
+            return LoadAll();
+        }
+        catch (Exception e)
+        {
+            throw new LoadFailedException($"could not load durable state from a new store in {_directory}: {e.GetBaseException().Message}", e);
+        }
+    }
+
     /// <summary>Moves the unreadable store to <c>DIR.unreadable-TIME</c> and says so; the node cannot start when even that fails.</summary>
     private string MoveAside(Exception cause)
     {
         _environment?.Dispose();
         _environment = null;
         var reason = cause.GetBaseException().Message;
-        var movedTo = $"{_directory.TrimEnd('/', '\\')}.unreadable-{DateTime.UtcNow:yyyyMMdd'T'HHmmss'Z'}";
+        var movedTo = $"{_directory.TrimEnd('/', '\\')}.unreadable-{DateTime.UtcNow:yyyyMMdd'T'HHmmssfff'Z'}";
         try
         {
             Directory.Move(_directory, movedTo);

@@ -73,8 +73,24 @@ public sealed class PoolHandle : IDisposable
     internal void PublishAffinity(Affinity.AffinityTable table)
     {
         Volatile.Write(ref _affinity, table);
+        if (_joinedCluster)
+        {
+            table.JoinedCluster();
+        }
         CompleteStarted();
     }
+
+    private volatile bool _joinedCluster;
+
+    /// <summary>This incarnation of the node is a member and has read the cluster's replicas: its session pins are a member's (not provisional).</summary>
+    internal void JoinedCluster()
+    {
+        _joinedCluster = true;
+        Affinity?.JoinedCluster();
+    }
+
+    /// <summary>This incarnation's affinity store stopped: until the next one has joined, pins are provisional.</summary>
+    internal void LeftCluster() => _joinedCluster = false;
 
     private void CompleteStarted()
     {
