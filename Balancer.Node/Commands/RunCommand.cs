@@ -87,9 +87,9 @@ internal static class RunCommand
         using var stopping = stop.Token.Register(dataPlane.Stopping);
         try
         {
+            var systemConfig = config;
             for (var incarnation = 1; !stop.IsCancellationRequested; incarnation++)
             {
-                var systemConfig = incarnation == 1 ? config : NodeConfig.ForRejoin(config, dataPlane.KnownPeers, dataPlane.SelfAddress);
                 ActorSystem system;
                 try
                 {
@@ -107,7 +107,8 @@ internal static class RunCommand
                 {
                     return exitCode;
                 }
-                error.WriteLine($"balancer: the cluster removed this node; its frontends keep serving ({string.Join(", ", dataPlane.ServingUnowned.Order())}) while incarnation {incarnation + 1} rejoins through {string.Join(", ", NodeConfig.ForRejoin(config, dataPlane.KnownPeers, dataPlane.SelfAddress).GetStringList("akka.cluster.seed-nodes"))}");
+                systemConfig = NodeConfig.ForRejoin(config, dataPlane.KnownPeers, dataPlane.SelfAddress);
+                error.WriteLine($"balancer: the cluster removed this node; its frontends keep serving ({string.Join(", ", dataPlane.ServingUnowned.Order())}) while incarnation {incarnation + 1} rejoins through {string.Join(", ", systemConfig.GetStringList("akka.cluster.seed-nodes"))}");
             }
             output.WriteLine("balancer: stopping");
             return 0;

@@ -561,7 +561,8 @@ public class ClusterProcessTests : IAsyncLifetime
             : DateTime.MinValue;
     }
 
-    private static int Count(string text, string what)
+    /// <summary>How many times <paramref name="what"/> occurs in <paramref name="text"/> (a log line printed once per occurrence).</summary>
+    internal static int Count(string text, string what)
     {
         var count = 0;
         for (var i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + 1, StringComparison.Ordinal))

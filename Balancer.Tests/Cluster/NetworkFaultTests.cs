@@ -93,21 +93,21 @@ public class NetworkFaultTests : IAsyncLifetime
 
         // 3. Node 1 cannot reach node 2; both reach node 3.
         loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
-        var rejoinsBefore = _nodes.Select(n => Count(n.Output, "rejoining (incarnation")).ToList();
+        var rejoinsBefore = _nodes.Select(n => ClusterProcessTests.Count(n.Output, "rejoining (incarnation")).ToList();
         await Network.CutAsync(1, 2);
         var asymmetricAt = Stopwatch.StartNew();
         await WaitUntilAsync(async () => await CtlCodeAsync(3, "cluster", "show") is (0, var shown) && !shown.Contains("Count: 3 members, 3 up, 0 unreachable"), TimeSpan.FromSeconds(12), "asymmetric cut: seen by node 3");
         await Task.Delay(TimeSpan.FromSeconds(12) - asymmetricAt.Elapsed is { Ticks: > 0 } left ? left : TimeSpan.Zero);
         await Network.HealAsync(1, 2);
         wholeAfter = await WholeAgainAsync("asymmetric cut", Stopwatch.StartNew());
-        var rejoins = _nodes.Select((n, i) => Count(n.Output, "rejoining (incarnation") - rejoinsBefore[i]).ToList();
+        var rejoins = _nodes.Select((n, i) => ClusterProcessTests.Count(n.Output, "rejoining (incarnation") - rejoinsBefore[i]).ToList();
         // The resolver downs one side of the cut at least: the fault did something to ride through.
         Assert.True(rejoins.Sum() > 0, "no node was removed during the asymmetric cut");
         report.Add($"asymmetric cut: rejoins of nodes 1-3 {string.Join(", ", rejoins)}, cluster whole {wholeAfter.TotalSeconds:0.0} s after the heal; {await EndAsync("asymmetric cut", loads, client, sessions)}");
 
         // 4. Node 3 frozen for 10 s: no traffic to it while frozen, every request after it thaws counts.
         loads = Enumerable.Range(1, 2).Select(node => client.Traffic(node, sessions)).ToList();
-        var rejoinsOf3 = Count(_nodes[2].Output, "rejoining (incarnation");
+        var rejoinsOf3 = ClusterProcessTests.Count(_nodes[2].Output, "rejoining (incarnation");
         _nodes[2].Freeze();
         try
         {
@@ -119,7 +119,7 @@ public class NetworkFaultTests : IAsyncLifetime
         }
         var thawed = Stopwatch.StartNew();
         loads.Add(client.Traffic(3, sessions));
-        await WaitUntilAsync(() => Task.FromResult(Count(_nodes[2].Output, "rejoining (incarnation") > rejoinsOf3), TimeSpan.FromSeconds(15), "freeze: node 3 rejoining after it thawed");
+        await WaitUntilAsync(() => Task.FromResult(ClusterProcessTests.Count(_nodes[2].Output, "rejoining (incarnation") > rejoinsOf3), TimeSpan.FromSeconds(15), "freeze: node 3 rejoining after it thawed");
         wholeAfter = await WholeAgainAsync("freeze", thawed);
         report.Add($"freeze: cluster whole {wholeAfter.TotalSeconds:0.0} s after the thaw; {await EndAsync("freeze", loads, client, sessions)}");
 
@@ -221,16 +221,6 @@ public class NetworkFaultTests : IAsyncLifetime
             }
         }
         return serving;
-    }
-
-    private static int Count(string text, string what)
-    {
-        var count = 0;
-        for (var i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + 1, StringComparison.Ordinal))
-        {
-            count++;
-        }
-        return count;
     }
 
     private string WriteConfig(int node, string mode)
