@@ -56,17 +56,13 @@ public sealed class BalancerMetrics : IDisposable
             description: "Requests or connections retried on another backend after a connect failure");
         Meter.CreateObservableGauge("balancer.pool.panic", () => pools.Pools.Values.Select(p => new Measurement<int>(p.Snapshot.Panic ? 1 : 0, Tag("pool", p.Name))),
             description: "1 while the pool is in panic mode (too few healthy backends)");
-        Meter.CreateObservableGauge("balancer.affinity.entries", () => pools.Pools.Values.Where(p => p.Affinity is not null)
-                .Select(p => new Measurement<long>(p.Affinity!.Count, Tag("pool", p.Name))),
+        Meter.CreateObservableGauge("balancer.affinity.entries", () => EachAffinityTable(table => table.Count),
             description: "Session affinity entries known on this node");
-        Meter.CreateObservableCounter("balancer.affinity.sessions_over_budget", () => pools.Pools.Values.Where(p => p.Affinity is not null)
-                .Select(p => new Measurement<long>(p.Affinity!.SessionsOverBudget, Tag("pool", p.Name))),
+        Meter.CreateObservableCounter("balancer.affinity.sessions_over_budget", () => EachAffinityTable(table => table.SessionsOverBudget),
             description: "New sessions served without being pinned: their client was over affinity.new-sessions-per-client");
-        Meter.CreateObservableCounter("balancer.affinity.unconfirmed_pins", () => pools.Pools.Values.Where(p => p.Affinity is not null)
-                .Select(p => new Measurement<long>(p.Affinity!.UnconfirmedPins, Tag("pool", p.Name))),
+        Meter.CreateObservableCounter("balancer.affinity.unconfirmed_pins", () => EachAffinityTable(table => table.UnconfirmedPins),
             description: "Sessions pinned on this node without the write consistency's confirmation (no majority in time, or no cluster while the node rejoined); they spread once the node can reach the others");
-        Meter.CreateObservableCounter("balancer.affinity.sessions_moved_by_merge", () => pools.Pools.Values.Where(p => p.Affinity is not null)
-                .Select(p => new Measurement<long>(p.Affinity!.SessionsMovedByMerge, Tag("pool", p.Name))),
+        Meter.CreateObservableCounter("balancer.affinity.sessions_moved_by_merge", () => EachAffinityTable(table => table.SessionsMovedByMerge),
             description: "Sessions this node pinned while it rejoined its cluster that the cluster had pinned to another backend, moved to the cluster's choice");
 
         Meter.CreateObservableGauge("balancer.cluster.members", () => membership.Current().Members
@@ -102,6 +98,10 @@ public sealed class BalancerMetrics : IDisposable
 
     private IEnumerable<Measurement<T>> EachBackend<T>(Func<Model.Backend, IEnumerable<Measurement<T>>> measure) where T : struct =>
         Pools.Pools.Values.SelectMany(p => p.Snapshot.Backends).SelectMany(measure);
+
+    /// <summary>One measurement per pool with session affinity, tagged with the pool.</summary>
+    private IEnumerable<Measurement<long>> EachAffinityTable(Func<Affinity.AffinityTable, long> measure) =>
+        Pools.Pools.Values.Where(p => p.Affinity is not null).Select(p => new Measurement<long>(measure(p.Affinity!), Tag("pool", p.Name)));
 
     private static KeyValuePair<string, object?>[] Tag(string name, string value) => [new(name, value)];
 
