@@ -196,47 +196,74 @@ public class ClusterProcessTests : IAsyncLifetime
         Assert.True(hooks.Length >= 3, $"on-active ran {hooks.Length} times: {string.Join(" | ", hooks)}");
     }
 
-    [Theory]
-    [InlineData("header:X-Session")]
-    [InlineData("learn-cookie:JSESSIONID")]
-    [InlineData("source-ip")]
-    [InlineData("cookie")]
-    public async Task Affinity_SessionsMadeOnNode1_KeptByEveryNode_AndAfterKillOfNode1(string mode)
+    /// <summary>
+    /// Every affinity mode on one cluster, a pool and a frontend each: 200 sessions per mode made
+    /// through node 1 (with write = majority, each acknowledged by a majority before its first
+    /// response reaches the client) keep their backends through nodes 2 and 3, and after kill -9
+    /// of node 1.
+    /// </summary>
+    [Fact]
+    public async Task Affinity_SessionsMadeOnNode1_KeptByEveryNode_AndAfterKillOfNode1_InEveryMode()
     {
-        var extra = new[]
+        string[] modes = ["header:X-Session", "learn-cookie:JSESSIONID", "source-ip", "cookie"];
+        // Mode k's frontend on node N listens on 8100 + 10 k + N.
+        static int Port(int mode, int node) => 8100 + 10 * (mode + 1) + node;
+        var nodes = await StartThreeNodesAsync(node => modes.SelectMany((mode, k) => new[]
         {
-            "--set", $"balancer.pools.app.affinity.mode=\"{mode}\"",
-            "--set", "balancer.pools.app.affinity.write=majority",
-        };
-        var nodes = await StartThreeNodesAsync(extra);
+            "--set", $"balancer.pools.sticky{k}.affinity.mode=\"{mode}\"",
+            "--set", $"balancer.pools.sticky{k}.affinity.write=majority",
+            "--set", $"balancer.pools.sticky{k}.health-check.kind=http",
+            "--set", $"balancer.pools.sticky{k}.health-check.path=/healthz",
+            "--set", $"balancer.pools.sticky{k}.backends.a=127.0.0.1:9001",
+            "--set", $"balancer.pools.sticky{k}.backends.b=127.0.0.1:9002",
+            "--set", $"balancer.pools.sticky{k}.backends.c=127.0.0.1:9003",
+            "--set", $"balancer.frontends.sticky{k}.mode=http",
+            "--set", $"balancer.frontends.sticky{k}.bind=[\"127.0.0.1:{Port(k, node)}\"]",
+            "--set", $"balancer.frontends.sticky{k}.pool=sticky{k}",
+        }).ToArray());
 
-        // 200 sessions made through node 1; with write = majority each is acknowledged by a
-        // majority before its first response reaches the client.
-        var sessions = new List<(StickyClient.Session Session, string Backend)>();
-        using var client = new StickyClient(mode);
-        for (var i = 0; i < 200; i++)
+        var made = new List<(StickyClient Client, int Mode, List<(StickyClient.Session Session, string Backend)> Sessions)>();
+        try
         {
-            sessions.Add(await client.CreateAsync(8081, i));
-        }
-        Assert.Equal(3, sessions.Select(s => s.Backend).Distinct().Count());
-        foreach (var port in new[] { 8082, 8083 })
-        {
-            foreach (var (session, backend) in sessions)
+            for (var k = 0; k < modes.Length; k++)
             {
-                Assert.Equal(backend, await client.BackendOfAsync(port, session));
+                var client = new StickyClient(modes[k]);
+                var sessions = new List<(StickyClient.Session Session, string Backend)>();
+                made.Add((client, k, sessions));
+                for (var i = 0; i < 200; i++)
+                {
+                    sessions.Add(await client.CreateAsync(Port(k, 1), i));
+                }
+                Assert.True(sessions.Select(s => s.Backend).Distinct().Count() == 3, $"{modes[k]}: sessions on {string.Join(", ", sessions.Select(s => s.Backend).Distinct())} only");
             }
-        }
-
-        await nodes[0].KillAsync();
-        var lost = 0;
-        foreach (var port in new[] { 8082, 8083 })
-        {
-            foreach (var (session, backend) in sessions)
+            async Task<string> MovedAsync()
             {
-                lost += await client.BackendOfAsync(port, session) == backend ? 0 : 1;
+                var moved = new List<string>();
+                foreach (var (client, k, sessions) in made)
+                {
+                    foreach (var node in new[] { 2, 3 })
+                    {
+                        var count = 0;
+                        foreach (var (session, backend) in sessions)
+                        {
+                            count += await client.BackendOfAsync(Port(k, node), session) == backend ? 0 : 1;
+                        }
+                        if (count > 0)
+                        {
+                            moved.Add($"{modes[k]}: {count} of {sessions.Count} moved on node {node}");
+                        }
+                    }
+                }
+                return string.Join("; ", moved);
             }
+            Assert.Equal("", await MovedAsync());
+            await nodes[0].KillAsync();
+            Assert.Equal("", await MovedAsync());
         }
-        Assert.Equal(0, lost);
+        finally
+        {
+            made.ForEach(m => m.Client.Dispose());
+        }
     }
 
     [Fact]
@@ -503,12 +530,15 @@ public class ClusterProcessTests : IAsyncLifetime
     }
 
     /// <summary>Nodes 1-3 of hocon/ with <paramref name="extra"/> arguments, once each is ready and sees all three up.</summary>
-    private async Task<NodeProcess[]> StartThreeNodesAsync(string[] extra)
+    private Task<NodeProcess[]> StartThreeNodesAsync(string[] extra) => StartThreeNodesAsync(_ => extra);
+
+    /// <summary>Nodes 1-3 of the demo configuration, node N with <paramref name="extra"/>(N) arguments; once each is ready and sees three up.</summary>
+    private async Task<NodeProcess[]> StartThreeNodesAsync(Func<int, string[]> extra)
     {
         var nodes = new NodeProcess[3];
         for (var i = 1; i <= 3; i++)
         {
-            nodes[i - 1] = StartNode(i, extra);
+            nodes[i - 1] = StartNode(i, extra(i));
         }
         foreach (var node in nodes)
         {

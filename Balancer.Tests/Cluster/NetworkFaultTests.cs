@@ -37,15 +37,38 @@ public class NetworkFaultTests : IAsyncLifetime
     }
 
     /// <summary>Nodes 1-3, once each is ready and sees all three up; node 1, the first seed, forms the cluster and is its oldest member.</summary>
-    private async Task StartNodesAsync(string mode = "active-active")
+    private async Task StartNodesAsync(string mode = "active-active", string? clockOf3 = null)
     {
-        _nodes = Enumerable.Range(1, 3).Select(i => Start(Network.Namespace(i), "run", "--config", WriteConfig(i, mode))).ToArray();
+        _nodes = Enumerable.Range(1, 3).Select(i => StartNode(i, mode, i == 3 ? clockOf3 : null)).ToArray();
         foreach (var node in _nodes)
         {
             await node.WaitForOutputAsync(" ready", StartTimeout);
             await node.WaitForOutputAsync("(3 up)", StartTimeout);
         }
     }
+
+    /// <summary>
+    /// <c>balancer run</c> as node <paramref name="node"/>; with <paramref name="clock"/> (libfaketime's
+    /// "+30s", "-30s") its wall clock is off by that much, its monotonic clock left true, as a host
+    /// whose NTP failed.
+    /// </summary>
+    private NodeProcess StartNode(int node, string mode, string? clock = null)
+    {
+        var environment = clock is null ? null : new Dictionary<string, string>
+        {
+            ["LD_PRELOAD"] = FakeClockLibrary(),
+            ["FAKETIME"] = clock,
+            ["FAKETIME_DONT_FAKE_MONOTONIC"] = "1",
+        };
+        var process = NodeProcess.StartIn(Network.Namespace(node), environment, "run", "--config", WriteConfig(node, mode));
+        _processes.Add(process);
+        return process;
+    }
+
+    /// <summary>Debian's libfaketime (package faketime, which .ci/run installs).</summary>
+    private static string FakeClockLibrary() =>
+        Directory.GetDirectories("/usr/lib").Select(d => Path.Combine(d, "faketime", "libfaketime.so.1")).FirstOrDefault(File.Exists)
+        ?? throw new InvalidOperationException("libfaketime is not installed (apt-get install faketime)");
 
     /// <summary>
     /// Active-active, faults one after another on one cluster, with sticky sessions acknowledged by a
@@ -127,12 +150,105 @@ public class NetworkFaultTests : IAsyncLifetime
         Assert.All(_nodes, n => Assert.False(n.HasExited));
     }
 
+    /// <summary>
+    /// Active-active, faults 8-10 one after another on one cluster, with sticky sessions acknowledged
+    /// by a majority before any fault and traffic (those sessions, and new ones) through every node:
+    /// <list type="number">
+    /// <item>node 3's wall clock 30 s ahead of the others' (libfaketime) from its start; after its restart, 30 s behind;</item>
+    /// <item>a rolling restart: each node in turn stopped by SIGTERM and started again once the cluster
+    /// is whole. The clients know every node's address (DNS round robin): a refused connection, which
+    /// carries no request, is tried on the next node, as browsers and HTTP clients do;</item>
+    /// <item>node 2, the oldest member by then, starved of CPU for 20 s: it runs 50 ms in every second (SIGSTOP/SIGCONT).</item>
+    /// </list>
+    /// After each: no request failed, no session moved on any node, and the cluster is whole again
+    /// within 15 s with no one acting. The skewed clocks change no routing decision: the health
+    /// verdicts are ordered by sequence, never by clock.
+    /// </summary>
+    [Fact]
+    public async Task ActiveActive_SkewedClockRollingRestartAndStarvation_NoRequestFails_NoSessionMoves()
+    {
+        await StartNodesAsync(clockOf3: "+30s");
+        using var client = new SessionClient();
+        // Half the sessions pinned by the node whose clock is ahead, half by node 1.
+        var sessions = await client.CreateAsync(3, 30);
+        sessions.AddRange(await client.CreateAsync(1, 30));
+        var report = new List<string>();
+
+        // 8. Node 3 ahead: its verdicts and pins carry later times than everyone else's.
+        var loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        await EveryBackendRoutableEverywhereAsync("clock 30 s ahead");
+        report.Add($"node 3 clock 30 s ahead: {await EndAsync("clock ahead", loads, client, sessions)}");
+
+        // 9. Rolling restart, node 3 coming back 30 s behind.
+        loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions, nextNodeWhenRefused: true)).ToList();
+        var restarts = new List<string>();
+        for (var node = 1; node <= 3; node++)
+        {
+            var restarting = Stopwatch.StartNew();
+            _nodes[node - 1].Terminate();
+            Assert.Equal(0, await _nodes[node - 1].WaitForExitAsync(TimeSpan.FromSeconds(45)));
+            var stoppedAfter = restarting.Elapsed;
+            _nodes[node - 1] = StartNode(node, "active-active", node == 3 ? "-30s" : null);
+            await _nodes[node - 1].WaitForOutputAsync(" ready", StartTimeout);
+            await WholeAgainAsync($"rolling restart of node {node}", Stopwatch.StartNew(), StartTimeout);
+            restarts.Add($"node {node} stopped in {stoppedAfter.TotalSeconds:0.0} s, whole again {restarting.Elapsed.TotalSeconds:0.0} s after its SIGTERM");
+        }
+        await EveryBackendRoutableEverywhereAsync("clock 30 s behind");
+        report.Add($"rolling restart ({string.Join("; ", restarts)}), node 3 then 30 s behind: {await EndAsync("rolling restart", loads, client, sessions)}");
+
+        // 10. Node 2 starved for 20 s: long enough for the others to find it unreachable.
+        loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
+        var rejoinsOf2 = ClusterProcessTests.Count(_nodes[1].Output, "rejoining (incarnation");
+        var starved = Stopwatch.StartNew();
+        try
+        {
+            while (starved.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                _nodes[1].Freeze();
+                await Task.Delay(TimeSpan.FromMilliseconds(950));
+                _nodes[1].Thaw();
+                await Task.Delay(TimeSpan.FromMilliseconds(50));
+            }
+        }
+        finally
+        {
+            _nodes[1].Thaw();
+        }
+        var wholeAfter = await WholeAgainAsync("starvation", Stopwatch.StartNew());
+        var rejoins = ClusterProcessTests.Count(_nodes[1].Output, "rejoining (incarnation") - rejoinsOf2;
+        report.Add($"starvation of node 2: {rejoins} rejoin(s), cluster whole {wholeAfter.TotalSeconds:0.0} s after it ended; {await EndAsync("starvation", loads, client, sessions)}");
+
+        Console.WriteLine(string.Join("\n", report));
+        Assert.All(_nodes, n => Assert.False(n.HasExited));
+    }
+
+    /// <summary>Every node routes to all three backends (a restarted one within 5 s): no verdict was lost to a clock.</summary>
+    private async Task EveryBackendRoutableEverywhereAsync(string fault)
+    {
+        for (var node = 1; node <= 3; node++)
+        {
+            var waited = Stopwatch.StartNew();
+            while (true)
+            {
+                var shown = await CtlAsync(node, "backends", "app");
+                var up = shown.Split('\n').Count(l => l.StartsWith("app/", StringComparison.Ordinal) && l.Contains(" up ", StringComparison.Ordinal));
+                if (up == 3)
+                {
+                    break;
+                }
+                Assert.True(waited.Elapsed < TimeSpan.FromSeconds(5), $"{fault}: node {node} routes to {up} of 3 backends:\n{shown}");
+                await Task.Delay(TimeSpan.FromMilliseconds(200));
+            }
+        }
+    }
+
     /// <summary>How long after <paramref name="healed"/> started (the heal) node 1 sees every node Up and reachable; at most 15 s.</summary>
-    private async Task<TimeSpan> WholeAgainAsync(string fault, Stopwatch healed)
+    private async Task<TimeSpan> WholeAgainAsync(string fault, Stopwatch healed, TimeSpan? within = null)
     {
         // Node 1 may be between two incarnations itself (its admin API with them): not yet, then.
         await WaitUntilAsync(async () => await CtlCodeAsync(1, "cluster", "show") is (0, var shown) && shown.Contains("Count: 3 members, 3 up, 0 unreachable"),
-            TimeSpan.FromSeconds(15) - healed.Elapsed, $"{fault}: every node up and reachable again");
+            (within ?? TimeSpan.FromSeconds(15)) - healed.Elapsed, $"{fault}: every node up and reachable again");
         return healed.Elapsed;
     }
 
@@ -311,6 +427,26 @@ public class NetworkFaultTests : IAsyncLifetime
             return sessions;
         }
 
+        /// <summary>
+        /// The backend answering <paramref name="session"/> through <paramref name="node"/>; with
+        /// <paramref name="nextNodeWhenRefused"/>, through the next node that accepts the
+        /// connection, as a client of a round-robin DNS name does (a refused connection carried no request).
+        /// </summary>
+        public async Task<string> BackendOfAsync(int node, string session, bool nextNodeWhenRefused)
+        {
+            for (var tried = 1; ; tried++)
+            {
+                try
+                {
+                    return await BackendOfAsync(node, session);
+                }
+                catch (HttpRequestException e) when (nextNodeWhenRefused && tried < 3 && e.InnerException is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused })
+                {
+                    node = node % 3 + 1;
+                }
+            }
+        }
+
         public async Task<string> BackendOfAsync(int node, string session)
         {
             using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{TestNetwork.Address(node)}:8080/");
@@ -336,7 +472,7 @@ public class NetworkFaultTests : IAsyncLifetime
         }
 
         /// <summary>Every known session in turn through <paramref name="node"/> (its backend must not change) and a new session each time, until stopped.</summary>
-        public TrafficLoop Traffic(int node, IReadOnlyList<(string Session, string Backend)> sessions)
+        public TrafficLoop Traffic(int node, IReadOnlyList<(string Session, string Backend)> sessions, bool nextNodeWhenRefused = false)
         {
             var loop = new TrafficLoop();
             loop.Running = Task.Run(async () =>
@@ -351,8 +487,8 @@ public class NetworkFaultTests : IAsyncLifetime
                         }
                         try
                         {
-                            loop.Count(moved: await BackendOfAsync(node, session) != backend);
-                            await BackendOfAsync(node, $"n-{Guid.NewGuid():N}");
+                            loop.Count(moved: await BackendOfAsync(node, session, nextNodeWhenRefused) != backend);
+                            await BackendOfAsync(node, $"n-{Guid.NewGuid():N}", nextNodeWhenRefused);
                             loop.Count(moved: false);
                         }
                         catch (Exception e) when (e is HttpRequestException or TaskCanceledException)

@@ -62,7 +62,10 @@ internal sealed class NodeProcess : IAsyncDisposable
     /// <paramref name="netns"/> (a <see cref="TestNetwork"/> host), or in the test's own when null.
     /// <c>ip netns exec</c> execs the program, so the PID is the balancer's.
     /// </summary>
-    public static NodeProcess StartIn(string? netns, params string[] args)
+    public static NodeProcess StartIn(string? netns, params string[] args) => StartIn(netns, null, args);
+
+    /// <summary>As <see cref="StartIn(string?, string[])"/>, with <paramref name="environment"/> added to the process's environment.</summary>
+    public static NodeProcess StartIn(string? netns, IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "balancer.dll");
         var info = new ProcessStartInfo(netns is not null ? "ip" : ResetInterrupt ? "env" : "dotnet")
@@ -93,6 +96,10 @@ internal sealed class NodeProcess : IAsyncDisposable
         info.ArgumentList.Add(dll);
         // If the test host itself dies, its balancer processes follow it instead of holding ports.
         info.Environment["BALANCER_PARENT_PID"] = Environment.ProcessId.ToString();
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            info.Environment[name] = value;
+        }
         foreach (var arg in args)
         {
             info.ArgumentList.Add(arg);
