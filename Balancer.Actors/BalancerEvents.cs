@@ -28,3 +28,11 @@ public sealed record NodeDutyChanged(string Node, NodeDuty Duty, string ActiveNo
 /// <paramref name="MovedTo"/> and the node started with an empty one, which its peers fill in.
 /// </summary>
 public sealed record DurableStoreRebuilt(string Directory, string MovedTo, string Reason);
+
+/// <summary>
+/// This node's durable store could not write a change (<paramref name="Failing"/>: a full disk, an
+/// I/O error), or writes succeed again and every change is stored (not <paramref name="Failing"/>).
+/// While failing, the node serves and replicates, <c>/readyz</c> answers 503, and an admin change
+/// made through it is reported to its caller as not stored.
+/// </summary>
+public sealed record DurableStoreFailing(string Directory, string Reason, bool Failing);

@@ -37,8 +37,14 @@ internal static class NodeEndpoints
                 : $"not ready: this node is {cluster.SelfMember.Status.ToString().ToLowerInvariant()}, not up\n", statusCode: 503);
         }
         var waiting = admin.Pools.Pools.Values.Where(p => p.Snapshot.Version == 0).Select(p => p.Name).ToList();
-        return waiting.Count > 0
-            ? Results.Text($"not ready: pools not loaded yet: {string.Join(", ", waiting)}\n", statusCode: 503)
+        if (waiting.Count > 0)
+        {
+            return Results.Text($"not ready: pools not loaded yet: {string.Join(", ", waiting)}\n", statusCode: 503);
+        }
+        // A node whose store cannot write serves and replicates, but would come back from a restart
+        // without the changes made meanwhile: an orchestrator should know before it restarts others.
+        return Replication.DurableStoreHealth.Get(admin.System).Failure is { } store
+            ? Results.Text($"not ready: durable store {store.Directory} cannot write since {store.Since:HH:mm:ss}Z ({store.Reason})\n", statusCode: 503)
             : Results.Text("ready\n");
     }
 

@@ -35,14 +35,14 @@ public sealed record NotableEvent(
     public static readonly IReadOnlySet<string> AlertKinds = new HashSet<string>(StringComparer.Ordinal)
     {
         "backend-down", "backend-up", "node-unreachable", "member-removed", "duty-changed", "panic", "panic-over",
-        "backend-errors", "backend-errors-over", "backend-slow", "backend-slow-over", "store-rebuilt",
+        "backend-errors", "backend-errors-over", "backend-slow", "backend-slow-over", "store-rebuilt", "store-failing", "store-failing-over",
     };
 
     /// <summary>The event types <see cref="From"/> understands (subscribe to these on the EventStream).</summary>
     public static readonly Type[] SourceTypes =
     [
         typeof(BackendHealthChanged), typeof(BackendAdminStateChanged), typeof(PoolConfigChanged), typeof(PoolPanicChanged), typeof(NodeDutyChanged),
-        typeof(Alerts.BackendThresholdCrossed), typeof(DurableStoreRebuilt),
+        typeof(Alerts.BackendThresholdCrossed), typeof(DurableStoreRebuilt), typeof(DurableStoreFailing),
     ];
 
     /// <summary>The notable event a balancer or cluster event stands for, or null.</summary>
@@ -63,6 +63,9 @@ public sealed record NotableEvent(
             node, e.Pool, e.Backend, NodeLocal: true),
         DurableStoreRebuilt e => new(at, "store-rebuilt",
             $"durable store {e.Directory} could not be read ({e.Reason}): moved to {e.MovedTo}; this node starts empty and its peers fill it in", node, NodeLocal: true),
+        DurableStoreFailing e => new(at, e.Failing ? "store-failing" : "store-failing-over",
+            e.Failing ? $"durable store {e.Directory} cannot write ({e.Reason}): this node serves and replicates, but its changes are not stored on it"
+                : $"durable store {e.Directory}: writes succeed again, every change is stored", node, NodeLocal: true),
         NodeDutyChanged e => new(at, "duty-changed", $"node {e.Node} is now {e.Duty.ToString().ToLowerInvariant()} (active node {e.ActiveNode})", node, Member: e.Node, NodeLocal: true),
         ClusterEvent.MemberUp e => MemberEvent(at, node, "member-up", e.Member, "is up"),
         ClusterEvent.MemberLeft e => MemberEvent(at, node, "member-left", e.Member, "is leaving"),

@@ -84,6 +84,7 @@ internal static class PoolEndpoints
                 Status.Failure { Cause: KeyNotFoundException e } => Problem(StatusCodes.Status404NotFound, "unknown backend", e.Message),
                 Status.Failure { Cause: ArgumentException e } => Problem(StatusCodes.Status400BadRequest, "bad change", e.Message),
                 Status.Failure { Cause: TimeoutException e } => Problem(StatusCodes.Status504GatewayTimeout, "not confirmed by a majority", e.Message),
+                Status.Failure { Cause: IOException e } => Problem(StatusCodes.Status507InsufficientStorage, "not stored durably", e.Message),
                 Status.Failure f => Problem(StatusCodes.Status500InternalServerError, "change failed", f.Cause.Message),
                 _ => Problem(StatusCodes.Status500InternalServerError, "change failed", "unexpected reply from the pool's routing actor"),
             };

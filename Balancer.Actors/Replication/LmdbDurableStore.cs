@@ -17,9 +17,16 @@ namespace Balancer.Replication;
 /// <c>balancer.replication.durable.store-actor-class = "Balancer.Replication.LmdbDurableStore, Balancer.Actors"</c>
 /// with <c>durable.lmdb.dir</c> and <c>durable.lmdb.map-size</c>.
 /// </summary>
-public sealed class LmdbDurableStore : ReceiveActor
+public sealed class LmdbDurableStore : ReceiveActor, IWithTimers
 {
+    /// <summary>How often writes that failed (a full disk) are tried again until they are stored.</summary>
+    internal static readonly TimeSpan RetryInterval = TimeSpan.FromSeconds(2);
+
     private readonly string _directory;
+    // The latest value of each key whose write failed, written again every RetryInterval: a change
+    // refused to its caller for want of space is stored once space is freed, not lost.
+    private readonly Dictionary<string, DurableDataEnvelope> _unstored = new();
+    private readonly DurableStoreHealth _health = DurableStoreHealth.Get(Context.System);
     private readonly long _mapSize;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly Akka.Serialization.Serialization _serialization = Context.System.Serialization;
@@ -91,17 +98,98 @@ public sealed class LmdbDurableStore : ReceiveActor
         });
         Receive<Store>(store =>
         {
-            try
+            _unstored.Remove(store.Key);
+            if (TryWrite(store.Key, store.Data))
             {
-                Write(store.Key, store.Data);
                 store.Reply?.ReplyTo.Tell(store.Reply.SuccessMessage);
+                RecoveredIfAllStored();
             }
-            catch (Exception e)
+            else
             {
-                _log.Error(e, "could not store {0} in {1}", store.Key, _directory);
+                _unstored[store.Key] = store.Data;
                 store.Reply?.ReplyTo.Tell(store.Reply.FailureMessage);
             }
         });
+        Receive<RetryUnstored>(_ =>
+        {
+            foreach (var (key, data) in _unstored.ToList())
+            {
+                if (!TryWrite(key, data))
+                {
+                    return;
+                }
+                _unstored.Remove(key);
+            }
+            RecoveredIfAllStored();
+        });
+    }
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    /// <summary>
+    /// Writes one key; a failure (no space, an I/O error) marks the store failing, said once in the
+    /// log and as an event, and the write is tried again until it succeeds, which says so too.
+    /// </summary>
+    private bool TryWrite(string key, DurableDataEnvelope data)
+    {
+        try
+        {
+            Write(key, data);
+        }
+        catch (Exception e)
+        {
+            var reason = e.GetBaseException().Message;
+            if (_health.Failure is null)
+            {
+                _log.Error(e, "durable state: could not store {0} in {1} ({2}); this node keeps serving and replicating, and tries again every {3} s", key, _directory, reason, RetryInterval.TotalSeconds);
+                _health.Failed(_directory, reason);
+                Context.System.EventStream.Publish(new DurableStoreFailing(_directory, reason, Failing: true));
+            }
+            Timers.StartSingleTimer(RetryUnstored.Instance, RetryUnstored.Instance, RetryInterval);
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// Free space the store's volume must have again before a store that failed counts as writing:
+    /// on a full disk LightningDB still rewrites what fits in the pages it has, and fails only when
+    /// it must grow, so one write that succeeds says nothing.
+    /// </summary>
+    internal const long RecoveryFreeSpace = 1024 * 1024;
+
+    private void RecoveredIfAllStored()
+    {
+        if (_health.Failure is null || _unstored.Count > 0)
+        {
+            return;
+        }
+        if (FreeSpace() is { } free && free < RecoveryFreeSpace)
+        {
+            Timers.StartSingleTimer(RetryUnstored.Instance, RetryUnstored.Instance, RetryInterval);
+            return;
+        }
+        _log.Info("durable state: writes to {0} succeed again; every change is stored", _directory);
+        _health.Recovered();
+        Context.System.EventStream.Publish(new DurableStoreFailing(_directory, "writes succeed again", Failing: false));
+    }
+
+    /// <summary>Bytes free for this process on the store's volume, or null when the system cannot tell.</summary>
+    private long? FreeSpace()
+    {
+        try
+        {
+            return new DriveInfo(_directory).AvailableFreeSpace;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return null;
+        }
+    }
+
+    private sealed class RetryUnstored
+    {
+        public static readonly RetryUnstored Instance = new();
     }
 
     protected override void PostStop() => _environment?.Dispose();

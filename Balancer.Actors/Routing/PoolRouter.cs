@@ -118,8 +118,10 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
         {
             if (failure.Request is PendingWrite pending)
             {
-                _log.Error("{0}: replicated but not stored durably (see the durable store's log)", pending.What);
-                pending.ReplyTo.Tell(new Status.Failure(new IOException($"{pending.What}: applied and replicated, but not stored durably on this node")));
+                var why = Replication.DurableStoreHealth.Get(Context.System).Failure?.Reason ?? "see the durable store's log";
+                _log.Error("{0}: replicated but not stored durably on this node ({1})", pending.What, why);
+                pending.ReplyTo.Tell(new Status.Failure(new IOException(
+                    $"{pending.What}: applied and replicated, but not stored durably on this node ({why}); it is stored when the store can write again")));
             }
         });
         // Every-node placement votes among current members: a member that comes or goes changes the count.

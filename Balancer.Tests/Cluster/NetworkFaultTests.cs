@@ -7,17 +7,22 @@ namespace Balancer.Tests.Cluster;
 /// Three <c>balancer run</c> processes as three hosts (198.18.0.1-3, one network namespace each)
 /// in front of three demo backends on a fourth (198.18.0.10), with faults made on the network
 /// between them while sticky and new sessions run through every node. The clients (this test)
-/// reach every node throughout: only the nodes' links to each other fail.
+/// reach every node throughout: only the nodes' links to each other fail. They need root, take
+/// minutes, and run apart from the rest of the suite (category <see cref="Category"/>; .ci/run runs both).
 /// </summary>
 [Collection(SerialCollection.Name)]
+[Trait("Category", Category)]
 public class NetworkFaultTests : IAsyncLifetime
 {
+    /// <summary>The tests' category: <c>--filter Category=NetworkFaults</c> runs them, <c>Category!=NetworkFaults</c> the rest.</summary>
+    public const string Category = "NetworkFaults";
     private const string Token = "fault-test-token";
     private const string Mode = "header:X-Session";
     private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
     private readonly List<NodeProcess> _processes = new();
     private readonly string _directory = Directory.CreateTempSubdirectory("balancer-faults-").FullName;
     private TestNetwork? _network;
+    private readonly List<SmallDisk> _disks = new();
     private NodeProcess[] _nodes = [];
 
     private TestNetwork Network => _network!;
@@ -151,10 +156,14 @@ public class NetworkFaultTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// Active-active, faults 8-10 one after another on one cluster, with sticky sessions acknowledged
+    /// Active-active, faults 6 and 8-10 one after another on one cluster, with sticky sessions acknowledged
     /// by a majority before any fault and traffic (those sessions, and new ones) through every node:
     /// <list type="number">
     /// <item>node 3's wall clock 30 s ahead of the others' (libfaketime) from its start; after its restart, 30 s behind;</item>
+    /// <item>node 3's data-dir (a 4 MB tmpfs) full: changes made through it are still stored by a
+    /// majority and accepted, and its /readyz answers 503 naming the store; then node 2's too: a change
+    /// through node 1 that a majority cannot store is refused to its caller. Once space is freed both store what they
+    /// missed and are ready again;</item>
     /// <item>a rolling restart: each node in turn stopped by SIGTERM and started again once the cluster
     /// is whole. The clients know every node's address (DNS round robin): a refused connection, which
     /// carries no request, is tried on the next node, as browsers and HTTP clients do;</item>
@@ -165,8 +174,12 @@ public class NetworkFaultTests : IAsyncLifetime
     /// verdicts are ordered by sequence, never by clock.
     /// </summary>
     [Fact]
-    public async Task ActiveActive_SkewedClockRollingRestartAndStarvation_NoRequestFails_NoSessionMoves()
+    public async Task ActiveActive_SkewedClockFullDiskRollingRestartAndStarvation_NoRequestFails_NoSessionMoves()
     {
+        foreach (var node in new[] { 2, 3 })
+        {
+            _disks.Add(await SmallDisk.MountAsync(Path.Combine(_directory, $"data{node}"), megabytes: 4));
+        }
         await StartNodesAsync(clockOf3: "+30s");
         using var client = new SessionClient();
         // Half the sessions pinned by the node whose clock is ahead, half by node 1.
@@ -179,6 +192,55 @@ public class NetworkFaultTests : IAsyncLifetime
         await Task.Delay(TimeSpan.FromSeconds(5));
         await EveryBackendRoutableEverywhereAsync("clock 30 s ahead");
         report.Add($"node 3 clock 30 s ahead: {await EndAsync("clock ahead", loads, client, sessions)}");
+
+        // 6. Node 3's disk full, then node 2's as well, while changes keep coming:
+        // backends registering in a spare pool, each a bigger value to store (LightningDB rewrites
+        // what fits in the pages it has, so a change fails to store once it needs more room).
+        loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
+        var (disk2, disk3) = (_disks[0], _disks[1]);
+        disk3.Fill();
+        using var admin1 = AdminClient(1);
+        using var admin3 = AdminClient(3);
+        var registered = 0;
+        async Task<(System.Net.HttpStatusCode Status, string Text)> RegisterAsync(HttpClient admin)
+        {
+            var name = $"registered-{registered++:000}-{new string('x', 40)}";
+            using var response = await admin.PostAsync($"api/pools/spare/backends/{name}",
+                System.Net.Http.Json.JsonContent.Create(new { address = $"{TestNetwork.Address(10)}:9001" }));
+            return (response.StatusCode, await response.Content.ReadAsStringAsync());
+        }
+        // Node 3 alone full: a change made through it is stored by a majority (nodes 1 and 2) and so
+        // accepted; node 3 says it cannot write.
+        await WaitUntilAsync(async () =>
+        {
+            var (status, text) = await RegisterAsync(admin3);
+            Assert.True(status == System.Net.HttpStatusCode.OK, $"full disk on node 3: a change answered {(int)status}: {text}");
+            return (await ReadyAsync(3)).Code == 503;
+        }, TimeSpan.FromSeconds(10), "full disk on node 3: /readyz 503");
+        var (_, readiness) = await ReadyAsync(3);
+        Assert.Contains("cannot write", readiness, StringComparison.Ordinal);
+        Assert.Equal(200, (await ReadyAsync(1)).Code);
+        // Nodes 2 and 3 full: a change made through node 1 that a majority cannot store (node 1 and
+        // neither of the others) is refused to its caller.
+        disk2.Fill();
+        string? refused = null;
+        for (var i = 0; i < 100 && refused is null; i++)
+        {
+            var (status, text) = await RegisterAsync(admin1);
+            refused = status == System.Net.HttpStatusCode.InsufficientStorage ? text : null;
+            Assert.True(refused is not null || status == System.Net.HttpStatusCode.OK, $"full disks: a change answered {(int)status}: {text}");
+        }
+        Assert.True(refused is not null && refused.Contains("not stored durably", StringComparison.Ordinal), $"full disks on nodes 2 and 3: {registered} changes, none refused:\n" +
+            string.Join("\n", _nodes[1..].SelectMany(n => n.Output.Split('\n').Where(l => l.Contains("durable", StringComparison.Ordinal)))));
+        disk2.Free();
+        disk3.Free();
+        var freed = Stopwatch.StartNew();
+        await WaitUntilAsync(async () => (await ReadyAsync(2)).Code == 200 && (await ReadyAsync(3)).Code == 200, TimeSpan.FromSeconds(5), "full disks: nodes 2 and 3 ready again after space was freed");
+        var readyAfter = freed.Elapsed;
+        // Every change is on every node, the refused one too (applied and replicated all the same).
+        await WaitUntilAsync(async () => (await CtlAsync(1, "backends", "spare")).Split('\n').Count(l => l.StartsWith("spare/registered-", StringComparison.Ordinal)) == registered,
+            TimeSpan.FromSeconds(5), $"full disks: the {registered} registered backends on node 1");
+        report.Add($"disk full on node 3 (changes through it accepted, /readyz 503 \"{readiness.Trim()}\"), then on node 2: change {registered} through node 1 refused as not stored; both ready {readyAfter.TotalSeconds:0.0} s after space was freed; {await EndAsync("full disk", loads, client, sessions)}");
 
         // 9. Rolling restart, node 3 coming back 30 s behind.
         loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions, nextNodeWhenRefused: true)).ToList();
@@ -221,6 +283,22 @@ public class NetworkFaultTests : IAsyncLifetime
 
         Console.WriteLine(string.Join("\n", report));
         Assert.All(_nodes, n => Assert.False(n.HasExited));
+    }
+
+    /// <summary>An HTTP client of node <paramref name="node"/>'s admin API, with the token.</summary>
+    private static HttpClient AdminClient(int node)
+    {
+        var http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { BaseAddress = new Uri($"http://{TestNetwork.Address(node)}:9110/"), Timeout = TimeSpan.FromSeconds(10) };
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", Token);
+        return http;
+    }
+
+    /// <summary>Node <paramref name="node"/>'s <c>/readyz</c>: status code and text.</summary>
+    private static async Task<(int Code, string Text)> ReadyAsync(int node)
+    {
+        using var http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(5) };
+        using var response = await http.GetAsync($"http://{TestNetwork.Address(node)}:9110/readyz");
+        return ((int)response.StatusCode, await response.Content.ReadAsStringAsync());
     }
 
     /// <summary>Every node routes to all three backends (a restarted one within 5 s): no verdict was lost to a clock.</summary>
@@ -357,6 +435,8 @@ public class NetworkFaultTests : IAsyncLifetime
                 health-check { kind = http, path = "/healthz" }
                 backends { a = "{{backends}}:9001", b = "{{backends}}:9002", c = "{{backends}}:9003" }
               }
+              # No frontend: where the full-disk fault registers backends.
+              pools.spare.backends { s = "{{backends}}:9001" }
             }
             """);
         return path;
@@ -398,6 +478,10 @@ public class NetworkFaultTests : IAsyncLifetime
     {
         // Processes first (a stopped one too), then the network they ran on.
         await Task.WhenAll(_processes.Select(p => p.DisposeAsync().AsTask()));
+        foreach (var disk in _disks)
+        {
+            await disk.DisposeAsync();
+        }
         if (_network is not null)
         {
             await _network.DisposeAsync();

@@ -145,9 +145,9 @@ internal sealed class TestNetwork : IAsyncDisposable
         }
     }
 
-    private static Task RunAsync(params string[] command) => RunAsync(command, check: true);
+    internal static Task RunAsync(params string[] command) => RunAsync(command, check: true);
 
-    private static async Task RunAsync(string[] command, bool check)
+    internal static async Task RunAsync(string[] command, bool check)
     {
         var info = new ProcessStartInfo(command[0]) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var argument in command.Skip(1))
