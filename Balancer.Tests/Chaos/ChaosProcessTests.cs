@@ -92,7 +92,18 @@ public class ChaosProcessTests : IAsyncLifetime
         var node = int.Parse(kill.Groups[2].Value);
         var killed = System.Diagnostics.Stopwatch.StartNew();
         Assert.Equal(0, (await ToolProcess.ShellAsync(kill.Groups[1].Value, AppContext.BaseDirectory, TimeSpan.FromSeconds(10))).Code);
-        await demo.WaitForOutputAsync($"balancer demo: node{node} restarted (pid", TimeSpan.FromSeconds(15));
+        try
+        {
+            await demo.WaitForOutputAsync($"balancer demo: node{node} restarted (pid", TimeSpan.FromSeconds(15));
+        }
+        catch (TimeoutException e)
+        {
+            // What each node's log says about membership: why the restarted node is not back.
+            throw new TimeoutException(e.Message + string.Concat(Enumerable.Range(1, 3).Select(n => $"\nnode{n}.log:\n  " + string.Join("\n  ",
+                File.ReadLines(Path.Combine(state, "logs", $"node{n}.log")).Where(l => l.Contains("Cluster Node", StringComparison.Ordinal) || l.Contains("cluster:", StringComparison.Ordinal)
+                    || l.Contains("InitJoin", StringComparison.Ordinal) || l.Contains("SBR", StringComparison.Ordinal) || l.Contains("incarnation", StringComparison.Ordinal)
+                    || l.Contains("quarantin", StringComparison.OrdinalIgnoreCase) || l.Contains("Welcome", StringComparison.Ordinal) || l.Contains("ERROR", StringComparison.Ordinal)).TakeLast(40)))));
+        }
         using (var http = new HttpClient { Timeout = TimeSpan.FromSeconds(2) })
         {
             await Eventually.Holds(async () => (await http.GetAsync($"http://127.0.0.1:{8080 + node}/")).EnsureSuccessStatusCode(), TimeSpan.FromSeconds(Math.Max(1, 15 - killed.Elapsed.TotalSeconds)));

@@ -110,13 +110,25 @@ internal sealed class TestNetwork : IAsyncDisposable
     public Task HealAsync(int from, int to) =>
         RunAsync("ip", "netns", "exec", Namespace(from), "ip", "route", "del", "blackhole", $"{Address(to)}/32");
 
-    /// <summary>Delays and drops what host <paramref name="host"/> sends (<c>tc netem</c> arguments, e.g. "delay 200ms 50ms loss 5%").</summary>
-    public Task DegradeAsync(int host, string netem) =>
-        RunAsync(["ip", "netns", "exec", Namespace(host), "tc", "qdisc", "add", "dev", $"{_tag}h{host}", "root", "netem", .. netem.Split(' ')]);
+    /// <summary>
+    /// A lossy link: host <paramref name="host"/> drops <paramref name="percent"/> % of the packets
+    /// it sends and as many of those it receives, at random (an nftables table of its own, in the
+    /// host's namespace). Latency would need <c>tc netem</c>, which not every kernel has.
+    /// </summary>
+    public async Task LoseAsync(int host, int percent)
+    {
+        var ns = Namespace(host);
+        await RunAsync("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "balancer_test_loss");
+        foreach (var (chain, hook) in new[] { ("sent", "output"), ("received", "input") })
+        {
+            await RunAsync("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "balancer_test_loss", chain, $"{{ type filter hook {hook} priority 0; }}");
+            await RunAsync("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "balancer_test_loss", chain, "numgen", "random", "mod", "100", "<", percent.ToString(), "drop");
+        }
+    }
 
-    /// <summary>Undoes <see cref="DegradeAsync"/>.</summary>
+    /// <summary>Undoes <see cref="LoseAsync"/>.</summary>
     public Task RestoreAsync(int host) =>
-        RunAsync("ip", "netns", "exec", Namespace(host), "tc", "qdisc", "del", "dev", $"{_tag}h{host}", "root");
+        RunAsync("ip", "netns", "exec", Namespace(host), "nft", "delete", "table", "inet", "balancer_test_loss");
 
     public async ValueTask DisposeAsync()
     {
