@@ -32,7 +32,7 @@ public sealed record DurableStoreRebuilt(string Directory, string MovedTo, strin
 /// <summary>
 /// This node's durable store could not write a change (<paramref name="Failing"/>: a full disk, an
 /// I/O error), or writes succeed again and every change is stored (not <paramref name="Failing"/>).
-/// While failing, the node serves and replicates, <c>/readyz</c> answers 503, and an admin change
-/// made through it is reported to its caller as not stored.
+/// While failing, the node serves and replicates and <c>/readyz</c> answers 503; an admin change that
+/// a majority of nodes could not store is reported to its caller as not stored.
 /// </summary>
 public sealed record DurableStoreFailing(string Directory, string Reason, bool Failing);

@@ -42,7 +42,7 @@ internal static class NodeConfig
     public const string SeedNodesVariable = "BALANCER_SEED_NODES";
 
     /// <summary>The host and port this node's remoting listens on, as NodeDefaults sets them.</summary>
-    private static (string Host, int Port) RemotingEndPoint(Config config) =>
+    internal static (string Host, int Port) RemotingEndPoint(Config config) =>
         (config.GetString("akka.remote.dot-netty.tcp.hostname", "127.0.0.1"), config.GetInt("akka.remote.dot-netty.tcp.port", 4053));
 
     /// <summary>How long a restarted first seed node waits for the running cluster before it forms one of its own.</summary>

@@ -13,13 +13,15 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 PARTITION=${PARTITION:-20}
 VIP=198.18.0.100
-OUT=bench/results/failover-vs-keepalived-$(date +%Y%m%d-%H%M%S)
+OUT=$PWD/bench/results/failover-vs-keepalived-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 [ "$(id -u)" -eq 0 ] || { echo "failover-vs-keepalived: needs root (network namespaces, addresses)" >&2; exit 1; }
 missing=()
 command -v keepalived >/dev/null || missing+=(keepalived)
 command -v arping >/dev/null || missing+=(iputils-arping)
 command -v nft >/dev/null || missing+=(nftables)
+command -v curl >/dev/null || missing+=(curl)
+command -v python3 >/dev/null || missing+=(python3)
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -28,13 +30,18 @@ BALANCER=$PWD/Balancer.Node/bin/Release/net10.0/balancer
 
 # Everything this run makes is named after its PID, and removed by name on exit.
 TAG=fk$(( $$ % 100000 ))
-PIDS=()
 NAMESPACES=()
+# Every process this run started lives in one of its namespaces: killed by the namespace's PID list.
+kill_in_namespaces() {
+  for ns in "${NAMESPACES[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
+}
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  kill_in_namespaces
+  sleep 0.5
   for ns in "${NAMESPACES[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 ns() { echo "$TAG-$1"; }
 in_ns() { local host=$1; shift; ip netns exec "$(ns "$host")" "$@"; }
@@ -63,8 +70,7 @@ remove_network() {
 }
 
 stop_processes() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  PIDS=()
+  kill_in_namespaces
   sleep 0.5
 }
 
@@ -140,11 +146,9 @@ vrrp_instance balancer_bench {
   }
 }
 CONF
-    in_ns "$host" "$BALANCER" backend --port 8080 --name "host$host" --bind 0.0.0.0 > "$OUT/keepalived-run$run-server$host.log" 2>&1 &
-    PIDS+=($!)
-    in_ns "$host" keepalived --dont-fork --log-console --vrrp --use-file "$conf" \
+    ip netns exec "$(ns "$host")" "$BALANCER" backend --port 8080 --name "host$host" --bind 0.0.0.0 > "$OUT/keepalived-run$run-server$host.log" 2>&1 &
+    ip netns exec "$(ns "$host")" keepalived --dont-fork --log-console --vrrp --use-file "$conf" \
       --pid "$OUT/keepalived-$host.pid" --vrrp_pid "$OUT/keepalived-vrrp-$host.pid" > "$OUT/keepalived-run$run-$host.log" 2>&1 &
-    PIDS+=($!)
   done
   wait_for 20 "keepalived: host 1 holds the VIP" holder_is 1 1 2
   [ "$(poll_until_served)" != none ] || { echo "keepalived: VIP not served" >&2; exit 1; }
@@ -166,6 +170,7 @@ CONF
   in_ns 1 ip link set "$(dev 1)" down
   local takeover
   takeover=$(poll_until_served)
+  [ "$takeover" != none ] || { echo "keepalived: the VIP was not served again within 30 s (logs in $OUT)" >&2; exit 1; }
   stop_processes
   remove_network
   RESULT=("$takeover" "$split")
@@ -179,8 +184,7 @@ balancer_run() { # run
   local run=$1
   make_network 1 2 3 10 254
   for port in 9001 9002 9003; do
-    in_ns 10 "$BALANCER" backend --port "$port" --name "b$port" --bind "$(addr 10)" > "$OUT/balancer-run$run-backend$port.log" 2>&1 &
-    PIDS+=($!)
+    ip netns exec "$(ns 10)" "$BALANCER" backend --port "$port" --name "b$port" --bind "$(addr 10)" > "$OUT/balancer-run$run-backend$port.log" 2>&1 &
   done
   for host in 1 2 3; do
     cat > "$OUT/balancer-$host.conf" <<CONF
@@ -201,8 +205,7 @@ balancer {
   }
 }
 CONF
-    in_ns "$host" "$BALANCER" run --config "$OUT/balancer-$host.conf" > "$OUT/balancer-run$run-node$host.log" 2>&1 &
-    PIDS+=($!)
+    ip netns exec "$(ns "$host")" "$BALANCER" run --config "$OUT/balancer-$host.conf" > "$OUT/balancer-run$run-node$host.log" 2>&1 &
   done
   for host in 1 2 3; do
     wait_for 60 "balancer: node $host sees three up" grep -q "(3 up)" "$OUT/balancer-run$run-node$host.log"
@@ -225,11 +228,13 @@ CONF
   wait_for 30 "balancer: whole again after the heal" whole_again
 
   # The holder's host drops off the network.
+  wait_for 20 "balancer: one holder before the takeover" one_holder 1 2 3
   local holder
   holder=$(holders 1 2 3)
   in_ns "$holder" ip link set "$(dev "$holder")" down
   local takeover
   takeover=$(poll_until_served)
+  [ "$takeover" != none ] || { echo "balancer: the VIP was not served again within 30 s (logs in $OUT)" >&2; exit 1; }
   stop_processes
   remove_network
   RESULT=("$takeover" "$split")

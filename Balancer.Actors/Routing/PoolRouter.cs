@@ -118,10 +118,14 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
         {
             if (failure.Request is PendingWrite pending)
             {
-                var why = Replication.DurableStoreHealth.Get(Context.System).Failure?.Reason ?? "see the durable store's log";
-                _log.Error("{0}: replicated but not stored durably on this node ({1})", pending.What, why);
+                // Refused when a majority could not store it: this node's store, others', or both.
+                var local = Replication.DurableStoreHealth.Get(Context.System).Failure;
+                var why = local is null
+                    ? "stored on this node, but a majority of nodes could not store it durably"
+                    : $"not stored durably on this node ({local.Reason}) nor by a majority";
+                _log.Error("{0}: applied and replicated, but {1}", pending.What, why);
                 pending.ReplyTo.Tell(new Status.Failure(new IOException(
-                    $"{pending.What}: applied and replicated, but not stored durably on this node ({why}); it is stored when the store can write again")));
+                    $"{pending.What}: applied and replicated, but {why}; each node stores it when its store can write again")));
             }
         });
         // Every-node placement votes among current members: a member that comes or goes changes the count.

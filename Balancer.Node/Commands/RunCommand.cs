@@ -81,6 +81,19 @@ internal static class RunCommand
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
         ParentWatch.Start(stop);
+        // Started again right after a crash: wait until the cluster has removed the previous run.
+        var markerPath = RunMarker.PathFor(config);
+        if (markerPath is not null && RunMarker.LastRunCrashedAt(markerPath) is { } crashedAt
+            && crashedAt + RunMarker.RemovalWindow(config) - DateTime.UtcNow is { Ticks: > 0 } wait)
+        {
+            error.WriteLine($"balancer: the last run of this node ended {(DateTime.UtcNow - crashedAt).TotalSeconds:0.0} s ago without leaving its cluster; joining in {wait.TotalSeconds:0.0} s, once the cluster has removed it");
+            await Task.Delay(wait, stop.Token).ContinueWith(_ => { });
+            if (stop.IsCancellationRequested)
+            {
+                return 0;
+            }
+        }
+        using var marker = markerPath is null ? null : RunMarker.Start(markerPath);
         // The data plane outlives each ActorSystem: when the cluster removes this node, its
         // listeners keep serving while the next incarnation rejoins and takes them over.
         var dataPlane = new DataPlane();

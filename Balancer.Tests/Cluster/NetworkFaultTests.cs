@@ -156,7 +156,7 @@ public class NetworkFaultTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// Fault 5, a bad link: node 3 loses 5 % of what it sends and of what it receives for 60 s, under
+    /// Fault 5, a bad link: node 3 loses 5 % of the cluster traffic it sends and receives for 60 s, under
     /// sticky and new-session load through every node. No member is downed (no rejoin, three members
     /// Up throughout); the longest time nodes 1 and 2 marked node 3 unreachable is reported. The
     /// latency half of the fault (200 ms ± 50 ms) needs <c>tc netem</c>, which this kernel lacks.
@@ -174,7 +174,8 @@ public class NetworkFaultTests : IAsyncLifetime
         var marks = 0;
         var unreachableSince = new Dictionary<int, TimeSpan>();
         var lossy = Stopwatch.StartNew();
-        await Network.LoseAsync(3, percent: 5);
+        long dropped = 0;
+        await Network.LoseAsync(3, percent: 5, port: 4053);
         try
         {
             while (lossy.Elapsed < TimeSpan.FromSeconds(60))
@@ -200,13 +201,15 @@ public class NetworkFaultTests : IAsyncLifetime
         }
         finally
         {
+            dropped = await Network.DroppedAsync(3);
             await Network.RestoreAsync(3);
         }
         foreach (var since in unreachableSince.Values)
         {
             longest = TimeSpan.FromTicks(Math.Max(longest.Ticks, (lossy.Elapsed - since).Ticks));
         }
-        var summary = $"bad link (5 % loss each way on node 3 for 60 s): {marks} unreachable mark(s) seen by nodes 1-2, the longest {longest.TotalSeconds:0.0} s; {await EndAsync("bad link", loads, client, sessions)}";
+        Assert.True(dropped > 0, "bad link: nothing was dropped");
+        var summary = $"bad link (5 % of the cluster traffic lost each way on node 3 for 60 s, {dropped} packets): {marks} unreachable mark(s) seen by nodes 1-2, the longest {longest.TotalSeconds:0.0} s; {await EndAsync("bad link", loads, client, sessions)}";
         Console.WriteLine(summary);
         Assert.All(_nodes, n => Assert.Equal(0, ClusterProcessTests.Count(n.Output, "rejoining (incarnation")));
     }
@@ -223,7 +226,7 @@ public class NetworkFaultTests : IAsyncLifetime
     /// <item>a rolling restart: each node in turn stopped by SIGTERM and started again once the cluster
     /// is whole. The clients know every node's address (DNS round robin): a refused connection, which
     /// carries no request, is tried on the next node, as browsers and HTTP clients do;</item>
-    /// <item>node 2, the oldest member by then, starved of CPU for 20 s: it runs 50 ms in every second (SIGSTOP/SIGCONT).</item>
+    /// <item>node 1, the oldest member by then, starved of CPU for 20 s: it runs 50 ms in every second (SIGSTOP/SIGCONT).</item>
     /// </list>
     /// After each: no request failed, no session moved on any node, and the cluster is whole again
     /// within 15 s with no one acting. The skewed clocks change no routing decision: the health
@@ -244,10 +247,15 @@ public class NetworkFaultTests : IAsyncLifetime
         var report = new List<string>();
 
         // 8. Node 3 ahead: its verdicts and pins carry later times than everyone else's.
+        var skew = await ClockSkewAsync(3);
+        Assert.True(skew > TimeSpan.FromSeconds(25), $"node 3's clock is {skew.TotalSeconds:0} s off, not 30 s ahead");
         var loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
         await Task.Delay(TimeSpan.FromSeconds(5));
         await EveryBackendRoutableEverywhereAsync("clock 30 s ahead");
-        report.Add($"node 3 clock 30 s ahead: {await EndAsync("clock ahead", loads, client, sessions)}");
+        report.Add($"node 3 clock {skew.TotalSeconds:0} s ahead: {await EndAsync("clock ahead", loads, client, sessions)}");
+        // A verdict that changes while a prober's clock is ahead: every node follows it both ways
+        // (no traffic meanwhile, so that no session is pinned anew while c is out).
+        var flipped = await HealthFlipAsync("clock ahead");
 
         // 6. Node 3's disk full, then node 2's as well, while changes keep coming:
         // backends registering in a spare pool, each a bigger value to store (LightningDB rewrites
@@ -319,32 +327,71 @@ public class NetworkFaultTests : IAsyncLifetime
             restarts.Add($"node {node} stopped in {stoppedAfter.TotalSeconds:0.0} s, whole again {restarting.Elapsed.TotalSeconds:0.0} s after its SIGTERM");
         }
         await EveryBackendRoutableEverywhereAsync("clock 30 s behind");
-        report.Add($"rolling restart ({string.Join("; ", restarts)}), node 3 then 30 s behind: {await EndAsync("rolling restart", loads, client, sessions)}");
+        var behind = await ClockSkewAsync(3);
+        Assert.True(behind < TimeSpan.FromSeconds(-25), $"node 3's clock is {behind.TotalSeconds:0} s off, not 30 s behind");
+        report.Add($"rolling restart ({string.Join("; ", restarts)}), node 3 then {-behind.TotalSeconds:0} s behind: {await EndAsync("rolling restart", loads, client, sessions)}");
+        var flippedBehind = await HealthFlipAsync("clock behind");
+        report.Add($"backend c failing its check and back, node 3 ahead: {flipped}; behind: {flippedBehind}");
 
-        // 10. Node 2 starved for 20 s: long enough for the others to find it unreachable.
+        // 10. Node 1, the oldest member since the rolling restart (the singletons' host), starved for
+        // 20 s: long enough for the others to find it unreachable.
         loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
-        var rejoinsOf2 = ClusterProcessTests.Count(_nodes[1].Output, "rejoining (incarnation");
+        var rejoinsOf1 = ClusterProcessTests.Count(_nodes[0].Output, "rejoining (incarnation");
         var starved = Stopwatch.StartNew();
         try
         {
             while (starved.Elapsed < TimeSpan.FromSeconds(20))
             {
-                _nodes[1].Freeze();
+                _nodes[0].Freeze();
                 await Task.Delay(TimeSpan.FromMilliseconds(950));
-                _nodes[1].Thaw();
+                _nodes[0].Thaw();
                 await Task.Delay(TimeSpan.FromMilliseconds(50));
             }
         }
         finally
         {
-            _nodes[1].Thaw();
+            _nodes[0].Thaw();
         }
         var wholeAfter = await WholeAgainAsync("starvation", Stopwatch.StartNew());
-        var rejoins = ClusterProcessTests.Count(_nodes[1].Output, "rejoining (incarnation") - rejoinsOf2;
-        report.Add($"starvation of node 2: {rejoins} rejoin(s), cluster whole {wholeAfter.TotalSeconds:0.0} s after it ended; {await EndAsync("starvation", loads, client, sessions)}");
+        var rejoins = ClusterProcessTests.Count(_nodes[0].Output, "rejoining (incarnation") - rejoinsOf1;
+        report.Add($"starvation of node 1: {rejoins} rejoin(s), cluster whole {wholeAfter.TotalSeconds:0.0} s after it ended; {await EndAsync("starvation", loads, client, sessions)}");
 
         Console.WriteLine(string.Join("\n", report));
         Assert.All(_nodes, n => Assert.False(n.HasExited));
+    }
+
+    /// <summary>How far node <paramref name="node"/>'s wall clock is ahead of this one's (negative: behind), from its admin API's Date header.</summary>
+    private static async Task<TimeSpan> ClockSkewAsync(int node)
+    {
+        using var http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(5) };
+        using var response = await http.GetAsync($"http://{TestNetwork.Address(node)}:9110/healthz");
+        return response.Headers.Date!.Value - DateTimeOffset.UtcNow;
+    }
+
+    /// <summary>Backend c fails its health check, then passes again: how long until every node routes around it, and back to it.</summary>
+    private async Task<string> HealthFlipAsync(string fault)
+    {
+        using var http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(5) };
+        async Task<bool> EveryNodeSeesC(string health)
+        {
+            for (var node = 1; node <= 3; node++)
+            {
+                var line = (await CtlAsync(node, "backends", "app")).Split('\n').FirstOrDefault(l => l.StartsWith("app/c ", StringComparison.Ordinal)) ?? "";
+                if (line.Split(' ', StringSplitOptions.RemoveEmptyEntries) is not [_, _, var shown, ..] || shown != health)
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+        var flip = Stopwatch.StartNew();
+        (await http.PostAsync($"http://{TestNetwork.Address(10)}:9003/control/health?ok=false", null)).EnsureSuccessStatusCode();
+        await WaitUntilAsync(() => EveryNodeSeesC("down"), TimeSpan.FromSeconds(15), $"{fault}: backend c down on every node");
+        var down = flip.Elapsed;
+        flip.Restart();
+        (await http.PostAsync($"http://{TestNetwork.Address(10)}:9003/control/health?ok=true", null)).EnsureSuccessStatusCode();
+        await WaitUntilAsync(() => EveryNodeSeesC("up"), TimeSpan.FromSeconds(15), $"{fault}: backend c up again on every node");
+        return $"down everywhere {down.TotalSeconds:0.0} s after, up again {flip.Elapsed.TotalSeconds:0.0} s after";
     }
 
     /// <summary>What a node logged about its durable store.</summary>

@@ -8,8 +8,8 @@ namespace Balancer.Tests.TestSupport;
 /// interface on a bridge that lives in a namespace of its own, addressed in the benchmarking range
 /// 198.18.0.0/24. The test process reaches every host through one more interface on the bridge
 /// (198.18.0.254), and sends nothing anywhere else. Faults are made on the hosts' own routes and
-/// queues: a blackhole route cuts a host from another (one direction or both; clients still reach
-/// it), <c>tc netem</c> delays and drops its packets. Everything is named after this test
+/// filters: a blackhole route cuts a host from another (one direction or both; clients still reach
+/// it), an nftables table drops a share of its cluster traffic. Everything is named after this test
 /// process's PID, and removed on dispose, also when the test failed; namespaces left by a test
 /// process that died are removed by the next one. Needs root (CI runs as root).
 /// </summary>
@@ -111,19 +111,38 @@ internal sealed class TestNetwork : IAsyncDisposable
         RunAsync("ip", "netns", "exec", Namespace(from), "ip", "route", "del", "blackhole", $"{Address(to)}/32");
 
     /// <summary>
-    /// A lossy link: host <paramref name="host"/> drops <paramref name="percent"/> % of the packets
-    /// it sends and as many of those it receives, at random (an nftables table of its own, in the
-    /// host's namespace). Latency would need <c>tc netem</c>, which not every kernel has.
+    /// A lossy link between the nodes: host <paramref name="host"/> drops <paramref name="percent"/> %
+    /// of the cluster traffic (TCP port <paramref name="port"/>, either end) it sends and as much of
+    /// what it receives, at random (an nftables table of its own, in the host's namespace; counted).
+    /// Latency would need <c>tc netem</c>, which not every kernel has.
     /// </summary>
-    public async Task LoseAsync(int host, int percent)
+    public async Task LoseAsync(int host, int percent, int port)
     {
         var ns = Namespace(host);
         await RunAsync("ip", "netns", "exec", ns, "nft", "add", "table", "inet", "balancer_test_loss");
         foreach (var (chain, hook) in new[] { ("sent", "output"), ("received", "input") })
         {
             await RunAsync("ip", "netns", "exec", ns, "nft", "add", "chain", "inet", "balancer_test_loss", chain, $"{{ type filter hook {hook} priority 0; }}");
-            await RunAsync("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "balancer_test_loss", chain, "numgen", "random", "mod", "100", "<", percent.ToString(), "drop");
+            foreach (var end in new[] { "dport", "sport" })
+            {
+                await RunAsync("ip", "netns", "exec", ns, "nft", "add", "rule", "inet", "balancer_test_loss", chain,
+                    "tcp", end, port.ToString(), "numgen", "random", "mod", "100", "<", percent.ToString(), "counter", "drop");
+            }
         }
+    }
+
+    /// <summary>How many packets <see cref="LoseAsync"/> has dropped on host <paramref name="host"/>.</summary>
+    public async Task<long> DroppedAsync(int host)
+    {
+        var info = new ProcessStartInfo("ip") { RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (var argument in new[] { "netns", "exec", Namespace(host), "nft", "list", "table", "inet", "balancer_test_loss" })
+        {
+            info.ArgumentList.Add(argument);
+        }
+        using var process = Process.Start(info)!;
+        var listing = await process.StandardOutput.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        return System.Text.RegularExpressions.Regex.Matches(listing, @"counter packets (\d+)").Sum(m => long.Parse(m.Groups[1].Value));
     }
 
     /// <summary>Undoes <see cref="LoseAsync"/>.</summary>
