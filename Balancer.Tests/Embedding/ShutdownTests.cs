@@ -45,8 +45,10 @@ public class ShutdownTests(ITestOutputHelper output)
         // The probe region stops at once instead of handing its shards to members that are leaving
         // too (which timed out after the phase's 10 s); the oldest member, holding the probes'
         // coordinator, still waits out its singleton's hand-over retries to the members that left.
+        // A member whose peers left a moment before may wait out Akka's 5 s association gate
+        // towards them (cluster-tuning.conf keeps it): well under the phase's 10 s all the same.
         var ordered = stopped.Order().ToList();
-        Assert.True(ordered[1] < TimeSpan.FromSeconds(3), $"members stopped after {string.Join(", ", ordered.Select(t => $"{t.TotalSeconds:0.0} s"))}");
+        Assert.True(ordered[1] < TimeSpan.FromSeconds(6), $"members stopped after {string.Join(", ", ordered.Select(t => $"{t.TotalSeconds:0.0} s"))}");
         Assert.True(ordered[2] < TimeSpan.FromSeconds(8), $"the last member took {ordered[2].TotalSeconds:0.0} s to stop");
         Assert.DoesNotContain(warnings, w => w.Contains("Graceful shutdown of shard region timed out", StringComparison.Ordinal));
         // A member's last reconcile round may still reach a region that another member stopped a
