@@ -128,6 +128,18 @@ wait_for() { # seconds description command...
 
 holder_is() { [ "$(holders "${@:2}")" = "$1" ]; }
 
+# The VIP holder's host drops off the network (its link down): RESULT is how long until the client
+# is served again, and SPLIT; the run's processes and namespaces are removed.
+take_over() { # name holder split
+  in_ns "$2" ip link set "$(dev "$2")" down
+  local takeover
+  takeover=$(poll_until_served)
+  [ "$takeover" != none ] || { echo "$1: the VIP was not served again within 30 s (logs in $OUT)" >&2; exit 1; }
+  stop_processes
+  remove_network
+  RESULT=("$takeover" "$3")
+}
+
 # keepalived on hosts 1 and 2 in front of a demo HTTP server on each (port 8080 on every address).
 keepalived_run() { # run
   local run=$1
@@ -167,13 +179,7 @@ CONF
   wait_for 20 "keepalived: one holder after the heal" holder_is 1 1 2
 
   # The holder's host drops off the network.
-  in_ns 1 ip link set "$(dev 1)" down
-  local takeover
-  takeover=$(poll_until_served)
-  [ "$takeover" != none ] || { echo "keepalived: the VIP was not served again within 30 s (logs in $OUT)" >&2; exit 1; }
-  stop_processes
-  remove_network
-  RESULT=("$takeover" "$split")
+  take_over keepalived 1 "$split"
 }
 
 # Node 2 sees three members up.
@@ -237,13 +243,7 @@ CONF
     sleep 0.1
   done
   [ -n "$holder" ] || { echo "balancer: no single VIP holder after the heal (logs in $OUT)" >&2; exit 1; }
-  in_ns "$holder" ip link set "$(dev "$holder")" down
-  local takeover
-  takeover=$(poll_until_served)
-  [ "$takeover" != none ] || { echo "balancer: the VIP was not served again within 30 s (logs in $OUT)" >&2; exit 1; }
-  stop_processes
-  remove_network
-  RESULT=("$takeover" "$split")
+  take_over balancer "$holder" "$split"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
