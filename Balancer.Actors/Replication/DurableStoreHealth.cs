@@ -10,7 +10,7 @@ public sealed class DurableStoreHealth : IExtension
 {
     private volatile Failing? _failure;
 
-    /// <summary>Why writes fail and since when, or null while they succeed.</summary>
+    /// <summary>Why writes began to fail and since when, or null while they succeed.</summary>
     public Failing? Failure => _failure;
 
     internal void Failed(string directory, string reason) => _failure = new Failing(directory, reason, DateTimeOffset.UtcNow);
@@ -19,7 +19,7 @@ public sealed class DurableStoreHealth : IExtension
 
     public static DurableStoreHealth Get(ActorSystem system) => system.WithExtension<DurableStoreHealth, DurableStoreHealthProvider>();
 
-    /// <summary>A failing store: its folder, the last error, and since when.</summary>
+    /// <summary>A failing store: its folder, the error that started the episode, and since when.</summary>
     public sealed record Failing(string Directory, string Reason, DateTimeOffset Since);
 }
 
