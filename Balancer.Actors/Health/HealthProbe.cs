@@ -12,7 +12,8 @@ namespace Balancer.Health;
 /// slower while down (<c>down-interval</c>), each spread by <c>jitter</c>. A check runs off the
 /// actor's thread and its outcome comes back as a message, so checks never block and never overlap.
 /// Verdicts (the first, after <c>rise</c>/<c>fall</c> checks, and every change) go to the node's
-/// <see cref="HealthReporter"/>, which replicates them to every node.
+/// <see cref="HealthReporter"/>, which replicates them to every node. A check that fails while this
+/// process was stalled (<see cref="ProcessStalls"/>) is not counted: the prober, not the backend, was down.
 /// </summary>
 internal sealed class HealthProbe : ReceiveActor, IWithTimers
 {
@@ -27,6 +28,7 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
     private readonly ProbeVerdict _verdict;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private string _lastFailure = "";
+    private int _stalledChecks;
 
     public HealthProbe(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random random)
     {
@@ -42,11 +44,23 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
         {
             var started = Stopwatch.GetTimestamp();
             RunCheckAsync().ContinueWith(
-                t => new Outcome(t.IsCompletedSuccessfully && t.Result is null, t.IsCompletedSuccessfully ? t.Result ?? "" : t.Exception!.GetBaseException().Message, Stopwatch.GetElapsedTime(started)),
+                t => new Outcome(t.IsCompletedSuccessfully && t.Result is null, t.IsCompletedSuccessfully ? t.Result ?? "" : t.Exception!.GetBaseException().Message, started, Stopwatch.GetElapsedTime(started)),
                 TaskScheduler.Default).PipeTo(Self);
         });
         Receive<Outcome>(outcome =>
         {
+            if (!outcome.Success && ProcessStalls.StalledSince(outcome.Started, out var stalled))
+            {
+                // Not the backend's fault: check again soon, once this process runs again.
+                if (_stalledChecks++ == 0)
+                {
+                    _log.Warning("health checks of {0}/{1} from this node are not counted while this process stalls ({2:0} ms without running)",
+                        _pool, _backend.Name, stalled.TotalMilliseconds);
+                }
+                Timers.StartSingleTimer("check", Check.Instance, _settings.FastInterval);
+                return;
+            }
+            _stalledChecks = 0;
             if (!outcome.Success)
             {
                 _lastFailure = outcome.Failure;
@@ -72,6 +86,7 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
+        ProcessStalls.EnsureWatching();
         // The first check lands anywhere in the first interval so a pool's probes start spread out.
         Timers.StartSingleTimer("check", Check.Instance, TimeSpan.FromTicks((long)(_settings.Interval.Ticks * _random.NextDouble())));
     }
@@ -150,5 +165,6 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
         private Check() { }
     }
 
-    private sealed record Outcome(bool Success, string Failure, TimeSpan Latency);
+    /// <summary>A check's result; <paramref name="Started"/> is its <see cref="Stopwatch"/> timestamp.</summary>
+    private sealed record Outcome(bool Success, string Failure, long Started, TimeSpan Latency);
 }
