@@ -184,6 +184,85 @@ public class NodeProcessTests
         Assert.Contains("no longer accepting; letting", node.Output);
     }
 
+    /// <summary>
+    /// SIGTERM while clients open new connections all the time, on an HTTP and a TCP frontend: a
+    /// client whose connection the node completed gets its answer. Closing a listener outright
+    /// resets the connections in its accept queue, requests already sent with them; a client has
+    /// to be refused (and try another node) or served, never cut.
+    /// </summary>
+    [Fact]
+    public async Task Sigterm_UnderAStreamOfNewConnections_EveryConnectionMadeIsAnswered()
+    {
+        await using var cleanup = new ProcessGroup();
+        var backend = await StartBackendAsync(cleanup, "a");
+        var node = StartNode1OnFreePorts(cleanup,
+            "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backend.Port}",
+            "--set", "balancer.pools.app.backends.b=null",
+            "--set", "balancer.pools.app.backends.c=null");
+        await node.WaitForOutputAsync(" ready", StartTimeout);
+        var endPoints = new[] { FrontendEndPoint(node.Output, "web-node1"), FrontendEndPoint(node.Output, "raw-node1") };
+        using var stop = new CancellationTokenSource();
+        var answered = 0;
+        var refused = 0;
+        var cut = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        async Task ConnectAgainAndAgainAsync(IPEndPoint endPoint)
+        {
+            var request = System.Text.Encoding.ASCII.GetBytes("GET /stop-race HTTP/1.1\r\nHost: balancer\r\nConnection: close\r\n\r\n");
+            while (!stop.IsCancellationRequested)
+            {
+                using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+                using var connectWithin = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+                try
+                {
+                    await socket.ConnectAsync(endPoint, connectWithin.Token);
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or OperationCanceledException)
+                {
+                    Interlocked.Increment(ref refused);
+                    await Task.Delay(10);
+                    continue;
+                }
+                var answer = new MemoryStream();
+                try
+                {
+                    await socket.SendAsync(request);
+                    var buffer = new byte[4096];
+                    using var answerWithin = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                    int read;
+                    while ((read = await socket.ReceiveAsync(buffer, answerWithin.Token)) > 0)
+                    {
+                        answer.Write(buffer, 0, read);
+                    }
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or OperationCanceledException)
+                {
+                    cut.Enqueue($"{endPoint}: {e.Message} after {answer.Length} bytes");
+                    continue;
+                }
+                var text = System.Text.Encoding.ASCII.GetString(answer.ToArray());
+                if (text.StartsWith("HTTP/1.1 200", StringComparison.Ordinal))
+                {
+                    Interlocked.Increment(ref answered);
+                }
+                else
+                {
+                    cut.Enqueue($"{endPoint}: answered \"{text.Split('\n')[0].Trim()}\"");
+                }
+            }
+        }
+        var clients = endPoints.SelectMany(e => Enumerable.Range(0, 12).Select(_ => Task.Run(() => ConnectAgainAndAgainAsync(e)))).ToList();
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        var answeredBefore = answered;
+        node.Terminate();
+        Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        stop.Cancel();
+        await Task.WhenAll(clients).WaitAsync(TimeSpan.FromSeconds(20));
+
+        Console.WriteLine($"SIGTERM under a stream of new connections: {answered} answered ({answeredBefore} before SIGTERM), {refused} refused, {cut.Count} cut");
+        Assert.True(answeredBefore > 50 && refused > 0, $"{answeredBefore} answered before SIGTERM, {refused} refused: no stream of connections met the stop");
+        Assert.True(cut.IsEmpty, $"{cut.Count} connection(s) made but not answered ({answered} answered, {refused} refused):\n{string.Join("\n", cut.Take(10))}");
+    }
+
     [Theory]
     [InlineData("balancer.frontends.web-node1.bind")]
     [InlineData("balancer.node.admin.bind")]

@@ -16,6 +16,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
     private readonly WebApplication _app;
     private readonly FrontendSettings _settings;
     private readonly CertificateStore? _certificates;
+    private readonly List<System.Net.Sockets.Socket> _listeners = new();
     private IReadOnlyList<IPEndPoint> _bound = Array.Empty<IPEndPoint>();
 
     public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, DataPlane dataPlane)
@@ -27,7 +28,15 @@ internal sealed class HttpFrontendServer : IFrontendServer
         builder.Services.AddHttpForwarder();
         builder.WebHost.UseSockets(sockets =>
         {
-            sockets.CreateBoundListenSocket = endPoint => ListenSockets.CreateBound(endPoint, settings.ReusePort);
+            sockets.CreateBoundListenSocket = endPoint =>
+            {
+                var listener = ListenSockets.CreateBound(endPoint, settings.ReusePort);
+                lock (_listeners)
+                {
+                    _listeners.Add(listener);
+                }
+                return listener;
+            };
         });
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -88,7 +97,16 @@ internal sealed class HttpFrontendServer : IFrontendServer
 
     public async Task StartAsync(CancellationToken cancellationToken) => _bound = await KestrelHosting.StartAsync(_app, cancellationToken);
 
-    public Task StopAsync(TimeSpan grace) => KestrelHosting.StopAsync(_app, grace);
+    public async Task StopAsync(TimeSpan grace)
+    {
+        System.Net.Sockets.Socket[] listeners;
+        lock (_listeners)
+        {
+            listeners = _listeners.ToArray();
+        }
+        await ListenSockets.StopAdmittingAsync(listeners, ListenSockets.AdmittingStopsWithin(grace)).ConfigureAwait(false);
+        await KestrelHosting.StopAsync(_app, grace).ConfigureAwait(false);
+    }
 
     public ValueTask DisposeAsync()
     {

@@ -71,6 +71,7 @@ internal sealed class TcpFrontendServer : IFrontendServer
 
     public async Task StopAsync(TimeSpan grace)
     {
+        await ListenSockets.StopAdmittingAsync(_listeners, ListenSockets.AdmittingStopsWithin(grace)).ConfigureAwait(false);
         _stopping.Cancel();
         foreach (var listener in _listeners)
         {
