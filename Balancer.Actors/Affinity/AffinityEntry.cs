@@ -8,9 +8,10 @@ namespace Balancer.Affinity;
 /// entry with no backend records that an operator cleared the session: a removal alone would not
 /// reach the nodes' caches, which only merge what they are sent, so the clearing is replicated like
 /// a pin and swept at expiry. An entry is <see cref="Provisional"/> when a node pinned it while it
-/// was outside its cluster (rejoining after the cluster removed it): any entry pinned by a member
-/// wins over it, so a session acknowledged by the cluster never moves to the choice of a node that
-/// could not see it.
+/// was outside its cluster (rejoining after the cluster removed it), could not see a majority of it
+/// (the minority side of a partition, before the resolver acts), or could not read the cluster's
+/// copy of the session: any entry pinned by a member that could wins over it, so a session
+/// acknowledged by the cluster never moves to the choice of a node that could not see it.
 /// </summary>
 public sealed record AffinityEntry(string Backend, DateTimeOffset ExpiresAt, bool Established = false, bool Provisional = false)
 {

@@ -146,6 +146,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             Reconcile(key, bucket);
         });
         Receive<Sweep>(_ => OnSweep());
+        Receive<ClusterEvent.CurrentClusterState>(_ => OnReachabilityChanged());
+        Receive<ClusterEvent.IReachabilityEvent>(_ => OnReachabilityChanged());
+        Receive<ClusterEvent.IMemberEvent>(_ => OnReachabilityChanged());
         Receive<OverBudget>(_ =>
         {
             var now = Context.System.Scheduler.Now;
@@ -179,15 +182,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// </summary>
     private void OnLookup(Lookup lookup)
     {
-        var state = _cluster.State;
-        // The replicator counts a member from Up until it is removed, leaving or not.
-        var members = state.Members
-            .Where(m => m.Status is MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting or MemberStatus.Down
-                && (_role.Length == 0 || m.HasRole(_role)) && m.Address != _cluster.SelfAddress)
-            .Select(m => m.Address)
-            .ToList();
-        var needed = (members.Count + 1) / 2 + 1;
-        var reachable = members.Where(address => state.Unreachable.All(u => u.Address != address)).ToList();
+        var (reachable, needed) = ReachablePeers();
         if (reachable.Count + 1 < needed)
         {
             lookup.Found.TrySetResult(SessionLookup.Unavailable);
@@ -211,7 +206,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         {
             case PeerAsked peer:
                 var entry = bucket is not null && bucket.TryGetValue(peer.Hash, out var found) ? found : null;
-                peer.ReplyTo.Tell(new PeerLookupAnswer(peer.Id, entry?.Backend, entry?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0, entry?.Established ?? false));
+                peer.ReplyTo.Tell(new PeerLookupAnswer(peer.Id, entry?.Backend, entry?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0, entry?.Established ?? false, entry?.Provisional ?? false));
                 break;
         }
     }
@@ -225,6 +220,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         {
             _replicator.Tell(Dsl.Subscribe(bucket, Self));
         }
+        _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot, typeof(ClusterEvent.IReachabilityEvent), typeof(ClusterEvent.IMemberEvent));
         if (_adopted)
         {
             // An earlier store of this pool fed the table (this node rejoined as a new incarnation,
@@ -254,6 +250,42 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         Timers.StartSingleTimer("sweep", Sweep.Instance, TimeSpan.FromMilliseconds(every - now % every + 1));
     }
 
+    /// <summary>
+    /// The other members running Balancer that this node can reach, and how many nodes (this one
+    /// included) make a majority: the replicator counts a member from Up until it is removed,
+    /// leaving or not.
+    /// </summary>
+    private (List<Address> Reachable, int Needed) ReachablePeers()
+    {
+        var state = _cluster.State;
+        var members = state.Members
+            .Where(m => m.Status is MemberStatus.Up or MemberStatus.Leaving or MemberStatus.Exiting or MemberStatus.Down
+                && (_role.Length == 0 || m.HasRole(_role)) && m.Address != _cluster.SelfAddress)
+            .Select(m => m.Address)
+            .ToList();
+        var reachable = members.Where(address => state.Unreachable.All(u => u.Address != address)).ToList();
+        return (reachable, (members.Count + 1) / 2 + 1);
+    }
+
+    /// <summary>
+    /// Tells the table whether a majority is in sight. On the minority side of a partition, before
+    /// the resolver has decided anything, this node is still a member, but what it pins cannot have
+    /// been acknowledged by the cluster: those pins are provisional, so that the majority's pins of
+    /// the same sessions win when the sides merge.
+    /// </summary>
+    private void OnReachabilityChanged()
+    {
+        var (reachable, needed) = ReachablePeers();
+        var inSight = reachable.Count + 1 >= needed;
+        if (_table.MajorityInSight != inSight)
+        {
+            _log.Info(inSight
+                ? "pool {0}: a majority of the cluster is in sight again: new session pins are the cluster's"
+                : "pool {0}: a majority of the cluster is out of sight: new session pins are provisional until it is back", _pool.Name);
+            _table.MajorityInSight = inSight;
+        }
+    }
+
     /// <summary>Answers what is still waiting on this store, so that no request waits for an incarnation that is gone.</summary>
     protected override void PostStop()
     {
@@ -268,6 +300,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         {
             _handle.LeftCluster();
         }
+        _cluster.Unsubscribe(Self);
         _table.Detach(Self);
         base.PostStop();
     }
@@ -513,7 +546,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     public sealed record PeerLookup(long Id, ulong Hash);
 
     /// <summary>This node's entry for a <see cref="PeerLookup"/>: no backend when it holds none; expiry in Unix ms.</summary>
-    public sealed record PeerLookupAnswer(long Id, string? Backend, long ExpiresAt, bool Established = false);
+    public sealed record PeerLookupAnswer(long Id, string? Backend, long ExpiresAt, bool Established = false, bool Provisional = false);
 
     private sealed record PeerAsked(long Id, ulong Hash, IActorRef ReplyTo);
 

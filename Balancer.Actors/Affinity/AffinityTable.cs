@@ -73,7 +73,7 @@ public sealed class AffinityTable
         // costs one replicated write per quarter-TTL. One pinned while this node was outside its
         // cluster is confirmed by its first request once the node is a member again and has read
         // the cluster's replicas (which replaced it if the cluster had pinned it elsewhere).
-        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4 || (entry.Provisional && _member))
+        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4 || (entry.Provisional && PinsAsMember))
         {
             Pin(hash, entry.Backend, established: true);
         }
@@ -157,12 +157,12 @@ public sealed class AffinityTable
     /// Pins <paramref name="key"/> to <paramref name="backend"/> here at once and replicates it; the
     /// task completes when the pool's write consistency is satisfied (at once for <c>local</c>).
     /// </summary>
-    public Task Pin(string key, string backend) =>
+    public Task Pin(string key, string backend, bool provisional = false) =>
         key.Length > MaxKeyLength || HashOf(key) is not { } hash
             ? Task.CompletedTask
-            : Pin(hash, backend, established: false);
+            : Pin(hash, backend, established: false, provisional);
 
-    private Task Pin(ulong hash, string backend, bool established)
+    private Task Pin(ulong hash, string backend, bool established, bool provisional = false)
     {
         var held = _entries.TryGetValue(hash, out var entry) ? entry : null;
         // The table sheds what its buckets evict within a flush; this bounds it meanwhile.
@@ -174,12 +174,13 @@ public sealed class AffinityTable
         // A session moved to another backend stays established; a pin after an operator's clear
         // is established too, or the clear marker (which is) would win over it on every node.
         var store = Store;
-        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true }, Provisional: !_member);
+        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true }, Provisional: provisional || !PinsAsMember);
         _entries[hash] = pinned;
         if (store is null)
         {
-            // Pinned here only; the next incarnation's store replicates every entry it finds.
-            if (Settings.Write == AffinityWriteConsistency.Majority)
+            // Pinned here only; the next incarnation's store replicates every entry it finds. (A
+            // provisional pin asked for as such was counted by its caller.)
+            if (Settings.Write == AffinityWriteConsistency.Majority && !provisional)
             {
                 CountUnconfirmedPin();
             }
@@ -226,6 +227,21 @@ public sealed class AffinityTable
     // True once this node is a member whose replicas were read from the cluster (its duty began);
     // until then, and between incarnations, what it pins is provisional.
     private volatile bool _member;
+
+    /// <summary>
+    /// False while this node cannot reach a majority of its cluster's members (the minority side of
+    /// a partition, before the resolver has downed anyone): its pins are provisional meanwhile.
+    /// </summary>
+    internal bool MajorityInSight
+    {
+        get => _majorityInSight;
+        set => _majorityInSight = value;
+    }
+
+    private volatile bool _majorityInSight = true;
+
+    /// <summary>A pin made now is the cluster's (not provisional): this node is a member, has read the replicas, and sees a majority.</summary>
+    private bool PinsAsMember => _member && _majorityInSight;
 
     /// <summary>This node is a member and has read the cluster's replicas: its pins are a member's from now on.</summary>
     internal void JoinedCluster() => _member = true;

@@ -43,7 +43,7 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
         Receive<AffinityStore.PeerLookupAnswer>(answer => Answer(
             answer.Backend is null || answer.ExpiresAt <= 0 || answer.ExpiresAt > AffinityEntry.MaxExpiryUnixMilliseconds
                 ? null
-                : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt), answer.Established)));
+                : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt), answer.Established, answer.Provisional)));
         Receive<TimedOut>(_ =>
         {
             // A majority did not answer in time: the request is balanced, but not pinned, or the

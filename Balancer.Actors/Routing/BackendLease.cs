@@ -96,24 +96,35 @@ public readonly struct BackendLease
     }
 }
 
-/// <summary>The session one lease must pin: the pool's table and the session's key (none for cookie mode, or when a learned key is still to come).</summary>
-internal sealed class SessionPin(AffinityTable table, string? key)
+/// <summary>
+/// The session one lease must pin: the pool's table, the session's key (none for cookie mode, or
+/// when a learned key is still to come), and whether the pin is provisional (the cluster's copy of
+/// the session could not be read).
+/// </summary>
+internal sealed class SessionPin(AffinityTable table, string? key, bool provisional = false)
 {
     private int _pinned;
 
     public AffinityTable Table { get; } = table;
 
     public Task PinAsync(Backend backend, CancellationToken cancellationToken = default) =>
-        key is null || Interlocked.Exchange(ref _pinned, 1) != 0 ? Task.CompletedTask : PinAsync(Table, key, backend, cancellationToken);
+        key is null || Interlocked.Exchange(ref _pinned, 1) != 0 ? Task.CompletedTask : PinAsync(Table, key, backend, provisional, cancellationToken);
 
     /// <summary>
     /// Pins <paramref name="sessionKey"/> and waits at most the write timeout for the pool's write
     /// consistency. A pin that is not confirmed (a majority out of reach, the store restarting) is
     /// still pinned on this node and spreads by gossip: the request is served all the same, and
-    /// the pin is counted in <see cref="AffinityTable.UnconfirmedPins"/>.
+    /// the pin is counted in <see cref="AffinityTable.UnconfirmedPins"/>. A provisional pin is
+    /// counted there at once and not waited for: the cluster did not acknowledge it, whatever the write does.
     /// </summary>
-    public static async Task PinAsync(AffinityTable table, string sessionKey, Backend backend, CancellationToken cancellationToken = default)
+    public static async Task PinAsync(AffinityTable table, string sessionKey, Backend backend, bool provisional = false, CancellationToken cancellationToken = default)
     {
+        if (provisional)
+        {
+            table.CountUnconfirmedPin();
+            _ = table.Pin(sessionKey, backend.Name, provisional: true).ContinueWith(static t => t.Exception, TaskContinuationOptions.OnlyOnFaulted);
+            return;
+        }
         try
         {
             await table.Pin(sessionKey, backend.Name).WaitAsync(table.WriteTimeout, cancellationToken).ConfigureAwait(false);

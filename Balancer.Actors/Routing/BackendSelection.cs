@@ -129,12 +129,12 @@ public struct BackendSelection
         var pins = _session.Table is not null && (backend != _session.Backend || _session.Moved);
         // A new session (not one moved or re-pinned) counts against its client's budget, once
         // whatever the attempts.
-        if (pins && _session.Backend is null && _session.Key is not null && _request.ClientAddress is { } client)
+        if (pins && (_session.Backend is null || _session.Provisional) && _session.Key is not null && _request.ClientAddress is { } client)
         {
             _newSessionAdmitted ??= _session.Table!.AdmitNewSession(client);
             pins = _newSessionAdmitted.Value;
         }
-        return new BackendLease(backend, pins ? new SessionPin(_session.Table!, _session.Key) : null);
+        return new BackendLease(backend, pins ? new SessionPin(_session.Table!, _session.Key, _session.Provisional) : null);
     }
 
     /// <summary>
@@ -147,8 +147,14 @@ public struct BackendSelection
     {
         switch (found.Outcome)
         {
+            // The cluster's copy could not be read (a majority out of reach, or too slow): the
+            // session is pinned here as provisional, where rendezvous hashing puts it (so that
+            // nodes in the same plight agree), and stays there meanwhile; any pin of the cluster's
+            // wins over it when the sides meet again.
             case SessionLookupOutcome.Unavailable:
-                return table.Settings.Mode == AffinityMode.LearnCookie ? new Session(table, null, null, false) : default;
+                return table.Settings.Mode == AffinityMode.LearnCookie
+                    ? new Session(table, null, null, false)
+                    : new Session(table, key, snapshot.RendezvousFor(key), true, Provisional: true);
             case SessionLookupOutcome.Pinned when snapshot.FindForSession(found.Backend) is { } pinned:
                 return new Session(table, key, pinned, false);
             case SessionLookupOutcome.Pinned:
@@ -167,8 +173,9 @@ public struct BackendSelection
 
     /// <summary>
     /// The request's session: the table to pin it in (null: nothing to pin), its key (null for
-    /// cookie mode, or a learned cookie still to come), the backend its first attempt goes to, and
-    /// whether that backend is a new place for it (then it is pinned there even though it was chosen for it).
+    /// cookie mode, or a learned cookie still to come), the backend its first attempt goes to,
+    /// whether that backend is a new place for it (then it is pinned there even though it was
+    /// chosen for it), and whether its pin is provisional (the cluster's copy could not be read).
     /// </summary>
-    private readonly record struct Session(AffinityTable? Table, string? Key, Backend? Backend, bool Moved);
+    private readonly record struct Session(AffinityTable? Table, string? Key, Backend? Backend, bool Moved, bool Provisional = false);
 }

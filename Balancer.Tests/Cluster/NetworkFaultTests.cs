@@ -103,8 +103,24 @@ public class NetworkFaultTests : IAsyncLifetime
             await Network.CutAsync(3, other);
             await Network.CutAsync(other, 3);
         }
+        // Sessions begun on both sides of the young cut (node 3 not removed yet): each side keeps
+        // its sessions where it put them; once whole, the majority's choice holds everywhere.
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        var contested = Enumerable.Range(0, 12).Select(_ => $"c-{Guid.NewGuid():N}").ToList();
+        var onMinority = new Dictionary<string, string>();
+        var onMajority = new Dictionary<string, string>();
+        foreach (var session in contested)
+        {
+            onMinority[session] = await client.BackendOfAsync(3, session);
+            onMajority[session] = await client.BackendOfAsync(1, session);
+        }
         await WaitUntilAsync(async () => (await CtlAsync(1, "cluster", "show")).Contains("Count: 2 members"), TimeSpan.FromSeconds(20), "split: node 3 removed by the majority");
         var removedAfter = cutAt.Elapsed;
+        foreach (var session in contested)
+        {
+            Assert.Equal(onMinority[session], await client.BackendOfAsync(3, session));
+            Assert.Equal(onMajority[session], await client.BackendOfAsync(2, session));
+        }
         Assert.Equal(0, (await CtlCodeAsync(1, "backend", "drain", "app/c")).Code);
         await WaitUntilAsync(() => Task.FromResult(_nodes[2].Output.Contains("rejoining (incarnation 2)")), TimeSpan.FromSeconds(20), "split: node 3 rejoining on its side");
         await Task.Delay(TimeSpan.FromSeconds(20) - cutAt.Elapsed is { Ticks: > 0 } rest ? rest : TimeSpan.Zero);
@@ -117,7 +133,23 @@ public class NetworkFaultTests : IAsyncLifetime
         await WaitUntilAsync(async () => (await CtlAsync(3, "backends", "app")).Split('\n').Any(l => l.StartsWith("app/c ", StringComparison.Ordinal) && l.Contains(" drain ")),
             TimeSpan.FromSeconds(2), "split: the drain made meanwhile on node 3, 2 s after the cluster was whole");
         Assert.Equal(0, (await CtlCodeAsync(1, "backend", "ready", "app/c")).Code);
-        report.Add($"split: node 3 removed by the majority {removedAfter.TotalSeconds:0.0} s after the cut, cluster whole {wholeAfter.TotalSeconds:0.0} s after the heal; {await EndAsync("split", loads, client, sessions)}");
+        await WaitUntilAsync(async () =>
+        {
+            foreach (var session in contested)
+            {
+                for (var node = 1; node <= 3; node++)
+                {
+                    if (await client.BackendOfAsync(node, session) != onMajority[session])
+                    {
+                        return false;
+                    }
+                }
+            }
+            return true;
+        }, TimeSpan.FromSeconds(5), () => $"split: the majority's choice for the {contested.Count} sessions begun on both sides, on every node 5 s after the cluster was whole");
+        var differed = contested.Count(session => onMinority[session] != onMajority[session]);
+        report.Add($"split: node 3 removed by the majority {removedAfter.TotalSeconds:0.0} s after the cut, cluster whole {wholeAfter.TotalSeconds:0.0} s after the heal; " +
+            $"{contested.Count} sessions begun on both sides, {differed} put elsewhere by node 3, each kept on its side and the majority's choice on every node after; {await EndAsync("split", loads, client, sessions)}");
 
         // 3. Node 1 cannot reach node 2; both reach node 3.
         loads = Enumerable.Range(1, 3).Select(node => client.Traffic(node, sessions)).ToList();
