@@ -41,6 +41,10 @@ internal static class NodeEndpoints
         {
             return Results.Text($"not ready: pools not loaded yet: {string.Join(", ", waiting)}\n", statusCode: 503);
         }
+        if (Replication.BalancerReplicator.Get(admin.System).Trouble is { } replication)
+        {
+            return Results.Text($"not ready: replication does not work since {replication.Since:HH:mm:ss}Z: {replication.Reason}\n", statusCode: 503);
+        }
         // A node whose store cannot write serves and replicates, but would come back from a restart
         // without the changes made meanwhile: an orchestrator should know before it restarts others.
         return Replication.DurableStoreHealth.Get(admin.System).Failure is { } store

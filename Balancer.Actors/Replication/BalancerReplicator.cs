@@ -52,7 +52,20 @@ public sealed class BalancerReplicator : IExtension
             durableDirectory is null ? "runtime changes not durable (balancer.node.data-dir is empty)" : $"runtime changes durable in {durableDirectory}",
             role, replicatorSettings.MaxDeltaElements, frameBytes);
         Replicator = system.SystemActorOf(ReplicatorProps(replicatorSettings), Name);
+        system.SystemActorOf(ReplicatorWatch.Props(Replicator, this), Name + "-watch");
     }
+
+    private volatile ReplicationTrouble? _trouble;
+
+    /// <summary>Why the replicator does not work (it stopped, or has not answered for seconds) and since when; null while it works.</summary>
+    public ReplicationTrouble? Trouble
+    {
+        get => _trouble;
+        internal set => _trouble = value;
+    }
+
+    /// <summary>What is wrong with replication, and since when.</summary>
+    public sealed record ReplicationTrouble(string Reason, DateTimeOffset Since);
 
     /// <summary>
     /// Akka.NET keeps the replicator's class internal (a system gets one through the

@@ -193,6 +193,27 @@ public class AdminApiTests
         Assert.Equal(0, after["balancer_affinity_entries{pool=\"app\"}"]);
     }
 
+    /// <summary>A node whose replicator stopped serves on, but its <c>/readyz</c> says replication does not work: it shares nothing any more.</summary>
+    [Fact]
+    public async Task Readyz_ReadyWhileReplicating_503NamingTheReplicatorOnceItStops()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await BalancerHost.StartAsync(Config(backends));
+        var readyz = await host.AdminUriAsync("/readyz");
+        await Eventually.Holds(async () => Assert.Equal("ready\n", await Client.GetStringAsync(readyz)), TimeSpan.FromSeconds(10));
+
+        host.System.Stop(Balancer.Replication.BalancerReplicator.Get(host.System).Replicator);
+
+        await Eventually.Holds(async () =>
+        {
+            using var response = await Client.GetAsync(readyz);
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.Matches(@"^not ready: replication does not work since \d\d:\d\d:\d\dZ: the replicator stopped\n$", await response.Content.ReadAsStringAsync());
+        }, TimeSpan.FromSeconds(5));
+        using var served = await Client.GetAsync(host.Uri("web"));
+        Assert.Equal(HttpStatusCode.OK, served.StatusCode);
+    }
+
     [Fact]
     public async Task Webhook_GetsBackendDownWithinDetection_AndBackendUpAfter()
     {
