@@ -45,6 +45,13 @@ internal static class NodeConfig
     internal static (string Host, int Port) RemotingEndPoint(Config config) =>
         (config.GetString("akka.remote.dot-netty.tcp.hostname", "127.0.0.1"), config.GetInt("akka.remote.dot-netty.tcp.port", 4053));
 
+    /// <summary>The folder of this node's durable store as its configuration puts it (at its configured remoting endpoint), or null when it keeps nothing on disk.</summary>
+    internal static string? DurableDirectory(Config config)
+    {
+        var (host, port) = RemotingEndPoint(config);
+        return Replication.BalancerReplicator.DurableDirectory(config, host, port);
+    }
+
     /// <summary>How long a restarted first seed node waits for the running cluster before it forms one of its own.</summary>
     public static readonly TimeSpan RestartedFirstSeedTimeout = TimeSpan.FromSeconds(20);
 
@@ -65,7 +72,7 @@ internal static class NodeConfig
         }
         var (host, port) = RemotingEndPoint(config);
         var first = Akka.Actor.Address.Parse(seeds[0]);
-        var durable = Replication.BalancerReplicator.DurableDirectory(config, host, port);
+        var durable = DurableDirectory(config);
         if (first.Host != host || first.Port != port || durable is null || !Directory.Exists(durable))
         {
             return config;

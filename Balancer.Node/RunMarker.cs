@@ -38,13 +38,8 @@ internal sealed class RunMarker : IDisposable
          + TimeSpan.FromSeconds(2));
 
     /// <summary>The marker's path for this node, or null when it keeps nothing on disk (no data-dir).</summary>
-    public static string? PathFor(Config config)
-    {
-        var (host, port) = NodeConfig.RemotingEndPoint(config);
-        return Replication.BalancerReplicator.DurableDirectory(config, host, port) is { } durable
-            ? durable.TrimEnd('/', '\\') + ".running"
-            : null;
-    }
+    public static string? PathFor(Config config) =>
+        NodeConfig.DurableDirectory(config) is { } durable ? durable.TrimEnd('/', '\\') + ".running" : null;
 
     /// <summary>When the last run that ended without stopping was last alive, or null after a clean stop (or a first start).</summary>
     public static DateTime? LastRunCrashedAt(string path) => File.Exists(path) ? File.GetLastWriteTimeUtc(path) : null;

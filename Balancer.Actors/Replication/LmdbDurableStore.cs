@@ -25,7 +25,8 @@ public sealed class LmdbDurableStore : ReceiveActor, IWithTimers
     private readonly string _directory;
     // The latest value of each key whose write failed, written again every RetryInterval: a change
     // refused to its caller for want of space is stored once space is freed, not lost.
-    private readonly Dictionary<string, DurableDataEnvelope> _unstored = new();
+    // Encoded values whose write failed, by key: tried again until stored (a newer value replaces one).
+    private readonly Dictionary<string, byte[]> _unstored = new();
     private readonly DurableStoreHealth _health = DurableStoreHealth.Get(Context.System);
     private readonly long _mapSize;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -99,14 +100,19 @@ public sealed class LmdbDurableStore : ReceiveActor, IWithTimers
         Receive<Store>(store =>
         {
             _unstored.Remove(store.Key);
-            if (TryWrite(store.Key, store.Data))
+            if (!TryEncode(store.Key, store.Data, out var bytes))
+            {
+                store.Reply?.ReplyTo.Tell(store.Reply.FailureMessage);
+                return;
+            }
+            if (TryWrite(store.Key, bytes))
             {
                 store.Reply?.ReplyTo.Tell(store.Reply.SuccessMessage);
                 RecoveredIfAllStored();
             }
             else
             {
-                _unstored[store.Key] = store.Data;
+                _unstored[store.Key] = bytes;
                 store.Reply?.ReplyTo.Tell(store.Reply.FailureMessage);
             }
         });
@@ -127,17 +133,43 @@ public sealed class LmdbDurableStore : ReceiveActor, IWithTimers
     public ITimerScheduler Timers { get; set; } = null!;
 
     /// <summary>
-    /// Writes one key; a failure (no space, an I/O error) marks the store failing, said once in the
-    /// log and as an event, and the write is tried again until it succeeds, which says so too.
+    /// Encodes one value. One that cannot be encoded is a fault of the value's serializer, not of
+    /// the disk: it is logged, answered as not stored, and not tried again (it would fail the same
+    /// way for ever); the store does not count as failing for it.
     /// </summary>
-    private bool TryWrite(string key, DurableDataEnvelope data)
+    private bool TryEncode(string key, DurableDataEnvelope data, out byte[] bytes)
     {
         try
         {
-            Write(key, data);
+            bytes = Encode(data);
+            return true;
         }
         catch (Exception e)
         {
+            _log.Error(e, "durable state: cannot encode {0} ({1}); it is replicated but not stored durably", key, e.GetBaseException().Message);
+            bytes = [];
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Writes one key; a failure (no space, an I/O error) marks the store failing, said once in the
+    /// log and as an event, and the write is tried again until it succeeds, which says so too.
+    /// </summary>
+    private bool TryWrite(string key, byte[] bytes)
+    {
+        try
+        {
+            Write(key, bytes);
+        }
+        catch (Exception e)
+        {
+            if (e is LightningException { StatusCode: MdbPanic })
+            {
+                // LMDB's answer after a fatal error: the environment must be closed and opened again.
+                _environment?.Dispose();
+                _environment = null;
+            }
             var reason = e.GetBaseException().Message;
             if (_health.Failure is null)
             {
@@ -290,12 +322,14 @@ public sealed class LmdbDurableStore : ReceiveActor, IWithTimers
         return result.ToImmutable();
     }
 
-    private void Write(string key, DurableDataEnvelope data)
+    private const int MdbPanic = -30795;
+
+    private void Write(string key, byte[] bytes)
     {
         var environment = Environment();
         using var transaction = environment.BeginTransaction();
         using var database = transaction.OpenDatabase(configuration: new DatabaseConfiguration { Flags = DatabaseOpenFlags.Create });
-        transaction.Put(database, Encoding.UTF8.GetBytes(key), Encode(data)).ThrowOnError();
+        transaction.Put(database, Encoding.UTF8.GetBytes(key), bytes).ThrowOnError();
         transaction.Commit().ThrowOnError();
     }
 

@@ -114,7 +114,7 @@ internal sealed class TestNetwork : IAsyncDisposable
     /// A lossy link between the nodes: host <paramref name="host"/> drops <paramref name="percent"/> %
     /// of the cluster traffic (TCP port <paramref name="port"/>, either end) it sends and as much of
     /// what it receives, at random (an nftables table of its own, in the host's namespace; counted).
-    /// Latency would need <c>tc netem</c>, which not every kernel has.
+    /// Latency comes from a <see cref="DelayedLink"/>, since not every kernel has <c>tc netem</c>.
     /// </summary>
     public async Task LoseAsync(int host, int percent, int port)
     {
