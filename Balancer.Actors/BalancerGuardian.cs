@@ -43,6 +43,10 @@ internal sealed class BalancerGuardian : ReceiveActor
         // Frontends open where the node's duty says so (always, in active-active), and only after
         // the replicated state was read from the cluster: long after the stores above published.
         var duty = Context.ActorOf(Membership.DutyCoordinator.Props(settings, registry, affinityKey), "duty");
+        if (settings.Node.DownSelfWhenStalled)
+        {
+            Context.ActorOf(Membership.StallGuard.Props(Context.System.Settings.Config), "stall-guard");
+        }
         Receive<Frontends.FrontendOwner.Drain>(drain => duty.Forward(drain));
     }
 

@@ -33,7 +33,8 @@ internal static class NodeSettingsReader
             node.Duration("write-timeout"),
             node.Duration("read-timeout"),
             node.String("affinity-key"),
-            ReadClusterTls(node.Section("cluster-tls")));
+            ReadClusterTls(node.Section("cluster-tls")),
+            node.Bool("down-self-when-stalled"));
     }
 
     internal static ClusterTlsSettings? ReadClusterTls(SettingsReader tls)

@@ -39,7 +39,8 @@ public sealed record NodeSettings(
     TimeSpan WriteTimeout,
     TimeSpan ReadTimeout,
     string AffinityKey,
-    ClusterTlsSettings? ClusterTls);
+    ClusterTlsSettings? ClusterTls,
+    bool DownSelfWhenStalled = true);
 
 /// <summary>Mutual TLS between nodes (<c>balancer.node.cluster-tls</c>).</summary>
 /// <param name="Certificate">This node's certificate (PEM or PFX).</param>

@@ -79,7 +79,7 @@ public class NetworkFaultTests : IAsyncLifetime
     /// Active-active, faults one after another on one cluster, with sticky sessions acknowledged by a
     /// majority before any fault and traffic (those sessions, and new ones) through every node:
     /// <list type="number">
-    /// <item>node 3 cut from the other two for 20 s (both ways; a 2 | 1 split), a drain made on the majority side meanwhile;</item>
+    /// <item>node 3 cut from the other two for 20 s (both ways; a 2 | 1 split), a drain and an added backend made on the majority side meanwhile, and sessions begun on both sides;</item>
     /// <item>an asymmetric cut for 12 s (the resolver acts within 8): node 1 cannot reach node 2, both reach node 3;</item>
     /// <item>node 3 frozen for 10 s (SIGSTOP), long enough to be downed.</item>
     /// </list>
@@ -122,6 +122,7 @@ public class NetworkFaultTests : IAsyncLifetime
             Assert.Equal(onMajority[session], await client.BackendOfAsync(2, session));
         }
         Assert.Equal(0, (await CtlCodeAsync(1, "backend", "drain", "app/c")).Code);
+        Assert.Equal(0, (await CtlCodeAsync(1, "backend", "add", "spare", "added-in-split", $"{TestNetwork.Address(10)}:9002")).Code);
         await WaitUntilAsync(() => Task.FromResult(_nodes[2].Output.Contains("rejoining (incarnation 2)")), TimeSpan.FromSeconds(20), "split: node 3 rejoining on its side");
         await Task.Delay(TimeSpan.FromSeconds(20) - cutAt.Elapsed is { Ticks: > 0 } rest ? rest : TimeSpan.Zero);
         foreach (var other in new[] { 1, 2 })
@@ -130,8 +131,9 @@ public class NetworkFaultTests : IAsyncLifetime
             await Network.HealAsync(other, 3);
         }
         var wholeAfter = await WholeAgainAsync("split", Stopwatch.StartNew());
-        await WaitUntilAsync(async () => (await CtlAsync(3, "backends", "app")).Split('\n').Any(l => l.StartsWith("app/c ", StringComparison.Ordinal) && l.Contains(" drain ")),
-            TimeSpan.FromSeconds(2), "split: the drain made meanwhile on node 3, 2 s after the cluster was whole");
+        await WaitUntilAsync(async () => (await CtlAsync(3, "backends", "app")).Split('\n').Any(l => l.StartsWith("app/c ", StringComparison.Ordinal) && l.Contains(" drain "))
+                && (await CtlAsync(3, "backends", "spare")).Contains("spare/added-in-split ", StringComparison.Ordinal),
+            TimeSpan.FromSeconds(2), "split: the drain and the backend added meanwhile on node 3, 2 s after the cluster was whole");
         Assert.Equal(0, (await CtlCodeAsync(1, "backend", "ready", "app/c")).Code);
         await WaitUntilAsync(async () =>
         {
@@ -252,7 +254,7 @@ public class NetworkFaultTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// Active-active, faults 6 and 8-10 one after another on one cluster, with sticky sessions acknowledged
+    /// Active-active, faults 6-10 one after another on one cluster, with sticky sessions acknowledged
     /// by a majority before any fault and traffic (those sessions, and new ones) through every node:
     /// <list type="number">
     /// <item>node 3's wall clock 30 s ahead of the others' (libfaketime) from its start; after its restart, 30 s behind;</item>
@@ -261,8 +263,10 @@ public class NetworkFaultTests : IAsyncLifetime
     /// through node 1 that a majority cannot store is refused to its caller. Once space is freed both store what they
     /// missed and are ready again;</item>
     /// <item>a rolling restart: each node in turn stopped by SIGTERM and started again once the cluster
-    /// is whole. The clients know every node's address (DNS round robin): a refused connection, which
-    /// carries no request, is tried on the next node, as browsers and HTTP clients do;</item>
+    /// is whole, node 2 with its store torn meanwhile (fault 7: it moves the store aside and gets the
+    /// changes back from its peers). The clients know every node's address (DNS round robin): a
+    /// refused connection, which carries no request, is tried on the next node, as browsers and HTTP
+    /// clients do;</item>
     /// <item>node 1, the oldest member by then, starved of CPU for 20 s: it runs 50 ms in every second (SIGSTOP/SIGCONT).</item>
     /// </list>
     /// After each: no request failed, no session moved on any node, and the cluster is whole again
@@ -270,7 +274,7 @@ public class NetworkFaultTests : IAsyncLifetime
     /// verdicts are ordered by sequence, never by clock.
     /// </summary>
     [Fact]
-    public async Task ActiveActive_SkewedClockFullDiskRollingRestartAndStarvation_NoRequestFails_NoSessionMoves()
+    public async Task ActiveActive_SkewedClockFullDiskTornStoreRollingRestartAndStarvation_NoRequestFails_NoSessionMoves()
     {
         foreach (var node in new[] { 2, 3 })
         {
@@ -358,11 +362,21 @@ public class NetworkFaultTests : IAsyncLifetime
             _nodes[node - 1].Terminate();
             Assert.Equal(0, await _nodes[node - 1].WaitForExitAsync(TimeSpan.FromSeconds(45)));
             var stoppedAfter = restarting.Elapsed;
+            if (node == 2)
+            {
+                // Fault 7 on the way: node 2's store torn while it is down.
+                TearStore(2);
+            }
             _nodes[node - 1] = StartNode(node, "active-active", node == 3 ? "-30s" : null);
             await _nodes[node - 1].WaitForOutputAsync(" ready", StartTimeout);
             await WholeAgainAsync($"rolling restart of node {node}", Stopwatch.StartNew(), StartTimeout);
             restarts.Add($"node {node} stopped in {stoppedAfter.TotalSeconds:0.0} s, whole again {restarting.Elapsed.TotalSeconds:0.0} s after its SIGTERM");
         }
+        // Node 2 moved its torn store aside, said so, and has every change back from its peers.
+        Assert.Contains("cannot be read", DurableLines(_nodes[1]), StringComparison.Ordinal);
+        Assert.Single(Directory.GetDirectories(Path.Combine(_directory, "data2")), d => d.Contains(".unreadable-", StringComparison.Ordinal));
+        await WaitUntilAsync(async () => (await CtlAsync(2, "backends", "spare")).Split('\n').Count(l => l.StartsWith("spare/registered-", StringComparison.Ordinal)) == registered,
+            TimeSpan.FromSeconds(5), $"torn store: the {registered} registered backends on node 2");
         await EveryBackendRoutableEverywhereAsync("clock 30 s behind");
         var behind = await ClockSkewAsync(3);
         Assert.True(behind < TimeSpan.FromSeconds(-25), $"node 3's clock is {behind.TotalSeconds:0} s off, not 30 s behind");
@@ -391,6 +405,8 @@ public class NetworkFaultTests : IAsyncLifetime
         }
         var wholeAfter = await WholeAgainAsync("starvation", Stopwatch.StartNew());
         var rejoins = ClusterProcessTests.Count(_nodes[0].Output, "rejoining (incarnation") - rejoinsOf1;
+        // Node 1 found it stood still and downed itself before its resolver could down the others.
+        Assert.Contains("stood still", _nodes[0].Output, StringComparison.Ordinal);
         report.Add($"starvation of node 1: {rejoins} rejoin(s), cluster whole {wholeAfter.TotalSeconds:0.0} s after it ended; {await EndAsync("starvation", loads, client, sessions, starved: 1)}");
 
         Console.WriteLine(string.Join("\n", report));
@@ -429,6 +445,13 @@ public class NetworkFaultTests : IAsyncLifetime
         (await http.PostAsync($"http://{TestNetwork.Address(10)}:9003/control/health?ok=true", null)).EnsureSuccessStatusCode();
         await WaitUntilAsync(() => EveryNodeSeesC("up"), TimeSpan.FromSeconds(15), $"{fault}: backend c up again on every node");
         return $"down everywhere {down.TotalSeconds:0.0} s after, up again {flip.Elapsed.TotalSeconds:0.0} s after";
+    }
+
+    /// <summary>Overwrites node <paramref name="node"/>'s store file (LightningDB's data.mdb) with garbage of the same size: a torn file.</summary>
+    private void TearStore(int node)
+    {
+        var file = Directory.GetFiles(Path.Combine(_directory, $"data{node}"), "data.mdb", SearchOption.AllDirectories).Single();
+        File.WriteAllBytes(file, Enumerable.Repeat((byte)0x5a, (int)new FileInfo(file).Length).ToArray());
     }
 
     /// <summary>What a node logged about its durable store.</summary>

@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Balancer.Health;
+namespace Balancer;
 
 /// <summary>
 /// Notices when this process itself stops running for a while: a paused or CPU-starved VM, a
@@ -11,7 +11,7 @@ namespace Balancer.Health;
 /// for the same reason.
 /// </summary>
 /// <remarks>
-/// One background thread per process, started by the first probe, wakes every 50 ms; a wake-up
+/// One background thread per process, started by the first user, wakes every 50 ms; a wake-up
 /// more than 250 ms after the previous one ends a stall. The thread is per process rather than per
 /// actor system because a stall is: every system in the process stops with it.
 /// </remarks>
@@ -23,6 +23,8 @@ internal static class ProcessStalls
     private static long _lastStallEnded = long.MinValue;
     private static long _longestRecent;
     private static int _started;
+    // The stalls of the last minute: when each ended, and how long it was (Stopwatch ticks).
+    private static readonly Queue<(long Ended, long Length)> Recent = new();
 
     /// <summary>Starts the watching thread once per process.</summary>
     public static void EnsureWatching()
@@ -57,6 +59,32 @@ internal static class ProcessStalls
         return false;
     }
 
+    /// <summary>
+    /// How long this process stood still in all within the last <paramref name="window"/> (at most
+    /// a minute) and not before <paramref name="notBefore"/> (a <see cref="Stopwatch"/> timestamp),
+    /// counting only stalls of 250 ms or more, and the one it may be in now.
+    /// </summary>
+    public static TimeSpan StalledWithin(TimeSpan window, long notBefore = 0)
+    {
+        var now = Stopwatch.GetTimestamp();
+        var from = Math.Max(notBefore, now - (long)(window.TotalSeconds * Stopwatch.Frequency));
+        var total = 0L;
+        lock (Recent)
+        {
+            foreach (var (ended, length) in Recent)
+            {
+                // A stall that began before the window counts for the part inside it.
+                total += ended <= from ? 0 : Math.Min(length, ended - from);
+            }
+        }
+        var current = now - Volatile.Read(ref _lastWake);
+        if (current > Stall)
+        {
+            total += Math.Min(current, now - from);
+        }
+        return Stopwatch.GetElapsedTime(0, total);
+    }
+
     private static void Watch()
     {
         while (true)
@@ -68,6 +96,14 @@ internal static class ProcessStalls
             {
                 Volatile.Write(ref _longestRecent, gap);
                 Volatile.Write(ref _lastStallEnded, now);
+                lock (Recent)
+                {
+                    Recent.Enqueue((now, gap));
+                    while (Recent.Count > 0 && now - Recent.Peek().Ended > Stopwatch.Frequency * 60)
+                    {
+                        Recent.Dequeue();
+                    }
+                }
             }
             Volatile.Write(ref _lastWake, now);
         }
