@@ -21,7 +21,7 @@ internal static class ProcessStalls
     private static readonly long Stall = Stopwatch.Frequency / 4;
     private static long _lastWake = Stopwatch.GetTimestamp();
     private static long _lastStallEnded = long.MinValue;
-    private static long _longestRecent;
+    private static long _latestLength;
     private static int _started;
     // The stalls of the last minute: when each ended, and how long it was (Stopwatch ticks).
     private static readonly Queue<(long Ended, long Length)> Recent = new();
@@ -52,7 +52,7 @@ internal static class ProcessStalls
         }
         if (Volatile.Read(ref _lastStallEnded) >= since)
         {
-            stalled = Stopwatch.GetElapsedTime(0, Volatile.Read(ref _longestRecent));
+            stalled = Stopwatch.GetElapsedTime(0, Volatile.Read(ref _latestLength));
             return true;
         }
         stalled = TimeSpan.Zero;
@@ -69,6 +69,7 @@ internal static class ProcessStalls
         var now = Stopwatch.GetTimestamp();
         var from = Math.Max(notBefore, now - (long)(window.TotalSeconds * Stopwatch.Frequency));
         var total = 0L;
+        // Under the watcher's lock: a stall it has just recorded is never counted again as the current one.
         lock (Recent)
         {
             foreach (var (ended, length) in Recent)
@@ -76,11 +77,11 @@ internal static class ProcessStalls
                 // A stall that began before the window counts for the part inside it.
                 total += ended <= from ? 0 : Math.Min(length, ended - from);
             }
-        }
-        var current = now - Volatile.Read(ref _lastWake);
-        if (current > Stall)
-        {
-            total += Math.Min(current, now - from);
+            var current = now - _lastWake;
+            if (current > Stall)
+            {
+                total += Math.Min(current, now - from);
+            }
         }
         return Stopwatch.GetElapsedTime(0, total);
     }
@@ -91,21 +92,21 @@ internal static class ProcessStalls
         {
             Thread.Sleep(PeriodMilliseconds);
             var now = Stopwatch.GetTimestamp();
-            var gap = now - Volatile.Read(ref _lastWake);
-            if (gap > Stall)
+            lock (Recent)
             {
-                Volatile.Write(ref _longestRecent, gap);
-                Volatile.Write(ref _lastStallEnded, now);
-                lock (Recent)
+                var gap = now - _lastWake;
+                if (gap > Stall)
                 {
+                    Volatile.Write(ref _latestLength, gap);
+                    Volatile.Write(ref _lastStallEnded, now);
                     Recent.Enqueue((now, gap));
                     while (Recent.Count > 0 && now - Recent.Peek().Ended > Stopwatch.Frequency * 60)
                     {
                         Recent.Dequeue();
                     }
                 }
+                Volatile.Write(ref _lastWake, now);
             }
-            Volatile.Write(ref _lastWake, now);
         }
     }
 }

@@ -95,6 +95,14 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         });
         Receive<GetSuccess>(success => AnswerRead(success.Request, success.Data as AffinityBucket));
         Receive<NotFound>(notFound => AnswerRead(notFound.Request, null));
+        Receive<GetFailure>(failure =>
+        {
+            // A re-read that a majority did not answer in time: tried again on the next check.
+            if (failure.Request is Reread reread && ReferenceEquals(reread, _rereading))
+            {
+                _rereading = null;
+            }
+        });
         Receive<Clear>(OnClear);
         Receive<UpdateSuccess>(success =>
         {
@@ -140,13 +148,15 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             }
             if (moved > 0)
             {
-                _log.Warning("pool {0}: {1} session(s) this node pinned while it rejoined had been pinned to another backend by the cluster; the cluster's choice now holds on every node ({2} so far)",
+                _log.Warning("pool {0}: {1} session(s) this node pinned provisionally (outside its cluster, or out of sight of a majority) had been pinned to another backend by the cluster; the cluster's choice now holds on every node ({2} so far)",
                     _pool.Name, moved, _table.SessionsMovedByMerge);
             }
             Reconcile(key, bucket);
         });
         Receive<Sweep>(_ => OnSweep());
         Receive<ClusterEvent.CurrentClusterState>(_ => OnReachabilityChanged());
+        // Cluster.State is kept by another actor and may trail the event that woke this one: look again every second.
+        Receive<CheckReachability>(_ => OnReachabilityChanged());
         Receive<ClusterEvent.IReachabilityEvent>(_ => OnReachabilityChanged());
         Receive<ClusterEvent.IMemberEvent>(_ => OnReachabilityChanged());
         Receive<OverBudget>(_ =>
@@ -185,7 +195,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         var (reachable, needed) = ReachablePeers();
         if (reachable.Count + 1 < needed)
         {
-            lookup.Found.TrySetResult(SessionLookup.Unavailable);
+            lookup.Found.TrySetResult(SessionLookup.Unconfirmed);
             return;
         }
         var id = ++_lastLookupId;
@@ -204,6 +214,9 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     {
         switch (request)
         {
+            case Reread reread:
+                OnRereadBucket(reread, bucket);
+                break;
             case PeerAsked peer:
                 var entry = bucket is not null && bucket.TryGetValue(peer.Hash, out var found) ? found : null;
                 peer.ReplyTo.Tell(new PeerLookupAnswer(peer.Id, entry?.Backend, entry?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0, entry?.Established ?? false, entry?.Provisional ?? false));
@@ -221,6 +234,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             _replicator.Tell(Dsl.Subscribe(bucket, Self));
         }
         _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot, typeof(ClusterEvent.IReachabilityEvent), typeof(ClusterEvent.IMemberEvent));
+        Timers.StartPeriodicTimer(CheckReachability.Instance, CheckReachability.Instance, TimeSpan.FromSeconds(1));
         if (_adopted)
         {
             // An earlier store of this pool fed the table (this node rejoined as a new incarnation,
@@ -271,20 +285,67 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// Tells the table whether a majority is in sight. On the minority side of a partition, before
     /// the resolver has decided anything, this node is still a member, but what it pins cannot have
     /// been acknowledged by the cluster: those pins are provisional, so that the majority's pins of
-    /// the same sessions win when the sides merge.
+    /// the same sessions win when the sides merge. Once the majority is back in sight, every bucket
+    /// is read from a majority (and merged here) before pins count as the cluster's again, so that
+    /// no provisional pin is confirmed over a pin of the majority's that gossip has not brought yet.
     /// </summary>
     private void OnReachabilityChanged()
     {
         var (reachable, needed) = ReachablePeers();
-        var inSight = reachable.Count + 1 >= needed;
-        if (_table.MajorityInSight != inSight)
+        if (reachable.Count + 1 < needed)
         {
-            _log.Info(inSight
-                ? "pool {0}: a majority of the cluster is in sight again: new session pins are the cluster's"
-                : "pool {0}: a majority of the cluster is out of sight: new session pins are provisional until it is back", _pool.Name);
-            _table.MajorityInSight = inSight;
+            _rereading = null;
+            if (_table.MajorityInSight)
+            {
+                _log.Info("pool {0}: a majority of the cluster is out of sight: new session pins are provisional until it is back", _pool.Name);
+                _table.MajorityInSight = false;
+            }
+            return;
+        }
+        if (_table.MajorityInSight || _rereading is not null)
+        {
+            return;
+        }
+        _rereading = new Reread(_buckets.Length);
+        foreach (var bucket in _buckets)
+        {
+            _replicator.Tell(Dsl.Get(bucket, new ReadMajority(_readTimeout), _rereading));
         }
     }
+
+    /// <summary>One bucket of a re-read after the majority came back in sight: merged; the last one confirms the table.</summary>
+    private void OnRereadBucket(Reread reread, AffinityBucket? bucket)
+    {
+        if (!ReferenceEquals(reread, _rereading))
+        {
+            return;
+        }
+        if (bucket is not null)
+        {
+            foreach (var (session, entry) in bucket.Entries)
+            {
+                reread.Moved += _table.Merge(session, entry) ? 1 : 0;
+            }
+        }
+        if (--reread.Left > 0)
+        {
+            return;
+        }
+        _rereading = null;
+        _table.MajorityInSight = true;
+        _log.Info("pool {0}: a majority of the cluster is in sight again and its sessions are read: new session pins are the cluster's{1}",
+            _pool.Name, reread.Moved > 0 ? $" ({reread.Moved} provisional pin(s) gave way to the majority's)" : "");
+    }
+
+    /// <summary>A re-read of every bucket under way, and how many buckets are still to come.</summary>
+    private sealed class Reread(int left)
+    {
+        public int Left { get; set; } = left;
+
+        public int Moved { get; set; }
+    }
+
+    private Reread? _rereading;
 
     /// <summary>Answers what is still waiting on this store, so that no request waits for an incarnation that is gone.</summary>
     protected override void PostStop()
@@ -549,6 +610,12 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     public sealed record PeerLookupAnswer(long Id, string? Backend, long ExpiresAt, bool Established = false, bool Provisional = false);
 
     private sealed record PeerAsked(long Id, ulong Hash, IActorRef ReplyTo);
+
+    private sealed class CheckReachability
+    {
+        public static readonly CheckReachability Instance = new();
+        private CheckReachability() { }
+    }
 
     /// <summary>Clear one session or (Hash null) every session of the pool; <see cref="Done"/> gives how many were live.</summary>
     public sealed record Clear(ulong? Hash, TaskCompletionSource<int> Done);

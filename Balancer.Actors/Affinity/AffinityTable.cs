@@ -70,10 +70,10 @@ public sealed class AffinityTable
             return null;
         }
         // Established on its second request; then refreshed at most every ttl/4, so a busy session
-        // costs one replicated write per quarter-TTL. One pinned while this node was outside its
-        // cluster is confirmed by its first request once the node is a member again and has read
-        // the cluster's replicas (which replaced it if the cluster had pinned it elsewhere).
-        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4 || (entry.Provisional && PinsAsMember))
+        // costs one replicated write per quarter-TTL. A provisional one is confirmed by its first
+        // request once the cluster's replicas have been read here since it was pinned (they
+        // replaced it where the cluster had pinned the session elsewhere).
+        if (!entry.Established || entry.ExpiresAt - now < Settings.Ttl - Settings.Ttl / 4 || Confirmable(entry))
         {
             Pin(hash, entry.Backend, established: true);
         }
@@ -95,6 +95,10 @@ public sealed class AffinityTable
         if (HashOf(key) is not { } hash)
         {
             return ValueTask.FromResult(SessionLookup.Unavailable);
+        }
+        if (!MajorityInSight)
+        {
+            return ValueTask.FromResult(SessionLookup.Unconfirmed);
         }
         var loaded = new TaskCompletionSource<SessionLookup>(TaskCreationOptions.RunContinuationsAsynchronously);
         if (Store is not { } store)
@@ -174,7 +178,10 @@ public sealed class AffinityTable
         // A session moved to another backend stays established; a pin after an operator's clear
         // is established too, or the clear marker (which is) would win over it on every node.
         var store = Store;
-        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true }, Provisional: provisional || !PinsAsMember);
+        // A provisional pin stays provisional when refreshed until the cluster's replicas have been
+        // read since it was made: a pin of the cluster's for the session may still be on its way.
+        var unconfirmed = held is { Provisional: true } && held.Backend == backend && !Confirmable(held);
+        var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true }, Provisional: provisional || unconfirmed || !PinsAsMember);
         _entries[hash] = pinned;
         if (store is null)
         {
@@ -230,12 +237,21 @@ public sealed class AffinityTable
 
     /// <summary>
     /// False while this node cannot reach a majority of its cluster's members (the minority side of
-    /// a partition, before the resolver has downed anyone): its pins are provisional meanwhile.
+    /// a partition, before the resolver has downed anyone), and until it has read the majority's
+    /// sessions again after: its pins are provisional meanwhile, and none is confirmed as a
+    /// member's before the majority's pins of the same sessions have been merged here.
     /// </summary>
     internal bool MajorityInSight
     {
         get => _majorityInSight;
-        set => _majorityInSight = value;
+        set
+        {
+            if (value && !_majorityInSight)
+            {
+                Confirmed();
+            }
+            _majorityInSight = value;
+        }
     }
 
     private volatile bool _majorityInSight = true;
@@ -244,7 +260,25 @@ public sealed class AffinityTable
     private bool PinsAsMember => _member && _majorityInSight;
 
     /// <summary>This node is a member and has read the cluster's replicas: its pins are a member's from now on.</summary>
-    internal void JoinedCluster() => _member = true;
+    internal void JoinedCluster()
+    {
+        if (!_member)
+        {
+            Confirmed();
+        }
+        _member = true;
+    }
+
+    // When the cluster's replicas were last read here (joined, or a majority back in sight and
+    // re-read), in Unix ms: a provisional pin made before then has met every pin of the cluster's
+    // for its session (which won over it where they differed), so it may become a member's.
+    private long _confirmedAt = long.MinValue;
+
+    private void Confirmed() => Interlocked.Exchange(ref _confirmedAt, _now().ToUnixTimeMilliseconds());
+
+    /// <summary>True for a provisional entry pinned before the replicas were last read here: it can be confirmed as a member's.</summary>
+    private bool Confirmable(AffinityEntry entry) =>
+        entry.Provisional && PinsAsMember && (entry.ExpiresAt - Settings.Ttl).ToUnixTimeMilliseconds() < Interlocked.Read(ref _confirmedAt);
 
     /// <summary>The pool's affinity store (of this incarnation of the node) takes the table's writes from now on.</summary>
     internal void Attach(ICanTell store) => Volatile.Write(ref _store, store);

@@ -8,10 +8,17 @@ public enum SessionLookupOutcome
     /// <summary>The session is pinned to <see cref="SessionLookup.Backend"/>.</summary>
     Pinned,
     /// <summary>
-    /// A majority could not be read in time: the session may be pinned elsewhere, so the caller
-    /// balances the request without pinning it, and the entry other nodes may hold survives.
+    /// The table cannot be read at all (no affinity key yet, a store that does not answer): the
+    /// caller balances the request without pinning it.
     /// </summary>
     Unavailable,
+    /// <summary>
+    /// The cluster's copy of the session could not be read: a majority is out of sight (the
+    /// minority side of a partition) or did not answer in time. The session may be pinned
+    /// elsewhere, so the caller pins it here as provisional: it keeps its backend here meanwhile,
+    /// and any pin of the cluster's wins over it when that arrives.
+    /// </summary>
+    Unconfirmed,
 }
 
 /// <summary>The answer to a session lookup: the outcome and, when pinned, the backend's name.</summary>
@@ -20,8 +27,11 @@ public readonly record struct SessionLookup(SessionLookupOutcome Outcome, string
     /// <summary>No live entry.</summary>
     public static SessionLookup NotPinned => default;
 
-    /// <summary>A majority could not be read in time.</summary>
+    /// <summary>The table cannot be read.</summary>
     public static SessionLookup Unavailable => new(SessionLookupOutcome.Unavailable, null);
+
+    /// <summary>The cluster's copy could not be read.</summary>
+    public static SessionLookup Unconfirmed => new(SessionLookupOutcome.Unconfirmed, null);
 
     /// <summary>Pinned to <paramref name="backend"/>, or not pinned when it is null.</summary>
     public static SessionLookup PinnedTo(string? backend) => backend is null ? default : new(SessionLookupOutcome.Pinned, backend);

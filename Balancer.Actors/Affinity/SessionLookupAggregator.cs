@@ -46,9 +46,9 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
                 : new AffinityEntry(answer.Backend, DateTimeOffset.FromUnixTimeMilliseconds(answer.ExpiresAt), answer.Established, answer.Provisional)));
         Receive<TimedOut>(_ =>
         {
-            // A majority did not answer in time: the request is balanced, but not pinned, or the
-            // new pin would overwrite the session's entry that the silent nodes may hold.
-            lookup.Found.TrySetResult(SessionLookup.Unavailable);
+            // A majority did not answer in time: the session is pinned here as provisional, so
+            // that an entry the slow nodes may hold still wins over it.
+            lookup.Found.TrySetResult(SessionLookup.Unconfirmed);
             Context.Stop(Self);
         });
     }

@@ -20,8 +20,6 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
 {
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
 
-    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(5);
-
     private readonly FrontendSettings _settings;
     private readonly PoolRegistry _pools;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -142,17 +140,27 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
         {
             return;
         }
-        // PostStop cannot await; the grace period bounds how long shutdown waits here.
-        try
+        // Stopped without a drain (the owner drains before it stops a generation; this is an actor
+        // restart or a system that went without its coordinated shutdown): the listeners close in
+        // the background, as a PostStop must not hold a dispatcher thread.
+        var name = _settings.Name;
+        var log = _log;
+        _ = Task.Run(async () =>
         {
-            server.StopAsync(StopGrace).Wait(StopGrace + TimeSpan.FromSeconds(1));
-            server.DisposeAsync().AsTask().Wait(TimeSpan.FromSeconds(1));
-        }
-        catch (Exception e)
-        {
-            _log.Warning("frontend {0}: error while closing: {1}", _settings.Name, e.GetBaseException().Message);
-        }
-        _log.Info("frontend {0} closed", _settings.Name);
+            try
+            {
+                await server.StopAsync(FrontendOwner.CloseGrace).WaitAsync(FrontendOwner.CloseGrace + TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                log.Warning("frontend {0}: error while closing: {1}", name, e.GetBaseException().Message);
+            }
+            finally
+            {
+                await server.DisposeAsync().ConfigureAwait(false);
+                log.Info("frontend {0} closed", name);
+            }
+        });
     }
 
     private sealed record Started(IReadOnlyList<IPEndPoint> EndPoints);

@@ -12,6 +12,9 @@ internal sealed class FrontendOwner : ReceiveActor
 {
     private readonly BalancerSettings _settings;
     private readonly PoolRegistry _pools;
+    /// <summary>How long requests in flight may finish when the frontends close on <see cref="Close"/> (the active duty given up).</summary>
+    internal static readonly TimeSpan CloseGrace = TimeSpan.FromSeconds(5);
+
     private IActorRef? _frontends;
     private bool _closing;
     private bool _wanted;
@@ -46,9 +49,21 @@ internal sealed class FrontendOwner : ReceiveActor
         Receive<Close>(_ =>
         {
             _wanted = false;
-            if (_frontends is not null && !_closing)
+            if (_frontends is null || _closing)
             {
-                _closing = true;
+                return;
+            }
+            _closing = true;
+            // Each frontend stops accepting and lets what is in flight finish, off the actor
+            // threads; the generation stops once every one has (or its time is up).
+            var collector = Context.ActorOf(Akka.Actor.Props.Create(() => new DrainCollector(_settings.Frontends.Length, Self, CloseGrace + TimeSpan.FromSeconds(2))));
+            _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Broadcast(new Drain(CloseGrace)), collector);
+        });
+        Receive<Drained>(_ =>
+        {
+            // The frontends a Close drained: now the generation may go.
+            if (_closing && _frontends is not null)
+            {
                 Context.Stop(_frontends);
             }
         });

@@ -16,6 +16,7 @@ internal static class ListenSockets
     private const int TcpInfo = 11;
     // struct tcp_info: for a listening socket, tcpi_unacked is the length of its accept queue.
     private const int TcpInfoUnackedOffset = 24;
+    private static readonly TimeSpan MinimumWait = TimeSpan.FromMilliseconds(200);
 
     /// <summary>
     /// A classic BPF socket filter that drops a TCP segment with SYN set and ACK clear (a new
@@ -78,8 +79,9 @@ internal static class ListenSockets
     /// connections are no longer completed (their SYNs are dropped; the client's retransmission,
     /// a second later, finds the port closed and is refused, so it tries elsewhere), while the
     /// ones the kernel completed already are still accepted by the running accept loop. Returns
-    /// once every accept queue has stayed empty for 60 ms (the last accepted client's request has
-    /// been read by then) or after <paramref name="within"/>. Without this, closing a listener
+    /// once every accept queue has stayed empty for 60 ms, and 200 ms at least have passed (a
+    /// handshake under way completes within a round trip on any network a cluster spans), or after
+    /// <paramref name="within"/>. Without this, closing a listener
     /// resets the connections in its accept queue: clients that connected a moment before the
     /// stop lose a request they had already sent. Linux only; elsewhere it returns at once.
     /// </summary>
@@ -90,7 +92,10 @@ internal static class ListenSockets
             return;
         }
         var waited = Stopwatch.StartNew();
-        for (var emptyTimes = 0; emptyTimes < 3 && waited.Elapsed < within;)
+        // 200 ms at least: a handshake under way (its SYN came before the filter) completes
+        // within a round trip, and its connection is then queued and accepted too.
+        var atLeast = within < MinimumWait ? within : MinimumWait;
+        for (var emptyTimes = 0; (emptyTimes < 3 || waited.Elapsed < atLeast) && waited.Elapsed < within;)
         {
             emptyTimes = listeners.All(l => QueuedConnections(l) is null or 0) ? emptyTimes + 1 : 0;
             await Task.Delay(20).ConfigureAwait(false);

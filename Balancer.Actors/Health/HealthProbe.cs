@@ -29,6 +29,8 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private string _lastFailure = "";
     private int _stalledChecks;
+    private long _stalledSince;
+    private static readonly TimeSpan MaxDiscounted = TimeSpan.FromSeconds(10);
 
     public HealthProbe(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random random)
     {
@@ -49,11 +51,14 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
         });
         Receive<Outcome>(outcome =>
         {
-            if (!outcome.Success && ProcessStalls.StalledSince(outcome.Started, out var stalled))
+            // Not the backend's fault: check again soon, once this process runs again. For 10 s at
+            // most: a node starved for longer (which downs itself meanwhile) judges as it can.
+            if (!outcome.Success && ProcessStalls.StalledSince(outcome.Started, out var stalled)
+                && (_stalledChecks == 0 || Stopwatch.GetElapsedTime(_stalledSince) < MaxDiscounted))
             {
-                // Not the backend's fault: check again soon, once this process runs again.
                 if (_stalledChecks++ == 0)
                 {
+                    _stalledSince = Stopwatch.GetTimestamp();
                     _log.Warning("health checks of {0}/{1} from this node are not counted while this process stalls ({2:0} ms without running)",
                         _pool, _backend.Name, stalled.TotalMilliseconds);
                 }

@@ -27,8 +27,11 @@ internal sealed class StallGuard : ReceiveActor, IWithTimers
         {
             // Only this incarnation's stalls: the process's earlier ones were an earlier member's.
             var stalled = ProcessStalls.StalledWithin(window, _started);
+            // Only while this node takes a member for unreachable: that view is the one a stall
+            // makes suspect. (A stall of every node at once, a host's hiccup, leaves them all
+            // seeing each other again, and none goes.)
             if (stalled < limit || _cluster.SelfMember.Status != MemberStatus.Up
-                || _cluster.State.Members.Count(m => m.Status == MemberStatus.Up) < 2)
+                || _cluster.State.Members.Count(m => m.Status == MemberStatus.Up) < 2 || _cluster.State.Unreachable.Count == 0)
             {
                 return;
             }

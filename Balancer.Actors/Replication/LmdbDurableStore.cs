@@ -23,9 +23,8 @@ public sealed class LmdbDurableStore : ReceiveActor, IWithTimers
     internal static readonly TimeSpan RetryInterval = TimeSpan.FromSeconds(2);
 
     private readonly string _directory;
-    // The latest value of each key whose write failed, written again every RetryInterval: a change
-    // refused to its caller for want of space is stored once space is freed, not lost.
-    // Encoded values whose write failed, by key: tried again until stored (a newer value replaces one).
+    // The latest value (encoded) of each key whose write failed, written again every RetryInterval:
+    // a change refused to its caller for want of space is stored once space is freed, not lost.
     private readonly Dictionary<string, byte[]> _unstored = new();
     private readonly DurableStoreHealth _health = DurableStoreHealth.Get(Context.System);
     private readonly long _mapSize;
@@ -164,7 +163,7 @@ public sealed class LmdbDurableStore : ReceiveActor, IWithTimers
         }
         catch (Exception e)
         {
-            if (e is LightningException { StatusCode: MdbPanic })
+            if (IsPanic(e))
             {
                 // LMDB's answer after a fatal error: the environment must be closed and opened again.
                 _environment?.Dispose();
@@ -323,6 +322,19 @@ public sealed class LmdbDurableStore : ReceiveActor, IWithTimers
     }
 
     private const int MdbPanic = -30795;
+
+    /// <summary>MDB_PANIC anywhere in the chain (LightningDB may wrap LMDB's error in one of its own).</summary>
+    private static bool IsPanic(Exception e)
+    {
+        for (Exception? current = e; current is not null; current = current.InnerException)
+        {
+            if (current is LightningException { StatusCode: MdbPanic } || current.Message.StartsWith("MDB_PANIC", StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
 
     private void Write(string key, byte[] bytes)
     {

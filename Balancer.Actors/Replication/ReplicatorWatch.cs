@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Akka.Actor;
 using Akka.DistributedData;
 using Akka.Event;
@@ -6,10 +7,10 @@ namespace Balancer.Replication;
 
 /// <summary>
 /// Keeps <see cref="BalancerReplicator.Trouble"/> true to what Balancer's replicator does: it
-/// watches the replicator (one that stopped replicates nothing again in this incarnation) and asks
-/// it for its replica count every 2 s, since a replicator that stopped answering (stuck loading
-/// its durable store, or its mailbox overrun) replicates nothing either. <c>/readyz</c> reads it
-/// without asking any actor.
+/// watches the replicator (one that stopped replicates nothing again in this incarnation) and
+/// reads a key from it locally every 2 s, since a replicator that does not answer such a read
+/// (stuck loading its durable store, which holds reads back, or its mailbox overrun) replicates
+/// nothing either. <c>/readyz</c> reads it without asking any actor.
 /// </summary>
 internal sealed class ReplicatorWatch : ReceiveActor, IWithTimers
 {
@@ -19,15 +20,16 @@ internal sealed class ReplicatorWatch : ReceiveActor, IWithTimers
     private readonly IActorRef _replicator;
     private readonly BalancerReplicator _owner;
     private readonly ILoggingAdapter _log = Context.GetLogger();
-    private DateTimeOffset _lastAnswer;
+    // Stopwatch timestamps: a wall clock that steps must not look like silence.
+    private long _lastAnswer;
 
     public ReplicatorWatch(IActorRef replicator, BalancerReplicator owner)
     {
         _replicator = replicator;
         _owner = owner;
-        Receive<ReplicaCount>(_ =>
+        Receive<IGetResponse>(_ =>
         {
-            _lastAnswer = Context.System.Scheduler.Now;
+            _lastAnswer = Stopwatch.GetTimestamp();
             if (_owner.Trouble is not null)
             {
                 _log.Info("replication works again: the replicator answers");
@@ -36,13 +38,13 @@ internal sealed class ReplicatorWatch : ReceiveActor, IWithTimers
         });
         Receive<Ask>(_ =>
         {
-            var silent = Context.System.Scheduler.Now - _lastAnswer;
+            var silent = Stopwatch.GetElapsedTime(_lastAnswer);
             if (silent > Silence && _owner.Trouble is null)
             {
-                _owner.Trouble = new BalancerReplicator.ReplicationTrouble($"the replicator has not answered for {silent.TotalSeconds:0} s", _lastAnswer);
+                _owner.Trouble = new BalancerReplicator.ReplicationTrouble($"the replicator has not answered a local read for {silent.TotalSeconds:0} s", DateTimeOffset.UtcNow - silent);
                 _log.Warning("replication may have stopped: {0}", _owner.Trouble.Reason);
             }
-            _replicator.Tell(GetReplicaCount.Instance);
+            Read();
         });
         Receive<Terminated>(_ =>
         {
@@ -52,7 +54,7 @@ internal sealed class ReplicatorWatch : ReceiveActor, IWithTimers
                 // This incarnation is ending; its replicator goes with it.
                 return;
             }
-            _owner.Trouble = new BalancerReplicator.ReplicationTrouble("the replicator stopped", Context.System.Scheduler.Now);
+            _owner.Trouble = new BalancerReplicator.ReplicationTrouble("the replicator stopped", DateTimeOffset.UtcNow);
             // A node can serve on, but replicates nothing until it is restarted or rejoins.
             _log.Error("replication stopped: Balancer's replicator is gone; this node no longer shares or receives health, sessions or admin changes");
         });
@@ -64,11 +66,14 @@ internal sealed class ReplicatorWatch : ReceiveActor, IWithTimers
 
     protected override void PreStart()
     {
-        _lastAnswer = Context.System.Scheduler.Now;
+        _lastAnswer = Stopwatch.GetTimestamp();
         Context.Watch(_replicator);
-        _replicator.Tell(GetReplicaCount.Instance);
+        Read();
         Timers.StartPeriodicTimer("ask", Ask.Instance, Every);
     }
+
+    /// <summary>A local read of the health records: answered at once by a replicator that works.</summary>
+    private void Read() => _replicator.Tell(Dsl.Get(ReplicatedKeys.Health, ReadLocal.Instance));
 
     private sealed class Ask
     {

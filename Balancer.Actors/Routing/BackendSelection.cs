@@ -147,11 +147,13 @@ public struct BackendSelection
     {
         switch (found.Outcome)
         {
-            // The cluster's copy could not be read (a majority out of reach, or too slow): the
-            // session is pinned here as provisional, where rendezvous hashing puts it (so that
-            // nodes in the same plight agree), and stays there meanwhile; any pin of the cluster's
-            // wins over it when the sides meet again.
             case SessionLookupOutcome.Unavailable:
+                return table.Settings.Mode == AffinityMode.LearnCookie ? new Session(table, null, null, false) : default;
+            // The cluster's copy could not be read (a majority out of sight or too slow): the
+            // session is pinned here as provisional, where rendezvous hashing puts it (so that
+            // nodes in the same plight agree), and stays there meanwhile; any pin of the
+            // cluster's wins over it when it arrives.
+            case SessionLookupOutcome.Unconfirmed:
                 return table.Settings.Mode == AffinityMode.LearnCookie
                     ? new Session(table, null, null, false)
                     : new Session(table, key, snapshot.RendezvousFor(key), true, Provisional: true);

@@ -191,6 +191,53 @@ public class BackendSelectionTests
         Assert.Equal(1, table.UnconfirmedPins);
     }
 
+    /// <summary>
+    /// A session whose cluster copy could not be read is pinned provisionally and keeps its backend
+    /// here; it stays provisional (losing to any pin of the cluster's) until the replicas have been
+    /// read since, and is a member's pin after. One pinned while a majority was out of sight is
+    /// confirmed by its first request once the majority is back and re-read.
+    /// </summary>
+    [Fact]
+    public async Task ProvisionalPins_KeepTheirBackend_LoseToTheClusters_AndAreConfirmedOnlyAfterAReread()
+    {
+        var settings = TestPools.Pool("affinity { mode = \"header:X-Session\", write = majority }\n" + TestPools.Backends(3));
+        var now = DateTimeOffset.FromUnixTimeSeconds(1_800_000_000);
+        var table = new AffinityTable(settings, new ScriptedStore(fail: false), () => now, new AffinityKey("0123456789abcdef-test-key"), TimeSpan.FromMilliseconds(200), TimeSpan.FromMilliseconds(200));
+        table.JoinedCluster();
+        var pool = new PoolHandle(TestPools.Snapshot(settings));
+        pool.PublishAffinity(table);
+        var hash = table.HashOf("slow")!.Value;
+
+        // A lookup a majority answered too slowly: pinned provisionally, where rendezvous puts it, every time.
+        now = now.AddSeconds(1);
+        var session = new SessionPin(table, "slow", provisional: true);
+        var backend = pool.Snapshot.RendezvousFor("slow")!;
+        await session.PinAsync(backend).WaitAsync(TimeSpan.FromSeconds(5));
+        for (var i = 0; i < 3; i++)
+        {
+            now = now.AddSeconds(1);
+            Assert.Equal(backend.Name, table.Find("slow"));
+            Assert.True(table.Cached(hash)!.Provisional, "a request confirmed a pin the cluster never acknowledged");
+        }
+        // The cluster's pin of the same session arrives by gossip and wins, counted as a move.
+        var clusters = pool.Snapshot.Backends.First(b => b.Name != backend.Name).Name;
+        Assert.True(table.Merge(hash, new AffinityEntry(clusters, now.AddMinutes(5), Established: true)));
+        Assert.Equal(clusters, table.Find("slow"));
+
+        // Out of sight of a majority: provisional; back in sight and re-read: confirmed by its next request.
+        table.MajorityInSight = false;
+        now = now.AddSeconds(1);
+        // The majority write is never confirmed here (the store is scripted): the pin is made at once all the same.
+        _ = table.Pin("partitioned", "b");
+        var partitioned = table.HashOf("partitioned")!.Value;
+        Assert.True(table.Cached(partitioned)!.Provisional);
+        now = now.AddSeconds(1);
+        table.MajorityInSight = true;
+        now = now.AddSeconds(1);
+        Assert.Equal("b", table.Find("partitioned"));
+        Assert.False(table.Cached(partitioned)!.Provisional);
+    }
+
     /// <summary>An affinity store that never confirms a majority write, or fails it as a stopping store does.</summary>
     private sealed class ScriptedStore(bool fail) : ICanTell
     {

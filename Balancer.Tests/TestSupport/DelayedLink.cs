@@ -6,11 +6,12 @@ namespace Balancer.Tests.TestSupport;
 /// <summary>
 /// Latency on one host's link without <c>tc netem</c> (which not every kernel has): the packets the
 /// host sends on the chosen TCP port (either end) are routed into a TUN device of its own, held
-/// here for the delay (± jitter, in order, as a slow link keeps them) and written back into the
-/// TUN device, from which the host forwards them onto its real interface. Its received packets
-/// are untouched, as netem on its interface would leave them. Made in the host's namespace by a
-/// thread of this process that enters it (setns); removed on dispose (route rules first, then the
-/// device, which goes with its file descriptor).
+/// here for the delay (± jitter) and written back into the TUN device, from which the host
+/// forwards them onto its real interface. Each packet is late by its own draw, so packets overtake
+/// each other now and then, as with netem's jitter. Its received packets are untouched, as netem
+/// on its interface would leave them. Made in the host's namespace by a thread of this process
+/// that enters it (setns); removed on dispose (route rules and table first, then the device, which
+/// goes with its file descriptor).
 /// </summary>
 internal sealed class DelayedLink : IAsyncDisposable
 {
@@ -27,11 +28,10 @@ internal sealed class DelayedLink : IAsyncDisposable
     private readonly TimeSpan _delay;
     private readonly TimeSpan _jitter;
     private readonly int _tun;
-    private readonly Queue<(long Due, byte[] Packet)> _held = new();
+    private readonly PriorityQueue<byte[], long> _held = new();
     private readonly Thread _reader;
     private readonly Thread _writer;
     private volatile bool _stopping;
-    private long _lastDue;
     private long _delayed;
 
     private DelayedLink(string ns, int port, TimeSpan delay, TimeSpan jitter, int tun)
@@ -86,6 +86,7 @@ internal sealed class DelayedLink : IAsyncDisposable
         {
             await TestNetwork.RunAsync(["ip", "netns", "exec", _namespace, "ip", "rule", "del", "pref", pref], check: false);
         }
+        await TestNetwork.RunAsync(["ip", "netns", "exec", _namespace, "ip", "route", "flush", "table", Table], check: false);
         _stopping = true;
         lock (_held)
         {
@@ -109,7 +110,8 @@ internal sealed class DelayedLink : IAsyncDisposable
                 problem = $"setns into {ns}: errno {Marshal.GetLastPInvokeError()}";
                 return;
             }
-            var tun = open("/dev/net/tun", 2 /* O_RDWR */);
+            // O_RDWR | O_CLOEXEC: the processes the tests start must not hold the device open.
+            var tun = open("/dev/net/tun", 0x2 | 0x80000);
             if (tun < 0)
             {
                 problem = $"open /dev/net/tun: errno {Marshal.GetLastPInvokeError()}";
@@ -143,6 +145,12 @@ internal sealed class DelayedLink : IAsyncDisposable
             {
                 continue;
             }
+            if ((poll.Returned & PollIn) == 0)
+            {
+                // POLLERR or POLLHUP: nothing to read; do not spin on it.
+                Thread.Sleep(10);
+                continue;
+            }
             var length = (int)read(_tun, buffer, buffer.Length);
             if (length <= 0)
             {
@@ -152,9 +160,7 @@ internal sealed class DelayedLink : IAsyncDisposable
             var due = Stopwatch.GetTimestamp() + (long)((_delay.TotalSeconds + spread) * Stopwatch.Frequency);
             lock (_held)
             {
-                // In order, as one link keeps them: never before the packet ahead.
-                _lastDue = Math.Max(_lastDue, due);
-                _held.Enqueue((_lastDue, buffer[..length]));
+                _held.Enqueue(buffer[..length], due);
                 Monitor.Pulse(_held);
             }
         }
@@ -167,18 +173,18 @@ internal sealed class DelayedLink : IAsyncDisposable
             byte[] packet;
             lock (_held)
             {
-                if (_held.Count == 0)
+                if (!_held.TryPeek(out _, out var due))
                 {
                     Monitor.Wait(_held, 100);
                     continue;
                 }
-                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), _held.Peek().Due);
+                var wait = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), due);
                 if (wait > TimeSpan.Zero)
                 {
                     Monitor.Wait(_held, wait);
                     continue;
                 }
-                packet = _held.Dequeue().Packet;
+                packet = _held.Dequeue();
             }
             write(_tun, packet, packet.Length);
             Interlocked.Increment(ref _delayed);
