@@ -35,6 +35,18 @@ public class NodeProcessTests
         .. sets,
     ]));
 
+    /// <summary>Node 1 in front of one backend process, "a" (b and c removed), once it is ready.</summary>
+    private static async Task<(NodeProcess Node, (NodeProcess Process, int Port) Backend)> StartNode1WithBackendAAsync(ProcessGroup cleanup)
+    {
+        var backend = await StartBackendAsync(cleanup, "a");
+        var node = StartNode1OnFreePorts(cleanup,
+            "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backend.Port}",
+            "--set", "balancer.pools.app.backends.b=null",
+            "--set", "balancer.pools.app.backends.c=null");
+        await node.WaitForOutputAsync(" ready", StartTimeout);
+        return (node, backend);
+    }
+
     [Fact]
     public async Task Run_Node1WithThreeBackendProcesses_RoundRobinTcpAndBackendDeath()
     {
@@ -151,12 +163,7 @@ public class NodeProcessTests
     public async Task Sigterm_StopsAccepting_LetsRequestsInFlightFinish_ThenExits()
     {
         await using var cleanup = new ProcessGroup();
-        var backend = await StartBackendAsync(cleanup, "a");
-        var node = StartNode1OnFreePorts(cleanup,
-            "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backend.Port}",
-            "--set", "balancer.pools.app.backends.b=null",
-            "--set", "balancer.pools.app.backends.c=null");
-        await node.WaitForOutputAsync(" ready", StartTimeout);
+        var (node, backend) = await StartNode1WithBackendAAsync(cleanup);
         var http = FrontendEndPoint(node.Output, "web-node1");
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(30) };
         await client.PostAsync($"http://127.0.0.1:{backend.Port}/control/slow?ms=7000", null);
@@ -194,12 +201,7 @@ public class NodeProcessTests
     public async Task Sigterm_UnderAStreamOfNewConnections_EveryConnectionMadeIsAnswered()
     {
         await using var cleanup = new ProcessGroup();
-        var backend = await StartBackendAsync(cleanup, "a");
-        var node = StartNode1OnFreePorts(cleanup,
-            "--set", $"balancer.pools.app.backends.a=127.0.0.1:{backend.Port}",
-            "--set", "balancer.pools.app.backends.b=null",
-            "--set", "balancer.pools.app.backends.c=null");
-        await node.WaitForOutputAsync(" ready", StartTimeout);
+        var (node, backend) = await StartNode1WithBackendAAsync(cleanup);
         var endPoints = new[] { FrontendEndPoint(node.Output, "web-node1"), FrontendEndPoint(node.Output, "raw-node1") };
         using var stop = new CancellationTokenSource();
         var answered = 0;
