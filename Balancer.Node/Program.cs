@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Balancer.Node;
 using Balancer.Node.Commands;
 
@@ -17,65 +18,49 @@ namespace Balancer.Node
     /// <summary>The <c>balancer</c> executable: one verb per command. Exit codes: 0 ok, 1 failed, 2 usage.</summary>
     internal static class BalancerCli
     {
-        private static readonly HashSet<string> Flags = new() { "help", "json", "keep-state", "logs" };
-
-        public static readonly string Usage = $"""
-            balancer {"{"}version{"}"} — a resilient load-balancer cluster on Akka.NET
-
-            usage:
-              {RunCommand.Usage}
-              {CheckConfigCommand.Usage}
-              {DemoCommand.Usage}
-              {BackendCommand.Usage}
-              {CtlCommand.Usage}
-              balancer version
-
-            ctl commands:
-            {CtlCommand.Palette}
-
-            `balancer` with no verb is `balancer run`.
-            """;
+        /// <summary>Every verb and option, as System.CommandLine parses, helps with and completes them.</summary>
+        public static RootCommand CreateRoot()
+        {
+            var root = new RootCommand("balancer — a resilient load-balancer cluster on Akka.NET. With no command: `balancer run`.");
+            // `balancer --config node1.conf` is `balancer run --config node1.conf`.
+            RunCommand.Configure(root);
+            root.Subcommands.Add(RunCommand.Configure(new Command("run", "Run one node in the foreground until Ctrl+C or SIGTERM.")));
+            root.Subcommands.Add(CheckConfigCommand.Create());
+            root.Subcommands.Add(DemoCommand.Create());
+            root.Subcommands.Add(BackendCommand.Create());
+            root.Subcommands.Add(CtlCommand.Create());
+            root.Subcommands.Add(CompletionCommand.Create());
+            var version = new Command("version", "Print the version.");
+            version.SetAction(parse => parse.InvocationConfiguration.Output.WriteLine(BalancerSettings.Version));
+            root.Subcommands.Add(version);
+            var help = new Command("help", "Print this help (like --help).") { Hidden = true };
+            help.SetAction(parse => root.Parse("--help").Invoke(parse.InvocationConfiguration));
+            root.Subcommands.Add(help);
+            return root;
+        }
 
         public static async Task<int> MainAsync(string[] args, TextWriter output, TextWriter error)
         {
-            var verb = args.Length > 0 && !args[0].StartsWith('-') ? args[0] : "run";
-            var rest = args.Length > 0 && !args[0].StartsWith('-') ? args[1..] : args;
+            var parse = CreateRoot().Parse(args);
+            if (parse.Errors.Count > 0 || CtlCommand.TargetProblem(parse) is not null)
+            {
+                return CliOptions.ReportParseErrors(parse, error, "balancer", CtlCommand.TargetProblem(parse));
+            }
             try
             {
-                var commandLine = new CommandLine(rest, Flags);
-                if (commandLine.Flag("help") || verb == "help")
-                {
-                    output.WriteLine(Usage.Replace("{version}", BalancerSettings.Version));
-                    return 0;
-                }
-                return verb switch
-                {
-                    "run" => await RunCommand.RunAsync(commandLine, output, error),
-                    "check-config" => CheckConfigCommand.Run(commandLine, output, error),
-                    "backend" => await BackendCommand.RunAsync(commandLine, output),
-                    "demo" => await DemoCommand.RunAsync(commandLine, output, error),
-                    "ctl" => await CtlCommand.RunAsync(commandLine, output, error),
-                    "version" => PrintVersion(output),
-                    _ => throw new UsageException($"unknown command \"{verb}\" (expected run, demo, ctl, check-config, backend or version)"),
-                };
+                return await parse.InvokeAsync(CliOptions.Invocation(output, error));
             }
             catch (UsageException e)
             {
                 error.WriteLine($"balancer: {e.Message}");
-                error.WriteLine("run `balancer help` for usage");
-                return 2;
+                error.WriteLine($"run `{CliOptions.CommandPath(parse.CommandResult)} --help` for usage");
+                return CliOptions.Usage;
             }
             catch (ConfigLoadException e)
             {
                 error.WriteLine($"balancer: {e.Message}");
-                return 1;
+                return CliOptions.Failed;
             }
-        }
-
-        private static int PrintVersion(TextWriter output)
-        {
-            output.WriteLine(BalancerSettings.Version);
-            return 0;
         }
     }
 }

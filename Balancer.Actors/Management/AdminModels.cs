@@ -53,7 +53,9 @@ public sealed record BackendView(
     long ResponseFailures,
     long Ejections,
     IReadOnlyDictionary<string, long> Responses,
-    string HealthReason)
+    string HealthReason,
+    IReadOnlyList<double> LatencyBoundsSeconds,
+    IReadOnlyList<long> LatencyHistogram)
 {
     internal static BackendView Of(Backend backend) => new(
         backend.Pool,
@@ -70,7 +72,9 @@ public sealed record BackendView(
         backend.Counters.ResponseFailures,
         backend.Counters.Ejections,
         Enumerable.Range(1, 5).ToDictionary(c => $"{c}xx", c => backend.Counters.Responses(c)),
-        backend.HealthReason);
+        backend.HealthReason,
+        BackendCounters.LatencyBoundsSeconds,
+        backend.Counters.LatencyHistogram());
 }
 
 /// <summary>One frontend as <c>GET /api/frontends</c> shows it.</summary>

@@ -62,6 +62,35 @@ public sealed class BackendCounters
         return cumulative;
     }
 
+    /// <summary>
+    /// The <paramref name="quantile"/> (0.5, 0.99) of the latencies answered between two readings of
+    /// <see cref="LatencyHistogram"/>, interpolated within its bucket as Prometheus'
+    /// histogram_quantile does; null when nothing was answered in between. Past the last bound it
+    /// is that bound.
+    /// </summary>
+    public static double? Quantile(double quantile, IReadOnlyList<long> then, IReadOnlyList<long> now)
+    {
+        var total = now[^1] - then[^1];
+        if (total <= 0)
+        {
+            return null;
+        }
+        var rank = quantile * total;
+        long below = 0;
+        for (var i = 0; i < LatencyBoundsSeconds.Length; i++)
+        {
+            var upTo = now[i] - then[i];
+            if (upTo >= rank)
+            {
+                var lower = i == 0 ? 0 : LatencyBoundsSeconds[i - 1];
+                var inBucket = upTo - below;
+                return inBucket <= 0 ? lower : lower + (LatencyBoundsSeconds[i] - lower) * (rank - below) / inBucket;
+            }
+            below = upTo;
+        }
+        return LatencyBoundsSeconds[^1];
+    }
+
     /// <summary>Sum of every observed upstream latency, in seconds.</summary>
     public double LatencySumSeconds => Volatile.Read(ref _latencySumMicros) / 1e6;
 

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Net;
 using System.Runtime.InteropServices;
 using Balancer.Node.Backend;
@@ -7,29 +8,32 @@ namespace Balancer.Node.Commands;
 /// <summary><c>balancer backend</c>: a demo/test HTTP backend in the foreground.</summary>
 internal static class BackendCommand
 {
-    public const string Usage = "balancer backend --port N [--name X] [--bind IP] [--latency MS] [--fail-rate P]";
-
-    public static async Task<int> RunAsync(CommandLine args, TextWriter output)
+    public static Command Create()
     {
-        var port = args.Int("port", -1, 0, 65535);
-        if (port < 0)
+        var port = CliOptions.WholeNumber("--port", "The port to listen on (0: any free port).", 0, 65535, fallback: null);
+        port.Required = true;
+        var name = new Option<string?>("--name") { Description = "The name it answers with (default backend-PORT).", HelpName = "X" };
+        var bind = new Option<IPAddress>("--bind") { Description = "The address to listen on.", HelpName = "IP", DefaultValueFactory = _ => IPAddress.Loopback };
+        bind.CustomParser = result =>
         {
-            throw new UsageException("backend needs --port N");
-        }
-        var name = args.One("name") ?? $"backend-{port}";
-        var bindText = args.One("bind") ?? "127.0.0.1";
-        if (!IPAddress.TryParse(bindText, out var bind))
-        {
-            throw new UsageException($"--bind expects an IP address, got \"{bindText}\"");
-        }
-        var latency = args.Int("latency", 0, 0, 600_000);
-        var failRate = args.Double("fail-rate", 0, 0, 1);
-        args.RejectUnknown();
-        if (args.Positional.Count > 0)
-        {
-            throw new UsageException($"unexpected argument \"{args.Positional[0]}\"");
-        }
+            var text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
+            if (IPAddress.TryParse(text, out var address))
+            {
+                return address;
+            }
+            result.AddError($"--bind expects an IP address, got \"{text}\"");
+            return IPAddress.Loopback;
+        };
+        var latency = CliOptions.WholeNumber("--latency", "Milliseconds added to every response.", 0, 600_000, 0);
+        var failRate = CliOptions.Number("--fail-rate", "The share of requests answered with 500 (0 to 1).", 0, 1, 0);
+        var command = new Command("backend", "Run a demo HTTP backend in the foreground (what `demo` starts).") { port, name, bind, latency, failRate };
+        command.SetAction((parse, _) => RunAsync(parse.GetValue(port), parse.GetValue(name), parse.GetValue(bind)!, parse.GetValue(latency), parse.GetValue(failRate), parse.InvocationConfiguration.Output));
+        return command;
+    }
 
+    private static async Task<int> RunAsync(int port, string? nameGiven, IPAddress bind, int latency, double failRate, TextWriter output)
+    {
+        var name = nameGiven ?? $"backend-{port}";
         await using var backend = new DemoBackend(name, new IPEndPoint(bind, port), latency, failRate);
         try
         {

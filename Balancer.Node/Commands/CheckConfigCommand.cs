@@ -1,20 +1,32 @@
+using System.CommandLine;
+
 namespace Balancer.Node.Commands;
 
 /// <summary><c>balancer check-config FILE...</c>: prints every problem, one per line; exit 1 if any.</summary>
 internal static class CheckConfigCommand
 {
-    public const string Usage = "balancer check-config FILE... [--set key=value]...";
-
-    public static int Run(CommandLine args, TextWriter output, TextWriter error)
+    /// <summary><c>--set key=value</c>, repeatable: a HOCON value that overrides the files (shared with <c>run</c>).</summary>
+    public static Option<string[]> SetOption() => new("--set")
     {
-        var sets = args.All("set");
-        args.RejectUnknown();
-        if (args.Positional.Count == 0)
-        {
-            throw new UsageException("check-config needs at least one FILE");
-        }
+        Description = "Override one key of the configuration (key=value, HOCON); repeatable.",
+        HelpName = "key=value",
+        AllowMultipleArgumentsPerToken = false,
+        DefaultValueFactory = _ => [],
+    };
+
+    public static Command Create()
+    {
+        var files = new Argument<string[]>("FILE") { Description = "HOCON files, each checked with the --set values.", Arity = ArgumentArity.OneOrMore };
+        var sets = SetOption();
+        var command = new Command("check-config", "Check configuration files: every problem on a line of its own; exit 1 if any.") { files, sets };
+        command.SetAction(parse => Run(parse.GetValue(files)!, parse.GetValue(sets)!, parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error));
+        return command;
+    }
+
+    private static int Run(IReadOnlyList<string> files, IReadOnlyList<string> sets, TextWriter output, TextWriter error)
+    {
         var failed = false;
-        foreach (var file in args.Positional)
+        foreach (var file in files)
         {
             var problems = Validate([file], sets);
             foreach (var problem in problems)

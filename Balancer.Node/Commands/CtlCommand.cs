@@ -1,3 +1,5 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Text.Json;
 using Balancer.Configuration;
 using Balancer.Node.Ctl;
@@ -7,7 +9,7 @@ namespace Balancer.Node.Commands;
 /// <summary>
 /// <c>balancer ctl</c>: the pbm-style client of a node's admin API. One command per invocation, or
 /// an interactive prompt when no command is given. Exit codes: 0 ok, 1 refused or node unreachable,
-/// 2 wrong arguments.
+/// 2 wrong arguments. The same command tree parses the command line and the prompt's lines.
 /// </summary>
 internal static class CtlCommand
 {
@@ -17,250 +19,253 @@ internal static class CtlCommand
     /// <summary>Read when --token is not given, so the token need not appear in shell history or ps.</summary>
     public const string TokenVariable = "BALANCER_ADMIN_TOKEN";
 
-    public static readonly string Usage = $"balancer ctl [HOST:PORT] [--token T] [--json] [COMMAND]   (default {DefaultTarget}; no COMMAND: interactive)";
+    /// <summary>The node a command talks to, and how it prints.</summary>
+    private sealed record Session(AdminClient Client, bool Json, bool OwnsClient);
 
-    public static readonly string Palette = $"""
-        cluster show                           members: address | roles | status | reachability | role
-        cluster leader                         the leader's address
-        cluster join ADDRESS                   make this node join the cluster at ADDRESS
-        cluster leave ADDRESS                  a member leaves the cluster gracefully
-        cluster down ADDRESS                   mark a member down (a dead node)
-        cluster down-unreachable               down every member this node sees unreachable
-        cluster tail                           stream membership and backend events (Ctrl+C stops)
-        cluster sbr                            the split-brain resolver's settings and last decisions
-        cluster sharding                       the probe shards and probes on each member
-        pools                                  pools with algorithm, health and traffic
-        backends [POOL]                        backends with health, admin state, weight and traffic
-        backend ready|drain|maint POOL/BACKEND set a backend's admin state on every node
-        backend weight POOL/BACKEND N          set a backend's weight ({BackendRules.WeightRange}) on every node
-        backend add POOL NAME HOST:PORT [W]    add a backend on every node
-        backend remove POOL/BACKEND            remove a backend on every node
-        affinity show POOL [KEY]               sessions of a pool, by hash (or one session: its key or hash:HEX)
-        affinity clear POOL [KEY]              forget every session of a pool (or one: its key or hash:HEX)
-        frontends                              frontends, their addresses and traffic
-        stats                                  responses, failures and retries per backend
-        actor hierarchy                        the node's actors under /user and /system
-        log peek [N]                           the node's last N log lines (50)
-        log level [debug|info|warning|error]   the node's log level, or set it
-        """;
-
-    public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
+    /// <summary>One running command: its arguments, node, output and cancellation.</summary>
+    private sealed record Call(ParseResult Parse, AdminClient Client, bool Json, TextWriter Output, CancellationToken Cancellation)
     {
-        var token = args.One("token") ?? Environment.GetEnvironmentVariable(TokenVariable);
-        var json = args.Flag("json");
-        var timeout = args.Int("timeout", 10, 1, 3600);
-        args.RejectUnknown();
-        var words = args.Positional.ToList();
-        var target = DefaultTarget;
-        if (words.Count > 0 && LooksLikeTarget(words[0]))
-        {
-            target = words[0];
-            words.RemoveAt(0);
-        }
-        using var client = new AdminClient(target, token, TimeSpan.FromSeconds(timeout));
-        if (words.Count == 0)
-        {
-            return await InteractiveAsync(client, json, output, error);
-        }
-        return await RunOneAsync(client, words, json, output, error);
-    }
+        public T Get<T>(Argument<T> argument) => Parse.GetValue(argument)!;
 
-    /// <summary>Runs one command; prints its result or a one-line reason.</summary>
-    public static async Task<int> RunOneAsync(AdminClient client, IReadOnlyList<string> words, bool json, TextWriter output, TextWriter error, CancellationToken cancellationToken = default)
-    {
-        try
+        /// <summary>Prints the node's answer: as JSON with --json, else for people.</summary>
+        public async Task Show(Func<CancellationToken, Task<JsonElement>> call, Action<JsonElement, TextWriter> human)
         {
-            await ExecuteAsync(client, words, json, output, cancellationToken);
-            return 0;
-        }
-        catch (UsageException e)
-        {
-            error.WriteLine($"balancer ctl: {e.Message}");
-            error.WriteLine($"usage: {Usage}; commands: `balancer ctl {client.Target} help`");
-            return 2;
-        }
-        catch (CtlException e)
-        {
-            error.WriteLine($"balancer ctl: {e.Message}");
-            return 1;
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            return 0;
-        }
-    }
-
-    private static async Task ExecuteAsync(AdminClient client, IReadOnlyList<string> w, bool json, TextWriter output, CancellationToken cancellationToken)
-    {
-        string Arg(int index, string what) => index < w.Count ? w[index] : throw new UsageException($"`{string.Join(' ', w.Take(index))}` needs {what}");
-        void NoMore(int count)
-        {
-            if (w.Count > count)
+            var result = await call(Cancellation);
+            if (Json)
             {
-                throw new UsageException($"unexpected argument \"{w[count]}\" after `{string.Join(' ', w.Take(count))}`");
-            }
-        }
-        async Task Print(Task<JsonElement> call, Action<JsonElement> human)
-        {
-            var result = await call;
-            if (json)
-            {
-                output.WriteLine(JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
+                Output.WriteLine(JsonSerializer.Serialize(result, new JsonSerializerOptions { WriteIndented = true }));
             }
             else
             {
-                human(result);
+                human(result, Output);
             }
         }
-        void Done(JsonElement result) => output.WriteLine(result.GetProperty("result").GetString());
 
-        switch (w[0])
+        /// <summary>A change's one-line result.</summary>
+        public Task Change(Func<CancellationToken, Task<JsonElement>> call) =>
+            Show(call, (result, output) => output.WriteLine(result.GetProperty("result").GetString()));
+    }
+
+    public static Command Create()
+    {
+        var target = new Argument<string?>("HOST:PORT") { Description = $"The node's admin API (default {DefaultTarget}).", Arity = ArgumentArity.ZeroOrOne };
+        var token = new Option<string?>("--token") { Description = $"The admin token (default: ${TokenVariable}).", HelpName = "T", Recursive = true };
+        var json = new Option<bool>("--json") { Description = "Print the admin API's JSON as it is.", Recursive = true };
+        var timeout = CliOptions.WholeNumber("--timeout", "Seconds to wait for the node.", 1, 3600, 10);
+        timeout.Recursive = true;
+        var ctl = new Command("ctl", "Manage a running cluster through a node's admin API; with no command, an interactive prompt.") { target, token, json, timeout };
+        Session Open(ParseResult parse) => new(
+            new AdminClient(parse.GetValue(target) ?? DefaultTarget, parse.GetValue(token) ?? Environment.GetEnvironmentVariable(TokenVariable), TimeSpan.FromSeconds(parse.GetValue(timeout))),
+            parse.GetValue(json),
+            OwnsClient: true);
+        AddCommands(ctl, Open);
+        ctl.SetAction(async (parse, _) =>
         {
-            case "help":
-                output.WriteLine(Palette);
-                return;
-            case "cluster":
-                switch (Arg(1, "show, leader, join, leave, down, down-unreachable, tail, sbr or sharding"))
+            var session = Open(parse);
+            using var client = session.Client;
+            return await InteractiveAsync(session, parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error);
+        });
+        return ctl;
+    }
+
+    /// <summary>
+    /// A word that is neither a ctl command nor HOST:PORT lands in the optional target: what it is
+    /// not, as the first line (System.CommandLine validates a parent's argument only when the parent
+    /// itself runs, so this is checked for every ctl command line).
+    /// </summary>
+    public static string? TargetProblem(ParseResult parse)
+    {
+        for (SymbolResult? result = parse.CommandResult; result is not null; result = result.Parent)
+        {
+            if (result is CommandResult { Command: { Name: "ctl" } ctl } && ctl.Arguments[0] is Argument<string?> target
+                && parse.GetResult(target) is { Tokens: [var token] } && !LooksLikeTarget(token.Value))
+            {
+                var word = token.Value;
+                if (word.StartsWith('-'))
                 {
-                    case "sbr":
-                        NoMore(2);
-                        await Print(client.GetAsync("api/cluster/sbr", cancellationToken), r => CtlOutput.SplitBrainResolver(r, output));
-                        return;
-                    case "sharding":
-                        NoMore(2);
-                        await Print(client.GetAsync("api/cluster/sharding", cancellationToken), r => CtlOutput.Sharding(r, output));
-                        return;
-                    case "show":
-                        NoMore(2);
-                        await Print(client.GetAsync("api/cluster", cancellationToken), c => CtlOutput.Cluster(c, output));
-                        return;
-                    case "leader":
-                        NoMore(2);
-                        await Print(client.GetAsync("api/cluster", cancellationToken), c => output.WriteLine(c.GetProperty("leader").GetString() ?? "(no leader)"));
-                        return;
-                    case "join" or "leave" or "down":
-                        var address = Arg(2, "a member ADDRESS (akka.tcp://balancer@HOST:PORT)");
-                        NoMore(3);
-                        await Print(client.PostAsync($"api/cluster/{w[1]}", new { address }, cancellationToken), Done);
-                        return;
-                    case "down-unreachable":
-                        NoMore(2);
-                        await Print(client.PostAsync("api/cluster/down-unreachable", null, cancellationToken), Done);
-                        return;
-                    case "tail":
-                        NoMore(2);
-                        await client.TailAsync(e => output.WriteLine(json ? e.GetRawText() : CtlOutput.Event(e)), cancellationToken);
-                        return;
-                    default:
-                        throw new UsageException($"unknown cluster command \"{w[1]}\" (show, leader, join, leave, down, down-unreachable, tail, sbr, sharding)");
+                    var option = SettingsReader.Nearest(word.TrimStart('-'), ctl.Options.Select(o => o.Name.TrimStart('-')));
+                    return $"unknown option {word}{(option is null ? "" : $"; did you mean `--{option}`?")}";
                 }
-            case "pools":
-                NoMore(1);
-                await Print(client.GetAsync("api/pools", cancellationToken), p => CtlOutput.Pools(p, output));
-                return;
-            case "backends":
-                NoMore(2);
-                await Print(BackendsAsync(client, w.Count > 1 ? w[1] : null, cancellationToken), b => CtlOutput.Backends(b, output));
-                return;
-            case "backend":
-                var verb = Arg(1, "ready, drain, maint, weight, add or remove");
-                switch (verb)
-                {
-                    case "ready" or "drain" or "maint":
-                    {
-                        var (pool, backend) = PoolBackend(Arg(2, "POOL/BACKEND"));
-                        NoMore(3);
-                        await Print(client.PostAsync($"api/pools/{pool}/backends/{backend}/state", new { state = verb }, cancellationToken), Done);
-                        return;
-                    }
-                    case "weight":
-                    {
-                        var (pool, backend) = PoolBackend(Arg(2, "POOL/BACKEND"));
-                        var text = Arg(3, $"a weight {BackendRules.WeightRange}");
-                        NoMore(4);
-                        var weight = Weight(text);
-                        await Print(client.PostAsync($"api/pools/{pool}/backends/{backend}/weight", new { weight }, cancellationToken), Done);
-                        return;
-                    }
-                    case "add":
-                    {
-                        var pool = Uri.EscapeDataString(Arg(2, "POOL"));
-                        var name = Uri.EscapeDataString(Arg(3, "a backend NAME"));
-                        var address = Arg(4, "HOST:PORT");
-                        // No weight given: the pool's backend-defaults.weight, decided by the node.
-                        int? weight = w.Count > 5 ? Weight(w[5]) : null;
-                        NoMore(6);
-                        await Print(client.PostAsync($"api/pools/{pool}/backends/{name}", new { address, weight }, cancellationToken), Done);
-                        return;
-                    }
-                    case "remove":
-                    {
-                        var (pool, backend) = PoolBackend(Arg(2, "POOL/BACKEND"));
-                        NoMore(3);
-                        await Print(client.DeleteAsync($"api/pools/{pool}/backends/{backend}", cancellationToken), Done);
-                        return;
-                    }
-                    default:
-                        throw new UsageException($"unknown backend command \"{verb}\" (ready, drain, maint, weight, add, remove)");
-                }
-            case "affinity":
-                var action = Arg(1, "show or clear");
-                var affinityPool = Uri.EscapeDataString(Arg(2, "POOL"));
-                NoMore(4);
-                var key = w.Count > 3 ? "/" + Uri.EscapeDataString(w[3]) : "";
-                switch (action)
-                {
-                    case "show":
-                        await Print(client.GetAsync($"api/pools/{affinityPool}/affinity{key}", cancellationToken), a => CtlOutput.Affinity(a, output));
-                        return;
-                    case "clear":
-                        await Print(client.DeleteAsync($"api/pools/{affinityPool}/affinity{key}", cancellationToken), Done);
-                        return;
-                    default:
-                        throw new UsageException($"unknown affinity command \"{action}\" (show, clear)");
-                }
-            case "frontends":
-                NoMore(1);
-                await Print(client.GetAsync("api/frontends", cancellationToken), f => CtlOutput.Frontends(f, output));
-                return;
-            case "stats":
-                NoMore(1);
-                await Print(BackendsAsync(client, null, cancellationToken), b => CtlOutput.Stats(b, output));
-                return;
-            case "actor":
-                if (Arg(1, "hierarchy") != "hierarchy")
-                {
-                    throw new UsageException($"unknown actor command \"{w[1]}\" (hierarchy)");
-                }
-                NoMore(2);
-                await Print(client.GetAsync("api/actors", cancellationToken), a => CtlOutput.Actors(a, output));
-                return;
-            case "log":
-                switch (Arg(1, "peek or level"))
-                {
-                    case "peek":
-                    {
-                        var lines = w.Count > 2 ? LineCount(w[2]) : 50;
-                        NoMore(3);
-                        await Print(client.GetAsync($"api/log?lines={lines}", cancellationToken), l => CtlOutput.Log(l, output));
-                        return;
-                    }
-                    case "level" when w.Count == 2:
-                        await Print(client.GetAsync("api/log?lines=1", cancellationToken), l => output.WriteLine(l.GetProperty("level").GetString()));
-                        return;
-                    case "level":
-                    {
-                        var level = w[2];
-                        NoMore(3);
-                        await Print(client.PostAsync("api/log/level", new { level }, cancellationToken), Done);
-                        return;
-                    }
-                    default:
-                        throw new UsageException($"unknown log command \"{w[1]}\" (peek, level)");
-                }
-            default:
-                throw new UsageException($"unknown command \"{w[0]}\" (cluster, pools, backends, backend, affinity, frontends, stats, actor, log, help)");
+                var nearest = SettingsReader.Nearest(word, ctl.Subcommands.Select(c => c.Name));
+                return $"unknown command \"{word}\" (expected HOST:PORT or one of {string.Join(", ", ctl.Subcommands.Select(c => c.Name))}){(nearest is null ? "" : $"; did you mean `{nearest}`?")}";
+            }
         }
+        return null;
+    }
+
+    /// <summary>Every ctl command under <paramref name="parent"/>; <paramref name="open"/> gives each run its node.</summary>
+    private static void AddCommands(Command parent, Func<ParseResult, Session> open)
+    {
+        Command Leaf(string name, string description, Func<Call, Task> body, params Argument[] arguments)
+        {
+            var command = new Command(name, description);
+            foreach (var argument in arguments)
+            {
+                command.Arguments.Add(argument);
+            }
+            command.SetAction(async (parse, cancellationToken) =>
+            {
+                var session = open(parse);
+                var error = parse.InvocationConfiguration.Error;
+                try
+                {
+                    await body(new Call(parse, session.Client, session.Json, parse.InvocationConfiguration.Output, cancellationToken));
+                    return 0;
+                }
+                catch (UsageException e)
+                {
+                    error.WriteLine($"balancer ctl: {e.Message}");
+                    return CliOptions.Usage;
+                }
+                catch (CtlException e)
+                {
+                    error.WriteLine($"balancer ctl: {e.Message}");
+                    return CliOptions.Failed;
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    return 0;
+                }
+                finally
+                {
+                    if (session.OwnsClient)
+                    {
+                        session.Client.Dispose();
+                    }
+                }
+            });
+            return command;
+        }
+        Command Group(string name, string description, params Command[] commands)
+        {
+            var group = new Command(name, description);
+            foreach (var command in commands)
+            {
+                group.Subcommands.Add(command);
+            }
+            return group;
+        }
+        Argument<string> Address() => new("ADDRESS") { Description = "A member's address, akka.tcp://balancer@HOST:PORT." };
+        Argument<(string Pool, string Backend)> Backend()
+        {
+            var argument = new Argument<(string Pool, string Backend)>("POOL/BACKEND") { Description = "A backend of a pool, e.g. app/b." };
+            argument.CustomParser = result => PoolBackend(result);
+            return argument;
+        }
+        Argument<int> Weight(int arity)
+        {
+            var argument = new Argument<int>("WEIGHT") { Description = $"A weight {BackendRules.WeightRange}." };
+            if (arity == 0)
+            {
+                argument.Arity = ArgumentArity.ZeroOrOne;
+                argument.DefaultValueFactory = _ => -1;
+            }
+            argument.CustomParser = result =>
+            {
+                var text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
+                if (int.TryParse(text, out var weight) && BackendRules.IsValidWeight(weight))
+                {
+                    return weight;
+                }
+                result.AddError($"weight must be a whole number {BackendRules.WeightRange}, got \"{text}\"");
+                return 0;
+            };
+            return argument;
+        }
+        Argument<string> Pool() => new("POOL") { Description = "A pool's name." };
+        Argument<string?> Key() => new("KEY") { Description = "One session: its key, or hash:HEX as listed.", Arity = ArgumentArity.ZeroOrOne };
+
+        var join = Address();
+        var leave = Address();
+        var down = Address();
+        parent.Subcommands.Add(Group("cluster", "Membership: show, leader, join, leave, down, down-unreachable, tail, sbr, sharding.",
+            Leaf("show", "Members: address, roles, status, reachability, duty.", c => c.Show(t => c.Client.GetAsync("api/cluster", t), CtlOutput.Cluster)),
+            Leaf("leader", "The leader's address.", c => c.Show(t => c.Client.GetAsync("api/cluster", t), (r, o) => o.WriteLine(r.GetProperty("leader").GetString() ?? "(no leader)"))),
+            Leaf("join", "Make this node join the cluster at ADDRESS.", c => c.Change(t => c.Client.PostAsync("api/cluster/join", new { address = c.Get(join) }, t)), join),
+            Leaf("leave", "A member leaves the cluster gracefully.", c => c.Change(t => c.Client.PostAsync("api/cluster/leave", new { address = c.Get(leave) }, t)), leave),
+            Leaf("down", "Mark a member down (a dead node).", c => c.Change(t => c.Client.PostAsync("api/cluster/down", new { address = c.Get(down) }, t)), down),
+            Leaf("down-unreachable", "Down every member this node sees unreachable.", c => c.Change(t => c.Client.PostAsync("api/cluster/down-unreachable", null, t))),
+            Leaf("tail", "Stream membership and backend events (Ctrl+C stops).", c => c.Client.TailAsync(e => CtlOutput.Event(e, c.Json, c.Output), c.Cancellation)),
+            Leaf("sbr", "The split-brain resolver's settings and last decisions.", c => c.Show(t => c.Client.GetAsync("api/cluster/sbr", t), CtlOutput.SplitBrainResolver)),
+            Leaf("sharding", "The probe shards and probes on each member.", c => c.Show(t => c.Client.GetAsync("api/cluster/sharding", t), CtlOutput.Sharding))));
+
+        parent.Subcommands.Add(Leaf("pools", "Pools with algorithm, health and traffic.", c => c.Show(t => c.Client.GetAsync("api/pools", t), CtlOutput.Pools)));
+        var backendsPool = new Argument<string?>("POOL") { Description = "Only this pool's backends.", Arity = ArgumentArity.ZeroOrOne };
+        parent.Subcommands.Add(Leaf("backends", "Backends with health, admin state, weight and traffic.",
+            c => c.Show(t => BackendsAsync(c.Client, c.Parse.GetValue(backendsPool), t), CtlOutput.Backends), backendsPool));
+
+        Command State(string state, string description)
+        {
+            var backend = Backend();
+            return Leaf(state, description, c => c.Change(t => c.Client.PostAsync($"api/pools/{c.Get(backend).Pool}/backends/{c.Get(backend).Backend}/state", new { state }, t)), backend);
+        }
+        var weighted = Backend();
+        var weight = Weight(1);
+        var addPool = Pool();
+        var addName = new Argument<string>("NAME") { Description = "The new backend's name." };
+        var addAddress = new Argument<string>("HOST:PORT") { Description = "Where it listens." };
+        var addWeight = Weight(0);
+        var removed = Backend();
+        parent.Subcommands.Add(Group("backend", "Change a backend on every node: ready, drain, maint, weight, add, remove.",
+            State("ready", "Take new connections and sessions."),
+            State("drain", "Keep existing sessions, take no new ones."),
+            State("maint", "Out of rotation: sessions move."),
+            Leaf("weight", $"Set a backend's weight ({BackendRules.WeightRange}).",
+                c => c.Change(t => c.Client.PostAsync($"api/pools/{c.Get(weighted).Pool}/backends/{c.Get(weighted).Backend}/weight", new { weight = c.Get(weight) }, t)), weighted, weight),
+            // No weight given: the pool's backend-defaults.weight, decided by the node.
+            Leaf("add", "Add a backend to a pool.",
+                c => c.Change(t => c.Client.PostAsync($"api/pools/{Uri.EscapeDataString(c.Get(addPool))}/backends/{Uri.EscapeDataString(c.Get(addName))}",
+                    new { address = c.Get(addAddress), weight = c.Get(addWeight) is >= 0 and var w ? w : (int?)null }, t)), addPool, addName, addAddress, addWeight),
+            Leaf("remove", "Remove a backend.", c => c.Change(t => c.Client.DeleteAsync($"api/pools/{c.Get(removed).Pool}/backends/{c.Get(removed).Backend}", t)), removed)));
+
+        var showPool = Pool();
+        var showKey = Key();
+        var clearPool = Pool();
+        var clearKey = Key();
+        static string KeyPath(string? key) => key is null ? "" : "/" + Uri.EscapeDataString(key);
+        parent.Subcommands.Add(Group("affinity", "Sessions of a pool: show, clear.",
+            Leaf("show", "Sessions of a pool, by hash (or one session).",
+                c => c.Show(t => c.Client.GetAsync($"api/pools/{Uri.EscapeDataString(c.Get(showPool))}/affinity{KeyPath(c.Parse.GetValue(showKey))}", t), CtlOutput.Affinity), showPool, showKey),
+            Leaf("clear", "Forget every session of a pool (or one) on every node.",
+                c => c.Change(t => c.Client.DeleteAsync($"api/pools/{Uri.EscapeDataString(c.Get(clearPool))}/affinity{KeyPath(c.Parse.GetValue(clearKey))}", t)), clearPool, clearKey)));
+
+        parent.Subcommands.Add(Leaf("frontends", "Frontends, their addresses and traffic.", c => c.Show(t => c.Client.GetAsync("api/frontends", t), CtlOutput.Frontends)));
+        parent.Subcommands.Add(Leaf("stats", "Responses, failures and retries per backend.", c => c.Show(t => BackendsAsync(c.Client, null, t), CtlOutput.Stats)));
+        parent.Subcommands.Add(Leaf("top", "A live view of every backend's traffic, refreshed every second; keys drain or ready the selected one.",
+            c => TopView.RunAsync(c.Client, c.Output, c.Cancellation)));
+        parent.Subcommands.Add(Group("actor", "The node's actors.",
+            Leaf("hierarchy", "The node's actors under /user and /system.", c => c.Show(t => c.Client.GetAsync("api/actors", t), CtlOutput.Actors))));
+
+        var lines = CliOptions.WholeNumberArgument("N", "How many lines (1-1000).", 1, 1000, 50);
+        var level = new Argument<string?>("LEVEL") { Description = "The level to set.", Arity = ArgumentArity.ZeroOrOne };
+        level.AcceptOnlyFromAmong("debug", "info", "warning", "error");
+        parent.Subcommands.Add(Group("log", "The node's log: peek, level.",
+            Leaf("peek", "The node's last N log lines.", c => c.Show(t => c.Client.GetAsync($"api/log?lines={c.Get(lines)}", t), CtlOutput.Log), lines),
+            Leaf("level", "The node's log level, or set it.", c => c.Parse.GetValue(level) is { } wanted
+                ? c.Change(t => c.Client.PostAsync("api/log/level", new { level = wanted }, t))
+                : c.Show(t => c.Client.GetAsync("api/log?lines=1", t), (l, o) => o.WriteLine(l.GetProperty("level").GetString())), level)));
+    }
+
+    /// <summary>Every command of the tree under <paramref name="parent"/> with its arguments and description, one per line: the prompt's `help`.</summary>
+    public static string Palette(Command parent)
+    {
+        var rows = new List<(string Usage, string Description)>();
+        void Walk(Command command, string path)
+        {
+            if (command.Subcommands.Count == 0)
+            {
+                var arguments = command.Arguments.Select(a => a.Arity.MinimumNumberOfValues == 0 ? $"[{a.Name}]" : a.Name);
+                rows.Add((string.Join(' ', new[] { path }.Concat(arguments)), command.Description ?? ""));
+                return;
+            }
+            foreach (var sub in command.Subcommands.Where(s => !s.Hidden))
+            {
+                Walk(sub, path.Length == 0 ? sub.Name : $"{path} {sub.Name}");
+            }
+        }
+        Walk(parent, "");
+        var width = rows.Max(r => r.Usage.Length) + 3;
+        return string.Join(Environment.NewLine, rows.Select(r => r.Usage.PadRight(width) + r.Description));
     }
 
     /// <summary>The backends of <paramref name="pool"/>, or of every pool, as one JSON array.</summary>
@@ -277,22 +282,15 @@ internal static class CtlCommand
         return JsonSerializer.SerializeToElement(all);
     }
 
-    private static int LineCount(string text) =>
-        int.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var count) && count is >= 1 and <= 1000
-            ? count
-            : throw new UsageException($"log peek: expected a number of lines from 1 to 1000, got \"{text}\"");
-
-    private static int Weight(string text) =>
-        int.TryParse(text, out var weight) && BackendRules.IsValidWeight(weight)
-            ? weight
-            : throw new UsageException($"weight must be a whole number {BackendRules.WeightRange}, got \"{text}\"");
-
-    private static (string Pool, string Backend) PoolBackend(string text)
+    /// <summary>"app/b" as the escaped pool and backend of a path.</summary>
+    private static (string Pool, string Backend) PoolBackend(ArgumentResult result)
     {
+        var text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
         var slash = text.IndexOf('/');
         if (slash <= 0 || slash == text.Length - 1 || text.IndexOf('/', slash + 1) >= 0)
         {
-            throw new UsageException($"expected POOL/BACKEND (e.g. app/b), got \"{text}\"");
+            result.AddError($"expected POOL/BACKEND (e.g. app/b), got \"{text}\"");
+            return ("", "");
         }
         return (Uri.EscapeDataString(text[..slash]), Uri.EscapeDataString(text[(slash + 1)..]));
     }
@@ -303,9 +301,11 @@ internal static class CtlCommand
         return colon > 0 && int.TryParse(word[(colon + 1)..], out var port) && port is > 0 and < 65536;
     }
 
-    /// <summary>The pbm-like prompt: one command per line, `help`, `history`, `exit`; Ctrl+C stops a running `cluster tail`.</summary>
-    private static async Task<int> InteractiveAsync(AdminClient client, bool json, TextWriter output, TextWriter error)
+    /// <summary>The pbm-like prompt: one command per line, `help`, `history`, `exit`; Ctrl+C stops a running `cluster tail` or `top`.</summary>
+    private static async Task<int> InteractiveAsync(Session session, TextWriter output, TextWriter error)
     {
+        var prompt = new RootCommand($"balancer ctl connected to {session.Client.Target}");
+        AddCommands(prompt, _ => session with { OwnsClient = false });
         var history = new List<string>();
         var historyFile = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".balancer_history");
         try
@@ -318,7 +318,7 @@ internal static class CtlCommand
         catch (IOException)
         {
         }
-        output.WriteLine($"balancer ctl connected to {client.Target}; `help` lists commands, `exit` leaves");
+        output.WriteLine($"balancer ctl connected to {session.Client.Target}; `help` lists commands, `exit` leaves");
         CancellationTokenSource? running = null;
         Console.CancelKeyPress += (_, e) =>
         {
@@ -330,7 +330,7 @@ internal static class CtlCommand
         };
         while (true)
         {
-            output.Write($"[{client.Target}] balancer> ");
+            output.Write($"[{session.Client.Target}] balancer> ");
             var line = Console.In.ReadLine();
             if (line is null)
             {
@@ -345,6 +345,11 @@ internal static class CtlCommand
             if (line is "exit" or "quit")
             {
                 return 0;
+            }
+            if (line == "help")
+            {
+                output.WriteLine(Palette(prompt));
+                continue;
             }
             if (line == "history")
             {
@@ -367,8 +372,14 @@ internal static class CtlCommand
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
             }
+            var parse = prompt.Parse(line);
+            if (parse.Errors.Count > 0)
+            {
+                CliOptions.ReportParseErrors(parse, error, "balancer ctl");
+                continue;
+            }
             running = new CancellationTokenSource();
-            await RunOneAsync(client, line.Split(' ', StringSplitOptions.RemoveEmptyEntries), json, output, error, running.Token);
+            await parse.InvokeAsync(CliOptions.Invocation(output, error), running.Token);
             running.Dispose();
             running = null;
         }

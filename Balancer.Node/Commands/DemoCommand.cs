@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Balancer.Node.Demo;
@@ -12,46 +13,59 @@ namespace Balancer.Node.Commands;
 /// </summary>
 internal static class DemoCommand
 {
-    public const string Usage = "balancer demo [--nodes 1..9] [--backends 1..9] [--mode active-active|active-passive] [--chaos INTERVAL [--kills N]] [--hocon DIR] [--logs] [--keep-state]";
-
     private static readonly TimeSpan ReadyTimeout = TimeSpan.FromSeconds(60);
 
     /// <summary>How long a child may take to stop after SIGTERM: a node leaves the cluster first.</summary>
     private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(20);
 
-    public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
+    public static Command Create()
     {
-        var nodes = args.Int("nodes", 3, 1, 9);
-        var backendCount = args.Int("backends", 3, 1, 9);
-        var mode = args.One("mode") ?? "active-active";
-        if (mode is not ("active-active" or "active-passive"))
+        var nodes = CliOptions.WholeNumber("--nodes", "How many nodes (1-9).", 1, 9, 3);
+        var backends = CliOptions.WholeNumber("--backends", "How many demo backends (1-9), on 127.0.0.1:9001 and up.", 1, 9, 3);
+        var mode = new Option<string>("--mode") { Description = "How the nodes share the frontends.", DefaultValueFactory = _ => "active-active" };
+        mode.AcceptOnlyFromAmong("active-active", "active-passive");
+        var chaos = new Option<TimeSpan?>("--chaos") { Description = "Kill a node every INTERVAL (20s, 500ms, 1m) under a load of sticky sessions.", HelpName = "INTERVAL" };
+        chaos.CustomParser = result =>
         {
-            throw new UsageException($"--mode expects active-active or active-passive, got \"{mode}\"");
-        }
-        var chaosText = args.One("chaos");
-        TimeSpan? chaos = null;
-        if (chaosText is not null)
-        {
-            chaos = ParseInterval(chaosText);
-            if (nodes < 3)
+            try
             {
-                throw new UsageException("--chaos needs --nodes 3 or more: killing one of fewer nodes leaves no majority");
+                return ParseInterval(result.Tokens.Count == 1 ? result.Tokens[0].Value : "");
             }
-        }
-        var kills = args.Int("kills", 0, 0, 1_000_000);
-        if (kills > 0 && chaos is null)
+            catch (UsageException e)
+            {
+                result.AddError(e.Message);
+                return null;
+            }
+        };
+        var kills = CliOptions.WholeNumber("--kills", "With --chaos: stop after N kills (0: until Ctrl+C).", 0, 1_000_000, 0);
+        var hocon = new Option<string?>("--hocon") { Description = "The directory of node1.conf..node3.conf (default: the repository's hocon/).", HelpName = "DIR" };
+        var logs = new Option<bool>("--logs") { Description = "Interleave the children's logs on the console." };
+        var keepState = new Option<bool>("--keep-state") { Description = "Keep the last run's durable state (drains, weights, sessions)." };
+        var command = new Command("demo", "Run demo backends and a cluster of nodes, each its own process, in the foreground.")
         {
-            throw new UsageException("--kills goes with --chaos INTERVAL");
-        }
-        var hocon = args.One("hocon") ?? FindHoconDirectory()
+            nodes, backends, mode, chaos, kills, hocon, logs, keepState,
+        };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(chaos) is not null && result.GetValue(nodes) < 3)
+            {
+                result.AddError("--chaos needs --nodes 3 or more: killing one of fewer nodes leaves no majority");
+            }
+            if (result.GetValue(kills) > 0 && result.GetValue(chaos) is null)
+            {
+                result.AddError("--kills goes with --chaos INTERVAL");
+            }
+        });
+        command.SetAction((parse, _) => RunAsync(
+            parse.GetValue(nodes), parse.GetValue(backends), parse.GetValue(mode)!, parse.GetValue(chaos), parse.GetValue(kills),
+            parse.GetValue(hocon), parse.GetValue(logs), parse.GetValue(keepState), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(int nodes, int backendCount, string mode, TimeSpan? chaos, int kills, string? hoconGiven, bool interleaveLogs, bool keepState, TextWriter output, TextWriter error)
+    {
+        var hocon = hoconGiven ?? FindHoconDirectory()
             ?? throw new UsageException("cannot find the hocon/ directory (run from the repository or pass --hocon DIR)");
-        var interleaveLogs = args.Flag("logs");
-        var keepState = args.Flag("keep-state");
-        args.RejectUnknown();
-        if (args.Positional.Count > 0)
-        {
-            throw new UsageException($"unexpected argument \"{args.Positional[0]}\"");
-        }
         for (var i = 1; i <= Math.Min(nodes, 3); i++)
         {
             if (!File.Exists(Path.Combine(hocon, $"node{i}.conf")))

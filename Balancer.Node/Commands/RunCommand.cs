@@ -1,3 +1,4 @@
+using System.CommandLine;
 using Akka.Event;
 using System.Runtime.InteropServices;
 using Akka.Actor;
@@ -8,7 +9,21 @@ namespace Balancer.Node.Commands;
 /// <summary><c>balancer run</c>: one node in the foreground until Ctrl+C or SIGTERM.</summary>
 internal static class RunCommand
 {
-    public const string Usage = "balancer run [--config FILE]... [--set key=value]...";
+    /// <summary>Adds run's options and action to <paramref name="command"/> (`run`, and the root: `balancer` alone runs a node).</summary>
+    public static Command Configure(Command command)
+    {
+        var files = new Option<string[]>("--config")
+        {
+            Description = "A HOCON file of the node's configuration; repeatable, later files win. None: the defaults.",
+            HelpName = "FILE",
+            DefaultValueFactory = _ => [],
+        };
+        var sets = CheckConfigCommand.SetOption();
+        command.Options.Add(files);
+        command.Options.Add(sets);
+        command.SetAction((parse, _) => RunAsync(parse.GetValue(files)!, parse.GetValue(sets)!, parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error));
+        return command;
+    }
 
     private static void WarnWhenClusterTrafficIsOpen(ActorSystem system, Akka.Configuration.Config config)
     {
@@ -44,16 +59,8 @@ internal static class RunCommand
         return problems;
     }
 
-    public static async Task<int> RunAsync(CommandLine args, TextWriter output, TextWriter error)
+    private static async Task<int> RunAsync(IReadOnlyList<string> files, IReadOnlyList<string> sets, TextWriter output, TextWriter error)
     {
-        var files = args.All("config");
-        var sets = args.All("set");
-        args.RejectUnknown();
-        if (args.Positional.Count > 0)
-        {
-            throw new UsageException($"unexpected argument \"{args.Positional[0]}\" (config files go after --config)");
-        }
-
         var problems = CheckConfigCommand.Validate(files, sets);
         if (problems.Count > 0)
         {

@@ -178,6 +178,23 @@ internal static class CtlOutput
         }
     }
 
-    public static string Event(JsonElement notable) =>
-        $"{notable.GetProperty("at").GetDateTimeOffset().ToLocalTime():HH:mm:ss.fff}  {notable.GetProperty("kind").GetString(),-20} {notable.GetProperty("text").GetString()}";
+    /// <summary>One event of `cluster tail`: raw JSON with --json, colored by severity on a terminal, else a plain line.</summary>
+    public static void Event(JsonElement notable, bool json, TextWriter output)
+    {
+        if (json)
+        {
+            output.WriteLine(notable.GetRawText());
+            return;
+        }
+        var kind = notable.GetProperty("kind").GetString() ?? "";
+        var line = $"{notable.GetProperty("at").GetDateTimeOffset().ToLocalTime():HH:mm:ss.fff}  {kind,-20} {notable.GetProperty("text").GetString()}";
+        if (Terminal.For(output) is { } console)
+        {
+            console.Write(new Spectre.Console.Text(line + Environment.NewLine, new Spectre.Console.Style(Terminal.ColorOfEvent(kind))));
+        }
+        else
+        {
+            output.WriteLine(line);
+        }
+    }
 }

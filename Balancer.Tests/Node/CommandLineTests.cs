@@ -98,45 +98,115 @@ public class CommandLineTests : IDisposable
     }
 
     [Theory]
-    [InlineData(new[] { "frobnicate" }, "balancer: unknown command \"frobnicate\" (expected run, demo, ctl, check-config, backend or version)")]
-    [InlineData(new[] { "run", "--confg", "x.conf" }, "balancer: unknown option --confg")]
-    [InlineData(new[] { "run", "--config" }, "balancer: option --config needs a value")]
+    [InlineData(new[] { "frobnicate" }, "balancer: Unrecognized command or argument 'frobnicate'.")]
+    [InlineData(new[] { "run", "--confg", "x.conf" }, "balancer: Unrecognized command or argument '--confg'.")]
+    [InlineData(new[] { "run", "--config" }, "balancer: Required argument missing for option: '--config'.")]
     [InlineData(new[] { "backend", "--port", "99999" }, "balancer: --port expects a whole number from 0 to 65535, got \"99999\"")]
-    [InlineData(new[] { "backend" }, "balancer: backend needs --port N")]
+    [InlineData(new[] { "backend" }, "balancer: Option '--port' is required.")]
     [InlineData(new[] { "backend", "--port", "1", "--fail-rate", "2" }, "balancer: --fail-rate expects a number from 0 to 1, got \"2\"")]
-    [InlineData(new[] { "check-config" }, "balancer: check-config needs at least one FILE")]
-    public async Task BadArguments_ExitTwoWithOneLineReason(string[] args, string expected)
+    [InlineData(new[] { "check-config" }, "balancer: Required argument missing for command: 'check-config'.")]
+    [InlineData(new[] { "demo", "--kills", "3" }, "balancer: --kills goes with --chaos INTERVAL")]
+    [InlineData(new[] { "demo", "--mode", "active-pasive" }, "balancer: Argument 'active-pasive' not recognized. Must be one of:")]
+    [InlineData(new[] { "completion", "fish" }, "balancer: Argument 'fish' not recognized. Must be one of:")]
+    public async Task BadArguments_ExitTwoWithTheReasonFirstAndWhereHelpIs(string[] args, string expected)
     {
-        var (code, _, error) = await RunAsync(args);
+        var (code, output, error) = await RunAsync(args);
         Assert.Equal(2, code);
-        Assert.Equal(expected, error.Split('\n')[0]);
+        Assert.Equal("", output);
+        var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.StartsWith(expected, lines[0]);
+        Assert.StartsWith("run `balancer", lines[^1]);
+        Assert.EndsWith("--help` for usage", lines[^1]);
     }
 
     [Fact]
-    public async Task Help_ListsEveryCommand()
+    public async Task MisspeltVerbOrOption_SuggestsTheNearestOne()
     {
-        var (code, output, _) = await RunAsync("help");
+        var (code, _, error) = await RunAsync("chek-config", "x.conf");
+        Assert.Equal(2, code);
+        Assert.Contains("'chek-config' was not matched. Did you mean one of the following?\ncheck-config", error);
+
+        (code, _, error) = await RunAsync("run", "--confg", "x.conf");
+        Assert.Equal(2, code);
+        Assert.Contains("Did you mean one of the following?\n--config", error);
+
+        (code, _, error) = await RunAsync("ctl", "clustr", "show");
+        Assert.Equal(2, code);
+        Assert.StartsWith("balancer: unknown command \"clustr\" (expected HOST:PORT or one of cluster, pools,", error);
+        Assert.Contains("did you mean `cluster`?", error.Split('\n')[0]);
+    }
+
+    [Fact]
+    public async Task Help_ForEveryVerb_NamesItsOptionsAndCommands()
+    {
+        var (code, output, _) = await RunAsync("--help");
         Assert.Equal(0, code);
-        Assert.Contains("balancer run [--config FILE]", output);
-        Assert.Contains("balancer check-config FILE", output);
-        Assert.Contains("balancer backend --port N", output);
+        foreach (var verb in new[] { "run", "check-config", "demo", "backend", "ctl", "completion", "version" })
+        {
+            Assert.Matches($@"(?m)^  {verb}\b", output);
+        }
+        Assert.Contains("--config <FILE>", output);
+        Assert.Equal(output, (await RunAsync("help")).Output);
+
+        (code, output, _) = await RunAsync("backend", "--help");
+        Assert.Equal(0, code);
+        Assert.Contains("--port <N> (REQUIRED)", output);
+        Assert.Contains("--fail-rate <X>", output);
+
+        (code, output, _) = await RunAsync("ctl", "backend", "weight", "--help");
+        Assert.Equal(0, code);
+        Assert.Contains(" ctl [<HOST:PORT>] backend weight <POOL/BACKEND> <WEIGHT> [options]", output);
+        Assert.Contains("--token <T>", output);
+    }
+
+    [Fact]
+    public async Task Completion_Bash_CompletesVerbsAndCtlCommandsFromTheBinary()
+    {
+        var (code, script, _) = await RunAsync("completion", "bash");
+        Assert.Equal(0, code);
+        var file = Write("balancer.bash", script);
+        // What bash does on Tab: the completion function with the line, the cursor and the words.
+        async Task<string> Complete(string line)
+        {
+            var words = line.Split(' ');
+            var info = new System.Diagnostics.ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
+            info.ArgumentList.Add("-c");
+            info.ArgumentList.Add($"""
+                source '{file}'
+                COMP_LINE='{line}'; COMP_POINT=${"{"}#COMP_LINE{"}"}
+                COMP_WORDS=({string.Join(' ', words.Select(w => $"'{w}'"))}); COMP_CWORD={words.Length - 1}
+                _balancer_completions
+                printf '%s\n' "${"{"}COMPREPLY[@]{"}"}"
+                """);
+            info.Environment["PATH"] = AppContext.BaseDirectory + ":" + Environment.GetEnvironmentVariable("PATH");
+            using var bash = System.Diagnostics.Process.Start(info)!;
+            var text = await bash.StandardOutput.ReadToEndAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            await bash.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            return text.Trim();
+        }
+        Assert.Equal("check-config", await Complete("balancer check"));
+        Assert.Equal("cluster", await Complete("balancer ctl clu"));
+        Assert.Equal("drain", await Complete("balancer ctl backend dr"));
+        Assert.Equal("active-active\nactive-passive", await Complete("balancer demo --mode act"));
+        Assert.Contains("#compdef balancer", (await RunAsync("completion", "zsh")).Output);
     }
 
     [Theory]
     [InlineData("backend weight app/b heavy", "weight must be a whole number 0..10000")]
     [InlineData("backend drain app", "expected POOL/BACKEND")]
-    [InlineData("backend drain", "needs POOL/BACKEND")]
-    [InlineData("cluster explode", "unknown cluster command \"explode\"")]
-    [InlineData("pools extra", "unexpected argument \"extra\"")]
-    [InlineData("fly", "unknown command \"fly\"")]
-    public async Task Ctl_WrongArguments_ExitTwoWithTheReasonAndAUsageLine(string command, string reason)
+    [InlineData("backend drain", "Required argument missing for command: 'drain'")]
+    [InlineData("cluster explode", "Unrecognized command or argument 'explode'")]
+    [InlineData("pools extra", "Unrecognized command or argument 'extra'")]
+    [InlineData("log level loud", "Argument 'loud' not recognized")]
+    [InlineData("fly", "Unrecognized command or argument 'fly'")]
+    public async Task Ctl_WrongArguments_ExitTwoWithTheReasonAndWhereHelpIs(string command, string reason)
     {
         // A closed port: argument mistakes are found before anything is sent.
         var (code, _, error) = await RunAsync(["ctl", $"127.0.0.1:{Ports.Closed()}", .. command.Split(' ')]);
         Assert.Equal(2, code);
         var lines = error.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Contains(reason, lines[0]);
-        Assert.StartsWith("usage: balancer ctl", lines[1]);
+        Assert.StartsWith("run `balancer ctl", lines[^1]);
     }
 
     [Fact]
@@ -144,7 +214,7 @@ public class CommandLineTests : IDisposable
     {
         var (code, _, error) = await RunAsync("ctl", "--tokn", "x", "pools");
         Assert.Equal(2, code);
-        Assert.Contains("unknown option --tokn", error);
+        Assert.StartsWith("balancer: unknown option --tokn; did you mean `--token`?", error);
     }
 
     [Fact]
