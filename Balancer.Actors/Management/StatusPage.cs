@@ -58,9 +58,9 @@ internal static class StatusPage
     {
         var pool = PoolView.Of(handle);
         var html = new StringBuilder();
-        html.Append($"<section data-pool=\"{Encode(pool.Name)}\"><h2>Pool {Encode(pool.Name)} <small>{Encode(PoolSummary(pool))}</small>")
+        html.Append($"<section class=\"card\" data-pool=\"{Encode(pool.Name)}\"><h2>Pool {Encode(pool.Name)} <small>{Encode(PoolSummary(pool))}</small>")
             .Append(pool.Panic ? " <span class=\"panic\">PANIC</span>" : "")
-            .Append("</h2><table><thead><tr>");
+            .Append("</h2><div class=\"chart-label\">requests a second: from the next reading</div><table><thead><tr>");
         foreach (var heading in BackendHeadings)
         {
             html.Append($"<th>{heading}</th>");
@@ -75,13 +75,16 @@ internal static class StatusPage
                 .Append($"<td>{Badge(backend.AdminState)}</td>")
                 .Append($"<td class=\"num\">{backend.Weight}</td><td class=\"num\">{backend.InFlight}</td><td class=\"num\">{backend.Requests}</td>")
                 .Append($"<td class=\"num\">{backend.ConnectFailures + backend.ResponseFailures}</td><td class=\"num\">{backend.Ejections}</td>")
-                .Append("<td class=\"num\"></td><td></td></tr>");
+                .Append("<td class=\"num\"></td><td class=\"num\">-</td><td class=\"num\">-</td><td class=\"num\">-</td><td></td><td>")
+                .Append(string.Concat(new[] { "ready", "drain", "maint" }.Select(state =>
+                    $"<button type=\"button\" data-action=\"{state}\" data-pool=\"{Encode(backend.Pool)}\" data-name=\"{Encode(backend.Name)}\">{state}</button>")))
+                .Append("</td></tr>");
         }
         return html.Append("</tbody></table></section>").ToString();
     }
 
     /// <summary>The backend table's columns; the script builds the same ones.</summary>
-    private static readonly string[] BackendHeadings = ["Backend", "Address", "Health", "State", "Weight", "In flight", "Requests", "Failures", "Ejections", "Req/s", "Last minute"];
+    private static readonly string[] BackendHeadings = ["Backend", "Address", "Health", "State", "Weight", "In flight", "Requests", "Failures", "Ejections", "Req/s", "Errors", "p50 ms", "p99 ms", "Last minute", "Change"];
 
     private static string PoolSummary(PoolView pool) =>
         $"{pool.Algorithm}, affinity {pool.Affinity}, {pool.Healthy}/{pool.Backends} healthy" + (pool.AffinityEntries is { } sessions ? $", {sessions} sessions" : "");

@@ -302,8 +302,9 @@ public class AdminApiTests
         await page.StartAsync();
         try
         {
-            await using var browser = await HeadlessChromium.OpenAsync(new Uri($"http://127.0.0.1:{page.Urls.Select(u => new Uri(u).Port).First()}/"));
-            await Eventually.Holds(async () => Assert.Equal("sent", (await browser.EvaluateAsync("document.title")).GetString()), TimeSpan.FromSeconds(15));
+            await using var chromium = await Chromium.LaunchAsync();
+            var hostile = await chromium.OpenAsync(new Uri($"http://127.0.0.1:{page.Urls.Select(u => new Uri(u).Port).First()}/"));
+            await Eventually.Holds(async () => Assert.Equal("sent", await hostile.TitleAsync()), TimeSpan.FromSeconds(15));
         }
         finally
         {

@@ -1,23 +1,30 @@
 using System.Net.Http.Json;
+using System.Text.Json;
 using Balancer.Tests.TestSupport;
+using Microsoft.Playwright;
 
 namespace Balancer.Tests.Management;
 
-/// <summary>The status page at <c>GET /</c> of a running node, in headless Chromium.</summary>
+/// <summary>The status page at <c>GET /</c> of a running node, in Chromium driven by Playwright.</summary>
 [Collection(SerialCollection.Name)]
 public class StatusPageTests
 {
-    /// <summary>A node with its admin API, one frontend, and quick health checks of <paramref name="backends"/>.</summary>
-    private static Task<BalancerHost> StartNodeAsync(BackendSet backends) => BalancerHost.StartAsync($$"""
+    private const string Token = "status-page-token";
+
+    /// <summary>A node with its admin API (and a token when given), one frontend, and quick health checks of <paramref name="backends"/>.</summary>
+    private static Task<BalancerHost> StartNodeAsync(BackendSet backends, string? token = null) => BalancerHost.StartAsync($$"""
         balancer {
-          node.admin { enabled = on, bind = "127.0.0.1:0" }
+          node.admin { enabled = on, bind = "127.0.0.1:0"{{(token is null ? "" : $", token = \"{token}\"")}} }
           frontends.web { bind = "127.0.0.1:0", pool = app }
           pools.app {
+            algorithm = round-robin
             health-check { interval = 200ms, fast-interval = 200ms, down-interval = 200ms, timeout = 150ms, rise = 1, fall = 1 }
             {{backends.Hocon()}}
           }
         }
         """);
+
+    private const string Rows = "JSON.stringify([...document.querySelectorAll('tr[data-backend]')].map(r => [r.dataset.backend, r.dataset.health, r.dataset.state]))";
 
     [Fact]
     public async Task StatusPage_FirstPaint_ComesFromTheServer_MembersFrontendsBackendsAndWhyABackendIsDown()
@@ -26,48 +33,64 @@ public class StatusPageTests
         await using var host = await StartNodeAsync(backends);
         using var http = new HttpClient();
         await http.PostAsync($"http://127.0.0.1:{backends["b"].Port}/control/health?ok=false", null);
-        var page = await host.AdminUriAsync("/");
-        await Eventually.Holds(async () => Assert.Contains("data-health=\"down\"", await http.GetStringAsync(page)), TimeSpan.FromSeconds(10));
+        var url = await host.AdminUriAsync("/");
+        await Eventually.Holds(async () => Assert.Contains("data-health=\"down\"", await http.GetStringAsync(url)), TimeSpan.FromSeconds(10));
 
-        // What a browser paints first is the page as served, before any script fetched anything:
-        // the screenshot a person would take, and the markup it is painted from.
-        var screenshot = Path.Combine(Path.GetTempPath(), $"balancer-status-{Guid.NewGuid():N}.png");
-        try
-        {
-            await HeadlessChromium.RunOnceAsync(page, $"--screenshot={screenshot}", "--window-size=1280,900");
-            Assert.True(new FileInfo(screenshot).Length > 10_000, "the screenshot has content");
-        }
-        finally
-        {
-            File.Delete(screenshot);
-        }
-        var dom = await http.GetStringAsync(page);
-        Assert.Matches(@"<tr data-member=""akka\.tcp://[^""]+""><td>akka\.tcp://", dom);
-        Assert.Contains("(1 of 1 up)", dom);
-        Assert.Contains("<tr data-frontend=\"web\">", dom);
-        Assert.Contains("<tr data-backend=\"app/a\" data-health=\"up\" data-state=\"ready\">", dom);
-        Assert.Matches(@"<tr data-backend=""app/b"" data-health=""down"" data-state=""ready"">.*<span class=""reason"">[^<]*HTTP 503", dom);
-        Assert.Contains("this node", dom);
-        Assert.DoesNotContain("loading", dom);
+        // What a browser paints before any script ran: scripts off, the page as served.
+        await using var chromium = await Chromium.LaunchAsync();
+        var page = await chromium.OpenAsync(url, javaScript: false);
+        Assert.True((await page.ScreenshotAsync(new PageScreenshotOptions { FullPage = true })).Length > 10_000, "the screenshot has content");
+        Assert.Matches(@"^akka\.tcp://", await page.Locator("tr[data-member] td").First.TextContentAsync());
+        Assert.Equal("(1 of 1 up)", await page.Locator("#member-count").TextContentAsync());
+        Assert.Equal(1, await page.Locator("tr[data-frontend='web']").CountAsync());
+        Assert.Equal("""[["app/a","up","ready"],["app/b","down","ready"]]""", await Evaluate(page, Rows));
+        Assert.Contains("HTTP 503", await page.Locator("tr[data-backend='app/b'] .reason").TextContentAsync());
+        Assert.Equal(1, await page.Locator("section.card[data-pool='app']").CountAsync());
+        Assert.Equal(3, await page.Locator("tr[data-backend='app/a'] button[data-action]").CountAsync());
+        Assert.DoesNotContain("loading", await page.ContentAsync());
     }
 
     [Fact]
-    public async Task StatusPage_ShowsEveryBackend_AndAStateChangeWithoutReloading()
+    public async Task StatusPage_ShowsEveryBackend_ItsLatencyAndErrors_AndAStateChangeWithoutReloading()
     {
         await using var backends = await BackendSet.StartAsync("a", "b", "c");
         await using var host = await StartNodeAsync(backends);
-        await using var browser = await HeadlessChromium.OpenAsync(await host.AdminUriAsync("/"));
+        await using var chromium = await Chromium.LaunchAsync();
+        var page = await chromium.OpenAsync(await host.AdminUriAsync("/"));
 
-        const string rows = "JSON.stringify([...document.querySelectorAll('tr[data-backend]')].map(r => [r.dataset.backend, r.dataset.health, r.dataset.state]))";
         await Eventually.Holds(async () =>
-            Assert.Equal("""[["app/a","up","ready"],["app/b","up","ready"],["app/c","up","ready"]]""", (await browser.EvaluateAsync(rows)).GetString()),
+            Assert.Equal("""[["app/a","up","ready"],["app/b","up","ready"],["app/c","up","ready"]]""", await Evaluate(page, Rows)),
             TimeSpan.FromSeconds(15));
-        await Eventually.Holds(async () =>
-            Assert.Contains("1 of 1 up", (await browser.EvaluateAsync("document.getElementById('member-count').textContent")).GetString()));
         // Marks the document: a reload would lose the mark.
-        await browser.EvaluateAsync("window.__notReloaded = true");
+        await page.EvaluateAsync("window.__notReloaded = true");
 
+        // Traffic: every backend shows a rate, a p50 and p99 latency and an error rate; the pool's chart draws it.
         using var http = new HttpClient();
+        using (var traffic = new CancellationTokenSource(TimeSpan.FromSeconds(4)))
+        {
+            while (!traffic.IsCancellationRequested)
+            {
+                await http.GetAsync(host.Uri("web")).ContinueWith(_ => { });
+            }
+        }
+        await Eventually.Holds(async () =>
+        {
+            var cells = await Evaluate(page, """
+                JSON.stringify([...document.querySelectorAll('tr[data-backend]')].map(r => {
+                  const heads = [...r.closest('table').querySelectorAll('th')].map(h => h.textContent);
+                  const cell = name => r.children[heads.indexOf(name)].textContent;
+                  return [cell("Errors"), cell("p50 ms"), cell("p99 ms")];
+                }))
+                """);
+            foreach (var row in JsonDocument.Parse(cells).RootElement.EnumerateArray())
+            {
+                Assert.Equal("0.0%", row[0].GetString());
+                Assert.True(double.TryParse(row[1].GetString(), System.Globalization.CultureInfo.InvariantCulture, out var p50) && p50 > 0, cells);
+                Assert.True(double.TryParse(row[2].GetString(), System.Globalization.CultureInfo.InvariantCulture, out var p99) && p99 >= p50, cells);
+            }
+        }, TimeSpan.FromSeconds(10));
+        Assert.True(await page.Locator("section.card[data-pool='app'] svg.chart polyline").CountAsync() == 1);
+
         using (var drain = await http.PostAsJsonAsync(await host.AdminUriAsync("/api/pools/app/backends/b/state"), new { state = "maint" }))
         {
             drain.EnsureSuccessStatusCode();
@@ -75,11 +98,44 @@ public class StatusPageTests
         await http.PostAsync($"http://127.0.0.1:{backends["c"].Port}/control/health?ok=false", null);
 
         await Eventually.Holds(async () =>
-            Assert.Equal("""[["app/a","up","ready"],["app/b","up","maint"],["app/c","down","ready"]]""", (await browser.EvaluateAsync(rows)).GetString()),
+            Assert.Equal("""[["app/a","up","ready"],["app/b","up","maint"],["app/c","down","ready"]]""", await Evaluate(page, Rows)),
             TimeSpan.FromSeconds(10));
-        Assert.True((await browser.EvaluateAsync("window.__notReloaded === true")).GetBoolean(), "the page was reloaded");
+        Assert.True(await page.EvaluateAsync<bool>("window.__notReloaded === true"), "the page was reloaded");
         // The change also shows up in the live event list.
-        await Eventually.Holds(async () =>
-            Assert.True((await browser.EvaluateAsync("document.querySelectorAll('#events [data-kind=\"backend-down\"]').length")).GetInt32() >= 1));
+        await Eventually.Holds(async () => Assert.True(await page.Locator("#events [data-kind='backend-down']").CountAsync() >= 1));
     }
+
+    [Fact]
+    public async Task StatusPage_DrainButton_RefusedWithoutTheToken_DrainsWithIt()
+    {
+        await using var backends = await BackendSet.StartAsync("a", "b");
+        await using var host = await StartNodeAsync(backends, Token);
+        await using var chromium = await Chromium.LaunchAsync();
+        var page = await chromium.OpenAsync(await host.AdminUriAsync("/"));
+        var drainB = page.Locator("tr[data-backend='app/b'] button[data-action='drain']");
+
+        // No token typed: the node refuses, the page says so, nothing changes.
+        await drainB.ClickAsync();
+        await Eventually.Holds(async () => Assert.StartsWith("refused (401)", await page.Locator("#action-result").TextContentAsync()));
+        Assert.Equal("""[["app/a","up","ready"],["app/b","up","ready"]]""", await Evaluate(page, Rows));
+        Assert.Equal(["ready", "ready"], host.Extension.Pools.Find("app")!.Snapshot.Backends.Select(b => b.AdminState.ToString().ToLowerInvariant()));
+
+        // A wrong token: refused the same way.
+        await page.Locator("#token").FillAsync("not-the-token");
+        await drainB.ClickAsync();
+        await Eventually.Holds(async () => Assert.StartsWith("refused (401)", await page.Locator("#action-result").TextContentAsync()));
+
+        // The token: drained on the node, and the page shows it.
+        await page.Locator("#token").FillAsync(Token);
+        await drainB.ClickAsync();
+        await Eventually.Holds(async () => Assert.Equal("backend app/b: admin state drain", await page.Locator("#action-result").TextContentAsync()));
+        await Eventually.Holds(async () => Assert.Equal("""[["app/a","up","ready"],["app/b","up","drain"]]""", await Evaluate(page, Rows)));
+        Assert.Equal(["ready", "drain"], host.Extension.Pools.Find("app")!.Snapshot.Backends.Select(b => b.AdminState.ToString().ToLowerInvariant()));
+
+        // And back to ready, through the same page.
+        await page.Locator("tr[data-backend='app/b'] button[data-action='ready']").ClickAsync();
+        await Eventually.Holds(async () => Assert.Equal("""[["app/a","up","ready"],["app/b","up","ready"]]""", await Evaluate(page, Rows)));
+    }
+
+    private static Task<string> Evaluate(IPage page, string script) => page.EvaluateAsync<string>(script);
 }
