@@ -75,7 +75,7 @@ internal static class CliOptions
     /// Parse errors, one line each under <paramref name="prefix"/>, then the library's "did you mean"
     /// for a misspelt verb or option, then where help is. Always <see cref="Usage"/>.
     /// </summary>
-    public static int ReportParseErrors(ParseResult parse, TextWriter error, string prefix, string? firstProblem = null)
+    public static int ReportParseErrors(ParseResult parse, TextWriter error, string prefix, string? firstProblem = null, bool inPrompt = false)
     {
         if (firstProblem is not null)
         {
@@ -101,24 +101,33 @@ internal static class CliOptions
                 error.WriteLine(line);
             }
         }
-        error.WriteLine($"run `{CommandPath(parse.CommandResult)} --help` for usage");
+        error.WriteLine($"run `{CommandPath(parse.CommandResult, inPrompt)} --help` for usage");
         return Usage;
     }
 
     /// <summary>"balancer ctl backend": the words that name <paramref name="result"/>'s command.</summary>
-    public static string CommandPath(CommandResult result)
+    public static string CommandPath(CommandResult result, bool inPrompt = false)
     {
         var names = new List<string>();
         for (SymbolResult? r = result; r is not null; r = r.Parent)
         {
             if (r is CommandResult command)
             {
-                names.Add(command.Command is RootCommand ? "balancer" : command.Command.Name);
+                if (command.Command is not RootCommand || !inPrompt)
+                {
+                    names.Add(command.Command is RootCommand ? "balancer" : command.Command.Name);
+                }
             }
         }
         names.Reverse();
         return string.Join(' ', names);
     }
+
+    /// <summary>
+    /// How every command line and prompt line is parsed: no response files, so an argument that
+    /// starts with @ (a session key, a --set value) is taken as it is, never as a file to read.
+    /// </summary>
+    public static readonly ParserConfiguration Parsing = new() { ResponseFileTokenReplacer = null };
 
     /// <summary>How a run of <c>balancer</c> is invoked: our own signal handling (drains take longer than the library's 2 s), our own exception lines.</summary>
     public static InvocationConfiguration Invocation(TextWriter output, TextWriter error) => new()

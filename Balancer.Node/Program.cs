@@ -39,12 +39,25 @@ namespace Balancer.Node
             return root;
         }
 
+        /// <summary>`balancer --config x.conf run`: run's options given to the root belong after `run`; taken there, they would be dropped.</summary>
+        private static string? RunOptionsBeforeAVerb(RootCommand root, ParseResult parse)
+        {
+            if (parse.CommandResult.Command == root)
+            {
+                return null;
+            }
+            var misplaced = root.Options.Where(o => o.Name is "--config" or "--set" && parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
+            return misplaced.Count == 0 ? null : $"{string.Join(" and ", misplaced)} {(misplaced.Count == 1 ? "goes" : "go")} after the command (`balancer run --config FILE`), not before `{parse.CommandResult.Command.Name}`";
+        }
+
         public static async Task<int> MainAsync(string[] args, TextWriter output, TextWriter error)
         {
-            var parse = CreateRoot().Parse(args);
-            if (parse.Errors.Count > 0 || CtlCommand.TargetProblem(parse) is not null)
+            var root = CreateRoot();
+            var parse = root.Parse(args, CliOptions.Parsing);
+            var problem = RunOptionsBeforeAVerb(root, parse) ?? CtlCommand.TargetProblem(parse);
+            if (parse.Errors.Count > 0 || problem is not null)
             {
-                return CliOptions.ReportParseErrors(parse, error, "balancer", CtlCommand.TargetProblem(parse));
+                return CliOptions.ReportParseErrors(parse, error, "balancer", problem);
             }
             try
             {

@@ -65,13 +65,13 @@ public sealed class BackendCounters
     /// <summary>
     /// The <paramref name="quantile"/> (0.5, 0.99) of the latencies answered between two readings of
     /// <see cref="LatencyHistogram"/>, interpolated within its bucket as Prometheus'
-    /// histogram_quantile does; null when nothing was answered in between. Past the last bound it
-    /// is that bound.
+    /// histogram_quantile does; null when nothing was answered in between, or when the counts went
+    /// down (the backend was removed and added again). Past the last bound it is that bound.
     /// </summary>
     public static double? Quantile(double quantile, IReadOnlyList<long> then, IReadOnlyList<long> now)
     {
         var total = now[^1] - then[^1];
-        if (total <= 0)
+        if (total <= 0 || then.Count != now.Count || then.Where((count, i) => now[i] < count).Any())
         {
             return null;
         }

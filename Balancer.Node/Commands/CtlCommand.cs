@@ -107,9 +107,17 @@ internal static class CtlCommand
             {
                 var session = open(parse);
                 var error = parse.InvocationConfiguration.Error;
+                // Ctrl+C ends a following command (`cluster tail`, `top`) cleanly, with exit 0 and
+                // the terminal as it was; the prompt has a handler of its own for its commands.
+                using var interrupted = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                ConsoleCancelEventHandler? onCtrlC = session.OwnsClient ? (_, e) => { e.Cancel = true; interrupted.Cancel(); } : null;
+                if (onCtrlC is not null)
+                {
+                    Console.CancelKeyPress += onCtrlC;
+                }
                 try
                 {
-                    await body(new Call(parse, session.Client, session.Json, parse.InvocationConfiguration.Output, cancellationToken));
+                    await body(new Call(parse, session.Client, session.Json, parse.InvocationConfiguration.Output, interrupted.Token));
                     return 0;
                 }
                 catch (UsageException e)
@@ -122,12 +130,16 @@ internal static class CtlCommand
                     error.WriteLine($"balancer ctl: {e.Message}");
                     return CliOptions.Failed;
                 }
-                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                catch (OperationCanceledException) when (interrupted.IsCancellationRequested)
                 {
                     return 0;
                 }
                 finally
                 {
+                    if (onCtrlC is not null)
+                    {
+                        Console.CancelKeyPress -= onCtrlC;
+                    }
                     if (session.OwnsClient)
                     {
                         session.Client.Dispose();
@@ -322,10 +334,17 @@ internal static class CtlCommand
         CancellationTokenSource? running = null;
         Console.CancelKeyPress += (_, e) =>
         {
-            if (running is { } current)
+            if (Volatile.Read(ref running) is { } current)
             {
                 e.Cancel = true;
-                current.Cancel();
+                try
+                {
+                    current.Cancel();
+                }
+                catch (ObjectDisposedException)
+                {
+                    // The command ended as Ctrl+C came.
+                }
             }
         };
         while (true)
@@ -372,16 +391,16 @@ internal static class CtlCommand
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
             }
-            var parse = prompt.Parse(line);
+            var parse = prompt.Parse(line, CliOptions.Parsing);
             if (parse.Errors.Count > 0)
             {
-                CliOptions.ReportParseErrors(parse, error, "balancer ctl");
+                CliOptions.ReportParseErrors(parse, error, "balancer ctl", inPrompt: true);
                 continue;
             }
-            running = new CancellationTokenSource();
-            await parse.InvokeAsync(CliOptions.Invocation(output, error), running.Token);
-            running.Dispose();
-            running = null;
+            using var command = new CancellationTokenSource();
+            Volatile.Write(ref running, command);
+            await parse.InvokeAsync(CliOptions.Invocation(output, error), command.Token);
+            Interlocked.Exchange(ref running, null);
         }
     }
 }

@@ -45,17 +45,6 @@ internal static class DemoCommand
         {
             nodes, backends, mode, chaos, kills, hocon, logs, keepState,
         };
-        command.Validators.Add(result =>
-        {
-            if (result.GetValue(chaos) is not null && result.GetValue(nodes) < 3)
-            {
-                result.AddError("--chaos needs --nodes 3 or more: killing one of fewer nodes leaves no majority");
-            }
-            if (result.GetValue(kills) > 0 && result.GetValue(chaos) is null)
-            {
-                result.AddError("--kills goes with --chaos INTERVAL");
-            }
-        });
         command.SetAction((parse, _) => RunAsync(
             parse.GetValue(nodes), parse.GetValue(backends), parse.GetValue(mode)!, parse.GetValue(chaos), parse.GetValue(kills),
             parse.GetValue(hocon), parse.GetValue(logs), parse.GetValue(keepState), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error));
@@ -64,6 +53,16 @@ internal static class DemoCommand
 
     private static async Task<int> RunAsync(int nodes, int backendCount, string mode, TimeSpan? chaos, int kills, string? hoconGiven, bool interleaveLogs, bool keepState, TextWriter output, TextWriter error)
     {
+        // Checked here, once every option parsed: a command validator runs before the options'
+        // own parsers and cannot read a value that failed to parse.
+        if (chaos is not null && nodes < 3)
+        {
+            throw new UsageException("--chaos needs --nodes 3 or more: killing one of fewer nodes leaves no majority");
+        }
+        if (kills > 0 && chaos is null)
+        {
+            throw new UsageException("--kills goes with --chaos INTERVAL");
+        }
         var hocon = hoconGiven ?? FindHoconDirectory()
             ?? throw new UsageException("cannot find the hocon/ directory (run from the repository or pass --hocon DIR)");
         for (var i = 1; i <= Math.Min(nodes, 3); i++)

@@ -26,10 +26,10 @@ internal sealed class TextTable(params string[] headers)
 
     public void WriteTo(TextWriter output)
     {
-        var numeric = headers.Select((_, i) => _rows.Count > 0 && _rows.All(r => i < r.Length && (r[i] == "-" || double.TryParse(r[i], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double _)))).ToArray();
+        var numeric = Numeric();
         if (Terminal.For(output) is { } console)
         {
-            console.Write(ToSpectre(numeric));
+            console.Write(ToSpectre());
             return;
         }
         var widths = headers.Select((h, i) => Math.Max(h.Length, _rows.Count == 0 ? 0 : _rows.Max(r => i < r.Length ? r[i].Length : 0))).ToArray();
@@ -40,14 +40,19 @@ internal sealed class TextTable(params string[] headers)
         }
     }
 
+    /// <summary>Which columns hold only numbers (or "-"): those are right-aligned.</summary>
+    private bool[] Numeric() =>
+        headers.Select((_, i) => _rows.Count > 0 && _rows.All(r => i < r.Length && (r[i] == "-" || double.TryParse(r[i], System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double _)))).ToArray();
+
     /// <summary>The table as Spectre.Console renders it.</summary>
-    public Table ToSpectre(bool[]? numeric = null)
+    public Table ToSpectre()
     {
+        var numeric = Numeric();
         var table = new Table().Border(TableBorder.Rounded);
         for (var i = 0; i < headers.Length; i++)
         {
             var column = new TableColumn(new Text(headers[i], new Style(decoration: Decoration.Bold)));
-            table.AddColumn(numeric is not null && numeric[i] ? column.RightAligned() : column);
+            table.AddColumn(numeric[i] ? column.RightAligned() : column);
         }
         foreach (var row in _rows)
         {

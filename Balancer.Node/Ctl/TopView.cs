@@ -98,13 +98,13 @@ internal static class TopView
                     }
                     changed = true;
                 }
-                if (changed && now is not null)
+                if (changed)
                 {
-                    live.UpdateTarget(new Rows(
-                        new Markup($"[bold]balancer top[/]  {Markup.Escape(client.Target)}  {DateTime.Now:HH:mm:ss}  (traffic this node forwarded)"),
-                        MembersTable(now.Cluster),
-                        Backends(last, now, Math.Min(selected, Math.Max(0, now.Backends.Count - 1))).ToSpectre(),
-                        new Markup(status)));
+                    var header = new Markup($"[bold]balancer top[/]  {Markup.Escape(client.Target)}  {DateTime.Now:HH:mm:ss}  (traffic this node forwarded)");
+                    // Until a first reading, the header and why there is none yet (an unreachable node, a refused token).
+                    live.UpdateTarget(now is null
+                        ? new Rows(header, new Markup(status))
+                        : new Rows(header, MembersTable(now.Cluster), Backends(last, now, Math.Min(selected, Math.Max(0, now.Backends.Count - 1))).ToSpectre(), new Markup(status)));
                     live.Refresh();
                 }
                 await Task.Delay(50, cancellationToken).ContinueWith(_ => { });

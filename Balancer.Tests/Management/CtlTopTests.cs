@@ -106,8 +106,22 @@ public class CtlTopTests
             info.ArgumentList.Add(arg);
         }
         using var process = Process.Start(info)!;
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        await ExitedAsync(process);
         return process.ExitCode == 0;
+    }
+
+    /// <summary>Waits 10 s for a tmux client to exit; kills it (by its PID) when it does not.</summary>
+    private static async Task ExitedAsync(Process process)
+    {
+        try
+        {
+            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        }
+        catch (TimeoutException)
+        {
+            process.Kill();
+            throw;
+        }
     }
 
     private static async Task<string> RunAsync(string program, string[] args, bool check)
@@ -120,7 +134,7 @@ public class CtlTopTests
         using var process = Process.Start(info)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        await ExitedAsync(process);
         if (check && process.ExitCode != 0)
         {
             throw new InvalidOperationException($"{program} {string.Join(' ', args)} exited {process.ExitCode}: {await error}");

@@ -64,31 +64,41 @@ public class StatusPageTests
         // Marks the document: a reload would lose the mark.
         await page.EvaluateAsync("window.__notReloaded = true");
 
-        // Traffic: every backend shows a rate, a p50 and p99 latency and an error rate; the pool's chart draws it.
+        // Traffic, until the page has shown it: every backend a rate, a p50 and p99 latency and an
+        // error rate (each between two readings, so shown while requests keep coming).
         using var http = new HttpClient();
-        using (var traffic = new CancellationTokenSource(TimeSpan.FromSeconds(4)))
+        using var traffic = new CancellationTokenSource();
+        var load = Task.Run(async () =>
         {
             while (!traffic.IsCancellationRequested)
             {
-                await http.GetAsync(host.Uri("web")).ContinueWith(_ => { });
+                await http.GetAsync(host.Uri("web"), traffic.Token).ContinueWith(_ => { });
             }
-        }
-        await Eventually.Holds(async () =>
+        });
+        try
         {
-            var cells = await Evaluate(page, """
-                JSON.stringify([...document.querySelectorAll('tr[data-backend]')].map(r => {
-                  const heads = [...r.closest('table').querySelectorAll('th')].map(h => h.textContent);
-                  const cell = name => r.children[heads.indexOf(name)].textContent;
-                  return [cell("Errors"), cell("p50 ms"), cell("p99 ms")];
-                }))
-                """);
-            foreach (var row in JsonDocument.Parse(cells).RootElement.EnumerateArray())
+            await Eventually.Holds(async () =>
             {
-                Assert.Equal("0.0%", row[0].GetString());
-                Assert.True(double.TryParse(row[1].GetString(), System.Globalization.CultureInfo.InvariantCulture, out var p50) && p50 > 0, cells);
-                Assert.True(double.TryParse(row[2].GetString(), System.Globalization.CultureInfo.InvariantCulture, out var p99) && p99 >= p50, cells);
-            }
-        }, TimeSpan.FromSeconds(10));
+                var cells = await Evaluate(page, """
+                    JSON.stringify([...document.querySelectorAll('tr[data-backend]')].map(r => {
+                      const heads = [...r.closest('table').querySelectorAll('th')].map(h => h.textContent);
+                      const cell = name => r.children[heads.indexOf(name)].textContent;
+                      return [cell("Errors"), cell("p50 ms"), cell("p99 ms")];
+                    }))
+                    """);
+                foreach (var row in JsonDocument.Parse(cells).RootElement.EnumerateArray())
+                {
+                    Assert.Equal("0.0%", row[0].GetString());
+                    Assert.True(double.TryParse(row[1].GetString(), System.Globalization.CultureInfo.InvariantCulture, out var p50) && p50 > 0, cells);
+                    Assert.True(double.TryParse(row[2].GetString(), System.Globalization.CultureInfo.InvariantCulture, out var p99) && p99 >= p50, cells);
+                }
+            }, TimeSpan.FromSeconds(15));
+        }
+        finally
+        {
+            await traffic.CancelAsync();
+            await load;
+        }
         Assert.True(await page.Locator("section.card[data-pool='app'] svg.chart polyline").CountAsync() == 1);
 
         using (var drain = await http.PostAsJsonAsync(await host.AdminUriAsync("/api/pools/app/backends/b/state"), new { state = "maint" }))
@@ -120,7 +130,8 @@ public class StatusPageTests
         Assert.Equal("""[["app/a","up","ready"],["app/b","up","ready"]]""", await Evaluate(page, Rows));
         Assert.Equal(["ready", "ready"], host.Extension.Pools.Find("app")!.Snapshot.Backends.Select(b => b.AdminState.ToString().ToLowerInvariant()));
 
-        // A wrong token: refused the same way.
+        // A wrong token: refused the same way (the last answer cleared first, so this one is read).
+        await page.EvaluateAsync("document.getElementById('action-result').textContent = ''");
         await page.Locator("#token").FillAsync("not-the-token");
         await drainB.ClickAsync();
         await Eventually.Holds(async () => Assert.StartsWith("refused (401)", await page.Locator("#action-result").TextContentAsync()));

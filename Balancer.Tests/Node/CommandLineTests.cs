@@ -108,6 +108,11 @@ public class CommandLineTests : IDisposable
     [InlineData(new[] { "demo", "--kills", "3" }, "balancer: --kills goes with --chaos INTERVAL")]
     [InlineData(new[] { "demo", "--mode", "active-pasive" }, "balancer: Argument 'active-pasive' not recognized. Must be one of:")]
     [InlineData(new[] { "completion", "fish" }, "balancer: Argument 'fish' not recognized. Must be one of:")]
+    [InlineData(new[] { "demo", "--kills", "x" }, "balancer: --kills expects a whole number from 0 to 1000000, got \"x\"")]
+    [InlineData(new[] { "demo", "--chaos", "bogus" }, "balancer: --chaos expects an interval such as 20s or 1m, got \"bogus\"")]
+    [InlineData(new[] { "demo", "--chaos", "20s", "--nodes", "12" }, "balancer: --nodes expects a whole number from 1 to 9, got \"12\"")]
+    [InlineData(new[] { "demo", "--chaos", "20s", "--nodes", "2" }, "balancer: --chaos needs --nodes 3 or more")]
+    [InlineData(new[] { "--config", "node1.conf", "run" }, "balancer: --config goes after the command (`balancer run --config FILE`), not before `run`")]
     public async Task BadArguments_ExitTwoWithTheReasonFirstAndWhereHelpIs(string[] args, string expected)
     {
         var (code, output, error) = await RunAsync(args);

@@ -19,7 +19,8 @@ public class PublishTests
         var pidFile = Path.Combine(work, "demo.pid");
         try
         {
-            var (code, output) = await ToolProcess.BashAsync($"deploy/publish.sh '{published}'", root, TimeSpan.FromMinutes(8));
+            // Both steps within 4.5 min, under the suite's 5-minute hang limit: this test fails, the run goes on.
+            var (code, output) = await ToolProcess.BashAsync($"deploy/publish.sh '{published}'", root, TimeSpan.FromMinutes(3));
             Assert.True(code == 0, output);
             Assert.Equal(["balancer"], Directory.GetFiles(published).Select(Path.GetFileName));
             Assert.Equal(Directory.GetFiles(Path.Combine(root, "hocon"), "*.conf").Select(Path.GetFileName).Order(),
@@ -34,14 +35,14 @@ public class PublishTests
                 setsid env -i PATH='{emptyPath}' HOME='{home}' ./balancer demo > '{log}' 2>&1 &
                 pid=$!
                 echo $pid > '{pidFile}'
-                for i in $(seq 600); do grep -q "kill a node like a crash would" '{log}' && break; kill -0 $pid; sleep 0.2; done
+                for i in $(seq 300); do grep -q "kill a node like a crash would" '{log}' && break; kill -0 $pid; sleep 0.2; done
                 grep -q "kill a node like a crash would" '{log}'
                 curl -fsS -m 5 -o /dev/null http://127.0.0.1:8080/
                 kill -TERM $pid
-                for i in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+                for i in $(seq 125); do kill -0 $pid 2>/dev/null || break; sleep 0.2; done
                 ! kill -0 $pid 2>/dev/null
                 """;
-            (code, output) = await ToolProcess.BashAsync(script, work, TimeSpan.FromMinutes(3));
+            (code, output) = await ToolProcess.BashAsync(script, work, TimeSpan.FromSeconds(100));
             var printed = File.Exists(log) ? await File.ReadAllTextAsync(log) : "";
             Assert.True(code == 0, $"exit code {code}: {output}\n{printed}");
             Assert.Contains("Balancer demo: 3 node(s)", printed);

@@ -59,7 +59,14 @@ internal sealed class Chromium : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await Browser.CloseAsync();
-        _playwright.Dispose();
+        try
+        {
+            await Browser.CloseAsync();
+        }
+        finally
+        {
+            // Stops Playwright's driver, which also ends a browser that did not close.
+            _playwright.Dispose();
+        }
     }
 }
