@@ -204,7 +204,7 @@ internal static class CtlCommand
         parent.Subcommands.Add(Leaf("pools", "Pools with algorithm, health and traffic.", c => c.Show(t => c.Client.GetAsync("api/pools", t), CtlOutput.Pools)));
         var backendsPool = new Argument<string?>("POOL") { Description = "Only this pool's backends.", Arity = ArgumentArity.ZeroOrOne };
         parent.Subcommands.Add(Leaf("backends", "Backends with health, admin state, weight and traffic.",
-            c => c.Show(t => BackendsAsync(c.Client, c.Parse.GetValue(backendsPool), t), CtlOutput.Backends), backendsPool));
+            c => c.Show(async t => JsonSerializer.SerializeToElement(await c.Client.BackendsAsync(c.Parse.GetValue(backendsPool), t)), CtlOutput.Backends), backendsPool));
 
         Command State(string state, string description)
         {
@@ -242,7 +242,7 @@ internal static class CtlCommand
                 c => c.Change(t => c.Client.DeleteAsync($"api/pools/{Uri.EscapeDataString(c.Get(clearPool))}/affinity{KeyPath(c.Parse.GetValue(clearKey))}", t)), clearPool, clearKey)));
 
         parent.Subcommands.Add(Leaf("frontends", "Frontends, their addresses and traffic.", c => c.Show(t => c.Client.GetAsync("api/frontends", t), CtlOutput.Frontends)));
-        parent.Subcommands.Add(Leaf("stats", "Responses, failures and retries per backend.", c => c.Show(t => BackendsAsync(c.Client, null, t), CtlOutput.Stats)));
+        parent.Subcommands.Add(Leaf("stats", "Responses, failures and retries per backend.", c => c.Show(async t => JsonSerializer.SerializeToElement(await c.Client.BackendsAsync(null, t)), CtlOutput.Stats)));
         parent.Subcommands.Add(Leaf("top", "A live view of every backend's traffic, refreshed every second; keys drain or ready the selected one.",
             c => TopView.RunAsync(c.Client, c.Output, c.Cancellation)));
         parent.Subcommands.Add(Group("actor", "The node's actors.",
@@ -278,20 +278,6 @@ internal static class CtlCommand
         Walk(parent, "");
         var width = rows.Max(r => r.Usage.Length) + 3;
         return string.Join(Environment.NewLine, rows.Select(r => r.Usage.PadRight(width) + r.Description));
-    }
-
-    /// <summary>The backends of <paramref name="pool"/>, or of every pool, as one JSON array.</summary>
-    private static async Task<JsonElement> BackendsAsync(AdminClient client, string? pool, CancellationToken cancellationToken)
-    {
-        var pools = pool is not null
-            ? [pool]
-            : (await client.GetAsync("api/pools", cancellationToken)).EnumerateArray().Select(p => p.GetProperty("name").GetString()!).ToList();
-        var all = new List<JsonElement>();
-        foreach (var name in pools)
-        {
-            all.AddRange((await client.GetAsync($"api/pools/{Uri.EscapeDataString(name)}/backends", cancellationToken)).EnumerateArray());
-        }
-        return JsonSerializer.SerializeToElement(all);
     }
 
     /// <summary>"app/b" as the escaped pool and backend of a path.</summary>

@@ -35,6 +35,20 @@ internal sealed class AdminClient : IDisposable
 
     public Task<JsonElement> DeleteAsync(string path, CancellationToken cancellationToken = default) => SendAsync(HttpMethod.Delete, path, null, cancellationToken);
 
+    /// <summary>The backends of <paramref name="pool"/>, or of every pool, in the API's order.</summary>
+    public async Task<List<JsonElement>> BackendsAsync(string? pool, CancellationToken cancellationToken)
+    {
+        var pools = pool is not null
+            ? [pool]
+            : (await GetAsync("api/pools", cancellationToken)).EnumerateArray().Select(p => p.GetProperty("name").GetString()!).ToList();
+        var all = new List<JsonElement>();
+        foreach (var name in pools)
+        {
+            all.AddRange((await GetAsync($"api/pools/{Uri.EscapeDataString(name)}/backends", cancellationToken)).EnumerateArray());
+        }
+        return all;
+    }
+
     /// <summary>Reads <c>GET /api/events</c> and hands each event to <paramref name="onEvent"/> until cancelled or the node goes away.</summary>
     public async Task TailAsync(Action<JsonElement> onEvent, CancellationToken cancellationToken)
     {

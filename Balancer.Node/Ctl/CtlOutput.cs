@@ -8,11 +8,20 @@ internal static class CtlOutput
 {
     public static void Cluster(JsonElement cluster, TextWriter output)
     {
+        MembersTable(cluster).WriteTo(output);
+        var members = cluster.GetProperty("members").EnumerateArray().ToList();
+        var up = members.Count(m => m.GetProperty("status").GetString() == "up");
+        var unreachable = members.Count(m => !m.GetProperty("reachable").GetBoolean());
+        output.WriteLine($"Count: {members.Count} members, {up} up, {unreachable} unreachable ({cluster.GetProperty("mode").GetString()})");
+    }
+
+    /// <summary>The members as `cluster show` and `top` list them.</summary>
+    public static TextTable MembersTable(JsonElement cluster)
+    {
         var leader = cluster.GetProperty("leader").GetString();
         var self = cluster.GetProperty("self").GetString();
         var table = new TextTable("ADDRESS", "ROLES", "STATUS", "REACHABILITY", "DUTY", "");
-        var members = cluster.GetProperty("members").EnumerateArray().ToList();
-        foreach (var member in members)
+        foreach (var member in cluster.GetProperty("members").EnumerateArray())
         {
             var address = member.GetProperty("address").GetString();
             var roles = string.Join(",", member.GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
@@ -21,10 +30,7 @@ internal static class CtlOutput
             table.Row(address, roles.Length == 0 ? "[]" : $"[{roles}]", member.GetProperty("status").GetString(),
                 member.GetProperty("reachable").GetBoolean() ? "reachable" : "UNREACHABLE", duty, notes);
         }
-        table.WriteTo(output);
-        var up = members.Count(m => m.GetProperty("status").GetString() == "up");
-        var unreachable = members.Count(m => !m.GetProperty("reachable").GetBoolean());
-        output.WriteLine($"Count: {members.Count} members, {up} up, {unreachable} unreachable ({cluster.GetProperty("mode").GetString()})");
+        return table;
     }
 
     public static void Pools(JsonElement pools, TextWriter output)

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
-using Spectre.Console.Rendering;
 using Balancer.Model;
 
 namespace Balancer.Node.Ctl;
@@ -104,7 +103,7 @@ internal static class TopView
                     // Until a first reading, the header and why there is none yet (an unreachable node, a refused token).
                     live.UpdateTarget(now is null
                         ? new Rows(header, new Markup(status))
-                        : new Rows(header, MembersTable(now.Cluster), Backends(last, now, Math.Min(selected, Math.Max(0, now.Backends.Count - 1))).ToSpectre(), new Markup(status)));
+                        : new Rows(header, CtlOutput.MembersTable(now.Cluster).ToSpectre(), Backends(last, now, Math.Min(selected, Math.Max(0, now.Backends.Count - 1))).ToSpectre(), new Markup(status)));
                     live.Refresh();
                 }
                 await Task.Delay(50, cancellationToken).ContinueWith(_ => { });
@@ -112,16 +111,8 @@ internal static class TopView
         });
     }
 
-    private static async Task<Reading> ReadAsync(AdminClient client, CancellationToken cancellationToken)
-    {
-        var cluster = await client.GetAsync("api/cluster", cancellationToken);
-        var backends = new List<JsonElement>();
-        foreach (var pool in (await client.GetAsync("api/pools", cancellationToken)).EnumerateArray())
-        {
-            backends.AddRange((await client.GetAsync($"api/pools/{Uri.EscapeDataString(pool.GetProperty("name").GetString()!)}/backends", cancellationToken)).EnumerateArray());
-        }
-        return new Reading(Stopwatch.GetTimestamp(), cluster, backends);
-    }
+    private static async Task<Reading> ReadAsync(AdminClient client, CancellationToken cancellationToken) =>
+        new(Stopwatch.GetTimestamp(), await client.GetAsync("api/cluster", cancellationToken), await client.BackendsAsync(null, cancellationToken));
 
     /// <summary>The backends' rates between two readings (none yet on the first).</summary>
     private static TextTable Backends(Reading? last, Reading now, int selected)
@@ -163,19 +154,5 @@ internal static class TopView
         var members = cluster.GetProperty("members").EnumerateArray().ToList();
         return $"{members.Count} members: " + string.Join("; ", members.Select(m =>
             $"{m.GetProperty("address").GetString()} {m.GetProperty("status").GetString()} {m.GetProperty("duty").GetString()}{(m.GetProperty("reachable").GetBoolean() ? "" : " UNREACHABLE")}"));
-    }
-
-    private static IRenderable MembersTable(JsonElement cluster)
-    {
-        var leader = cluster.GetProperty("leader").GetString();
-        var self = cluster.GetProperty("self").GetString();
-        var table = new TextTable("MEMBER", "STATUS", "REACHABILITY", "DUTY", "");
-        foreach (var m in cluster.GetProperty("members").EnumerateArray())
-        {
-            var address = m.GetProperty("address").GetString();
-            table.Row(address, m.GetProperty("status").GetString(), m.GetProperty("reachable").GetBoolean() ? "reachable" : "UNREACHABLE", m.GetProperty("duty").GetString(),
-                string.Join(" ", new[] { address == leader ? "leader" : null, address == self ? "(this node)" : null }.Where(n => n is not null)));
-        }
-        return table.ToSpectre();
     }
 }

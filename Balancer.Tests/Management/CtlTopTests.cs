@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net.Http.Json;
 using System.Text.RegularExpressions;
 using Balancer.Tests.TestSupport;
@@ -85,7 +84,7 @@ public class CtlTopTests
         {
             await traffic.CancelAsync();
             await load;
-            await RunAsync("tmux", ["-L", server, "kill-server"], check: false);
+            await ToolProcess.RunAsync("tmux", ["-L", server, "kill-server"], AppContext.BaseDirectory, TimeSpan.FromSeconds(10));
         }
     }
 
@@ -96,49 +95,13 @@ public class CtlTopTests
         Regex.Matches(screen, @"(app/[abc])\s*│\s*(\w+)\s*│\s*(\w+)\s*│\s*([\d.]+|-)\s*│")
             .ToDictionary(m => m.Groups[1].Value, m => new Row(m.Groups[2].Value, m.Groups[3].Value, m.Groups[4].Value == "-" ? 0 : double.Parse(m.Groups[4].Value, System.Globalization.CultureInfo.InvariantCulture)));
 
-    private static Task<string> TmuxAsync(string server, params string[] args) => RunAsync("tmux", ["-L", server, .. args], check: true);
-
-    private static async Task<bool> HasSessionAsync(string server)
+    /// <summary>A tmux command against this test's server; its output, or an exception naming what tmux said.</summary>
+    private static async Task<string> TmuxAsync(string server, params string[] args)
     {
-        var info = new ProcessStartInfo("tmux") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in new[] { "-L", server, "has-session", "-t", "top" })
-        {
-            info.ArgumentList.Add(arg);
-        }
-        using var process = Process.Start(info)!;
-        await ExitedAsync(process);
-        return process.ExitCode == 0;
+        var (code, output) = await ToolProcess.RunAsync("tmux", ["-L", server, .. args], AppContext.BaseDirectory, TimeSpan.FromSeconds(10));
+        return code == 0 ? output : throw new InvalidOperationException($"tmux {string.Join(' ', args)} exited {code}: {output}");
     }
 
-    /// <summary>Waits 10 s for a tmux client to exit; kills it (by its PID) when it does not.</summary>
-    private static async Task ExitedAsync(Process process)
-    {
-        try
-        {
-            await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10));
-        }
-        catch (TimeoutException)
-        {
-            process.Kill();
-            throw;
-        }
-    }
-
-    private static async Task<string> RunAsync(string program, string[] args, bool check)
-    {
-        var info = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in args)
-        {
-            info.ArgumentList.Add(arg);
-        }
-        using var process = Process.Start(info)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        await ExitedAsync(process);
-        if (check && process.ExitCode != 0)
-        {
-            throw new InvalidOperationException($"{program} {string.Join(' ', args)} exited {process.ExitCode}: {await error}");
-        }
-        return await output;
-    }
+    private static async Task<bool> HasSessionAsync(string server) =>
+        (await ToolProcess.RunAsync("tmux", ["-L", server, "has-session", "-t", "top"], AppContext.BaseDirectory, TimeSpan.FromSeconds(10))).Code == 0;
 }
