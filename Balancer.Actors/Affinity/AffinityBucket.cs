@@ -1,4 +1,5 @@
-using System.Collections.Immutable;
+using System.Collections;
+using System.Diagnostics.CodeAnalysis;
 using Akka.DistributedData;
 
 namespace Balancer.Affinity;
@@ -21,19 +22,24 @@ public sealed class AffinityBucketKey(string id) : Key<AffinityBucket>(id);
 /// node evicts the same ones and merges still converge. Pins made in one update travel as a delta
 /// holding just those entries.
 /// </para>
+/// <para>
+/// The sessions are one array of 24-byte values sorted by hash: no object per session, a lookup is
+/// a binary search, and a merge or a batch of pins is one pass over both sides.
+/// </para>
 /// </summary>
 public sealed class AffinityBucket :
     IDeltaReplicatedData<AffinityBucket, AffinityBucket>,
     IReplicatedDelta,
     IEquatable<AffinityBucket>
 {
-    // Sorted, so that serializing a bucket (which the replicator does for every digest it compares)
-    // writes the same bytes for the same sessions without sorting them each time.
-    private static readonly ImmutableSortedDictionary<ulong, AffinityEntry> NoEntries = ImmutableSortedDictionary<ulong, AffinityEntry>.Empty;
+    // Sorted by hash, one entry per hash: serializing a bucket (which the replicator does for every
+    // digest it compares) writes the same bytes for the same sessions without sorting them each time.
+    private static readonly KeyValuePair<ulong, AffinityEntry>[] NoEntries = [];
 
     /// <summary>The bucket with no sessions and no capacity set.</summary>
     public static readonly AffinityBucket Empty = new(NoEntries, 0, null);
 
+    private readonly KeyValuePair<ulong, AffinityEntry>[] _sessions;
     private readonly AffinityBucket? _delta;
 
     // The bucket this one was made from by local changes only. The replicator merges every update's
@@ -42,16 +48,16 @@ public sealed class AffinityBucket :
     // bucket never keeps its history alive.
     private AffinityBucket? _ancestor;
 
-    private AffinityBucket(ImmutableSortedDictionary<ulong, AffinityEntry> entries, int capacity, AffinityBucket? delta, AffinityBucket? ancestor = null)
+    private AffinityBucket(KeyValuePair<ulong, AffinityEntry>[] sessions, int capacity, AffinityBucket? delta, AffinityBucket? ancestor = null)
     {
-        Entries = entries;
+        _sessions = sessions;
         Capacity = capacity;
         _delta = delta;
         _ancestor = ancestor;
     }
 
     /// <summary>The sessions of this bucket in hash order, expired ones included until they are swept.</summary>
-    public ImmutableSortedDictionary<ulong, AffinityEntry> Entries { get; }
+    public BucketSessions Entries => new(_sessions);
 
     /// <summary>
     /// The most sessions this bucket keeps (<c>affinity.max-entries</c> over the bucket count); 0:
@@ -62,28 +68,64 @@ public sealed class AffinityBucket :
     public int Capacity { get; }
 
     /// <summary>The number of entries, expired ones included until they are swept.</summary>
-    public int Count => Entries.Count;
+    public int Count => _sessions.Length;
 
-    /// <summary>The bucket made of <paramref name="entries"/> (as read from the wire).</summary>
-    public static AffinityBucket Of(IEnumerable<KeyValuePair<ulong, AffinityEntry>> entries, int capacity) =>
-        new(NoEntries.AddRange(entries), capacity, null);
+    /// <summary>The bucket made of <paramref name="entries"/> (as read from the wire); of two entries for one hash, the winner stays.</summary>
+    public static AffinityBucket Of(IEnumerable<KeyValuePair<ulong, AffinityEntry>> entries, int capacity)
+    {
+        var sorted = entries.ToArray();
+        if (!IsSortedAndUnique(sorted))
+        {
+            Array.Sort(sorted, static (a, b) => a.Key.CompareTo(b.Key));
+            sorted = Combined(sorted, NoEntries, out _);
+        }
+        return new AffinityBucket(sorted, capacity, null);
+    }
+
+    /// <summary>The bucket of <paramref name="sessions"/>, already sorted by hash with one entry per hash (as the wire form is checked to be); kept, not copied.</summary>
+    internal static AffinityBucket OfSorted(KeyValuePair<ulong, AffinityEntry>[] sessions, int capacity) => new(sessions, capacity, null);
 
     /// <summary>The entry of <paramref name="hash"/>, expired or not.</summary>
-    public bool TryGetValue(ulong hash, out AffinityEntry entry) => Entries.TryGetValue(hash, out entry!);
+    public bool TryGetValue(ulong hash, out AffinityEntry entry) => Entries.TryGetValue(hash, out entry);
+
+    /// <summary>True when this bucket holds an entry for <paramref name="hash"/>, expired or not.</summary>
+    public bool Contains(ulong hash) => Entries.ContainsKey(hash);
 
     /// <summary>
     /// Records <paramref name="entry"/> for <paramref name="hash"/> when it wins over the entry held,
     /// and adds it to the delta this update replicates. Call <see cref="WithinCapacity"/> once the
     /// update's pins are all set.
     /// </summary>
-    public AffinityBucket Set(ulong hash, AffinityEntry entry)
+    public AffinityBucket Set(ulong hash, AffinityEntry entry) => SetAll([new(hash, entry)]);
+
+    /// <summary>
+    /// <see cref="Set"/> for a batch of pins in one pass over the bucket: of several pins of one
+    /// session, the one that wins counts, as when they are set one after the other.
+    /// </summary>
+    public AffinityBucket SetAll(IReadOnlyCollection<KeyValuePair<ulong, AffinityEntry>> pins)
     {
-        if (Entries.TryGetValue(hash, out var held) && !entry.Wins(held))
+        var batch = new List<KeyValuePair<ulong, AffinityEntry>>(pins.Count);
+        foreach (var pin in pins.OrderBy(p => p.Key))
+        {
+            if (batch.Count > 0 && batch[^1].Key == pin.Key)
+            {
+                if (pin.Value.Wins(batch[^1].Value))
+                {
+                    batch[^1] = pin;
+                }
+                continue;
+            }
+            batch.Add(pin);
+        }
+        batch.RemoveAll(pin => TryGetValue(pin.Key, out var held) && !pin.Value.Wins(held));
+        if (batch.Count == 0)
         {
             return this;
         }
-        var delta = _delta ?? new AffinityBucket(NoEntries, Capacity, null);
-        return new AffinityBucket(Entries.SetItem(hash, entry), Capacity, new AffinityBucket(delta.Entries.SetItem(hash, entry), Capacity, null), _ancestor ?? this);
+        var changes = batch.ToArray();
+        var sessions = Replaced(_sessions, changes);
+        var delta = new AffinityBucket(_delta is null ? changes : Replaced(_delta._sessions, changes), Capacity, null);
+        return new AffinityBucket(sessions, Capacity, delta, _ancestor ?? this);
     }
 
     /// <summary>
@@ -92,49 +134,64 @@ public sealed class AffinityBucket :
     /// longer fits.
     /// </summary>
     public AffinityBucket WithCapacity(int capacity) =>
-        capacity <= Capacity ? WithinCapacity() : new AffinityBucket(Entries, capacity, _delta is null ? null : new AffinityBucket(_delta.Entries, capacity, null), _ancestor ?? this).WithinCapacity();
+        capacity <= Capacity ? WithinCapacity() : new AffinityBucket(_sessions, capacity, _delta is null ? null : new AffinityBucket(_delta._sessions, capacity, null), _ancestor ?? this).WithinCapacity();
 
     /// <summary>This bucket without the sessions over its capacity (see the class summary).</summary>
     public AffinityBucket WithinCapacity()
     {
-        var evicted = Evicted(Entries, Capacity);
-        return evicted.Count == 0 ? this : new AffinityBucket(Entries.RemoveRange(evicted), Capacity, _delta, _ancestor ?? this);
+        var kept = Kept(_sessions, Capacity);
+        return ReferenceEquals(kept, _sessions) ? this : new AffinityBucket(kept, Capacity, _delta, _ancestor ?? this);
     }
 
     /// <summary>
-    /// The sessions of <paramref name="entries"/> beyond <paramref name="capacity"/>: the established
+    /// <paramref name="sessions"/> without those beyond <paramref name="capacity"/>: the established
     /// keep what is left after a quarter is set aside for sessions seen once (or less, when fewer are
     /// held), and each group loses its entries closest to expiry first (ties by hash).
     /// </summary>
-    private static List<ulong> Evicted(ImmutableSortedDictionary<ulong, AffinityEntry> entries, int capacity)
+    private static KeyValuePair<ulong, AffinityEntry>[] Kept(KeyValuePair<ulong, AffinityEntry>[] sessions, int capacity)
     {
-        if (capacity <= 0 || entries.Count <= capacity)
+        if (capacity <= 0 || sessions.Length <= capacity)
         {
-            return [];
+            return sessions;
         }
-        var established = new List<KeyValuePair<ulong, AffinityEntry>>();
-        var once = new List<KeyValuePair<ulong, AffinityEntry>>();
-        foreach (var entry in entries)
+        var established = new List<int>();
+        var once = new List<int>();
+        for (var i = 0; i < sessions.Length; i++)
         {
-            (entry.Value.Established ? established : once).Add(entry);
+            (sessions[i].Value.Established ? established : once).Add(i);
         }
         var keptEstablished = Math.Min(established.Count, capacity - Math.Min(once.Count, capacity / 4));
         var keptOnce = Math.Min(once.Count, capacity - keptEstablished);
-        var evicted = new List<ulong>(entries.Count - capacity);
-        Evict(established, keptEstablished, evicted);
-        Evict(once, keptOnce, evicted);
-        return evicted;
-
-        static void Evict(List<KeyValuePair<ulong, AffinityEntry>> group, int kept, List<ulong> evicted)
+        var evicted = new bool[sessions.Length];
+        Evict(established, keptEstablished);
+        Evict(once, keptOnce);
+        var kept = new KeyValuePair<ulong, AffinityEntry>[capacity];
+        var next = 0;
+        for (var i = 0; i < sessions.Length; i++)
         {
-            if (group.Count <= kept)
+            if (!evicted[i])
+            {
+                kept[next++] = sessions[i];
+            }
+        }
+        return kept;
+
+        void Evict(List<int> group, int keep)
+        {
+            if (group.Count <= keep)
             {
                 return;
             }
-            group.Sort(static (a, b) => a.Value.ExpiresAt != b.Value.ExpiresAt ? a.Value.ExpiresAt.CompareTo(b.Value.ExpiresAt) : a.Key.CompareTo(b.Key));
-            for (var i = 0; i < group.Count - kept; i++)
+            group.Sort((a, b) =>
             {
-                evicted.Add(group[i].Key);
+                var (x, y) = (sessions[a], sessions[b]);
+                return x.Value.ExpiresAtUnixMilliseconds != y.Value.ExpiresAtUnixMilliseconds
+                    ? x.Value.ExpiresAtUnixMilliseconds.CompareTo(y.Value.ExpiresAtUnixMilliseconds)
+                    : x.Key.CompareTo(y.Key);
+            });
+            for (var i = 0; i < group.Count - keep; i++)
+            {
+                evicted[group[i]] = true;
             }
         }
     }
@@ -142,10 +199,11 @@ public sealed class AffinityBucket :
     /// <summary>This bucket without the entries expired at <paramref name="now"/> (a local sweep; not replicated as a delta).</summary>
     public AffinityBucket WithoutExpired(DateTimeOffset now)
     {
-        var expired = Entries.Where(e => e.Value.ExpiresAt <= now).Select(e => e.Key).ToList();
+        var cutoff = now.ToUnixTimeMilliseconds();
+        var live = Array.FindAll(_sessions, e => !e.Value.ExpiredAt(cutoff));
         // Counted as descending from this bucket although it lost entries: they were dead already,
         // and a merge with the unswept bucket must not bring them back.
-        return expired.Count == 0 ? this : new AffinityBucket(Entries.RemoveRange(expired), Capacity, _delta, _ancestor ?? this);
+        return live.Length == _sessions.Length ? this : new AffinityBucket(live, Capacity, _delta, _ancestor ?? this);
     }
 
     /// <inheritdoc />
@@ -160,33 +218,111 @@ public sealed class AffinityBucket :
             return Merged(other);
         }
         // Another node's entries are folded into this node's, never the other way round: an entry
-        // that expired here and was swept must not return from a peer's unswept copy. A delta of a
-        // few pins therefore costs a few lookups.
-        var now = DateTimeOffset.UtcNow;
+        // that expired here and was swept must not return from a peer's unswept copy.
+        var now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds();
         var capacity = Math.Max(Capacity, other.Capacity);
-        ImmutableSortedDictionary<ulong, AffinityEntry>.Builder? merged = null;
-        foreach (var (hash, entry) in other.Entries)
+        var merged = Combined(_sessions, other._sessions, out var changed, now);
+        if (!changed)
         {
-            if (entry.ExpiresAt <= now || (Entries.TryGetValue(hash, out var held) && !entry.Wins(held)))
-            {
-                continue;
-            }
-            merged ??= Entries.ToBuilder();
-            merged[hash] = entry;
+            return capacity == Capacity ? Merged(this) : new AffinityBucket(_sessions, capacity, null).WithinCapacity();
         }
-        if (merged is null)
-        {
-            return capacity == Capacity ? Merged(this) : new AffinityBucket(Entries, capacity, null).WithinCapacity();
-        }
-        var entries = merged.ToImmutable();
-        var evicted = Evicted(entries, capacity);
-        return new AffinityBucket(evicted.Count == 0 ? entries : entries.RemoveRange(evicted), capacity, null);
+        return new AffinityBucket(Kept(merged, capacity), capacity, null);
     }
 
     private static AffinityBucket Merged(AffinityBucket result)
     {
         result._ancestor = null;
-        return result._delta is null ? result : new AffinityBucket(result.Entries, result.Capacity, null);
+        return result._delta is null ? result : new AffinityBucket(result._sessions, result.Capacity, null);
+    }
+
+    /// <summary>
+    /// <paramref name="held"/> with each of <paramref name="theirs"/> that is not expired at
+    /// <paramref name="now"/> and wins over the entry held for its session (both sorted by hash);
+    /// <paramref name="changed"/>: false when nothing of theirs was taken (then it is <paramref name="held"/> itself).
+    /// </summary>
+    private static KeyValuePair<ulong, AffinityEntry>[] Combined(KeyValuePair<ulong, AffinityEntry>[] held, KeyValuePair<ulong, AffinityEntry>[] theirs, out bool changed, long now = long.MinValue)
+    {
+        List<KeyValuePair<ulong, AffinityEntry>>? result = null;
+        int i = 0, j = 0;
+        changed = false;
+        while (j < theirs.Length)
+        {
+            var (hash, entry) = theirs[j];
+            if (i < held.Length && held[i].Key < hash)
+            {
+                result?.Add(held[i]);
+                i++;
+                continue;
+            }
+            var same = i < held.Length && held[i].Key == hash;
+            // Two of theirs for one hash (an unsorted batch, see Of): the winner of the two stays.
+            var previous = result is { Count: > 0 } && result[^1].Key == hash;
+            var takes = !entry.ExpiredAt(now) && (previous ? entry.Wins(result![^1].Value) : !same || entry.Wins(held[i].Value));
+            if (takes && result is null)
+            {
+                result = new List<KeyValuePair<ulong, AffinityEntry>>(held.Length + theirs.Length - j);
+                result.AddRange(held.AsSpan(0, i));
+            }
+            if (previous)
+            {
+                if (takes)
+                {
+                    result![^1] = theirs[j];
+                }
+            }
+            else if (same)
+            {
+                result?.Add(takes ? theirs[j] : held[i]);
+                i++;
+            }
+            else if (takes)
+            {
+                result!.Add(theirs[j]);
+            }
+            changed |= takes;
+            j++;
+        }
+        if (result is null)
+        {
+            return held;
+        }
+        result.AddRange(held.AsSpan(i));
+        return result.ToArray();
+    }
+
+    /// <summary><paramref name="held"/> with <paramref name="changes"/> (sorted, unique) put in place of, or beside, what it holds.</summary>
+    private static KeyValuePair<ulong, AffinityEntry>[] Replaced(KeyValuePair<ulong, AffinityEntry>[] held, KeyValuePair<ulong, AffinityEntry>[] changes)
+    {
+        var result = new List<KeyValuePair<ulong, AffinityEntry>>(held.Length + changes.Length);
+        int i = 0, j = 0;
+        while (i < held.Length || j < changes.Length)
+        {
+            if (j == changes.Length || (i < held.Length && held[i].Key < changes[j].Key))
+            {
+                result.Add(held[i++]);
+            }
+            else
+            {
+                if (i < held.Length && held[i].Key == changes[j].Key)
+                {
+                    i++;
+                }
+                result.Add(changes[j++]);
+            }
+        }
+        return result.ToArray();
+    }
+
+    private static bool IsSortedAndUnique(KeyValuePair<ulong, AffinityEntry>[] sessions)
+    {
+        for (var i = 1; i < sessions.Length; i++)
+        {
+            if (sessions[i - 1].Key >= sessions[i].Key)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     /// <summary>
@@ -200,7 +336,7 @@ public sealed class AffinityBucket :
     public AffinityBucket MergeDelta(AffinityBucket delta) => Merge(delta);
 
     /// <inheritdoc />
-    public AffinityBucket ResetDelta() => _delta is null ? this : new AffinityBucket(Entries, Capacity, null, _ancestor);
+    public AffinityBucket ResetDelta() => _delta is null ? this : new AffinityBucket(_sessions, Capacity, null, _ancestor);
 
     IReplicatedData IReplicatedData.Merge(IReplicatedData other) => other is AffinityBucket bucket
         ? Merge(bucket)
@@ -225,9 +361,9 @@ public sealed class AffinityBucket :
         {
             return false;
         }
-        foreach (var (hash, entry) in Entries)
+        for (var i = 0; i < _sessions.Length; i++)
         {
-            if (!other.Entries.TryGetValue(hash, out var theirs) || !entry.Equals(theirs))
+            if (_sessions[i].Key != other._sessions[i].Key || _sessions[i].Value != other._sessions[i].Value)
             {
                 return false;
             }
@@ -243,4 +379,71 @@ public sealed class AffinityBucket :
 
     /// <inheritdoc />
     public override string ToString() => $"AffinityBucket({Count} entries, capacity {Capacity})";
+}
+
+/// <summary>The sessions of an <see cref="AffinityBucket"/>: session hash → entry, in hash order, read without copying.</summary>
+public readonly struct BucketSessions : IReadOnlyDictionary<ulong, AffinityEntry>
+{
+    private readonly KeyValuePair<ulong, AffinityEntry>[] _sessions;
+
+    internal BucketSessions(KeyValuePair<ulong, AffinityEntry>[] sessions) => _sessions = sessions;
+
+    /// <summary>The sessions as one span, in hash order.</summary>
+    public ReadOnlySpan<KeyValuePair<ulong, AffinityEntry>> AsSpan() => _sessions;
+
+    /// <inheritdoc />
+    public int Count => _sessions.Length;
+
+    /// <summary>True when there are no sessions.</summary>
+    public bool IsEmpty => _sessions.Length == 0;
+
+    /// <inheritdoc />
+    public AffinityEntry this[ulong key] => TryGetValue(key, out var entry) ? entry : throw new KeyNotFoundException($"no session {key}");
+
+    /// <inheritdoc />
+    public IEnumerable<ulong> Keys => _sessions.Select(s => s.Key);
+
+    /// <inheritdoc />
+    public IEnumerable<AffinityEntry> Values => _sessions.Select(s => s.Value);
+
+    /// <inheritdoc />
+    public bool ContainsKey(ulong key) => IndexOf(key) >= 0;
+
+    /// <inheritdoc />
+    public bool TryGetValue(ulong key, [MaybeNullWhen(false)] out AffinityEntry value)
+    {
+        var index = IndexOf(key);
+        value = index >= 0 ? _sessions[index].Value : default;
+        return index >= 0;
+    }
+
+    private int IndexOf(ulong key)
+    {
+        int low = 0, high = _sessions.Length - 1;
+        while (low <= high)
+        {
+            var middle = low + ((high - low) >> 1);
+            var found = _sessions[middle].Key;
+            if (found == key)
+            {
+                return middle;
+            }
+            if (found < key)
+            {
+                low = middle + 1;
+            }
+            else
+            {
+                high = middle - 1;
+            }
+        }
+        return -1;
+    }
+
+    /// <summary>Enumerates the sessions in hash order without allocating.</summary>
+    public ArraySegment<KeyValuePair<ulong, AffinityEntry>>.Enumerator GetEnumerator() => new ArraySegment<KeyValuePair<ulong, AffinityEntry>>(_sessions).GetEnumerator();
+
+    IEnumerator<KeyValuePair<ulong, AffinityEntry>> IEnumerable<KeyValuePair<ulong, AffinityEntry>>.GetEnumerator() => ((IEnumerable<KeyValuePair<ulong, AffinityEntry>>)_sessions).GetEnumerator();
+
+    IEnumerator IEnumerable.GetEnumerator() => _sessions.GetEnumerator();
 }

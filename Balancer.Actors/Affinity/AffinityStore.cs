@@ -39,10 +39,11 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     // Each bucket as last replicated to this node, to find the expired entries it still holds.
     private readonly Dictionary<AffinityBucketKey, AffinityBucket> _latest = new();
 
-    // The sessions of each bucket that the data plane's cache may hold (pinned here, or merged from
-    // the bucket): what Reconcile checks against the bucket, so that the cache never keeps what
-    // every replica evicted.
-    private readonly Dictionary<AffinityBucketKey, HashSet<ulong>> _cached = new();
+    // The sessions of each bucket that the data plane's cache holds (pinned here, or found by a
+    // lookup) but that the bucket has not shown yet: what Reconcile checks against the bucket, so
+    // that the cache never keeps a pin every replica evicted at once. What a bucket has shown, the
+    // next version of it drops or keeps, so only these few need a set of their own.
+    private readonly Dictionary<AffinityBucketKey, HashSet<ulong>> _unseen = new();
 
     // A majority write is already on its way: the pins that arrive meanwhile wait for the next one.
     private bool _flushQueued;
@@ -122,30 +123,8 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             {
                 return;
             }
-            // Sessions the bucket no longer holds were evicted (or swept) on every node: the cache
-            // drops them too, unless it holds a newer pin of its own.
-            if (_latest.TryGetValue(key, out var previous))
-            {
-                foreach (var (session, entry) in previous.Entries)
-                {
-                    if (!bucket.Entries.ContainsKey(session))
-                    {
-                        _table.Forget(session, entry);
-                    }
-                }
-            }
+            var moved = Fold(_latest.TryGetValue(key, out var previous) ? previous : null, bucket);
             _latest[key] = bucket;
-            // Entries already cached are skipped by reference.
-            var cached = CachedOf(key);
-            var moved = 0;
-            foreach (var (session, entry) in bucket.Entries)
-            {
-                if (_table.Merge(session, entry))
-                {
-                    moved++;
-                }
-                cached.Add(session);
-            }
             if (moved > 0)
             {
                 _log.Warning("pool {0}: {1} session(s) this node pinned provisionally (outside its cluster, or out of sight of a majority) had been pinned to another backend by the cluster; the cluster's choice now holds on every node ({2} so far)",
@@ -200,7 +179,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         }
         var id = ++_lastLookupId;
         var scheduler = Context.System.Scheduler;
-        CachedOf(BucketOf(lookup.Hash)).Add(lookup.Hash);
+        UnseenOf(BucketOf(lookup.Hash)).Add(lookup.Hash);
         Context.ActorOf(SessionLookupAggregator.Props(lookup, _table, () => scheduler.Now, id, BucketOf(lookup.Hash), reachable, needed, Self.Path.Elements, _replicator, _readTimeout),
             $"lookup-{(ulong)id}");
     }
@@ -218,7 +197,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
                 OnRereadBucket(reread, bucket);
                 break;
             case PeerAsked peer:
-                var entry = bucket is not null && bucket.TryGetValue(peer.Hash, out var found) ? found : null;
+                AffinityEntry? entry = bucket is not null && bucket.TryGetValue(peer.Hash, out var found) ? found : null;
                 peer.ReplyTo.Tell(new PeerLookupAnswer(peer.Id, entry?.Backend, entry?.ExpiresAt.ToUnixTimeMilliseconds() ?? 0, entry?.Established ?? false, entry?.Provisional ?? false));
                 break;
         }
@@ -374,7 +353,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         foreach (var hash in _table.Expired(cutoff))
         {
             _table.Forget(hash);
-            CachedOf(BucketOf(hash)).Remove(hash);
+            UnseenOf(BucketOf(hash)).Remove(hash);
         }
         // Each node sweeps its own replica (a merge never brings an expired entry back), by what the
         // bucket holds rather than what the cache holds: the two can differ after a restart.
@@ -391,7 +370,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     private void Enqueue(Write write)
     {
         var bucket = BucketOf(write.Hash);
-        CachedOf(bucket).Add(write.Hash);
+        UnseenOf(bucket).Add(write.Hash);
         if (!_pending.TryGetValue(bucket, out var writes))
         {
             _pending[bucket] = writes = new List<Write>();
@@ -466,18 +445,15 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
             var batch = new WriteBatch(writes.Select(w => w.Acknowledged).Where(a => a is not null).ToList()!);
             var capacity = _capacity;
             var table = _table;
+            var pins = writes.Select(w => new KeyValuePair<ulong, AffinityEntry>(w.Hash, w.Entry)).ToList();
             _replicator.Tell(Dsl.Update(bucket, AffinityBucket.Empty, _write, batch, data =>
             {
-                foreach (var write in writes)
-                {
-                    data = data.Set(write.Hash, write.Entry);
-                }
-                data = data.WithCapacity(capacity);
+                data = data.SetAll(pins).WithCapacity(capacity);
                 // A pin the full bucket evicted at once never shows in a change notification: the
                 // cache drops it here (the table is safe to touch from the replicator's thread).
                 foreach (var write in writes)
                 {
-                    if (!data.Entries.ContainsKey(write.Hash))
+                    if (!data.Contains(write.Hash))
                     {
                         table.Forget(write.Hash, write.Entry);
                     }
@@ -554,33 +530,72 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     private AffinityBucketKey BucketOf(ulong hash) => _buckets[hash % (ulong)_buckets.Length];
 
-    private HashSet<ulong> CachedOf(AffinityBucketKey bucket)
+    private HashSet<ulong> UnseenOf(AffinityBucketKey bucket)
     {
-        if (!_cached.TryGetValue(bucket, out var cached))
+        if (!_unseen.TryGetValue(bucket, out var unseen))
         {
-            _cached[bucket] = cached = new HashSet<ulong>();
+            _unseen[bucket] = unseen = new HashSet<ulong>();
         }
-        return cached;
+        return unseen;
     }
 
     /// <summary>
-    /// Drops from the cache the sessions of <paramref name="key"/> that its bucket no longer holds:
-    /// evicted when another node's pins filled it, or swept. A pin younger than two seconds is kept,
-    /// as the bucket may not hold it yet, and so is a pin still queued for a paced flush.
+    /// Folds a new version of a bucket into the cache in one pass over both versions (sorted by
+    /// hash): a session the previous version held and this one does not was evicted or swept on
+    /// every node, and the cache drops it too (unless it holds a newer pin of its own); a session
+    /// new or changed is merged; one unchanged was merged with the previous version. Returns how
+    /// many live sessions pinned here provisionally the cluster moved to another backend.
+    /// </summary>
+    private int Fold(AffinityBucket? previous, AffinityBucket bucket)
+    {
+        var before = previous is null ? default : previous.Entries.AsSpan();
+        var now = bucket.Entries.AsSpan();
+        var moved = 0;
+        int i = 0, j = 0;
+        while (i < before.Length || j < now.Length)
+        {
+            if (j == now.Length || (i < before.Length && before[i].Key < now[j].Key))
+            {
+                _table.Forget(before[i].Key, before[i].Value);
+                i++;
+                continue;
+            }
+            var unchanged = i < before.Length && before[i].Key == now[j].Key && before[i].Value == now[j].Value;
+            if (i < before.Length && before[i].Key == now[j].Key)
+            {
+                i++;
+            }
+            if (!unchanged && _table.Merge(now[j].Key, now[j].Value))
+            {
+                moved++;
+            }
+            j++;
+        }
+        return moved;
+    }
+
+    /// <summary>
+    /// Drops from the cache the sessions of <paramref name="key"/> pinned here (or found by a lookup)
+    /// that its bucket never showed: evicted at once when the bucket was full of better ones. A pin
+    /// younger than two seconds is kept, as the bucket may not hold it yet, and so is a pin still
+    /// queued for a paced flush.
     /// </summary>
     private void Reconcile(AffinityBucketKey key, AffinityBucket bucket)
     {
-        var cached = CachedOf(key);
-        if (cached.Count <= bucket.Count && bucket.Count > 0 && cached.All(bucket.Entries.ContainsKey))
+        if (!_unseen.TryGetValue(key, out var unseen) || unseen.Count == 0)
         {
             return;
         }
         var settled = Context.System.Scheduler.Now + _pool.Affinity.Ttl - TimeSpan.FromSeconds(2);
         // Pins still queued here (a paced burst) are not in the bucket yet.
         var queued = _pending.TryGetValue(key, out var writes) ? writes.Select(w => w.Hash).ToHashSet() : null;
-        cached.RemoveWhere(hash =>
+        unseen.RemoveWhere(hash =>
         {
-            if (bucket.Entries.ContainsKey(hash) || queued?.Contains(hash) == true)
+            if (bucket.Contains(hash))
+            {
+                return true;
+            }
+            if (queued?.Contains(hash) == true)
             {
                 return false;
             }

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Akka.Actor;
 using Balancer.Configuration;
 using Balancer.Routing;
@@ -16,7 +15,7 @@ namespace Balancer.Affinity;
 /// </summary>
 public sealed class AffinityTable
 {
-    private readonly ConcurrentDictionary<ulong, AffinityEntry> _entries = new();
+    private readonly SessionTable _entries = new();
     private readonly AffinityKey _key;
     // The pool's affinity store; null between two incarnations of the node (see Attach).
     private ICanTell? _store;
@@ -168,7 +167,7 @@ public sealed class AffinityTable
 
     private Task Pin(ulong hash, string backend, bool established, bool provisional = false)
     {
-        var held = _entries.TryGetValue(hash, out var entry) ? entry : null;
+        AffinityEntry? held = _entries.TryGetValue(hash, out var entry) ? entry : null;
         // The table sheds what its buckets evict within a flush; this bounds it meanwhile.
         if (held is null && _entries.Count >= 2 * Settings.MaxEntries)
         {
@@ -180,9 +179,13 @@ public sealed class AffinityTable
         var store = Store;
         // A provisional pin stays provisional when refreshed until the cluster's replicas have been
         // read since it was made: a pin of the cluster's for the session may still be on its way.
-        var unconfirmed = held is { Provisional: true } && held.Backend == backend && !Confirmable(held);
+        var unconfirmed = held is { Provisional: true } heldEntry && heldEntry.Backend == backend && !Confirmable(heldEntry);
         var pinned = new AffinityEntry(backend, _now() + Settings.Ttl, established || held is { Established: true }, Provisional: provisional || unconfirmed || !PinsAsMember);
-        _entries[hash] = pinned;
+        if (!_entries.Set(hash, pinned))
+        {
+            Store?.Tell(AffinityStore.TableFull.Instance, ActorRefs.NoSender);
+            return Task.CompletedTask;
+        }
         if (store is null)
         {
             // Pinned here only; the next incarnation's store replicates every entry it finds. (A
@@ -207,12 +210,12 @@ public sealed class AffinityTable
     public IReadOnlyDictionary<ulong, AffinityEntry> Snapshot()
     {
         var now = _now();
-        return _entries.Where(e => e.Value.ExpiresAt > now && !e.Value.IsCleared).ToDictionary(e => e.Key, e => e.Value);
+        return _entries.ToList(e => e.ExpiresAt > now && !e.IsCleared).ToDictionary(e => e.Key, e => e.Value);
     }
 
     /// <summary>The live entry stored under <paramref name="hash"/> here, without refreshing it (for the management API).</summary>
     public AffinityEntry? Lookup(ulong hash) =>
-        _entries.TryGetValue(hash, out var entry) && entry.ExpiresAt > _now() && !entry.IsCleared ? entry : null;
+        _entries.TryGetValue(hash, out var entry) && entry.ExpiresAt > _now() && !entry.IsCleared ? (AffinityEntry?)entry : null;
 
     /// <summary>
     /// Forgets one session (stored under <paramref name="hash"/>) or every session of the pool on every
@@ -296,14 +299,17 @@ public sealed class AffinityTable
     /// <summary>Takes a replicated entry when it wins over the cached one; true when that moved a live session to another backend.</summary>
     internal bool Merge(ulong hash, AffinityEntry entry)
     {
-        if (_entries.TryGetValue(hash, out var cached) && (ReferenceEquals(cached, entry) || !entry.Wins(cached)))
+        if (_entries.TryGetValue(hash, out var cached) && (cached == entry || !entry.Wins(cached)))
         {
             return false;
         }
         var moved = false;
-        _entries.AddOrUpdate(hash, entry, (_, existing) =>
+        _entries.Update(hash, held =>
         {
-            moved = false;
+            if (held is not { } existing)
+            {
+                return entry;
+            }
             if (!entry.Wins(existing))
             {
                 return existing;
@@ -321,25 +327,18 @@ public sealed class AffinityTable
     }
 
     /// <summary>Every entry held here, live or not (what a new incarnation's store replicates).</summary>
-    internal IEnumerable<KeyValuePair<ulong, AffinityEntry>> Entries => _entries;
+    internal IEnumerable<KeyValuePair<ulong, AffinityEntry>> Entries => _entries.ToList();
 
     /// <summary>The entry cached under <paramref name="hash"/>, expired or not.</summary>
-    internal AffinityEntry? Cached(ulong hash) => _entries.TryGetValue(hash, out var entry) ? entry : null;
+    internal AffinityEntry? Cached(ulong hash) => _entries.TryGetValue(hash, out var entry) ? (AffinityEntry?)entry : null;
 
     /// <summary>Forgets a session evicted or swept from its bucket, unless it was pinned again here since.</summary>
     internal void Forget(ulong hash, AffinityEntry? asHeld = null)
     {
-        if (asHeld is null)
-        {
-            _entries.TryRemove(hash, out _);
-        }
-        else
-        {
-            _entries.TryRemove(new KeyValuePair<ulong, AffinityEntry>(hash, asHeld));
-        }
+        _entries.Remove(hash, asHeld);
     }
 
-    internal IEnumerable<ulong> Expired(DateTimeOffset now) => _entries.Where(e => e.Value.ExpiresAt <= now).Select(e => e.Key).ToList();
+    internal IEnumerable<ulong> Expired(DateTimeOffset now) => _entries.ToList(e => e.ExpiresAt <= now).Select(e => e.Key).ToList();
 
     /// <summary>The key of a session for the pool's mode, read from the request (null when it has none).</summary>
     public static string? KeyFor(AffinitySettings settings, RoutingRequest request)

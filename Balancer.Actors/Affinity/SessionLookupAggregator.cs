@@ -76,7 +76,7 @@ internal sealed class SessionLookupAggregator : ReceiveActor, IWithTimers
 
     private void Answer(AffinityEntry? entry)
     {
-        if (entry is not null && (_best is null || entry.Wins(_best)))
+        if (entry is { } answered && (_best is not { } sofar || answered.Wins(sofar)))
         {
             _best = entry;
         }

@@ -100,7 +100,7 @@ internal static class AffinityBucketFormat
         {
             throw Malformed($"{bytes.Length - reader.Position} bytes after the last entry");
         }
-        return AffinityBucket.Of(entries, (int)capacity);
+        return AffinityBucket.OfSorted(entries, (int)capacity);
     }
 
     private static void WriteVarint(ArrayBufferWriter<byte> buffer, uint value)

@@ -69,6 +69,26 @@ public class AffinityBucketTests
     }
 
     [Fact]
+    public void SetAll_IsSetOneAfterTheOther_InOnePass()
+    {
+        var random = new Random(3);
+        var bucket = AffinityBucket.Empty;
+        for (var i = 0; i < 200; i++)
+        {
+            bucket = bucket.Set((ulong)random.Next(1000), Pin($"b{i % 4}", random.Next(60), established: i % 7 == 0));
+        }
+        bucket = bucket.ResetDelta();
+        var pins = Enumerable.Range(0, 300)
+            .Select(i => new KeyValuePair<ulong, AffinityEntry>((ulong)random.Next(1000), Pin($"b{i % 5}", random.Next(60), established: i % 3 == 0)))
+            .ToList();
+        var oneByOne = pins.Aggregate(bucket, (b, pin) => b.Set(pin.Key, pin.Value));
+        var batched = bucket.SetAll(pins);
+        Assert.Equal(oneByOne, batched);
+        Assert.Equal(oneByOne.Delta, batched.Delta);
+        Assert.True(batched.Entries.Keys.SequenceEqual(batched.Entries.Keys.Order()));
+    }
+
+    [Fact]
     public void Merge_OfWhatAnUpdateMadeFromTheStoredValue_IsThatResult()
     {
         var stored = AffinityBucket.Of([new(1, Pin("a"))], capacity: 10);

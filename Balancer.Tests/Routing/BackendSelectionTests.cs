@@ -217,7 +217,7 @@ public class BackendSelectionTests
         {
             now = now.AddSeconds(1);
             Assert.Equal(backend.Name, table.Find("slow"));
-            Assert.True(table.Cached(hash)!.Provisional, "a request confirmed a pin the cluster never acknowledged");
+            Assert.True(table.Cached(hash)!.Value.Provisional, "a request confirmed a pin the cluster never acknowledged");
         }
         // The cluster's pin of the same session arrives by gossip and wins, counted as a move.
         var clusters = pool.Snapshot.Backends.First(b => b.Name != backend.Name).Name;
@@ -230,12 +230,12 @@ public class BackendSelectionTests
         // The majority write is never confirmed here (the store is scripted): the pin is made at once all the same.
         _ = table.Pin("partitioned", "b");
         var partitioned = table.HashOf("partitioned")!.Value;
-        Assert.True(table.Cached(partitioned)!.Provisional);
+        Assert.True(table.Cached(partitioned)!.Value.Provisional);
         now = now.AddSeconds(1);
         table.MajorityInSight = true;
         now = now.AddSeconds(1);
         Assert.Equal("b", table.Find("partitioned"));
-        Assert.False(table.Cached(partitioned)!.Provisional);
+        Assert.False(table.Cached(partitioned)!.Value.Provisional);
     }
 
     /// <summary>An affinity store that never confirms a majority write, or fails it as a stopping store does.</summary>
