@@ -77,7 +77,7 @@ public sealed class AffinityBucket :
         if (!IsSortedAndUnique(sorted))
         {
             Array.Sort(sorted, static (a, b) => a.Key.CompareTo(b.Key));
-            sorted = Combined(sorted, NoEntries, out _);
+            sorted = Combined(NoEntries, sorted, out _);
         }
         return new AffinityBucket(sorted, capacity, null);
     }

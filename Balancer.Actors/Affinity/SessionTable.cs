@@ -107,7 +107,7 @@ internal sealed class SessionTable
             {
                 return false;
             }
-            if (expected is { } wanted && (!TryGetValue(hash, out var held) || held != wanted))
+            if (expected is { } wanted && Decode(slots[index].Value, _current.Backends) != wanted)
             {
                 return false;
             }
@@ -224,6 +224,10 @@ internal sealed class SessionTable
 
     private static AffinityEntry Decode(long value, string backend) =>
         new(backend, value & ExpiryMask, (value & EstablishedBit) != 0, (value & ProvisionalBit) != 0);
+
+    // Writers only (under the lock): their generation names every backend its slots hold.
+    private static AffinityEntry Decode(long value, string[] backends) =>
+        Decode(value, backends[(int)((value >> BackendShift) & (MaxBackends - 1))]);
 
     // Hashes are SipHash outputs, already uniform: the high word of hash × length spreads them over
     // any length, which lets the array grow by less than doubling.

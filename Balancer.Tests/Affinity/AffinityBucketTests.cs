@@ -89,6 +89,14 @@ public class AffinityBucketTests
     }
 
     [Fact]
+    public void Of_UnsortedWithTwoEntriesForOneSession_KeepsTheWinnerInHashOrder()
+    {
+        var bucket = AffinityBucket.Of([new(3, Pin("a")), new(1, Pin("b")), new(3, Pin("c", 5)), new(2, Pin("d"))], capacity: 10);
+        Assert.Equal([1UL, 2UL, 3UL], bucket.Entries.Keys);
+        Assert.Equal(Pin("c", 5), bucket.Entries[3]);
+    }
+
+    [Fact]
     public void Merge_OfWhatAnUpdateMadeFromTheStoredValue_IsThatResult()
     {
         var stored = AffinityBucket.Of([new(1, Pin("a"))], capacity: 10);
