@@ -87,7 +87,7 @@ public sealed record BalancerSettings(
             SettingsReader.CheckName(root.Section("frontends"), name, "frontend");
             var userSection = userBalancer.GetConfig("frontends." + name) ?? Config.Empty;
             section.RejectUnknownKeys(SettingsReader.KeysOf(frontendDefaults), userSection);
-            frontends.Add(FrontendSettingsReader.ReadFrontend(name, section, pools));
+            frontends.Add(FrontendSettingsReader.ReadFrontend(name, section, pools, root.Raw.GetConfig("route-defaults")));
         }
 
         if (node.AffinityKey.Length is > 0 and < 16 && pools.Any(p => p.Affinity.Mode != AffinityMode.None))

@@ -6,7 +6,7 @@ namespace Balancer.Configuration;
 /// <summary>Reads and checks one <c>balancer.frontends.NAME</c>, and that no two listeners take one port.</summary>
 internal static class FrontendSettingsReader
 {
-    internal static FrontendSettings ReadFrontend(string name, SettingsReader section, ImmutableArray<PoolSettings>.Builder pools)
+    internal static FrontendSettings ReadFrontend(string name, SettingsReader section, ImmutableArray<PoolSettings>.Builder pools, Config routeDefaults)
     {
         var mode = section.Choice("mode", "http", "tcp") == "tcp" ? FrontendMode.Tcp : FrontendMode.Http;
         var binds = ImmutableArray.CreateBuilder<EndpointAddress>();
@@ -69,7 +69,15 @@ internal static class FrontendSettingsReader
             section.Int("max-request-line-bytes", 256, 1024 * 1024),
             section.Int("min-request-body-rate", 0, int.MaxValue),
             ReadTls(section.Section("tls"), mode),
-            ReadSniRoutes(section, mode, pools));
+            ReadSniRoutes(section, mode, pools),
+            section.Choice("protocols", "http1", "http2", "http1-and-2") switch
+            {
+                "http1" => HttpProtocolsSetting.Http1,
+                "http2" => HttpProtocolsSetting.Http2,
+                _ => HttpProtocolsSetting.Http1AndHttp2,
+            },
+            RouteSettingsReader.ReadRoutes(section, mode, routeDefaults, pools),
+            section.Duration("tunnel-idle-timeout"));
     }
 
     /// <summary><c>trusted-proxies</c>: addresses ("192.0.2.7") or CIDRs ("10.0.0.0/8").</summary>

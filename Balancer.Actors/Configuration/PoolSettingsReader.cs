@@ -18,6 +18,7 @@ internal static class PoolSettingsReader
             algorithm = Algorithms.RoundRobin;
         }
 
+        var protocol = ReadProtocol(section);
         var hashKey = section.Parsed<HashKey>("hash-key", HashKey.TryParse, "source-ip | header:NAME | cookie:NAME | path");
 
         var affinity = ReadAffinity(section.Section("affinity"), SettingsReader.Sub(userSection, "affinity"), poolDefaults.GetConfig("affinity"));
@@ -54,7 +55,136 @@ internal static class PoolSettingsReader
             section.Duration("connect-timeout"),
             section.Duration("request-timeout"),
             backends.ToImmutable(),
-            defaultWeight);
+            defaultWeight,
+            protocol,
+            ReadBackendTls(section.Section("tls"), SettingsReader.Sub(userSection, "tls"), poolDefaults.GetConfig("tls"), protocol),
+            ReadRetry(section.Section("retry"), SettingsReader.Sub(userSection, "retry"), poolDefaults.GetConfig("retry")),
+            ReadGrpcCodes(section.Section("passive"), "grpc-failure-codes"));
+    }
+
+    internal static BackendProtocol ReadProtocol(SettingsReader section) => section.Choice("protocol", "http1", "http2", "https", "https2") switch
+    {
+        "http2" => BackendProtocol.Http2,
+        "https" => BackendProtocol.Https,
+        "https2" => BackendProtocol.Https2,
+        _ => BackendProtocol.Http1,
+    };
+
+    internal static BackendTlsSettings? ReadBackendTls(SettingsReader tls, Config user, Config defaults, BackendProtocol protocol)
+    {
+        tls.RejectUnknownKeys(SettingsReader.KeysOf(defaults), user);
+        var authority = tls.String("ca");
+        var verify = tls.Bool("verify");
+        var serverName = tls.String("server-name");
+        var certificate = tls.String("certificate");
+        var key = tls.String("key");
+        var passwordEnv = tls.String("password-env");
+        if (protocol is BackendProtocol.Http1 or BackendProtocol.Http2)
+        {
+            if (!user.IsEmpty)
+            {
+                tls.Problem("ca", "backend TLS settings need protocol = https or https2");
+            }
+            return null;
+        }
+        if (authority.Length > 0)
+        {
+            try
+            {
+                var collection = new System.Security.Cryptography.X509Certificates.X509Certificate2Collection();
+                collection.ImportFromPemFile(authority);
+                if (collection.Count == 0)
+                {
+                    tls.Problem("ca", $"{authority}: no PEM certificate in it");
+                }
+                foreach (var certificateInFile in collection)
+                {
+                    certificateInFile.Dispose();
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+            {
+                tls.Problem("ca", $"cannot read {authority}: {e.Message}");
+            }
+        }
+        if (serverName.Length > 0 && Uri.CheckHostName(serverName) == UriHostNameType.Unknown)
+        {
+            tls.Problem("server-name", $"expected a host name, got \"{serverName}\"");
+        }
+        CertificateFiles? client = null;
+        if (certificate.Length > 0)
+        {
+            client = new CertificateFiles(certificate, key);
+            try
+            {
+                using var loaded = Certificates.Load(client, passwordEnv);
+                if (!loaded.HasPrivateKey)
+                {
+                    tls.Problem("certificate", $"{certificate}: no private key (give tls.key)");
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+            {
+                tls.Problem("certificate", $"cannot read {certificate}: {e.Message}");
+            }
+        }
+        else if (key.Length > 0)
+        {
+            tls.Problem("key", "needs tls.certificate as well");
+        }
+        return new BackendTlsSettings(authority, verify, serverName, client, passwordEnv);
+    }
+
+    internal static RetrySettings ReadRetry(SettingsReader retry, Config user, Config defaults)
+    {
+        retry.RejectUnknownKeys(SettingsReader.KeysOf(defaults), user);
+        var statuses = ImmutableArray.CreateBuilder<int>();
+        foreach (var text in retry.StringList("on-status"))
+        {
+            if (int.TryParse(text, out var status) && status is >= 500 and <= 599)
+            {
+                statuses.Add(status);
+            }
+            else
+            {
+                retry.Problem("on-status", $"expected 5xx statuses such as 502, 503, 504, got \"{text}\"");
+            }
+        }
+        var methods = ImmutableHashSet.CreateBuilder<string>(StringComparer.Ordinal);
+        foreach (var method in retry.StringList("methods"))
+        {
+            if (method is "POST" or "PATCH" or "CONNECT")
+            {
+                retry.Problem("methods", $"{method} is not idempotent: a retry could apply it twice");
+            }
+            else if (method.Length == 0 || method.Any(c => c is < 'A' or > 'Z'))
+            {
+                retry.Problem("methods", $"expected methods in capitals such as GET, got \"{method}\"");
+            }
+            else
+            {
+                methods.Add(method);
+            }
+        }
+        return new RetrySettings(retry.Bool("on-reset"), statuses.ToImmutable(), methods.ToImmutable(),
+            retry.Percent("budget"), retry.Int("min-per-second", 0, 1_000_000));
+    }
+
+    internal static GrpcStatusSet ReadGrpcCodes(SettingsReader section, string key)
+    {
+        var mask = 0;
+        foreach (var text in section.StringList(key))
+        {
+            if (GrpcStatusSet.TryParseCode(text, out var code))
+            {
+                mask |= 1 << code;
+            }
+            else
+            {
+                section.Problem(key, $"expected gRPC status names or numbers (0-16) such as UNAVAILABLE, got \"{text}\"");
+            }
+        }
+        return new GrpcStatusSet(mask);
     }
 
     internal static BackendSettings? ReadBackend(string name, SettingsReader backends, Config backendDefaults, int defaultWeight)

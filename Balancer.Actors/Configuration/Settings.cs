@@ -69,7 +69,49 @@ public sealed record FrontendSettings(
     int MaxRequestLineBytes,
     int MinRequestBodyBytesPerSecond,
     TlsSettings? Tls,
-    ImmutableArray<SniRoute> SniRoutes);
+    ImmutableArray<SniRoute> SniRoutes,
+    HttpProtocolsSetting Protocols = HttpProtocolsSetting.Http1AndHttp2,
+    ImmutableArray<RouteSettings> Routes = default,
+    TimeSpan TunnelIdleTimeout = default)
+{
+    /// <summary>The routes in the order they are matched (never default).</summary>
+    public ImmutableArray<RouteSettings> Routes { get; init; } = Routes.IsDefault ? ImmutableArray<RouteSettings>.Empty : Routes;
+
+    /// <summary>How long an upgraded connection (WebSocket) may stay idle; the request timeout does not apply to it.</summary>
+    public TimeSpan TunnelIdleTimeout { get; init; } = TunnelIdleTimeout == default ? TimeSpan.FromHours(1) : TunnelIdleTimeout;
+}
+
+/// <summary>What an HTTP frontend speaks to clients (<c>protocols</c>).</summary>
+public enum HttpProtocolsSetting
+{
+    /// <summary>HTTP/1.1 only.</summary>
+    Http1,
+    /// <summary>HTTP/2 only: by ALPN with TLS, with prior knowledge in cleartext (gRPC clients).</summary>
+    Http2,
+    /// <summary>Both: ALPN chooses with TLS; in cleartext the connection preface tells HTTP/2 (prior knowledge) from HTTP/1.1.</summary>
+    Http1AndHttp2,
+}
+
+/// <summary>What a pool speaks to its backends (<c>protocol</c>).</summary>
+public enum BackendProtocol
+{
+    /// <summary>Cleartext HTTP/1.1.</summary>
+    Http1,
+    /// <summary>Cleartext HTTP/2 with prior knowledge (h2c), as gRPC servers take it.</summary>
+    Http2,
+    /// <summary>HTTP/1.1 over TLS.</summary>
+    Https,
+    /// <summary>HTTP/2 over TLS (ALPN h2).</summary>
+    Https2,
+}
+
+/// <summary>TLS to a pool's backends (<c>protocol = https | https2</c>, section <c>tls</c>).</summary>
+/// <param name="Authority">PEM file of the CA certificates that may issue a backend's certificate; empty: the system store.</param>
+/// <param name="Verify">False accepts any certificate (warned about at start).</param>
+/// <param name="ServerName">The name a backend's certificate must carry; empty: the name the request is sent for.</param>
+/// <param name="ClientCertificate">The certificate this node presents to backends (mTLS), or null.</param>
+/// <param name="PasswordEnv">Environment variable holding the client key's or PFX's password.</param>
+public sealed record BackendTlsSettings(string Authority, bool Verify, string ServerName, CertificateFiles? ClientCertificate, string PasswordEnv);
 
 /// <summary>What an HTTP frontend tells backends about the client (<c>forwarded-headers</c>).</summary>
 public enum ForwardedHeadersMode
@@ -180,7 +222,81 @@ public sealed record PoolSettings(
     TimeSpan ConnectTimeout,
     TimeSpan RequestTimeout,
     ImmutableArray<BackendSettings> Backends,
-    int DefaultWeight);
+    int DefaultWeight,
+    BackendProtocol Protocol = BackendProtocol.Http1,
+    BackendTlsSettings? Tls = null,
+    RetrySettings? Retry = null,
+    GrpcStatusSet? GrpcFailures = null)
+{
+    /// <summary>When a request that reached a backend is sent again (never null).</summary>
+    public RetrySettings Retry { get; init; } = Retry ?? RetrySettings.Default;
+
+    /// <summary>The gRPC status codes that count as a backend's failure in passive health and metrics (never null).</summary>
+    public GrpcStatusSet GrpcFailures { get; init; } = GrpcFailures ?? GrpcStatusSet.Default;
+
+    /// <summary>True when the pool speaks TLS to its backends.</summary>
+    public bool UsesTls => Protocol is BackendProtocol.Https or BackendProtocol.Https2;
+
+    /// <summary>True when the pool speaks HTTP/2 to its backends.</summary>
+    public bool UsesHttp2 => Protocol is BackendProtocol.Http2 or BackendProtocol.Https2;
+}
+
+/// <summary>
+/// Retries of requests that reached a backend (<c>retry</c>). A request is sent again, to another
+/// backend, only when its method is one of <paramref name="Methods"/>, it has no body, and nothing
+/// of the response has reached the client; at most <paramref name="Budget"/> of the pool's recent
+/// requests (and at least <paramref name="MinPerSecond"/> a second) are such retries.
+/// </summary>
+/// <param name="OnReset">Retry when the backend resets or closes the connection before any response byte.</param>
+/// <param name="OnStatus">Response statuses (502, 503, 504) that are retried, its body discarded.</param>
+/// <param name="Methods">The methods that may be sent twice (idempotent ones).</param>
+/// <param name="Budget">The share of recent requests that may be retries.</param>
+/// <param name="MinPerSecond">Retries allowed a second whatever the budget (a quiet pool still retries).</param>
+public sealed record RetrySettings(bool OnReset, ImmutableArray<int> OnStatus, ImmutableHashSet<string> Methods, double Budget, int MinPerSecond)
+{
+    /// <summary>The defaults of reference.conf.</summary>
+    public static readonly RetrySettings Default = new(true, ImmutableArray<int>.Empty,
+        ImmutableHashSet.Create(StringComparer.Ordinal, "GET", "HEAD", "OPTIONS", "PUT", "DELETE"), 0.2, 3);
+}
+
+/// <summary>A set of gRPC status codes (0-16).</summary>
+public sealed record GrpcStatusSet(int Mask)
+{
+    /// <summary>UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE and DATA_LOSS: the codes a server's trouble shows as.</summary>
+    public static readonly GrpcStatusSet Default = new((1 << 2) | (1 << 4) | (1 << 13) | (1 << 14) | (1 << 15));
+
+    /// <summary>The code names gRPC gives, by number.</summary>
+    public static readonly IReadOnlyList<string> Names =
+    [
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    ];
+
+    /// <summary>True when <paramref name="code"/> is in the set.</summary>
+    public bool Contains(int code) => code is >= 0 and <= 16 && (Mask & (1 << code)) != 0;
+
+    /// <summary>Parses a code by number (14) or name (UNAVAILABLE, any case).</summary>
+    public static bool TryParseCode(string text, out int code)
+    {
+        if (int.TryParse(text, out code) && code is >= 0 and <= 16)
+        {
+            return true;
+        }
+        for (code = 0; code < Names.Count; code++)
+        {
+            if (string.Equals(Names[code], text, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+        code = -1;
+        return false;
+    }
+
+    /// <inheritdoc />
+    public override string ToString() => string.Join(",", Enumerable.Range(0, 17).Where(Contains).Select(c => Names[c]));
+}
 
 /// <summary>A "HOST:PORT" address as written in the configuration.</summary>
 public sealed record EndpointAddress(string Host, int Port)
@@ -314,3 +430,76 @@ public sealed record TelemetrySettings(Uri? Endpoint, OtlpProtocol Protocol, str
 
 /// <summary>How OTLP is sent.</summary>
 public enum OtlpProtocol { HttpProtobuf, Grpc }
+
+/// <summary>
+/// One route of an HTTP frontend (<c>routes</c>, matched in order; the first whose every condition
+/// holds names the pool, and a request no route matches goes to the frontend's <c>pool</c>).
+/// </summary>
+/// <param name="Name">Its name in logs, traces and problems.</param>
+/// <param name="Hosts">Host names the request's Host must be one of ("api.example.com", or "*.example.com" for any name below it); empty: any.</param>
+/// <param name="Path">The path condition, or null for any path.</param>
+/// <param name="Methods">Methods the request must use one of; empty: any.</param>
+/// <param name="Headers">Header conditions, all of which must hold.</param>
+/// <param name="Pool">The pool the route sends to.</param>
+/// <param name="RequestHeaders">Headers set on and removed from the request forwarded.</param>
+/// <param name="ResponseHeaders">Headers set on and removed from the response returned.</param>
+/// <param name="RewritePrefix">With a path-prefix condition: what replaces the matched prefix ("" strips it); null keeps the path.</param>
+/// <param name="RequestTimeout">Replaces the pool's request-timeout for this route, or null.</param>
+public sealed record RouteSettings(
+    string Name,
+    ImmutableArray<string> Hosts,
+    PathMatch? Path,
+    ImmutableArray<string> Methods,
+    ImmutableArray<HeaderMatch> Headers,
+    string Pool,
+    HeaderChanges RequestHeaders,
+    HeaderChanges ResponseHeaders,
+    string? RewritePrefix,
+    TimeSpan? RequestTimeout);
+
+/// <summary>How a route matches the path.</summary>
+public enum PathMatchKind
+{
+    /// <summary>The path starts with the value (as HAProxy's path_beg and Envoy's prefix: "/api" matches "/apiary"; write "/api/" for a segment).</summary>
+    Prefix,
+    /// <summary>The path is the value.</summary>
+    Exact,
+    /// <summary>A regular expression finds a match in the path (anchor it with ^ and $ to match the whole).</summary>
+    Regex,
+}
+
+/// <summary>A route's path condition; the path is the decoded request path, without the query.</summary>
+public sealed record PathMatch(PathMatchKind Kind, string Value);
+
+/// <summary>How a route matches a header.</summary>
+public enum HeaderMatchKind
+{
+    /// <summary>The header is present ("NAME").</summary>
+    Present,
+    /// <summary>A value of the header is exactly this ("NAME=VALUE").</summary>
+    Equals,
+    /// <summary>A regular expression finds a match in a value of the header ("NAME=~REGEX").</summary>
+    Regex,
+}
+
+/// <summary>A route's header condition.</summary>
+public sealed record HeaderMatch(string Name, HeaderMatchKind Kind, string Value)
+{
+    /// <inheritdoc />
+    public override string ToString() => Kind switch
+    {
+        HeaderMatchKind.Present => Name,
+        HeaderMatchKind.Equals => $"{Name}={Value}",
+        _ => $"{Name}=~{Value}",
+    };
+}
+
+/// <summary>Headers a route sets (replacing any of that name) and removes.</summary>
+public sealed record HeaderChanges(ImmutableArray<KeyValuePair<string, string>> Set, ImmutableArray<string> Remove)
+{
+    /// <summary>No change.</summary>
+    public static readonly HeaderChanges None = new(ImmutableArray<KeyValuePair<string, string>>.Empty, ImmutableArray<string>.Empty);
+
+    /// <summary>True when nothing is set or removed.</summary>
+    public bool IsEmpty => Set.IsEmpty && Remove.IsEmpty;
+}

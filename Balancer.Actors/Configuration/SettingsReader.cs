@@ -30,6 +30,9 @@ internal sealed class SettingsReader
         _problems = problems;
     }
 
+    /// <summary>The problems of the whole configuration, shared by every reader of it.</summary>
+    public List<ConfigProblem> ProblemList => _problems;
+
     public string PathOf(string key) => _path + "." + key;
 
     public void Problem(string key, string expected) => _problems.Add(new ConfigProblem(PathOf(key), expected));

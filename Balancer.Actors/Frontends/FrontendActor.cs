@@ -117,7 +117,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
             ?? throw new InvalidOperationException($"frontend {_settings.Name}: pool {_settings.Pool} is not registered");
         var log = _dataPlane.Log($"balancer.frontend.{_settings.Name}");
         _server = _settings.Mode == FrontendMode.Http
-            ? new HttpFrontendServer(_settings, pool, _counters, _dataPlane)
+            ? new HttpFrontendServer(_settings, pool, _pools, _counters, _dataPlane)
             : new TcpFrontendServer(_settings, pool, _counters, log, _pools);
         var server = _server;
         // Run off the actor thread: a bind that fails at once must come back as a message too.

@@ -10,6 +10,7 @@ public sealed class FrontendCounters
     private long _open;
     private long _refused;
     private long _refusedPerClient;
+    private long _tunnels;
 
     internal FrontendCounters(string frontend) => Frontend = frontend;
 
@@ -30,6 +31,13 @@ public sealed class FrontendCounters
 
     /// <summary>Connections closed at accept because their client address had max-connections-per-client open.</summary>
     public long RefusedPerClient => Volatile.Read(ref _refusedPerClient);
+
+    /// <summary>Upgraded connections (WebSockets) open now; each is also one of <see cref="Open"/>.</summary>
+    public long Tunnels => Volatile.Read(ref _tunnels);
+
+    internal void OpenTunnel() => Interlocked.Increment(ref _tunnels);
+
+    internal void CloseTunnel() => Interlocked.Decrement(ref _tunnels);
 
     internal void CountRefusedPerClient() => Interlocked.Increment(ref _refusedPerClient);
 

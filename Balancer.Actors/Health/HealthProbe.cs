@@ -24,6 +24,8 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
     private readonly HealthCheckSettings _settings;
     private readonly ICanTell _reporter;
     private readonly HttpMessageInvoker _client;
+    // What the pool speaks to its backends; null: cleartext HTTP/1.1.
+    private readonly Routing.BackendTransport? _transport;
     private readonly Random _random;
     private readonly ProbeVerdict _verdict;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -32,13 +34,14 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
     private long _stalledSince;
     private static readonly TimeSpan MaxDiscounted = TimeSpan.FromSeconds(10);
 
-    public HealthProbe(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random random)
+    public HealthProbe(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random random, Routing.BackendTransport? transport = null)
     {
         _pool = pool;
         _backend = backend;
         _settings = settings;
         _reporter = reporter;
         _client = client;
+        _transport = transport;
         _random = random;
         _verdict = new ProbeVerdict(settings.Rise, settings.Fall);
 
@@ -83,8 +86,8 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random? random = null) =>
-        Akka.Actor.Props.Create(() => new HealthProbe(pool, backend, settings, reporter, client, random ?? Random.Shared));
+    public static Props Props(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random? random = null, Routing.BackendTransport? transport = null) =>
+        Akka.Actor.Props.Create(() => new HealthProbe(pool, backend, settings, reporter, client, random ?? Random.Shared, transport));
 
     /// <summary>A probe's first verdict on a backend, and every change of it after.</summary>
     public sealed record Verdict(string Pool, string Backend, bool Up, string Reason);
@@ -131,8 +134,16 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
 
     private async Task<string?> GetAsync(CancellationToken cancellationToken)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{_backend.Address}{_settings.Path}");
-        request.Headers.ConnectionClose = true;
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"{_transport?.Scheme ?? "http"}://{_backend.Address}{_settings.Path}");
+        if (_transport is { } transport)
+        {
+            request.Version = transport.Version;
+            request.VersionPolicy = transport.VersionPolicy;
+        }
+        if (request.Version.Major < 2)
+        {
+            request.Headers.ConnectionClose = true;
+        }
         request.Headers.UserAgent.ParseAdd("balancer-health-check");
         using var response = await _client.SendAsync(request, cancellationToken).ConfigureAwait(false);
         var status = (int)response.StatusCode;

@@ -45,14 +45,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
     private readonly IActorRef? _region;
     private long _generation;
     private readonly Dictionary<string, (IActorRef Probe, EndpointAddress Address)> _localProbes = new();
-    private readonly HttpMessageInvoker _client = new(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        AllowAutoRedirect = false,
-        UseCookies = false,
-        PooledConnectionLifetime = TimeSpan.Zero,
-        ConnectTimeout = TimeSpan.FromSeconds(10),
-    });
+    private readonly ProbeClients _clients = new();
 
     private readonly bool _rejoining = BalancerExtension.Get(Context.System).DataPlane.Incarnation > 1;
 
@@ -65,7 +58,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
         {
             _region = ClusterSharding.Get(Context.System).Start(
                 ProbeEntity.TypeName,
-                ProbeEntity.Props(settings, _reporter, _client),
+                ProbeEntity.Props(settings, _reporter, _clients),
                 // Shard placement lives in replicated data, never in the host's journal and snapshot store.
                 ClusterShardingSettings.Create(Context.System)
                     .WithRole(settings.Node.Role.Length == 0 ? null : settings.Node.Role)
@@ -156,7 +149,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
         });
     }
 
-    protected override void PostStop() => _client.Dispose();
+    protected override void PostStop() => _clients.Dispose();
 
     private void OnReconcile()
     {
@@ -202,7 +195,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
                     _localProbes.Remove(name);
                     continue; // the new probe starts on the next reconcile, once the old name is free
                 }
-                var probe = Context.ActorOf(HealthProbe.Props(pool.Name, backend, pool.HealthCheck, _reporter, _client), $"{Uri.EscapeDataString(name)}-{++_generation}");
+                var probe = Context.ActorOf(HealthProbe.Props(pool.Name, backend, pool.HealthCheck, _reporter, _clients.For(pool).Client, transport: _clients.For(pool).Transport), $"{Uri.EscapeDataString(name)}-{++_generation}");
                 _localProbes[name] = (probe, backend.Address);
             }
         }

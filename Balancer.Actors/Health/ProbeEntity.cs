@@ -20,15 +20,15 @@ internal sealed class ProbeEntity : ReceiveActor, IWithTimers
 
     private readonly BalancerSettings _settings;
     private readonly IActorRef _reporter;
-    private readonly HttpMessageInvoker _client;
+    private readonly ProbeClients _clients;
     private IActorRef? _probe;
     private string? _address;
 
-    public ProbeEntity(BalancerSettings settings, IActorRef reporter, HttpMessageInvoker client)
+    public ProbeEntity(BalancerSettings settings, IActorRef reporter, ProbeClients clients)
     {
         _settings = settings;
         _reporter = reporter;
-        _client = client;
+        _clients = clients;
 
         Receive<EnsureProbe>(ensure =>
         {
@@ -48,15 +48,15 @@ internal sealed class ProbeEntity : ReceiveActor, IWithTimers
             }
             _address = ensure.Address;
             Context.GetLogger().Info("probing {0}/{1} ({2}) from this node", ensure.Pool, ensure.Backend, ensure.Address);
-            _probe = Context.ActorOf(HealthProbe.Props(ensure.Pool, new BackendSettings(ensure.Backend, address, 0), pool.HealthCheck, _reporter, _client));
+            _probe = Context.ActorOf(HealthProbe.Props(ensure.Pool, new BackendSettings(ensure.Backend, address, 0), pool.HealthCheck, _reporter, _clients.For(pool).Client, transport: _clients.For(pool).Transport));
         });
         Receive<Passivate>(_ => Context.Parent.Tell(new Akka.Cluster.Sharding.Passivate(PoisonPill.Instance)));
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(BalancerSettings settings, IActorRef reporter, HttpMessageInvoker client) =>
-        Akka.Actor.Props.Create(() => new ProbeEntity(settings, reporter, client));
+    public static Props Props(BalancerSettings settings, IActorRef reporter, ProbeClients clients) =>
+        Akka.Actor.Props.Create(() => new ProbeEntity(settings, reporter, clients));
 
     /// <summary>Start (or keep) probing a backend; sent by every node about every backend it routes to.</summary>
     public sealed record EnsureProbe(string Pool, string Backend, string Address)

@@ -78,7 +78,7 @@ public sealed record BackendView(
 }
 
 /// <summary>One frontend as <c>GET /api/frontends</c> shows it.</summary>
-public sealed record FrontendView(string Name, string Mode, string Pool, IReadOnlyList<string> Bind, IReadOnlyList<string> Listening, long Accepted, long Open, long Refused)
+public sealed record FrontendView(string Name, string Mode, string Pool, IReadOnlyList<string> Bind, IReadOnlyList<string> Listening, long Accepted, long Open, long Refused, long Tunnels = 0, IReadOnlyList<string>? Routes = null)
 {
     internal static FrontendView Of(Configuration.FrontendSettings frontend, FrontendCounters counters) => new(
         frontend.Name,
@@ -88,7 +88,9 @@ public sealed record FrontendView(string Name, string Mode, string Pool, IReadOn
         counters.Listening.Select(e => e.ToString()).ToList(),
         counters.Accepted,
         counters.Open,
-        counters.Refused);
+        counters.Refused,
+        counters.Tunnels,
+        frontend.Routes.Select(r => r.Name + " → " + r.Pool).ToList());
 }
 
 /// <summary>A session pinned to a backend, as <c>GET /api/pools/{pool}/affinity</c> shows it.</summary>

@@ -21,7 +21,7 @@ public enum BackendAdminState
 public sealed class Backend
 {
     /// <summary>Creates the view of a backend.</summary>
-    public Backend(string pool, BackendSettings settings, int effectiveWeight, BackendAdminState adminState, bool healthy, BackendCounters counters, double slowStartFactor = 1.0, string healthReason = "")
+    public Backend(string pool, BackendSettings settings, int effectiveWeight, BackendAdminState adminState, bool healthy, BackendCounters counters, double slowStartFactor = 1.0, string healthReason = "", bool tls = false)
     {
         HealthReason = healthReason;
         SlowStartFactor = slowStartFactor;
@@ -33,7 +33,7 @@ public sealed class Backend
         AdminState = adminState;
         Healthy = healthy;
         Counters = counters;
-        DestinationPrefix = $"http://{settings.Address}/";
+        DestinationPrefix = $"{(tls ? "https" : "http")}://{settings.Address}/";
         EndPoint = settings.Address.IPEndPoint is { } ip ? ip : new DnsEndPoint(settings.Address.Host, settings.Address.Port);
     }
 
@@ -67,7 +67,7 @@ public sealed class Backend
     /// <summary>Traffic counters shared by every snapshot.</summary>
     public BackendCounters Counters { get; }
 
-    /// <summary>"http://HOST:PORT/", the prefix YARP forwards to.</summary>
+    /// <summary>"http://HOST:PORT/" ("https://" for a pool with TLS to its backends), the prefix YARP forwards to.</summary>
     public string DestinationPrefix { get; }
 
     /// <summary>The socket address the TCP frontend connects to.</summary>

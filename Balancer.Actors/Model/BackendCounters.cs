@@ -94,6 +94,20 @@ public sealed class BackendCounters
     /// <summary>Sum of every observed upstream latency, in seconds.</summary>
     public double LatencySumSeconds => Volatile.Read(ref _latencySumMicros) / 1e6;
 
+    private readonly long[] _grpcStatuses = new long[17];
+
+    /// <summary>gRPC calls that ended with status <paramref name="code"/> (0-16), from the backend's grpc-status.</summary>
+    public long GrpcStatuses(int code) => code is >= 0 and <= 16 ? Volatile.Read(ref _grpcStatuses[code]) : 0;
+
+    /// <summary>A gRPC call ended with the backend's grpc-status <paramref name="code"/>.</summary>
+    public void ObserveGrpcStatus(int code)
+    {
+        if (code is >= 0 and <= 16)
+        {
+            Interlocked.Increment(ref _grpcStatuses[code]);
+        }
+    }
+
     /// <summary>
     /// A response came back from the backend: counts its status class and its latency (from the
     /// moment the request was sent until the response headers, as a Stopwatch timestamp delta).

@@ -20,7 +20,10 @@ public sealed class PoolHandle : IDisposable
     internal PoolHandle(PoolSnapshot initial)
     {
         _snapshot = initial;
-        HttpClient = CreateHttpClient(initial.Settings.ConnectTimeout);
+        Transport = new BackendTransport(initial.Settings);
+        // The handler settings YARP documents for a forwarder: no proxy, redirects, decompression or
+        // cookies of its own, and no activity header propagation (the forwarder handles tracing headers).
+        HttpClient = new HttpMessageInvoker(Transport.CreateHandler(initial.Settings.ConnectTimeout, forProbes: false));
     }
 
     /// <summary>Completes once the pool's routing actor (and, with affinity, its affinity store) has published here.</summary>
@@ -40,6 +43,12 @@ public sealed class PoolHandle : IDisposable
 
     /// <summary>The pool's replicated session-affinity table, or null when <c>affinity.mode = none</c>.</summary>
     public Affinity.AffinityTable? Affinity => Volatile.Read(ref _affinity);
+
+    /// <summary>How many requests that reached a backend may still be sent again (<c>retry.budget</c>).</summary>
+    public RetryBudget RetryBudget { get; } = new();
+
+    /// <summary>What the pool speaks to its backends, and how it verifies them.</summary>
+    public BackendTransport Transport { get; }
 
     /// <summary>One client per pool so connections to its backends are pooled and reused.</summary>
     public HttpMessageInvoker HttpClient { get; }
@@ -103,24 +112,6 @@ public sealed class PoolHandle : IDisposable
 
     /// <inheritdoc />
     public void Dispose() => HttpClient.Dispose();
-
-    // The handler settings YARP documents for a forwarder: no proxy, redirects, decompression or
-    // cookies of its own, and no activity header propagation (the forwarder handles tracing headers).
-    private static HttpMessageInvoker CreateHttpClient(TimeSpan connectTimeout) => new(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        AllowAutoRedirect = false,
-        AutomaticDecompression = DecompressionMethods.None,
-        UseCookies = false,
-        EnableMultipleHttp2Connections = true,
-        ActivityHeadersPropagator = null,
-        PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
-        // A connect that times out must look like a refused one (a connection error the proxy
-        // retries elsewhere), not like a slow response: the handler's own ConnectTimeout surfaces
-        // as a cancellation that YARP reports as a 504.
-        ConnectCallback = async (context, cancellationToken) => new System.Net.Sockets.NetworkStream(
-            await BackendConnection.ConnectAsync(context.DnsEndPoint, connectTimeout, cancellationToken).ConfigureAwait(false), ownsSocket: true),
-    });
 }
 
 /// <summary>Every pool's handle by name; replaced whole when pools are added or removed.</summary>

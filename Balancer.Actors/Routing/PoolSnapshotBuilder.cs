@@ -50,7 +50,7 @@ public static class PoolSnapshotBuilder
             {
                 weight = Math.Max(1, (int)Math.Round(weight * slowStart));
             }
-            all.Add(new Backend(settings.Name, backendSettings, weight, state.AdminState, state.Healthy, countersOf(configured.Name), slowStart, state.HealthReason));
+            all.Add(new Backend(settings.Name, backendSettings, weight, state.AdminState, state.Healthy, countersOf(configured.Name), slowStart, state.HealthReason, settings.UsesTls));
         }
         var backends = all.MoveToImmutable();
 

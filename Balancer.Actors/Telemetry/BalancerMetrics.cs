@@ -25,6 +25,8 @@ public sealed class BalancerMetrics : IDisposable
             description: "HTTP requests or TCP connections accepted by the frontend");
         Meter.CreateObservableUpDownCounter("balancer.frontend.open", () => frontends().Select(f => new Measurement<long>(f.Open, Tag("frontend", f.Frontend))),
             description: "HTTP requests or TCP connections in progress on the frontend");
+        Meter.CreateObservableUpDownCounter("balancer.frontend.tunnels", () => frontends().Select(f => new Measurement<long>(f.Tunnels, Tag("frontend", f.Frontend))),
+            description: "Upgraded connections (WebSockets) open on the frontend");
         Meter.CreateObservableCounter("balancer.frontend.refused", () => frontends().Select(f => new Measurement<long>(f.Refused, Tag("frontend", f.Frontend))),
             description: "TCP connections closed at accept because max-connections was reached");
         Meter.CreateObservableCounter("balancer.frontend.refused_per_client", () => frontends().Select(f => new Measurement<long>(f.RefusedPerClient, Tag("frontend", f.Frontend))),
@@ -32,6 +34,10 @@ public sealed class BalancerMetrics : IDisposable
 
         Meter.CreateObservableCounter("balancer.backend.requests", () => EachBackend(b => new Measurement<long>(b.Counters.Requests, BackendTags(b))),
             description: "Requests or connections sent to the backend");
+        Meter.CreateObservableCounter("balancer.backend.grpc_responses", () => EachBackend(b => Enumerable.Range(0, 17)
+                .Where(c => b.Counters.GrpcStatuses(c) > 0)
+                .Select(c => new Measurement<long>(b.Counters.GrpcStatuses(c), BackendTags(b, ("grpc_status", Configuration.GrpcStatusSet.Names[c]))))),
+            description: "gRPC calls the backend ended, by grpc-status");
         Meter.CreateObservableCounter("balancer.backend.responses", () => EachBackend(b => Enumerable.Range(1, 5)
                 .Select(c => new Measurement<long>(b.Counters.Responses(c), BackendTags(b, ("class", $"{c}xx"))))),
             description: "Responses received from the backend, by status class");

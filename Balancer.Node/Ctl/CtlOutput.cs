@@ -102,7 +102,7 @@ internal static class CtlOutput
 
     public static void Frontends(JsonElement frontends, TextWriter output)
     {
-        var table = new TextTable("FRONTEND", "MODE", "POOL", "LISTENING", "ACCEPTED", "OPEN", "REFUSED");
+        var table = new TextTable("FRONTEND", "MODE", "POOL", "LISTENING", "ACCEPTED", "OPEN", "TUNNELS", "REFUSED");
         foreach (var f in frontends.EnumerateArray())
         {
             var listening = f.GetProperty("listening").EnumerateArray().Select(e => e.GetString()).ToList();
@@ -113,6 +113,7 @@ internal static class CtlOutput
                 listening.Count == 0 ? "closed (" + string.Join(", ", f.GetProperty("bind").EnumerateArray().Select(e => e.GetString())) + ")" : string.Join(", ", listening),
                 f.GetProperty("accepted").GetInt64(),
                 f.GetProperty("open").GetInt64(),
+                f.TryGetProperty("tunnels", out var tunnels) ? tunnels.GetInt64() : 0,
                 f.GetProperty("refused").GetInt64());
         }
         table.WriteTo(output);

@@ -10,7 +10,8 @@ namespace Balancer.Frontends.Http;
 /// backend who the client is (<c>forwarded-headers</c>): X-Forwarded-For gets the client's address,
 /// X-Forwarded-Proto and X-Forwarded-Host are set. Forwarding headers that arrived with the request
 /// are kept only from a trusted proxy (<c>trusted-proxies</c>, append mode); from anyone else they
-/// are removed, so a client cannot choose the address a backend logs or rate-limits by.
+/// are removed, so a client cannot choose the address a backend logs or rate-limits by. A route
+/// adds its own changes: headers set and removed both ways, and the matched path prefix rewritten.
 /// </summary>
 internal sealed class ForwardingTransformer : HttpTransformer
 {
@@ -25,17 +26,46 @@ internal sealed class ForwardingTransformer : HttpTransformer
     private readonly ForwardedHeadersMode _mode;
     private readonly IPNetwork[] _trustedProxies;
 
-    public ForwardingTransformer(FrontendSettings settings)
+    private readonly HeaderChanges _requestHeaders;
+    private readonly HeaderChanges _responseHeaders;
+    private readonly string? _matchedPrefix;
+    private readonly string? _rewritePrefix;
+
+    public ForwardingTransformer(FrontendSettings settings, RouteSettings? route = null)
     {
         _preserveHost = settings.PreserveHost;
         _mode = settings.ForwardedHeaders;
         _trustedProxies = settings.TrustedProxies.ToArray();
+        _requestHeaders = route?.RequestHeaders ?? HeaderChanges.None;
+        _responseHeaders = route?.ResponseHeaders ?? HeaderChanges.None;
+        if (route is { RewritePrefix: { } rewrite, Path: { Kind: PathMatchKind.Prefix } prefix })
+        {
+            _matchedPrefix = prefix.Value;
+            // "/v1/" replaced by "" must leave "/users", not "users".
+            _rewritePrefix = prefix.Value.EndsWith('/') && !rewrite.EndsWith('/') ? rewrite + "/" : rewrite;
+        }
     }
 
     public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
         var request = httpContext.Request;
+        if (_matchedPrefix is not null && request.Path.Value is { } path && path.StartsWith(_matchedPrefix, StringComparison.Ordinal))
+        {
+            var rewritten = string.Concat(_rewritePrefix, path.AsSpan(_matchedPrefix.Length));
+            proxyRequest.RequestUri = RequestUtilities.MakeDestinationAddress(destinationPrefix,
+                new PathString(rewritten.StartsWith('/') ? rewritten : "/" + rewritten), request.QueryString);
+        }
+        AddForwarding(httpContext, request, proxyRequest);
+        if (!_requestHeaders.IsEmpty)
+        {
+            // Last: what the route's configuration says wins over what forwarding would set.
+            ApplyRequestHeaders(proxyRequest);
+        }
+    }
+
+    private void AddForwarding(HttpContext httpContext, HttpRequest request, HttpRequestMessage proxyRequest)
+    {
         if (System.Diagnostics.Activity.Current is { } span && ReferenceEquals(span.Source, Telemetry.BalancerTracing.Source))
         {
             // The backend continues the trace from the balancer's span, not from the client's.
@@ -81,6 +111,49 @@ internal sealed class ForwardingTransformer : HttpTransformer
         {
             proxyRequest.Headers.Remove(ForwardedHost);
             proxyRequest.Headers.TryAddWithoutValidation(ForwardedHost, request.Host.Value);
+        }
+    }
+
+    public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+    {
+        var copyBody = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+        if (proxyResponse is not null && httpContext.Features.Get<RetryableResponse>() is { } retryable && retryable.Discards((int)proxyResponse.StatusCode))
+        {
+            // A status the pool retries: the response goes nowhere, and the next backend answers.
+            httpContext.Response.Headers.Clear();
+            return false;
+        }
+        if (!_responseHeaders.IsEmpty)
+        {
+            var headers = httpContext.Response.Headers;
+            foreach (var name in _responseHeaders.Remove)
+            {
+                headers.Remove(name);
+            }
+            foreach (var (name, value) in _responseHeaders.Set)
+            {
+                headers[name] = value;
+            }
+        }
+        return copyBody;
+    }
+
+    private void ApplyRequestHeaders(HttpRequestMessage proxyRequest)
+    {
+        foreach (var name in _requestHeaders.Remove)
+        {
+            proxyRequest.Headers.Remove(name);
+            proxyRequest.Content?.Headers.Remove(name);
+        }
+        foreach (var (name, value) in _requestHeaders.Set)
+        {
+            proxyRequest.Headers.Remove(name);
+            if (!proxyRequest.Headers.TryAddWithoutValidation(name, value) && proxyRequest.Content is { } content)
+            {
+                // A content header (Content-Type, ...) lives on the content.
+                content.Headers.Remove(name);
+                content.Headers.TryAddWithoutValidation(name, value);
+            }
         }
     }
 

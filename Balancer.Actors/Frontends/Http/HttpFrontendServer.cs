@@ -19,7 +19,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
     private readonly List<System.Net.Sockets.Socket> _listeners = new();
     private IReadOnlyList<IPEndPoint> _bound = Array.Empty<IPEndPoint>();
 
-    public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, DataPlane dataPlane)
+    public HttpFrontendServer(FrontendSettings settings, PoolHandle pool, PoolRegistry pools, FrontendCounters counters, DataPlane dataPlane)
     {
         _settings = settings;
         var perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
@@ -40,6 +40,9 @@ internal sealed class HttpFrontendServer : IFrontendServer
         });
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
+            // Cleartext HTTP/2 (prior knowledge) goes through as if negotiated by ALPN; its
+            // requests' :scheme is then http, which Kestrel takes only with this.
+            kestrel.AllowAlternateSchemes = _certificates is null && settings.Protocols == HttpProtocolsSetting.Http1AndHttp2;
             kestrel.Limits.MaxConcurrentConnections = settings.MaxConnections;
             kestrel.Limits.MaxConcurrentUpgradedConnections = settings.MaxConnections;
             // A proxy streams bodies through; capping them is the backend's decision.
@@ -56,8 +59,12 @@ internal sealed class HttpFrontendServer : IFrontendServer
             {
                 kestrel.Listen(ListenSockets.Resolve(bind), listen =>
                 {
-                    // Cleartext HTTP/2 needs prior knowledge, which clients rarely have; h2 comes with TLS (ALPN).
-                    listen.Protocols = _certificates is null ? HttpProtocols.Http1 : HttpProtocols.Http1AndHttp2;
+                    listen.Protocols = settings.Protocols switch
+                    {
+                        HttpProtocolsSetting.Http1 => HttpProtocols.Http1,
+                        HttpProtocolsSetting.Http2 => HttpProtocols.Http2,
+                        _ => HttpProtocols.Http1AndHttp2,
+                    };
                     if (settings.MaxConnectionsPerClient > 0)
                     {
                         // Before the TLS handshake: a refused client costs no cryptography.
@@ -69,6 +76,10 @@ internal sealed class HttpFrontendServer : IFrontendServer
                     // grace (a slow client lasts 1-2 s longer than configured); this deadline cuts a
                     // connection whose first request has not arrived in time, to the configured value.
                     listen.Use(next => connection => FirstRequestDeadline.RunAsync(next, connection, settings.RequestHeadersTimeout));
+                    if (_certificates is null && settings.Protocols == HttpProtocolsSetting.Http1AndHttp2)
+                    {
+                        listen.Use(next => connection => CleartextHttp2.RunAsync(next, connection));
+                    }
                     if (_certificates is { } certificates)
                     {
                         listen.UseHttps(new Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions
@@ -81,7 +92,12 @@ internal sealed class HttpFrontendServer : IFrontendServer
             }
         });
         _app = builder.Build();
-        var proxy = new HttpProxy(settings, pool, counters, _app.Services.GetRequiredService<IHttpForwarder>());
+        var routes = settings.Routes.Select(route => new Route(
+            route,
+            pools.Find(route.Pool) ?? throw new InvalidOperationException($"frontend {settings.Name}: pool {route.Pool} of route {route.Name} is not registered"),
+            new ForwardingTransformer(settings, route),
+            route.RequestTimeout)).ToList();
+        var proxy = new HttpProxy(settings, new RouteTable(routes, new Route(null, pool, new ForwardingTransformer(settings), null)), counters, _app.Services.GetRequiredService<IHttpForwarder>());
         _app.Run(proxy.ForwardAsync);
     }
 

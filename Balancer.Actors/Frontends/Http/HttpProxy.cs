@@ -5,59 +5,101 @@ using Balancer.Configuration;
 using Balancer.Model;
 using Balancer.Routing;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Balancer.Frontends.Http;
 
 /// <summary>
-/// The request path of an HTTP frontend: read the pool's snapshot, pick a backend, let YARP forward.
-/// A backend that refuses the connection is replaced by another (up to the pool's <c>retries</c>)
-/// before any byte of the response is sent; when none is left the client gets a short 502/503.
+/// The request path of an HTTP frontend: match the route, read its pool's snapshot, pick a backend,
+/// let YARP forward. A backend that refuses the connection is replaced by another (up to the pool's
+/// <c>retries</c>) before any byte of the response is sent; so is one that resets an idempotent
+/// request without a body, or answers it with a status of <c>retry.on-status</c>, within the pool's
+/// retry budget. When none is left the client gets a short 502/503.
 /// </summary>
 internal sealed class HttpProxy
 {
-    private readonly PoolHandle _pool;
     private readonly FrontendCounters _counters;
     private readonly IHttpForwarder _forwarder;
     private readonly string? _hsts;
-    private readonly HttpTransformer _transformer;
     private readonly string _frontend;
-    private RequestConfigForTimeout _requestConfig = new(TimeSpan.Zero, ForwarderRequestConfig.Empty);
+    private readonly bool _cleartext;
+    private readonly TimeSpan _tunnelIdleTimeout;
+    private RouteTable _routes;
+    private RequestConfigCache _requestConfigs = new(new Dictionary<(TimeSpan, Version, bool), ForwarderRequestConfig>());
 
-    public HttpProxy(FrontendSettings frontend, PoolHandle pool, FrontendCounters counters, IHttpForwarder forwarder)
+    public HttpProxy(FrontendSettings frontend, RouteTable routes, FrontendCounters counters, IHttpForwarder forwarder)
     {
         _counters = counters;
-        _pool = pool;
+        _routes = routes;
         _frontend = frontend.Name;
+        _cleartext = frontend.Tls is null;
+        _tunnelIdleTimeout = frontend.TunnelIdleTimeout;
         _hsts = frontend.Tls?.Hsts is { } maxAge ? $"max-age={(long)maxAge.TotalSeconds}" : null;
         _forwarder = forwarder;
-        _transformer = new ForwardingTransformer(frontend);
     }
+
+    /// <summary>The routes requests are matched against now.</summary>
+    public RouteTable Routes => Volatile.Read(ref _routes);
 
     public async Task ForwardAsync(HttpContext context)
     {
         FirstRequestDeadline.Arrived(context);
         _counters.Accept();
-        using var activity = Telemetry.BalancerTracing.StartRequest(context, _frontend, _pool.Name);
+        if (_cleartext && !ReferenceEquals(context.Request.Scheme, "http") && context.Request.Scheme != "http")
+        {
+            // Cleartext HTTP/2 is accepted as if over TLS (see CleartextHttp2); a client's :scheme
+            // of https must not make the backend believe the request came encrypted.
+            context.Request.Scheme = "http";
+        }
+        var route = Routes.Match(context.Request);
+        var tunnel = IsUpgrade(context);
+        using var activity = Telemetry.BalancerTracing.StartRequest(context, _frontend, route.Pool.Name);
+        if (tunnel)
+        {
+            _counters.OpenTunnel();
+        }
         try
         {
-            await ForwardCountedAsync(context, activity);
+            await ForwardCountedAsync(context, activity, route, tunnel);
         }
         finally
         {
+            if (tunnel)
+            {
+                _counters.CloseTunnel();
+            }
             _counters.Close();
         }
     }
 
-    private async Task ForwardCountedAsync(HttpContext context, System.Diagnostics.Activity? activity)
+    private static bool IsUpgrade(HttpContext context) =>
+        context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true
+        || context.Features.Get<IHttpExtendedConnectFeature>()?.IsExtendedConnect == true;
+
+    private async Task ForwardCountedAsync(HttpContext context, System.Diagnostics.Activity? activity, Route route, bool tunnel)
     {
         if (_hsts is not null)
         {
             context.Response.Headers.StrictTransportSecurity = _hsts;
         }
-        var selection = await BackendSelection.StartAsync(_pool, new RoutingRequest(context.Connection.RemoteIpAddress, context));
+        var pool = route.Pool;
+        var selection = await BackendSelection.StartAsync(pool, new RoutingRequest(context.Connection.RemoteIpAddress, context));
         var snapshot = selection.Snapshot;
-        var requestConfig = RequestConfigFor(snapshot.Settings);
+        var settings = snapshot.Settings;
+        var requestConfig = RequestConfigFor(tunnel ? _tunnelIdleTimeout : route.RequestTimeout ?? settings.RequestTimeout, pool.Transport, tunnel);
+        var retry = settings.Retry;
+        var resendable = !tunnel && retry.Methods.Contains(context.Request.Method) && !HasBody(context);
+        if (resendable)
+        {
+            pool.RetryBudget.CountRequest();
+        }
+        RetryableResponse? retryable = null;
+        if (resendable && !retry.OnStatus.IsEmpty)
+        {
+            retryable = new RetryableResponse(retry.OnStatus);
+            context.Features.Set(retryable);
+        }
         SessionResponse? session = null;
         string? served = null;
         try
@@ -73,17 +115,38 @@ internal sealed class HttpProxy
                 }
                 if (lease.PinsSession)
                 {
-                    session ??= new SessionResponse(context, _pool.Affinity!);
+                    session ??= new SessionResponse(context, pool.Affinity!);
                 }
                 // Set before every attempt: the one callback pins whichever attempt's backend answered.
                 session?.Answered(lease);
                 served = backend.Name;
+                retryable?.Arm(selection.CanRetry && pool.RetryBudget.HasRoom(retry));
 
-                var error = await _forwarder.SendAsync(context, backend.DestinationPrefix, _pool.HttpClient, requestConfig, _transformer);
+                var error = await _forwarder.SendAsync(context, backend.DestinationPrefix, pool.HttpClient, requestConfig, route.Transformer);
                 if (error == ForwarderError.None)
                 {
                     var status = context.Response.StatusCode;
-                    lease.Complete(status >= 500 && snapshot.Settings.Passive.Count5xx ? BackendOutcome.Failed : BackendOutcome.Success, status);
+                    if (retryable is { Discarded: true })
+                    {
+                        lease.Complete(BackendOutcome.Failed, retryable.DiscardedStatus);
+                        if (!context.RequestAborted.IsCancellationRequested && pool.RetryBudget.TryTake(retry))
+                        {
+                            pool.CountRetry();
+                            ResetResponse(context);
+                            continue;
+                        }
+                        // No retry left after the body was dropped: the client gets the status alone.
+                        session?.Answered(default);
+                        await WriteErrorAsync(context, snapshot, noBackend: false, status: retryable.DiscardedStatus);
+                        return;
+                    }
+                    var failed = status >= 500 && settings.Passive.Count5xx;
+                    if (IsGrpc(context.Response.ContentType) && GrpcStatus(context) is var code and >= 0)
+                    {
+                        backend.Counters.ObserveGrpcStatus(code);
+                        failed |= settings.GrpcFailures.Contains(code);
+                    }
+                    lease.Complete(failed ? BackendOutcome.Failed : BackendOutcome.Success, status);
                     return;
                 }
 
@@ -94,8 +157,7 @@ internal sealed class HttpProxy
                     if (!context.Response.HasStarted && selection.CanRetry && !context.RequestAborted.IsCancellationRequested)
                     {
                         // Nothing reached the backend and nothing reached the client: try the next backend.
-                        context.Features.Set<IForwarderErrorFeature>(null);
-                        context.Response.StatusCode = StatusCodes.Status200OK;
+                        ResetResponse(context);
                         continue;
                     }
                 }
@@ -109,6 +171,15 @@ internal sealed class HttpProxy
                 else
                 {
                     lease.Complete(BackendOutcome.Failed);
+                    // Reset or closed before any response byte: an idempotent request without a body
+                    // may go to another backend.
+                    if (error == ForwarderError.Request && resendable && retry.OnReset && !context.Response.HasStarted
+                        && selection.CanRetry && !context.RequestAborted.IsCancellationRequested && pool.RetryBudget.TryTake(retry))
+                    {
+                        pool.CountRetry();
+                        ResetResponse(context);
+                        continue;
+                    }
                 }
 
                 if (!context.Response.HasStarted && !context.RequestAborted.IsCancellationRequested)
@@ -123,6 +194,35 @@ internal sealed class HttpProxy
         {
             Telemetry.BalancerTracing.Served(activity, served, selection.Attempts, selection.AffinityOutcome, context.Response.StatusCode);
         }
+    }
+
+    private static void ResetResponse(HttpContext context)
+    {
+        context.Features.Set<IForwarderErrorFeature>(null);
+        // Kept: what Balancer itself set before forwarding (HSTS); the attempt's headers go.
+        var hsts = context.Response.Headers.StrictTransportSecurity;
+        context.Response.Clear();
+        if (hsts.Count > 0)
+        {
+            context.Response.Headers.StrictTransportSecurity = hsts;
+        }
+    }
+
+    /// <summary>True when the request carries a body (which YARP streams, so it cannot be sent twice).</summary>
+    private static bool HasBody(HttpContext context) =>
+        context.Features.Get<IHttpRequestBodyDetectionFeature>() is { } detection ? detection.CanHaveBody : context.Request.ContentLength is not (null or 0);
+
+    private static bool IsGrpc(string? contentType) =>
+        contentType is not null && contentType.StartsWith("application/grpc", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>The call's grpc-status (from the trailers, or the headers of a trailers-only response), or -1.</summary>
+    private static int GrpcStatus(HttpContext context)
+    {
+        var trailers = context.Features.Get<IHttpResponseTrailersFeature>()?.Trailers;
+        var value = trailers is not null && trailers.TryGetValue("grpc-status", out var fromTrailers) ? fromTrailers
+            : context.Response.Headers.TryGetValue("grpc-status", out var fromHeaders) ? fromHeaders
+            : default;
+        return value.Count > 0 && int.TryParse(value[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var code) ? code : -1;
     }
 
     /// <summary>
@@ -197,19 +297,27 @@ internal sealed class HttpProxy
         return null;
     }
 
-    private ForwarderRequestConfig RequestConfigFor(PoolSettings settings)
+    private ForwarderRequestConfig RequestConfigFor(TimeSpan timeout, BackendTransport transport, bool tunnel)
     {
-        // Rebuilt only when the pool's timeout changes, so requests share one immutable config.
-        var current = Volatile.Read(ref _requestConfig);
-        if (current.Timeout != settings.RequestTimeout)
+        // One immutable config per (timeout, version) shared by every request; a new one (rare: a
+        // pool's timeout changed) replaces the whole cache.
+        var cache = Volatile.Read(ref _requestConfigs);
+        var key = (timeout, transport.Version, tunnel);
+        if (cache.Configs.TryGetValue(key, out var config))
         {
-            current = new RequestConfigForTimeout(settings.RequestTimeout, new ForwarderRequestConfig { ActivityTimeout = settings.RequestTimeout });
-            Volatile.Write(ref _requestConfig, current);
+            return config;
         }
-        return current.Config;
+        config = new ForwarderRequestConfig
+        {
+            ActivityTimeout = timeout,
+            Version = transport.Version,
+            VersionPolicy = transport.VersionPolicy,
+        };
+        Volatile.Write(ref _requestConfigs, new RequestConfigCache(new Dictionary<(TimeSpan, Version, bool), ForwarderRequestConfig>(cache.Configs) { [key] = config }));
+        return config;
     }
 
-    private sealed record RequestConfigForTimeout(TimeSpan Timeout, ForwarderRequestConfig Config);
+    private sealed record RequestConfigCache(Dictionary<(TimeSpan, Version, bool), ForwarderRequestConfig> Configs);
 
     private static bool IsClientSide(ForwarderError error) => error is
         ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.RequestBodyClient or
@@ -231,5 +339,41 @@ internal sealed class HttpProxy
             ? $"{response.StatusCode} pool '{snapshot.Name}' has no available backend\n"
             : $"{response.StatusCode} no backend of pool '{snapshot.Name}' answered\n";
         return response.WriteAsync(message, Encoding.UTF8);
+    }
+}
+
+/// <summary>
+/// Set on a request the pool may send again after a status of <c>retry.on-status</c>: while armed
+/// (another backend may still be tried), the transformer drops such a response instead of passing
+/// it on, and the proxy tries the next backend.
+/// </summary>
+internal sealed class RetryableResponse(System.Collections.Immutable.ImmutableArray<int> statuses)
+{
+    private bool _armed;
+
+    /// <summary>True when the last attempt's response was dropped.</summary>
+    public bool Discarded { get; private set; }
+
+    /// <summary>The status of the dropped response.</summary>
+    public int DiscardedStatus { get; private set; }
+
+    /// <summary>Before an attempt: <paramref name="another"/> says whether another backend could be tried.</summary>
+    public void Arm(bool another)
+    {
+        _armed = another;
+        Discarded = false;
+        DiscardedStatus = 0;
+    }
+
+    /// <summary>True (and remembered) when a response of <paramref name="status"/> is to be dropped.</summary>
+    public bool Discards(int status)
+    {
+        if (!_armed || !statuses.Contains(status))
+        {
+            return false;
+        }
+        Discarded = true;
+        DiscardedStatus = status;
+        return true;
     }
 }

@@ -1,0 +1,32 @@
+using System.Collections.Concurrent;
+using System.Net.Http;
+using Balancer.Configuration;
+using Balancer.Routing;
+
+namespace Balancer.Health;
+
+/// <summary>
+/// The HTTP clients of a node's health checks: one per pool, speaking what the pool speaks to its
+/// backends (<c>protocol</c>, <c>tls</c>), each opening a new connection for every check.
+/// </summary>
+internal sealed class ProbeClients : IDisposable
+{
+    private readonly ConcurrentDictionary<string, (HttpMessageInvoker Client, BackendTransport Transport)> _clients = new();
+
+    /// <summary>The client and transport for checks of <paramref name="pool"/>'s backends.</summary>
+    public (HttpMessageInvoker Client, BackendTransport Transport) For(PoolSettings pool) => _clients.GetOrAdd(pool.Name, _ =>
+    {
+        var transport = new BackendTransport(pool);
+        // Health checks have their own timeout; the connect must not end them sooner.
+        return (new HttpMessageInvoker(transport.CreateHandler(TimeSpan.FromSeconds(10), forProbes: true)), transport);
+    });
+
+    public void Dispose()
+    {
+        foreach (var (client, _) in _clients.Values)
+        {
+            client.Dispose();
+        }
+        _clients.Clear();
+    }
+}
