@@ -48,14 +48,17 @@ internal static class RouteSettingsReader
             var user = new Config(new HoconRoot(items[index]));
             var section = new SettingsReader(user, routeDefaults, frontend.PathOf(key), frontend.ProblemList);
             section.RejectUnknownKeys(SettingsReader.KeysOf(routeDefaults), user);
+            var problemsBefore = frontend.ProblemList.Count;
             var route = ReadRoute(section, index, pools);
-            if (route is null)
+            if (route is null || frontend.ProblemList.Count > problemsBefore)
             {
+                // A route with a mistake is reported as such, not as shadowing the ones after it.
                 continue;
             }
             if (!names.Add(route.Name))
             {
                 section.Problem("name", $"another route of this frontend is named \"{route.Name}\"");
+                continue;
             }
             routes.Add(route);
             positions.Add(index);

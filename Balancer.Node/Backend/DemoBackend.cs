@@ -19,7 +19,10 @@ namespace Balancer.Node.Backend;
 /// <item><c>GET /headers</c>: the request headers, one "Name: value" per line.</item>
 /// <item><c>GET /login</c>: sets a new <c>JSESSIONID</c> cookie, as an application server would.</item>
 /// <item><c>GET /bytes?n=N[&amp;chunked=1]</c>: N bytes, chunked when asked.</item>
+/// <item><c>/ws</c>: a WebSocket that says "hello from NAME", then echoes every message.</item>
+/// <item>gRPC service <c>balancer.demo.Demo</c> (<c>demo.proto</c>): one method of each call kind.</item>
 /// </list>
+/// HTTP/1.1 and HTTP/2 on one port: by ALPN with TLS, by the connection preface in cleartext.
 /// </summary>
 internal sealed class DemoBackend : IAsyncDisposable
 {
@@ -29,7 +32,7 @@ internal sealed class DemoBackend : IAsyncDisposable
     private volatile bool _healthy = true;
     private int _latencyMs;
 
-    public DemoBackend(string name, IPEndPoint listen, int latencyMs = 0, double failRate = 0)
+    public DemoBackend(string name, IPEndPoint listen, int latencyMs = 0, double failRate = 0, DemoBackendTls? tls = null)
     {
         _name = name;
         _latencyMs = latencyMs;
@@ -41,10 +44,32 @@ internal sealed class DemoBackend : IAsyncDisposable
         {
             k.AddServerHeader = false;
             k.Limits.MaxRequestBodySize = null;
-            k.Listen(listen);
+            k.AllowAlternateSchemes = tls is null;
+            k.Listen(listen, options =>
+            {
+                options.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1AndHttp2;
+                if (tls is null)
+                {
+                    options.Use(next => connection => Balancer.Frontends.Http.CleartextHttp2.RunAsync(next, connection));
+                    return;
+                }
+                options.UseHttps(https =>
+                {
+                    https.ServerCertificate = tls.Certificate;
+                    if (tls.ClientAuthority is { } authority)
+                    {
+                        https.ClientCertificateMode = Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.RequireCertificate;
+                        https.ClientCertificateValidation = (certificate, _, _) => Configuration.Certificates.IssuedBy(certificate, authority);
+                    }
+                });
+            });
         });
         builder.Services.AddRoutingCore();
+        builder.Services.AddLogging();
+        builder.Services.AddGrpc();
+        builder.Services.AddSingleton(new DemoGrpcService(name));
         _app = builder.Build();
+        _app.UseWebSockets();
         _app.Use(async (context, next) =>
         {
             context.Response.Headers["X-Backend"] = _name;
@@ -135,6 +160,29 @@ internal sealed class DemoBackend : IAsyncDisposable
                 }
             }
         });
+        _app.MapGrpcService<DemoGrpcService>();
+        _app.Map("/ws", async (HttpContext context) =>
+        {
+            if (!context.WebSockets.IsWebSocketRequest)
+            {
+                context.Response.StatusCode = 400;
+                await context.Response.WriteAsync("a WebSocket upgrade is expected here\n");
+                return;
+            }
+            using var socket = await context.WebSockets.AcceptWebSocketAsync();
+            var buffer = new byte[16 * 1024];
+            await socket.SendAsync(Encoding.UTF8.GetBytes($"hello from {_name}"), System.Net.WebSockets.WebSocketMessageType.Text, true, context.RequestAborted);
+            while (true)
+            {
+                var received = await socket.ReceiveAsync(buffer, context.RequestAborted);
+                if (received.MessageType == System.Net.WebSockets.WebSocketMessageType.Close)
+                {
+                    await socket.CloseOutputAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, null, context.RequestAborted);
+                    return;
+                }
+                await socket.SendAsync(buffer.AsMemory(0, received.Count), received.MessageType, received.EndOfMessage, context.RequestAborted);
+            }
+        });
         _app.MapFallback(context =>
         {
             if (_failRate > 0 && Random.Shared.NextDouble() < _failRate)
@@ -161,3 +209,6 @@ internal sealed class DemoBackend : IAsyncDisposable
 
     public ValueTask DisposeAsync() => _app.DisposeAsync();
 }
+
+/// <summary>TLS on a demo backend: its certificate, and the CA whose client certificates it requires (mTLS), if any.</summary>
+internal sealed record DemoBackendTls(System.Security.Cryptography.X509Certificates.X509Certificate2 Certificate, System.Security.Cryptography.X509Certificates.X509Certificate2? ClientAuthority);

@@ -255,38 +255,4 @@ public class HttpFrontendTests
         Assert.StartsWith("HTTP/1.1 400", Encoding.ASCII.GetString(buffer, 0, read));
         Assert.Equal(0, host.Extension.Pools.Find("app")!.Snapshot.Backends[0].Counters.Requests);
     }
-
-    /// <summary>Accepts, reads the request, then resets the connection without answering.</summary>
-    private sealed class ResettingServer : IDisposable
-    {
-        private readonly Socket _listener = new(SocketType.Stream, ProtocolType.Tcp);
-
-        public ResettingServer()
-        {
-            _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-            _listener.Listen();
-            _ = Task.Run(async () =>
-            {
-                while (true)
-                {
-                    Socket client;
-                    try
-                    {
-                        client = await _listener.AcceptAsync();
-                    }
-                    catch (Exception)
-                    {
-                        return;
-                    }
-                    await client.ReceiveAsync(new byte[4096]);
-                    client.LingerState = new LingerOption(true, 0);
-                    client.Dispose();
-                }
-            });
-        }
-
-        public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
-
-        public void Dispose() => _listener.Dispose();
-    }
 }

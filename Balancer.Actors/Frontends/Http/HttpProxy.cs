@@ -131,7 +131,6 @@ internal sealed class HttpProxy
                         lease.Complete(BackendOutcome.Failed, retryable.DiscardedStatus);
                         if (!context.RequestAborted.IsCancellationRequested && pool.RetryBudget.TryTake(retry))
                         {
-                            pool.CountRetry();
                             ResetResponse(context);
                             continue;
                         }
@@ -176,7 +175,6 @@ internal sealed class HttpProxy
                     if (error == ForwarderError.Request && resendable && retry.OnReset && !context.Response.HasStarted
                         && selection.CanRetry && !context.RequestAborted.IsCancellationRequested && pool.RetryBudget.TryTake(retry))
                     {
-                        pool.CountRetry();
                         ResetResponse(context);
                         continue;
                     }
