@@ -26,7 +26,7 @@ internal static class BackendCommand
         };
         var latency = CliOptions.WholeNumber("--latency", "Milliseconds added to every response.", 0, 600_000, 0);
         var failRate = CliOptions.Number("--fail-rate", "The share of requests answered with 500 (0 to 1).", 0, 1, 0);
-        var command = new Command("backend", "Run a demo HTTP backend in the foreground (what `demo` starts).") { port, name, bind, latency, failRate };
+        var command = new Command("backend", "Run a demo backend in the foreground (what `demo` starts): HTTP/1.1 and HTTP/2, a gRPC service and a WebSocket echo on one port.") { port, name, bind, latency, failRate };
         command.SetAction((parse, _) => RunAsync(parse.GetValue(port), parse.GetValue(name), parse.GetValue(bind)!, parse.GetValue(latency), parse.GetValue(failRate), parse.InvocationConfiguration.Output));
         return command;
     }
