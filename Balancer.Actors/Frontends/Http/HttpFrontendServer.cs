@@ -92,12 +92,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
             }
         });
         _app = builder.Build();
-        var routes = settings.Routes.Select(route => new Route(
-            route,
-            pools.Find(route.Pool) ?? throw new InvalidOperationException($"frontend {settings.Name}: pool {route.Pool} of route {route.Name} is not registered"),
-            new ForwardingTransformer(settings, route),
-            route.RequestTimeout)).ToList();
-        var proxy = new HttpProxy(settings, new RouteTable(routes, new Route(null, pool, new ForwardingTransformer(settings), null)), counters, _app.Services.GetRequiredService<IHttpForwarder>());
+        var proxy = new HttpProxy(settings, RouteTable.Build(settings, pools, pool), counters, _app.Services.GetRequiredService<IHttpForwarder>());
         _app.Run(proxy.ForwardAsync);
     }
 

@@ -41,6 +41,15 @@ internal sealed class RouteTable
         _wildcards = suffixes.Count > 0;
     }
 
+    /// <summary>Compiles <paramref name="frontend"/>'s routes over the pools' handles; <paramref name="defaultPool"/> takes what none matches.</summary>
+    public static RouteTable Build(FrontendSettings frontend, PoolRegistry pools, PoolHandle defaultPool) => new(
+        frontend.Routes.Select(route => new Route(
+            route,
+            pools.Find(route.Pool) ?? throw new InvalidOperationException($"frontend {frontend.Name}: pool {route.Pool} of route {route.Name} is not registered"),
+            new ForwardingTransformer(frontend, route),
+            route.RequestTimeout)).ToList(),
+        new Route(null, defaultPool, new ForwardingTransformer(frontend), null));
+
     /// <summary>The route of requests no route matches: the frontend's pool, unchanged.</summary>
     public Route Default { get; }
 
