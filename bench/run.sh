@@ -22,7 +22,10 @@
 #   BALANCER_BIN=path    run this executable instead of Balancer.Node/bin/Release/net10.0/balancer
 #   OTHER_WARN=3         warn when processes outside the bench took more than this % of the machine
 #   TARGETS="..."        space-separated subset of: direct haproxy-http1 haproxy-http2 haproxy-tcp
-#                        plainyarp balancer-http balancer-tcp balancer-http-otel
+#                        plainyarp balancer-http balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c
+#                        (the h2c rows: clients speak cleartext HTTP/2 with prior knowledge, load from
+#                        h2load -c CONNECTIONS -m H2_STREAMS; the proxies speak HTTP/1.1 to nginx)
+#   H2_STREAMS=10        concurrent streams per HTTP/2 connection (h2load -m)
 #   OTEL_SAMPLING=1%     sampling of the balancer-http-otel row (OpenTelemetry export on, to a sink)
 set -euo pipefail
 
@@ -40,7 +43,8 @@ INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
 PIN="${PIN:-1}"
 BUDGET="${BUDGET:-340}"
 BUILD_BALANCER="${BUILD_BALANCER:-1}"
-TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel}"
+TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c}"
+H2_STREAMS="${H2_STREAMS:-10}"
 OTEL_SAMPLING="${OTEL_SAMPLING:-1%}"
 
 # Ports: all on 127.0.0.1, 17000-19999.
@@ -51,6 +55,8 @@ P_HAPROXY_TCP=17071
 P_PLAINYARP=18090
 P_BALANCER_HTTP=18080
 P_BALANCER_TCP=17070
+P_HAPROXY_H2C=17083
+P_BALANCER_H2C=18082
 P_BALANCER_ADMIN=19110
 P_BALANCER_OTEL_HTTP=18081
 P_BALANCER_OTEL_ADMIN=19111
@@ -107,11 +113,14 @@ need_pkgs=()
 command -v wrk >/dev/null 2>&1 || need_pkgs+=(wrk)
 command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need_pkgs+=(haproxy)
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need_pkgs+=(nginx)
+if [[ " ${TARGETS} " == *" haproxy-h2c "* || " ${TARGETS} " == *" balancer-h2c "* ]]; then
+  command -v h2load >/dev/null 2>&1 || need_pkgs+=(nghttp2-client)
+fi
 if ((${#need_pkgs[@]})); then
   log "installing ${need_pkgs[*]} from Debian"
   SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
   timeout 600 $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive timeout 900 $SUDO apt-get install -y -qq wrk haproxy nginx >/dev/null
+  DEBIAN_FRONTEND=noninteractive timeout 900 $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 command -v wrk >/dev/null && command -v haproxy >/dev/null && command -v nginx >/dev/null \
@@ -194,10 +203,11 @@ wait_port() {
   return 1
 }
 
-# One request must answer 200.
+# One request must answer 200 (over HTTP/2 with prior knowledge when the second argument is h2).
 smoke() {
-  local code
-  code="$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1/" || true)"
+  local code flags=()
+  [[ "${2:-}" == h2 ]] && flags=(--http2-prior-knowledge)
+  code="$(curl -s "${flags[@]}" -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1/" || true)"
   [[ "$code" == 200 ]] || { log "smoke request to :$1 answered '${code:-nothing}'"; return 1; }
 }
 
@@ -211,6 +221,41 @@ run_wrk() { # port seconds -> wrk output in $TMP/wrk.out
   wait "$p" || rc=$?
   forget_pid "$p"
   return "$rc"
+}
+
+# h2load over cleartext HTTP/2 (prior knowledge), written as wrk would report it into $TMP/wrk.out
+# (requests, req/s, 50% and 99% latency from h2load's per-request log, socket errors), so that
+# measure() reads both alike. Not to be called in $(...), as run_wrk.
+run_h2load() { # port seconds
+  local out="$TMP/h2load.out" log="$TMP/h2load.log" p rc=0
+  rm -f "$log"
+  "${PIN_LOAD[@]}" timeout -k 5 $(($2 + 30)) h2load -t"$THREADS" -c"$CONNECTIONS" -m"$H2_STREAMS" -D"$2" \
+    --log-file="$log" "http://127.0.0.1:$1/" >"$out" 2>&1 &
+  p=$!; PIDS+=("$p")
+  wait "$p" || rc=$?
+  forget_pid "$p"
+  ((rc == 0)) || return "$rc"
+  local done rps failed non2xx p50 p99
+  done="$(awk '/^requests:/ { print $6 }' "$out")"
+  rps="$(awk '/^finished in/ { print $4 }' "$out")"
+  failed="$(awk '/^requests:/ { print $10 + $12 + $14 }' "$out")"
+  non2xx="$(awk '/^status codes:/ { print $5 + $7 + $9 }' "$out")"
+  read -r p50 p99 < <(awk '{ print $3 }' "$log" 2>/dev/null | sort -n | awk '{ a[NR] = $1 } END {
+    if (NR == 0) print "-1 -1"; else printf "%d %d\n", a[int(NR * 0.5) + (NR * 0.5 > int(NR * 0.5))], a[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] }')
+  {
+    echo "  ${done:-0} requests in ${2}s"
+    echo "Requests/sec: ${rps:-0}"
+    echo "     50% ${p50}us"
+    echo "     99% ${p99}us"
+    echo "  Socket errors: connect 0, read ${failed:-0}, write 0, timeout 0"
+    ((${non2xx:-0} > 0)) && echo "  Non-2xx or 3xx responses: $non2xx"
+    true
+  } >"$TMP/wrk.out"
+}
+
+# The load generator of TARGET: h2load for the h2c rows, wrk for the others.
+run_load() { # target port seconds
+  if [[ "${MODE[$1]}" == h2c ]]; then run_h2load "$2" "$3"; else run_wrk "$2" "$3"; fi
 }
 
 # wrk latency ("123.45us", "1.2ms", "1.01s") -> microseconds
@@ -228,7 +273,7 @@ fmt_lat() { # us -> human
   awk -v u="$1" 'BEGIN { if (u == "-" || u < 0) print "-"; else if (u >= 1000) printf "%.2fms", u / 1000; else printf "%.0fus", u }'; }
 
 declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_OTH R_NOTE
-ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel)
+ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c)
 declare -A LABEL=(
   [direct]="backend direct (nginx x2)"
   [haproxy-http1]="HAProxy http nbthread 1"
@@ -238,12 +283,14 @@ declare -A LABEL=(
   [balancer-http]="Balancer http frontend"
   [balancer-tcp]="Balancer tcp frontend"
   [balancer-http-otel]="Balancer http, OTLP $OTEL_SAMPLING"
+  [haproxy-h2c]="HAProxy h2c nbthread 1 (h2load)"
+  [balancer-h2c]="Balancer h2c frontend (h2load)"
 )
 declare -A MODE=([direct]=- [haproxy-http1]=http [haproxy-http2]=http [haproxy-tcp]=tcp
-  [plainyarp]=http [balancer-http]=http [balancer-tcp]=tcp [balancer-http-otel]=http)
+  [plainyarp]=http [balancer-http]=http [balancer-tcp]=tcp [balancer-http-otel]=http [haproxy-h2c]=h2c [balancer-h2c]=h2c)
 declare -A WARM=([direct]=$WARMUP_NATIVE [haproxy-http1]=$WARMUP_NATIVE [haproxy-http2]=$WARMUP_NATIVE
   [haproxy-tcp]=$WARMUP_NATIVE [plainyarp]=$WARMUP_DOTNET [balancer-http]=$WARMUP_DOTNET
-  [balancer-tcp]=$WARMUP_DOTNET2 [balancer-http-otel]=$WARMUP_DOTNET)
+  [balancer-tcp]=$WARMUP_DOTNET2 [balancer-http-otel]=$WARMUP_DOTNET [haproxy-h2c]=$WARMUP_NATIVE [balancer-h2c]=$WARMUP_DOTNET2)
 
 fits() { # target -> 0 if warm-up + runs fit in what is left of the budget
   local need=$((WARM[$1] + RUNS * DURATION + 3))
@@ -263,15 +310,15 @@ measure() {
   local -A seen=()
   local ours=()
   for p in "${pids[@]}" "${BACKEND_PIDS[@]}"; do [[ -n "${seen[$p]:-}" ]] || { seen[$p]=1; ours+=("$p"); }; done
-  smoke "$port" || { R_NOTE[$target]="FAILED: no 200 answer"; return 0; }
+  smoke "$port" "${MODE[$target]%c}" || { R_NOTE[$target]="FAILED: no 200 answer"; return 0; }
   if ((WARM[$target] > 0)); then
     log "${LABEL[$target]}: warm-up ${WARM[$target]}s"
-    run_wrk "$port" "${WARM[$target]}" || true
+    run_load "$target" "$port" "${WARM[$target]}" || true
   fi
   for ((i = 1; i <= RUNS; i++)); do
     m0="$(machine_ticks)"; s0="$(self_ticks)"; o0="$(cpu_ticks "${ours[@]}")"
     t0="$(cpu_ticks "${pids[@]}")"
-    run_wrk "$port" "$DURATION" || { R_NOTE[$target]="FAILED: wrk exit"; return 0; }
+    run_load "$target" "$port" "$DURATION" || { R_NOTE[$target]="FAILED: load generator exit"; return 0; }
     t1="$(cpu_ticks "${pids[@]}")"
     o1="$(cpu_ticks "${ours[@]}")"; s1="$(self_ticks)"; m1="$(machine_ticks)"
     out="$(cat "$TMP/wrk.out")"
@@ -377,8 +424,8 @@ DOTNET_ENV=(
   ASPNETCORE_ENVIRONMENT=Production
 )
 
-start_haproxy() { # name port mode nbthread -> sets HP_PID
-  local name="$1" port="$2" mode="$3" nbt="$4" cfg="$TMP/$1.cfg"
+start_haproxy() { # name port mode nbthread [bind options] -> sets HP_PID
+  local name="$1" port="$2" mode="$3" nbt="$4" bind_options="${5:-}" cfg="$TMP/$1.cfg"
   cat >"$cfg" <<EOF
 global
   nbthread $nbt
@@ -389,7 +436,7 @@ defaults
   timeout client 30s
   timeout server 30s
 frontend fe
-  bind 127.0.0.1:$port
+  bind 127.0.0.1:$port $bind_options
   default_backend be
 backend be
   balance roundrobin
@@ -401,11 +448,11 @@ EOF
   wait_port "$port" "$HP_PID" 10 || { log "haproxy: $(cat "$TMP/$name.log")"; return 1; }
 }
 
-run_haproxy_target() { # target port mode nbthread
+run_haproxy_target() { # target port mode nbthread [bind options]
   want "$1" || return 0
   fits "$1" || return 0
   log "${LABEL[$1]}: starting"
-  if start_haproxy "$1" "$2" "$3" "$4"; then
+  if start_haproxy "$1" "$2" "$3" "$4" "${5:-}"; then
     measure "$1" "$2" "$HP_PID"
   else
     R_NOTE[$1]="FAILED: did not start"
@@ -416,6 +463,7 @@ run_haproxy_target() { # target port mode nbthread
 # Execution order puts the rows the ratios need first, the Balancer next.
 run_haproxy_target haproxy-http1 "$P_HAPROXY_HTTP1" http 1
 run_haproxy_target haproxy-tcp "$P_HAPROXY_TCP" tcp 1
+run_haproxy_target haproxy-h2c "$P_HAPROXY_H2C" http 1 "proto h2"
 
 if want balancer-http-otel && [[ -n "$BALANCER_NOTE" ]]; then
   R_NOTE[balancer-http-otel]="skipped: binary missing"
@@ -439,19 +487,21 @@ elif want balancer-http-otel && fits balancer-http-otel; then
   stop_pid "$OTEL_PID"; stop_pid "$SINK_PID"
 fi
 
-if (want balancer-http || want balancer-tcp) && [[ -n "$BALANCER_NOTE" ]]; then
-  R_NOTE[balancer-http]="skipped: binary missing"; R_NOTE[balancer-tcp]="skipped: binary missing"
-elif want balancer-http || want balancer-tcp; then
+if (want balancer-http || want balancer-tcp || want balancer-h2c) && [[ -n "$BALANCER_NOTE" ]]; then
+  R_NOTE[balancer-http]="skipped: binary missing"; R_NOTE[balancer-tcp]="skipped: binary missing"; R_NOTE[balancer-h2c]="skipped: binary missing"
+elif want balancer-http || want balancer-tcp || want balancer-h2c; then
   log "Balancer: starting $BALANCER run --config $TMP/balancer.conf"
   start_balancer balancer "$P_BALANCER_ADMIN" \
     "web { mode = http, bind = [\"127.0.0.1:$P_BALANCER_HTTP\"], pool = app }
-    raw { mode = tcp,  bind = [\"127.0.0.1:$P_BALANCER_TCP\"], pool = app }"
+    raw { mode = tcp,  bind = [\"127.0.0.1:$P_BALANCER_TCP\"], pool = app }
+    h2c { mode = http, bind = [\"127.0.0.1:$P_BALANCER_H2C\"], pool = app, protocols = http2 }"
   BAL_PID=$STARTED_PID
-  if wait_port "$P_BALANCER_HTTP" "$BAL_PID" 30 && wait_port "$P_BALANCER_TCP" "$BAL_PID" 30; then
+  if wait_port "$P_BALANCER_HTTP" "$BAL_PID" 30 && wait_port "$P_BALANCER_TCP" "$BAL_PID" 30 && wait_port "$P_BALANCER_H2C" "$BAL_PID" 30; then
     if want balancer-http && fits balancer-http; then measure balancer-http "$P_BALANCER_HTTP" "$BAL_PID"; fi
     if want balancer-tcp && fits balancer-tcp; then measure balancer-tcp "$P_BALANCER_TCP" "$BAL_PID"; fi
+    if want balancer-h2c && fits balancer-h2c; then measure balancer-h2c "$P_BALANCER_H2C" "$BAL_PID"; fi
   else
-    R_NOTE[balancer-http]="FAILED: did not listen within 30s"; R_NOTE[balancer-tcp]="${R_NOTE[balancer-http]}"
+    R_NOTE[balancer-http]="FAILED: did not listen within 30s"; R_NOTE[balancer-tcp]="${R_NOTE[balancer-http]}"; R_NOTE[balancer-h2c]="${R_NOTE[balancer-http]}"
     log "balancer log (last lines):"; tail -n 20 "$TMP/balancer.log" >&2 || true
   fi
   stop_pid "$BAL_PID"
@@ -485,7 +535,7 @@ for pid in "${BACKEND_PIDS[@]}"; do stop_pid "$pid"; done
 # ---------------------------------------------------------------- table
 ratio() { # target
   local t="$1" base
-  case "${MODE[$t]}" in http) base=haproxy-http1 ;; tcp) base=haproxy-tcp ;; *) echo "-"; return ;; esac
+  case "${MODE[$t]}" in http) base=haproxy-http1 ;; tcp) base=haproxy-tcp ;; h2c) base=haproxy-h2c ;; *) echo "-"; return ;; esac
   if [[ -n "${R_CPU[$t]:-}" && -n "${R_CPU[$base]:-}" ]]; then
     awk -v a="${R_CPU[$t]}" -v b="${R_CPU[$base]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
   else echo "-"; fi
@@ -499,7 +549,8 @@ ratio() { # target
   echo "warm-up: .NET ${WARMUP_DOTNET}s (Balancer tcp frontend +${WARMUP_DOTNET2}s after the http one), native ${WARMUP_NATIVE}s;" \
     ".NET env: gcServer=0 TieredPGO=1 TC_DelaySingleProcMultiplier=1 SOCKETS_INLINE_COMPLETIONS=$INLINE_COMPLETIONS"
   echo "pinning: $([[ "$PIN" == 1 ]] && echo 'wrk core 0, proxy+backends core 1' || echo 'none (shared cores)')"
-  echo "CPU = proxy process user+sys per request; ratio = CPU/request ÷ HAProxy http nbthread 1 (http rows) or ÷ HAProxy tcp (tcp rows), same run"
+  echo "CPU = proxy process user+sys per request; ratio = CPU/request ÷ HAProxy http nbthread 1 (http rows), ÷ HAProxy tcp (tcp rows), ÷ HAProxy h2c (h2c rows), same run"
+  echo "h2c rows: h2load -t$THREADS -c$CONNECTIONS -m$H2_STREAMS -D${DURATION}, cleartext HTTP/2 with prior knowledge to the proxy, HTTP/1.1 from it to nginx"
   echo "other% = CPU of processes outside the bench during the runs, share of the whole machine (median); load at start: $LOAD_AT_START"
   echo
   printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %6s %6s  %s\n' target mode "req/s" p50 p99 "CPU us/req" ratio "peakRSS" errors other% note

@@ -227,6 +227,55 @@ public class AffinityClusterTests : IClassFixture<AffinityCluster>
 
     private PoolSnapshot Snapshot(int node, string pool) => BalancerExtension.Get(_cluster.Nodes[node]).Pools.Find(pool)!.Snapshot;
 
+    [Fact]
+    public async Task WebSockets_PinnedAtTheUpgrade_ReachTheSameBackendThroughEveryNode_OverHttp1AndHttp2()
+    {
+        using var http2 = new HttpMessageInvoker(new SocketsHttpHandler { UseProxy = false });
+        var backends = new Dictionary<string, string>();
+        for (var i = 0; i < 9; i++)
+        {
+            backends[$"ws{i}"] = await WebSocketBackendAsync(_cluster.Uri(0, "hdr", "/ws"), $"ws{i}", http2: null);
+        }
+        Assert.True(backends.Values.Distinct().Count() > 1, "the sessions all went to one backend");
+        for (var node = 1; node < 3; node++)
+        {
+            foreach (var (session, backend) in backends)
+            {
+                // Every other connection over HTTP/2 (extended CONNECT) to the same pinned backend.
+                var viaHttp2 = (node + session.Length) % 2 == 0 ? http2 : null;
+                Assert.Equal(backend, await WebSocketBackendAsync(_cluster.Uri(node, "hdr", "/ws"), session, viaHttp2));
+            }
+        }
+    }
+
+    /// <summary>Opens a WebSocket with the session header, returns the backend that greeted it, and checks that it echoes.</summary>
+    private static async Task<string> WebSocketBackendAsync(Uri uri, string session, HttpMessageInvoker? http2)
+    {
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        socket.Options.SetRequestHeader("X-Session", session);
+        var target = new Uri("ws://" + uri.Authority + uri.PathAndQuery);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        if (http2 is null)
+        {
+            await socket.ConnectAsync(target, timeout.Token);
+        }
+        else
+        {
+            socket.Options.HttpVersion = HttpVersion.Version20;
+            socket.Options.HttpVersionPolicy = HttpVersionPolicy.RequestVersionExact;
+            // With the exact version asked, the connection is HTTP/2 or fails.
+            await socket.ConnectAsync(target, http2, timeout.Token);
+        }
+        var buffer = new byte[1024];
+        var greeting = await socket.ReceiveAsync(buffer, timeout.Token);
+        var backend = System.Text.Encoding.UTF8.GetString(buffer, 0, greeting.Count)["hello from ".Length..];
+        await socket.SendAsync("ping"u8.ToArray(), System.Net.WebSockets.WebSocketMessageType.Text, true, timeout.Token);
+        var echo = await socket.ReceiveAsync(buffer, timeout.Token);
+        Assert.Equal("ping", System.Text.Encoding.UTF8.GetString(buffer, 0, echo.Count));
+        await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, null, timeout.Token);
+        return backend;
+    }
+
     private static async Task<string> BackendOfAsync(Uri uri, (string Name, string Value) header)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, uri);

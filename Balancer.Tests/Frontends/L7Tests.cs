@@ -185,7 +185,7 @@ public class L7Tests
     {
         await using var backends = await BackendSet.StartAsync("a");
         await using var host = await BalancerHost.StartAsync($$"""
-            balancer.pools.ws { request-timeout = 1s, backends.a = "127.0.0.1:{{backends["a"].Port}}" }
+            balancer.pools.ws { request-timeout = 500ms, backends.a = "127.0.0.1:{{backends["a"].Port}}" }
             balancer.frontends.web { bind = "127.0.0.1:0", pool = ws, tunnel-idle-timeout = 1h }
             """);
         using var socket = new ClientWebSocket();
@@ -195,7 +195,7 @@ public class L7Tests
         Assert.Equal(1, counters.Tunnels);
 
         // Three times the request timeout without a byte either way.
-        await Task.Delay(TimeSpan.FromSeconds(3));
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
         await socket.SendAsync(Encoding.UTF8.GetBytes("still there?"), WebSocketMessageType.Text, true, CancellationToken.None);
         Assert.Equal("still there?", await ReceiveTextAsync(socket));
 

@@ -290,6 +290,70 @@ public class NodeProcessTests
         Assert.DoesNotContain("Akka", node.Output);
     }
 
+    [Fact]
+    public async Task Run_GrpcWebSocketsAndRoutes_ThroughANodeProcess_ToBackendProcesses()
+    {
+        await using var cleanup = new ProcessGroup();
+        var a = await StartBackendAsync(cleanup, "a");
+        var b = await StartBackendAsync(cleanup, "b");
+        var extra = Path.Combine(Path.GetTempPath(), $"balancer-l7-{Guid.NewGuid():N}.conf");
+        File.WriteAllText(extra, $$"""
+            balancer.pools.app.backends { a = "127.0.0.1:{{a.Port}}", b = null, c = null }
+            balancer.pools.grpc {
+              protocol = http2
+              backends { a = "127.0.0.1:{{a.Port}}", b = "127.0.0.1:{{b.Port}}" }
+            }
+            balancer.pools.only-b.backends.b = "127.0.0.1:{{b.Port}}"
+            balancer.frontends.web-node1.routes = [
+              { name = grpc, headers = ["content-type=~^application/grpc"], pool = grpc }
+              { name = b, hosts = ["b.example.com"], path-prefix = "/b/", rewrite-prefix = "/", pool = only-b, response-headers.set { X-Route = b } }
+            ]
+            """);
+        try
+        {
+            var node = StartNode1OnFreePorts(cleanup, "--config", extra);
+            await node.WaitForOutputAsync(" ready", StartTimeout);
+            var web = FrontendEndPoint(node.Output, "web-node1");
+
+            using var channel = Grpc.Net.Client.GrpcChannel.ForAddress($"http://{web}");
+            var grpc = new Balancer.Node.Backend.Rpc.Demo.DemoClient(channel);
+            var served = new HashSet<string>();
+            for (var i = 0; i < 4; i++)
+            {
+                served.Add((await grpc.HelloAsync(new Balancer.Node.Backend.Rpc.HelloRequest { Name = "n" }, deadline: DateTime.UtcNow.AddSeconds(10))).Backend);
+            }
+            Assert.Equal(["a", "b"], served.Order());
+            using (var call = grpc.Chat(deadline: DateTime.UtcNow.AddSeconds(10)))
+            {
+                await call.RequestStream.WriteAsync(new Balancer.Node.Backend.Rpc.ChatMessage { Text = "hi" });
+                Assert.True(await call.ResponseStream.MoveNext(CancellationToken.None));
+                Assert.Equal("hi", call.ResponseStream.Current.Text);
+                await call.RequestStream.CompleteAsync();
+            }
+
+            using var socket = new System.Net.WebSockets.ClientWebSocket();
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+            await socket.ConnectAsync(new Uri($"ws://{web}/ws"), timeout.Token);
+            var buffer = new byte[256];
+            var greeting = await socket.ReceiveAsync(buffer, timeout.Token);
+            Assert.Equal("hello from a", System.Text.Encoding.UTF8.GetString(buffer, 0, greeting.Count));
+
+            using var http = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(10) };
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{web}/b/path");
+            request.Headers.Host = "b.example.com";
+            using var response = await http.SendAsync(request);
+            Assert.Equal("b /path\n", await response.Content.ReadAsStringAsync());
+            Assert.Equal("b", response.Headers.GetValues("X-Route").Single());
+            Assert.Equal("a /b/path\n", await http.GetStringAsync($"http://{web}/b/path"));
+
+            await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, null, timeout.Token);
+        }
+        finally
+        {
+            File.Delete(extra);
+        }
+    }
+
     private static IPEndPoint FrontendEndPoint(string output, string frontend)
     {
         var match = Regex.Match(output, $@"frontend {Regex.Escape(frontend)} \((?:http|tcp)\) on (\S+) ");
