@@ -546,7 +546,7 @@ ratio() { # target
   echo "versions: $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(nginx -v 2>&1 | sed 's#.*/#nginx #'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), .NET $(dotnet --list-runtimes 2>/dev/null | awk '/Microsoft.NETCore.App/ {v = $2} END {print v}')"
   echo "load: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, keep-alive, $RUNS runs per target, medians;" \
     "nginx x2 backends returning ${#BODY} bytes"
-  echo "warm-up: .NET ${WARMUP_DOTNET}s (Balancer tcp frontend +${WARMUP_DOTNET2}s after the http one), native ${WARMUP_NATIVE}s;" \
+  echo "warm-up: .NET ${WARMUP_DOTNET}s (Balancer tcp and h2c frontends ${WARMUP_DOTNET2}s, in the process the http one warmed), native ${WARMUP_NATIVE}s;" \
     ".NET env: gcServer=0 TieredPGO=1 TC_DelaySingleProcMultiplier=1 SOCKETS_INLINE_COMPLETIONS=$INLINE_COMPLETIONS"
   echo "pinning: $([[ "$PIN" == 1 ]] && echo 'wrk core 0, proxy+backends core 1' || echo 'none (shared cores)')"
   echo "CPU = proxy process user+sys per request; ratio = CPU/request ÷ HAProxy http nbthread 1 (http rows), ÷ HAProxy tcp (tcp rows), ÷ HAProxy h2c (h2c rows), same run"
