@@ -63,10 +63,19 @@ internal sealed class RouteTable
         {
             return Default;
         }
-        var candidates = CandidatesFor(HostName(request.Host.Value));
+        // The Host header as sent (HTTP/2's :authority arrives as Host too), without
+        // HttpRequest.Host's parsing: only the name before the port is compared.
+        string? host = request.Headers.Host;
+        var candidates = CandidatesFor(HostName(host));
+        if (candidates.Length == 0)
+        {
+            return Default;
+        }
+        var path = request.Path.Value ?? "/";
+        var method = request.Method;
         foreach (var route in candidates)
         {
-            if (route.MatchesRest(request))
+            if (route.MatchesRest(request, path, method))
             {
                 return route;
             }
@@ -173,11 +182,10 @@ internal sealed class Route
     }
 
     /// <summary>The conditions besides the host (which the table has already matched).</summary>
-    public bool MatchesRest(HttpRequest request)
+    public bool MatchesRest(HttpRequest request, string path, string method)
     {
         if (_path is not null)
         {
-            var path = request.Path.Value ?? "/";
             var matches = _pathKind switch
             {
                 PathMatchKind.Prefix => path.StartsWith(_path, StringComparison.Ordinal),
@@ -189,7 +197,7 @@ internal sealed class Route
                 return false;
             }
         }
-        if (_methods.Length > 0 && Array.IndexOf(_methods, request.Method) < 0)
+        if (_methods.Length > 0 && Array.IndexOf(_methods, method) < 0)
         {
             return false;
         }
