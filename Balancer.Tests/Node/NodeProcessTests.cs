@@ -166,6 +166,12 @@ public class NodeProcessTests
         var (node, backend) = await StartNode1WithBackendAAsync(cleanup);
         var http = FrontendEndPoint(node.Output, "web-node1");
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(30) };
+        // A WebSocket open before the stop is a request in flight as well.
+        using var socket = new System.Net.WebSockets.ClientWebSocket();
+        using var socketTimeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await socket.ConnectAsync(new Uri($"ws://{http}/ws"), socketTimeout.Token);
+        var buffer = new byte[256];
+        await socket.ReceiveAsync(buffer, socketTimeout.Token);
         await client.PostAsync($"http://127.0.0.1:{backend.Port}/control/slow?ms=7000", null);
 
         // Three requests in flight, each taking 7 s at the backend (longer than any fixed grace); then SIGTERM.
@@ -181,7 +187,12 @@ public class NodeProcessTests
             socket.Connect(http);
         }), TimeSpan.FromSeconds(2));
         Assert.True(stopping.Elapsed < TimeSpan.FromSeconds(2.5), $"still accepting {stopping.Elapsed.TotalSeconds:0.0} s after SIGTERM");
-        // ...while the requests already in flight are answered, and only then does the node stop.
+        // ...the open WebSocket still carries messages while the node drains...
+        await socket.SendAsync("draining?"u8.ToArray(), System.Net.WebSockets.WebSocketMessageType.Text, true, socketTimeout.Token);
+        var echo = await socket.ReceiveAsync(buffer, socketTimeout.Token);
+        Assert.Equal("draining?", System.Text.Encoding.UTF8.GetString(buffer, 0, echo.Count));
+        await socket.CloseAsync(System.Net.WebSockets.WebSocketCloseStatus.NormalClosure, null, socketTimeout.Token);
+        // ...and the requests already in flight are answered, and only then does the node stop.
         foreach (var request in inFlight)
         {
             using var response = await request;
