@@ -52,6 +52,12 @@ internal sealed class HttpProxy
             // of https must not make the backend believe the request came encrypted.
             context.Request.Scheme = "http";
         }
+        if (HasTwoFramings(context.Request))
+        {
+            await RefuseAmbiguousFramingAsync(context);
+            _counters.Close();
+            return;
+        }
         var route = Routes.Match(context.Request);
         var tunnel = IsUpgrade(context);
         using var activity = Telemetry.BalancerTracing.StartRequest(context, _frontend, route.Pool.Name);
@@ -71,6 +77,24 @@ internal sealed class HttpProxy
             }
             _counters.Close();
         }
+    }
+
+    /// <summary>
+    /// An HTTP/1 request that came with both Content-Length and Transfer-Encoding (Kestrel frames it
+    /// by the chunks and keeps the length as X-Content-Length). Such a request is how requests are
+    /// smuggled past a proxy whose backend frames by the length instead; it is refused, as Envoy does.
+    /// </summary>
+    private static bool HasTwoFramings(HttpRequest request) =>
+        request.Headers.TransferEncoding.Count > 0 && request.Headers.ContainsKey("X-Content-Length") && !HttpProtocol.IsHttp2(request.Protocol);
+
+    private static Task RefuseAmbiguousFramingAsync(HttpContext context)
+    {
+        var response = context.Response;
+        response.StatusCode = StatusCodes.Status400BadRequest;
+        response.ContentType = "text/plain; charset=utf-8";
+        // The body that follows cannot be told from the next request: the connection ends here.
+        response.Headers.Connection = "close";
+        return response.WriteAsync("400 a request may not carry both Content-Length and Transfer-Encoding\n", Encoding.UTF8);
     }
 
     private static bool IsUpgrade(HttpContext context) =>
