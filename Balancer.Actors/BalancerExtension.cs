@@ -64,6 +64,12 @@ public sealed class BalancerExtension : IExtension
             Akka.Cluster.Cluster.Get(system).Subscribe(watcher, Akka.Cluster.ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(Akka.Cluster.ClusterEvent.MemberUp));
         }
 
+        foreach (var pool in Settings.Pools.Where(p => p.UsesTls && p.Tls is { Verify: false }))
+        {
+            // Said at every start: anyone between this node and the backends can read and change the traffic.
+            Akka.Event.Logging.GetLogger(system, "balancer").Warning(
+                "pool {0}: tls.verify = off: the backends' certificates are not checked, so TLS to them keeps out no one who can intercept the traffic", pool.Name);
+        }
         Membership = new Membership.ClusterMembership(system, Settings.Node.Mode, Settings.Node.Role);
         RecentLog = Telemetry.RecentLog.Record(system);
         Metrics = new Telemetry.BalancerMetrics(Pools, () => DataPlane.FrontendCounters.Values, Membership, () => DataPlane.Incarnation);

@@ -181,6 +181,37 @@ public class L7Tests
     }
 
     [Fact]
+    public async Task Https_ABackendsCertificateFromAnUnknownCa_IsRefused_UnlessVerifyIsOff()
+    {
+        using var certificates = new TestCertificates("CN=Some Other CA");
+        var backendCertificate = certificates.Issue("backend.test");
+        await using var backend = new DemoBackend("a", new IPEndPoint(IPAddress.Loopback, 0), tls: new DemoBackendTls(backendCertificate.Loaded, null));
+        await backend.StartAsync();
+        try
+        {
+            await using var host = await BalancerHost.StartAsync($$"""
+                balancer.pools {
+                  checked { protocol = https, health-check.kind = none, backends.a = "127.0.0.1:{{backend.Port}}" }
+                  unchecked { protocol = https, health-check.kind = none, tls.verify = off, backends.a = "127.0.0.1:{{backend.Port}}" }
+                }
+                balancer.frontends {
+                  checked { bind = "127.0.0.1:0", pool = checked }
+                  unchecked { bind = "127.0.0.1:0", pool = unchecked }
+                }
+                """);
+            using var http = new HttpClient();
+            // The system's CAs do not include the test CA: the handshake fails, the client gets a 502.
+            using var refused = await http.GetAsync(host.Uri("checked", "/x"));
+            Assert.Equal(HttpStatusCode.BadGateway, refused.StatusCode);
+            Assert.Equal("a /x\n", await http.GetStringAsync(host.Uri("unchecked", "/x")));
+        }
+        finally
+        {
+            await backend.StopAsync();
+        }
+    }
+
+    [Fact]
     public async Task WebSocket_IdleLongerThanTheRequestTimeout_StillEchoes_AndIsCountedAsATunnel()
     {
         await using var backends = await BackendSet.StartAsync("a");
