@@ -92,8 +92,10 @@ internal static class RouteSettingsReader
         }
 
         var hosts = ImmutableArray.CreateBuilder<string>();
-        foreach (var host in section.StringList("hosts"))
+        foreach (var written in section.StringList("hosts"))
         {
+            // "example.com." is the same name as "example.com"; requests are matched without the dot.
+            var host = written.EndsWith('.') ? written[..^1] : written;
             var bare = host.StartsWith("*.", StringComparison.Ordinal) ? host[2..] : host;
             if (bare.Length == 0 || bare.Contains('*') || bare.Contains(':') || Uri.CheckHostName(bare) is UriHostNameType.Unknown)
             {
@@ -157,7 +159,7 @@ internal static class RouteSettingsReader
             }
             else if (text.AsSpan(equals + 1).StartsWith("~"))
             {
-                var pattern = text[(equals + 2)..];
+                var pattern = text[(equals + 2)..].Trim();
                 if (IsRegex(section, "headers", pattern))
                 {
                     headers.Add(new HeaderMatch(headerName, HeaderMatchKind.Regex, pattern));
@@ -165,7 +167,8 @@ internal static class RouteSettingsReader
             }
             else
             {
-                headers.Add(new HeaderMatch(headerName, HeaderMatchKind.Equals, text[(equals + 1)..]));
+                // Kestrel strips the spaces around a header's value; so does the condition.
+                headers.Add(new HeaderMatch(headerName, HeaderMatchKind.Equals, text[(equals + 1)..].Trim()));
             }
         }
 

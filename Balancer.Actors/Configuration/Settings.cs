@@ -262,8 +262,11 @@ public sealed record RetrySettings(bool OnReset, ImmutableArray<int> OnStatus, I
 /// <summary>A set of gRPC status codes (0-16).</summary>
 public sealed record GrpcStatusSet(int Mask)
 {
-    /// <summary>UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE and DATA_LOSS: the codes a server's trouble shows as.</summary>
-    public static readonly GrpcStatusSet Default = new((1 << 2) | (1 << 4) | (1 << 13) | (1 << 14) | (1 << 15));
+    /// <summary>
+    /// UNKNOWN, INTERNAL, UNAVAILABLE and DATA_LOSS: the codes a server's trouble shows as
+    /// (DEADLINE_EXCEEDED is left out: the client sets the deadline, and could get backends ejected).
+    /// </summary>
+    public static readonly GrpcStatusSet Default = new((1 << 2) | (1 << 13) | (1 << 14) | (1 << 15));
 
     /// <summary>The code names gRPC gives, by number.</summary>
     public static readonly IReadOnlyList<string> Names =

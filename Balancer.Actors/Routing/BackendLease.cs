@@ -60,6 +60,21 @@ public readonly struct BackendLease
     /// Reports the attempt's outcome (and, for an answer, its status code) into the backend's
     /// counters. An answer pins the session (without waiting) if the caller has not pinned it yet.
     /// </summary>
+    /// <summary>
+    /// The backend answered <paramref name="statusCode"/>, which the proxy dropped to ask another
+    /// backend (<c>retry.on-status</c>): counted, and a failure when <paramref name="failed"/>, but
+    /// no session is pinned to the backend whose answer nobody got.
+    /// </summary>
+    public void CompleteDropped(int statusCode, bool failed)
+    {
+        if (Backend?.Counters is not { } counters)
+        {
+            return;
+        }
+        counters.ObserveResponse(statusCode, System.Diagnostics.Stopwatch.GetTimestamp() - _started);
+        counters.Finish(success: !failed);
+    }
+
     public void Complete(BackendOutcome outcome, int statusCode = 0)
     {
         var counters = Backend?.Counters;

@@ -47,6 +47,9 @@ public struct BackendSelection
     /// <summary>True while another attempt is allowed by the pool's <c>retries</c>.</summary>
     public readonly bool CanRetry => Attempts < 1 + Snapshot.Settings.Retries;
 
+    /// <summary>True when another attempt is allowed and a routable backend is left that no attempt has tried.</summary>
+    public readonly bool HasAnotherBackend => CanRetry && Attempts < Snapshot.Routable.Length;
+
     /// <summary>
     /// A selection for a request or connection of a frontend: its session is read from the request
     /// as the pool's affinity mode says (cookie, header, learned cookie or source address); under

@@ -120,6 +120,8 @@ public sealed class BackendTransport
         custom.ChainPolicy.CustomTrustStore.AddRange(_authorities);
         custom.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
         custom.ChainPolicy.DisableCertificateDownloads = true;
+        // A server's certificate: one the CA issued for clients only (ours, say) does not pass.
+        custom.ChainPolicy.ApplicationPolicy.Add(new System.Security.Cryptography.Oid("1.3.6.1.5.5.7.3.1"));
         if (chain is not null)
         {
             // Intermediates the backend sent along.

@@ -28,22 +28,29 @@ public sealed class RetryBudget
         Interlocked.Increment(ref _requests);
     }
 
-    /// <summary>True when the budget would allow a retry now (without taking it).</summary>
+    /// <summary>True when the budget would allow a retry now (without taking it); a refusal is counted.</summary>
     public bool HasRoom(RetrySettings settings)
     {
         Roll();
         var requests = Volatile.Read(ref _requests) + Volatile.Read(ref _previousRequests);
         var retries = Volatile.Read(ref _retries) + Volatile.Read(ref _previousRetries);
         // Two seconds of requests are counted: allow two seconds' worth of the minimum too.
-        return retries < settings.Budget * requests + 2 * settings.MinPerSecond;
+        if (retries < settings.Budget * requests + 2 * settings.MinPerSecond)
+        {
+            return true;
+        }
+        Interlocked.Increment(ref _refused);
+        return false;
     }
+
+    /// <summary>Takes one retry that <see cref="HasRoom"/> allowed a moment ago (concurrent requests may overshoot the budget by a few).</summary>
+    public void Take() => Interlocked.Increment(ref _retries);
 
     /// <summary>Takes one retry when the budget allows it.</summary>
     public bool TryTake(RetrySettings settings)
     {
         if (!HasRoom(settings))
         {
-            Interlocked.Increment(ref _refused);
             return false;
         }
         Interlocked.Increment(ref _retries);

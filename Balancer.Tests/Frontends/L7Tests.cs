@@ -398,6 +398,35 @@ public class L7Tests
         Assert.True(postOnly.Reset >= 2, "round robin sent POSTs to the backend that resets");
     }
 
+    [Fact]
+    public async Task RetryOnStatus_AnotherBackendAnswers_AndTheLastBackendsAnswerPassesAsItIs()
+    {
+        await using var backends = await BackendSet.StartAsync(["bad", "good"], name => name == "bad" ? 1.0 : 0.0);
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer.pools {
+              both { health-check.kind = none, passive.consecutive-failures = 0, retry.on-status = [500, 503], retry.budget = 100%, backends { bad = "127.0.0.1:{{backends["bad"].Port}}", good = "127.0.0.1:{{backends["good"].Port}}" } }
+              alone { health-check.kind = none, retry.on-status = [500], backends.bad = "127.0.0.1:{{backends["bad"].Port}}" }
+            }
+            balancer.frontends {
+              both { bind = "127.0.0.1:0", pool = both }
+              alone { bind = "127.0.0.1:0", pool = alone }
+            }
+            """);
+        using var http = new HttpClient();
+        for (var i = 0; i < 10; i++)
+        {
+            using var response = await http.GetAsync(host.Uri("both", $"/r{i}"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal($"good /r{i}\n", await response.Content.ReadAsStringAsync());
+        }
+        var bad = host.Extension.Pools.Find("both")!.Snapshot.Backends.Single(b => b.Name == "bad").Counters;
+        Assert.True(bad.Responses(5) >= 5, $"the bad backend answered {bad.Responses(5)} 5xx");
+        // With no other backend to ask, the backend's own answer reaches the client, body and all.
+        using var alone = await http.GetAsync(host.Uri("alone", "/x"));
+        Assert.Equal(HttpStatusCode.InternalServerError, alone.StatusCode);
+        Assert.Equal("bad failed (fail-rate)\n", await alone.Content.ReadAsStringAsync());
+    }
+
     private static async Task<string> ReceiveTextAsync(ClientWebSocket socket)
     {
         var buffer = new byte[4096];

@@ -52,7 +52,9 @@ internal sealed class ForwardingTransformer : HttpTransformer
         var request = httpContext.Request;
         if (_matchedPrefix is not null && request.Path.Value is { } path && path.StartsWith(_matchedPrefix, StringComparison.Ordinal))
         {
-            var rewritten = string.Concat(_rewritePrefix, path.AsSpan(_matchedPrefix.Length));
+            var rest = path.AsSpan(_matchedPrefix.Length);
+            // "/api" rewritten to "/svc/" must leave "/svc/users" of "/api/users", not "/svc//users".
+            var rewritten = _rewritePrefix!.EndsWith('/') && rest.StartsWith('/') ? string.Concat(_rewritePrefix, rest[1..]) : string.Concat(_rewritePrefix, rest);
             proxyRequest.RequestUri = RequestUtilities.MakeDestinationAddress(destinationPrefix,
                 new PathString(rewritten.StartsWith('/') ? rewritten : "/" + rewritten), request.QueryString);
         }

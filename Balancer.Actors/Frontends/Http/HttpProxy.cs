@@ -97,9 +97,22 @@ internal sealed class HttpProxy
         return response.WriteAsync("400 a request may not carry both Content-Length and Transfer-Encoding\n", Encoding.UTF8);
     }
 
+    /// <summary>A WebSocket handshake: an HTTP/1.1 upgrade to websocket, or HTTP/2's extended CONNECT.</summary>
     private static bool IsUpgrade(HttpContext context) =>
-        context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true
+        (context.Features.Get<IHttpUpgradeFeature>()?.IsUpgradableRequest == true && IsWebSocketUpgrade(context.Request.Headers.Upgrade))
         || context.Features.Get<IHttpExtendedConnectFeature>()?.IsExtendedConnect == true;
+
+    private static bool IsWebSocketUpgrade(Microsoft.Extensions.Primitives.StringValues upgrade)
+    {
+        foreach (var value in upgrade)
+        {
+            if (value is not null && value.Contains("websocket", StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
 
     private async Task ForwardCountedAsync(HttpContext context, System.Diagnostics.Activity? activity, Route route, bool tunnel)
     {
@@ -134,7 +147,9 @@ internal sealed class HttpProxy
                 if (lease.Backend is not { } backend)
                 {
                     session?.Answered(default);
-                    await WriteErrorAsync(context, snapshot, noBackend: selection.Attempts == 0);
+                    // After a dropped answer (the backend that was to be asked next went out of
+                    // rotation meanwhile), the client learns that status at least.
+                    await WriteErrorAsync(context, snapshot, noBackend: selection.Attempts == 0, status: retryable?.DiscardedStatus ?? 0);
                     return;
                 }
                 if (lease.PinsSession)
@@ -144,7 +159,9 @@ internal sealed class HttpProxy
                 // Set before every attempt: the one callback pins whichever attempt's backend answered.
                 session?.Answered(lease);
                 served = backend.Name;
-                retryable?.Arm(selection.CanRetry && pool.RetryBudget.HasRoom(retry));
+                // Armed only when another backend can answer and the budget allows it: otherwise
+                // this attempt's answer, whatever it is, goes to the client.
+                retryable?.Arm(selection.HasAnotherBackend && pool.RetryBudget.HasRoom(retry));
 
                 var error = await _forwarder.SendAsync(context, backend.DestinationPrefix, pool.HttpClient, requestConfig, route.Transformer);
                 if (error == ForwarderError.None)
@@ -152,15 +169,13 @@ internal sealed class HttpProxy
                     var status = context.Response.StatusCode;
                     if (retryable is { Discarded: true })
                     {
-                        lease.Complete(BackendOutcome.Failed, retryable.DiscardedStatus);
-                        if (!context.RequestAborted.IsCancellationRequested && pool.RetryBudget.TryTake(retry))
+                        lease.CompleteDropped(retryable.DiscardedStatus, failed: settings.Passive.Count5xx);
+                        pool.RetryBudget.Take();
+                        if (!context.RequestAborted.IsCancellationRequested)
                         {
                             ResetResponse(context);
                             continue;
                         }
-                        // No retry left after the body was dropped: the client gets the status alone.
-                        session?.Answered(default);
-                        await WriteErrorAsync(context, snapshot, noBackend: false, status: retryable.DiscardedStatus);
                         return;
                     }
                     var failed = status >= 500 && settings.Passive.Count5xx;
@@ -174,7 +189,14 @@ internal sealed class HttpProxy
                 }
 
                 var errorFeature = context.Features.Get<IForwarderErrorFeature>();
-                if (IsConnectFailure(error, errorFeature?.Exception))
+                if (IsTlsFailure(error, errorFeature?.Exception))
+                {
+                    // The name the handshake checks comes from the client's Host (preserve-host):
+                    // a client must not be able to get backends ejected, or retried through, by
+                    // naming a host they have no certificate for. Health checks verify the backends.
+                    lease.Complete(BackendOutcome.Abandoned);
+                }
+                else if (IsConnectFailure(error, errorFeature?.Exception))
                 {
                     lease.Complete(BackendOutcome.ConnectFailed);
                     if (!context.Response.HasStarted && selection.CanRetry && !context.RequestAborted.IsCancellationRequested)
@@ -347,13 +369,21 @@ internal sealed class HttpProxy
         ForwarderError.UpgradeRequestCanceled or ForwarderError.UpgradeRequestClient or
         ForwarderError.UpgradeResponseCanceled or ForwarderError.UpgradeResponseClient;
 
+    private static bool IsTlsFailure(ForwarderError error, Exception? exception) =>
+        error == ForwarderError.Request && exception is HttpRequestException { HttpRequestError: HttpRequestError.SecureConnectionError };
+
     private static bool IsConnectFailure(ForwarderError error, Exception? exception) =>
         error == ForwarderError.Request && exception is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError };
 
     private static Task WriteErrorAsync(HttpContext context, PoolSnapshot snapshot, bool noBackend, int status = 0)
     {
         var response = context.Response;
+        var hsts = response.Headers.StrictTransportSecurity;
         response.Clear();
+        if (hsts.Count > 0)
+        {
+            response.Headers.StrictTransportSecurity = hsts;
+        }
         response.StatusCode = noBackend ? StatusCodes.Status503ServiceUnavailable : (status == 0 ? StatusCodes.Status502BadGateway : status);
         response.ContentType = "text/plain; charset=utf-8";
         response.Headers.CacheControl = "no-store";
