@@ -45,8 +45,10 @@ internal sealed class AkkaLoggerProvider : ILoggerProvider
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
-            if (!IsEnabled(logLevel))
+            if (!IsEnabled(logLevel) || eventId.Name == "Http2DisabledWithHttp1AndNoTls")
             {
+                // Kestrel warns that a cleartext listener allowing HTTP/1.1 and HTTP/2 takes only
+                // HTTP/1.1; a frontend's tells HTTP/2 by its preface (CleartextHttp2), so it is not so.
                 return;
             }
             var message = formatter(state, exception);
