@@ -35,16 +35,7 @@ internal static class FrontendSettingsReader
             binds.Add(address);
         }
 
-        var pool = section.String("pool");
-        if (pool.Length == 0)
-        {
-            section.Problem("pool", "expected the name of a pool under balancer.pools");
-        }
-        else if (!pools.Any(p => p.Name == pool))
-        {
-            var known = pools.Count == 0 ? "no pools are defined" : "defined pools: " + string.Join(", ", pools.Select(p => p.Name));
-            section.Problem("pool", $"unknown pool \"{pool}\" ({known})");
-        }
+        var pool = ReadPoolName(section, pools);
 
         return new FrontendSettings(
             name,
@@ -78,6 +69,22 @@ internal static class FrontendSettingsReader
             },
             RouteSettingsReader.ReadRoutes(section, mode, routeDefaults, pools),
             section.Duration("tunnel-idle-timeout"));
+    }
+
+    /// <summary>The <c>pool</c> a frontend or route sends to: it must be one of <paramref name="pools"/>.</summary>
+    internal static string ReadPoolName(SettingsReader section, ImmutableArray<PoolSettings>.Builder pools)
+    {
+        var pool = section.String("pool");
+        if (pool.Length == 0)
+        {
+            section.Problem("pool", "expected the name of a pool under balancer.pools");
+        }
+        else if (!pools.Any(p => p.Name == pool))
+        {
+            var known = pools.Count == 0 ? "no pools are defined" : "defined pools: " + string.Join(", ", pools.Select(p => p.Name));
+            section.Problem("pool", $"unknown pool \"{pool}\" ({known})");
+        }
+        return pool;
     }
 
     /// <summary><c>trusted-proxies</c>: addresses ("192.0.2.7") or CIDRs ("10.0.0.0/8").</summary>

@@ -172,16 +172,7 @@ internal static class RouteSettingsReader
             }
         }
 
-        var pool = section.String("pool");
-        if (pool.Length == 0)
-        {
-            section.Problem("pool", "expected the name of a pool under balancer.pools");
-        }
-        else if (!pools.Any(p => p.Name == pool))
-        {
-            var known = pools.Count == 0 ? "no pools are defined" : "defined pools: " + string.Join(", ", pools.Select(p => p.Name));
-            section.Problem("pool", $"unknown pool \"{pool}\" ({known})");
-        }
+        var pool = FrontendSettingsReader.ReadPoolName(section, pools);
 
         string? rewrite = null;
         var rewriteText = section.String("rewrite-prefix");

@@ -195,7 +195,8 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
                     _localProbes.Remove(name);
                     continue; // the new probe starts on the next reconcile, once the old name is free
                 }
-                var probe = Context.ActorOf(HealthProbe.Props(pool.Name, backend, pool.HealthCheck, _reporter, _clients.For(pool).Client, transport: _clients.For(pool).Transport), $"{Uri.EscapeDataString(name)}-{++_generation}");
+                var (client, transport) = _clients.For(pool);
+                var probe = Context.ActorOf(HealthProbe.Props(pool.Name, backend, pool.HealthCheck, _reporter, client, transport: transport), $"{Uri.EscapeDataString(name)}-{++_generation}");
                 _localProbes[name] = (probe, backend.Address);
             }
         }

@@ -48,7 +48,8 @@ internal sealed class ProbeEntity : ReceiveActor, IWithTimers
             }
             _address = ensure.Address;
             Context.GetLogger().Info("probing {0}/{1} ({2}) from this node", ensure.Pool, ensure.Backend, ensure.Address);
-            _probe = Context.ActorOf(HealthProbe.Props(ensure.Pool, new BackendSettings(ensure.Backend, address, 0), pool.HealthCheck, _reporter, _clients.For(pool).Client, transport: _clients.For(pool).Transport));
+            var (client, transport) = _clients.For(pool);
+            _probe = Context.ActorOf(HealthProbe.Props(ensure.Pool, new BackendSettings(ensure.Backend, address, 0), pool.HealthCheck, _reporter, client, transport: transport));
         });
         Receive<Passivate>(_ => Context.Parent.Tell(new Akka.Cluster.Sharding.Passivate(PoisonPill.Instance)));
     }

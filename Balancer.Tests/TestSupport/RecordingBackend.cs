@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Net;
 using System.Net.Sockets;
 using System.Text;
 
@@ -13,37 +12,15 @@ namespace Balancer.Tests.TestSupport;
 /// </summary>
 internal sealed class RecordingBackend : IDisposable
 {
-    private readonly Socket _listener = new(SocketType.Stream, ProtocolType.Tcp);
     private readonly CancellationTokenSource _stop = new();
-    private int _connections;
+    private readonly RawTcpServer _server;
 
-    public RecordingBackend()
-    {
-        _listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        _listener.Listen();
-        _ = Task.Run(async () =>
-        {
-            while (!_stop.IsCancellationRequested)
-            {
-                Socket client;
-                try
-                {
-                    client = await _listener.AcceptAsync(_stop.Token);
-                }
-                catch (Exception)
-                {
-                    return;
-                }
-                Interlocked.Increment(ref _connections);
-                _ = ServeAsync(client);
-            }
-        });
-    }
+    public RecordingBackend() => _server = new RawTcpServer(ServeAsync);
 
-    public int Port => ((IPEndPoint)_listener.LocalEndPoint!).Port;
+    public int Port => _server.Port;
 
     /// <summary>Connections the proxy opened to this backend.</summary>
-    public int Connections => Volatile.Read(ref _connections);
+    public int Connections => _server.Accepted;
 
     /// <summary>Every request received, in order, as the bytes that carried it.</summary>
     public ConcurrentQueue<string> Requests { get; } = new();
@@ -115,7 +92,7 @@ internal sealed class RecordingBackend : IDisposable
     public void Dispose()
     {
         _stop.Cancel();
-        _listener.Dispose();
+        _server.Dispose();
     }
 
     /// <summary>Reads lines and counted bytes off a socket, as Latin-1 so that every byte maps to one char.</summary>

@@ -46,7 +46,7 @@ internal sealed class HttpProxy
     {
         FirstRequestDeadline.Arrived(context);
         _counters.Accept();
-        if (_cleartext && !ReferenceEquals(context.Request.Scheme, "http") && context.Request.Scheme != "http")
+        if (_cleartext && context.Request.Scheme != "http")
         {
             // Cleartext HTTP/2 is accepted as if over TLS (see CleartextHttp2); a client's :scheme
             // of https must not make the backend believe the request came encrypted.
