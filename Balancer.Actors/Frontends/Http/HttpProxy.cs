@@ -25,13 +25,12 @@ internal sealed class HttpProxy
     private readonly string _frontend;
     private readonly bool _cleartext;
     private readonly TimeSpan _tunnelIdleTimeout;
-    private RouteTable _routes;
-    private RequestConfigCache _requestConfigs = new(new Dictionary<(TimeSpan, Version, bool), ForwarderRequestConfig>());
+    private RequestConfigCache _requestConfigs = new(new Dictionary<(TimeSpan, Version), ForwarderRequestConfig>());
 
     public HttpProxy(FrontendSettings frontend, RouteTable routes, FrontendCounters counters, IHttpForwarder forwarder)
     {
         _counters = counters;
-        _routes = routes;
+        Routes = routes;
         _frontend = frontend.Name;
         _cleartext = frontend.Tls is null;
         _tunnelIdleTimeout = frontend.TunnelIdleTimeout;
@@ -39,8 +38,8 @@ internal sealed class HttpProxy
         _forwarder = forwarder;
     }
 
-    /// <summary>The routes requests are matched against now.</summary>
-    public RouteTable Routes => Volatile.Read(ref _routes);
+    /// <summary>The routes requests are matched against.</summary>
+    public RouteTable Routes { get; }
 
     public async Task ForwardAsync(HttpContext context)
     {
@@ -124,7 +123,7 @@ internal sealed class HttpProxy
         var selection = await BackendSelection.StartAsync(pool, new RoutingRequest(context.Connection.RemoteIpAddress, context));
         var snapshot = selection.Snapshot;
         var settings = snapshot.Settings;
-        var requestConfig = RequestConfigFor(tunnel ? _tunnelIdleTimeout : route.RequestTimeout ?? settings.RequestTimeout, pool.Transport, tunnel);
+        var requestConfig = RequestConfigFor(tunnel ? _tunnelIdleTimeout : route.RequestTimeout ?? settings.RequestTimeout, pool.Transport);
         var retry = settings.Retry;
         var resendable = !tunnel && retry.Methods.Contains(context.Request.Method) && !HasBody(context);
         if (resendable)
@@ -240,15 +239,19 @@ internal sealed class HttpProxy
         }
     }
 
-    private static void ResetResponse(HttpContext context)
+    private void ResetResponse(HttpContext context)
     {
         context.Features.Set<IForwarderErrorFeature>(null);
-        // Kept: what Balancer itself set before forwarding (HSTS); the attempt's headers go.
-        var hsts = context.Response.Headers.StrictTransportSecurity;
-        context.Response.Clear();
-        if (hsts.Count > 0)
+        ClearResponse(context.Response);
+    }
+
+    /// <summary>Drops an attempt's status and headers, keeping what Balancer itself sends with every answer (HSTS).</summary>
+    private void ClearResponse(HttpResponse response)
+    {
+        response.Clear();
+        if (_hsts is not null)
         {
-            context.Response.Headers.StrictTransportSecurity = hsts;
+            response.Headers.StrictTransportSecurity = _hsts;
         }
     }
 
@@ -341,12 +344,12 @@ internal sealed class HttpProxy
         return null;
     }
 
-    private ForwarderRequestConfig RequestConfigFor(TimeSpan timeout, BackendTransport transport, bool tunnel)
+    private ForwarderRequestConfig RequestConfigFor(TimeSpan timeout, BackendTransport transport)
     {
         // One immutable config per (timeout, version) shared by every request; a new one (rare: a
         // pool's timeout changed) replaces the whole cache.
         var cache = Volatile.Read(ref _requestConfigs);
-        var key = (timeout, transport.Version, tunnel);
+        var key = (timeout, transport.Version);
         if (cache.Configs.TryGetValue(key, out var config))
         {
             return config;
@@ -357,11 +360,11 @@ internal sealed class HttpProxy
             Version = transport.Version,
             VersionPolicy = transport.VersionPolicy,
         };
-        Volatile.Write(ref _requestConfigs, new RequestConfigCache(new Dictionary<(TimeSpan, Version, bool), ForwarderRequestConfig>(cache.Configs) { [key] = config }));
+        Volatile.Write(ref _requestConfigs, new RequestConfigCache(new Dictionary<(TimeSpan, Version), ForwarderRequestConfig>(cache.Configs) { [key] = config }));
         return config;
     }
 
-    private sealed record RequestConfigCache(Dictionary<(TimeSpan, Version, bool), ForwarderRequestConfig> Configs);
+    private sealed record RequestConfigCache(Dictionary<(TimeSpan, Version), ForwarderRequestConfig> Configs);
 
     private static bool IsClientSide(ForwarderError error) => error is
         ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.RequestBodyClient or
@@ -375,15 +378,10 @@ internal sealed class HttpProxy
     private static bool IsConnectFailure(ForwarderError error, Exception? exception) =>
         error == ForwarderError.Request && exception is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError };
 
-    private static Task WriteErrorAsync(HttpContext context, PoolSnapshot snapshot, bool noBackend, int status = 0)
+    private Task WriteErrorAsync(HttpContext context, PoolSnapshot snapshot, bool noBackend, int status = 0)
     {
         var response = context.Response;
-        var hsts = response.Headers.StrictTransportSecurity;
-        response.Clear();
-        if (hsts.Count > 0)
-        {
-            response.Headers.StrictTransportSecurity = hsts;
-        }
+        ClearResponse(response);
         response.StatusCode = noBackend ? StatusCodes.Status503ServiceUnavailable : (status == 0 ? StatusCodes.Status502BadGateway : status);
         response.ContentType = "text/plain; charset=utf-8";
         response.Headers.CacheControl = "no-store";
