@@ -36,3 +36,13 @@ public sealed record DurableStoreRebuilt(string Directory, string MovedTo, strin
 /// a majority of nodes could not store is reported to its caller as not stored.
 /// </summary>
 public sealed record DurableStoreFailing(string Directory, string Reason, bool Failing);
+
+/// <summary>Published on the EventStream when this node applied a new configuration (a reload, or the cluster's configuration).</summary>
+/// <param name="Source">What brought it: <c>SIGHUP</c>, <c>file change</c>, <c>ctl config reload</c>, <c>cluster version N</c>.</param>
+/// <param name="Change">What it changed.</param>
+public sealed record ConfigurationApplied(string Source, ConfigurationChange Change);
+
+/// <summary>Published on the EventStream when a new configuration was refused; the running one stays.</summary>
+/// <param name="Source">What brought it.</param>
+/// <param name="Problems">One line per problem.</param>
+public sealed record ConfigurationRefused(string Source, IReadOnlyList<string> Problems);

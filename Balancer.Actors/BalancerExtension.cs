@@ -18,21 +18,23 @@ public sealed class BalancerExtension : IExtension
 {
     private readonly TaskCompletionSource _frontendsStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ConcurrentDictionary<string, IReadOnlyList<IPEndPoint>> _frontendEndPoints = new();
+    private readonly ExtendedActorSystem _system;
 
     /// <summary>Created by <see cref="BalancerExtensionProvider"/>; use <see cref="Get"/>.</summary>
     public BalancerExtension(ExtendedActorSystem system)
     {
+        _system = system;
         if (system.Provider is not Akka.Cluster.IClusterActorRefProvider)
         {
             throw new ConfigurationException("Balancer needs the cluster provider: set akka.actor.provider = cluster");
         }
         system.Settings.InjectTopLevelFallback(BalancerSettings.DefaultConfig());
-        Settings = BalancerSettings.Create(system.Settings.Config);
+        var configured = BalancerSettings.Create(system.Settings.Config);
         var selfRoles = Akka.Cluster.Cluster.Get(system).SelfRoles;
-        if (Settings.Node.Role.Length > 0 && !selfRoles.Contains(Settings.Node.Role))
+        if (configured.Node.Role.Length > 0 && !selfRoles.Contains(configured.Node.Role))
         {
             throw new ConfigurationException(
-                $"balancer.node.role = \"{Settings.Node.Role}\" but this node's akka.cluster.roles are [{string.Join(", ", selfRoles)}]: start Balancer only on nodes with that role");
+                $"balancer.node.role = \"{configured.Node.Role}\" but this node's akka.cluster.roles are [{string.Join(", ", selfRoles)}]: start Balancer only on nodes with that role");
         }
         // Bindings from reference.conf only count when it was there at system start; an embedding
         // system may load the extension later, so bind our serializer here as well.
@@ -46,7 +48,7 @@ public sealed class BalancerExtension : IExtension
         DataPlane = system.Settings.Setup.Get<DataPlaneSetup>().HasValue
             ? system.Settings.Setup.Get<DataPlaneSetup>().Value.DataPlane
             : DataPlane.OwnedBy();
-        DataPlane.Attach(system, Settings);
+        DataPlane.Attach(system, configured);
 
         // A standby opens its frontends only when it becomes active: nothing to wait for at start.
         var expected = Settings.Node.StartFrontends && Settings.Node.Mode == Configuration.NodeMode.ActiveActive
@@ -139,7 +141,7 @@ public sealed class BalancerExtension : IExtension
 
     private Task<Management.AdminServer?> StartAdmin(ExtendedActorSystem system)
     {
-        var admin = new Management.AdminContext(Settings, Pools, Membership, Prometheus, Events, FrontendCounters, system, RecentLog);
+        var admin = new Management.AdminContext(() => Settings, Pools, Membership, Prometheus, Events, FrontendCounters, system, RecentLog);
         var started = Task.Run(() => Management.AdminServer.StartAsync(admin));
         // The admin API answers until the node has left the cluster, so `ctl` can watch it go.
         CoordinatedShutdown.Get(system).AddTask(CoordinatedShutdown.PhaseActorSystemTerminate, "balancer-admin-stop", async () =>
@@ -153,14 +155,115 @@ public sealed class BalancerExtension : IExtension
         return started;
     }
 
+    private readonly SemaphoreSlim _applying = new(1, 1);
+
+    /// <summary>
+    /// Applies <paramref name="next"/> in place of the running configuration, or refuses it whole.
+    /// Pools are rebuilt with a snapshot swap; frontends are added, removed, or opened again only
+    /// when their listeners change (any other change applies to their next request or connection);
+    /// probes start again only for backends whose check changed. Requests and connections in flight
+    /// are never cut. Refused, with one line per problem, when an address a new frontend needs
+    /// cannot be bound; <paramref name="source"/> names what asked (for the log and the event feed).
+    /// </summary>
+    /// <exception cref="Configuration.BalancerConfigException">The configuration was refused; the running one stays.</exception>
+    public async Task<Configuration.ConfigurationChange> ApplyAsync(BalancerSettings next, string source)
+    {
+        await _applying.WaitAsync();
+        try
+        {
+            var running = Settings;
+            var change = Configuration.ConfigurationChange.Between(running, next);
+            var problems = new List<Configuration.ConfigProblem>();
+            if (next.Node.StartFrontends && next.Node.Mode == Configuration.NodeMode.ActiveActive)
+            {
+                foreach (var frontend in change.FrontendsAdded.Concat(change.FrontendsChanged.Where(c => !c.InPlace).Select(c => c.Settings)))
+                {
+                    var before = running.Frontends.FirstOrDefault(f => f.Name == frontend.Name);
+                    foreach (var address in frontend.Bind)
+                    {
+                        // Addresses this node holds now are handed over, not bound anew.
+                        if (running.Frontends.Any(f => f.Bind.Contains(address)) || before?.Bind.Contains(address) == true)
+                        {
+                            continue;
+                        }
+                        var key = $"balancer.frontends.{frontend.Name}.bind";
+                        if (ListenerCheck.Problem(key, ListenSockets.Resolve(address), frontend.ReusePort) is { } problem)
+                        {
+                            problems.Add(new Configuration.ConfigProblem(key, problem[(key.Length + 2)..]));
+                        }
+                    }
+                }
+            }
+            if (problems.Count > 0)
+            {
+                Refused(source, problems.Select(p => p.ToString()).ToList());
+                throw new Configuration.BalancerConfigException(problems);
+            }
+            change = await Guardian.Ask<Configuration.ConfigurationChange>(new BalancerGuardian.ApplyConfiguration(next, source), TimeSpan.FromSeconds(10));
+            var log = Logging.GetLogger(_system, "balancer.config");
+            foreach (var line in change.Describe())
+            {
+                log.Info("configuration ({0}): {1}", source, line);
+            }
+            if (change.IsEmpty && change.NeedRestart.IsEmpty)
+            {
+                log.Info("configuration ({0}): nothing changed", source);
+            }
+            return change;
+        }
+        finally
+        {
+            _applying.Release();
+        }
+    }
+
+    private Func<ConfigurationReading>? _readConfiguration;
+
+    /// <summary>
+    /// How this node reads its configuration again (<c>balancer run</c>: its files and <c>--set</c>s),
+    /// for <see cref="ReloadAsync"/>; an embedding host that can reload gives its own.
+    /// </summary>
+    public void ReadConfigurationWith(Func<ConfigurationReading> read) => _readConfiguration = read;
+
+    /// <summary>
+    /// Reads the node's configuration again and applies it (<see cref="ApplyAsync"/>); SIGHUP, a
+    /// change of a configuration file and <c>ctl config reload</c> come here.
+    /// </summary>
+    /// <exception cref="Configuration.BalancerConfigException">Refused (every problem listed); the running configuration stays.</exception>
+    /// <exception cref="InvalidOperationException">Nothing was given to read it from (<see cref="ReadConfigurationWith"/>).</exception>
+    public Task<Configuration.ConfigurationChange> ReloadAsync(string source)
+    {
+        var read = _readConfiguration ?? throw new InvalidOperationException("this node was given no configuration to read again (an embedding host calls ApplyAsync)");
+        var reading = read();
+        if (reading.Settings is null || reading.Problems.Count > 0)
+        {
+            Refused(source, reading.Problems);
+            return Task.FromException<Configuration.ConfigurationChange>(new Configuration.BalancerConfigException(
+                reading.Problems.Select(Configuration.ConfigProblem.Parse).ToList()));
+        }
+        return ApplyAsync(reading.Settings, source);
+    }
+
+    /// <summary>Says that a configuration from <paramref name="source"/> was refused (the log, the event feed, alerts).</summary>
+    public void Refused(string source, IReadOnlyList<string> problems)
+    {
+        var log = Logging.GetLogger(_system, "balancer.config");
+        foreach (var problem in problems)
+        {
+            log.Error("configuration ({0}) refused: {1}", source, problem);
+        }
+        log.Error("configuration ({0}) refused: {1} problem(s); the running configuration stays", source, problems.Count);
+        _system.EventStream.Publish(new ConfigurationRefused(source, problems));
+    }
+
     /// <summary>The extension of <paramref name="system"/>, started on first use.</summary>
     public static BalancerExtension Get(ActorSystem system) => system.WithExtension<BalancerExtension, BalancerExtensionProvider>();
 
     /// <summary>The node's last log lines (<c>ctl log peek</c>).</summary>
     public Telemetry.RecentLog RecentLog { get; }
 
-    /// <summary>The validated settings the node runs with.</summary>
-    public BalancerSettings Settings { get; }
+    /// <summary>The validated settings the node runs with (the last configuration applied).</summary>
+    public BalancerSettings Settings => DataPlane.Settings;
 
     /// <summary>Every pool's current snapshot, by name.</summary>
     public PoolRegistry Pools => DataPlane.Pools;
@@ -237,3 +340,6 @@ public sealed class BalancerExtensionProvider : ExtensionIdProvider<BalancerExte
     /// <inheritdoc />
     public override BalancerExtension CreateExtension(ExtendedActorSystem system) => new(system);
 }
+
+/// <summary>A configuration read again: the settings, or every problem that kept them from being read (one line each).</summary>
+public sealed record ConfigurationReading(BalancerSettings? Settings, IReadOnlyList<string> Problems);

@@ -48,7 +48,74 @@ internal sealed class BalancerGuardian : ReceiveActor
             Context.ActorOf(Membership.StallGuard.Props(Context.System.Settings.Config), "stall-guard");
         }
         Receive<Frontends.FrontendOwner.Drain>(drain => duty.Forward(drain));
+        var running = settings;
+        var keyKeeperStarted = settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None);
+        Receive<ApplyConfiguration>(apply =>
+        {
+            var next = apply.Settings;
+            var change = Configuration.ConfigurationChange.Between(running, next);
+            foreach (var pool in change.PoolsAdded)
+            {
+                var handle = new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new Routing.LoadBalancing.AlgorithmState()));
+                registry.Set(handle);
+                pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, handle, writeTimeout: settings.Node.WriteTimeout, role: settings.Node.Role), pool.Name));
+                if (pool.Affinity.Mode != Configuration.AffinityMode.None)
+                {
+                    affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, handle, affinityKey, settings.Node), pool.Name));
+                }
+            }
+            foreach (var changed in change.PoolsChanged)
+            {
+                var pool = changed.Settings;
+                var handle = registry.Find(pool.Name)!;
+                if (changed.TransportChanged)
+                {
+                    handle.Reconnect(pool);
+                }
+                handle.Router.Tell(new PoolRouter.Reconfigure(pool));
+                if (changed.AffinityChanged)
+                {
+                    // A store (and its table) made with the old affinity settings goes; the new one
+                    // reads the pool's sessions back from the replicated buckets.
+                    affinity.Tell(new ChildrenSupervisor.Retire(pool.Name, null, pool.Affinity.Mode == Configuration.AffinityMode.None
+                        ? null
+                        : new ChildrenSupervisor.StartChild(Affinity.AffinityStore.PropsWithNewTable(pool, handle, affinityKey, settings.Node), pool.Name)));
+                    if (pool.Affinity.Mode == Configuration.AffinityMode.None)
+                    {
+                        handle.ForgetAffinity();
+                    }
+                }
+            }
+            if (!keyKeeperStarted && settings.Node.AffinityKey.Length == 0 && next.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None))
+            {
+                keyKeeperStarted = true;
+                Context.ActorOf(Affinity.AffinityKeyKeeper.Props(affinityKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout, settings.Node.Role), "affinity-key");
+            }
+            foreach (var frontend in change.FrontendsAdded)
+            {
+                dataPlane.FrontendCounters.TryAdd(frontend.Name, new FrontendCounters(frontend.Name));
+            }
+            duty.Tell(new Frontends.FrontendOwner.Reconfigure(next, change));
+            foreach (var name in change.PoolsRemoved)
+            {
+                // Requests in flight keep the handle they began with; new ones no longer find it.
+                registry.Remove(name);
+                pools.Tell(new ChildrenSupervisor.Retire(name, null, null));
+                affinity.Tell(new ChildrenSupervisor.Retire(name, null, null));
+            }
+            running = next;
+            dataPlane.Reconfigured(next);
+            Context.System.EventStream.Publish(new ConfigurationApplied(apply.Source, change));
+            Sender.Tell(change);
+        });
     }
+
+    /// <summary>
+    /// Apply <paramref name="Settings"/> (validated) in place of the running configuration: pools
+    /// added, changed or removed, frontends too, each touched only when it changed. Answered with
+    /// the <see cref="Configuration.ConfigurationChange"/> made.
+    /// </summary>
+    internal sealed record ApplyConfiguration(BalancerSettings Settings, string Source);
 
     public static Props Props(BalancerSettings settings, DataPlane dataPlane, Management.EventFeed events) =>
         Akka.Actor.Props.Create(() => new BalancerGuardian(settings, dataPlane, events));
@@ -61,9 +128,73 @@ internal sealed class BalancerGuardian : ReceiveActor
         /// <summary>Forward <paramref name="Message"/> to every child, keeping the sender.</summary>
         public sealed record Broadcast(object Message);
 
+        /// <summary>Forward <paramref name="Message"/> to the child named <paramref name="Name"/>, if there is one.</summary>
+        public sealed record ForwardTo(string Name, object Message);
+
+        /// <summary>
+        /// Send the child named <paramref name="Name"/> <paramref name="Drain"/> (null: stop it at once), stop it once it
+        /// answers <see cref="Frontends.FrontendOwner.Drained"/>, then start <paramref name="Then"/> (its successor under the same name), if given.
+        /// </summary>
+        public sealed record Retire(string Name, object? Drain, StartChild? Then);
+
+        // Children on their way out, and who takes their name after them.
+        private readonly Dictionary<IActorRef, StartChild?> _retiring = new();
+
         public ChildrenSupervisor()
         {
-            Receive<StartChild>(start => Context.ActorOf(start.Props, start.Name));
+            Receive<StartChild>(start =>
+            {
+                // The name is still taken by a child being retired: start once it has gone.
+                if (_retiring.Keys.FirstOrDefault(c => c.Path.Name == start.Name) is { } leaving)
+                {
+                    _retiring[leaving] = start;
+                    return;
+                }
+                Context.ActorOf(start.Props, start.Name);
+            });
+            Receive<ForwardTo>(forward =>
+            {
+                if (Context.Child(forward.Name) is { } child && !child.IsNobody())
+                {
+                    child.Forward(forward.Message);
+                }
+            });
+            Receive<Retire>(retire =>
+            {
+                var child = Context.Child(retire.Name);
+                if (child.IsNobody() || _retiring.ContainsKey(child))
+                {
+                    if (retire.Then is { } then)
+                    {
+                        Self.Tell(then);
+                    }
+                    return;
+                }
+                _retiring[child] = retire.Then;
+                Context.Watch(child);
+                if (retire.Drain is null)
+                {
+                    Context.Stop(child);
+                }
+                else
+                {
+                    child.Tell(retire.Drain);
+                }
+            });
+            Receive<Frontends.FrontendOwner.Drained>(_ =>
+            {
+                if (_retiring.ContainsKey(Sender))
+                {
+                    Context.Stop(Sender);
+                }
+            });
+            Receive<Terminated>(terminated =>
+            {
+                if (_retiring.Remove(terminated.ActorRef, out var then) && then is not null)
+                {
+                    Context.ActorOf(then.Props, then.Name);
+                }
+            });
             Receive<Broadcast>(broadcast =>
             {
                 foreach (var child in Context.GetChildren())

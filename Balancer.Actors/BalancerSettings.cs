@@ -74,6 +74,11 @@ public sealed record BalancerSettings(
         var pools = ImmutableArray.CreateBuilder<PoolSettings>();
         foreach (var name in root.ObjectKeys("pools"))
         {
+            if (root.Section("pools").IsRemoved(name))
+            {
+                // NAME = null removes a pool an included file (or the cluster's configuration) defined.
+                continue;
+            }
             var section = root.Section("pools").Section(name, poolDefaults);
             SettingsReader.CheckName(root.Section("pools"), name, "pool");
             var userSection = userBalancer.GetConfig("pools." + name) ?? Config.Empty;
@@ -83,6 +88,10 @@ public sealed record BalancerSettings(
         var frontends = ImmutableArray.CreateBuilder<FrontendSettings>();
         foreach (var name in root.ObjectKeys("frontends"))
         {
+            if (root.Section("frontends").IsRemoved(name))
+            {
+                continue;
+            }
             var section = root.Section("frontends").Section(name, frontendDefaults);
             SettingsReader.CheckName(root.Section("frontends"), name, "frontend");
             var userSection = userBalancer.GetConfig("frontends." + name) ?? Config.Empty;

@@ -59,6 +59,16 @@ public sealed class DataPlane
 
     internal Affinity.AffinityKey AffinityKey { get; private set; } = null!;
 
+    private BalancerSettings? _settings;
+
+    /// <summary>
+    /// The configuration the data plane runs: the first incarnation's, then each one applied since
+    /// (a reload, the cluster's configuration); a later incarnation starts with it, not with its files.
+    /// </summary>
+    public BalancerSettings Settings => Volatile.Read(ref _settings) ?? throw new InvalidOperationException("no ActorSystem has run this data plane yet");
+
+    internal void Reconfigured(BalancerSettings settings) => Volatile.Write(ref _settings, settings);
+
     internal ConcurrentDictionary<string, FrontendCounters> FrontendCounters { get; } = new();
 
     /// <summary>True from the moment this incarnation was removed from its cluster until the next one starts.</summary>
@@ -66,8 +76,8 @@ public sealed class DataPlane
 
     /// <summary>
     /// Binds the data plane to a starting incarnation. The first creates every pool's handle and
-    /// frontend's counters from <paramref name="settings"/>; later ones keep them (the process runs
-    /// one configuration).
+    /// frontend's counters from <paramref name="settings"/>; later ones keep them, and the
+    /// configuration applied last (<see cref="Settings"/>).
     /// </summary>
     internal void Attach(ActorSystem system, BalancerSettings settings)
     {
@@ -82,6 +92,7 @@ public sealed class DataPlane
         {
             return;
         }
+        _settings = settings;
         AffinityKey = new Affinity.AffinityKey(settings.Node.AffinityKey);
         // Handles exist before any actor runs, so frontends and embedders can read every pool at once.
         foreach (var pool in settings.Pools)

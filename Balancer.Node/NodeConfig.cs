@@ -130,17 +130,36 @@ internal static class NodeConfig
     /// <summary>Parses one file, resolving includes relative to it.</summary>
     public static Config LoadFile(string path) => new(ParseFile(path, Path.GetFullPath(path), new HashSet<string>()));
 
+    /// <summary>Every file <paramref name="files"/> read, included ones too (full paths; those that cannot be read are left out).</summary>
+    public static IReadOnlyList<string> FilesRead(IReadOnlyList<string> files)
+    {
+        var read = new List<string>();
+        foreach (var file in files)
+        {
+            try
+            {
+                ParseFile(file, Path.GetFullPath(file), new HashSet<string>(), read);
+            }
+            catch (ConfigLoadException)
+            {
+                // The files read before the mistake are listed; a reload says what is wrong.
+            }
+        }
+        return read.Distinct().ToList();
+    }
+
     /// <summary>
     /// Reads and parses <paramref name="full"/>; errors name <paramref name="shown"/> (as the user
     /// wrote it) with line and column. <paramref name="chain"/> holds the files being included, so
     /// that a file including itself is an error rather than a stack overflow.
     /// </summary>
-    private static HoconRoot ParseFile(string shown, string full, HashSet<string> chain)
+    private static HoconRoot ParseFile(string shown, string full, HashSet<string> chain, List<string>? read = null)
     {
         if (!chain.Add(full))
         {
             throw new ConfigLoadException($"{shown}: included from itself");
         }
+        read?.Add(full);
         string text;
         try
         {
@@ -157,7 +176,7 @@ internal static class NodeConfig
         try
         {
             var directory = Path.GetDirectoryName(full)!;
-            return Parser.Parse(text, include => ParseFile(Path.Combine(directory, include), Path.GetFullPath(Path.Combine(directory, include)), chain));
+            return Parser.Parse(text, include => ParseFile(Path.Combine(directory, include), Path.GetFullPath(Path.Combine(directory, include)), chain, read));
         }
         catch (ConfigLoadException)
         {

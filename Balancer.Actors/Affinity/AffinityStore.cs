@@ -59,7 +59,7 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
     /// <summary>How long pins gather with <c>write = local</c>, where nobody waits for them.</summary>
     internal static readonly TimeSpan LocalFlushDelay = TimeSpan.FromMilliseconds(100);
 
-    public AffinityStore(PoolSettings pool, Routing.PoolHandle handle, AffinityKey affinityKey, NodeSettings node)
+    public AffinityStore(PoolSettings pool, Routing.PoolHandle handle, AffinityKey affinityKey, NodeSettings node, bool newTable = false)
     {
         // Majorities count the members with Balancer's role, as its replicator's majority writes do.
         _role = node.Role;
@@ -71,8 +71,8 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
         // session looks new meanwhile.
         var scheduler = Context.System.Scheduler;
         _handle = handle;
-        _adopted = handle.Affinity is not null;
-        _table = handle.Affinity ?? new AffinityTable(pool, Self, () => scheduler.Now, affinityKey, writeTimeout, node.ReadTimeout);
+        _adopted = handle.Affinity is not null && !newTable;
+        _table = (newTable ? null : handle.Affinity) ?? new AffinityTable(pool, Self, () => scheduler.Now, affinityKey, writeTimeout, node.ReadTimeout);
         _table.Attach(Self);
         handle.PublishAffinity(_table);
         _write = pool.Affinity.Write == AffinityWriteConsistency.Majority ? new WriteMajority(writeTimeout) : WriteLocal.Instance;
@@ -163,6 +163,10 @@ internal sealed class AffinityStore : ReceiveActor, IWithTimers
 
     public static Props Props(PoolSettings pool, Routing.PoolHandle handle, AffinityKey affinityKey, NodeSettings node) =>
         Akka.Actor.Props.Create(() => new AffinityStore(pool, handle, affinityKey, node));
+
+    /// <summary>A store for affinity settings a reload changed: its table is new (made with them) and fills from the replicated buckets.</summary>
+    public static Props PropsWithNewTable(PoolSettings pool, Routing.PoolHandle handle, AffinityKey affinityKey, NodeSettings node) =>
+        Akka.Actor.Props.Create(() => new AffinityStore(pool, handle, affinityKey, node, true));
 
     /// <summary>
     /// A session this node's cache does not hold (<c>write = majority</c>): a child asks this node's

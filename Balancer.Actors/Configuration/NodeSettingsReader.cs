@@ -34,7 +34,8 @@ internal static class NodeSettingsReader
             node.Duration("read-timeout"),
             node.String("affinity-key"),
             ReadClusterTls(node.Section("cluster-tls")),
-            node.Bool("down-self-when-stalled"));
+            node.Bool("down-self-when-stalled"),
+            node.Bool("watch-config"));
     }
 
     internal static ClusterTlsSettings? ReadClusterTls(SettingsReader tls)

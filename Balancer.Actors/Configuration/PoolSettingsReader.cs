@@ -29,7 +29,7 @@ internal static class PoolSettingsReader
         var backendsSection = section.Section("backends");
         foreach (var backendName in section.ObjectKeys("backends"))
         {
-            if (!backendsSection.Has(backendName) || backendsSection.Value(backendName) is { } removed && removed.IsString() && removed.GetString() is null)
+            if (backendsSection.IsRemoved(backendName))
             {
                 // NAME = null removes a backend an included file defined.
                 continue;

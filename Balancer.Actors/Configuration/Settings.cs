@@ -40,7 +40,8 @@ public sealed record NodeSettings(
     TimeSpan ReadTimeout,
     string AffinityKey,
     ClusterTlsSettings? ClusterTls,
-    bool DownSelfWhenStalled = true);
+    bool DownSelfWhenStalled = true,
+    bool WatchConfig = true);
 
 /// <summary>Mutual TLS between nodes (<c>balancer.node.cluster-tls</c>).</summary>
 /// <param name="Certificate">This node's certificate (PEM or PFX).</param>

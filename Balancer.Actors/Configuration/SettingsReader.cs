@@ -46,6 +46,9 @@ internal sealed class SettingsReader
 
     public bool Has(string key) => _config.HasPath(key);
 
+    /// <summary>True when <paramref name="key"/> is set to null: what an included file defined is taken away.</summary>
+    public bool IsRemoved(string key) => !_config.HasPath(key) || Value(key) is { } value && value.IsString() && value.GetString() is null;
+
     public HoconValue? Value(string key) => _config.HasPath(key) ? _config.GetValue(key) : null;
 
     public string String(string key) => Read(key, ParseString);
@@ -316,6 +319,12 @@ public sealed record ConfigProblem(string Path, string Message)
 {
     /// <inheritdoc />
     public override string ToString() => $"{Path}: {Message}";
+
+    /// <summary>The problem a line of <see cref="ToString"/>'s form states (a line without a key is kept whole).</summary>
+    public static ConfigProblem Parse(string line) =>
+        line.IndexOf(": ", StringComparison.Ordinal) is > 0 and var colon && !line[..colon].Contains(' ')
+            ? new ConfigProblem(line[..colon], line[(colon + 2)..])
+            : new ConfigProblem("configuration", line);
 }
 
 /// <summary>Thrown when a configuration cannot be used; <see cref="Problems"/> lists every mistake.</summary>

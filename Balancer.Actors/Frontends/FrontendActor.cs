@@ -20,7 +20,7 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
 {
     private static readonly TimeSpan MaxRetryDelay = TimeSpan.FromSeconds(30);
 
-    private readonly FrontendSettings _settings;
+    private FrontendSettings _settings;
     private readonly PoolRegistry _pools;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly FrontendCounters _counters;
@@ -47,6 +47,12 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
             _failures = 0;
         });
         Receive<Retry>(_ => Open());
+        Receive<Reconfigure>(reconfigure =>
+        {
+            _settings = reconfigure.Settings;
+            _server?.Reconfigure(reconfigure.Settings, _pools);
+            _log.Info("frontend {0}: reconfigured in place → pool {1}, {2} route(s)", _settings.Name, _settings.Pool, _settings.Routes.Length);
+        });
         Receive<FrontendOwner.Drain>(drain =>
         {
             Timers.Cancel("retry");
@@ -164,6 +170,9 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
     }
 
     private sealed record Started(IReadOnlyList<IPEndPoint> EndPoints);
+
+    /// <summary>A reload changed only what applies per request or connection: the listeners stay.</summary>
+    internal sealed record Reconfigure(FrontendSettings Settings);
 
     private sealed class Retry
     {

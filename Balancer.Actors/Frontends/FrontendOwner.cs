@@ -10,7 +10,7 @@ namespace Balancer.Frontends;
 /// </summary>
 internal sealed class FrontendOwner : ReceiveActor
 {
-    private readonly BalancerSettings _settings;
+    private BalancerSettings _settings;
     private readonly PoolRegistry _pools;
     /// <summary>How long requests in flight may finish when the frontends close on <see cref="Close"/> (the active duty given up).</summary>
     internal static readonly TimeSpan CloseGrace = TimeSpan.FromSeconds(5);
@@ -58,6 +58,32 @@ internal sealed class FrontendOwner : ReceiveActor
             // threads; the generation stops once every one has (or its time is up).
             var collector = Context.ActorOf(Akka.Actor.Props.Create(() => new DrainCollector(_settings.Frontends.Length, Self, CloseGrace + TimeSpan.FromSeconds(2))));
             _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Broadcast(new Drain(CloseGrace)), collector);
+        });
+        Receive<Reconfigure>(reconfigure =>
+        {
+            _settings = reconfigure.Settings;
+            // Closed (a standby, or not open yet): the next Open opens the new set as it is.
+            if (_frontends is not null && !_closing)
+            {
+                var change = reconfigure.Change;
+                foreach (var name in change.FrontendsRemoved)
+                {
+                    _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Retire(name, new Drain(_settings.Node.DrainTimeout), null));
+                }
+                foreach (var changed in change.FrontendsChanged)
+                {
+                    _frontends.Tell(changed.InPlace
+                        ? new BalancerGuardian.ChildrenSupervisor.ForwardTo(changed.Settings.Name, new FrontendActor.Reconfigure(changed.Settings))
+                        // Its listeners change: the old ones let what is in flight finish, then the new ones open.
+                        : new BalancerGuardian.ChildrenSupervisor.Retire(changed.Settings.Name, new Drain(_settings.Node.DrainTimeout),
+                            new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(changed.Settings, _pools), changed.Settings.Name)));
+                }
+                foreach (var added in change.FrontendsAdded)
+                {
+                    _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(added, _pools), added.Name));
+                }
+            }
+            Sender.Tell(Akka.Done.Instance);
         });
         Receive<Drained>(_ =>
         {
@@ -108,6 +134,9 @@ internal sealed class FrontendOwner : ReceiveActor
     /// <see cref="Drained"/>. Nothing opens again afterwards.
     /// </summary>
     public sealed record Drain(TimeSpan Timeout);
+
+    /// <summary>A reload: frontends added, removed, opened again or changed in place as <paramref name="Change"/> says; answered with <see cref="Akka.Done"/>.</summary>
+    public sealed record Reconfigure(BalancerSettings Settings, Configuration.ConfigurationChange Change);
 
     /// <summary>Every frontend is closed.</summary>
     public sealed class Drained

@@ -11,6 +11,12 @@ internal interface IFrontendServer : IAsyncDisposable
     /// <summary>Stops accepting and closes open connections, waiting at most <paramref name="grace"/> for them.</summary>
     Task StopAsync(TimeSpan grace);
 
+    /// <summary>
+    /// A reload changed only what applies per request or connection (<see cref="Configuration.ConfigurationChange.FrontendSettingsAppliedInPlace"/>):
+    /// the next ones go by <paramref name="settings"/>; the listeners and open connections stay.
+    /// </summary>
+    void Reconfigure(Configuration.FrontendSettings settings, Routing.PoolRegistry pools);
+
     /// <summary>The addresses actually bound (port 0 resolved).</summary>
     IReadOnlyList<IPEndPoint> BoundEndPoints { get; }
 }

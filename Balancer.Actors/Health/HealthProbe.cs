@@ -86,6 +86,10 @@ internal sealed class HealthProbe : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
+    /// <summary>True when a probe started for <paramref name="running"/> checks as one for <paramref name="next"/> would: same check, same protocol and TLS.</summary>
+    internal static bool ChecksAlike(PoolSettings running, PoolSettings next) =>
+        running.Protocol == next.Protocol && SettingsComparer.Same(running.HealthCheck, next.HealthCheck) && SettingsComparer.Same(running.Tls, next.Tls);
+
     public static Props Props(string pool, BackendSettings backend, HealthCheckSettings settings, ICanTell reporter, HttpMessageInvoker client, Random? random = null, Routing.BackendTransport? transport = null) =>
         Akka.Actor.Props.Create(() => new HealthProbe(pool, backend, settings, reporter, client, random ?? Random.Shared, transport));
 

@@ -42,9 +42,10 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
 
     private readonly PoolRegistry _pools;
     private readonly IActorRef _reporter;
-    private readonly IActorRef? _region;
+    private IActorRef? _region;
+    private readonly BalancerSettings _settings;
     private long _generation;
-    private readonly Dictionary<string, (IActorRef Probe, EndpointAddress Address)> _localProbes = new();
+    private readonly Dictionary<string, (IActorRef Probe, EndpointAddress Address, PoolSettings Pool)> _localProbes = new();
     private readonly ProbeClients _clients = new();
 
     private readonly bool _rejoining = BalancerExtension.Get(Context.System).DataPlane.Incarnation > 1;
@@ -54,17 +55,10 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
         _pools = pools;
         _role = settings.Node.Role;
         _reporter = Context.ActorOf(HealthReporter.Props(), "reporter");
-        if (settings.Pools.Any(p => p.HealthCheck.Kind != HealthCheckKind.None && p.HealthCheck.Placement == ProbePlacement.Sharded))
+        _settings = settings;
+        if (settings.Pools.Any(IsSharded))
         {
-            _region = ClusterSharding.Get(Context.System).Start(
-                ProbeEntity.TypeName,
-                ProbeEntity.Props(settings, _reporter, _clients),
-                // Shard placement lives in replicated data, never in the host's journal and snapshot store.
-                ClusterShardingSettings.Create(Context.System)
-                    .WithRole(settings.Node.Role.Length == 0 ? null : settings.Node.Role)
-                    .WithStateStoreMode(StateStoreMode.DData)
-                    .WithRememberEntities(false),
-                new ProbeEntity.MessageExtractor(settings.Node.ProbeShards));
+            StartRegion();
         }
         Receive<Reconcile>(_ =>
         {
@@ -84,6 +78,20 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
         });
         Receive<RegionStopTimedOut>(_ => ProbesStopped());
     }
+
+    private static bool IsSharded(PoolSettings pool) => pool.HealthCheck.Kind != HealthCheckKind.None && pool.HealthCheck.Placement == ProbePlacement.Sharded;
+
+    /// <summary>The probe region, started with the first pool probed that way (at start, or added by a reload).</summary>
+    private void StartRegion() =>
+        _region = ClusterSharding.Get(Context.System).Start(
+            ProbeEntity.TypeName,
+            ProbeEntity.Props(_pools, _reporter, _clients),
+            // Shard placement lives in replicated data, never in the host's journal and snapshot store.
+            ClusterShardingSettings.Create(Context.System)
+                .WithRole(_settings.Node.Role.Length == 0 ? null : _settings.Node.Role)
+                .WithStateStoreMode(StateStoreMode.DData)
+                .WithRememberEntities(false),
+            new ProbeEntity.MessageExtractor(_settings.Node.ProbeShards));
 
     // Who waits for the probes to stop (the node's coordinated shutdown); null until it starts.
     private IActorRef? _stopping;
@@ -105,7 +113,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
     {
         _stopping = Sender;
         Timers.Cancel("reconcile");
-        foreach (var (probe, _) in _localProbes.Values)
+        foreach (var (probe, _, _) in _localProbes.Values)
         {
             Context.Stop(probe);
         }
@@ -155,6 +163,10 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
     {
         var now = DateTimeOffset.UtcNow;
         var cluster = Cluster.Get(Context.System);
+        if (_region is null && _pools.Pools.Values.Any(h => IsSharded(h.Snapshot.Settings)))
+        {
+            StartRegion();
+        }
         // A node rejoining as a new incarnation serves before it is a member again: it probes its
         // backends itself meanwhile (no shard of the cluster's probes is its own yet).
         if (_region is not null && (cluster.State.Unreachable.Count > 0 || (_rejoining && cluster.SelfMember.Status != MemberStatus.Up)))
@@ -187,7 +199,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
                 wanted.Add(name);
                 if (_localProbes.TryGetValue(name, out var existing))
                 {
-                    if (existing.Address == backend.Address)
+                    if (existing.Address == backend.Address && HealthProbe.ChecksAlike(existing.Pool, pool))
                     {
                         continue;
                     }
@@ -197,7 +209,7 @@ internal sealed class HealthSupervisor : ReceiveActor, IWithTimers
                 }
                 var (client, transport) = _clients.For(pool);
                 var probe = Context.ActorOf(HealthProbe.Props(pool.Name, backend, pool.HealthCheck, _reporter, client, transport: transport), $"{Uri.EscapeDataString(name)}-{++_generation}");
-                _localProbes[name] = (probe, backend.Address);
+                _localProbes[name] = (probe, backend.Address, pool);
             }
         }
         foreach (var name in _localProbes.Keys.Where(n => !wanted.Contains(n)).ToList())

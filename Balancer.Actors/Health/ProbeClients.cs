@@ -14,12 +14,18 @@ internal sealed class ProbeClients : IDisposable
     private readonly ConcurrentDictionary<string, (HttpMessageInvoker Client, BackendTransport Transport)> _clients = new();
 
     /// <summary>The client and transport for checks of <paramref name="pool"/>'s backends.</summary>
-    public (HttpMessageInvoker Client, BackendTransport Transport) For(PoolSettings pool) => _clients.GetOrAdd(pool.Name, _ =>
+    public (HttpMessageInvoker Client, BackendTransport Transport) For(PoolSettings pool)
     {
-        var transport = new BackendTransport(pool);
-        // Health checks have their own timeout; the connect must not end them sooner.
-        return (new HttpMessageInvoker(transport.CreateHandler(TimeSpan.FromSeconds(10), forProbes: true)), transport);
-    });
+        // A reload that changed the pool's protocol or TLS gets a client of its own (a check opens
+        // a connection each time, so the old client holds nothing worth closing).
+        var key = $"{pool.Name}\n{pool.Protocol}\n{SettingsComparer.Fingerprint(pool.Tls ?? (object)"")}";
+        return _clients.GetOrAdd(key, _ =>
+        {
+            var transport = new BackendTransport(pool);
+            // Health checks have their own timeout; the connect must not end them sooner.
+            return (new HttpMessageInvoker(transport.CreateHandler(TimeSpan.FromSeconds(10), forProbes: true)), transport);
+        });
+    }
 
     public void Dispose()
     {

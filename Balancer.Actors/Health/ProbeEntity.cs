@@ -18,27 +18,34 @@ internal sealed class ProbeEntity : ReceiveActor, IWithTimers
     internal const string TypeName = "balancer-probe";
     private static readonly TimeSpan Unwanted = TimeSpan.FromSeconds(15);
 
-    private readonly BalancerSettings _settings;
+    private readonly Routing.PoolRegistry _pools;
+    private PoolSettings? _checked;
     private readonly IActorRef _reporter;
     private readonly ProbeClients _clients;
     private IActorRef? _probe;
     private string? _address;
 
-    public ProbeEntity(BalancerSettings settings, IActorRef reporter, ProbeClients clients)
+    public ProbeEntity(Routing.PoolRegistry pools, IActorRef reporter, ProbeClients clients)
     {
-        _settings = settings;
+        _pools = pools;
         _reporter = reporter;
         _clients = clients;
 
         Receive<EnsureProbe>(ensure =>
         {
             Timers.StartSingleTimer("unwanted", Passivate.Instance, Unwanted);
-            if (_probe is not null && _address == ensure.Address)
+            // The pool as this node runs it now: a reload may have changed its check or transport.
+            var pool = _pools.Find(ensure.Pool)?.Snapshot.Settings;
+            if (pool is null || pool.HealthCheck.Kind == HealthCheckKind.None || !EndpointAddress.TryParse(ensure.Address, out var address, out _))
             {
+                if (_probe is not null)
+                {
+                    Context.Stop(_probe);
+                    _probe = null;
+                }
                 return;
             }
-            var pool = _settings.FindPool(ensure.Pool);
-            if (pool is null || pool.HealthCheck.Kind == HealthCheckKind.None || !EndpointAddress.TryParse(ensure.Address, out var address, out _))
+            if (_probe is not null && _address == ensure.Address && _checked is { } running && HealthProbe.ChecksAlike(running, pool))
             {
                 return;
             }
@@ -47,6 +54,7 @@ internal sealed class ProbeEntity : ReceiveActor, IWithTimers
                 Context.Stop(_probe);
             }
             _address = ensure.Address;
+            _checked = pool;
             Context.GetLogger().Info("probing {0}/{1} ({2}) from this node", ensure.Pool, ensure.Backend, ensure.Address);
             var (client, transport) = _clients.For(pool);
             _probe = Context.ActorOf(HealthProbe.Props(ensure.Pool, new BackendSettings(ensure.Backend, address, 0), pool.HealthCheck, _reporter, client, transport: transport));
@@ -56,8 +64,8 @@ internal sealed class ProbeEntity : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(BalancerSettings settings, IActorRef reporter, ProbeClients clients) =>
-        Akka.Actor.Props.Create(() => new ProbeEntity(settings, reporter, clients));
+    public static Props Props(Routing.PoolRegistry pools, IActorRef reporter, ProbeClients clients) =>
+        Akka.Actor.Props.Create(() => new ProbeEntity(pools, reporter, clients));
 
     /// <summary>Start (or keep) probing a backend; sent by every node about every backend it routes to.</summary>
     public sealed record EnsureProbe(string Pool, string Backend, string Address)

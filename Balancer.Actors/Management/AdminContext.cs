@@ -12,7 +12,7 @@ namespace Balancer.Management;
 /// membership, frontends, metrics and events, and a change sent to a pool's routing actor.
 /// </summary>
 internal sealed class AdminContext(
-    BalancerSettings settings,
+    Func<BalancerSettings> settings,
     PoolRegistry pools,
     ClusterMembership membership,
     PrometheusExporter prometheus,
@@ -23,9 +23,10 @@ internal sealed class AdminContext(
 {
     public RecentLog RecentLog => recentLog;
 
-    public NodeSettings Node => settings.Node;
+    // The configuration applied last: a reload changes the frontends listed.
+    public NodeSettings Node => settings().Node;
 
-    public IReadOnlyList<FrontendSettings> Frontends => settings.Frontends;
+    public IReadOnlyList<FrontendSettings> Frontends => settings().Frontends;
 
     public PoolRegistry Pools => pools;
 

@@ -54,6 +54,7 @@ public sealed class AdminServer : IAsyncDisposable
         PoolEndpoints.Map(_app, admin);
         AffinityEndpoints.Map(_app, admin);
         DiagnosticsEndpoints.Map(_app, admin);
+        ConfigEndpoints.Map(_app, admin);
         _app.MapFallback((HttpContext context) => Problem(StatusCodes.Status404NotFound, "no such route",
             $"{context.Request.Method} {context.Request.Path} is not an admin API route (see GET /api/cluster, /api/pools, /api/frontends)"));
     }

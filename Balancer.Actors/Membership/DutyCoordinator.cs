@@ -167,11 +167,13 @@ internal sealed class DutyCoordinator : ReceiveActor, IWithTimers
         Receive<ClusterEvent.CurrentClusterState>(_ => Decide());
         Receive<DecideNow>(_ => Decide());
         Receive<FrontendOwner.Drain>(drain => _frontends.Forward(drain));
+        Receive<FrontendOwner.Reconfigure>(reconfigure => _frontends.Forward(reconfigure));
     }
 
     private void ReceiveMembershipLog()
     {
         Receive<FrontendOwner.Drain>(drain => _frontends.Forward(drain));
+        Receive<FrontendOwner.Reconfigure>(reconfigure => _frontends.Forward(reconfigure));
         Receive<ClusterEvent.MemberUp>(up => MemberUp(up.Member));
         Receive<ClusterEvent.MemberRemoved>(removed => MemberRemoved(removed.Member));
     }

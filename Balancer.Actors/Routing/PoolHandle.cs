@@ -20,11 +20,28 @@ public sealed class PoolHandle : IDisposable
     internal PoolHandle(PoolSnapshot initial)
     {
         _snapshot = initial;
-        Transport = new BackendTransport(initial.Settings);
-        // The handler settings YARP documents for a forwarder: no proxy, redirects, decompression or
-        // cookies of its own, and no activity header propagation (the forwarder handles tracing headers).
-        HttpClient = new HttpMessageInvoker(Transport.CreateHandler(initial.Settings.ConnectTimeout, forProbes: false));
+        _backends = Connect(initial.Settings);
     }
+
+    private BackendConnections _backends;
+
+    /// <summary>The transport and the client made from it, swapped together when a reload changes how the pool reaches its backends.</summary>
+    private sealed record BackendConnections(BackendTransport Transport, HttpMessageInvoker Client);
+
+    // The handler settings YARP documents for a forwarder: no proxy, redirects, decompression or
+    // cookies of its own, and no activity header propagation (the forwarder handles tracing headers).
+    private static BackendConnections Connect(Configuration.PoolSettings settings)
+    {
+        var transport = new BackendTransport(settings);
+        return new BackendConnections(transport, new HttpMessageInvoker(transport.CreateHandler(settings.ConnectTimeout, forProbes: false)));
+    }
+
+    /// <summary>
+    /// A reload changed the pool's protocol, TLS or connect timeout: new requests use a new client.
+    /// The old one is left to close its pooled connections as they idle out; disposing it would cut
+    /// the requests and WebSockets still using it.
+    /// </summary>
+    internal void Reconnect(Configuration.PoolSettings settings) => Volatile.Write(ref _backends, Connect(settings));
 
     /// <summary>Completes once the pool's routing actor (and, with affinity, its affinity store) has published here.</summary>
     public Task Started => _started.Task;
@@ -48,10 +65,10 @@ public sealed class PoolHandle : IDisposable
     public RetryBudget RetryBudget { get; } = new();
 
     /// <summary>What the pool speaks to its backends, and how it verifies them.</summary>
-    public BackendTransport Transport { get; }
+    public BackendTransport Transport => Volatile.Read(ref _backends).Transport;
 
     /// <summary>One client per pool so connections to its backends are pooled and reused.</summary>
-    public HttpMessageInvoker HttpClient { get; }
+    public HttpMessageInvoker HttpClient => Volatile.Read(ref _backends).Client;
 
     /// <summary>
     /// The pool router's view of each backend (health, ejection, admin state, slow start) and its
@@ -97,6 +114,9 @@ public sealed class PoolHandle : IDisposable
         _joinedCluster = true;
         Affinity?.JoinedCluster();
     }
+
+    /// <summary>A reload changed or turned off the pool's affinity: the next store starts a table of its own.</summary>
+    internal void ForgetAffinity() => Volatile.Write(ref _affinity, null);
 
     /// <summary>This incarnation's affinity store stopped: until the next one has joined, pins are provisional.</summary>
     internal void LeftCluster() => _joinedCluster = false;

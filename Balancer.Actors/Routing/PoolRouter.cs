@@ -26,7 +26,7 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
 
     private readonly PoolHandle _handle;
     private readonly AlgorithmState _algorithmState;
-    private readonly PoolSettings _configured;
+    private PoolSettings _configured;
     private readonly IWriteConsistency _adminWrite;
     private readonly Dictionary<string, BackendCounters> _counters;
     private readonly Dictionary<string, BackendTracker> _trackers;
@@ -135,6 +135,20 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
             {
                 ApplyHealth();
             }
+        });
+        Receive<Reconfigure>(reconfigure =>
+        {
+            // A reload: the configured part is replaced; runtime changes (admin states, weights,
+            // backends added or removed) and what is known of each backend's health carry over.
+            _configured = reconfigure.Settings;
+            var self = Self;
+            foreach (var counters in _counters.Values)
+            {
+                counters.SetFailureAlarm(reconfigure.Settings.Passive.ConsecutiveFailures, () => self.Tell(Tick.Instance));
+            }
+            _log.Info("pool {0}: configuration reloaded: {1} backends, algorithm {2}", _configured.Name, _configured.Backends.Length, _configured.Algorithm);
+            Recompute("configuration reloaded");
+            Sender.Tell(Akka.Done.Instance);
         });
         Receive<Tick>(_ => OnTick());
         Receive<GetSnapshot>(_ => Sender.Tell(_handle.Snapshot));

@@ -248,6 +248,11 @@ internal static class CtlCommand
         parent.Subcommands.Add(Group("actor", "The node's actors.",
             Leaf("hierarchy", "The node's actors under /user and /system.", c => c.Show(t => c.Client.GetAsync("api/actors", t), CtlOutput.Actors))));
 
+        parent.Subcommands.Add(Group("config", "The node's running configuration: show, reload.",
+            Leaf("show", "The pools and frontends the node runs, and the fingerprint of its pools.", c => c.Show(t => c.Client.GetAsync("api/config", t), CtlOutput.Config)),
+            Leaf("reload", "Read the node's configuration files again and apply them (as SIGHUP does); refused whole when anything is wrong.",
+                c => c.Show(t => c.Client.PostAsync("api/config/reload", null, t), CtlOutput.Reload))));
+
         var lines = CliOptions.WholeNumberArgument("N", "How many lines (1-1000).", 1, 1000, 50);
         var level = new Argument<string?>("LEVEL") { Description = "The level to set.", Arity = ArgumentArity.ZeroOrOne };
         level.AcceptOnlyFromAmong("debug", "info", "warning", "error");

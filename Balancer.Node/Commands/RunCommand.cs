@@ -105,6 +105,8 @@ internal static class RunCommand
         // listeners keep serving while the next incarnation rejoins and takes them over.
         var dataPlane = new DataPlane();
         using var stopping = stop.Token.Register(dataPlane.Stopping);
+        // SIGHUP and changed files reload whichever incarnation is running.
+        using var reload = new ConfigurationReload(files, sets, BalancerSettings.Create(config).Node.WatchConfig, error);
         try
         {
             var systemConfig = config;
@@ -123,7 +125,7 @@ internal static class RunCommand
                     await Task.Delay(TimeSpan.FromSeconds(2), stop.Token).ContinueWith(_ => { });
                     continue;
                 }
-                if (await RunIncarnationAsync(system, systemConfig, incarnation, stop, output, error) is { } exitCode)
+                if (await RunIncarnationAsync(system, systemConfig, incarnation, stop, output, error, reload) is { } exitCode)
                 {
                     return exitCode;
                 }
@@ -141,7 +143,7 @@ internal static class RunCommand
     }
 
     /// <summary>Runs one incarnation of the node; the exit code once the node is to stop, or null when a new incarnation is to rejoin.</summary>
-    private static async Task<int?> RunIncarnationAsync(ActorSystem system, Akka.Configuration.Config config, int incarnation, CancellationTokenSource stop, TextWriter output, TextWriter error)
+    private static async Task<int?> RunIncarnationAsync(ActorSystem system, Akka.Configuration.Config config, int incarnation, CancellationTokenSource stop, TextWriter output, TextWriter error, ConfigurationReload reload)
     {
         try
         {
@@ -151,6 +153,7 @@ internal static class RunCommand
                 cluster.Join(cluster.SelfAddress);
             }
             var balancer = BalancerExtension.Get(system);
+            reload.Serve(balancer);
             if (incarnation == 1)
             {
                 WarnWhenClusterTrafficIsOpen(system, config);

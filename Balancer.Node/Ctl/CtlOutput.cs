@@ -185,6 +185,24 @@ internal static class CtlOutput
         }
     }
 
+    /// <summary>`config show`: what the node runs.</summary>
+    public static void Config(JsonElement config, TextWriter output)
+    {
+        output.WriteLine($"pools:       {string.Join(", ", config.GetProperty("pools").EnumerateArray().Select(p => p.GetString()))}");
+        output.WriteLine($"frontends:   {string.Join(", ", config.GetProperty("frontends").EnumerateArray().Select(f => f.GetString()))}");
+        output.WriteLine($"fingerprint: {config.GetProperty("fingerprint").GetString()} (of the pools' settings; equal on nodes that run the same pools)");
+    }
+
+    /// <summary>`config reload`: the result, then a line per change.</summary>
+    public static void Reload(JsonElement reload, TextWriter output)
+    {
+        output.WriteLine(reload.GetProperty("result").GetString());
+        foreach (var change in reload.GetProperty("changes").EnumerateArray())
+        {
+            output.WriteLine("  " + change.GetString());
+        }
+    }
+
     /// <summary>One event of `cluster tail`: raw JSON with --json, colored by severity on a terminal, else a plain line.</summary>
     public static void Event(JsonElement notable, bool json, TextWriter output)
     {

@@ -95,6 +95,170 @@ public class ClusterProcessTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Reload_AddsAPoolChangesAnAlgorithmAddsAndRemovesAFrontend_UnderLoad_NothingFailsOrCloses_AndMistakesChangeNothing()
+    {
+        var reloadable = Path.Combine(_dataDir, "reloadable.conf");
+        File.WriteAllText(reloadable, """
+            balancer.frontends.extra-old { mode = tcp, bind = "127.0.0.1:7090", reuse-port = on, pool = app }
+            """);
+        var nodes = await StartThreeNodesAsync(["--config", reloadable]);
+        Assert.Equal(HttpStatusCode.OK, (await _http.GetAsync("http://127.0.0.1:8080/")).StatusCode);
+
+        // The steady load: keep-alive requests to every node's own port, and a TCP connection held
+        // open through each node's raw port; connections opened are counted.
+        var connects = 0;
+        using var keepAlive = new HttpClient(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
+            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
+            ConnectCallback = async (context, token) =>
+            {
+                Interlocked.Increment(ref connects);
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(context.DnsEndPoint, token);
+                return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+            },
+        }) { Timeout = TimeSpan.FromSeconds(5) };
+        var failures = new List<string>();
+        var served = 0;
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        var load = Enumerable.Range(8081, 3).Select(port => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var response = await keepAlive.GetAsync($"http://127.0.0.1:{port}/", stop.Token);
+                    await response.Content.ReadAsStringAsync(stop.Token);
+                    if (response.IsSuccessStatusCode)
+                    {
+                        Interlocked.Increment(ref served);
+                    }
+                    else
+                    {
+                        lock (failures) { failures.Add($":{port} HTTP {(int)response.StatusCode}"); }
+                    }
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                }
+                catch (Exception e)
+                {
+                    lock (failures) { failures.Add($":{port} {e.GetBaseException().Message}"); }
+                }
+                await Task.Delay(5);
+            }
+        })).ToList();
+        var held = new List<System.Net.Sockets.Socket>();
+        for (var port = 7071; port <= 7073; port++)
+        {
+            held.Add(await TcpClients.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port)));
+        }
+        async Task AssertHeldConnectionsAnswerAsync()
+        {
+            foreach (var socket in held)
+            {
+                await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+                var answer = new byte[4096];
+                var read = await socket.ReceiveAsync(answer.AsMemory()).AsTask().WaitAsync(TimeSpan.FromSeconds(5));
+                Assert.StartsWith("HTTP/1.1 200", System.Text.Encoding.ASCII.GetString(answer, 0, read));
+            }
+        }
+        await AssertHeldConnectionsAnswerAsync();
+        await WaitUntilAsync(() => Volatile.Read(ref served) > 50, TimeSpan.FromSeconds(20), "the load running");
+        var connectsBefore = Volatile.Read(ref connects);
+        using (var old = await TcpClients.ConnectAsync(new IPEndPoint(IPAddress.Loopback, 7090)))
+        {
+        }
+
+        // 1. Saved over the file every node reads: each sees the change and applies it.
+        File.WriteAllText(reloadable, """
+            balancer.pools.api {
+              health-check.kind = none
+              backends { a = "127.0.0.1:9001", c = "127.0.0.1:9003" }
+            }
+            balancer.pools.app.algorithm = least-connections
+            balancer.frontends.extra-new { bind = "127.0.0.1:7091", reuse-port = on, pool = api }
+            """);
+        await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("frontend extra-new added")), TimeSpan.FromSeconds(15), "the reload applied on every node");
+        foreach (var node in nodes)
+        {
+            Assert.Contains("configuration (file change): pool api added", node.Output);
+            Assert.Contains("configuration (file change): pool app changed: algorithm", node.Output);
+            Assert.Contains("configuration (file change): frontend extra-old removed", node.Output);
+        }
+        await Eventually.Holds(async () =>
+        {
+            using var response = await _http.GetAsync("http://127.0.0.1:7091/");
+            Assert.Contains(response.Headers.GetValues("X-Backend").Single(), new[] { "a", "c" });
+        });
+        await Eventually.Holds(async () =>
+        {
+            var refused = await Assert.ThrowsAsync<System.Net.Sockets.SocketException>(() => TcpClients.ConnectAsync(new IPEndPoint(IPAddress.Loopback, 7090)));
+            Assert.Equal(System.Net.Sockets.SocketError.ConnectionRefused, refused.SocketErrorCode);
+        });
+        using (var pools = await _http.GetAsync("http://127.0.0.1:9111/api/pools"))
+        {
+            var text = await pools.Content.ReadAsStringAsync();
+            Assert.Contains("\"least-connections\"", text);
+            Assert.Contains("\"api\"", text);
+        }
+        await Task.Delay(1000);
+        await AssertHeldConnectionsAnswerAsync();
+        Assert.Equal(connectsBefore, Volatile.Read(ref connects));
+
+        // 2. A configuration with three mistakes: refused whole on every node, three lines each; nothing changes.
+        File.WriteAllText(reloadable, """
+            balancer.pools.api {
+              algorithm = fastest
+              health-check.kind = none
+              backends { a = "127.0.0.1:99999", c = "127.0.0.1:9003" }
+            }
+            balancer.frontends.extra-new { bind = "127.0.0.1:7091", reuse-port = on, pool = nowhere }
+            """);
+        await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("refused: 3 problem(s); the running configuration stays")), TimeSpan.FromSeconds(15), "the bad configuration refused on every node");
+        foreach (var node in nodes)
+        {
+            var refusedLines = node.Output.Split('\n').Where(l => l.Contains("configuration (file change) refused: balancer.")).ToList();
+            Assert.True(refusedLines.Count == 3, string.Join("\n", refusedLines));
+        }
+        using (var reload = await _http.PostAsync("http://127.0.0.1:9110/api/config/reload", new StringContent("{}", System.Text.Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, reload.StatusCode);
+            var detail = System.Text.Json.JsonDocument.Parse(await reload.Content.ReadAsStringAsync()).RootElement.GetProperty("detail").GetString()!;
+            Assert.Equal(4, detail.Split('\n').Length);
+        }
+        using (var response = await _http.GetAsync("http://127.0.0.1:7091/"))
+        {
+            Assert.Contains(response.Headers.GetValues("X-Backend").Single(), new[] { "a", "c" });
+        }
+
+        // 3. SIGHUP reads the files again: the mistakes mended, the node says what changed (nothing).
+        File.WriteAllText(reloadable, """
+            balancer.pools.api {
+              health-check.kind = none
+              backends { a = "127.0.0.1:9001", c = "127.0.0.1:9003" }
+            }
+            balancer.pools.app.algorithm = least-connections
+            balancer.frontends.extra-new { bind = "127.0.0.1:7091", reuse-port = on, pool = api }
+            """);
+        await Task.Delay(ConfigurationReloadSettle);
+        Balancer.Node.Posix.Signal(nodes[0].Pid, 1);
+        await WaitUntilAsync(() => nodes[0].Output.Contains("configuration (SIGHUP): nothing changed"), TimeSpan.FromSeconds(10), "SIGHUP reloaded");
+
+        await AssertHeldConnectionsAnswerAsync();
+        stop.Cancel();
+        await Task.WhenAll(load);
+        Assert.True(failures.Count == 0, $"{failures.Count} of {served + failures.Count} requests failed: {string.Join("; ", failures.Take(5))}");
+        Assert.Equal(connectsBefore, Volatile.Read(ref connects));
+        held.ForEach(s => s.Dispose());
+        Console.WriteLine($"reload under load: {served} keep-alive requests, 0 failed, {connectsBefore} connections opened before the reloads and none after; 3 held TCP connections answered throughout");
+    }
+
+    private static readonly TimeSpan ConfigurationReloadSettle = TimeSpan.FromSeconds(1);
+
+    [Fact]
     public async Task Alerts_OnePostPerIncident_AndStillOneAfterKillOfTheNodeThatSendsThem()
     {
         await using var receiver = await WebhookReceiver.StartAsync();

@@ -92,9 +92,15 @@ internal sealed class HttpFrontendServer : IFrontendServer
             }
         });
         _app = builder.Build();
-        var proxy = new HttpProxy(settings, RouteTable.Build(settings, pools, pool), counters, _app.Services.GetRequiredService<IHttpForwarder>());
-        _app.Run(proxy.ForwardAsync);
+        _proxy = new HttpProxy(settings, RouteTable.Build(settings, pools, pool), counters, _app.Services.GetRequiredService<IHttpForwarder>());
+        _app.Run(_proxy.ForwardAsync);
     }
+
+    private readonly HttpProxy _proxy;
+
+    /// <inheritdoc />
+    public void Reconfigure(FrontendSettings settings, PoolRegistry pools) =>
+        _proxy.Reconfigure(settings, RouteTable.Build(settings, pools, pools.Find(settings.Pool) ?? throw new InvalidOperationException($"frontend {settings.Name}: pool {settings.Pool} is not registered")));
 
     public IReadOnlyList<IPEndPoint> BoundEndPoints => _bound;
 

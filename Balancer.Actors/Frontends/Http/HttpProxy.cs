@@ -24,22 +24,27 @@ internal sealed class HttpProxy
     private readonly string? _hsts;
     private readonly string _frontend;
     private readonly bool _cleartext;
-    private readonly TimeSpan _tunnelIdleTimeout;
+    private volatile Routing _routing;
+
+    /// <summary>What a reload may change for the next request without touching the listeners; swapped whole.</summary>
+    private sealed record Routing(RouteTable Routes, TimeSpan TunnelIdleTimeout);
     private RequestConfigCache _requestConfigs = new(new Dictionary<(TimeSpan, Version), ForwarderRequestConfig>());
 
     public HttpProxy(FrontendSettings frontend, RouteTable routes, FrontendCounters counters, IHttpForwarder forwarder)
     {
         _counters = counters;
-        Routes = routes;
+        _routing = new Routing(routes, frontend.TunnelIdleTimeout);
         _frontend = frontend.Name;
         _cleartext = frontend.Tls is null;
-        _tunnelIdleTimeout = frontend.TunnelIdleTimeout;
         _hsts = frontend.Tls?.Hsts is { } maxAge ? $"max-age={(long)maxAge.TotalSeconds}" : null;
         _forwarder = forwarder;
     }
 
     /// <summary>The routes requests are matched against.</summary>
-    public RouteTable Routes { get; }
+    public RouteTable Routes => _routing.Routes;
+
+    /// <summary>A reload: the next requests go by <paramref name="routes"/> and the frontend's new tunnel timeout; those in flight finish as they began.</summary>
+    public void Reconfigure(FrontendSettings frontend, RouteTable routes) => _routing = new Routing(routes, frontend.TunnelIdleTimeout);
 
     public async Task ForwardAsync(HttpContext context)
     {
@@ -57,7 +62,8 @@ internal sealed class HttpProxy
             _counters.Close();
             return;
         }
-        var route = Routes.Match(context.Request);
+        var routing = _routing;
+        var route = routing.Routes.Match(context.Request);
         var tunnel = IsUpgrade(context);
         using var activity = Telemetry.BalancerTracing.StartRequest(context, _frontend, route.Pool.Name);
         if (tunnel)
@@ -66,7 +72,7 @@ internal sealed class HttpProxy
         }
         try
         {
-            await ForwardCountedAsync(context, activity, route, tunnel);
+            await ForwardCountedAsync(context, activity, route, tunnel ? routing.TunnelIdleTimeout : null);
         }
         finally
         {
@@ -113,7 +119,7 @@ internal sealed class HttpProxy
         return false;
     }
 
-    private async Task ForwardCountedAsync(HttpContext context, System.Diagnostics.Activity? activity, Route route, bool tunnel)
+    private async Task ForwardCountedAsync(HttpContext context, System.Diagnostics.Activity? activity, Route route, TimeSpan? tunnelIdleTimeout)
     {
         if (_hsts is not null)
         {
@@ -123,7 +129,8 @@ internal sealed class HttpProxy
         var selection = await BackendSelection.StartAsync(pool, new RoutingRequest(context.Connection.RemoteIpAddress, context));
         var snapshot = selection.Snapshot;
         var settings = snapshot.Settings;
-        var requestConfig = RequestConfigFor(tunnel ? _tunnelIdleTimeout : route.RequestTimeout ?? settings.RequestTimeout, pool.Transport);
+        var tunnel = tunnelIdleTimeout is not null;
+        var requestConfig = RequestConfigFor(tunnelIdleTimeout ?? route.RequestTimeout ?? settings.RequestTimeout, pool.Transport);
         var retry = settings.Retry;
         var resendable = !tunnel && retry.Methods.Contains(context.Request.Method) && !HasBody(context);
         if (resendable)

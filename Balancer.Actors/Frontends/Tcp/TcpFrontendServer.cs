@@ -13,7 +13,11 @@ namespace Balancer.Frontends.Tcp;
 internal sealed class TcpFrontendServer : IFrontendServer
 {
     private readonly FrontendSettings _settings;
-    private readonly PoolHandle _pool;
+    // Swapped whole by a reload; each connection reads it once, when accepted.
+    private volatile Routing _routing;
+
+    /// <summary>Where a connection goes: the frontend's pool, or the pool its TLS server name selects.</summary>
+    private sealed record Routing(PoolHandle Pool, Func<string?, PoolHandle?>? SniRoutes);
     private readonly ILoggingAdapter _log;
     private readonly List<Socket> _listeners = new();
     private readonly List<Task> _acceptLoops = new();
@@ -22,23 +26,30 @@ internal sealed class TcpFrontendServer : IFrontendServer
     private readonly FrontendCounters _counters;
     private readonly ClientConnectionLimit _perClient;
 
-    private readonly Func<string?, PoolHandle?>? _sniRoutes;
-
     public TcpFrontendServer(FrontendSettings settings, PoolHandle pool, FrontendCounters counters, ILoggingAdapter log, PoolRegistry? pools = null)
     {
-        if (settings.SniRoutes.Length > 0 && pools is not null)
-        {
-            var routes = settings.SniRoutes;
-            _sniRoutes = serverName => serverName is null
-                ? null
-                : routes.FirstOrDefault(r => HostNames.Matches(r.ServerName, serverName)) is { } route ? pools.Find(route.Pool) : null;
-        }
         _counters = counters;
         _perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
         _settings = settings;
-        _pool = pool;
+        _routing = RoutingOf(settings, pool, pools);
         _log = log;
     }
+
+    private static Routing RoutingOf(FrontendSettings settings, PoolHandle pool, PoolRegistry? pools)
+    {
+        if (settings.SniRoutes.Length == 0 || pools is null)
+        {
+            return new Routing(pool, null);
+        }
+        var routes = settings.SniRoutes;
+        return new Routing(pool, serverName => serverName is null
+            ? null
+            : routes.FirstOrDefault(r => HostNames.Matches(r.ServerName, serverName)) is { } route ? pools.Find(route.Pool) : null);
+    }
+
+    /// <inheritdoc />
+    public void Reconfigure(FrontendSettings settings, PoolRegistry pools) =>
+        _routing = RoutingOf(settings, pools.Find(settings.Pool) ?? throw new InvalidOperationException($"frontend {settings.Name}: pool {settings.Pool} is not registered"), pools);
 
     public IReadOnlyList<IPEndPoint> BoundEndPoints => _listeners.Select(l => (IPEndPoint)l.LocalEndPoint!).ToList();
 
@@ -141,7 +152,8 @@ internal sealed class TcpFrontendServer : IFrontendServer
     {
         using var releaseOnEnd = admitted;
         var remote = client.RemoteEndPoint;
-        var connection = new TcpConnection(client, _pool, _settings.IdleTimeout, _log, _settings.Name, _sniRoutes, _settings.RequestHeadersTimeout);
+        var routing = _routing;
+        var connection = new TcpConnection(client, routing.Pool, _settings.IdleTimeout, _log, _settings.Name, routing.SniRoutes, _settings.RequestHeadersTimeout);
         // Stopping the frontend closes connections still open after the grace period.
         await using var closeOnStop = _closing.Token.Register(static c => ((TcpConnection)c!).Close(), connection);
         try
