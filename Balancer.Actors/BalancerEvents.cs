@@ -46,3 +46,13 @@ public sealed record ConfigurationApplied(string Source, ConfigurationChange Cha
 /// <param name="Source">What brought it.</param>
 /// <param name="Problems">One line per problem.</param>
 public sealed record ConfigurationRefused(string Source, IReadOnlyList<string> Problems);
+
+/// <summary>
+/// Published on the EventStream when a member has run other pools than most members for a while
+/// (<paramref name="Drifting"/>), and when it runs the same again.
+/// </summary>
+/// <param name="Member">The member's address.</param>
+/// <param name="Drifting">True when the drift began, false when it ended.</param>
+/// <param name="Fingerprint">The fingerprint of the pools it runs.</param>
+/// <param name="Version">The cluster configuration version it applied (0: its files alone).</param>
+public sealed record ConfigurationDriftChanged(string Member, bool Drifting, string Fingerprint, long Version);

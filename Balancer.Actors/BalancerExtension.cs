@@ -14,7 +14,7 @@ namespace Balancer;
 /// every pool's snapshot handle and starts the actor tree under the system guardian.
 /// <code>var balancer = BalancerExtension.Get(system);</code>
 /// </summary>
-public sealed class BalancerExtension : IExtension
+public sealed partial class BalancerExtension : IExtension
 {
     private readonly TaskCompletionSource _frontendsStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ConcurrentDictionary<string, IReadOnlyList<IPEndPoint>> _frontendEndPoints = new();
@@ -72,7 +72,7 @@ public sealed class BalancerExtension : IExtension
             Akka.Event.Logging.GetLogger(system, "balancer").Warning(
                 "pool {0}: tls.verify = off: the backends' certificates are not checked, so TLS to them keeps out no one who can intercept the traffic", pool.Name);
         }
-        Membership = new Membership.ClusterMembership(system, Settings.Node.Mode, Settings.Node.Role);
+        Membership = new Membership.ClusterMembership(system, Settings.Node.Mode, Settings.Node.Role, ConfigurationStatus);
         RecentLog = Telemetry.RecentLog.Record(system);
         Metrics = new Telemetry.BalancerMetrics(Pools, () => DataPlane.FrontendCounters.Values, Membership, () => DataPlane.Incarnation);
         var otlp = Telemetry.OtlpExport.Start(Settings.Telemetry, system.Provider.DefaultAddress.ToString());
@@ -153,107 +153,6 @@ public sealed class BalancerExtension : IExtension
             return Akka.Done.Instance;
         });
         return started;
-    }
-
-    private readonly SemaphoreSlim _applying = new(1, 1);
-
-    /// <summary>
-    /// Applies <paramref name="next"/> in place of the running configuration, or refuses it whole.
-    /// Pools are rebuilt with a snapshot swap; frontends are added, removed, or opened again only
-    /// when their listeners change (any other change applies to their next request or connection);
-    /// probes start again only for backends whose check changed. Requests and connections in flight
-    /// are never cut. Refused, with one line per problem, when an address a new frontend needs
-    /// cannot be bound; <paramref name="source"/> names what asked (for the log and the event feed).
-    /// </summary>
-    /// <exception cref="Configuration.BalancerConfigException">The configuration was refused; the running one stays.</exception>
-    public async Task<Configuration.ConfigurationChange> ApplyAsync(BalancerSettings next, string source)
-    {
-        await _applying.WaitAsync();
-        try
-        {
-            var running = Settings;
-            var change = Configuration.ConfigurationChange.Between(running, next);
-            var problems = new List<Configuration.ConfigProblem>();
-            if (next.Node.StartFrontends && next.Node.Mode == Configuration.NodeMode.ActiveActive)
-            {
-                foreach (var frontend in change.FrontendsAdded.Concat(change.FrontendsChanged.Where(c => !c.InPlace).Select(c => c.Settings)))
-                {
-                    var before = running.Frontends.FirstOrDefault(f => f.Name == frontend.Name);
-                    foreach (var address in frontend.Bind)
-                    {
-                        // Addresses this node holds now are handed over, not bound anew.
-                        if (running.Frontends.Any(f => f.Bind.Contains(address)) || before?.Bind.Contains(address) == true)
-                        {
-                            continue;
-                        }
-                        var key = $"balancer.frontends.{frontend.Name}.bind";
-                        if (ListenerCheck.Problem(key, ListenSockets.Resolve(address), frontend.ReusePort) is { } problem)
-                        {
-                            problems.Add(new Configuration.ConfigProblem(key, problem[(key.Length + 2)..]));
-                        }
-                    }
-                }
-            }
-            if (problems.Count > 0)
-            {
-                Refused(source, problems.Select(p => p.ToString()).ToList());
-                throw new Configuration.BalancerConfigException(problems);
-            }
-            change = await Guardian.Ask<Configuration.ConfigurationChange>(new BalancerGuardian.ApplyConfiguration(next, source), TimeSpan.FromSeconds(10));
-            var log = Logging.GetLogger(_system, "balancer.config");
-            foreach (var line in change.Describe())
-            {
-                log.Info("configuration ({0}): {1}", source, line);
-            }
-            if (change.IsEmpty && change.NeedRestart.IsEmpty)
-            {
-                log.Info("configuration ({0}): nothing changed", source);
-            }
-            return change;
-        }
-        finally
-        {
-            _applying.Release();
-        }
-    }
-
-    private Func<ConfigurationReading>? _readConfiguration;
-
-    /// <summary>
-    /// How this node reads its configuration again (<c>balancer run</c>: its files and <c>--set</c>s),
-    /// for <see cref="ReloadAsync"/>; an embedding host that can reload gives its own.
-    /// </summary>
-    public void ReadConfigurationWith(Func<ConfigurationReading> read) => _readConfiguration = read;
-
-    /// <summary>
-    /// Reads the node's configuration again and applies it (<see cref="ApplyAsync"/>); SIGHUP, a
-    /// change of a configuration file and <c>ctl config reload</c> come here.
-    /// </summary>
-    /// <exception cref="Configuration.BalancerConfigException">Refused (every problem listed); the running configuration stays.</exception>
-    /// <exception cref="InvalidOperationException">Nothing was given to read it from (<see cref="ReadConfigurationWith"/>).</exception>
-    public Task<Configuration.ConfigurationChange> ReloadAsync(string source)
-    {
-        var read = _readConfiguration ?? throw new InvalidOperationException("this node was given no configuration to read again (an embedding host calls ApplyAsync)");
-        var reading = read();
-        if (reading.Settings is null || reading.Problems.Count > 0)
-        {
-            Refused(source, reading.Problems);
-            return Task.FromException<Configuration.ConfigurationChange>(new Configuration.BalancerConfigException(
-                reading.Problems.Select(Configuration.ConfigProblem.Parse).ToList()));
-        }
-        return ApplyAsync(reading.Settings, source);
-    }
-
-    /// <summary>Says that a configuration from <paramref name="source"/> was refused (the log, the event feed, alerts).</summary>
-    public void Refused(string source, IReadOnlyList<string> problems)
-    {
-        var log = Logging.GetLogger(_system, "balancer.config");
-        foreach (var problem in problems)
-        {
-            log.Error("configuration ({0}) refused: {1}", source, problem);
-        }
-        log.Error("configuration ({0}) refused: {1} problem(s); the running configuration stays", source, problems.Count);
-        _system.EventStream.Publish(new ConfigurationRefused(source, problems));
     }
 
     /// <summary>The extension of <paramref name="system"/>, started on first use.</summary>
@@ -340,6 +239,3 @@ public sealed class BalancerExtensionProvider : ExtensionIdProvider<BalancerExte
     /// <inheritdoc />
     public override BalancerExtension CreateExtension(ExtendedActorSystem system) => new(system);
 }
-
-/// <summary>A configuration read again: the settings, or every problem that kept them from being read (one line each).</summary>
-public sealed record ConfigurationReading(BalancerSettings? Settings, IReadOnlyList<string> Problems);

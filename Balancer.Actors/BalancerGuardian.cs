@@ -48,15 +48,38 @@ internal sealed class BalancerGuardian : ReceiveActor
             Context.ActorOf(Membership.StallGuard.Props(Context.System.Settings.Config), "stall-guard");
         }
         Receive<Frontends.FrontendOwner.Drain>(drain => duty.Forward(drain));
+        var keeper = Context.ActorOf(Configuration.ClusterConfigurationKeeper.Props(BalancerExtension.Get(Context.System), settings.Node.Role, settings.Node.WriteTimeout), "cluster-config");
+        Receive<Configuration.ClusterConfigurationKeeper.Publish>(publish => keeper.Forward(publish));
         var running = settings;
         var keyKeeperStarted = settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None);
         Receive<ApplyConfiguration>(apply =>
         {
-            var next = apply.Settings;
-            var change = Configuration.ConfigurationChange.Between(running, next);
-            foreach (var pool in change.PoolsAdded)
+            // What takes effect only at the next start (node, alerts, telemetry) is reported, not applied.
+            var next = apply.Settings with { Node = running.Node, Alerts = running.Alerts, Telemetry = running.Telemetry };
+            var change = Configuration.ConfigurationChange.Between(running, apply.Settings);
+            // Everything that can fail (certificate files read again) before anything changes.
+            var added = new List<PoolHandle>();
+            var reconnects = new List<Action>();
+            try
             {
-                var handle = new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new Routing.LoadBalancing.AlgorithmState()));
+                foreach (var pool in change.PoolsAdded)
+                {
+                    added.Add(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new Routing.LoadBalancing.AlgorithmState())));
+                }
+                foreach (var changed in change.PoolsChanged.Where(c => c.TransportChanged))
+                {
+                    reconnects.Add(registry.Find(changed.Settings.Name)!.PrepareReconnect(changed.Settings));
+                }
+            }
+            catch (Exception e)
+            {
+                added.ForEach(h => h.Dispose());
+                Sender.Tell(new Status.Failure(new InvalidOperationException(e.GetBaseException().Message, e)));
+                return;
+            }
+            foreach (var handle in added)
+            {
+                var pool = handle.Snapshot.Settings;
                 registry.Set(handle);
                 pools.Tell(new ChildrenSupervisor.StartChild(PoolRouter.Props(pool, handle, writeTimeout: settings.Node.WriteTimeout, role: settings.Node.Role), pool.Name));
                 if (pool.Affinity.Mode != Configuration.AffinityMode.None)
@@ -64,15 +87,13 @@ internal sealed class BalancerGuardian : ReceiveActor
                     affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, handle, affinityKey, settings.Node), pool.Name));
                 }
             }
+            reconnects.ForEach(reconnect => reconnect());
             foreach (var changed in change.PoolsChanged)
             {
                 var pool = changed.Settings;
                 var handle = registry.Find(pool.Name)!;
-                if (changed.TransportChanged)
-                {
-                    handle.Reconnect(pool);
-                }
-                handle.Router.Tell(new PoolRouter.Reconfigure(pool));
+                // Through the supervisor: the router of a pool added by the last reload may not have published itself yet.
+                pools.Tell(new ChildrenSupervisor.ForwardTo(pool.Name, new PoolRouter.Reconfigure(pool)));
                 if (changed.AffinityChanged)
                 {
                     // A store (and its table) made with the old affinity settings goes; the new one
@@ -95,7 +116,7 @@ internal sealed class BalancerGuardian : ReceiveActor
             {
                 dataPlane.FrontendCounters.TryAdd(frontend.Name, new FrontendCounters(frontend.Name));
             }
-            duty.Tell(new Frontends.FrontendOwner.Reconfigure(next, change));
+            var frontendsDone = duty.Ask<Akka.Done>(new Frontends.FrontendOwner.Reconfigure(running, next, change), TimeSpan.FromSeconds(8));
             foreach (var name in change.PoolsRemoved)
             {
                 // Requests in flight keep the handle they began with; new ones no longer find it.
@@ -106,7 +127,8 @@ internal sealed class BalancerGuardian : ReceiveActor
             running = next;
             dataPlane.Reconfigured(next);
             Context.System.EventStream.Publish(new ConfigurationApplied(apply.Source, change));
-            Sender.Tell(change);
+            // Answered once the frontends changed in place route by the new settings.
+            frontendsDone.ContinueWith(_ => change, TaskScheduler.Default).PipeTo(Sender);
         });
     }
 
@@ -125,53 +147,58 @@ internal sealed class BalancerGuardian : ReceiveActor
     {
         public sealed record StartChild(Props Props, string Name);
 
-        /// <summary>Forward <paramref name="Message"/> to every child, keeping the sender.</summary>
+        /// <summary>Forward <paramref name="Message"/> to every child (those being retired too), keeping the sender; a <see cref="Frontends.FrontendOwner.Drain"/> cancels the successors still waiting.</summary>
         public sealed record Broadcast(object Message);
 
-        /// <summary>Forward <paramref name="Message"/> to the child named <paramref name="Name"/>, if there is one.</summary>
+        /// <summary>Forward <paramref name="Message"/> to the current child named <paramref name="Name"/>; with none, answer <see cref="Akka.Done"/>.</summary>
         public sealed record ForwardTo(string Name, object Message);
 
         /// <summary>
-        /// Send the child named <paramref name="Name"/> <paramref name="Drain"/> (null: stop it at once), stop it once it
-        /// answers <see cref="Frontends.FrontendOwner.Drained"/>, then start <paramref name="Then"/> (its successor under the same name), if given.
+        /// Send the child named <paramref name="Name"/> <paramref name="Drain"/> (null: stop it at once)
+        /// and stop it once it answers <see cref="Frontends.FrontendOwner.Drained"/>. Its successor
+        /// <paramref name="Then"/>, if given, takes the name once the old child no longer listens
+        /// (<see cref="Frontends.FrontendActor.Unbound"/>), or at once when <paramref name="Overlap"/>
+        /// (both listen with SO_REUSEPORT, so the new listener can open before the old one closes).
         /// </summary>
-        public sealed record Retire(string Name, object? Drain, StartChild? Then);
+        public sealed record Retire(string Name, object? Drain, StartChild? Then, bool Overlap = false);
 
-        // Children on their way out, and who takes their name after them.
+        /// <summary>The children each name stands for now (a successor may run beside its predecessor).</summary>
+        private readonly Dictionary<string, IActorRef> _current = new(StringComparer.Ordinal);
+
+        // Children on their way out, and the successor waiting for each to stop listening.
         private readonly Dictionary<IActorRef, StartChild?> _retiring = new();
+        private int _generation;
 
         public ChildrenSupervisor()
         {
-            Receive<StartChild>(start =>
-            {
-                // The name is still taken by a child being retired: start once it has gone.
-                if (_retiring.Keys.FirstOrDefault(c => c.Path.Name == start.Name) is { } leaving)
-                {
-                    _retiring[leaving] = start;
-                    return;
-                }
-                Context.ActorOf(start.Props, start.Name);
-            });
+            Receive<StartChild>(Start);
             Receive<ForwardTo>(forward =>
             {
-                if (Context.Child(forward.Name) is { } child && !child.IsNobody())
+                if (_current.TryGetValue(forward.Name, out var child))
                 {
                     child.Forward(forward.Message);
+                }
+                else
+                {
+                    // Nobody to tell: whoever waits for an answer is not kept waiting.
+                    Sender.Tell(Akka.Done.Instance);
                 }
             });
             Receive<Retire>(retire =>
             {
-                var child = Context.Child(retire.Name);
-                if (child.IsNobody() || _retiring.ContainsKey(child))
+                if (!_current.Remove(retire.Name, out var child))
                 {
                     if (retire.Then is { } then)
                     {
-                        Self.Tell(then);
+                        Start(then);
                     }
                     return;
                 }
-                _retiring[child] = retire.Then;
-                Context.Watch(child);
+                _retiring[child] = retire.Overlap ? null : retire.Then;
+                if (retire.Overlap && retire.Then is { } successor)
+                {
+                    Start(successor);
+                }
                 if (retire.Drain is null)
                 {
                     Context.Stop(child);
@@ -181,27 +208,63 @@ internal sealed class BalancerGuardian : ReceiveActor
                     child.Tell(retire.Drain);
                 }
             });
+            Receive<Frontends.FrontendActor.Unbound>(_ => StartSuccessorOf(Sender));
             Receive<Frontends.FrontendOwner.Drained>(_ =>
             {
                 if (_retiring.ContainsKey(Sender))
                 {
+                    StartSuccessorOf(Sender);
                     Context.Stop(Sender);
                 }
             });
             Receive<Terminated>(terminated =>
             {
-                if (_retiring.Remove(terminated.ActorRef, out var then) && then is not null)
+                StartSuccessorOf(terminated.ActorRef);
+                _retiring.Remove(terminated.ActorRef);
+                foreach (var (name, child) in _current.Where(c => c.Value.Equals(terminated.ActorRef)).ToList())
                 {
-                    Context.ActorOf(then.Props, then.Name);
+                    _current.Remove(name);
                 }
             });
             Receive<Broadcast>(broadcast =>
             {
-                foreach (var child in Context.GetChildren())
+                if (broadcast.Message is Frontends.FrontendOwner.Drain)
+                {
+                    // Everything closes: no successor opens any more.
+                    foreach (var leaving in _retiring.Keys.ToList())
+                    {
+                        _retiring[leaving] = null;
+                    }
+                }
+                var children = Context.GetChildren().ToList();
+                Sender.Tell(new BroadcastTo(children.Count));
+                foreach (var child in children)
                 {
                     child.Forward(broadcast.Message);
                 }
             });
         }
+
+        private void Start(StartChild start)
+        {
+            // The first child of a name takes it as its actor name; a successor, beside its predecessor, another.
+            var child = Context.Child(start.Name).IsNobody() && !_current.ContainsKey(start.Name)
+                ? Context.ActorOf(start.Props, start.Name)
+                : Context.ActorOf(start.Props, $"{start.Name}~{++_generation}");
+            Context.Watch(child);
+            _current[start.Name] = child;
+        }
+
+        private void StartSuccessorOf(IActorRef leaving)
+        {
+            if (_retiring.TryGetValue(leaving, out var then) && then is not null)
+            {
+                _retiring[leaving] = null;
+                Start(then);
+            }
+        }
     }
+
+    /// <summary>How many children a <see cref="ChildrenSupervisor.Broadcast"/> reached: as many answers to expect.</summary>
+    internal sealed record BroadcastTo(int Children);
 }

@@ -69,6 +69,9 @@ public sealed class DataPlane
 
     internal void Reconfigured(BalancerSettings settings) => Volatile.Write(ref _settings, settings);
 
+    /// <summary>The cluster's configuration applied last (null: none, the node's files alone).</summary>
+    internal Configuration.ClusterConfiguration? AppliedClusterConfiguration { get; set; }
+
     internal ConcurrentDictionary<string, FrontendCounters> FrontendCounters { get; } = new();
 
     /// <summary>True from the moment this incarnation was removed from its cluster until the next one starts.</summary>
@@ -140,6 +143,23 @@ public sealed class DataPlane
 
     /// <summary>The listeners of <paramref name="frontend"/> kept open by an earlier incarnation, for its frontend actor to adopt.</summary>
     internal IFrontendServer? Adopt(string frontend) => _serving.TryRemove(frontend, out var server) ? server : null;
+
+    /// <summary>Drains the listeners kept for frontends the running configuration no longer has (a reload removed them while no incarnation owned them).</summary>
+    internal void DrainRemoved(TimeSpan timeout)
+    {
+        var configured = Settings.Frontends.Select(f => f.Name).ToHashSet();
+        foreach (var name in _serving.Keys.Where(n => !configured.Contains(n)).ToArray())
+        {
+            if (Adopt(name) is { } server)
+            {
+                _ = Task.Run(async () =>
+                {
+                    await server.StopAsync(timeout).ConfigureAwait(false);
+                    await server.DisposeAsync().ConfigureAwait(false);
+                });
+            }
+        }
+    }
 
     /// <summary>Stops, as a drain does, the listeners nobody adopted (the node stops before its new incarnation opened them).</summary>
     internal Task DrainUnownedAsync(TimeSpan timeout) => Task.WhenAll(_serving.Keys.ToArray().Select(async name =>

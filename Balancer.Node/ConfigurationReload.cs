@@ -1,7 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using Balancer.Configuration;
-using Balancer.Node.Commands;
 
 namespace Balancer.Node;
 
@@ -21,6 +20,9 @@ internal sealed class ConfigurationReload : IDisposable
     private readonly PosixSignalRegistration _sighup;
     private readonly List<FileSystemWatcher> _watchers = new();
     private readonly Lock _gate = new();
+    // One reload at a time, so that an older reading is never applied after a newer one.
+    private readonly SemaphoreSlim _reloading = new(1, 1);
+    private readonly bool _watch;
     private readonly Timer _settle;
     private BalancerExtension? _balancer;
     private string _contents;
@@ -31,6 +33,7 @@ internal sealed class ConfigurationReload : IDisposable
         _files = files;
         _sets = sets;
         _error = error;
+        _watch = watch;
         _contents = Contents();
         _settle = new Timer(_ => Reload("file change", onlyWhenChanged: true));
         _sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
@@ -44,6 +47,8 @@ internal sealed class ConfigurationReload : IDisposable
         }
     }
 
+    private void Report(string what) => _error.WriteLine($"balancer: {what}");
+
     /// <summary>The incarnation to reload from now on.</summary>
     public void Serve(BalancerExtension balancer)
     {
@@ -51,13 +56,17 @@ internal sealed class ConfigurationReload : IDisposable
         balancer.ReadConfigurationWith(Read);
     }
 
-    /// <summary>The node's files and <c>--set</c>s read again and validated, as at start.</summary>
+    /// <summary>The node's files and <c>--set</c>s read again, as at start (the node validates what it makes of them).</summary>
     public ConfigurationReading Read()
     {
-        var problems = CheckConfigCommand.Validate(_files, _sets);
-        return problems.Count > 0
-            ? new ConfigurationReading(null, problems)
-            : new ConfigurationReading(BalancerSettings.Create(NodeConfig.Load(_files, _sets)), []);
+        try
+        {
+            return new ConfigurationReading(NodeConfig.Load(_files, _sets), []);
+        }
+        catch (ConfigLoadException e)
+        {
+            return new ConfigurationReading(null, [e.Message]);
+        }
     }
 
     private void Reload(string source, bool onlyWhenChanged)
@@ -66,19 +75,24 @@ internal sealed class ConfigurationReload : IDisposable
         {
             return;
         }
-        lock (_gate)
-        {
-            var contents = Contents();
-            // A save that changed nothing (or a touch) is not a reload.
-            if (onlyWhenChanged && contents == _contents)
-            {
-                return;
-            }
-            _contents = contents;
-            Watch();
-        }
+        _reloading.Wait();
         try
         {
+            lock (_gate)
+            {
+                var contents = Contents();
+                // A save that changed nothing (or a touch) is not a reload.
+                if (onlyWhenChanged && contents == _contents)
+                {
+                    return;
+                }
+                _contents = contents;
+                if (_watch)
+                {
+                    // The files read may have changed (an include added or removed).
+                    Watch();
+                }
+            }
             balancer.ReloadAsync(source).GetAwaiter().GetResult();
         }
         catch (BalancerConfigException)
@@ -87,12 +101,31 @@ internal sealed class ConfigurationReload : IDisposable
         }
         catch (Exception e)
         {
-            _error.WriteLine($"balancer: configuration ({source}) not applied: {e.GetBaseException().Message}");
+            // Not applied (the incarnation was ending, say): the next change or SIGHUP tries again.
+            _contents = "";
+            Report($"configuration ({source}) not applied: {e.GetBaseException().Message}");
+        }
+        finally
+        {
+            _reloading.Release();
         }
     }
 
     /// <summary>Watches the directories of every file the configuration reads (includes may have changed).</summary>
     private void Watch()
+    {
+        try
+        {
+            WatchFiles();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            // inotify's limits reached, a directory gone: SIGHUP and ctl config reload still work.
+            Report($"cannot watch the configuration files ({e.Message}); reload with SIGHUP or `ctl config reload`");
+        }
+    }
+
+    private void WatchFiles()
     {
         foreach (var watcher in _watchers)
         {
@@ -134,9 +167,9 @@ internal sealed class ConfigurationReload : IDisposable
             {
                 hash.AppendData(File.ReadAllBytes(file));
             }
-            catch (IOException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                // Being written: the next event reads it whole.
+                // Being written, or not readable: the reload says what is wrong with it.
             }
         }
         return Convert.ToHexString(hash.GetHashAndReset());
@@ -145,7 +178,6 @@ internal sealed class ConfigurationReload : IDisposable
     public void Dispose()
     {
         _sighup.Dispose();
-        _settle.Dispose();
         lock (_gate)
         {
             foreach (var watcher in _watchers)
@@ -154,5 +186,7 @@ internal sealed class ConfigurationReload : IDisposable
             }
             _watchers.Clear();
         }
+        // After the watchers, so no late file event finds it gone.
+        _settle.Dispose();
     }
 }

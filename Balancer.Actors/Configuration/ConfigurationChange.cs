@@ -223,5 +223,6 @@ public static class SettingsComparer
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<Type, PropertyInfo[]> PropertiesByType = new();
 
     private static PropertyInfo[] Properties(Type type) => PropertiesByType.GetOrAdd(type, t =>
-        t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.GetIndexParameters().Length == 0).ToArray());
+        // What is configured: computed properties (UsesTls) follow from it and are no key of their own.
+        t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.GetIndexParameters().Length == 0 && (p.SetMethod is not null || !IsOurs(t))).ToArray());
 }

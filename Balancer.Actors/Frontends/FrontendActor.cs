@@ -35,6 +35,8 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
         _settings = settings;
         _pools = pools;
         _dataPlane = BalancerExtension.Get(Context.System).DataPlane;
+        // Restarted after a reload changed it in place: the settings it runs now, not those it was made with.
+        _settings = _dataPlane.Settings.Frontends.FirstOrDefault(f => f.Name == settings.Name) ?? settings;
         _counters = _dataPlane.FrontendCounters[settings.Name];
 
         Receive<Started>(started =>
@@ -49,9 +51,18 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
         Receive<Retry>(_ => Open());
         Receive<Reconfigure>(reconfigure =>
         {
-            _settings = reconfigure.Settings;
-            _server?.Reconfigure(reconfigure.Settings, _pools);
-            _log.Info("frontend {0}: reconfigured in place → pool {1}, {2} route(s)", _settings.Name, _settings.Pool, _settings.Routes.Length);
+            try
+            {
+                _server?.Reconfigure(reconfigure.Settings, _pools);
+                _settings = reconfigure.Settings;
+                _log.Info("frontend {0}: reconfigured in place → pool {1}, {2} route(s)", _settings.Name, _settings.Pool, _settings.Routes.Length);
+            }
+            catch (Exception e)
+            {
+                // A later reload already removed what this one named: the next reload sets it right.
+                _log.Error("frontend {0}: could not apply the new configuration in place: {1}", _settings.Name, e.Message);
+            }
+            Sender.Tell(Akka.Done.Instance);
         });
         Receive<FrontendOwner.Drain>(drain =>
         {
@@ -68,7 +79,9 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
             _log.Info("frontend {0}: no longer accepting; letting {1} open connection(s) finish (at most {2:0.#} s)", _settings.Name, _counters.Open, drain.Timeout.TotalSeconds);
             var name = _settings.Name;
             var log = _log;
-            server.StopAsync(drain.Timeout)
+            var parent = Context.Parent;
+            var self = Self;
+            server.StopAsync(drain.Timeout, () => parent.Tell(Unbound.Instance, self))
                 .ContinueWith(_ => server.DisposeAsync().AsTask(), TaskScheduler.Default).Unwrap()
                 .ContinueWith(_ =>
                 {
@@ -114,6 +127,15 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
         // Listeners an earlier incarnation of this node kept serving: taken over as they are, never bound twice.
         if (_dataPlane.Adopt(_settings.Name) is { } serving)
         {
+            // A reload may have come while no incarnation owned them: its routes and pool apply from now on.
+            try
+            {
+                serving.Reconfigure(_settings, _pools);
+            }
+            catch (Exception e)
+            {
+                _log.Error("frontend {0}: could not apply the running configuration to the listeners taken over: {1}", _settings.Name, e.Message);
+            }
             _server = serving;
             _log.Info("frontend {0}: taking over the listeners that kept serving while this node rejoined", _settings.Name);
             Self.Tell(new Started(serving.BoundEndPoints));
@@ -173,6 +195,13 @@ internal sealed class FrontendActor : ReceiveActor, IWithTimers
 
     /// <summary>A reload changed only what applies per request or connection: the listeners stay.</summary>
     internal sealed record Reconfigure(FrontendSettings Settings);
+
+    /// <summary>Told to the parent while draining, once the listeners are closed: their addresses are free for a successor.</summary>
+    internal sealed class Unbound
+    {
+        public static readonly Unbound Instance = new();
+        private Unbound() { }
+    }
 
     private sealed class Retry
     {

@@ -42,8 +42,7 @@ internal sealed class FrontendOwner : ReceiveActor
                 return;
             }
             var replyTo = Sender;
-            var count = _settings.Frontends.Length;
-            var collector = Context.ActorOf(Akka.Actor.Props.Create(() => new DrainCollector(count, replyTo, drain.Timeout + TimeSpan.FromSeconds(2))));
+            var collector = Context.ActorOf(Akka.Actor.Props.Create(() => new DrainCollector(replyTo, drain.Timeout + TimeSpan.FromSeconds(2))));
             _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Broadcast(drain), collector);
         });
         Receive<Close>(_ =>
@@ -56,34 +55,53 @@ internal sealed class FrontendOwner : ReceiveActor
             _closing = true;
             // Each frontend stops accepting and lets what is in flight finish, off the actor
             // threads; the generation stops once every one has (or its time is up).
-            var collector = Context.ActorOf(Akka.Actor.Props.Create(() => new DrainCollector(_settings.Frontends.Length, Self, CloseGrace + TimeSpan.FromSeconds(2))));
+            var collector = Context.ActorOf(Akka.Actor.Props.Create(() => new DrainCollector(Self, CloseGrace + TimeSpan.FromSeconds(2))));
             _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Broadcast(new Drain(CloseGrace)), collector);
         });
         Receive<Reconfigure>(reconfigure =>
         {
             _settings = reconfigure.Settings;
-            // Closed (a standby, or not open yet): the next Open opens the new set as it is.
-            if (_frontends is not null && !_closing)
+            var inPlace = new List<Task>();
+            // Closed (a standby, or not open yet): the next Open opens the new set as it is;
+            // stopping (drained): nothing opens again.
+            if (_frontends is not null && !_closing && !_drained)
             {
                 var change = reconfigure.Change;
+                var added = change.FrontendsAdded.ToList();
                 foreach (var name in change.FrontendsRemoved)
                 {
-                    _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Retire(name, new Drain(_settings.Node.DrainTimeout), null));
+                    // A frontend added on an address a removed one holds (a rename) opens once that one stops listening.
+                    var removed = reconfigure.Running.Frontends.FirstOrDefault(f => f.Name == name);
+                    var heir = removed is null ? null : added.FirstOrDefault(a => a.Bind.Intersect(removed.Bind).Any());
+                    if (heir is not null)
+                    {
+                        added.Remove(heir);
+                    }
+                    _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Retire(name, new Drain(_settings.Node.DrainTimeout),
+                        heir is null ? null : new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(heir, _pools), heir.Name)));
                 }
                 foreach (var changed in change.FrontendsChanged)
                 {
-                    _frontends.Tell(changed.InPlace
-                        ? new BalancerGuardian.ChildrenSupervisor.ForwardTo(changed.Settings.Name, new FrontendActor.Reconfigure(changed.Settings))
-                        // Its listeners change: the old ones let what is in flight finish, then the new ones open.
-                        : new BalancerGuardian.ChildrenSupervisor.Retire(changed.Settings.Name, new Drain(_settings.Node.DrainTimeout),
-                            new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(changed.Settings, _pools), changed.Settings.Name)));
+                    if (changed.InPlace)
+                    {
+                        // Answered once the frontend routes by the new settings, so a reload is done when it says so.
+                        inPlace.Add(_frontends.Ask<Akka.Done>(new BalancerGuardian.ChildrenSupervisor.ForwardTo(changed.Settings.Name, new FrontendActor.Reconfigure(changed.Settings)), TimeSpan.FromSeconds(5)));
+                        continue;
+                    }
+                    // Its listeners change: the new ones open as soon as the old ones stop listening
+                    // (at once when both share their addresses by SO_REUSEPORT), while what is in
+                    // flight on the old ones finishes.
+                    var before = reconfigure.Running.Frontends.FirstOrDefault(f => f.Name == changed.Settings.Name);
+                    var overlap = before is { ReusePort: true } && changed.Settings.ReusePort && before.Bind.SequenceEqual(changed.Settings.Bind);
+                    _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.Retire(changed.Settings.Name, new Drain(_settings.Node.DrainTimeout),
+                        new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(changed.Settings, _pools), changed.Settings.Name), overlap));
                 }
-                foreach (var added in change.FrontendsAdded)
+                foreach (var frontend in added)
                 {
-                    _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(added, _pools), added.Name));
+                    _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(frontend, _pools), frontend.Name));
                 }
             }
-            Sender.Tell(Akka.Done.Instance);
+            Task.WhenAll(inPlace).ContinueWith(_ => Akka.Done.Instance, TaskScheduler.Default).PipeTo(Sender);
         });
         Receive<Drained>(_ =>
         {
@@ -119,6 +137,7 @@ internal sealed class FrontendOwner : ReceiveActor
         {
             _frontends.Tell(new BalancerGuardian.ChildrenSupervisor.StartChild(FrontendActor.Props(frontend, _pools), frontend.Name));
         }
+        BalancerExtension.Get(Context.System).DataPlane.DrainRemoved(_settings.Node.DrainTimeout);
     }
 
     /// <summary>Open every configured frontend (once the previous generation is closed).</summary>
@@ -136,7 +155,7 @@ internal sealed class FrontendOwner : ReceiveActor
     public sealed record Drain(TimeSpan Timeout);
 
     /// <summary>A reload: frontends added, removed, opened again or changed in place as <paramref name="Change"/> says; answered with <see cref="Akka.Done"/>.</summary>
-    public sealed record Reconfigure(BalancerSettings Settings, Configuration.ConfigurationChange Change);
+    public sealed record Reconfigure(BalancerSettings Running, BalancerSettings Settings, Configuration.ConfigurationChange Change);
 
     /// <summary>Every frontend is closed.</summary>
     public sealed class Drained
@@ -148,10 +167,20 @@ internal sealed class FrontendOwner : ReceiveActor
     /// <summary>Answers <see cref="Drained"/> once every frontend has, or when its time is up.</summary>
     private sealed class DrainCollector : ReceiveActor
     {
-        public DrainCollector(int expected, IActorRef replyTo, TimeSpan timeout)
+        public DrainCollector(IActorRef replyTo, TimeSpan timeout)
         {
+            // As many as the broadcast reached (retiring frontends included), which it says first.
+            var expected = int.MaxValue;
             var drained = 0;
             Context.SetReceiveTimeout(timeout);
+            Receive<BalancerGuardian.BroadcastTo>(to =>
+            {
+                expected = to.Children;
+                if (drained >= expected)
+                {
+                    Finish();
+                }
+            });
             Receive<Drained>(_ =>
             {
                 if (++drained >= expected)

@@ -8,8 +8,11 @@ internal interface IFrontendServer : IAsyncDisposable
     /// <summary>Binds every address and starts accepting; fails if any address cannot be bound.</summary>
     Task StartAsync(CancellationToken cancellationToken);
 
-    /// <summary>Stops accepting and closes open connections, waiting at most <paramref name="grace"/> for them.</summary>
-    Task StopAsync(TimeSpan grace);
+    /// <summary>
+    /// Stops accepting and closes open connections, waiting at most <paramref name="grace"/> for them;
+    /// <paramref name="unbound"/> is called as soon as the listeners are closed (their addresses free).
+    /// </summary>
+    Task StopAsync(TimeSpan grace, Action? unbound = null);
 
     /// <summary>
     /// A reload changed only what applies per request or connection (<see cref="Configuration.ConfigurationChange.FrontendSettingsAppliedInPlace"/>):

@@ -11,7 +11,9 @@ namespace Balancer.Membership;
 /// <param name="Status">joining, up, leaving, exiting, down, removed or weakly-up.</param>
 /// <param name="Reachable">False when some member cannot reach it.</param>
 /// <param name="Duty">Whether it serves (active) or stands by (passive).</param>
-public sealed record MemberFacts(string Address, ImmutableArray<string> Roles, string Status, bool Reachable, NodeDuty Duty);
+/// <param name="Config">What it runs: the cluster configuration version it applied (0: its files alone) and the fingerprint of its pools; null until it has said.</param>
+/// <param name="ConfigDrift">True when it runs other pools than most members.</param>
+public sealed record MemberFacts(string Address, ImmutableArray<string> Roles, string Status, bool Reachable, NodeDuty Duty, RunningConfiguration? Config = null, bool ConfigDrift = false);
 
 /// <summary>The cluster as one node sees it now: members, leader, unreachable members, the active node.</summary>
 public sealed record ClusterFacts(
@@ -30,8 +32,11 @@ public sealed class ClusterMembership
 
     private readonly string _role;
 
-    internal ClusterMembership(ActorSystem system, NodeMode mode, string role)
+    private readonly ConfigurationStatus? _configuration;
+
+    internal ClusterMembership(ActorSystem system, NodeMode mode, string role, ConfigurationStatus? configuration = null)
     {
+        _configuration = configuration;
         _role = role;
         _system = system;
         _mode = mode;
@@ -44,6 +49,7 @@ public sealed class ClusterMembership
         var state = cluster.State;
         var unreachable = state.Unreachable.Select(m => m.Address.ToString()).ToImmutableHashSet();
         var active = _mode == NodeMode.ActivePassive ? DutyCoordinator.ActiveMember(state, _role)?.Address.ToString() : null;
+        var configuration = _configuration?.Current;
         var members = state.Members
             .OrderBy(m => m.Address.ToString(), StringComparer.Ordinal)
             .Select(m => new MemberFacts(
@@ -51,7 +57,9 @@ public sealed class ClusterMembership
                 m.Roles.Order(StringComparer.Ordinal).ToImmutableArray(),
                 StatusName(m.Status),
                 !unreachable.Contains(m.Address.ToString()),
-                _mode == NodeMode.ActiveActive || m.Address.ToString() == active ? NodeDuty.Active : NodeDuty.Passive))
+                _mode == NodeMode.ActiveActive || m.Address.ToString() == active ? NodeDuty.Active : NodeDuty.Passive,
+                configuration?.Running.GetValueOrDefault(m.Address.ToString()),
+                configuration?.Drifting.Contains(m.Address.ToString()) == true))
             .ToImmutableArray();
         return new ClusterFacts(cluster.SelfAddress.ToString(), state.Leader?.ToString(), _mode, active, members, unreachable.Order(StringComparer.Ordinal).ToImmutableArray());
     }

@@ -67,6 +67,12 @@ public static class ReplicatedKeys
             .Select(n => new Affinity.AffinityBucketKey($"balancer-sessions-{pool.Name}-{n}"))
             .ToArray();
 
+    /// <summary>The configuration published to the whole cluster (<c>ctl config apply</c>), newest version wins; durable.</summary>
+    public static readonly LWWRegisterKey<Configuration.ClusterConfiguration> ClusterConfiguration = new("balancer-cluster-config");
+
+    /// <summary>What each member runs (the version it applied, the fingerprint of its pools), by address.</summary>
+    public static readonly LWWDictionaryKey<string, Configuration.RunningConfiguration> RunningConfigurations = new("balancer-running-config");
+
     /// <summary>The map key of one prober's verdict on a backend.</summary>
     public static string HealthKeyOf(string pool, string backend, string node) => $"{pool}/{backend}/{node}";
 }

@@ -37,11 +37,19 @@ public sealed class PoolHandle : IDisposable
     }
 
     /// <summary>
-    /// A reload changed the pool's protocol, TLS or connect timeout: new requests use a new client.
+    /// A reload changes the pool's protocol, TLS or connect timeout: new requests use a new client.
     /// The old one is left to close its pooled connections as they idle out; disposing it would cut
     /// the requests and WebSockets still using it.
     /// </summary>
-    internal void Reconnect(Configuration.PoolSettings settings) => Volatile.Write(ref _backends, Connect(settings));
+    /// <returns>What swaps the new client in; making it reads the pool's certificate files, and throws when they cannot be read.</returns>
+    internal Action PrepareReconnect(Configuration.PoolSettings settings)
+    {
+        var connections = Connect(settings);
+        return () => Volatile.Write(ref _backends, connections);
+    }
+
+    /// <summary>The pool's configured settings as the last reload gave them (null: as the node started), for a router that starts again.</summary>
+    internal Configuration.PoolSettings? Configured { get; set; }
 
     /// <summary>Completes once the pool's routing actor (and, with affinity, its affinity store) has published here.</summary>
     public Task Started => _started.Task;

@@ -50,6 +50,8 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
     public PoolRouter(PoolSettings settings, PoolHandle handle, AlgorithmState? algorithmState, TimeSpan writeTimeout, string role = "")
     {
         _role = role;
+        // Started again (an actor restart, a new incarnation) after a reload: what the reload configured.
+        settings = handle.Configured ?? settings;
         _configured = settings;
         _settings = settings;
         _adminWrite = new WriteMajority(writeTimeout);
@@ -140,7 +142,13 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
         {
             // A reload: the configured part is replaced; runtime changes (admin states, weights,
             // backends added or removed) and what is known of each backend's health carry over.
+            var placementWas = _configured.HealthCheck.Placement;
             _configured = reconfigure.Settings;
+            _handle.Configured = reconfigure.Settings;
+            if (placementWas != ProbePlacement.EveryNode && reconfigure.Settings.HealthCheck.Placement == ProbePlacement.EveryNode)
+            {
+                _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberUp), typeof(ClusterEvent.MemberRemoved));
+            }
             var self = Self;
             foreach (var counters in _counters.Values)
             {
@@ -148,6 +156,8 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
             }
             _log.Info("pool {0}: configuration reloaded: {1} backends, algorithm {2}", _configured.Name, _configured.Backends.Length, _configured.Algorithm);
             Recompute("configuration reloaded");
+            // Checks turned off: what they last said no longer holds a backend out.
+            ApplyHealth();
             Sender.Tell(Akka.Done.Instance);
         });
         Receive<Tick>(_ => OnTick());
@@ -328,6 +338,24 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
             var self = _cluster.SelfAddress.ToString();
             members = members is null ? null : [self];
             present.Add(self);
+        }
+        if (_settings.HealthCheck.Kind == HealthCheckKind.None)
+        {
+            foreach (var backend in _settings.Backends)
+            {
+                var tracker = Tracker(backend.Name);
+                var old = tracker.Health;
+                if (tracker.ApplyProbe(true, now))
+                {
+                    HealthChanged(backend.Name, old, tracker.Health, "health checks are off");
+                    changed = true;
+                }
+            }
+            if (changed && publish)
+            {
+                Publish();
+            }
+            return;
         }
         foreach (var backend in _settings.Backends)
         {

@@ -33,6 +33,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     internal const string AffinityBucketManifest = "affinity-bucket/2";
     internal const string PeerLookupManifest = "affinity-lookup/2";
     internal const string PeerLookupAnswerManifest = "affinity-lookup-answer/2";
+    internal const string ClusterConfigurationManifest = "cluster-configuration/1";
+    internal const string RunningConfigurationManifest = "running-configuration/1";
 
     /// <summary>Sessions as an earlier version replicated them, by their keys in clear: never read, as this version stores only keyed hashes.</summary>
     internal const string RetiredAffinityBucketManifest = "affinity-bucket/1";
@@ -63,6 +65,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
         Affinity.AffinityBucket => AffinityBucketManifest,
         Affinity.AffinityStore.PeerLookup => PeerLookupManifest,
         Affinity.AffinityStore.PeerLookupAnswer => PeerLookupAnswerManifest,
+        Configuration.ClusterConfiguration => ClusterConfigurationManifest,
+        Configuration.RunningConfiguration => RunningConfigurationManifest,
         _ => throw new ArgumentException($"{nameof(BalancerSerializer)} cannot serialize {o.GetType()}"),
     };
 
@@ -144,6 +148,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
             EnsureProbeManifest => typeof(ProbeEntity.EnsureProbe),
             PeerLookupManifest => typeof(Affinity.AffinityStore.PeerLookup),
             PeerLookupAnswerManifest => typeof(Affinity.AffinityStore.PeerLookupAnswer),
+            ClusterConfigurationManifest => typeof(Configuration.ClusterConfiguration),
+            RunningConfigurationManifest => typeof(Configuration.RunningConfiguration),
             _ => null,
         };
         if (type is null)
@@ -163,5 +169,6 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
     }
 
     /// <summary>The types this serializer is bound to.</summary>
-    internal static readonly Type[] BoundTypes = [typeof(HealthRecord), typeof(BackendOverride), typeof(ProbeEntity.EnsureProbe), typeof(Affinity.AffinityBucket), typeof(Affinity.AffinityStore.PeerLookup), typeof(Affinity.AffinityStore.PeerLookupAnswer)];
+    internal static readonly Type[] BoundTypes = [typeof(HealthRecord), typeof(BackendOverride), typeof(ProbeEntity.EnsureProbe), typeof(Affinity.AffinityBucket), typeof(Affinity.AffinityStore.PeerLookup), typeof(Affinity.AffinityStore.PeerLookupAnswer),
+        typeof(Configuration.ClusterConfiguration), typeof(Configuration.RunningConfiguration)];
 }

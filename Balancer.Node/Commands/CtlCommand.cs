@@ -185,6 +185,7 @@ internal static class CtlCommand
             return argument;
         }
         Argument<string> Pool() => new("POOL") { Description = "A pool's name." };
+        Argument<string> ConfigFile(string description) => new("FILE") { Description = description };
         Argument<string?> Key() => new("KEY") { Description = "One session: its key, or hash:HEX as listed.", Arity = ArgumentArity.ZeroOrOne };
 
         var join = Address();
@@ -248,8 +249,23 @@ internal static class CtlCommand
         parent.Subcommands.Add(Group("actor", "The node's actors.",
             Leaf("hierarchy", "The node's actors under /user and /system.", c => c.Show(t => c.Client.GetAsync("api/actors", t), CtlOutput.Actors))));
 
-        parent.Subcommands.Add(Group("config", "The node's running configuration: show, reload.",
-            Leaf("show", "The pools and frontends the node runs, and the fingerprint of its pools.", c => c.Show(t => c.Client.GetAsync("api/config", t), CtlOutput.Config)),
+        var applyFile = ConfigFile("The HOCON to publish: pools, frontends and their defaults.");
+        var diffFile = ConfigFile("The HOCON to compare with the cluster's configuration.");
+        parent.Subcommands.Add(Group("config", "Configuration: show, diff, apply, history, reload.",
+            Leaf("show", "What every node runs (cluster configuration version, pools fingerprint, drift), and the node's pools and frontends.",
+                c => c.Show(t => c.Client.GetAsync("api/config", t), CtlOutput.Config)),
+            Leaf("diff", "How FILE differs from the cluster's configuration (- now, + FILE).",
+                async c =>
+                {
+                    var text = ReadConfigFile(c.Get(diffFile));
+                    var config = await c.Client.GetAsync("api/config", c.Cancellation);
+                    var current = config.TryGetProperty("cluster", out var cluster) && cluster.ValueKind == JsonValueKind.Object ? cluster.GetProperty("text").GetString() ?? "" : "";
+                    CtlOutput.Diff(current, text, c.Output);
+                }, diffFile),
+            Leaf("apply", "Publish FILE as the cluster's configuration: checked on the node first (refused whole when anything is wrong), then applied by every node over its own files.",
+                c => c.Show(t => c.Client.PostAsync("api/config", new { text = ReadConfigFile(c.Get(applyFile)) }, t), CtlOutput.Reload), applyFile),
+            Leaf("history", "The versions of the cluster's configuration, newest first, with what each changed.",
+                c => c.Show(t => c.Client.GetAsync("api/config/history", t), CtlOutput.ConfigHistory)),
             Leaf("reload", "Read the node's configuration files again and apply them (as SIGHUP does); refused whole when anything is wrong.",
                 c => c.Show(t => c.Client.PostAsync("api/config/reload", null, t), CtlOutput.Reload))));
 
@@ -261,6 +277,19 @@ internal static class CtlCommand
             Leaf("level", "The node's log level, or set it.", c => c.Parse.GetValue(level) is { } wanted
                 ? c.Change(t => c.Client.PostAsync("api/log/level", new { level = wanted }, t))
                 : c.Show(t => c.Client.GetAsync("api/log?lines=1", t), (l, o) => o.WriteLine(l.GetProperty("level").GetString())), level)));
+    }
+
+    /// <summary>A configuration file's text, or the one line saying why it cannot be read.</summary>
+    private static string ReadConfigFile(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new CtlException($"{path}: {(e is FileNotFoundException or DirectoryNotFoundException ? "no such file" : e.Message)}");
+        }
     }
 
     /// <summary>Every command of the tree under <paramref name="parent"/> with its arguments and description, one per line: the prompt's `help`.</summary>

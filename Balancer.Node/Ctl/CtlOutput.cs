@@ -20,7 +20,7 @@ internal static class CtlOutput
     {
         var leader = cluster.GetProperty("leader").GetString();
         var self = cluster.GetProperty("self").GetString();
-        var table = new TextTable("ADDRESS", "ROLES", "STATUS", "REACHABILITY", "DUTY", "");
+        var table = new TextTable("ADDRESS", "ROLES", "STATUS", "REACHABILITY", "DUTY", "CONFIG", "");
         foreach (var member in cluster.GetProperty("members").EnumerateArray())
         {
             var address = member.GetProperty("address").GetString();
@@ -28,9 +28,21 @@ internal static class CtlOutput
             var duty = member.GetProperty("duty").GetString();
             var notes = string.Join(" ", new[] { address == leader ? "leader" : null, address == self ? "(this node)" : null }.Where(n => n is not null));
             table.Row(address, roles.Length == 0 ? "[]" : $"[{roles}]", member.GetProperty("status").GetString(),
-                member.GetProperty("reachable").GetBoolean() ? "reachable" : "UNREACHABLE", duty, notes);
+                member.GetProperty("reachable").GetBoolean() ? "reachable" : "UNREACHABLE", duty, ConfigCell(member), notes);
         }
         return table;
+    }
+
+    /// <summary>"v3 1a2b3c4d5e6f", "files 1a2b3c4d5e6f" (no cluster configuration applied), with DRIFT when the member runs other pools than most.</summary>
+    private static string ConfigCell(JsonElement member)
+    {
+        if (!member.TryGetProperty("config", out var config) || config.ValueKind != JsonValueKind.Object)
+        {
+            return "-";
+        }
+        var version = config.GetProperty("version").GetInt64();
+        var cell = $"{(version == 0 ? "files" : "v" + version)} {config.GetProperty("fingerprint").GetString()}";
+        return member.TryGetProperty("configDrift", out var drift) && drift.GetBoolean() ? cell + " DRIFT" : cell;
     }
 
     public static void Pools(JsonElement pools, TextWriter output)
@@ -185,12 +197,88 @@ internal static class CtlOutput
         }
     }
 
-    /// <summary>`config show`: what the node runs.</summary>
+    /// <summary>`config show`: what every node runs, then this node's pools and frontends.</summary>
     public static void Config(JsonElement config, TextWriter output)
     {
-        output.WriteLine($"pools:       {string.Join(", ", config.GetProperty("pools").EnumerateArray().Select(p => p.GetString()))}");
-        output.WriteLine($"frontends:   {string.Join(", ", config.GetProperty("frontends").EnumerateArray().Select(f => f.GetString()))}");
-        output.WriteLine($"fingerprint: {config.GetProperty("fingerprint").GetString()} (of the pools' settings; equal on nodes that run the same pools)");
+        if (config.TryGetProperty("cluster", out var cluster) && cluster.ValueKind == JsonValueKind.Object)
+        {
+            output.WriteLine($"cluster configuration: version {cluster.GetProperty("version").GetInt64()}, published through {cluster.GetProperty("publishedBy").GetString()} at {cluster.GetProperty("publishedAt").GetDateTimeOffset():u}");
+        }
+        else
+        {
+            output.WriteLine("cluster configuration: none published (every node runs its own files)");
+        }
+        var table = new TextTable("NODE", "RUNS", "POOLS FINGERPRINT", "");
+        foreach (var node in config.GetProperty("nodes").EnumerateArray())
+        {
+            var version = node.GetProperty("version");
+            table.Row(node.GetProperty("node").GetString(),
+                version.ValueKind != JsonValueKind.Number ? "-" : version.GetInt64() == 0 ? "its files" : $"version {version.GetInt64()}",
+                node.GetProperty("fingerprint").GetString() ?? "-",
+                node.GetProperty("drift").GetBoolean() ? "DRIFT: other pools than most members" : "");
+        }
+        table.WriteTo(output);
+        output.WriteLine($"this node: pools {string.Join(", ", config.GetProperty("pools").EnumerateArray().Select(p => p.GetString()))}; frontends {string.Join(", ", config.GetProperty("frontends").EnumerateArray().Select(f => f.GetString()))}");
+    }
+
+    /// <summary>`config history`: a version a line, then what it changed.</summary>
+    public static void ConfigHistory(JsonElement history, TextWriter output)
+    {
+        var versions = history.EnumerateArray().ToList();
+        if (versions.Count == 0)
+        {
+            output.WriteLine("no cluster configuration was published");
+            return;
+        }
+        foreach (var version in versions)
+        {
+            output.WriteLine($"version {version.GetProperty("version").GetInt64()}  {version.GetProperty("publishedAt").GetDateTimeOffset():u}  through {version.GetProperty("publishedBy").GetString()}  pools {version.GetProperty("fingerprint").GetString()}");
+            var changes = version.GetProperty("changes").EnumerateArray().Select(c => c.GetString()).ToList();
+            foreach (var change in changes.Count == 0 ? ["nothing changed"] : changes)
+            {
+                output.WriteLine("  " + change);
+            }
+        }
+    }
+
+    /// <summary>`config diff`: the lines that differ, "-" for the cluster's, "+" for the file's, with two lines around each change.</summary>
+    public static void Diff(string current, string proposed, TextWriter output)
+    {
+        var lines = DiffPlex.DiffBuilder.InlineDiffBuilder.Diff(current, proposed, ignoreWhiteSpace: false).Lines;
+        if (lines.All(l => l.Type == DiffPlex.DiffBuilder.Model.ChangeType.Unchanged))
+        {
+            output.WriteLine("no difference: the file is the cluster's configuration");
+            return;
+        }
+        var shown = new bool[lines.Count];
+        for (var i = 0; i < lines.Count; i++)
+        {
+            if (lines[i].Type != DiffPlex.DiffBuilder.Model.ChangeType.Unchanged)
+            {
+                for (var j = Math.Max(0, i - 2); j <= Math.Min(lines.Count - 1, i + 2); j++)
+                {
+                    shown[j] = true;
+                }
+            }
+        }
+        for (var i = 0; i < lines.Count; i++)
+        {
+            if (!shown[i])
+            {
+                if (i > 0 && shown[i - 1])
+                {
+                    output.WriteLine("  ...");
+                }
+                continue;
+            }
+            var prefix = lines[i].Type switch
+            {
+                DiffPlex.DiffBuilder.Model.ChangeType.Inserted => "+ ",
+                DiffPlex.DiffBuilder.Model.ChangeType.Deleted => "- ",
+                _ => "  ",
+            };
+            output.WriteLine(prefix + lines[i].Text);
+        }
     }
 
     /// <summary>`config reload`: the result, then a line per change.</summary>

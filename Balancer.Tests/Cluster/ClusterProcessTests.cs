@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using System.Diagnostics;
 using System.Net;
 using Balancer.Tests.Node;
@@ -243,9 +244,10 @@ public class ClusterProcessTests : IAsyncLifetime
             balancer.pools.app.algorithm = least-connections
             balancer.frontends.extra-new { bind = "127.0.0.1:7091", reuse-port = on, pool = api }
             """);
-        await Task.Delay(ConfigurationReloadSettle);
+        await WaitUntilAsync(() => Count(nodes[0].Output, "configuration (file change): nothing changed") >= 1, TimeSpan.FromSeconds(15), "the mended file read");
         Balancer.Node.Posix.Signal(nodes[0].Pid, 1);
-        await WaitUntilAsync(() => nodes[0].Output.Contains("configuration (SIGHUP): nothing changed"), TimeSpan.FromSeconds(10), "SIGHUP reloaded");
+        await WaitUntilAsync(() => nodes[0].Output.Contains("configuration (SIGHUP): nothing changed"), TimeSpan.FromSeconds(15),
+            "SIGHUP reloaded; node 1 said:\n" + string.Join("\n", nodes[0].Output.Split('\n').Where(l => l.Contains("configuration")).TakeLast(12)));
 
         await AssertHeldConnectionsAnswerAsync();
         stop.Cancel();
@@ -256,7 +258,80 @@ public class ClusterProcessTests : IAsyncLifetime
         Console.WriteLine($"reload under load: {served} keep-alive requests, 0 failed, {connectsBefore} connections opened before the reloads and none after; 3 held TCP connections answered throughout");
     }
 
-    private static readonly TimeSpan ConfigurationReloadSettle = TimeSpan.FromSeconds(1);
+    [Fact]
+    public async Task ClusterConfiguration_AppliedThroughNode1_RunsOnEveryNodeWithinTwoSeconds_ADriftingNodeIsShown_AndCatchesUp()
+    {
+        var nodes = await StartThreeNodesAsync([]);
+        async Task<string> CtlAsync(params string[] args)
+        {
+            var ctl = Start(["ctl", "127.0.0.1:9110", .. args]);
+            var code = await ctl.WaitForExitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(code == 0, $"ctl {string.Join(' ', args)} exited {code}: {ctl.Output}{ctl.Errors}");
+            return ctl.Output;
+        }
+        var version1 = Path.Combine(_dataDir, "cluster-v1.conf");
+        File.WriteAllText(version1, """
+            balancer.pools.app.algorithm = least-connections
+            balancer.pools.api {
+              health-check.kind = none
+              backends { a = "127.0.0.1:9001", b = "127.0.0.1:9002" }
+            }
+            balancer.frontends.api { bind = "127.0.0.1:7095", reuse-port = on, pool = api }
+            """);
+
+        // 1. Published through node 1: every node runs it within 2 s.
+        var published = Stopwatch.StartNew();
+        Assert.Contains("cluster configuration version 1 published", await CtlAsync("config", "apply", version1));
+        await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("configuration (cluster version 1): frontend api added")), TimeSpan.FromSeconds(10), "version 1 on every node");
+        var everywhere = published.Elapsed;
+        Assert.True(everywhere < TimeSpan.FromSeconds(2), $"version 1 ran on every node only {everywhere.TotalSeconds:0.00} s after it was published");
+        using (var response = await _http.GetAsync("http://127.0.0.1:7095/"))
+        {
+            Assert.Contains(response.Headers.GetValues("X-Backend").Single(), new[] { "a", "b" });
+        }
+        var show = await CtlAsync("config", "show");
+        Assert.Contains("cluster configuration: version 1, published through akka.tcp://balancer@127.0.0.1:4053", show);
+        Assert.Equal(3, Regex.Matches(show, "version 1 +[0-9a-f]{12}").Count);
+        Assert.Contains("no difference", await CtlAsync("config", "diff", version1));
+        // A mistake in what is published is refused whole, through any node; nothing changes.
+        var wrong = Path.Combine(_dataDir, "cluster-wrong.conf");
+        File.WriteAllText(wrong, """
+            balancer.pools.api.algorithm = fastest
+            balancer.node.data-dir = "/elsewhere"
+            """);
+        var refused = Start("ctl", "127.0.0.1:9111", "config", "apply", wrong);
+        Assert.Equal(1, await refused.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains("balancer.node: stays with each node", refused.Errors);
+
+        // 2. Node 3 starts again with an older file, still listing a backend the others retired:
+        //    it takes version 1 from the cluster but runs other pools than node 1 and 2 (drift).
+        nodes[2].Terminate();
+        Assert.Equal(0, await nodes[2].WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        var older = Path.Combine(_dataDir, "node3-older.conf");
+        File.WriteAllText(older, """balancer.pools.app.backends.d = "127.0.0.1:9004" """);
+        nodes[2] = StartNode(3, "--config", older);
+        await nodes[2].WaitForOutputAsync(" ready", StartTimeout);
+        await WaitUntilAsync(() => nodes[2].Output.Contains("configuration (cluster version 1): "), TimeSpan.FromSeconds(15), "node 3 applied version 1");
+        await WaitUntilAsync(() => nodes[0].Output.Contains("configuration drift: akka.tcp://balancer@127.0.0.1:4055"), TimeSpan.FromSeconds(20), "node 1 reports node 3's drift");
+        var cluster = await CtlAsync("cluster", "show");
+        Assert.Matches(@"127\.0\.0\.1:4055 .* v1 [0-9a-f]{12} DRIFT", cluster);
+        Assert.DoesNotMatch(@"127\.0\.0\.1:4053 .* DRIFT", cluster);
+
+        // 3. The next version retires the backend for everyone: node 3 catches up, the drift is over.
+        var version2 = Path.Combine(_dataDir, "cluster-v2.conf");
+        File.WriteAllText(version2, File.ReadAllText(version1) + "\nbalancer.pools.app.backends.d = null\n");
+        var diff = await CtlAsync("config", "diff", version2);
+        Assert.Contains("+ balancer.pools.app.backends.d = null", diff);
+        Assert.Contains("cluster configuration version 2 published", await CtlAsync("config", "apply", version2));
+        await WaitUntilAsync(() => nodes[0].Output.Contains("configuration drift over: akka.tcp://balancer@127.0.0.1:4055"), TimeSpan.FromSeconds(15), "node 3 caught up");
+        show = await CtlAsync("config", "show");
+        Assert.Single(Regex.Matches(show, "version 2 +([0-9a-f]{12})").Select(m => m.Groups[1].Value).Distinct());
+        Assert.Equal(3, Regex.Matches(show, "version 2 +[0-9a-f]{12}").Count);
+        Assert.DoesNotContain("DRIFT", show);
+        var history = await CtlAsync("config", "history");
+        Assert.Matches(@"(?s)^version 2 .*version 1 .*pool api added", history);
+        Console.WriteLine($"cluster configuration: version 1 ran on every node {everywhere.TotalMilliseconds:0} ms after it was published; node 3 with an older file reported drifting, and caught up with version 2");
+    }
 
     [Fact]
     public async Task Alerts_OnePostPerIncident_AndStillOneAfterKillOfTheNodeThatSendsThem()

@@ -36,7 +36,23 @@ public class BalancerSerializerTests : IAsyncLifetime
             .Set(3, new Balancer.Affinity.AffinityEntry("c", DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_789), Established: true, Provisional: true))
             .Set(0, Balancer.Affinity.AffinityEntry.Cleared(DateTimeOffset.FromUnixTimeMilliseconds(1_795_000_000_000)))
             .WithCapacity(1500),
+        new Balancer.Configuration.RunningConfiguration(3, "5d41402abc4b", new DateTimeOffset(2026, 11, 24, 1, 2, 3, TimeSpan.Zero)),
     };
+
+    [Fact]
+    public void ClusterConfiguration_RoundTrips_WithItsHistory()
+    {
+        var at = new DateTimeOffset(2026, 12, 7, 10, 2, 11, TimeSpan.Zero);
+        var value = new Balancer.Configuration.ClusterConfiguration(2, "balancer.pools.app.algorithm = maglev\n", "akka.tcp://balancer@127.0.0.1:4053", at, "5d41402abc4b",
+            ["pool app changed: algorithm"],
+            [new Balancer.Configuration.ClusterConfigurationVersion(1, "akka.tcp://balancer@127.0.0.1:4054", at.AddMinutes(-5), "7e0c2a4f11d9", ["pool api added (2 backends, round-robin)"])]);
+        var serializer = _system.Serialization.FindSerializerFor(value);
+        Assert.IsType<BalancerSerializer>(serializer);
+        var back = (Balancer.Configuration.ClusterConfiguration)_system.Serialization.Deserialize(serializer.ToBinary(value), serializer.Identifier, Akka.Serialization.Serialization.ManifestFor(serializer, value));
+        Assert.True(Balancer.Configuration.SettingsComparer.Same(value, back));
+        Assert.Equal("pool api added (2 backends, round-robin)", Assert.Single(Assert.Single(back.History).Changes));
+        Assert.Equal([2L, 1L], back.Versions.Select(v => v.Version));
+    }
 
     [Theory]
     [MemberData(nameof(Values))]

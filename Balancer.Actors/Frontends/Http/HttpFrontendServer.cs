@@ -114,7 +114,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
 
     public async Task StartAsync(CancellationToken cancellationToken) => _bound = await KestrelHosting.StartAsync(_app, cancellationToken);
 
-    public async Task StopAsync(TimeSpan grace)
+    public async Task StopAsync(TimeSpan grace, Action? unbound = null)
     {
         System.Net.Sockets.Socket[] listeners;
         lock (_listeners)
@@ -122,7 +122,35 @@ internal sealed class HttpFrontendServer : IFrontendServer
             listeners = _listeners.ToArray();
         }
         await ListenSockets.StopAdmittingAsync(listeners, ListenSockets.AdmittingStopsWithin(grace)).ConfigureAwait(false);
-        await KestrelHosting.StopAsync(_app, grace).ConfigureAwait(false);
+        var stopped = KestrelHosting.StopAsync(_app, grace);
+        if (unbound is not null)
+        {
+            // Kestrel unbinds first and then waits for the connections: once its listening sockets
+            // are closed, the addresses are free for a successor while those connections finish.
+            await WaitUntilClosedAsync(listeners, stopped).ConfigureAwait(false);
+            unbound();
+        }
+        await stopped.ConfigureAwait(false);
+    }
+
+    private static async Task WaitUntilClosedAsync(System.Net.Sockets.Socket[] listeners, Task stopped)
+    {
+        while (!stopped.IsCompleted && listeners.Any(IsOpen))
+        {
+            await Task.WhenAny(stopped, Task.Delay(10)).ConfigureAwait(false);
+        }
+    }
+
+    private static bool IsOpen(System.Net.Sockets.Socket socket)
+    {
+        try
+        {
+            return socket.Handle != IntPtr.Zero && socket.IsBound && socket.LocalEndPoint is not null && !socket.SafeHandle.IsClosed;
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
     }
 
     public ValueTask DisposeAsync()

@@ -80,7 +80,7 @@ internal sealed class TcpFrontendServer : IFrontendServer
         return Task.CompletedTask;
     }
 
-    public async Task StopAsync(TimeSpan grace)
+    public async Task StopAsync(TimeSpan grace, Action? unbound = null)
     {
         await ListenSockets.StopAdmittingAsync(_listeners, ListenSockets.AdmittingStopsWithin(grace)).ConfigureAwait(false);
         _stopping.Cancel();
@@ -88,6 +88,7 @@ internal sealed class TcpFrontendServer : IFrontendServer
         {
             listener.Dispose();
         }
+        unbound?.Invoke();
         await Task.WhenAll(_acceptLoops).WaitAsync(grace).ConfigureAwait(false);
         var deadline = Environment.TickCount64 + (long)grace.TotalMilliseconds;
         while (_counters.Open > 0 && Environment.TickCount64 < deadline)
