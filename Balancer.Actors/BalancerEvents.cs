@@ -56,3 +56,10 @@ public sealed record ConfigurationRefused(string Source, IReadOnlyList<string> P
 /// <param name="Fingerprint">The fingerprint of the pools it runs.</param>
 /// <param name="Version">The cluster configuration version it applied (0: its files alone).</param>
 public sealed record ConfigurationDriftChanged(string Member, bool Drifting, string Fingerprint, long Version);
+
+/// <summary>Published on the EventStream when a configuration source (etcd) stops or starts answering this node.</summary>
+/// <param name="Source">etcd.</param>
+/// <param name="Reachable">True when it answers again.</param>
+/// <param name="Endpoint">The endpoint tried.</param>
+/// <param name="Reason">Why it cannot be reached (empty when reachable).</param>
+public sealed record ConfigSourceReachability(string Source, bool Reachable, string Endpoint, string Reason);

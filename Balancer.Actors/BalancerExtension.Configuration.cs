@@ -15,6 +15,9 @@ public sealed partial class BalancerExtension
     /// <summary>The cluster's configuration and what each member runs, as this node knows them.</summary>
     public ConfigurationStatus ConfigurationStatus { get; } = new();
 
+    /// <summary>Whether this node reaches etcd (<c>balancer.config-source.etcd</c>; always reachable without it).</summary>
+    public EtcdStatus EtcdStatus { get; } = new();
+
     /// <summary>
     /// How this node reads its own configuration again (<c>balancer run</c>: its files and
     /// <c>--set</c>s), for <see cref="ReloadAsync"/> and for laying the cluster's configuration over
@@ -30,7 +33,8 @@ public sealed partial class BalancerExtension
     public Task<ConfigurationChange> ReloadAsync(string source) => ApplyComposedAsync(ConfigurationStatus.Current.Applied, source);
 
     /// <summary>Applies <paramref name="cluster"/> over the node's own configuration (the cluster published a new version).</summary>
-    internal Task<ConfigurationChange> ApplyClusterAsync(ClusterConfiguration cluster) => ApplyComposedAsync(cluster, $"cluster version {cluster.Version}");
+    internal Task<ConfigurationChange> ApplyClusterAsync(ClusterConfiguration cluster) =>
+        ApplyComposedAsync(cluster, cluster.PublishedBy.StartsWith("etcd ", StringComparison.Ordinal) ? $"{cluster.PublishedBy} revision {cluster.Version}" : $"cluster version {cluster.Version}");
 
     private Task<ConfigurationChange> ApplyComposedAsync(ClusterConfiguration? cluster, string source)
     {
@@ -124,6 +128,19 @@ public sealed partial class BalancerExtension
             throw new BalancerConfigException(problems.Select(ConfigProblem.Parse).ToList());
         }
         var changes = ConfigurationChange.Between(Settings, next).Describe();
+        if (Settings.Etcd is { } etcd)
+        {
+            // etcd is where the cluster's configuration lives: every node applies it from there.
+            using var connection = EtcdConnection.For(etcd);
+            try
+            {
+                return (await connection.PutAsync(etcd.ConfigKey, text), changes);
+            }
+            catch (Grpc.Core.RpcException e)
+            {
+                throw new InvalidOperationException($"etcd {connection.Endpoint} did not take {etcd.ConfigKey}: {e.Status.Detail}");
+            }
+        }
         var published = await Guardian.Ask<ClusterConfigurationKeeper.Published>(
             new ClusterConfigurationKeeper.Publish(text, SettingsComparer.Fingerprint(next.Pools), changes),
             Settings.Node.WriteTimeout + TimeSpan.FromSeconds(3));

@@ -50,12 +50,16 @@ internal sealed class BalancerGuardian : ReceiveActor
         Receive<Frontends.FrontendOwner.Drain>(drain => duty.Forward(drain));
         var keeper = Context.ActorOf(Configuration.ClusterConfigurationKeeper.Props(BalancerExtension.Get(Context.System), settings.Node.Role, settings.Node.WriteTimeout), "cluster-config");
         Receive<Configuration.ClusterConfigurationKeeper.Publish>(publish => keeper.Forward(publish));
+        if (settings.Etcd is { } etcd)
+        {
+            Context.ActorOf(Configuration.EtcdSource.Props(etcd, keeper, pools, BalancerExtension.Get(Context.System).EtcdStatus), "etcd");
+        }
         var running = settings;
         var keyKeeperStarted = settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None);
         Receive<ApplyConfiguration>(apply =>
         {
             // What takes effect only at the next start (node, alerts, telemetry) is reported, not applied.
-            var next = apply.Settings with { Node = running.Node, Alerts = running.Alerts, Telemetry = running.Telemetry };
+            var next = apply.Settings with { Node = running.Node, Alerts = running.Alerts, Telemetry = running.Telemetry, Etcd = running.Etcd };
             var change = Configuration.ConfigurationChange.Between(running, apply.Settings);
             // Everything that can fail (certificate files read again) before anything changes.
             var added = new List<PoolHandle>();

@@ -15,7 +15,8 @@ public sealed record BalancerSettings(
     ImmutableArray<FrontendSettings> Frontends,
     ImmutableArray<PoolSettings> Pools,
     AlertSettings Alerts,
-    TelemetrySettings Telemetry)
+    TelemetrySettings Telemetry,
+    EtcdSettings? Etcd = null)
 {
     private static readonly Lazy<Config> Reference = new(LoadReference);
 
@@ -104,8 +105,11 @@ public sealed record BalancerSettings(
             problems.Add(new ConfigProblem("balancer.node.affinity-key",
                 "affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)"));
         }
+        root.Section("config-source").RejectUnknownKeys(SettingsReader.KeysOf(reference.GetConfig("config-source")), userBalancer.GetConfig("config-source") ?? Config.Empty);
+        root.Section("config-source").Section("etcd").RejectUnknownKeys(SettingsReader.KeysOf(reference.GetConfig("config-source.etcd")), userBalancer.GetConfig("config-source.etcd") ?? Config.Empty);
         var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable(), AlertSettingsReader.ReadAlerts(root.Section("alerts"), userBalancer, reference),
-            TelemetrySettingsReader.ReadTelemetry(root.Section("telemetry"), userBalancer, reference));
+            TelemetrySettingsReader.ReadTelemetry(root.Section("telemetry"), userBalancer, reference),
+            TelemetrySettingsReader.ReadEtcd(root.Section("config-source").Section("etcd")));
         FrontendSettingsReader.CheckBindConflicts(settings, problems);
         return settings;
     }

@@ -97,6 +97,8 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
                 pending.ReplyTo.Tell(new Status.Failure(new InvalidOperationException($"cluster configuration version {pending.Version} could not be stored: {failure}")));
             }
         });
+        // etcd's PREFIX/config: the cluster's configuration, read by every node itself.
+        Receive<FromSource>(source => OnClusterConfiguration(source.Configuration));
         Receive<ClusterEvent.IMemberEvent>(_ => Judge());
         Receive<JudgeNow>(_ => Judge());
     }
@@ -130,7 +132,7 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
     {
         _published = cluster;
         ShowStatus();
-        if (cluster.Version <= AppliedVersion || cluster.Version <= _tried)
+        if (cluster.Version == AppliedVersion || cluster.Version <= _tried)
         {
             return;
         }
@@ -189,6 +191,9 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
 
     /// <summary>Publish <paramref name="Text"/> as the next version; answered with <see cref="Published"/>.</summary>
     public sealed record Publish(string Text, string Fingerprint, IReadOnlyList<string> Changes);
+
+    /// <summary>The cluster's configuration as a configuration source (etcd) has it.</summary>
+    public sealed record FromSource(ClusterConfiguration Configuration);
 
     /// <summary>The version <see cref="Publish"/> made.</summary>
     public sealed record Published(long Version);

@@ -69,6 +69,10 @@ public sealed record ConfigurationChange(
         {
             needRestart.Add("balancer.telemetry");
         }
+        if (!SettingsComparer.Same(running.Etcd, next.Etcd))
+        {
+            needRestart.Add("balancer.config-source");
+        }
         return new ConfigurationChange(
             [.. next.Pools.Where(p => running.FindPool(p.Name) is null)],
             [.. running.Pools.Where(p => next.FindPool(p.Name) is null).Select(p => p.Name)],

@@ -507,3 +507,17 @@ public sealed record HeaderChanges(ImmutableArray<KeyValuePair<string, string>> 
     /// <summary>True when nothing is set or removed.</summary>
     public bool IsEmpty => Set.IsEmpty && Remove.IsEmpty;
 }
+
+/// <summary>etcd as the central store and service registry (<c>balancer.config-source.etcd</c>).</summary>
+/// <param name="Endpoints">The members' client URLs.</param>
+/// <param name="Prefix">The key prefix: <c>PREFIX/config</c>, <c>PREFIX/pools/POOL/backends/NAME</c>.</param>
+/// <param name="Username">For etcd authentication; empty when off.</param>
+/// <param name="PasswordEnv">The environment variable holding the password.</param>
+public sealed record EtcdSettings(System.Collections.Immutable.ImmutableArray<Uri> Endpoints, string Prefix, string Username, string PasswordEnv)
+{
+    /// <summary>The key of the cluster configuration.</summary>
+    public string ConfigKey => Prefix + "/config";
+
+    /// <summary>The prefix under which backends register.</summary>
+    public string PoolsPrefix => Prefix + "/pools/";
+}

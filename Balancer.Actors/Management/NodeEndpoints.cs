@@ -47,8 +47,13 @@ internal static class NodeEndpoints
         }
         // A node whose store cannot write serves and replicates, but would come back from a restart
         // without the changes made meanwhile: an orchestrator should know before it restarts others.
-        return Replication.DurableStoreHealth.Get(admin.System).Failure is { } store
-            ? Results.Text($"not ready: durable store {store.Directory} cannot write since {store.Since:HH:mm:ss}Z ({store.Reason})\n", statusCode: 503)
+        if (Replication.DurableStoreHealth.Get(admin.System).Failure is { } store)
+        {
+            return Results.Text($"not ready: durable store {store.Directory} cannot write since {store.Since:HH:mm:ss}Z ({store.Reason})\n", statusCode: 503);
+        }
+        // Ready all the same: the data plane serves with what etcd said last.
+        return BalancerExtension.Get(admin.System).EtcdStatus.Current is { Reachable: false } etcd
+            ? Results.Text($"ready\netcd unreachable since {etcd.Since:HH:mm:ss}Z ({etcd.Endpoint}: {etcd.Reason}): serving with the configuration and backends it had at revision {etcd.Revision}\n")
             : Results.Text("ready\n");
     }
 

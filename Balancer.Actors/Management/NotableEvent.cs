@@ -13,7 +13,7 @@ namespace Balancer.Management;
 /// <param name="At">When this node saw it.</param>
 /// <param name="Kind">backend-down, backend-up, backend-admin-state, pool-changed, panic, panic-over,
 /// member-up, member-left, member-removed, node-unreachable, node-reachable, leader-changed, duty-changed,
-/// backend-errors, backend-errors-over, backend-slow, backend-slow-over, config-applied, config-refused, config-drift, config-drift-over.</param>
+/// backend-errors, backend-errors-over, backend-slow, backend-slow-over, config-applied, config-refused, config-drift, config-drift-over, config-source-unreachable, config-source-reachable.</param>
 /// <param name="Text">One readable line.</param>
 /// <param name="Node">The node that reports it.</param>
 /// <param name="Pool">The pool concerned, if any.</param>
@@ -36,7 +36,7 @@ public sealed record NotableEvent(
     {
         "backend-down", "backend-up", "node-unreachable", "member-removed", "duty-changed", "panic", "panic-over",
         "backend-errors", "backend-errors-over", "backend-slow", "backend-slow-over", "store-rebuilt", "store-failing", "store-failing-over",
-        "config-refused", "config-drift", "config-drift-over",
+        "config-refused", "config-drift", "config-drift-over", "config-source-unreachable", "config-source-reachable",
     };
 
     /// <summary>The event types <see cref="From"/> understands (subscribe to these on the EventStream).</summary>
@@ -44,7 +44,7 @@ public sealed record NotableEvent(
     [
         typeof(BackendHealthChanged), typeof(BackendAdminStateChanged), typeof(PoolConfigChanged), typeof(PoolPanicChanged), typeof(NodeDutyChanged),
         typeof(Alerts.BackendThresholdCrossed), typeof(DurableStoreRebuilt), typeof(DurableStoreFailing),
-        typeof(ConfigurationApplied), typeof(ConfigurationRefused), typeof(ConfigurationDriftChanged),
+        typeof(ConfigurationApplied), typeof(ConfigurationRefused), typeof(ConfigurationDriftChanged), typeof(ConfigSourceReachability),
     ];
 
     /// <summary>The notable event a balancer or cluster event stands for, or null.</summary>
@@ -61,6 +61,10 @@ public sealed record NotableEvent(
             e.Drifting
                 ? $"configuration drift: {e.Member} runs pools {e.Fingerprint} (cluster configuration version {e.Version}) while most members run other pools"
                 : $"configuration drift over: {e.Member} runs the same pools as the others again", node, Member: e.Member),
+        ConfigSourceReachability e => new(at, e.Reachable ? "config-source-reachable" : "config-source-unreachable",
+            e.Reachable
+                ? $"{e.Source} reachable again ({e.Endpoint}): catching up with what changed meanwhile"
+                : $"{e.Source} unreachable ({e.Endpoint}: {e.Reason}): serving with the configuration and backends it had", node, NodeLocal: true),
         ConfigurationRefused e => new(at, "config-refused",
             $"configuration refused ({e.Source}), the running one stays: {string.Join("; ", e.Problems)}", node, NodeLocal: true),
         PoolConfigChanged e => new(at, "pool-changed",

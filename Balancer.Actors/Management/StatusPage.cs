@@ -24,11 +24,18 @@ internal static class StatusPage
             .Replace("<!--self-->", Encode(cluster.Self))
             .Replace("<!--mode-->", Encode(JsonText(cluster.Mode)))
             .Replace("<!--updated-->", $"rendered {DateTime.Now:HH:mm:ss}")
+            .Replace("<!--config-source-->", ConfigSource(admin))
             .Replace("<!--member-count-->", $"({cluster.Members.Count(m => m.Status == "up")} of {cluster.Members.Length} up)")
             .Replace("<!--members-->", Members(cluster))
             .Replace("<!--frontends-->", Frontends(admin))
             .Replace("<!--pools-->", string.Concat(pools.Select(p => Pool(p))));
     }
+
+    /// <summary>A warning while etcd cannot be reached: the node serves with what it had.</summary>
+    private static string ConfigSource(AdminContext admin) =>
+        BalancerExtension.Get(admin.System).EtcdStatus.Current is { Reachable: false } etcd
+            ? $"<span id=\"config-source\" class=\"badge down\">etcd unreachable since {etcd.Since:HH:mm:ss}Z: serving with the configuration and backends it had</span>"
+            : "";
 
     private static string Members(ClusterFacts cluster)
     {

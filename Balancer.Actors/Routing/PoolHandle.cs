@@ -48,6 +48,9 @@ public sealed class PoolHandle : IDisposable
         return () => Volatile.Write(ref _backends, connections);
     }
 
+    /// <summary>The backends registered in etcd, for a router that starts again.</summary>
+    internal ImmutableArray<Configuration.BackendSettings> Registered { get; set; } = ImmutableArray<Configuration.BackendSettings>.Empty;
+
     /// <summary>The pool's configured settings as the last reload gave them (null: as the node started), for a router that starts again.</summary>
     internal Configuration.PoolSettings? Configured { get; set; }
 

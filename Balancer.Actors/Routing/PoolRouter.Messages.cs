@@ -17,6 +17,9 @@ public sealed partial class PoolRouter
     /// <summary>Remove a backend at runtime on every node; answered like <see cref="SetAdminState"/>.</summary>
     public sealed record RemoveBackend(string Backend);
 
+    /// <summary>The backends registered for the pool in etcd now (replacing those of the last message).</summary>
+    internal sealed record SetRegistered(System.Collections.Immutable.ImmutableArray<BackendSettings> Backends);
+
     /// <summary>This node's configuration of the pool was reloaded; answered with <see cref="Akka.Done"/> once the new snapshot is live.</summary>
     internal sealed record Reconfigure(PoolSettings Settings);
 

@@ -27,6 +27,8 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
     private readonly PoolHandle _handle;
     private readonly AlgorithmState _algorithmState;
     private PoolSettings _configured;
+    // Backends registered in etcd, beside the configured ones.
+    private ImmutableArray<BackendSettings> _registered;
     private readonly IWriteConsistency _adminWrite;
     private readonly Dictionary<string, BackendCounters> _counters;
     private readonly Dictionary<string, BackendTracker> _trackers;
@@ -53,6 +55,7 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
         // Started again (an actor restart, a new incarnation) after a reload: what the reload configured.
         settings = handle.Configured ?? settings;
         _configured = settings;
+        _registered = handle.Registered;
         _settings = settings;
         _adminWrite = new WriteMajority(writeTimeout);
         _algorithmState = algorithmState ?? new AlgorithmState();
@@ -159,6 +162,12 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
             // Checks turned off: what they last said no longer holds a backend out.
             ApplyHealth();
             Sender.Tell(Akka.Done.Instance);
+        });
+        Receive<SetRegistered>(registered =>
+        {
+            _registered = registered.Backends;
+            _handle.Registered = registered.Backends;
+            Recompute("etcd registry");
         });
         Receive<Tick>(_ => OnTick());
         Receive<GetSnapshot>(_ => Sender.Tell(_handle.Snapshot));
@@ -283,9 +292,20 @@ public sealed partial class PoolRouter : ReceiveActor, IWithTimers
             }
             backends.Add(o?.Address is { } address && EndpointAddress.TryParse(address, out var moved, out _) ? configured with { Address = moved } : configured);
         }
+        foreach (var registered in _registered)
+        {
+            // A configured backend of the same name stays as configured.
+            if (_configured.Backends.Any(b => b.Name == registered.Name)
+                || _overrides.TryGetValue(BackendOverride.KeyOf(_configured.Name, registered.Name), out var o) && o.Removed)
+            {
+                continue;
+            }
+            backends.Add(registered);
+        }
         foreach (var o in _overrides.Values.OrderBy(o => o.Backend, StringComparer.Ordinal))
         {
-            if (o.Removed || o.Address is null || _configured.Backends.Any(b => b.Name == o.Backend) || !EndpointAddress.TryParse(o.Address, out var address, out _))
+            if (o.Removed || o.Address is null || _configured.Backends.Any(b => b.Name == o.Backend) || _registered.Any(b => b.Name == o.Backend)
+                || !EndpointAddress.TryParse(o.Address, out var address, out _))
             {
                 continue;
             }

@@ -26,12 +26,41 @@ internal static class BackendCommand
         };
         var latency = CliOptions.WholeNumber("--latency", "Milliseconds added to every response.", 0, 600_000, 0);
         var failRate = CliOptions.Number("--fail-rate", "The share of requests answered with 500 (0 to 1).", 0, 1, 0);
-        var command = new Command("backend", "Run a demo backend in the foreground (what `demo` starts): HTTP/1.1 and HTTP/2, a gRPC service and a WebSocket echo on one port.") { port, name, bind, latency, failRate };
-        command.SetAction((parse, _) => RunAsync(parse.GetValue(port), parse.GetValue(name), parse.GetValue(bind)!, parse.GetValue(latency), parse.GetValue(failRate), parse.InvocationConfiguration.Output));
+        var registerEtcd = new Option<Uri[]>("--register-etcd")
+        {
+            Description = "Register in etcd (repeatable: its endpoints) under PREFIX/pools/POOL/backends/NAME with a lease, so that Balancer adds it to the pool.",
+            HelpName = "URL",
+            DefaultValueFactory = _ => [],
+        };
+        registerEtcd.CustomParser = result =>
+        {
+            var endpoints = new List<Uri>();
+            foreach (var token in result.Tokens)
+            {
+                if (Uri.TryCreate(token.Value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https")
+                {
+                    endpoints.Add(uri);
+                }
+                else
+                {
+                    result.AddError($"--register-etcd expects an etcd endpoint like http://127.0.0.1:2379, got \"{token.Value}\"");
+                }
+            }
+            return [.. endpoints];
+        };
+        var pool = new Option<string>("--pool") { Description = "The pool to register in.", HelpName = "POOL", DefaultValueFactory = _ => "app" };
+        var prefix = new Option<string>("--etcd-prefix") { Description = "The key prefix Balancer reads (balancer.config-source.etcd.prefix).", HelpName = "PREFIX", DefaultValueFactory = _ => "/balancer" };
+        var ttl = CliOptions.WholeNumber("--lease-ttl", "Seconds the registration outlives this process when it dies without deregistering.", 2, 3600, 5);
+        var command = new Command("backend", "Run a demo backend in the foreground (what `demo` starts): HTTP/1.1 and HTTP/2, a gRPC service and a WebSocket echo on one port.") { port, name, bind, latency, failRate, registerEtcd, pool, prefix, ttl };
+        command.SetAction((parse, _) => RunAsync(parse.GetValue(port), parse.GetValue(name), parse.GetValue(bind)!, parse.GetValue(latency), parse.GetValue(failRate), parse.InvocationConfiguration.Output,
+            new Registration(parse.GetValue(registerEtcd)!, parse.GetValue(prefix)!.TrimEnd('/'), parse.GetValue(pool)!, TimeSpan.FromSeconds(parse.GetValue(ttl)))));
         return command;
     }
 
-    private static async Task<int> RunAsync(int port, string? nameGiven, IPAddress bind, int latency, double failRate, TextWriter output)
+    /// <summary>Where the backend registers itself (no endpoints: it does not).</summary>
+    private sealed record Registration(Uri[] Endpoints, string Prefix, string Pool, TimeSpan Ttl);
+
+    private static async Task<int> RunAsync(int port, string? nameGiven, IPAddress bind, int latency, double failRate, TextWriter output, Registration registration)
     {
         var name = nameGiven ?? $"backend-{port}";
         await using var backend = new DemoBackend(name, new IPEndPoint(bind, port), latency, failRate);
@@ -49,7 +78,11 @@ internal static class BackendCommand
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
         ParentWatch.Start(stop);
-        await Task.Delay(Timeout.Infinite, stop.Token).ContinueWith(_ => { });
+        await using (var registered = registration.Endpoints.Length == 0 ? null
+            : new EtcdRegistration(registration.Endpoints, registration.Prefix, registration.Pool, name, $"{bind}:{backend.Port}", registration.Ttl, output))
+        {
+            await Task.Delay(Timeout.Infinite, stop.Token).ContinueWith(_ => { });
+        }
         await backend.StopAsync();
         return 0;
     }

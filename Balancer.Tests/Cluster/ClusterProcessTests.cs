@@ -334,6 +334,112 @@ public class ClusterProcessTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Etcd_BackendsRegisterAndLeaveUnderLoad_OnEveryNodeWithinASecond_AndAnEtcdOutageChangesNothing()
+    {
+        await using var etcd = await EtcdServer.StartAsync();
+        var nodes = await StartThreeNodesAsync(["--set", $"balancer.config-source.etcd.endpoints=[\"{etcd.Url}\"]"]);
+        using var registry = new Balancer.Configuration.EtcdConnection([new Uri(etcd.Url)]);
+        static string LastBackends(NodeProcess node) =>
+            node.Output.Split('\n').LastOrDefault(l => l.Contains("pool app: backends now", StringComparison.Ordinal)) ?? "";
+        bool RoutableEverywhere(string name) => nodes.All(n => LastBackends(n).Contains($" {name}=127.0.0.1:", StringComparison.Ordinal));
+        bool GoneEverywhere(string name) => nodes.All(n => !LastBackends(n).Contains($" {name}=127.0.0.1:", StringComparison.Ordinal));
+
+        // Keep-alive requests to every node's own port all along.
+        var failures = new List<string>();
+        var served = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(5) };
+        var load = Enumerable.Range(8081, 3).Select(port => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var response = await client.GetAsync($"http://127.0.0.1:{port}/", stop.Token);
+                    if (response.IsSuccessStatusCode)
+                    {
+                        served.AddOrUpdate(response.Headers.GetValues("X-Backend").Single(), 1, (_, n) => n + 1);
+                    }
+                    else
+                    {
+                        lock (failures) { failures.Add($":{port} HTTP {(int)response.StatusCode}"); }
+                    }
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                }
+                catch (Exception e)
+                {
+                    lock (failures) { failures.Add($":{port} {e.GetBaseException().Message}"); }
+                }
+                await Task.Delay(10);
+            }
+        })).ToList();
+
+        // 1. Five backends register themselves: each routable on all three nodes within a second.
+        var registered = new Dictionary<string, NodeProcess>();
+        var slowest = TimeSpan.Zero;
+        foreach (var name in new[] { "r1", "r2", "r3", "r4", "r5" })
+        {
+            var backend = Start("backend", "--port", "0", "--name", name, "--register-etcd", etcd.Url, "--lease-ttl", "3");
+            await backend.WaitForOutputAsync("registered in etcd", StartTimeout);
+            var since = Stopwatch.StartNew();
+            await WaitUntilAsync(() => RoutableEverywhere(name), TimeSpan.FromSeconds(10), $"{name} routable on every node");
+            slowest = since.Elapsed > slowest ? since.Elapsed : slowest;
+            registered[name] = backend;
+        }
+        Assert.True(slowest < TimeSpan.FromSeconds(1), $"a registered backend became routable on every node only after {slowest.TotalMilliseconds:0} ms");
+        await WaitUntilAsync(() => new[] { "r1", "r2", "r3", "r4", "r5" }.All(served.ContainsKey), TimeSpan.FromSeconds(20), "every registered backend served requests");
+
+        // 2. Out of rotation: its key deleted (within a second), a clean stop (lease revoked), a
+        //    kill -9 (within the lease's 3 s + 1 s).
+        await registry.DeleteAsync("/balancer/pools/app/backends/r1");
+        var deleted = Stopwatch.StartNew();
+        await WaitUntilAsync(() => GoneEverywhere("r1"), TimeSpan.FromSeconds(10), "r1 gone after its key was deleted");
+        var afterDelete = deleted.Elapsed;
+        registered["r2"].Terminate();
+        var stopped = Stopwatch.StartNew();
+        await WaitUntilAsync(() => GoneEverywhere("r2"), TimeSpan.FromSeconds(10), "r2 gone after it stopped");
+        var afterStop = stopped.Elapsed;
+        await registered["r3"].KillAsync();
+        var killed = Stopwatch.StartNew();
+        await WaitUntilAsync(() => GoneEverywhere("r3"), TimeSpan.FromSeconds(15), "r3 gone after kill -9");
+        var afterKill = killed.Elapsed;
+        Assert.True(afterDelete < TimeSpan.FromSeconds(1), $"r1 left only {afterDelete.TotalMilliseconds:0} ms after its key's deletion");
+        Assert.True(afterStop < TimeSpan.FromSeconds(1), $"r2 left only {afterStop.TotalMilliseconds:0} ms after its clean stop");
+        Assert.True(afterKill < TimeSpan.FromSeconds(3 + 1), $"r3 left only {afterKill.TotalMilliseconds:0} ms after kill -9 (lease 3 s)");
+
+        // 3. etcd gone for 30 s: every node keeps r4 and r5 and serves; it says so on /readyz.
+        await etcd.StopAsync();
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        using (var ready = await _http.GetAsync("http://127.0.0.1:9111/readyz"))
+        {
+            Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+            Assert.Contains("etcd unreachable since", await ready.Content.ReadAsStringAsync());
+        }
+        var servedBefore = served.GetValueOrDefault("r4") + served.GetValueOrDefault("r5");
+        await Task.Delay(TimeSpan.FromSeconds(25));
+        Assert.True(nodes.All(n => LastBackends(n).Contains(" r4=", StringComparison.Ordinal) && LastBackends(n).Contains(" r5=", StringComparison.Ordinal)));
+        Assert.True(served.GetValueOrDefault("r4") + served.GetValueOrDefault("r5") > servedBefore, "r4 and r5 kept serving while etcd was away");
+
+        // 4. Back: what changed right as it returned (r6 registered, r4's key deleted) reaches every node.
+        await etcd.StartAgainAsync();
+        await registry.PutAsync("/balancer/pools/app/backends/r6", "127.0.0.1:9001");
+        await registry.DeleteAsync("/balancer/pools/app/backends/r4");
+        await WaitUntilAsync(() => RoutableEverywhere("r6") && GoneEverywhere("r4"), TimeSpan.FromSeconds(15), "the changes made at etcd's return on every node");
+        await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("reachable again")), TimeSpan.FromSeconds(10), "every node says etcd is back");
+        using (var ready = await _http.GetAsync("http://127.0.0.1:9111/readyz"))
+        {
+            Assert.Equal("ready\n", await ready.Content.ReadAsStringAsync());
+        }
+
+        stop.Cancel();
+        await Task.WhenAll(load);
+        Assert.True(failures.Count == 0, $"{failures.Count} of {served.Values.Sum() + failures.Count} requests failed: {string.Join("; ", failures.Take(5))}");
+        Console.WriteLine($"etcd registry: 5 backends routable on every node at most {slowest.TotalMilliseconds:0} ms after registering; out after key deletion {afterDelete.TotalMilliseconds:0} ms, clean stop {afterStop.TotalMilliseconds:0} ms, kill -9 {afterKill.TotalMilliseconds:0} ms (lease 3 s); etcd stopped 30 s; {served.Values.Sum()} requests, 0 failed");
+    }
+
+    [Fact]
     public async Task Alerts_OnePostPerIncident_AndStillOneAfterKillOfTheNodeThatSendsThem()
     {
         await using var receiver = await WebhookReceiver.StartAsync();
