@@ -41,17 +41,18 @@ internal static class DemoCommand
         var hocon = new Option<string?>("--hocon") { Description = "The directory of node1.conf..node3.conf (default: the repository's hocon/).", HelpName = "DIR" };
         var logs = new Option<bool>("--logs") { Description = "Interleave the children's logs on the console." };
         var keepState = new Option<bool>("--keep-state") { Description = "Keep the last run's durable state (drains, weights, sessions)." };
+        var etcd = new Option<bool>("--etcd") { Description = "Start an etcd on 127.0.0.1:2379 as the cluster's configuration store and service registry: the backends register there and the nodes read it." };
         var command = new Command("demo", "Run demo backends and a cluster of nodes, each its own process, in the foreground.")
         {
-            nodes, backends, mode, chaos, kills, hocon, logs, keepState,
+            nodes, backends, mode, chaos, kills, hocon, logs, keepState, etcd,
         };
         command.SetAction((parse, _) => RunAsync(
             parse.GetValue(nodes), parse.GetValue(backends), parse.GetValue(mode)!, parse.GetValue(chaos), parse.GetValue(kills),
-            parse.GetValue(hocon), parse.GetValue(logs), parse.GetValue(keepState), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error));
+            parse.GetValue(hocon), parse.GetValue(logs), parse.GetValue(keepState), parse.GetValue(etcd), parse.InvocationConfiguration.Output, parse.InvocationConfiguration.Error));
         return command;
     }
 
-    private static async Task<int> RunAsync(int nodes, int backendCount, string mode, TimeSpan? chaos, int kills, string? hoconGiven, bool interleaveLogs, bool keepState, TextWriter output, TextWriter error)
+    private static async Task<int> RunAsync(int nodes, int backendCount, string mode, TimeSpan? chaos, int kills, string? hoconGiven, bool interleaveLogs, bool keepState, bool withEtcd, TextWriter output, TextWriter error)
     {
         // Checked here, once every option parsed: a command validator runs before the options'
         // own parsers and cannot read a value that failed to parse.
@@ -92,15 +93,22 @@ internal static class DemoCommand
         var nodeProcesses = new ChildProcess[nodes];
         Action<string>? Echo(string name) => interleaveLogs ? line => output.WriteLine($"[{name}] {line}") : null;
         var stoppedCleanly = false;
+        EtcdProcess? etcd = null;
         try
         {
+            if (withEtcd)
+            {
+                etcd = await EtcdProcess.StartAsync(Path.Combine(state, "etcd"), Path.Combine(logs, "etcd.log"), stop.Token);
+            }
+            // With etcd the backends are in no file: each registers itself, as a service would.
+            string[] register = withEtcd ? ["--register-etcd", EtcdProcess.Url] : [];
             foreach (var (name, port) in backends)
             {
-                backendProcesses.Add(ChildProcess.Start($"backend {name}", ["backend", "--port", port.ToString(), "--name", name], "listening on",
+                backendProcesses.Add(ChildProcess.Start($"backend {name}", ["backend", "--port", port.ToString(), "--name", name, .. register], "listening on",
                     Echo($"backend-{name}"), Path.Combine(logs, $"backend-{name}.log")));
                 children.Add(backendProcesses[^1]);
             }
-            var settings = NodeSettingsFor(backends, mode, chaos is not null);
+            var settings = NodeSettingsFor(backends, mode, chaos is not null, withEtcd);
             for (var i = 1; i <= nodes; i++)
             {
                 var config = i <= 3 ? Path.Combine(hocon, $"node{i}.conf") : WriteNodeConfig(generated!, hocon, i);
@@ -147,7 +155,11 @@ internal static class DemoCommand
                   fail backend b's health check:                curl -X POST 'http://127.0.0.1:9002/control/health?ok=false'
                   make backend c slow:                          curl -X POST 'http://127.0.0.1:9003/control/slow?ms=200'
                   kill a node like a crash would:               kill -9 {nodeProcesses[^1].Pid}   (node{nodes}; the demo starts it again{(chaos is null ? "" : ", as --chaos does")})
-
+                {(etcd is null ? "" : $"""
+                  the registry in etcd:                         etcdctl --endpoints {EtcdProcess.Url} get --prefix /balancer/pools   (etcd pid {etcd.Pid})
+                  register one more backend:                    {balancer} backend --port 9010 --name x --register-etcd {EtcdProcess.Url}
+                  change the cluster's configuration:           etcdctl --endpoints {EtcdProcess.Url} put /balancer/config 'balancer.pools.app.algorithm = least-connections'
+                """)}
                 """);
             var restarter = new NodeRestarter(nodeProcesses, output, chaos is null ? "balancer demo: " : "chaos: ");
             Task? chaosRun = null;
@@ -196,6 +208,10 @@ internal static class DemoCommand
             var stopping = Stopwatch.StartNew();
             await StopAllAsync(nodeProcesses.Where(n => n is not null), error);
             await StopAllAsync(backendProcesses, error);
+            if (etcd is not null)
+            {
+                await etcd.DisposeAsync();
+            }
             output.WriteLine($"balancer demo: every process stopped ({stopping.Elapsed.TotalSeconds:0.0} s)");
             if (generated is not null)
             {
@@ -288,15 +304,19 @@ internal static class DemoCommand
     }
 
     /// <summary>--set arguments every node gets: the demo's backends, the mode, and sticky sessions under chaos.</summary>
-    private static string[] NodeSettingsFor(IReadOnlyList<(string Name, int Port)> backends, string mode, bool chaos)
+    private static string[] NodeSettingsFor(IReadOnlyList<(string Name, int Port)> backends, string mode, bool chaos, bool etcd)
     {
         var sets = new List<string> { "--set", $"balancer.node.mode={mode}" };
-        foreach (var (name, port) in backends.Skip(3))
+        if (etcd)
+        {
+            sets.AddRange(["--set", $"balancer.config-source.etcd.endpoints=[\"{EtcdProcess.Url}\"]"]);
+        }
+        foreach (var (name, port) in etcd ? [] : backends.Skip(3))
         {
             sets.AddRange(["--set", $"balancer.pools.app.backends.{name}=\"127.0.0.1:{port}\""]);
         }
-        // hocon/balancer.conf defines a, b and c; fewer backends remove the rest.
-        foreach (var name in new[] { "a", "b", "c" }.Skip(backends.Count))
+        // hocon/balancer.conf defines a, b and c; fewer backends (or the registry) remove the rest.
+        foreach (var name in new[] { "a", "b", "c" }.Skip(etcd ? 0 : backends.Count))
         {
             sets.AddRange(["--set", $"balancer.pools.app.backends.{name}=null"]);
         }
