@@ -30,21 +30,40 @@ public sealed partial class BalancerExtension
     /// (<see cref="ApplyAsync"/>); SIGHUP, a change of a configuration file and <c>ctl config reload</c> come here.
     /// </summary>
     /// <exception cref="BalancerConfigException">Refused (every problem listed); the running configuration stays.</exception>
-    public Task<ConfigurationChange> ReloadAsync(string source) => ApplyComposedAsync(ConfigurationStatus.Current.Applied, source);
+    public Task<ConfigurationChange> ReloadAsync(string source) => ApplyComposedAsync(null, source);
 
     /// <summary>Applies <paramref name="cluster"/> over the node's own configuration (the cluster published a new version).</summary>
     internal Task<ConfigurationChange> ApplyClusterAsync(ClusterConfiguration cluster) =>
         ApplyComposedAsync(cluster, cluster.PublishedBy.StartsWith("etcd ", StringComparison.Ordinal) ? $"{cluster.PublishedBy} revision {cluster.Version}" : $"cluster version {cluster.Version}");
 
-    private Task<ConfigurationChange> ApplyComposedAsync(ClusterConfiguration? cluster, string source)
+    /// <summary>
+    /// Reads the node's files and lays <paramref name="cluster"/> (null: the version it runs) over
+    /// them, under the lock that orders every apply, so that a reload never undoes a version
+    /// applied meanwhile.
+    /// </summary>
+    private async Task<ConfigurationChange> ApplyComposedAsync(ClusterConfiguration? cluster, string source)
     {
-        var (next, problems) = Compose(cluster?.Text);
-        if (next is null)
+        await _applying.WaitAsync();
+        try
         {
-            Refused(source, problems);
-            return Task.FromException<ConfigurationChange>(new BalancerConfigException(problems.Select(ConfigProblem.Parse).ToList()));
+            var over = cluster ?? DataPlane.AppliedClusterConfiguration;
+            var (next, problems) = Compose(over?.Text);
+            if (next is null)
+            {
+                Refused(source, problems);
+                throw new BalancerConfigException(problems.Select(ConfigProblem.Parse).ToList());
+            }
+            var change = await ApplyLockedAsync(next, source);
+            if (cluster is not null)
+            {
+                DataPlane.AppliedClusterConfiguration = cluster;
+            }
+            return change;
         }
-        return ApplyAsync(next, source);
+        finally
+        {
+            _applying.Release();
+        }
     }
 
     /// <summary>The node's own configuration with <paramref name="clusterText"/> laid over it, read and validated; or the problems.</summary>
@@ -144,7 +163,7 @@ public sealed partial class BalancerExtension
         var published = await Guardian.Ask<ClusterConfigurationKeeper.Published>(
             new ClusterConfigurationKeeper.Publish(text, SettingsComparer.Fingerprint(next.Pools), changes),
             Settings.Node.WriteTimeout + TimeSpan.FromSeconds(3));
-        return (published.Version, changes);
+        return (published.Version, published.Confirmed ? changes : [.. changes, "(not yet confirmed by a majority of nodes: it spreads as they are reachable)"]);
     }
 
     /// <summary>
@@ -161,38 +180,43 @@ public sealed partial class BalancerExtension
         await _applying.WaitAsync();
         try
         {
-            var problems = BindProblems(Settings, next);
-            if (problems.Count > 0)
-            {
-                Refused(source, problems.Select(p => p.ToString()).ToList());
-                throw new BalancerConfigException(problems);
-            }
-            ConfigurationChange change;
-            try
-            {
-                change = await Guardian.Ask<ConfigurationChange>(new BalancerGuardian.ApplyConfiguration(next, source), TimeSpan.FromSeconds(10));
-            }
-            catch (InvalidOperationException e)
-            {
-                // Nothing was changed (a certificate file that could not be read again, say).
-                Refused(source, [e.Message]);
-                throw new BalancerConfigException([new ConfigProblem("configuration", e.Message)]);
-            }
-            var log = Logging.GetLogger(_system, "balancer.config");
-            foreach (var line in change.Describe())
-            {
-                log.Info("configuration ({0}): {1}", source, line);
-            }
-            if (change.IsEmpty && change.NeedRestart.IsEmpty)
-            {
-                log.Info("configuration ({0}): nothing changed", source);
-            }
-            return change;
+            return await ApplyLockedAsync(next, source);
         }
         finally
         {
             _applying.Release();
         }
+    }
+
+    private async Task<ConfigurationChange> ApplyLockedAsync(BalancerSettings next, string source)
+    {
+        var problems = BindProblems(Settings, next);
+        if (problems.Count > 0)
+        {
+            Refused(source, problems.Select(p => p.ToString()).ToList());
+            throw new BalancerConfigException(problems);
+        }
+        ConfigurationChange change;
+        try
+        {
+            change = await Guardian.Ask<ConfigurationChange>(new BalancerGuardian.ApplyConfiguration(next, source), TimeSpan.FromSeconds(10));
+        }
+        catch (InvalidOperationException e)
+        {
+            // Nothing was changed (a certificate file that could not be read again, say).
+            Refused(source, [e.Message]);
+            throw new BalancerConfigException([new ConfigProblem("configuration", e.Message)]);
+        }
+        var log = Logging.GetLogger(_system, "balancer.config");
+        foreach (var line in change.Describe())
+        {
+            log.Info("configuration ({0}): {1}", source, line);
+        }
+        if (change.IsEmpty && change.NeedRestart.IsEmpty)
+        {
+            log.Info("configuration ({0}): nothing changed", source);
+        }
+        return change;
     }
 
     /// <summary>The addresses <paramref name="next"/> would bind anew that cannot be bound, one problem each.</summary>

@@ -48,11 +48,14 @@ internal sealed class BalancerGuardian : ReceiveActor
             Context.ActorOf(Membership.StallGuard.Props(Context.System.Settings.Config), "stall-guard");
         }
         Receive<Frontends.FrontendOwner.Drain>(drain => duty.Forward(drain));
-        var keeper = Context.ActorOf(Configuration.ClusterConfigurationKeeper.Props(BalancerExtension.Get(Context.System), settings.Node.Role, settings.Node.WriteTimeout), "cluster-config");
+        var keeper = Context.ActorOf(Configuration.ClusterConfigurationKeeper.Props(BalancerExtension.Get(Context.System), settings.Node.Role, settings.Node.WriteTimeout,
+            followReplicated: settings.Etcd is null), "cluster-config");
         Receive<Configuration.ClusterConfigurationKeeper.Publish>(publish => keeper.Forward(publish));
         if (settings.Etcd is { } etcd)
         {
-            Context.ActorOf(Configuration.EtcdSource.Props(etcd, keeper, pools, BalancerExtension.Get(Context.System).EtcdStatus), "etcd");
+            // The last keys etcd gave, kept beside the node's durable state (several nodes of one host may share data-dir).
+            var cache = settings.Node.DataDir.Length == 0 ? "" : Path.Combine(settings.Node.DataDir, $"etcd-keys-{Akka.Cluster.Cluster.Get(Context.System).SelfAddress.Port}.json");
+            Context.ActorOf(Configuration.EtcdSource.Props(etcd, keeper, pools, BalancerExtension.Get(Context.System).EtcdStatus, cache), "etcd");
         }
         var running = settings;
         var keyKeeperStarted = settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None);

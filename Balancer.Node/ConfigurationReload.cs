@@ -45,6 +45,25 @@ internal sealed class ConfigurationReload : IDisposable
         {
             Watch();
         }
+        if (HangUpIgnored())
+        {
+            Report("started with SIGHUP ignored (under nohup?): SIGHUP will not reload the configuration; the file watch and `ctl config reload` do");
+        }
+    }
+
+    /// <summary>True when this process inherited SIGHUP ignored; .NET then installs no handler for it.</summary>
+    private static bool HangUpIgnored()
+    {
+        const int SigHup = 1;
+        try
+        {
+            var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+            return line is not null && (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (SigHup - 1))) != 0;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException)
+        {
+            return false;
+        }
     }
 
     private void Report(string what) => _error.WriteLine($"balancer: {what}");

@@ -27,6 +27,9 @@ public sealed record ClusterConfiguration(
     /// <summary>How many earlier versions a configuration remembers.</summary>
     public const int HistoryLength = 20;
 
+    /// <summary>How many lines of what a version changed are kept with it.</summary>
+    public const int ChangesKept = 20;
+
     /// <summary>The largest text published: it travels in one replicated value.</summary>
     public const int MaxTextBytes = 32 * 1024;
 

@@ -29,17 +29,19 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
     private readonly HashSet<string> _reported = new();
     private ClusterConfiguration? _published;
     private ImmutableDictionary<string, RunningConfiguration> _running = ImmutableDictionary<string, RunningConfiguration>.Empty;
-    private ClusterConfiguration? _applied;
     private long _tried;
+    private bool _applying;
+    // With etcd as the source, its key is the cluster's configuration and the replicated one is not followed.
+    private readonly bool _followReplicated;
 
-    public ClusterConfigurationKeeper(BalancerExtension balancer, string role, TimeSpan writeTimeout)
+    public ClusterConfigurationKeeper(BalancerExtension balancer, string role, TimeSpan writeTimeout, bool followReplicated = true)
     {
         _balancer = balancer;
         _status = balancer.ConfigurationStatus;
         _role = role;
         _write = new WriteMajority(writeTimeout);
+        _followReplicated = followReplicated;
         // A later incarnation carries on with the version the data plane runs.
-        _applied = balancer.DataPlane.AppliedClusterConfiguration;
         _tried = AppliedVersion;
 
         Receive<Changed>(changed =>
@@ -54,31 +56,51 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
                 Judge();
             }
         });
-        Receive<VersionApplied>(applied =>
+        Receive<VersionApplied>(_ =>
         {
-            _applied = applied.Configuration;
-            _balancer.DataPlane.AppliedClusterConfiguration = applied.Configuration;
+            _applying = false;
             TellRunning();
         });
-        Receive<NotApplied>(_ => TellRunning());
-        // A reload from the node's files changes what it runs, whatever the version.
-        Receive<ConfigurationApplied>(_ => TellRunning());
+        Receive<NotApplied>(_ =>
+        {
+            _applying = false;
+            TellRunning();
+        });
+        // A reload from the node's files changes what it runs, whatever the version; and a
+        // version refused before (the files did not fit it) is tried again with the mended files.
+        Receive<ConfigurationApplied>(_ =>
+        {
+            TellRunning();
+            if (!_applying && _published is { } published && published.Version != AppliedVersion)
+            {
+                _tried = 0;
+                OnClusterConfiguration(published);
+            }
+        });
         Receive<Publish>(publish =>
         {
-            var current = _published;
-            var version = Math.Max(current?.Version ?? 0, AppliedVersion) + 1;
-            var history = current is null
-                ? ImmutableArray<ClusterConfigurationVersion>.Empty
-                : [.. current.History.Prepend(current.AsVersion()).Take(ClusterConfiguration.HistoryLength)];
-            var next = new ClusterConfiguration(version, publish.Text, _cluster.SelfAddress.ToString(), DateTimeOffset.UtcNow, publish.Fingerprint, [.. publish.Changes], history);
-            _replicator.Tell(Dsl.Update(ReplicatedKeys.ClusterConfiguration, new LWWRegister<ClusterConfiguration>(_cluster.SelfUniqueAddress, next, ByVersion), _write,
-                new PendingPublish(Sender, version), register => register.WithValue(_cluster.SelfUniqueAddress, next, ByVersion)));
+            // The version is one past what the replica holds when the write is made, so two
+            // publishes through this node never share one.
+            var made = new MadeVersion();
+            var self = _cluster.SelfUniqueAddress;
+            var by = _cluster.SelfAddress.ToString();
+            var empty = new LWWRegister<ClusterConfiguration>(self, new ClusterConfiguration(0, "", "", DateTimeOffset.MinValue, "", [], []), ByVersion);
+            _replicator.Tell(Dsl.Update(ReplicatedKeys.ClusterConfiguration, empty, _write, new PendingPublish(Sender, made), register =>
+            {
+                var current = register.Value;
+                var history = current.Version == 0
+                    ? ImmutableArray<ClusterConfigurationVersion>.Empty
+                    : [.. current.History.Prepend(current.AsVersion()).Take(ClusterConfiguration.HistoryLength)];
+                made.Version = Math.Max(current.Version, AppliedVersion) + 1;
+                return register.WithValue(self, new ClusterConfiguration(made.Version, publish.Text, by, DateTimeOffset.UtcNow, publish.Fingerprint,
+                    [.. publish.Changes.Take(ClusterConfiguration.ChangesKept)], history), ByVersion);
+            }));
         });
         Receive<UpdateSuccess>(success =>
         {
             if (success.Request is PendingPublish pending)
             {
-                pending.ReplyTo.Tell(new Published(pending.Version));
+                pending.ReplyTo.Tell(new Published(pending.Made.Version, Confirmed: true));
             }
         });
         Receive<UpdateTimeout>(timeout =>
@@ -86,34 +108,48 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
             if (timeout.Request is PendingPublish pending)
             {
                 // Written here and spreading: it is applied wherever it arrives.
-                pending.ReplyTo.Tell(new Published(pending.Version));
-                _log.Warning("cluster configuration version {0}: published here, not yet confirmed by a majority; it spreads as nodes are reachable", pending.Version);
+                pending.ReplyTo.Tell(new Published(pending.Made.Version, Confirmed: false));
+                _log.Warning("cluster configuration version {0}: published here, not yet confirmed by a majority; it spreads as nodes are reachable", pending.Made.Version);
             }
         });
         Receive<IUpdateFailure>(failure =>
         {
             if (failure.Request is PendingPublish pending)
             {
-                pending.ReplyTo.Tell(new Status.Failure(new InvalidOperationException($"cluster configuration version {pending.Version} could not be stored: {failure}")));
+                pending.ReplyTo.Tell(new Status.Failure(new InvalidOperationException($"the cluster configuration could not be stored: {failure}")));
             }
         });
         // etcd's PREFIX/config: the cluster's configuration, read by every node itself.
         Receive<FromSource>(source => OnClusterConfiguration(source.Configuration));
+        Receive<ClusterEvent.MemberRemoved>(removed =>
+        {
+            // What a member that left ran is no one's business any more (the leader tidies up).
+            var address = removed.Member.Address.ToString();
+            if (_running.ContainsKey(address) && IsLeader)
+            {
+                _replicator.Tell(Dsl.Update(ReplicatedKeys.RunningConfigurations, LWWDictionary<string, RunningConfiguration>.Empty, WriteLocal.Instance,
+                    map => map.Remove(_cluster.SelfUniqueAddress, address)));
+            }
+            Judge();
+        });
         Receive<ClusterEvent.IMemberEvent>(_ => Judge());
         Receive<JudgeNow>(_ => Judge());
     }
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public static Props Props(BalancerExtension balancer, string role, TimeSpan writeTimeout) =>
-        Akka.Actor.Props.Create(() => new ClusterConfigurationKeeper(balancer, role, writeTimeout));
+    public static Props Props(BalancerExtension balancer, string role, TimeSpan writeTimeout, bool followReplicated = true) =>
+        Akka.Actor.Props.Create(() => new ClusterConfigurationKeeper(balancer, role, writeTimeout, followReplicated));
 
     /// <summary>Newest version wins, whatever the clocks say.</summary>
     private static long ByVersion(long _, ClusterConfiguration value) => value.Version;
 
     protected override void PreStart()
     {
-        _replicator.Tell(Dsl.Subscribe(ReplicatedKeys.ClusterConfiguration, Self));
+        if (_followReplicated)
+        {
+            _replicator.Tell(Dsl.Subscribe(ReplicatedKeys.ClusterConfiguration, Self));
+        }
         _replicator.Tell(Dsl.Subscribe(ReplicatedKeys.RunningConfigurations, Self));
         _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents, typeof(ClusterEvent.MemberUp), typeof(ClusterEvent.MemberRemoved));
         Context.System.EventStream.Subscribe(Self, typeof(ConfigurationApplied));
@@ -132,15 +168,16 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
     {
         _published = cluster;
         ShowStatus();
-        if (cluster.Version == AppliedVersion || cluster.Version <= _tried)
+        if (cluster.Version == 0 || cluster.Version == AppliedVersion || cluster.Version <= _tried || _applying)
         {
             return;
         }
         _tried = cluster.Version;
+        _applying = true;
         _log.Info("cluster configuration version {0} (published through {1} at {2:u}): applying it over this node's files", cluster.Version, cluster.PublishedBy, cluster.PublishedAt);
         var self = Self;
         _balancer.ApplyClusterAsync(cluster).ContinueWith(
-            t => t.IsCompletedSuccessfully ? (object)new VersionApplied(cluster) : NotApplied.Instance,
+            t => t.IsCompletedSuccessfully ? (object)new VersionApplied(cluster.Version) : NotApplied.Instance,
             TaskScheduler.Default).PipeTo(self);
     }
 
@@ -167,6 +204,8 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
         foreach (var member in drifting)
         {
             var since = _driftSince.TryGetValue(member, out var found) ? found : _driftSince[member] = now;
+            // Each node says it in its own log and event feed; the alert goes out once, from the
+            // node that sends the cluster's alerts.
             if (now - since >= DriftGrace && _reported.Add(member))
             {
                 var running = _running[member];
@@ -177,7 +216,8 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
         foreach (var member in _driftSince.Keys.Where(m => !drifting.Contains(m)).ToList())
         {
             _driftSince.Remove(member);
-            if (_reported.Remove(member))
+            // A member that left is not "over" its drift: it is gone.
+            if (_reported.Remove(member) && members.Contains(member))
             {
                 var running = _running.TryGetValue(member, out var r) ? r : null;
                 _log.Info("configuration drift over: {0} runs the same pools as the others again", member);
@@ -186,8 +226,10 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
         }
     }
 
+    private bool IsLeader => _cluster.State.Leader is { } leader && leader.Equals(_cluster.SelfAddress);
+
     private void ShowStatus(ImmutableHashSet<string>? drifting = null) =>
-        _status.Publish(new ConfigurationStatus.Snapshot(_published, _running, drifting ?? _status.Current.Drifting, _applied));
+        _status.Publish(new ConfigurationStatus.Snapshot(_published, _running, drifting ?? _status.Current.Drifting, Applied));
 
     /// <summary>Publish <paramref name="Text"/> as the next version; answered with <see cref="Published"/>.</summary>
     public sealed record Publish(string Text, string Fingerprint, IReadOnlyList<string> Changes);
@@ -195,14 +237,23 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
     /// <summary>The cluster's configuration as a configuration source (etcd) has it.</summary>
     public sealed record FromSource(ClusterConfiguration Configuration);
 
-    /// <summary>The version <see cref="Publish"/> made.</summary>
-    public sealed record Published(long Version);
+    /// <summary>The version <see cref="Publish"/> made; <paramref name="Confirmed"/> when a majority holds it.</summary>
+    public sealed record Published(long Version, bool Confirmed);
 
-    private sealed record PendingPublish(IActorRef ReplyTo, long Version);
+    private sealed record PendingPublish(IActorRef ReplyTo, MadeVersion Made);
 
-    private sealed record VersionApplied(ClusterConfiguration Configuration);
+    private sealed record VersionApplied(long Version);
 
-    private long AppliedVersion => _applied?.Version ?? 0;
+    /// <summary>The version the data plane runs (set by the extension as it applies one, under its lock).</summary>
+    private ClusterConfiguration? Applied => _balancer.DataPlane.AppliedClusterConfiguration;
+
+    private long AppliedVersion => Applied?.Version ?? 0;
+
+    /// <summary>The version a publish made, known once the replicator ran its update.</summary>
+    private sealed class MadeVersion
+    {
+        public long Version { get; set; }
+    }
 
     private sealed class NotApplied
     {

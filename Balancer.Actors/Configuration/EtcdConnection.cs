@@ -50,8 +50,9 @@ public sealed class EtcdConnection : IDisposable
                     UseProxy = false,
                     ConnectTimeout = CallTimeout,
                     EnableMultipleHttp2Connections = true,
-                    KeepAlivePingDelay = TimeSpan.FromSeconds(1),
-                    KeepAlivePingTimeout = TimeSpan.FromSeconds(2),
+                    // Not more often than etcd's --grpc-keepalive-min-time (5 s), or it answers too_many_pings.
+                    KeepAlivePingDelay = TimeSpan.FromSeconds(6),
+                    KeepAlivePingTimeout = TimeSpan.FromSeconds(3),
                     KeepAlivePingPolicy = HttpKeepAlivePingPolicy.Always,
                 },
             });

@@ -30,22 +30,33 @@ internal sealed class EtcdSource : ReceiveActor
     private readonly Dictionary<string, ImmutableArray<BackendSettings>> _sent = new(StringComparer.Ordinal);
     private readonly HashSet<string> _refused = new(StringComparer.Ordinal);
     private long _configRevision = -1;
+    private bool _listedOnce;
 
-    public EtcdSource(EtcdSettings settings, IActorRef keeper, IActorRef pools, EtcdStatus status)
+    public EtcdSource(EtcdSettings settings, IActorRef keeper, IActorRef pools, EtcdStatus status, string cachePath = "")
     {
         _settings = settings;
+        _cachePath = cachePath.Length == 0 ? null : cachePath;
         _keeper = keeper;
         _pools = pools;
         _status = status;
         Receive<Listed>(listed =>
         {
+            // The copy of the last run never overrides what etcd itself said.
+            if (listed.FromCache && _listedOnce)
+            {
+                return;
+            }
             _keys.Clear();
             foreach (var (key, value, revision) in listed.Keys)
             {
                 _keys[key] = (value, revision);
             }
-            Reachable();
-            Apply(listed.Revision);
+            if (!listed.FromCache)
+            {
+                _listedOnce = true;
+                Reachable(listed.Endpoint);
+            }
+            Apply(listed.Revision, reachable: !listed.FromCache);
         });
         Receive<Changed>(changed =>
         {
@@ -83,35 +94,88 @@ internal sealed class EtcdSource : ReceiveActor
         });
     }
 
-    public static Props Props(EtcdSettings settings, IActorRef keeper, IActorRef pools, EtcdStatus status) =>
-        Akka.Actor.Props.Create(() => new EtcdSource(settings, keeper, pools, status));
+    public static Props Props(EtcdSettings settings, IActorRef keeper, IActorRef pools, EtcdStatus status, string cachePath) =>
+        Akka.Actor.Props.Create(() => new EtcdSource(settings, keeper, pools, status, cachePath));
 
     protected override void PreStart()
     {
         Context.System.EventStream.Subscribe(Self, typeof(ConfigurationApplied));
+        // What etcd said last time, so that a node started while etcd is away still has its backends.
+        if (_cachePath is not null && ReadCache(_cachePath) is { } cached)
+        {
+            _log.Info("etcd: starting from the {0} key(s) of revision {1} kept from the last run, until etcd answers", cached.Keys.Length, cached.Revision);
+            Self.Tell(cached);
+        }
         var self = Self;
-        _ = Task.Run(() => FollowAsync(self, _stop.Token));
+        var stop = _stop;
+        _ = Task.Run(() => FollowAsync(self, stop.Token)).ContinueWith(_ => stop.Dispose(), TaskScheduler.Default);
     }
 
     protected override void PostStop()
     {
         Context.System.EventStream.Unsubscribe(Self);
+        // Disposed by the loop once it has seen this.
         _stop.Cancel();
-        _stop.Dispose();
     }
 
-    private void Reachable()
+    private readonly string? _cachePath;
+
+    /// <summary>The keys as listed last, kept in the data directory (JSON, written whole and renamed into place).</summary>
+    private sealed record Cache(long Revision, List<CachedKey> Keys);
+
+    private sealed record CachedKey(string Key, string Value, long Revision);
+
+    private static Listed? ReadCache(string path)
     {
-        if (!_status.Current.Reachable)
+        try
         {
-            _log.Info("etcd {0} reachable again: catching up with what changed meanwhile", _status.Current.Endpoint);
-            Context.System.EventStream.Publish(new ConfigSourceReachability("etcd", true, _status.Current.Endpoint, ""));
+            if (!File.Exists(path) || System.Text.Json.JsonSerializer.Deserialize<Cache>(File.ReadAllText(path)) is not { } cache)
+            {
+                return null;
+            }
+            return new Listed(cache.Revision, [.. cache.Keys.Select(k => (k.Key, k.Value, k.Revision))], FromCache: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException)
+        {
+            return null;
         }
     }
 
-    private void Apply(long revision)
+    private void WriteCache(long revision)
     {
-        _status.Publish(new EtcdStatus.Snapshot(true, DateTimeOffset.UtcNow, _status.Current.Endpoint, "", revision));
+        if (_cachePath is null)
+        {
+            return;
+        }
+        try
+        {
+            var temporary = _cachePath + ".tmp";
+            File.WriteAllText(temporary, System.Text.Json.JsonSerializer.Serialize(new Cache(revision, _keys.Select(k => new CachedKey(k.Key, k.Value.Value, k.Value.Revision)).ToList())));
+            File.Move(temporary, _cachePath, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _log.Warning("etcd: could not keep a copy of the keys in {0}: {1}", _cachePath, e.Message);
+        }
+    }
+
+    private void Reachable(string endpoint)
+    {
+        if (!_status.Current.Reachable)
+        {
+            _log.Info("etcd {0} reachable again: catching up with what changed meanwhile", endpoint);
+            Context.System.EventStream.Publish(new ConfigSourceReachability("etcd", true, endpoint, ""));
+        }
+        _status.Publish(new EtcdStatus.Snapshot(true, DateTimeOffset.UtcNow, endpoint, "", _status.Current.Revision));
+    }
+
+    private void Apply(long revision, bool reachable = true)
+    {
+        if (reachable)
+        {
+            _status.Publish(_status.Current with { Revision = revision });
+            WriteCache(revision);
+        }
         // The cluster's configuration: a new revision of its key (or its deletion) is a new version.
         var (text, configRevision) = _keys.TryGetValue(_settings.ConfigKey, out var config) ? (config.Value, config.Revision) : ("", 0L);
         if (configRevision != _configRevision && (_configRevision >= 0 || configRevision > 0))
@@ -128,7 +192,9 @@ internal sealed class EtcdSource : ReceiveActor
     /// <summary>Each pool's registered backends, sent to its router when they changed.</summary>
     private void SendRegistry()
     {
-        var pools = BalancerExtension.Get(Context.System).Pools.Pools;
+        var balancer = BalancerExtension.Get(Context.System);
+        var pools = balancer.Pools.Pools;
+        var configuration = balancer.Settings;
         var registered = new Dictionary<string, List<BackendSettings>>(StringComparer.Ordinal);
         var problems = new List<string>();
         foreach (var (key, (value, _)) in _keys.OrderBy(k => k.Key, StringComparer.Ordinal))
@@ -141,6 +207,11 @@ internal sealed class EtcdSource : ReceiveActor
             if (parts is not [var pool, "backends", var name] || !BackendRules.IsValidName(name))
             {
                 problems.Add($"etcd key {key}: expected {_settings.PoolsPrefix}POOL/backends/NAME with NAME using {BackendRules.NameRule}");
+                continue;
+            }
+            if (configuration.FindPool(pool) is { } configured && configured.Backends.Any(b => b.Name == name))
+            {
+                problems.Add($"etcd key {key}: pool {pool} has a configured backend \"{name}\", which stays as configured");
                 continue;
             }
             if (!pools.TryGetValue(pool, out var handle))
@@ -204,11 +275,13 @@ internal sealed class EtcdSource : ReceiveActor
         var rangeEnd = EtcdConnection.RangeEnd(prefix);
         while (!stop.IsCancellationRequested)
         {
+            var listed = false;
             try
             {
                 var listing = await etcd.KV.RangeAsync(new RangeRequest { Key = key, RangeEnd = rangeEnd }, await etcd.OptionsAsync(stop));
                 var revision = listing.Header.Revision;
-                self.Tell(new Listed(revision, [.. listing.Kvs.Select(kv => (kv.Key.ToStringUtf8(), kv.Value.ToStringUtf8(), kv.ModRevision))]));
+                listed = true;
+                self.Tell(new Listed(revision, [.. listing.Kvs.Select(kv => (kv.Key.ToStringUtf8(), kv.Value.ToStringUtf8(), kv.ModRevision))], Endpoint: etcd.Endpoint.ToString()));
                 using var watch = etcd.Watch.Watch(await etcd.OptionsAsync(stop, stream: true));
                 await watch.RequestStream.WriteAsync(new WatchRequest
                 {
@@ -238,8 +311,14 @@ internal sealed class EtcdSource : ReceiveActor
             }
             catch (Exception e)
             {
-                self.Tell(new Unreachable(etcd.Endpoint.ToString(), Describe(e)));
+                // A watch that ends (a compaction, a leader change, an expired token) is listed
+                // again at once; etcd counts as unreachable only when that listing fails too.
                 etcd.Failed();
+                if (listed)
+                {
+                    continue;
+                }
+                self.Tell(new Unreachable(etcd.Endpoint.ToString(), Describe(e)));
                 try
                 {
                     await Task.Delay(RetryDelay, stop);
@@ -258,7 +337,7 @@ internal sealed class EtcdSource : ReceiveActor
         _ => e.GetBaseException().Message,
     };
 
-    private sealed record Listed(long Revision, ImmutableArray<(string Key, string Value, long Revision)> Keys);
+    private sealed record Listed(long Revision, ImmutableArray<(string Key, string Value, long Revision)> Keys, bool FromCache = false, string Endpoint = "");
 
     private sealed record Changed(long Revision, ImmutableArray<(string Key, string? Value, long Revision)> Keys);
 

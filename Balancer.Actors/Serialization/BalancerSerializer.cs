@@ -44,6 +44,8 @@ public sealed class BalancerSerializer : SerializerWithStringManifest
         PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
+        // Never inlined into HTML: a configuration's quotes take 2 bytes, not 6 (\u0022).
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
     };
 
     /// <summary>Created by Akka from the binding in reference.conf.</summary>

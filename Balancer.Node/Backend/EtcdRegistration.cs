@@ -19,6 +19,7 @@ internal sealed class EtcdRegistration : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _loop;
     private long _lease;
+    private TimeSpan _granted;
 
     public EtcdRegistration(IReadOnlyList<Uri> endpoints, string prefix, string pool, string name, string address, TimeSpan ttl, TextWriter output)
     {
@@ -41,6 +42,8 @@ internal sealed class EtcdRegistration : IAsyncDisposable
                 {
                     var grant = await _etcd.Lease.LeaseGrantAsync(new LeaseGrantRequest { TTL = (long)_ttl.TotalSeconds }, await _etcd.OptionsAsync(_stop.Token));
                     _lease = grant.ID;
+                    // Kept alive at a third of what etcd granted (it may grant more than asked).
+                    _granted = TimeSpan.FromSeconds(Math.Max(1, grant.TTL));
                     await _etcd.PutAsync(_key, _value, _lease, _stop.Token);
                     _output.WriteLine($"registered in etcd {_etcd.Endpoint}: {_key} = {_value} (lease {_lease:x}, {_ttl.TotalSeconds:0} s)");
                     registered = true;
@@ -55,7 +58,7 @@ internal sealed class EtcdRegistration : IAsyncDisposable
                         _lease = 0;
                         break;
                     }
-                    await Task.Delay(_ttl / 3, _stop.Token);
+                    await Task.Delay(_granted / 3, _stop.Token);
                 }
             }
             catch (Exception) when (_stop.IsCancellationRequested)

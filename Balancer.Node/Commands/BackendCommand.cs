@@ -62,6 +62,10 @@ internal static class BackendCommand
 
     private static async Task<int> RunAsync(int port, string? nameGiven, IPAddress bind, int latency, double failRate, TextWriter output, Registration registration)
     {
+        if (registration.Endpoints.Length > 0 && (bind.Equals(IPAddress.Any) || bind.Equals(IPAddress.IPv6Any)))
+        {
+            throw new UsageException($"--register-etcd registers the address it listens on: give --bind the address the nodes reach it at, not {bind}");
+        }
         var name = nameGiven ?? $"backend-{port}";
         await using var backend = new DemoBackend(name, new IPEndPoint(bind, port), latency, failRate);
         try

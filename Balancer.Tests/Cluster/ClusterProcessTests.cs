@@ -269,6 +269,12 @@ public class ClusterProcessTests : IAsyncLifetime
             Assert.True(code == 0, $"ctl {string.Join(' ', args)} exited {code}: {ctl.Output}{ctl.Errors}");
             return ctl.Output;
         }
+        // What each member runs travels by gossip: node 1 hears of every member's version within a round or two.
+        async Task EveryMemberRunsAsync(long version) => await Eventually.Holds(async () =>
+        {
+            var members = System.Text.Json.JsonDocument.Parse(await _http.GetStringAsync("http://127.0.0.1:9110/api/config")).RootElement.GetProperty("nodes");
+            Assert.All(members.EnumerateArray(), n => Assert.Equal(version, n.GetProperty("version").GetInt64()));
+        });
         var version1 = Path.Combine(_dataDir, "cluster-v1.conf");
         File.WriteAllText(version1, """
             balancer.pools.app.algorithm = least-connections
@@ -289,6 +295,7 @@ public class ClusterProcessTests : IAsyncLifetime
         {
             Assert.Contains(response.Headers.GetValues("X-Backend").Single(), new[] { "a", "b" });
         }
+        await EveryMemberRunsAsync(1);
         var show = await CtlAsync("config", "show");
         Assert.Contains("cluster configuration: version 1, published through akka.tcp://balancer@127.0.0.1:4053", show);
         Assert.Equal(3, Regex.Matches(show, "version 1 +[0-9a-f]{12}").Count);
@@ -324,6 +331,7 @@ public class ClusterProcessTests : IAsyncLifetime
         Assert.Contains("+ balancer.pools.app.backends.d = null", diff);
         Assert.Contains("cluster configuration version 2 published", await CtlAsync("config", "apply", version2));
         await WaitUntilAsync(() => nodes[0].Output.Contains("configuration drift over: akka.tcp://balancer@127.0.0.1:4055"), TimeSpan.FromSeconds(15), "node 3 caught up");
+        await EveryMemberRunsAsync(2);
         show = await CtlAsync("config", "show");
         Assert.Single(Regex.Matches(show, "version 2 +([0-9a-f]{12})").Select(m => m.Groups[1].Value).Distinct());
         Assert.Equal(3, Regex.Matches(show, "version 2 +[0-9a-f]{12}").Count);
@@ -391,6 +399,22 @@ public class ClusterProcessTests : IAsyncLifetime
         Assert.True(slowest < TimeSpan.FromSeconds(1), $"a registered backend became routable on every node only after {slowest.TotalMilliseconds:0} ms");
         await WaitUntilAsync(() => new[] { "r1", "r2", "r3", "r4", "r5" }.All(served.ContainsKey), TimeSpan.FromSeconds(20), "every registered backend served requests");
 
+        // A key that cannot be used is refused by name; the rest stays. The cluster's configuration
+        // published through ctl lives in etcd; a bad one there is refused and the last good one stays.
+        await registry.PutAsync("/balancer/pools/nowhere/backends/z", "127.0.0.1:9001");
+        await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("etcd key /balancer/pools/nowhere/backends/z: no pool \"nowhere\"")), TimeSpan.FromSeconds(10), "the key of an unknown pool refused by name");
+        var clusterConfig = Path.Combine(_dataDir, "cluster-etcd.conf");
+        File.WriteAllText(clusterConfig, "balancer.pools.app.algorithm = least-connections\n");
+        var apply = Start("ctl", "127.0.0.1:9110", "config", "apply", clusterConfig);
+        Assert.Equal(0, await apply.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        await WaitUntilAsync(() => nodes.All(n => Regex.IsMatch(n.Output, @"configuration \(etcd /balancer/config revision \d+\): pool app changed: algorithm")), TimeSpan.FromSeconds(10), "ctl config apply, through etcd, on every node");
+        await registry.PutAsync("/balancer/config", "balancer.pools.app.algorithm = fastest");
+        await WaitUntilAsync(() => nodes.All(n => Regex.IsMatch(n.Output, @"configuration \(etcd /balancer/config revision \d+\) refused: balancer\.pools\.app\.algorithm")), TimeSpan.FromSeconds(10), "a bad configuration in etcd refused");
+        using (var pools = await _http.GetAsync("http://127.0.0.1:9112/api/pools"))
+        {
+            Assert.Contains("\"least-connections\"", await pools.Content.ReadAsStringAsync());
+        }
+
         // 2. Out of rotation: its key deleted (within a second), a clean stop (lease revoked), a
         //    kill -9 (within the lease's 3 s + 1 s).
         await registry.DeleteAsync("/balancer/pools/app/backends/r1");
@@ -417,6 +441,8 @@ public class ClusterProcessTests : IAsyncLifetime
             Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
             Assert.Contains("etcd unreachable since", await ready.Content.ReadAsStringAsync());
         }
+        Assert.Contains("etcd unreachable since", await _http.GetStringAsync("http://127.0.0.1:9112/"));
+        Assert.True(nodes.All(n => n.Output.Contains("unreachable: ") && n.Output.Contains("this node keeps the configuration and backends it had")));
         var servedBefore = served.GetValueOrDefault("r4") + served.GetValueOrDefault("r5");
         await Task.Delay(TimeSpan.FromSeconds(25));
         Assert.True(nodes.All(n => LastBackends(n).Contains(" r4=", StringComparison.Ordinal) && LastBackends(n).Contains(" r5=", StringComparison.Ordinal)));

@@ -87,7 +87,7 @@ internal sealed class NodeProcess : IAsyncDisposable
         }
         if (ResetInterrupt)
         {
-            info.ArgumentList.Add("--default-signal=INT");
+            info.ArgumentList.Add("--default-signal=INT,HUP");
         }
         if (netns is not null || ResetInterrupt)
         {
@@ -113,14 +113,20 @@ internal sealed class NodeProcess : IAsyncDisposable
         return node;
     }
 
-    /// <summary>True if this process inherited SIGINT ignored (bit 2 of the SigIgn mask in /proc/self/status).</summary>
+    /// <summary>
+    /// True if this process inherited SIGINT or SIGHUP ignored (bits of the SigIgn mask in
+    /// /proc/self/status): a shell's background job, or `nohup`. The node would inherit that too,
+    /// and .NET installs no handler for a signal it finds ignored.
+    /// </summary>
     private static bool InterruptIgnored()
     {
+        const int SigHup = 1;
         const int SigInt = 2;
         var line = File.Exists("/proc/self/status")
             ? File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("SigIgn:", StringComparison.Ordinal))
             : null;
-        return line is not null && (Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16) & (1UL << (SigInt - 1))) != 0;
+        var ignored = line is null ? 0 : Convert.ToUInt64(line["SigIgn:".Length..].Trim(), 16);
+        return (ignored & ((1UL << (SigInt - 1)) | (1UL << (SigHup - 1)))) != 0;
     }
 
     /// <summary>Waits until the output contains <paramref name="text"/>; fails with the output so far.</summary>
