@@ -105,11 +105,9 @@ public sealed record BalancerSettings(
             problems.Add(new ConfigProblem("balancer.node.affinity-key",
                 "affinity needs a secret of at least 16 characters, the same on every node (or leave it empty: the cluster generates one)"));
         }
-        root.Section("config-source").RejectUnknownKeys(SettingsReader.KeysOf(reference.GetConfig("config-source")), userBalancer.GetConfig("config-source") ?? Config.Empty);
-        root.Section("config-source").Section("etcd").RejectUnknownKeys(SettingsReader.KeysOf(reference.GetConfig("config-source.etcd")), userBalancer.GetConfig("config-source.etcd") ?? Config.Empty);
         var settings = new BalancerSettings(node, frontends.ToImmutable(), pools.ToImmutable(), AlertSettingsReader.ReadAlerts(root.Section("alerts"), userBalancer, reference),
             TelemetrySettingsReader.ReadTelemetry(root.Section("telemetry"), userBalancer, reference),
-            TelemetrySettingsReader.ReadEtcd(root.Section("config-source").Section("etcd")));
+            ConfigSourceSettingsReader.ReadEtcd(root.Section("config-source"), userBalancer, reference));
         FrontendSettingsReader.CheckBindConflicts(settings, problems);
         return settings;
     }

@@ -9,21 +9,10 @@ internal static class AlertSettingsReader
     internal static AlertSettings ReadAlerts(SettingsReader alerts, Config userBalancer, Config reference)
     {
         alerts.RejectUnknownKeys(SettingsReader.KeysOf(reference.GetConfig("alerts")), userBalancer.HasPath("alerts") ? userBalancer.GetConfig("alerts") : Config.Empty);
-        var webhooks = ImmutableArray.CreateBuilder<Uri>();
-        foreach (var url in alerts.StringList("webhooks"))
-        {
-            if (Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps))
-            {
-                webhooks.Add(uri);
-            }
-            else
-            {
-                alerts.Problem("webhooks", $"\"{url}\" is not an absolute http:// or https:// URL");
-            }
-        }
+        var webhooks = alerts.HttpUrls("webhooks");
         var thresholds = alerts.Section("thresholds");
         return new AlertSettings(
-            webhooks.ToImmutable(),
+            webhooks,
             alerts.Duration("timeout"),
             alerts.Int("max-attempts", 1, 100),
             alerts.Int("queue-limit", 1, 1_000_000),

@@ -1,3 +1,4 @@
+using System.Collections.Immutable;
 using System.Globalization;
 using Akka.Configuration;
 using Akka.Configuration.Hocon;
@@ -192,6 +193,24 @@ internal sealed class SettingsReader
         _ when !value.IsString() => ("", "expected a single value, got an object or a list"),
         _ => (value.GetString() ?? "", null),
     };
+
+    /// <summary>A list of absolute http:// or https:// URLs (webhooks, etcd endpoints); each other entry is a problem.</summary>
+    public ImmutableArray<Uri> HttpUrls(string key)
+    {
+        var urls = ImmutableArray.CreateBuilder<Uri>();
+        foreach (var text in StringList(key))
+        {
+            if (Uri.TryCreate(text, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps))
+            {
+                urls.Add(uri);
+            }
+            else
+            {
+                Problem(key, $"\"{text}\" is not an absolute http:// or https:// URL");
+            }
+        }
+        return urls.ToImmutable();
+    }
 
     /// <summary>A list of strings that may also be written as one string.</summary>
     public IReadOnlyList<string> StringList(string key)

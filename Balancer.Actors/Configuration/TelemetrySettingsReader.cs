@@ -34,32 +34,4 @@ internal static class TelemetrySettingsReader
         }
         return new TelemetrySettings(endpoint, protocol, headers, otlp.Percent("sampling"), otlp.Duration("export-interval"));
     }
-
-    internal static EtcdSettings? ReadEtcd(SettingsReader etcd)
-    {
-        var endpoints = new List<Uri>();
-        foreach (var text in etcd.StringList("endpoints"))
-        {
-            if (Uri.TryCreate(text, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps))
-            {
-                endpoints.Add(uri);
-            }
-            else
-            {
-                etcd.Problem("endpoints", $"expected http://HOST:PORT or https://HOST:PORT, got \"{text}\"");
-            }
-        }
-        var prefix = etcd.String("prefix");
-        if (!prefix.StartsWith('/') || prefix.Length < 2 || prefix.EndsWith('/'))
-        {
-            etcd.Problem("prefix", $"expected a key prefix like \"/balancer\" (a leading slash, no trailing one), got \"{prefix}\"");
-        }
-        var username = etcd.String("username");
-        var passwordEnv = etcd.String("password-env");
-        if (username.Length > 0 && passwordEnv.Length == 0)
-        {
-            etcd.Problem("password-env", "username is set: name the environment variable that holds the password");
-        }
-        return endpoints.Count == 0 ? null : new EtcdSettings([.. endpoints], prefix, username, passwordEnv);
-    }
 }

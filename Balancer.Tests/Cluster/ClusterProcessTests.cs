@@ -121,36 +121,7 @@ public class ClusterProcessTests : IAsyncLifetime
                 return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
             },
         }) { Timeout = TimeSpan.FromSeconds(5) };
-        var failures = new List<string>();
-        var served = 0;
-        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var load = Enumerable.Range(8081, 3).Select(port => Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    using var response = await keepAlive.GetAsync($"http://127.0.0.1:{port}/", stop.Token);
-                    await response.Content.ReadAsStringAsync(stop.Token);
-                    if (response.IsSuccessStatusCode)
-                    {
-                        Interlocked.Increment(ref served);
-                    }
-                    else
-                    {
-                        lock (failures) { failures.Add($":{port} HTTP {(int)response.StatusCode}"); }
-                    }
-                }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
-                {
-                }
-                catch (Exception e)
-                {
-                    lock (failures) { failures.Add($":{port} {e.GetBaseException().Message}"); }
-                }
-                await Task.Delay(5);
-            }
-        })).ToList();
+        await using var load = KeepAliveLoad.Start(keepAlive, pause: TimeSpan.FromMilliseconds(5));
         var held = new List<System.Net.Sockets.Socket>();
         for (var port = 7071; port <= 7073; port++)
         {
@@ -167,7 +138,7 @@ public class ClusterProcessTests : IAsyncLifetime
             }
         }
         await AssertHeldConnectionsAnswerAsync();
-        await WaitUntilAsync(() => Volatile.Read(ref served) > 50, TimeSpan.FromSeconds(20), "the load running");
+        await WaitUntilAsync(() => load.Served > 50, TimeSpan.FromSeconds(20), "the load running");
         var connectsBefore = Volatile.Read(ref connects);
         using (var old = await TcpClients.ConnectAsync(new IPEndPoint(IPAddress.Loopback, 7090)))
         {
@@ -250,12 +221,11 @@ public class ClusterProcessTests : IAsyncLifetime
             "SIGHUP reloaded; node 1 said:\n" + string.Join("\n", nodes[0].Output.Split('\n').Where(l => l.Contains("configuration")).TakeLast(12)));
 
         await AssertHeldConnectionsAnswerAsync();
-        stop.Cancel();
-        await Task.WhenAll(load);
-        Assert.True(failures.Count == 0, $"{failures.Count} of {served + failures.Count} requests failed: {string.Join("; ", failures.Take(5))}");
+        await load.StopAsync();
+        Assert.True(load.Failures.Count == 0, $"{load.Failures.Count} of {load.Served + load.Failures.Count} requests failed: {string.Join("; ", load.Failures.Take(5))}");
         Assert.Equal(connectsBefore, Volatile.Read(ref connects));
         held.ForEach(s => s.Dispose());
-        Console.WriteLine($"reload under load: {served} keep-alive requests, 0 failed, {connectsBefore} connections opened before the reloads and none after; 3 held TCP connections answered throughout");
+        Console.WriteLine($"reload under load: {load.Served} keep-alive requests, 0 failed, {connectsBefore} connections opened before the reloads and none after; 3 held TCP connections answered throughout");
     }
 
     [Fact]
@@ -353,36 +323,9 @@ public class ClusterProcessTests : IAsyncLifetime
         bool GoneEverywhere(string name) => nodes.All(n => !LastBackends(n).Contains($" {name}=127.0.0.1:", StringComparison.Ordinal));
 
         // Keep-alive requests to every node's own port all along.
-        var failures = new List<string>();
-        var served = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
-        using var stop = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         using var client = new HttpClient(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = Timeout.InfiniteTimeSpan }) { Timeout = TimeSpan.FromSeconds(5) };
-        var load = Enumerable.Range(8081, 3).Select(port => Task.Run(async () =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                try
-                {
-                    using var response = await client.GetAsync($"http://127.0.0.1:{port}/", stop.Token);
-                    if (response.IsSuccessStatusCode)
-                    {
-                        served.AddOrUpdate(response.Headers.GetValues("X-Backend").Single(), 1, (_, n) => n + 1);
-                    }
-                    else
-                    {
-                        lock (failures) { failures.Add($":{port} HTTP {(int)response.StatusCode}"); }
-                    }
-                }
-                catch (OperationCanceledException) when (stop.IsCancellationRequested)
-                {
-                }
-                catch (Exception e)
-                {
-                    lock (failures) { failures.Add($":{port} {e.GetBaseException().Message}"); }
-                }
-                await Task.Delay(10);
-            }
-        })).ToList();
+        await using var load = KeepAliveLoad.Start(client, pause: TimeSpan.FromMilliseconds(10));
+        var served = load.ByBackend;
 
         // 1. Five backends register themselves: each routable on all three nodes within a second.
         var registered = new Dictionary<string, NodeProcess>();
@@ -459,10 +402,9 @@ public class ClusterProcessTests : IAsyncLifetime
             Assert.Equal("ready\n", await ready.Content.ReadAsStringAsync());
         }
 
-        stop.Cancel();
-        await Task.WhenAll(load);
-        Assert.True(failures.Count == 0, $"{failures.Count} of {served.Values.Sum() + failures.Count} requests failed: {string.Join("; ", failures.Take(5))}");
-        Console.WriteLine($"etcd registry: 5 backends routable on every node at most {slowest.TotalMilliseconds:0} ms after registering; out after key deletion {afterDelete.TotalMilliseconds:0} ms, clean stop {afterStop.TotalMilliseconds:0} ms, kill -9 {afterKill.TotalMilliseconds:0} ms (lease 3 s); etcd stopped 30 s; {served.Values.Sum()} requests, 0 failed");
+        await load.StopAsync();
+        Assert.True(load.Failures.Count == 0, $"{load.Failures.Count} of {load.Served + load.Failures.Count} requests failed: {string.Join("; ", load.Failures.Take(5))}");
+        Console.WriteLine($"etcd registry: 5 backends routable on every node at most {slowest.TotalMilliseconds:0} ms after registering; out after key deletion {afterDelete.TotalMilliseconds:0} ms, clean stop {afterStop.TotalMilliseconds:0} ms, kill -9 {afterKill.TotalMilliseconds:0} ms (lease 3 s); etcd stopped 30 s; {load.Served} requests, 0 failed");
     }
 
     [Fact]
@@ -980,6 +922,87 @@ public class ClusterProcessTests : IAsyncLifetime
         {
             Assert.True(deadline.Elapsed < timeout, $"timed out after {timeout} waiting for: {what}");
             await Task.Delay(50);
+        }
+    }
+
+    /// <summary>
+    /// Keep-alive GETs to every node's own port (8081-8083) until stopped (2 minutes at most):
+    /// requests served, by the backend that answered, and every failure.
+    /// </summary>
+    private sealed class KeepAliveLoad : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = new(TimeSpan.FromMinutes(2));
+        private readonly List<string> _failures = new();
+        private List<Task> _loops = new();
+
+        public System.Collections.Concurrent.ConcurrentDictionary<string, int> ByBackend { get; } = new();
+
+        public int Served => ByBackend.Values.Sum();
+
+        public IReadOnlyList<string> Failures
+        {
+            get
+            {
+                lock (_failures)
+                {
+                    return _failures.ToList();
+                }
+            }
+        }
+
+        public static KeepAliveLoad Start(HttpClient client, TimeSpan pause)
+        {
+            var load = new KeepAliveLoad();
+            load._loops = Enumerable.Range(8081, 3).Select(port => Task.Run(() => load.RunAsync(client, port, pause))).ToList();
+            return load;
+        }
+
+        private async Task RunAsync(HttpClient client, int port, TimeSpan pause)
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var response = await client.GetAsync($"http://127.0.0.1:{port}/", _stop.Token);
+                    await response.Content.ReadAsStringAsync(_stop.Token);
+                    if (response.IsSuccessStatusCode)
+                    {
+                        ByBackend.AddOrUpdate(response.Headers.GetValues("X-Backend").Single(), 1, (_, n) => n + 1);
+                    }
+                    else
+                    {
+                        Fail($":{port} HTTP {(int)response.StatusCode}");
+                    }
+                }
+                catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+                {
+                }
+                catch (Exception e)
+                {
+                    Fail($":{port} {e.GetBaseException().Message}");
+                }
+                await Task.Delay(pause);
+            }
+        }
+
+        private void Fail(string what)
+        {
+            lock (_failures)
+            {
+                _failures.Add(what);
+            }
+        }
+
+        public async Task StopAsync()
+        {
+            _stop.Cancel();
+            await Task.WhenAll(_loops);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await StopAsync();
+            _stop.Dispose();
         }
     }
 
