@@ -36,10 +36,17 @@ internal sealed class BalancerGuardian : ReceiveActor
         {
             affinity.Tell(new ChildrenSupervisor.StartChild(Affinity.AffinityStore.Props(pool, registry.Find(pool.Name)!, affinityKey, settings.Node), pool.Name));
         }
-        if (settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None))
+        // The cluster generates the affinity key when none is configured and a pool needs one (at start, or once a reload adds such a pool).
+        var keyKeeperStarted = false;
+        void EnsureAffinityKeyKeeper(BalancerSettings configured)
         {
-            Context.ActorOf(Affinity.AffinityKeyKeeper.Props(affinityKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout, settings.Node.Role), "affinity-key");
+            if (!keyKeeperStarted && settings.Node.AffinityKey.Length == 0 && configured.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None))
+            {
+                keyKeeperStarted = true;
+                Context.ActorOf(Affinity.AffinityKeyKeeper.Props(affinityKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout, settings.Node.Role), "affinity-key");
+            }
         }
+        EnsureAffinityKeyKeeper(settings);
         // Frontends open where the node's duty says so (always, in active-active), and only after
         // the replicated state was read from the cluster: long after the stores above published.
         var duty = Context.ActorOf(Membership.DutyCoordinator.Props(settings, registry, affinityKey), "duty");
@@ -58,7 +65,6 @@ internal sealed class BalancerGuardian : ReceiveActor
             Context.ActorOf(Configuration.EtcdSource.Props(etcd, keeper, pools, BalancerExtension.Get(Context.System).EtcdStatus, cache), "etcd");
         }
         var running = settings;
-        var keyKeeperStarted = settings.Node.AffinityKey.Length == 0 && settings.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None);
         Receive<ApplyConfiguration>(apply =>
         {
             // What takes effect only at the next start (node, alerts, telemetry) is reported, not applied.
@@ -71,7 +77,7 @@ internal sealed class BalancerGuardian : ReceiveActor
             {
                 foreach (var pool in change.PoolsAdded)
                 {
-                    added.Add(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new Routing.LoadBalancing.AlgorithmState())));
+                    added.Add(PoolHandle.ForNewPool(pool));
                 }
                 foreach (var changed in change.PoolsChanged.Where(c => c.TransportChanged))
                 {
@@ -114,11 +120,7 @@ internal sealed class BalancerGuardian : ReceiveActor
                     }
                 }
             }
-            if (!keyKeeperStarted && settings.Node.AffinityKey.Length == 0 && next.Pools.Any(p => p.Affinity.Mode != Configuration.AffinityMode.None))
-            {
-                keyKeeperStarted = true;
-                Context.ActorOf(Affinity.AffinityKeyKeeper.Props(affinityKey, settings.Node.ReadTimeout, settings.Node.WriteTimeout, settings.Node.Role), "affinity-key");
-            }
+            EnsureAffinityKeyKeeper(next);
             foreach (var frontend in change.FrontendsAdded)
             {
                 dataPlane.FrontendCounters.TryAdd(frontend.Name, new FrontendCounters(frontend.Name));

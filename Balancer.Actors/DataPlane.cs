@@ -100,7 +100,7 @@ public sealed class DataPlane
         // Handles exist before any actor runs, so frontends and embedders can read every pool at once.
         foreach (var pool in settings.Pools)
         {
-            Pools.Set(new PoolHandle(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new Model.BackendCounters(), new AlgorithmState())));
+            Pools.Set(PoolHandle.ForNewPool(pool));
         }
         foreach (var frontend in settings.Frontends)
         {

@@ -54,6 +54,13 @@ public sealed class PoolHandle : IDisposable
     /// <summary>The pool's configured settings as the last reload gave them (null: as the node started), for a router that starts again.</summary>
     internal Configuration.PoolSettings? Configured { get; set; }
 
+    /// <summary>
+    /// The handle of a pool no router has run yet: every backend with the default runtime state
+    /// (at start, or a pool a reload adds), for frontends to find before the router publishes.
+    /// </summary>
+    internal static PoolHandle ForNewPool(Configuration.PoolSettings pool) =>
+        new(PoolSnapshotBuilder.Build(0, pool, _ => BackendRuntimeState.Default, _ => new BackendCounters(), new LoadBalancing.AlgorithmState()));
+
     /// <summary>Completes once the pool's routing actor (and, with affinity, its affinity store) has published here.</summary>
     public Task Started => _started.Task;
 

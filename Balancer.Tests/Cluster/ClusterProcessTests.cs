@@ -145,14 +145,15 @@ public class ClusterProcessTests : IAsyncLifetime
         }
 
         // 1. Saved over the file every node reads: each sees the change and applies it.
-        File.WriteAllText(reloadable, """
+        const string Reloaded = """
             balancer.pools.api {
               health-check.kind = none
               backends { a = "127.0.0.1:9001", c = "127.0.0.1:9003" }
             }
             balancer.pools.app.algorithm = least-connections
             balancer.frontends.extra-new { bind = "127.0.0.1:7091", reuse-port = on, pool = api }
-            """);
+            """;
+        File.WriteAllText(reloadable, Reloaded);
         await WaitUntilAsync(() => nodes.All(n => n.Output.Contains("frontend extra-new added")), TimeSpan.FromSeconds(15), "the reload applied on every node");
         foreach (var node in nodes)
         {
@@ -207,14 +208,7 @@ public class ClusterProcessTests : IAsyncLifetime
         }
 
         // 3. SIGHUP reads the files again: the mistakes mended, the node says what changed (nothing).
-        File.WriteAllText(reloadable, """
-            balancer.pools.api {
-              health-check.kind = none
-              backends { a = "127.0.0.1:9001", c = "127.0.0.1:9003" }
-            }
-            balancer.pools.app.algorithm = least-connections
-            balancer.frontends.extra-new { bind = "127.0.0.1:7091", reuse-port = on, pool = api }
-            """);
+        File.WriteAllText(reloadable, Reloaded);
         await WaitUntilAsync(() => Count(nodes[0].Output, "configuration (file change): nothing changed") >= 1, TimeSpan.FromSeconds(15), "the mended file read");
         Balancer.Node.Posix.Signal(nodes[0].Pid, 1);
         await WaitUntilAsync(() => nodes[0].Output.Contains("configuration (SIGHUP): nothing changed"), TimeSpan.FromSeconds(15),
