@@ -92,15 +92,17 @@ internal sealed class HttpFrontendServer : IFrontendServer
             }
         });
         _app = builder.Build();
-        _proxy = new HttpProxy(settings, RouteTable.Build(settings, pools, pool), counters, _app.Services.GetRequiredService<IHttpForwarder>());
+        _routesLog = dataPlane.Log("balancer.routes");
+        _proxy = new HttpProxy(settings, RouteTable.Build(settings, pools, pool, _routesLog), counters, _app.Services.GetRequiredService<IHttpForwarder>());
         _app.Run(_proxy.ForwardAsync);
     }
 
     private readonly HttpProxy _proxy;
+    private readonly Akka.Event.ILoggingAdapter _routesLog;
 
     /// <inheritdoc />
     public void Reconfigure(FrontendSettings settings, PoolRegistry pools) =>
-        _proxy.Reconfigure(settings, RouteTable.Build(settings, pools, pools.Find(settings.Pool) ?? throw new InvalidOperationException($"frontend {settings.Name}: pool {settings.Pool} is not registered")));
+        _proxy.Reconfigure(settings, RouteTable.Build(settings, pools, pools.Find(settings.Pool) ?? throw new InvalidOperationException($"frontend {settings.Name}: pool {settings.Pool} is not registered"), _routesLog));
 
     public IReadOnlyList<IPEndPoint> BoundEndPoints => _bound;
 

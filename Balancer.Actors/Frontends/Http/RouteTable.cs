@@ -1,5 +1,5 @@
 using System.Collections.Frozen;
-using System.Text.RegularExpressions;
+using Akka.Event;
 using Balancer.Configuration;
 using Balancer.Routing;
 using Microsoft.AspNetCore.Http;
@@ -27,27 +27,33 @@ internal sealed class RouteTable
     {
         Default = defaultRoute;
         Routes = routes;
-        var exact = routes.SelectMany(r => r.Hosts).Where(h => !h.StartsWith("*.", StringComparison.Ordinal)).Distinct(StringComparer.OrdinalIgnoreCase).ToList();
+        // Keys are lower case and compared ordinally (twice as fast as ignoring case); a request's
+        // host is lower-cased first only when it has an upper-case letter.
+        var exact = routes.SelectMany(r => r.Hosts).Where(h => !h.StartsWith("*.", StringComparison.Ordinal)).Select(h => h.ToLowerInvariant()).Distinct().ToList();
         // "*.example.com" is kept as ".example.com": a host matches it when it ends with that.
-        var suffixes = routes.SelectMany(r => r.Hosts).Where(h => h.StartsWith("*.", StringComparison.Ordinal)).Select(h => h[1..]).Distinct(StringComparer.OrdinalIgnoreCase).ToList();
+        var suffixes = routes.SelectMany(r => r.Hosts).Where(h => h.StartsWith("*.", StringComparison.Ordinal)).Select(h => h[1..].ToLowerInvariant()).Distinct().ToList();
         _anyHost = routes.Where(r => r.Hosts.Length == 0).ToArray();
-        _byHost = exact.ToFrozenDictionary(h => h, h => routes.Where(r => r.Hosts.Length == 0 || r.MatchesHostName(h)).ToArray(), StringComparer.OrdinalIgnoreCase);
+        _byHost = exact.ToFrozenDictionary(h => h, h => routes.Where(r => r.Hosts.Length == 0 || r.MatchesHostName(h)).ToArray(), StringComparer.Ordinal);
         _bySuffix = suffixes.ToFrozenDictionary(
             s => s,
             s => routes.Where(r => r.Hosts.Length == 0 || r.Hosts.Any(h => h.StartsWith("*.", StringComparison.Ordinal) && s.EndsWith(h[1..], StringComparison.OrdinalIgnoreCase))).ToArray(),
-            StringComparer.OrdinalIgnoreCase);
+            StringComparer.Ordinal);
         _byHostSpan = _byHost.GetAlternateLookup<ReadOnlySpan<char>>();
         _bySuffixSpan = _bySuffix.GetAlternateLookup<ReadOnlySpan<char>>();
         _wildcards = suffixes.Count > 0;
     }
 
-    /// <summary>Compiles <paramref name="frontend"/>'s routes over the pools' handles; <paramref name="defaultPool"/> takes what none matches.</summary>
-    public static RouteTable Build(FrontendSettings frontend, PoolRegistry pools, PoolHandle defaultPool) => new(
+    /// <summary>
+    /// Compiles <paramref name="frontend"/>'s routes over the pools' handles; <paramref name="defaultPool"/> takes what none matches.
+    /// <paramref name="log"/> hears of a regular expression that had to leave the backtracking engine.
+    /// </summary>
+    public static RouteTable Build(FrontendSettings frontend, PoolRegistry pools, PoolHandle defaultPool, ILoggingAdapter? log = null) => new(
         frontend.Routes.Select(route => new Route(
             route,
             pools.Find(route.Pool) ?? throw new InvalidOperationException($"frontend {frontend.Name}: pool {route.Pool} of route {route.Name} is not registered"),
             new ForwardingTransformer(frontend, route),
-            route.RequestTimeout)).ToList(),
+            route.RequestTimeout,
+            log)).ToList(),
         new Route(null, defaultPool, new ForwardingTransformer(frontend), null));
 
     /// <summary>The route of requests no route matches: the frontend's pool, unchanged.</summary>
@@ -65,7 +71,8 @@ internal sealed class RouteTable
         }
         // The Host header as sent (HTTP/2's :authority arrives as Host too), without
         // HttpRequest.Host's parsing: only the name before the port is compared.
-        string? host = request.Headers.Host;
+        var headers = request.Headers;
+        string? host = headers.Host;
         // A Host without a port (the usual one) is looked up first as the string it is: the frozen
         // dictionary's string path is faster than cutting the port off and looking up a span.
         var candidates = host is not null && _byHost.TryGetValue(host, out var routes) ? routes : CandidatesFor(HostName(host));
@@ -77,7 +84,7 @@ internal sealed class RouteTable
         var method = request.Method;
         foreach (var route in candidates)
         {
-            if (route.MatchesRest(request, path, method))
+            if (route.MatchesRest(headers, path, method))
             {
                 return route;
             }
@@ -85,12 +92,25 @@ internal sealed class RouteTable
         return Default;
     }
 
+    // The longest name DNS allows; no configured host is longer.
+    private const int MaxHostName = 253;
+
     private Route[] CandidatesFor(ReadOnlySpan<char> host)
     {
-        if (host.IsEmpty)
+        if (host.IsEmpty || host.Length > MaxHostName)
         {
             return _anyHost;
         }
+        if (host.ContainsAnyInRange('A', 'Z'))
+        {
+            Span<char> lowered = stackalloc char[MaxHostName];
+            return CandidatesForLowerCase(lowered[..host.ToLowerInvariant(lowered)]);
+        }
+        return CandidatesForLowerCase(host);
+    }
+
+    private Route[] CandidatesForLowerCase(ReadOnlySpan<char> host)
+    {
         if (_byHostSpan.TryGetValue(host, out var routes))
         {
             return routes;
@@ -132,11 +152,11 @@ internal sealed class Route
 {
     private readonly PathMatchKind _pathKind;
     private readonly string? _path;
-    private readonly Regex? _pathRegex;
+    private readonly RouteRegex? _pathRegex;
     private readonly string[] _methods;
-    private readonly (string Name, HeaderMatchKind Kind, string Value, Regex? Regex)[] _headers;
+    private readonly (string Name, HeaderMatchKind Kind, string Value, RouteRegex? Regex)[] _headers;
 
-    public Route(RouteSettings? settings, PoolHandle pool, HttpTransformer transformer, TimeSpan? requestTimeout)
+    public Route(RouteSettings? settings, PoolHandle pool, HttpTransformer transformer, TimeSpan? requestTimeout, ILoggingAdapter? log = null)
     {
         Name = settings?.Name ?? "";
         Pool = pool;
@@ -148,9 +168,9 @@ internal sealed class Route
         {
             _pathKind = path.Kind;
             _path = path.Value;
-            _pathRegex = path.Kind == PathMatchKind.Regex ? new Regex(path.Value, RouteSettingsReader.RegexOptions) : null;
+            _pathRegex = path.Kind == PathMatchKind.Regex ? new RouteRegex(path.Value, $"route {Name}: path-regex", log) : null;
         }
-        _headers = settings?.Headers.Select(h => (h.Name, h.Kind, h.Value, h.Kind == HeaderMatchKind.Regex ? new Regex(h.Value, RouteSettingsReader.RegexOptions) : null)).ToArray() ?? [];
+        _headers = settings?.Headers.Select(h => (h.Name, h.Kind, h.Value, h.Kind == HeaderMatchKind.Regex ? new RouteRegex(h.Value, $"route {Name}: header {h.Name} regex", log) : null)).ToArray() ?? [];
     }
 
     /// <summary>The route's name; "" for the frontend's default.</summary>
@@ -184,7 +204,7 @@ internal sealed class Route
     }
 
     /// <summary>The conditions besides the host (which the table has already matched).</summary>
-    public bool MatchesRest(HttpRequest request, string path, string method)
+    public bool MatchesRest(IHeaderDictionary headers, string path, string method)
     {
         if (_path is not null)
         {
@@ -205,7 +225,7 @@ internal sealed class Route
         }
         foreach (var (name, kind, value, regex) in _headers)
         {
-            if (!request.Headers.TryGetValue(name, out var values) || !Holds(values, kind, value, regex))
+            if (!headers.TryGetValue(name, out var values) || !Holds(values, kind, value, regex))
             {
                 return false;
             }
@@ -213,11 +233,16 @@ internal sealed class Route
         return true;
     }
 
-    private static bool Holds(StringValues values, HeaderMatchKind kind, string expected, Regex? regex)
+    private static bool Holds(StringValues values, HeaderMatchKind kind, string expected, RouteRegex? regex)
     {
         if (kind == HeaderMatchKind.Present)
         {
             return true;
+        }
+        if (values.Count == 1)
+        {
+            var single = values[0];
+            return single is not null && (kind == HeaderMatchKind.Equals ? string.Equals(single, expected, StringComparison.Ordinal) : regex!.IsMatch(single));
         }
         foreach (var value in values)
         {
