@@ -1,0 +1,220 @@
+#!/usr/bin/env bash
+# Where a proxied HTTP request's CPU goes: one Balancer node with an HTTP frontend in front of two
+# nginx backends, loaded as bench/run.sh loads it (wrk -t2 -c64 keep-alive, wrk on core 0, the
+# node and nginx on core 1), warmed up, then sampled on-CPU with perf (kernel included) while the
+# load runs. The samples are folded into the parts of the request path (bench/fold-profile.py) and
+# divided into CPU microseconds per request. HAProxy (mode http, nbthread 1) then takes the same
+# load, and both are counted for CPU, system calls and context switches a request, side by side.
+# See bench/README.md, "Where an HTTP request's CPU goes".
+#
+#   bash bench/profile.sh                   # WARMUP=40 SECONDS_SAMPLED=20, about 2.5 minutes
+#   FRONTEND_EXTRA='affinity-header' bash bench/profile.sh
+#
+# Knobs (environment): WARMUP=40 (s of load before sampling), SECONDS_SAMPLED=20, FREQUENCY=999
+# (samples a second), CONNECTIONS=64 THREADS=2, INLINE_COMPLETIONS=1, POOL_EXTRA (HOCON inside the
+# pool, e.g. 'affinity { mode = header, key = X-Session }'), BALANCER_BIN, KEEP=1 (keep the raw
+# perf data and the node's perf map in bench/results/profile-*/).
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$BENCH_DIR")"
+WARMUP="${WARMUP:-40}"
+SECONDS_SAMPLED="${SECONDS_SAMPLED:-20}"
+FREQUENCY="${FREQUENCY:-999}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
+POOL_EXTRA="${POOL_EXTRA:-}"
+KEEP="${KEEP:-0}"
+BALANCER="${BALANCER_BIN:-$ROOT/Balancer.Node/bin/Release/net10.0/balancer}"
+BACKEND_PORTS=(19201 19202)
+P_HTTP=18280
+P_ADMIN=19280
+P_HAPROXY=17280
+BODY="$(printf 'x%.0s' $(seq 1 100))"
+
+log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+PIDS=()
+TMP=""
+cleanup() {
+  local pid i
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]:-}"; do
+    [[ -z "$pid" ]] && continue
+    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
+command -v perf >/dev/null 2>&1 || need+=(linux-perf)
+command -v haproxy >/dev/null 2>&1 || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
+if ((${#need[@]})); then
+  log "installing ${need[*]} from Debian"
+  SUDO=""; [[ "$(id -u)" != 0 ]] && SUDO="sudo"
+  timeout 600 $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 900 $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+[[ -x "$BALANCER" ]] || die "$BALANCER does not exist (build: dotnet build -c Release Balancer.Node)"
+(( $(nproc) >= 2 )) || die "needs 2 cores (wrk on one, the node on the other)"
+
+TMP="$(mktemp -d /tmp/balancer-profile.XXXXXX)"
+RESULTS="$BENCH_DIR/results/profile-$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$RESULTS"
+
+for port in "${BACKEND_PORTS[@]}"; do
+  d="$TMP/nginx-$port"; mkdir -p "$d"
+  cat >"$d/nginx.conf" <<CONF
+daemon off;
+worker_processes 1;
+pid $d/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d; uwsgi_temp_path $d; scgi_temp_path $d;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 "$BODY"; } }
+}
+CONF
+  taskset -c 1 nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
+  PIDS+=($!)
+done
+
+cat >"$TMP/node.conf" <<CONF
+balancer {
+  node.admin.bind = "127.0.0.1:$P_ADMIN"
+  frontends.web { mode = http, bind = ["127.0.0.1:$P_HTTP"], pool = app }
+  pools.app {
+    algorithm = round-robin
+    health-check.kind = none
+    backends { a = "127.0.0.1:${BACKEND_PORTS[0]}", b = "127.0.0.1:${BACKEND_PORTS[1]}" }
+    $POOL_EXTRA
+  }
+}
+akka.remote.dot-netty.tcp.port = 0
+CONF
+mkdir -p "$TMP/node"
+# The perf map names the JIT-compiled code for perf; precompiled (ReadyToRun) code that was not
+# recompiled shows under its assembly's name. perf cannot read code that the runtime maps twice
+# (write-xor-execute, a memfd), so that is off here.
+(cd "$TMP/node" && exec env DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0 DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS="$INLINE_COMPLETIONS" \
+  taskset -c 1 "$BALANCER" run --config "$TMP/node.conf") >"$TMP/node.log" 2>&1 &
+NODE=$!; PIDS+=("$NODE")
+for ((i = 0; i < 150; i++)); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$P_HTTP") 2>/dev/null && break
+  kill -0 "$NODE" 2>/dev/null || { tail -20 "$TMP/node.log" >&2; die "the node exited"; }
+  sleep 0.2
+done
+[[ "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$P_HTTP/" -H 'X-Session: s1')" == 200 ]] || die "no 200 through the node"
+
+wrk_run() { # seconds [port] -> output in $TMP/wrk.out
+  taskset -c 0 timeout -k 5 $(($1 + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1"s \
+    -s "$TMP/sessions.lua" "http://127.0.0.1:${2:-$P_HTTP}/" >"$TMP/wrk.out" 2>&1 &
+  local p=$!; PIDS+=("$p"); wait "$p"
+}
+wrk_requests() { awk '/requests in/ { print $1 }' "$TMP/wrk.out"; }
+# counts PID PORT: system calls and context switches a request over 10 s of load (perf stat).
+counts() {
+  local kinds=sendto,recvfrom,sendmsg,recvmsg,write,writev,read,readv,epoll_wait,epoll_ctl,futex events=raw_syscalls:sys_enter,context-switches k
+  for k in ${kinds//,/ }; do events+=",syscalls:sys_enter_$k"; done
+  taskset -c 0 timeout -k 5 60 perf stat -x, -e "$events" -p "$1" -o "$TMP/stat.out" -- sleep 10.5 &
+  local p=$!; PIDS+=("$p")
+  sleep 0.2
+  wrk_run 10 "$2"
+  wait "$p" || true
+  awk -F, -v n="$(wrk_requests)" '$3 == "raw_syscalls:sys_enter" { s = $1 } $3 == "context-switches" { c = $1 }
+    $3 ~ /^syscalls:sys_enter_/ && $1 / n >= 0.05 { sub(/^syscalls:sys_enter_/, "", $3); kinds = kinds sprintf("%s%s %.2f", kinds == "" ? "" : ", ", $3, $1 / n) }
+    END { printf "%.1f %.2f %s\n", s / n, c / n, kinds }' "$TMP/stat.out"
+}
+# Every connection sends its own session key (used only when POOL_EXTRA turns affinity on).
+cat >"$TMP/sessions.lua" <<'LUA'
+local n = 0
+function setup(thread) n = n + 1; thread:set("id", n) end
+function init() key = "s" .. id .. "-" .. math.random(1, 1000000) end
+function request() return wrk.format(nil, nil, { ["X-Session"] = key }) end
+LUA
+
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
+per_request() { # ticks requests -> CPU µs a request
+  awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
+}
+# cpu_split PID PORT: "TOTAL USER" CPU µs a request over 10 s of load.
+cpu_split() {
+  local before user_before
+  before="$(ticks "$1")"; user_before="$(user_ticks "$1")"
+  wrk_run 10 "$2"
+  echo "$(per_request $(($(ticks "$1") - before)) "$(wrk_requests)") $(per_request $(($(user_ticks "$1") - user_before)) "$(wrk_requests)")"
+}
+log "warming up for ${WARMUP}s"
+wrk_run "$WARMUP"
+# The same load without perf, for the figure perf's sampling adds to.
+read -r plain_us plain_user < <(cpu_split "$NODE" "$P_HTTP")
+log "without sampling: $plain_us CPU µs a request, $plain_user of them in user mode"
+read -r node_syscalls node_switches node_kinds < <(counts "$NODE" "$P_HTTP")
+log "system calls a request: $node_syscalls ($node_kinds), context switches a request: $node_switches"
+log "sampling for ${SECONDS_SAMPLED}s at ${FREQUENCY} Hz"
+before="$(ticks "$NODE")"
+taskset -c 0 timeout -k 5 $((SECONDS_SAMPLED + 60)) perf record -q -F "$FREQUENCY" -g -p "$NODE" -o "$TMP/perf.data" -- sleep "$((SECONDS_SAMPLED + 1))" 2>"$TMP/perf.err" &
+PERF=$!; PIDS+=("$PERF")
+sleep 0.5
+wrk_run "$SECONDS_SAMPLED"
+after="$(ticks "$NODE")"
+wait "$PERF" || true
+requests="$(wrk_requests)"
+errors="$(awk '/Socket errors|Non-2xx/ { n++ } END { print n + 0 }' "$TMP/wrk.out")"
+cpu_us="$(per_request $((after - before)) "$requests")"
+log "$requests requests, $cpu_us CPU µs a request (the node's user+sys), $errors error line(s) from wrk"
+
+perf script -i "$TMP/perf.data" -F comm,tid,ip,sym,dso 2>/dev/null >"$TMP/perf.txt"
+kill -TERM "$NODE" 2>/dev/null || true
+
+# HAProxy on the same core, the same backends and the same load.
+cat >"$TMP/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY
+  default_backend be
+backend be
+  balance roundrobin
+  server a 127.0.0.1:${BACKEND_PORTS[0]}
+  server b 127.0.0.1:${BACKEND_PORTS[1]}
+CONF
+taskset -c 1 haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+HAPROXY=$!; PIDS+=("$HAPROXY")
+sleep 1
+wrk_run 3 "$P_HAPROXY"
+read -r haproxy_us haproxy_user < <(cpu_split "$HAPROXY" "$P_HAPROXY")
+read -r haproxy_syscalls haproxy_switches haproxy_kinds < <(counts "$HAPROXY" "$P_HAPROXY")
+log "HAProxy: $haproxy_us CPU µs a request, $haproxy_syscalls system calls ($haproxy_kinds), $haproxy_switches context switches"
+{
+  echo "Balancer HTTP frontend, wrk -t$THREADS -c$CONNECTIONS keep-alive, ${WARMUP}s warm-up, ${SECONDS_SAMPLED}s sampled at ${FREQUENCY} Hz, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "pool extra: ${POOL_EXTRA:-none}; inline socket completions: $INLINE_COMPLETIONS"
+  echo "$requests requests sampled, $cpu_us CPU µs a request while sampled (perf's own cost included; $plain_us without)"
+  echo
+  echo "| proxy | CPU µs/request | ratio | user / kernel µs | system calls/request | context switches/request |"
+  echo "|---|---|---|---|---|---|"
+  echo "| HAProxy http, nbthread 1 | $haproxy_us | 1.00 | $haproxy_user / $(awk -v a="$haproxy_us" -v u="$haproxy_user" 'BEGIN { printf "%.2f", a - u }') | $haproxy_syscalls ($haproxy_kinds) | $haproxy_switches |"
+  echo "| Balancer HTTP frontend | $plain_us | $(awk -v a="$plain_us" -v b="$haproxy_us" 'BEGIN { printf "%.2f", a / b }') | $plain_user / $(awk -v a="$plain_us" -v u="$plain_user" 'BEGIN { printf "%.2f", a - u }') | $node_syscalls ($node_kinds) | $node_switches |"
+  echo
+  python3 "$BENCH_DIR/fold-profile.py" "$TMP/perf.txt" "$cpu_us"
+} | tee "$RESULTS/summary.txt"
+if [[ "$KEEP" == 1 ]]; then cp "$TMP/perf.data" "$TMP/perf.txt" "$RESULTS/"; cp /tmp/perf-"$NODE".map "$RESULTS/" 2>/dev/null || true; fi
+rm -f /tmp/perf-"$NODE".map /tmp/perfinfo-"$NODE".map
