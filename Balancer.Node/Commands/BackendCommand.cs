@@ -51,23 +51,66 @@ internal static class BackendCommand
         var pool = new Option<string>("--pool") { Description = "The pool to register in.", HelpName = "POOL", DefaultValueFactory = _ => "app" };
         var prefix = new Option<string>("--etcd-prefix") { Description = "The key prefix Balancer reads (balancer.config-source.etcd.prefix).", HelpName = "PREFIX", DefaultValueFactory = _ => "/balancer" };
         var ttl = CliOptions.WholeNumber("--lease-ttl", "Seconds the registration outlives this process when it dies without deregistering.", 2, 3600, 5);
-        var command = new Command("backend", "Run a demo backend in the foreground (what `demo` starts): HTTP/1.1 and HTTP/2, a gRPC service and a WebSocket echo on one port.") { port, name, bind, latency, failRate, registerEtcd, pool, prefix, ttl };
+        var certificate = new Option<string?>("--certificate") { Description = "Serve TLS with this certificate (PEM, its key in the same file or in --key, or a .pfx): what a pool with protocol = https or https2 reaches.", HelpName = "FILE" };
+        var key = new Option<string?>("--key") { Description = "The PEM private key of --certificate, when not in the same file.", HelpName = "FILE" };
+        var clientCa = new Option<string?>("--client-ca") { Description = "Require a client certificate issued by this CA (PEM): mutual TLS, as a pool's tls.certificate presents.", HelpName = "FILE" };
+        var command = new Command("backend", "Run a demo backend in the foreground (what `demo` starts): HTTP/1.1 and HTTP/2, a gRPC service and a WebSocket echo on one port.") { port, name, bind, latency, failRate, registerEtcd, pool, prefix, ttl, certificate, key, clientCa };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(certificate) is null)
+            {
+                foreach (var needsCertificate in new[] { key, clientCa })
+                {
+                    if (result.GetResult(needsCertificate) is not null)
+                    {
+                        result.AddError($"{needsCertificate.Name} needs --certificate (the backend serves TLS only with a certificate)");
+                    }
+                }
+            }
+        });
         command.SetAction((parse, _) => RunAsync(parse.GetValue(port), parse.GetValue(name), parse.GetValue(bind)!, parse.GetValue(latency), parse.GetValue(failRate), parse.InvocationConfiguration.Output,
-            new Registration(parse.GetValue(registerEtcd)!, parse.GetValue(prefix)!.TrimEnd('/'), parse.GetValue(pool)!, TimeSpan.FromSeconds(parse.GetValue(ttl)))));
+            new Registration(parse.GetValue(registerEtcd)!, parse.GetValue(prefix)!.TrimEnd('/'), parse.GetValue(pool)!, TimeSpan.FromSeconds(parse.GetValue(ttl))),
+            parse.GetValue(certificate) is { } file ? LoadTls(file, parse.GetValue(key), parse.GetValue(clientCa)) : null));
         return command;
+    }
+
+    /// <summary>The backend's certificate and the CA its clients' certificates must come from; a file that does not load is a usage error naming it.</summary>
+    private static DemoBackendTls LoadTls(string certificate, string? key, string? clientCa)
+    {
+        System.Security.Cryptography.X509Certificates.X509Certificate2 served;
+        try
+        {
+            served = Balancer.Configuration.Certificates.Load(new Balancer.Configuration.CertificateFiles(certificate, key ?? ""), "");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+        {
+            throw new UsageException($"--certificate: cannot load {certificate}{(key is null ? "" : $" with the key {key}")}: {e.Message}");
+        }
+        if (clientCa is null)
+        {
+            return new DemoBackendTls(served, null);
+        }
+        try
+        {
+            return new DemoBackendTls(served, System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(clientCa));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+        {
+            throw new UsageException($"--client-ca: cannot load {clientCa}: {e.Message}");
+        }
     }
 
     /// <summary>Where the backend registers itself (no endpoints: it does not).</summary>
     private sealed record Registration(Uri[] Endpoints, string Prefix, string Pool, TimeSpan Ttl);
 
-    private static async Task<int> RunAsync(int port, string? nameGiven, IPAddress bind, int latency, double failRate, TextWriter output, Registration registration)
+    private static async Task<int> RunAsync(int port, string? nameGiven, IPAddress bind, int latency, double failRate, TextWriter output, Registration registration, DemoBackendTls? tls)
     {
         if (registration.Endpoints.Length > 0 && (bind.Equals(IPAddress.Any) || bind.Equals(IPAddress.IPv6Any)))
         {
             throw new UsageException($"--register-etcd registers the address it listens on: give --bind the address the nodes reach it at, not {bind}");
         }
         var name = nameGiven ?? $"backend-{port}";
-        await using var backend = new DemoBackend(name, new IPEndPoint(bind, port), latency, failRate);
+        await using var backend = new DemoBackend(name, new IPEndPoint(bind, port), latency, failRate, tls);
         try
         {
             await backend.StartAsync();
@@ -77,7 +120,7 @@ internal static class BackendCommand
             Console.Error.WriteLine($"balancer backend: cannot listen on {bind}:{port}: {e.Message}");
             return 1;
         }
-        output.WriteLine($"backend {name} listening on http://{bind}:{backend.Port}");
+        output.WriteLine($"backend {name} listening on {(tls is null ? "http" : "https")}://{bind}:{backend.Port}{(tls?.ClientAuthority is null ? "" : " (client certificates required)")}");
         using var stop = new CancellationTokenSource();
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });

@@ -104,6 +104,8 @@ public class CommandLineTests : IDisposable
     [InlineData(new[] { "backend", "--port", "99999" }, "balancer: --port expects a whole number from 0 to 65535, got \"99999\"")]
     [InlineData(new[] { "backend" }, "balancer: Option '--port' is required.")]
     [InlineData(new[] { "backend", "--port", "1", "--fail-rate", "2" }, "balancer: --fail-rate expects a number from 0 to 1, got \"2\"")]
+    [InlineData(new[] { "backend", "--port", "0", "--client-ca", "ca.pem" }, "balancer: --client-ca needs --certificate (the backend serves TLS only with a certificate)")]
+    [InlineData(new[] { "backend", "--port", "0", "--certificate", "/nonexistent/backend.pem" }, "balancer: --certificate: cannot load /nonexistent/backend.pem: ")]
     [InlineData(new[] { "check-config" }, "balancer: Required argument missing for command: 'check-config'.")]
     [InlineData(new[] { "demo", "--kills", "3" }, "balancer: --kills goes with --chaos INTERVAL")]
     [InlineData(new[] { "demo", "--mode", "active-pasive" }, "balancer: Argument 'active-pasive' not recognized. Must be one of:")]

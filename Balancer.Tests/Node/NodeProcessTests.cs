@@ -367,6 +367,97 @@ public class NodeProcessTests
         }
     }
 
+    [Fact]
+    public async Task Run_GrpcThroughATlsFrontend_ToHttps2BackendProcessesThatRequireAClientCertificate()
+    {
+        using var certificates = new TestCertificates();
+        var backendCertificate = certificates.Issue("backend.test");
+        var nodeClient = certificates.Issue("balancer.test", serverAuth: false, clientAuth: true);
+        var frontendCertificate = certificates.Issue("lb.test");
+        await using var cleanup = new ProcessGroup();
+        var backends = new List<(NodeProcess Process, int Port)>();
+        foreach (var name in new[] { "a", "b" })
+        {
+            var process = cleanup.Add(NodeProcess.Start("backend", "--port", "0", "--name", name,
+                "--certificate", backendCertificate.Certificate, "--key", backendCertificate.Key, "--client-ca", certificates.AuthorityFile));
+            await process.WaitForOutputAsync("listening on", StartTimeout);
+            Assert.Contains("listening on https://127.0.0.1:", process.Output);
+            Assert.Contains("(client certificates required)", process.Output);
+            backends.Add((process, int.Parse(Regex.Match(process.Output, @"127\.0\.0\.1:(\d+)").Groups[1].Value)));
+        }
+
+        // The backends refuse a TLS client without a certificate their CA issued.
+        using (var bare = new HttpClient(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            SslOptions = { RemoteCertificateValidationCallback = (_, _, _, _) => true },
+        }) { Timeout = TimeSpan.FromSeconds(10) })
+        {
+            await Assert.ThrowsAsync<HttpRequestException>(() => bare.GetStringAsync($"https://127.0.0.1:{backends[0].Port}/"));
+        }
+
+        var extra = Path.Combine(certificates.Directory, "secure.conf");
+        File.WriteAllText(extra, $$"""
+            balancer.pools.secure {
+              protocol = https2
+              tls { ca = "{{certificates.AuthorityFile}}", server-name = backend.test, certificate = "{{nodeClient.Certificate}}", key = "{{nodeClient.Key}}" }
+              backends { a = "127.0.0.1:{{backends[0].Port}}", b = "127.0.0.1:{{backends[1].Port}}" }
+            }
+            balancer.frontends.secure {
+              bind = "127.0.0.1:0"
+              pool = secure
+              tls { certificate = "{{frontendCertificate.Certificate}}", key = "{{frontendCertificate.Key}}" }
+            }
+            """);
+        var node = StartNode1OnFreePorts(cleanup, "--config", extra);
+        await node.WaitForOutputAsync(" ready", StartTimeout);
+        var secure = FrontendEndPoint(node.Output, "secure");
+
+        using var handler = new SocketsHttpHandler
+        {
+            UseProxy = false,
+            SslOptions = { RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null && Balancer.Configuration.Certificates.IssuedBy(new System.Security.Cryptography.X509Certificates.X509Certificate2(certificate), certificates.Authority) },
+        };
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress($"https://{secure}", new Grpc.Net.Client.GrpcChannelOptions { HttpHandler = handler });
+        var grpc = new Balancer.Node.Backend.Rpc.Demo.DemoClient(channel);
+        // Health checks speak https2 with the node's client certificate as well: both backends serve.
+        var served = new HashSet<string>();
+        await Eventually.Holds(async () =>
+        {
+            served.Add((await grpc.HelloAsync(new Balancer.Node.Backend.Rpc.HelloRequest { Name = "tls" }, deadline: DateTime.UtcNow.AddSeconds(10))).Backend);
+            Assert.Equal(["a", "b"], served.Order());
+        }, TimeSpan.FromSeconds(20));
+
+        using (var stream = grpc.Count(new Balancer.Node.Backend.Rpc.CountRequest { Count = 3 }, deadline: DateTime.UtcNow.AddSeconds(10)))
+        {
+            var numbers = new List<int>();
+            while (await stream.ResponseStream.MoveNext(CancellationToken.None))
+            {
+                numbers.Add(stream.ResponseStream.Current.Number);
+            }
+            Assert.Equal([1, 2, 3], numbers);
+        }
+        using (var sum = grpc.Sum(deadline: DateTime.UtcNow.AddSeconds(10)))
+        {
+            for (var n = 1; n <= 10; n++)
+            {
+                await sum.RequestStream.WriteAsync(new Balancer.Node.Backend.Rpc.Number { Value = n });
+            }
+            await sum.RequestStream.CompleteAsync();
+            Assert.Equal(55, (await sum.ResponseAsync).Sum);
+        }
+        // The deadline travels as grpc-timeout through both TLS hops.
+        var late = await Assert.ThrowsAsync<Grpc.Core.RpcException>(() => grpc.HelloAsync(new Balancer.Node.Backend.Rpc.HelloRequest { Name = "slow", DelayMs = 5000 }, deadline: DateTime.UtcNow.AddMilliseconds(400)).ResponseAsync);
+        Assert.Equal(Grpc.Core.StatusCode.DeadlineExceeded, late.StatusCode);
+        using (var chat = grpc.Chat(deadline: DateTime.UtcNow.AddSeconds(10)))
+        {
+            await chat.RequestStream.WriteAsync(new Balancer.Node.Backend.Rpc.ChatMessage { Text = "over mTLS" });
+            Assert.True(await chat.ResponseStream.MoveNext(CancellationToken.None));
+            Assert.Equal("over mTLS", chat.ResponseStream.Current.Text);
+            await chat.RequestStream.CompleteAsync();
+        }
+    }
+
     private static IPEndPoint FrontendEndPoint(string output, string frontend)
     {
         var match = Regex.Match(output, $@"frontend {Regex.Escape(frontend)} \((?:http|tcp)\) on (\S+) ");
