@@ -26,7 +26,7 @@ PARTS = [  # (part, prefixes of a managed type's full name); first match wins
 KERNEL_CALLS = [  # (what, substrings of a kernel frame), looked for from the syscall entry down
     ("kernel: send (TCP to the client or backend, loopback delivery)", ("sys_sendto", "sys_sendmsg", "sys_write", "sys_writev")),
     ("kernel: receive", ("sys_recvfrom", "sys_recvmsg", "sys_read", "sys_readv")),
-    ("kernel: epoll", ("sys_epoll",)),
+    ("kernel: epoll", ("sys_epoll_wait", "sys_epoll_pwait", "sys_epoll_ctl")),
     ("kernel: futex (threads waking each other)", ("sys_futex",)),
 ]
 
@@ -66,7 +66,7 @@ def kernel_detail(frames):
         if "kernel.kallsyms" not in dso:
             continue
         for what, needles in KERNEL_CALLS:
-            if any(n in symbol for n in needles):
+            if symbol.endswith(needles):
                 return what
     if any("softirq" in s or "net_rx" in s for s, _ in frames):
         return "kernel: network softirq"
@@ -105,6 +105,8 @@ def main():
         print("no samples")
         return
     print(f"{total} samples")
+    if not any(part.startswith("kernel") for part in parts):
+        print("no kernel samples: perf sampled user mode only (kernel.perf_event_paranoid?), so the kernel's share is missing")
     print()
     print(f"| {'where the sample was taken':<64} | share | µs/request |")
     print(f"|{'-' * 66}|------:|-----------:|")

@@ -38,9 +38,11 @@ die() { log "ERROR: $*"; exit 1; }
 
 PIDS=()
 TMP=""
+NODE=""
 cleanup() {
   local pid i
   trap - EXIT INT TERM
+  [[ -n "$NODE" ]] && rm -f "/tmp/perf-$NODE.map" "/tmp/perfinfo-$NODE.map"
   for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]:-}"; do
     [[ -z "$pid" ]] && continue
@@ -50,6 +52,14 @@ cleanup() {
   [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"
 }
 trap cleanup EXIT
+# Waits for one PID we started and forgets it (so cleanup never signals a PID that was reused).
+wait_pid() {
+  local rc=0 kept=() p
+  wait "$1" || rc=$?
+  for p in "${PIDS[@]:-}"; do [[ -n "$p" && "$p" != "$1" ]] && kept+=("$p"); done
+  PIDS=("${kept[@]:-}")
+  return "$rc"
+}
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -107,7 +117,7 @@ mkdir -p "$TMP/node"
 # The perf map names the JIT-compiled code for perf; precompiled (ReadyToRun) code that was not
 # recompiled shows under its assembly's name. perf cannot read code that the runtime maps twice
 # (write-xor-execute, a memfd), so that is off here.
-(cd "$TMP/node" && exec env DOTNET_PerfMapEnabled=1 DOTNET_EnableWriteXorExecute=0 DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS="$INLINE_COMPLETIONS" \
+(cd "$TMP/node" && exec env DOTNET_PerfMapEnabled=3 DOTNET_EnableWriteXorExecute=0 DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS="$INLINE_COMPLETIONS" \
   taskset -c 1 "$BALANCER" run --config "$TMP/node.conf") >"$TMP/node.log" 2>&1 &
 NODE=$!; PIDS+=("$NODE")
 for ((i = 0; i < 150; i++)); do
@@ -120,10 +130,10 @@ done
 wrk_run() { # seconds [port] -> output in $TMP/wrk.out
   taskset -c 0 timeout -k 5 $(($1 + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1"s \
     -s "$TMP/sessions.lua" "http://127.0.0.1:${2:-$P_HTTP}/" >"$TMP/wrk.out" 2>&1 &
-  local p=$!; PIDS+=("$p"); wait "$p"
+  local p=$!; PIDS+=("$p"); wait_pid "$p"
 }
 wrk_requests() { awk '/requests in/ { print $1 }' "$TMP/wrk.out"; }
-# counts PID PORT: system calls and context switches a request over 10 s of load (perf stat).
+# counts PID PORT: "SYSCALLS SWITCHES KINDS" a request over 10 s of load (perf stat), into $TMP/counts.
 counts() {
   local kinds=sendto,recvfrom,sendmsg,recvmsg,write,writev,read,readv,epoll_wait,epoll_ctl,futex events=raw_syscalls:sys_enter,context-switches k
   for k in ${kinds//,/ }; do events+=",syscalls:sys_enter_$k"; done
@@ -131,10 +141,10 @@ counts() {
   local p=$!; PIDS+=("$p")
   sleep 0.2
   wrk_run 10 "$2"
-  wait "$p" || true
+  wait_pid "$p" || die "perf stat: $(cat "$TMP/stat.out" 2>/dev/null)"
   awk -F, -v n="$(wrk_requests)" '$3 == "raw_syscalls:sys_enter" { s = $1 } $3 == "context-switches" { c = $1 }
     $3 ~ /^syscalls:sys_enter_/ && $1 / n >= 0.05 { sub(/^syscalls:sys_enter_/, "", $3); kinds = kinds sprintf("%s%s %.2f", kinds == "" ? "" : ", ", $3, $1 / n) }
-    END { printf "%.1f %.2f %s\n", s / n, c / n, kinds }' "$TMP/stat.out"
+    END { printf "%.1f %.2f %s\n", s / n, c / n, kinds }' "$TMP/stat.out" >"$TMP/counts"
 }
 # Every connection sends its own session key (used only when POOL_EXTRA turns affinity on).
 cat >"$TMP/sessions.lua" <<'LUA'
@@ -149,19 +159,21 @@ user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 per_request() { # ticks requests -> CPU µs a request
   awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
 }
-# cpu_split PID PORT: "TOTAL USER" CPU µs a request over 10 s of load.
+# cpu_split PID PORT: "TOTAL USER" CPU µs a request over 10 s of load, into $TMP/cpu.
 cpu_split() {
-  local before user_before
+  local before user_before requests
   before="$(ticks "$1")"; user_before="$(user_ticks "$1")"
   wrk_run 10 "$2"
-  echo "$(per_request $(($(ticks "$1") - before)) "$(wrk_requests)") $(per_request $(($(user_ticks "$1") - user_before)) "$(wrk_requests)")"
+  requests="$(wrk_requests)"
+  [[ "${requests:-0}" -gt 0 ]] || die "wrk made no requests: $(cat "$TMP/wrk.out")"
+  echo "$(per_request $(($(ticks "$1") - before)) "$requests") $(per_request $(($(user_ticks "$1") - user_before)) "$requests")" >"$TMP/cpu"
 }
 log "warming up for ${WARMUP}s"
 wrk_run "$WARMUP"
 # The same load without perf, for the figure perf's sampling adds to.
-read -r plain_us plain_user < <(cpu_split "$NODE" "$P_HTTP")
+cpu_split "$NODE" "$P_HTTP"; read -r plain_us plain_user <"$TMP/cpu"
 log "without sampling: $plain_us CPU µs a request, $plain_user of them in user mode"
-read -r node_syscalls node_switches node_kinds < <(counts "$NODE" "$P_HTTP")
+counts "$NODE" "$P_HTTP"; read -r node_syscalls node_switches node_kinds <"$TMP/counts"
 log "system calls a request: $node_syscalls ($node_kinds), context switches a request: $node_switches"
 log "sampling for ${SECONDS_SAMPLED}s at ${FREQUENCY} Hz"
 before="$(ticks "$NODE")"
@@ -170,13 +182,13 @@ PERF=$!; PIDS+=("$PERF")
 sleep 0.5
 wrk_run "$SECONDS_SAMPLED"
 after="$(ticks "$NODE")"
-wait "$PERF" || true
+wait_pid "$PERF" || die "perf record: $(cat "$TMP/perf.err")"
 requests="$(wrk_requests)"
 errors="$(awk '/Socket errors|Non-2xx/ { n++ } END { print n + 0 }' "$TMP/wrk.out")"
 cpu_us="$(per_request $((after - before)) "$requests")"
 log "$requests requests, $cpu_us CPU µs a request (the node's user+sys), $errors error line(s) from wrk"
 
-perf script -i "$TMP/perf.data" -F comm,tid,ip,sym,dso 2>/dev/null >"$TMP/perf.txt"
+perf script -i "$TMP/perf.data" -F comm,tid,ip,sym,dso 2>"$TMP/perf-script.err" >"$TMP/perf.txt" || die "perf script: $(tail -3 "$TMP/perf-script.err")"
 kill -TERM "$NODE" 2>/dev/null || true
 
 # HAProxy on the same core, the same backends and the same load.
@@ -201,8 +213,8 @@ taskset -c 1 haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
 HAPROXY=$!; PIDS+=("$HAPROXY")
 sleep 1
 wrk_run 3 "$P_HAPROXY"
-read -r haproxy_us haproxy_user < <(cpu_split "$HAPROXY" "$P_HAPROXY")
-read -r haproxy_syscalls haproxy_switches haproxy_kinds < <(counts "$HAPROXY" "$P_HAPROXY")
+cpu_split "$HAPROXY" "$P_HAPROXY"; read -r haproxy_us haproxy_user <"$TMP/cpu"
+counts "$HAPROXY" "$P_HAPROXY"; read -r haproxy_syscalls haproxy_switches haproxy_kinds <"$TMP/counts"
 log "HAProxy: $haproxy_us CPU µs a request, $haproxy_syscalls system calls ($haproxy_kinds), $haproxy_switches context switches"
 {
   echo "Balancer HTTP frontend, wrk -t$THREADS -c$CONNECTIONS keep-alive, ${WARMUP}s warm-up, ${SECONDS_SAMPLED}s sampled at ${FREQUENCY} Hz, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -217,4 +229,3 @@ log "HAProxy: $haproxy_us CPU µs a request, $haproxy_syscalls system calls ($ha
   python3 "$BENCH_DIR/fold-profile.py" "$TMP/perf.txt" "$cpu_us"
 } | tee "$RESULTS/summary.txt"
 if [[ "$KEEP" == 1 ]]; then cp "$TMP/perf.data" "$TMP/perf.txt" "$RESULTS/"; cp /tmp/perf-"$NODE".map "$RESULTS/" 2>/dev/null || true; fi
-rm -f /tmp/perf-"$NODE".map /tmp/perfinfo-"$NODE".map

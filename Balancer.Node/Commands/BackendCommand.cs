@@ -94,7 +94,7 @@ internal static class BackendCommand
         {
             return new DemoBackendTls(served, System.Security.Cryptography.X509Certificates.X509CertificateLoader.LoadCertificateFromFile(clientCa));
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
         {
             throw new UsageException($"--client-ca: cannot load {clientCa}: {e.Message}");
         }

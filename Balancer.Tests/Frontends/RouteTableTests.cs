@@ -30,6 +30,11 @@ public class RouteTableTests
     [InlineData("^/a|^/b", "", "")]
     [InlineData("^/a(?i)bc$", "", "")]
     [InlineData("^(/a)$", "", "")]
+    [InlineData("/\\x41b$", "", "b")]
+    [InlineData("/\\u00e9$", "", "")]
+    [InlineData("/\\101$", "", "")]
+    [InlineData("/\\cJ$", "", "")]
+    [InlineData("^/a\\.json$", "/a", "json")]
     public void AnchoredLiterals_OnlyTextEveryMatchMustStartOrEndWith(string pattern, string prefix, string suffix)
     {
         Assert.Equal((prefix, suffix), RouteRegex.AnchoredLiterals(pattern));
@@ -44,6 +49,10 @@ public class RouteTableTests
     [InlineData("^/ab?c$", "/abbc", false)]
     [InlineData("/edit$", "/a/b/edit", true)]
     [InlineData("^/a|^/b", "/b/1", true)]
+    [InlineData("/\\x41b$", "/Ab", true)]
+    [InlineData("/\\u00e9$", "/\u00e9", true)]
+    [InlineData("/\\101$", "/A", true)]
+    [InlineData("/\\cJ$", "/\n", true)]
     public void IsMatch_AgreesWithTheRegexItself(string pattern, string input, bool expected)
     {
         Assert.Equal(expected, System.Text.RegularExpressions.Regex.IsMatch(input, pattern, RouteSettingsReader.RegexOptions));
@@ -91,14 +100,15 @@ public class RouteTableTests
     }
 
     [Fact]
-    public void AHostLongerThanAnyName_TakesOnlyRoutesForAnyHost()
+    public void AHostLongerThanAnyName_InAnyCase_IsMatchedAsAnyOther()
     {
         var table = Table("""
             { name = wildcard, hosts = ["*.example.com"], pool = b }
             { name = any, path-prefix = "/", pool = b }
             """);
-        Assert.Equal("any", table.Match(Request(new string('a', 300) + ".example.com", "/")).Name);
-        Assert.Equal("wildcard", table.Match(Request(new string('a', 200) + ".example.com", "/")).Name);
+        Assert.Equal("wildcard", table.Match(Request(new string('A', 300) + ".example.com", "/")).Name);
+        Assert.Equal("wildcard", table.Match(Request(new string('a', 200) + ".Example.com", "/")).Name);
+        Assert.Equal("any", table.Match(Request(new string('A', 300) + ".example.org", "/")).Name);
     }
 
     private static RouteTable Table(string routes)

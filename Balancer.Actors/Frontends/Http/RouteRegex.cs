@@ -11,7 +11,7 @@ namespace Balancer.Frontends.Http;
 /// <item>A literal the pattern anchors at its start (<c>^/items/</c>) or end (<c>/edit$</c>) is
 /// compared first, so most routes that cannot match are passed over without running the regex.</item>
 /// <item>The regex runs compiled, on .NET's backtracking engine (as PCRE is in HAProxy and NGINX),
-/// with a 1 ms budget. The first input that exhausts it (a pattern that backtracks badly on a
+/// with a 25 ms budget. The first input that exhausts it (a pattern that backtracks badly on a
 /// hostile path) is matched again on the non-backtracking engine, which takes linear time whatever
 /// the input (as RE2 is for Envoy), and the route keeps that engine from then on, saying so once.</item>
 /// </list>
@@ -20,7 +20,9 @@ namespace Balancer.Frontends.Http;
 /// </summary>
 internal sealed class RouteRegex
 {
-    internal static readonly TimeSpan Budget = TimeSpan.FromMilliseconds(1);
+    // Wall-clock time: generous enough that a GC pause or a preemption during a harmless match does
+    // not move a route, and paid at most once by a hostile input.
+    internal static readonly TimeSpan Budget = TimeSpan.FromMilliseconds(25);
 
     private readonly string _prefix;
     private readonly string _suffix;
@@ -102,14 +104,42 @@ internal sealed class RouteRegex
         var suffix = "";
         if (pattern.Length >= 2 && pattern.EndsWith('$') && !IsEscaped(pattern, pattern.Length - 1))
         {
+            var escaped = EscapeSequences(pattern);
             var start = pattern.Length - 1;
-            while (start > 0 && IsPlain(pattern[start - 1]) && !IsEscaped(pattern, start - 1))
+            while (start > 0 && IsPlain(pattern[start - 1]) && !escaped[start - 1])
             {
                 start--;
             }
             suffix = pattern[start..^1];
         }
         return (prefix, suffix);
+    }
+
+    /// <summary>Which characters of <paramref name="pattern"/> belong to an escape sequence ("\.", "A", "é", "A", "\cJ").</summary>
+    private static bool[] EscapeSequences(string pattern)
+    {
+        var escaped = new bool[pattern.Length];
+        for (var i = 0; i < pattern.Length; i++)
+        {
+            if (pattern[i] != '\\')
+            {
+                continue;
+            }
+            var length = i + 1 >= pattern.Length ? 1 : pattern[i + 1] switch
+            {
+                'x' => 4,
+                'u' => 6,
+                'c' => 3,
+                >= '0' and <= '9' => 4,
+                _ => 2,
+            };
+            for (var j = i; j < Math.Min(pattern.Length, i + length); j++)
+            {
+                escaped[j] = true;
+            }
+            i += 1;
+        }
+        return escaped;
     }
 
     // Characters that stand for themselves in a .NET pattern (no metacharacter, no whitespace).

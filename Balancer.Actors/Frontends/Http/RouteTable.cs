@@ -92,18 +92,18 @@ internal sealed class RouteTable
         return Default;
     }
 
-    // The longest name DNS allows; no configured host is longer.
+    // The longest name DNS allows: a longer Host (only a hostile client's) is lower-cased on the heap.
     private const int MaxHostName = 253;
 
     private Route[] CandidatesFor(ReadOnlySpan<char> host)
     {
-        if (host.IsEmpty || host.Length > MaxHostName)
+        if (host.IsEmpty)
         {
             return _anyHost;
         }
         if (host.ContainsAnyInRange('A', 'Z'))
         {
-            Span<char> lowered = stackalloc char[MaxHostName];
+            Span<char> lowered = host.Length <= MaxHostName ? stackalloc char[MaxHostName] : new char[host.Length];
             return CandidatesForLowerCase(lowered[..host.ToLowerInvariant(lowered)]);
         }
         return CandidatesForLowerCase(host);
