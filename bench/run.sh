@@ -182,10 +182,11 @@ self_ticks() {
 machine_ticks() { awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
 
 # Peak RSS (VmHWM) in MB, summed over PIDs.
-peak_rss_mb() {
-  local kb=0 pid v
+# rss_mb FIELD PID...: the sum of /proc/PID/status FIELD (VmRSS: now, VmHWM: peak) in MB.
+rss_mb() {
+  local field="$1" kb=0 pid v; shift
   for pid in "$@"; do
-    v="$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" || v=""
+    v="$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null)" || v=""
     kb=$((kb + ${v:-0}))
   done
   awk -v kb="$kb" 'BEGIN { printf "%.0f", kb / 1024 }'
@@ -272,7 +273,10 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR == 0)
 fmt_lat() { # us -> human
   awk -v u="$1" 'BEGIN { if (u == "-" || u < 0) print "-"; else if (u >= 1000) printf "%.2fms", u / 1000; else printf "%.0fus", u }'; }
 
-declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_OTH R_NOTE
+declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_IDLE R_ERR R_OTH R_NOTE
+# The RSS of a process before its first load, 2 s after its first answer (targets that share a
+# process, such as the Balancer's frontends, report the figure taken before the first of them).
+declare -A IDLE_OF
 ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c)
 declare -A LABEL=(
   [direct]="backend direct (nginx x2)"
@@ -311,6 +315,11 @@ measure() {
   local ours=()
   for p in "${pids[@]}" "${BACKEND_PIDS[@]}"; do [[ -n "${seen[$p]:-}" ]] || { seen[$p]=1; ours+=("$p"); }; done
   smoke "$port" "${MODE[$target]%c}" || { R_NOTE[$target]="FAILED: no 200 answer"; return 0; }
+  if [[ -z "${IDLE_OF[${pids[*]}]:-}" ]]; then
+    sleep 2
+    IDLE_OF[${pids[*]}]="$(rss_mb VmRSS "${pids[@]}")"
+  fi
+  R_IDLE[$target]="${IDLE_OF[${pids[*]}]}"
   if ((WARM[$target] > 0)); then
     log "${LABEL[$target]}: warm-up ${WARM[$target]}s"
     run_load "$target" "$port" "${WARM[$target]}" || true
@@ -342,7 +351,7 @@ measure() {
   R_P50[$target]="$(median "${p50_l[@]}")"
   R_P99[$target]="$(median "${p99_l[@]}")"
   R_CPU[$target]="$(median "${cpu_l[@]}")"
-  R_RSS[$target]="$(peak_rss_mb "${pids[@]}")"
+  R_RSS[$target]="$(rss_mb VmHWM "${pids[@]}")"
   R_ERR[$target]="$err_total"
   R_OTH[$target]="$(median "${oth_l[@]}")"
   for i in "${pids[@]}"; do kill -0 "$i" 2>/dev/null || R_NOTE[$target]="process $i died during the runs"; done
@@ -553,18 +562,18 @@ ratio() { # target
   echo "h2c rows: h2load -t$THREADS -c$CONNECTIONS -m$H2_STREAMS -D${DURATION}, cleartext HTTP/2 with prior knowledge to the proxy, HTTP/1.1 from it to nginx"
   echo "other% = CPU of processes outside the bench during the runs, share of the whole machine (median); load at start: $LOAD_AT_START"
   echo
-  printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %6s %6s  %s\n' target mode "req/s" p50 p99 "CPU us/req" ratio "peakRSS" errors other% note
-  printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %6s %6s  %s\n' ------ ---- ----- --- --- ---------- ----- ------- ------ ------ ----
+  printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %8s %6s %6s  %s\n' target mode "req/s" p50 p99 "CPU us/req" ratio "idleRSS" "peakRSS" errors other% note
+  printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %8s %6s %6s  %s\n' ------ ---- ----- --- --- ---------- ----- ------- ------- ------ ------ ----
   disturbed=""
   for t in "${ORDER[@]}"; do
     want "$t" || continue
     if [[ -n "${R_CPU[$t]:-}" ]]; then
-      printf '%-30s %-5s %9.0f %8s %8s %10s %6s %7sM %6s %6s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" "${R_RPS[$t]}" \
-        "$(fmt_lat "${R_P50[$t]}")" "$(fmt_lat "${R_P99[$t]}")" "${R_CPU[$t]}" "$(ratio "$t")" "${R_RSS[$t]}" \
+      printf '%-30s %-5s %9.0f %8s %8s %10s %6s %7sM %7sM %6s %6s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" "${R_RPS[$t]}" \
+        "$(fmt_lat "${R_P50[$t]}")" "$(fmt_lat "${R_P99[$t]}")" "${R_CPU[$t]}" "$(ratio "$t")" "${R_IDLE[$t]}" "${R_RSS[$t]}" \
         "${R_ERR[$t]}" "${R_OTH[$t]}" "${R_NOTE[$t]:-}"
       awk -v o="${R_OTH[$t]}" -v m="$OTHER_WARN" 'BEGIN { exit !(o > m) }' && disturbed+=" ${t}"
     else
-      printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %6s %6s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" - - - - - - - - "${R_NOTE[$t]:-not run}"
+      printf '%-30s %-5s %9s %8s %8s %10s %6s %8s %8s %6s %6s  %s\n' "${LABEL[$t]}" "${MODE[$t]}" - - - - - - - - - "${R_NOTE[$t]:-not run}"
     fi
   done
   if [[ -n "$disturbed" ]]; then
