@@ -128,27 +128,14 @@ public class L7Tests
                 backends.Add(backend);
                 await backend.StartAsync();
             }
-            var hocon = $$"""
-                balancer.pools.secure {
-                  protocol = https2
-                  tls { ca = "{{certificates.AuthorityFile}}", server-name = backend.test, certificate = "{{balancerClient.Certificate}}", key = "{{balancerClient.Key}}" }
-                  backends { a = "127.0.0.1:{{backends[0].Port}}", b = "127.0.0.1:{{backends[1].Port}}" }
-                }
-                balancer.frontends.tls {
-                  bind = "127.0.0.1:0"
-                  pool = secure
-                  tls { certificate = "{{frontendCertificate.Certificate}}", key = "{{frontendCertificate.Key}}" }
-                }
-                """;
+            var hocon = TestCertificates.MutualTlsPoolBehindTlsFrontend(certificates, "secure", "tls",
+                (balancerClient.Certificate, balancerClient.Key), (frontendCertificate.Certificate, frontendCertificate.Key), backends[0].Port, backends[1].Port);
             await using var host = await BalancerHost.StartAsync(hocon);
             // Health checks speak https2 with the client certificate too: both backends come up.
             var pool = host.Extension.Pools.Find("secure")!;
             await Eventually.Holds(() => Assert.True(pool.Snapshot.Backends.All(b => b.Healthy)), TimeSpan.FromSeconds(15));
 
-            using var handler = new SocketsHttpHandler
-            {
-                SslOptions = { RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null && Certificates.IssuedBy(new System.Security.Cryptography.X509Certificates.X509Certificate2(certificate), certificates.Authority) },
-            };
+            using var handler = certificates.TrustingHandler();
             using var channel = GrpcChannel.ForAddress($"https://127.0.0.1:{host.EndPoint("tls").Port}", new GrpcChannelOptions { HttpHandler = handler });
             var client = new Demo.DemoClient(channel);
             var served = new HashSet<string>();

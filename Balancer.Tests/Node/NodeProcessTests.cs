@@ -397,27 +397,13 @@ public class NodeProcessTests
         }
 
         var extra = Path.Combine(certificates.Directory, "secure.conf");
-        File.WriteAllText(extra, $$"""
-            balancer.pools.secure {
-              protocol = https2
-              tls { ca = "{{certificates.AuthorityFile}}", server-name = backend.test, certificate = "{{nodeClient.Certificate}}", key = "{{nodeClient.Key}}" }
-              backends { a = "127.0.0.1:{{backends[0].Port}}", b = "127.0.0.1:{{backends[1].Port}}" }
-            }
-            balancer.frontends.secure {
-              bind = "127.0.0.1:0"
-              pool = secure
-              tls { certificate = "{{frontendCertificate.Certificate}}", key = "{{frontendCertificate.Key}}" }
-            }
-            """);
+        File.WriteAllText(extra, TestCertificates.MutualTlsPoolBehindTlsFrontend(certificates, "secure", "secure",
+            (nodeClient.Certificate, nodeClient.Key), (frontendCertificate.Certificate, frontendCertificate.Key), backends[0].Port, backends[1].Port));
         var node = StartNode1OnFreePorts(cleanup, "--config", extra);
         await node.WaitForOutputAsync(" ready", StartTimeout);
         var secure = FrontendEndPoint(node.Output, "secure");
 
-        using var handler = new SocketsHttpHandler
-        {
-            UseProxy = false,
-            SslOptions = { RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null && Balancer.Configuration.Certificates.IssuedBy(new System.Security.Cryptography.X509Certificates.X509Certificate2(certificate), certificates.Authority) },
-        };
+        using var handler = certificates.TrustingHandler();
         using var channel = Grpc.Net.Client.GrpcChannel.ForAddress($"https://{secure}", new Grpc.Net.Client.GrpcChannelOptions { HttpHandler = handler });
         var grpc = new Balancer.Node.Backend.Rpc.Demo.DemoClient(channel);
         // Health checks speak https2 with the node's client certificate as well: both backends serve.

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 
@@ -56,6 +57,32 @@ internal sealed class TestCertificates : IDisposable
         using var withKey = certificate.CopyWithPrivateKey(key);
         return (certificatePath, keyPath, X509CertificateLoader.LoadPkcs12(withKey.Export(X509ContentType.Pkcs12), null));
     }
+
+    /// <summary>
+    /// A pool <paramref name="pool"/> speaking https2 to backends on <paramref name="ports"/> that require a
+    /// client certificate (backend.test's, issued here), presenting <paramref name="client"/>, and a TLS
+    /// frontend <paramref name="frontend"/> on a free loopback port serving <paramref name="served"/>.
+    /// </summary>
+    public static string MutualTlsPoolBehindTlsFrontend(TestCertificates certificates, string pool, string frontend,
+        (string Certificate, string Key) client, (string Certificate, string Key) served, params int[] ports) => $$"""
+        balancer.pools.{{pool}} {
+          protocol = https2
+          tls { ca = "{{certificates.AuthorityFile}}", server-name = backend.test, certificate = "{{client.Certificate}}", key = "{{client.Key}}" }
+          backends { {{string.Join(", ", ports.Select((port, i) => $"{(char)('a' + i)} = \"127.0.0.1:{port}\""))}} }
+        }
+        balancer.frontends.{{frontend}} {
+          bind = "127.0.0.1:0"
+          pool = {{pool}}
+          tls { certificate = "{{served.Certificate}}", key = "{{served.Key}}" }
+        }
+        """;
+
+    /// <summary>A client handler that trusts what this CA issued, and nothing else.</summary>
+    public SocketsHttpHandler TrustingHandler() => new()
+    {
+        UseProxy = false,
+        SslOptions = { RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is not null && Balancer.Configuration.Certificates.IssuedBy(new X509Certificate2(certificate), Authority) },
+    };
 
     public void Dispose()
     {
