@@ -31,37 +31,12 @@ BACKEND_PORTS=(19201 19202)
 P_HTTP=18280
 P_ADMIN=19280
 P_HAPROXY=17280
-BODY="$(printf 'x%.0s' $(seq 1 100))"
+PIN_SERVER=(taskset -c 1)
 
-log() { printf '[%4ds] %s\n' "$SECONDS" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-PIDS=()
-TMP=""
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 NODE=""
-cleanup() {
-  local pid i
-  trap - EXIT INT TERM
-  [[ -n "$NODE" ]] && rm -f "/tmp/perf-$NODE.map" "/tmp/perfinfo-$NODE.map"
-  for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]:-}"; do
-    [[ -z "$pid" ]] && continue
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"
-}
-trap cleanup EXIT
-# Waits for one PID we started and forgets it (so cleanup never signals a PID that was reused).
-wait_pid() {
-  local rc=0 kept=() p
-  wait "$1" || rc=$?
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" && "$p" != "$1" ]] && kept+=("$p"); done
-  PIDS=("${kept[@]:-}")
-  return "$rc"
-}
-trap 'exit 130' INT
-trap 'exit 143' TERM
+cleanup_more() { [[ -n "$NODE" ]] && rm -f "/tmp/perf-$NODE.map" "/tmp/perfinfo-$NODE.map"; }
 
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
@@ -82,23 +57,8 @@ TMP="$(mktemp -d /tmp/balancer-profile.XXXXXX)"
 RESULTS="$BENCH_DIR/results/profile-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$RESULTS"
 
-for port in "${BACKEND_PORTS[@]}"; do
-  d="$TMP/nginx-$port"; mkdir -p "$d"
-  cat >"$d/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $d/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $d; proxy_temp_path $d; fastcgi_temp_path $d; uwsgi_temp_path $d; scgi_temp_path $d;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$port; location / { default_type text/plain; return 200 "$BODY"; } }
-}
-CONF
-  taskset -c 1 nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
-  PIDS+=($!)
-done
+start_backends
+dotnet_env
 
 cat >"$TMP/node.conf" <<CONF
 balancer {
@@ -117,14 +77,10 @@ mkdir -p "$TMP/node"
 # The perf map names the JIT-compiled code for perf; precompiled (ReadyToRun) code that was not
 # recompiled shows under its assembly's name. perf cannot read code that the runtime maps twice
 # (write-xor-execute, a memfd), so that is off here.
-(cd "$TMP/node" && exec env DOTNET_PerfMapEnabled=3 DOTNET_EnableWriteXorExecute=0 DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS="$INLINE_COMPLETIONS" \
-  taskset -c 1 "$BALANCER" run --config "$TMP/node.conf") >"$TMP/node.log" 2>&1 &
+(cd "$TMP/node" && exec env "${DOTNET_ENV[@]}" DOTNET_PerfMapEnabled=3 DOTNET_EnableWriteXorExecute=0 \
+  "${PIN_SERVER[@]}" "$BALANCER" run --config "$TMP/node.conf") >"$TMP/node.log" 2>&1 &
 NODE=$!; PIDS+=("$NODE")
-for ((i = 0; i < 150; i++)); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$P_HTTP") 2>/dev/null && break
-  kill -0 "$NODE" 2>/dev/null || { tail -20 "$TMP/node.log" >&2; die "the node exited"; }
-  sleep 0.2
-done
+wait_port "$P_HTTP" "$NODE" 30 || { tail -20 "$TMP/node.log" >&2; die "the node did not listen on $P_HTTP"; }
 [[ "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$P_HTTP/" -H 'X-Session: s1')" == 200 ]] || die "no 200 through the node"
 
 wrk_run() { # seconds [port] -> output in $TMP/wrk.out
@@ -189,29 +145,11 @@ cpu_us="$(per_request $((after - before)) "$requests")"
 log "$requests requests, $cpu_us CPU µs a request (the node's user+sys), $errors error line(s) from wrk"
 
 perf script -i "$TMP/perf.data" -F comm,tid,ip,sym,dso 2>"$TMP/perf-script.err" >"$TMP/perf.txt" || die "perf script: $(tail -3 "$TMP/perf-script.err")"
-kill -TERM "$NODE" 2>/dev/null || true
+stop_pid "$NODE"
 
 # HAProxy on the same core, the same backends and the same load.
-cat >"$TMP/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  bind 127.0.0.1:$P_HAPROXY
-  default_backend be
-backend be
-  balance roundrobin
-  server a 127.0.0.1:${BACKEND_PORTS[0]}
-  server b 127.0.0.1:${BACKEND_PORTS[1]}
-CONF
-taskset -c 1 haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
-HAPROXY=$!; PIDS+=("$HAPROXY")
-sleep 1
+start_haproxy haproxy "$P_HAPROXY" http 1 || die "HAProxy did not start"
+HAPROXY=$HP_PID
 wrk_run 3 "$P_HAPROXY"
 cpu_split "$HAPROXY" "$P_HAPROXY"; read -r haproxy_us haproxy_user <"$TMP/cpu"
 counts "$HAPROXY" "$P_HAPROXY"; read -r haproxy_syscalls haproxy_switches haproxy_kinds <"$TMP/counts"

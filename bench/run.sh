@@ -70,43 +70,8 @@ SCRIPT_START=$SECONDS
 OTHER_WARN="${OTHER_WARN:-3}"
 LOAD_AT_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 
-log() { printf '[%4ds] %s\n' "$((SECONDS - SCRIPT_START))" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# ---------------------------------------------------------------- cleanup: by PID only
-PIDS=()
-TMP=""
-cleanup() {
-  local pid i
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]:-}"; do
-    [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]:-}"; do
-    [[ -z "$pid" ]] && continue
-    for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Stops one PID we started (TERM, up to 5 s, then KILL) and forgets it.
-stop_pid() {
-  local pid="$1" i
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  forget_pid "$pid"
-}
-forget_pid() {
-  local kept=() p
-  for p in "${PIDS[@]:-}"; do [[ -n "$p" && "$p" != "$1" ]] && kept+=("$p"); done
-  PIDS=("${kept[@]:-}")
-}
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 
 # ---------------------------------------------------------------- setup
 need_pkgs=()
@@ -180,29 +145,6 @@ self_ticks() {
 # Whole machine from /proc/stat: "busy total" ticks; busy = user+nice+system+irq+softirq+steal
 # (a process's stime includes the softirq ticks that land on it; steal is time taken by other VMs).
 machine_ticks() { awk '$1 == "cpu" { b = $2 + $3 + $4 + $7 + $8 + $9; print b, b + $5 + $6 }' /proc/stat; }
-
-# Peak RSS (VmHWM) in MB, summed over PIDs.
-# rss_mb FIELD PID...: the sum of /proc/PID/status FIELD (VmRSS: now, VmHWM: peak) in MB.
-rss_mb() {
-  local field="$1" kb=0 pid v; shift
-  for pid in "$@"; do
-    v="$(awk -v f="$field:" '$1 == f {print $2}' "/proc/$pid/status" 2>/dev/null)" || v=""
-    kb=$((kb + ${v:-0}))
-  done
-  awk -v kb="$kb" 'BEGIN { printf "%.0f", kb / 1024 }'
-}
-
-# Waits (bounded) until 127.0.0.1:PORT accepts a connection; fails if PID died meanwhile.
-wait_port() {
-  local port="$1" pid="$2" limit="${3:-30}" start=$SECONDS
-  while ((SECONDS - start < limit)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    kill -0 "$pid" 2>/dev/null || { log "process $pid exited before listening on $port"; return 1; }
-    sleep 0.2
-  done
-  log "port $port not listening after ${limit}s"
-  return 1
-}
 
 # One request must answer 200 (over HTTP/2 with prior knowledge when the second argument is h2).
 smoke() {
@@ -357,31 +299,6 @@ measure() {
   for i in "${pids[@]}"; do kill -0 "$i" 2>/dev/null || R_NOTE[$target]="process $i died during the runs"; done
 }
 
-# nginx_conf DIR CONNECTIONS SERVER [HTTP]: a foreground nginx whose every file stays in DIR
-# (nothing under /var/lib/nginx), serving SERVER (the server block's body).
-nginx_conf() {
-  local d="$1" connections="$2" server="$3" http="${4:-}"
-  mkdir -p "$d"
-  cat >"$d/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections $connections; }
-http {
-  access_log off;
-  client_body_temp_path $d/body;
-  proxy_temp_path $d/proxy;
-  fastcgi_temp_path $d/fastcgi;
-  uwsgi_temp_path $d/uwsgi;
-  scgi_temp_path $d/scgi;
-  $http
-  server { $server }
-}
-EOF
-}
-
 # start_balancer NAME ADMIN_PORT FRONTENDS [EXTRA]: writes $TMP/NAME.conf (FRONTENDS inside
 # balancer.frontends, EXTRA inside balancer, the bench's pool app), runs the Balancer on it in
 # $TMP/NAME with its output in $TMP/NAME.log, and sets STARTED_PID.
@@ -409,53 +326,10 @@ EOF
 }
 
 # ---------------------------------------------------------------- backends: nginx x2, fixed 100-byte body
-BODY="$(printf 'balancer-bench-backend-%s' "$(printf 'x%.0s' $(seq 1 77))")" # 100 bytes
-BACKEND_PIDS=()
-for port in "${BACKEND_PORTS[@]}"; do
-  d="$TMP/nginx-$port"
-  nginx_conf "$d" 4096 "listen 127.0.0.1:$port; location / { default_type text/plain; return 200 \"$BODY\"; }" \
-    "keepalive_requests 1000000; keepalive_timeout 75s; server_tokens off;"
-  "${PIN_SERVER[@]}" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
-  PIDS+=($!); BACKEND_PIDS+=($!)
-done
-for i in "${!BACKEND_PORTS[@]}"; do
-  wait_port "${BACKEND_PORTS[$i]}" "${BACKEND_PIDS[$i]}" 10 || die "nginx backend on ${BACKEND_PORTS[$i]} did not start: $(cat "$TMP/nginx-${BACKEND_PORTS[$i]}/error.log" 2>/dev/null)"
-done
-log "backends: nginx pids ${BACKEND_PIDS[*]} on ${BACKEND_PORTS[*]}"
+start_backends
 
 # ---------------------------------------------------------------- targets
-DOTNET_ENV=(
-  DOTNET_gcServer=0
-  DOTNET_TieredPGO=1
-  DOTNET_TC_DelaySingleProcMultiplier=1
-  DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS="$INLINE_COMPLETIONS"
-  DOTNET_CLI_TELEMETRY_OPTOUT=1
-  ASPNETCORE_ENVIRONMENT=Production
-)
-
-start_haproxy() { # name port mode nbthread [bind options] -> sets HP_PID
-  local name="$1" port="$2" mode="$3" nbt="$4" bind_options="${5:-}" cfg="$TMP/$1.cfg"
-  cat >"$cfg" <<EOF
-global
-  nbthread $nbt
-  maxconn 4096
-defaults
-  mode $mode
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend fe
-  bind 127.0.0.1:$port $bind_options
-  default_backend be
-backend be
-  balance roundrobin
-  server a 127.0.0.1:${BACKEND_PORTS[0]}
-  server b 127.0.0.1:${BACKEND_PORTS[1]}
-EOF
-  "${PIN_SERVER[@]}" haproxy -db -f "$cfg" >"$TMP/$name.log" 2>&1 &
-  HP_PID=$!; PIDS+=("$HP_PID")
-  wait_port "$port" "$HP_PID" 10 || { log "haproxy: $(cat "$TMP/$name.log")"; return 1; }
-}
+dotnet_env
 
 run_haproxy_target() { # target port mode nbthread [bind options]
   want "$1" || return 0
