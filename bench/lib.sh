@@ -53,6 +53,20 @@ wait_pid() {
   return "$rc"
 }
 
+# CPU ticks (utime + stime, /proc/PID/stat fields 14 and 15; utime alone with --user) of a list
+# of PIDs; comm may hold spaces.
+cpu_ticks() {
+  local total=0 user=0 pid s rest f
+  [[ "${1:-}" == --user ]] && { user=1; shift; }
+  for pid in "$@"; do
+    s="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+    rest="${s##*) }" # fields 3.. ; field N is word N-2 of rest
+    read -r -a f <<<"$rest"
+    total=$((total + f[11] + (user ? 0 : f[12])))
+  done
+  echo "$total"
+}
+
 # rss_mb FIELD PID...: the sum of /proc/PID/status FIELD (VmRSS: now, VmHWM: peak) in MB.
 rss_mb() {
   local field="$1" kb=0 pid v; shift

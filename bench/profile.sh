@@ -110,19 +110,17 @@ function init() key = "s" .. id .. "-" .. math.random(1, 1000000) end
 function request() return wrk.format(nil, nil, { ["X-Session"] = key }) end
 LUA
 
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 per_request() { # ticks requests -> CPU µs a request
   awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.2f", t / hz * 1e6 / n }'
 }
 # cpu_split PID PORT: "TOTAL USER" CPU µs a request over 10 s of load, into $TMP/cpu.
 cpu_split() {
   local before user_before requests
-  before="$(ticks "$1")"; user_before="$(user_ticks "$1")"
+  before="$(cpu_ticks "$1")"; user_before="$(cpu_ticks --user "$1")"
   wrk_run 10 "$2"
   requests="$(wrk_requests)"
   [[ "${requests:-0}" -gt 0 ]] || die "wrk made no requests: $(cat "$TMP/wrk.out")"
-  echo "$(per_request $(($(ticks "$1") - before)) "$requests") $(per_request $(($(user_ticks "$1") - user_before)) "$requests")" >"$TMP/cpu"
+  echo "$(per_request $(($(cpu_ticks "$1") - before)) "$requests") $(per_request $(($(cpu_ticks --user "$1") - user_before)) "$requests")" >"$TMP/cpu"
 }
 log "warming up for ${WARMUP}s"
 wrk_run "$WARMUP"
@@ -132,12 +130,12 @@ log "without sampling: $plain_us CPU µs a request, $plain_user of them in user 
 counts "$NODE" "$P_HTTP"; read -r node_syscalls node_switches node_kinds <"$TMP/counts"
 log "system calls a request: $node_syscalls ($node_kinds), context switches a request: $node_switches"
 log "sampling for ${SECONDS_SAMPLED}s at ${FREQUENCY} Hz"
-before="$(ticks "$NODE")"
+before="$(cpu_ticks "$NODE")"
 taskset -c 0 timeout -k 5 $((SECONDS_SAMPLED + 60)) perf record -q -F "$FREQUENCY" -g -p "$NODE" -o "$TMP/perf.data" -- sleep "$((SECONDS_SAMPLED + 1))" 2>"$TMP/perf.err" &
 PERF=$!; PIDS+=("$PERF")
 sleep 0.5
 wrk_run "$SECONDS_SAMPLED"
-after="$(ticks "$NODE")"
+after="$(cpu_ticks "$NODE")"
 wait_pid "$PERF" || die "perf record: $(cat "$TMP/perf.err")"
 requests="$(wrk_requests)"
 errors="$(awk '/Socket errors|Non-2xx/ { n++ } END { print n + 0 }' "$TMP/wrk.out")"

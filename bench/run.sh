@@ -123,18 +123,6 @@ MEASURE_START=$SECONDS
 DEADLINE=$((MEASURE_START + BUDGET))
 
 # ---------------------------------------------------------------- helpers
-# CPU ticks (utime + stime, /proc/PID/stat fields 14 and 15) of a list of PIDs; comm may hold spaces.
-cpu_ticks() {
-  local total=0 pid s rest f
-  for pid in "$@"; do
-    s="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
-    rest="${s##*) }" # fields 3.. ; field N is word N-2 of rest
-    read -r -a f <<<"$rest"
-    total=$((total + f[11] + f[12]))
-  done
-  echo "$total"
-}
-
 # This script's own CPU ticks plus those of its reaped children (wrk, timeout, awk, ...).
 self_ticks() {
   local s rest f

@@ -102,9 +102,9 @@ internal sealed class RouteRegex
             prefix = end > 1 ? pattern[1..end] : "";
         }
         var suffix = "";
-        if (pattern.Length >= 2 && pattern.EndsWith('$') && !IsEscaped(pattern, pattern.Length - 1))
+        var escaped = EscapeSequences(pattern);
+        if (pattern.Length >= 2 && pattern.EndsWith('$') && !escaped[^1])
         {
-            var escaped = EscapeSequences(pattern);
             var start = pattern.Length - 1;
             while (start > 0 && IsPlain(pattern[start - 1]) && !escaped[start - 1])
             {
@@ -115,7 +115,7 @@ internal sealed class RouteRegex
         return (prefix, suffix);
     }
 
-    /// <summary>Which characters of <paramref name="pattern"/> belong to an escape sequence ("\.", "A", "é", "A", "\cJ").</summary>
+    /// <summary>Which characters of <paramref name="pattern"/> belong to an escape sequence ("\.", "\x41", "\u00e9", "\101", "\cJ").</summary>
     private static bool[] EscapeSequences(string pattern)
     {
         var escaped = new bool[pattern.Length];
@@ -144,14 +144,4 @@ internal sealed class RouteRegex
 
     // Characters that stand for themselves in a .NET pattern (no metacharacter, no whitespace).
     private static bool IsPlain(char c) => char.IsAsciiLetterOrDigit(c) || "/-_~%=&,;:@!'\"<>`".Contains(c);
-
-    private static bool IsEscaped(string pattern, int index)
-    {
-        var backslashes = 0;
-        for (var i = index - 1; i >= 0 && pattern[i] == '\\'; i--)
-        {
-            backslashes++;
-        }
-        return backslashes % 2 == 1;
-    }
 }
