@@ -348,10 +348,9 @@ public sealed class AffinityTable
             case AffinityMode.SourceIp:
                 return request.ClientAddress?.ToString();
             case AffinityMode.Header:
-                var header = request.Http?.Request.Headers[settings.KeyName];
-                return header is { Count: > 0 } && !string.IsNullOrEmpty(header.Value[0]) && header.Value[0]!.Length <= MaxKeyLength ? header.Value[0] : null;
+                return request.Header(settings.KeyName) is { Length: > 0 and <= MaxKeyLength } header ? header : null;
             case AffinityMode.LearnCookie:
-                return request.Http is { } http && http.Request.Cookies.TryGetValue(settings.KeyName, out var cookie) && !string.IsNullOrEmpty(cookie) && cookie.Length <= MaxKeyLength ? cookie : null;
+                return request.Cookie(settings.KeyName) is { Length: > 0 and <= MaxKeyLength } cookie ? cookie : null;
             default:
                 return null;
         }

@@ -68,7 +68,8 @@ internal static class FrontendSettingsReader
                 _ => HttpProtocolsSetting.Http1AndHttp2,
             },
             RouteSettingsReader.ReadRoutes(section, mode, routeDefaults, pools),
-            section.Duration("tunnel-idle-timeout"));
+            section.Duration("tunnel-idle-timeout"),
+            section.Bool("http1-fast-path"));
     }
 
     /// <summary>The <c>pool</c> a frontend or route sends to: it must be one of <paramref name="pools"/>.</summary>

@@ -73,7 +73,8 @@ public sealed record FrontendSettings(
     ImmutableArray<SniRoute> SniRoutes,
     HttpProtocolsSetting Protocols = HttpProtocolsSetting.Http1AndHttp2,
     ImmutableArray<RouteSettings> Routes = default,
-    TimeSpan TunnelIdleTimeout = default)
+    TimeSpan TunnelIdleTimeout = default,
+    bool Http1FastPath = true)
 {
     /// <summary>The routes in the order they are matched (never default).</summary>
     public ImmutableArray<RouteSettings> Routes { get; init; } = Routes.IsDefault ? ImmutableArray<RouteSettings>.Empty : Routes;

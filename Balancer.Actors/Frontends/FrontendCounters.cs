@@ -11,6 +11,7 @@ public sealed class FrontendCounters
     private long _refused;
     private long _refusedPerClient;
     private long _tunnels;
+    private long _fastPath;
 
     internal FrontendCounters(string frontend) => Frontend = frontend;
 
@@ -34,6 +35,16 @@ public sealed class FrontendCounters
 
     /// <summary>Upgraded connections (WebSockets) open now; each is also one of <see cref="Open"/>.</summary>
     public long Tunnels => Volatile.Read(ref _tunnels);
+
+    /// <summary>HTTP requests forwarded by the HTTP/1.1 fast path since start; each is also one of <see cref="Accepted"/>.</summary>
+    public long FastPath => Volatile.Read(ref _fastPath);
+
+    /// <summary>Counts one accepted request that the HTTP/1.1 fast path forwards; returns how many are open now.</summary>
+    internal long AcceptOnFastPath()
+    {
+        Interlocked.Increment(ref _fastPath);
+        return Accept();
+    }
 
     internal void OpenTunnel() => Interlocked.Increment(ref _tunnels);
 

@@ -78,7 +78,7 @@ public sealed record BackendView(
 }
 
 /// <summary>One frontend as <c>GET /api/frontends</c> shows it.</summary>
-public sealed record FrontendView(string Name, string Mode, string Pool, IReadOnlyList<string> Bind, IReadOnlyList<string> Listening, long Accepted, long Open, long Refused, long Tunnels = 0, IReadOnlyList<string>? Routes = null)
+public sealed record FrontendView(string Name, string Mode, string Pool, IReadOnlyList<string> Bind, IReadOnlyList<string> Listening, long Accepted, long Open, long Refused, long Tunnels = 0, IReadOnlyList<string>? Routes = null, long FastPath = 0)
 {
     internal static FrontendView Of(Configuration.FrontendSettings frontend, FrontendCounters counters) => new(
         frontend.Name,
@@ -90,7 +90,8 @@ public sealed record FrontendView(string Name, string Mode, string Pool, IReadOn
         counters.Open,
         counters.Refused,
         counters.Tunnels,
-        frontend.Routes.Select(r => r.Name + " → " + r.Pool).ToList());
+        frontend.Routes.Select(r => r.Name + " → " + r.Pool).ToList(),
+        counters.FastPath);
 }
 
 /// <summary>A session pinned to a backend, as <c>GET /api/pools/{pool}/affinity</c> shows it.</summary>

@@ -66,9 +66,7 @@ public struct BackendSelection
         if (table.Cookie is { } cookie)
         {
             // A missing or tampered cookie is simply no session: the request is balanced as usual.
-            var named = request.Http is { } http && http.Request.Cookies.TryGetValue(table.Settings.CookieName, out var value)
-                ? cookie.Verify(value)
-                : null;
+            var named = request.Cookie(table.Settings.CookieName) is { } value ? cookie.Verify(value) : null;
             return ValueTask.FromResult(new BackendSelection(pool, snapshot, request, new Session(table, null, snapshot.FindForSession(named), false)));
         }
         var key = AffinityTable.KeyFor(table.Settings, request);

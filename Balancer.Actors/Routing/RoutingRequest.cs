@@ -12,13 +12,51 @@ public readonly struct RoutingRequest
     {
         ClientAddress = clientAddress;
         Http = http;
+        _fields = null;
     }
+
+    /// <summary>A request the HTTP/1.1 fast path read itself, without an <see cref="HttpContext"/>.</summary>
+    internal RoutingRequest(IPAddress? clientAddress, IRequestFields fields)
+    {
+        ClientAddress = clientAddress;
+        Http = null;
+        _fields = fields;
+    }
+
+    private readonly IRequestFields? _fields;
 
     /// <summary>The client's IP address, when known.</summary>
     public IPAddress? ClientAddress { get; }
 
-    /// <summary>The HTTP request, or null for a TCP connection.</summary>
+    /// <summary>The HTTP request, or null for a TCP connection (and for a request of the HTTP/1.1 fast path).</summary>
     public HttpContext? Http { get; }
+
+    /// <summary>True for an HTTP request, whichever way it came in.</summary>
+    internal bool IsHttp => Http is not null || _fields is not null;
+
+    /// <summary>The first value of a request header, or null (also for a TCP connection).</summary>
+    internal string? Header(string name)
+    {
+        if (_fields is not null)
+        {
+            return _fields.Header(name);
+        }
+        if (Http is null)
+        {
+            return null;
+        }
+        var header = Http.Request.Headers[name];
+        return header.Count == 0 ? null : header[0];
+    }
+
+    /// <summary>The value of a request cookie, or null (also for a TCP connection).</summary>
+    internal string? Cookie(string name) =>
+        _fields is not null ? _fields.Cookie(name)
+        : Http is not null && Http.Request.Cookies.TryGetValue(name, out var cookie) ? cookie
+        : null;
+
+    /// <summary>The request's path, or null for a TCP connection.</summary>
+    internal string? Path => _fields is not null ? _fields.Path : Http is null ? null : Http.Request.Path.Value ?? "/";
 
     /// <summary>
     /// Hashes the part of the request named by <paramref name="key"/>; false when the request does
@@ -42,35 +80,43 @@ public readonly struct RoutingRequest
                 hash = KeyHash.Of(bytes[..written]);
                 return true;
             case HashKeySource.Header:
-                if (Http is null)
+                if (Header(key.Name) is not { Length: > 0 } header)
                 {
                     return false;
                 }
-                var header = Http.Request.Headers[key.Name];
-                if (header.Count == 0 || string.IsNullOrEmpty(header[0]))
-                {
-                    return false;
-                }
-                hash = KeyHash.Of(header[0]);
+                hash = KeyHash.Of(header);
                 return true;
             case HashKeySource.Cookie:
-                if (Http is null || !Http.Request.Cookies.TryGetValue(key.Name, out var cookie) || string.IsNullOrEmpty(cookie))
+                if (Cookie(key.Name) is not { Length: > 0 } cookie)
                 {
                     return false;
                 }
                 hash = KeyHash.Of(cookie);
                 return true;
             case HashKeySource.Path:
-                if (Http is null)
+                if (Path is not { } path)
                 {
                     return false;
                 }
-                hash = KeyHash.Of(Http.Request.Path.Value ?? "/");
+                hash = KeyHash.Of(path);
                 return true;
             default:
                 return false;
         }
     }
+}
+
+/// <summary>What routing reads of an HTTP request that has no <see cref="HttpContext"/>.</summary>
+internal interface IRequestFields
+{
+    /// <summary>The first value of header <paramref name="name"/>, or null.</summary>
+    string? Header(string name);
+
+    /// <summary>The value of cookie <paramref name="name"/>, or null.</summary>
+    string? Cookie(string name);
+
+    /// <summary>The path, decoded.</summary>
+    string Path { get; }
 }
 
 /// <summary>

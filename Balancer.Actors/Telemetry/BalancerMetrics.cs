@@ -23,6 +23,8 @@ public sealed class BalancerMetrics : IDisposable
 
         Meter.CreateObservableCounter("balancer.frontend.accepted", () => frontends().Select(f => new Measurement<long>(f.Accepted, Tag("frontend", f.Frontend))),
             description: "HTTP requests or TCP connections accepted by the frontend");
+        Meter.CreateObservableCounter("balancer.frontend.fast_path", () => frontends().Select(f => new Measurement<long>(f.FastPath, Tag("frontend", f.Frontend))),
+            description: "HTTP requests of the frontend forwarded by the HTTP/1.1 fast path (also counted in accepted)");
         Meter.CreateObservableUpDownCounter("balancer.frontend.open", () => frontends().Select(f => new Measurement<long>(f.Open, Tag("frontend", f.Frontend))),
             description: "HTTP requests or TCP connections in progress on the frontend");
         Meter.CreateObservableUpDownCounter("balancer.frontend.tunnels", () => frontends().Select(f => new Measurement<long>(f.Tunnels, Tag("frontend", f.Frontend))),

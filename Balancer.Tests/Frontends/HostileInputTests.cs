@@ -10,13 +10,18 @@ namespace Balancer.Tests.Frontends;
 [Collection(SerialCollection.Name)]
 public class HostileInputTests
 {
+    /// <summary>How plain HTTP/1.1 requests cross the frontends these tests start; <see cref="HostileInputTestsOnYarp"/> runs them all again on Kestrel and YARP.</summary>
+    protected virtual HttpEngine Engine => HttpEngine.FastPath;
+
+    private Task<BalancerHost> StartAsync(string hocon) => BalancerHost.StartAsync(hocon, Engine);
+
     private static readonly HttpClient Client = new(new SocketsHttpHandler { UseProxy = false }) { Timeout = TimeSpan.FromSeconds(10) };
 
     [Fact]
     public async Task Slowloris_CutOffWithinTheHeaderTimeout_WhileOthersAreServed()
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer.frontends.web { bind = "127.0.0.1:0", pool = app, request-headers-timeout = 2s }
             balancer.pools.app { health-check.kind = none, {{backends.Hocon()}} }
             """);
@@ -63,7 +68,7 @@ public class HostileInputTests
     public async Task OversizedHeaders_Get431_TooManyHeaders_Get431_LongRequestLine_Gets414()
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer.frontends.web { bind = "127.0.0.1:0", pool = app, max-request-header-bytes = 8192, max-request-headers = 20, max-request-line-bytes = 1024 }
             balancer.pools.app { health-check.kind = none, {{backends.Hocon()}} }
             """);
@@ -95,7 +100,7 @@ public class HostileInputTests
     {
         await using var backends = await BackendSet.StartAsync("a");
         using var echo = new RawTcpServer();
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer.frontends {
               raw { mode = tcp, bind = "127.0.0.1:0", pool = raw, max-connections-per-client = 5 }
               web { bind = "127.0.0.1:0", pool = app, max-connections-per-client = 5 }
@@ -190,4 +195,11 @@ public class HostileInputTests
             return [];
         }
     }
+}
+
+/// <summary>The tests of <see cref="HostileInputTests"/> with plain HTTP/1.1 through Kestrel and YARP instead of the fast path.</summary>
+[Collection(SerialCollection.Name)]
+public sealed class HostileInputTestsOnYarp : HostileInputTests
+{
+    protected override HttpEngine Engine => HttpEngine.Yarp;
 }

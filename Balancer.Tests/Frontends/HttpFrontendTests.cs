@@ -8,6 +8,11 @@ namespace Balancer.Tests.Frontends;
 
 public class HttpFrontendTests
 {
+    /// <summary>How plain HTTP/1.1 requests cross the frontends these tests start; <see cref="HttpFrontendTestsOnYarp"/> runs them all again on Kestrel and YARP.</summary>
+    protected virtual HttpEngine Engine => HttpEngine.FastPath;
+
+    private Task<BalancerHost> StartAsync(string hocon) => BalancerHost.StartAsync(hocon, Engine);
+
     private static readonly HttpClient Client = new(new SocketsHttpHandler { UseProxy = false, PooledConnectionLifetime = TimeSpan.FromSeconds(1) })
     {
         Timeout = TimeSpan.FromSeconds(20),
@@ -28,7 +33,7 @@ public class HttpFrontendTests
     public async Task Forward_RoundRobin_ReachesEveryBackendEqually()
     {
         await using var backends = await BackendSet.StartAsync("a", "b", "c");
-        await using var host = await BalancerHost.StartAsync(Config(backends));
+        await using var host = await StartAsync(Config(backends));
         var counts = new Dictionary<string, int>();
         for (var i = 0; i < 60; i++)
         {
@@ -53,7 +58,7 @@ public class HttpFrontendTests
     public async Task Forward_ForwardingHeaders_TrustedOnlyFromTrustedProxies_AndKeepsHost(string frontend, string forwardedFor, string proto, string forwardedHost, string? forwarded, string? realIp)
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync(Config(backends).Replace("pool = app }", $"pool = app, {frontend} }}").Replace(", , ", ", ").Replace(",  }", " }"));
+        await using var host = await StartAsync(Config(backends).Replace("pool = app }", $"pool = app, {frontend} }}").Replace(", , ", ", ").Replace(",  }", " }"));
         using var request = new HttpRequestMessage(HttpMethod.Get, host.Uri("web", "/headers"));
         request.Headers.Host = "shop.example";
         // What a client (or the proxy in front) claims.
@@ -79,7 +84,7 @@ public class HttpFrontendTests
     public async Task Forward_LargeRequestAndResponseBodies_ArriveIntact()
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync(Config(backends));
+        await using var host = await StartAsync(Config(backends));
         var body = new byte[3 * 1024 * 1024 + 17];
         new Random(7).NextBytes(body);
         using var content = new ByteArrayContent(body);
@@ -97,7 +102,7 @@ public class HttpFrontendTests
     public async Task Forward_ChunkedBodiesBothWays()
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync(Config(backends));
+        await using var host = await StartAsync(Config(backends));
 
         using var chunked = await Client.GetAsync(host.Uri("web", "/bytes?n=1100000&chunked=1"));
         Assert.True(chunked.Headers.TransferEncodingChunked);
@@ -115,7 +120,7 @@ public class HttpFrontendTests
     {
         await using var backends = await BackendSet.StartAsync("a", "b");
         var closed = Ports.Closed();
-        await using var host = await BalancerHost.StartAsync(Config(backends, "retries = 2", $"dead = \"127.0.0.1:{closed}\""));
+        await using var host = await StartAsync(Config(backends, "retries = 2", $"dead = \"127.0.0.1:{closed}\""));
         var counts = new Dictionary<string, int>();
         for (var i = 0; i < 30; i++)
         {
@@ -149,7 +154,7 @@ public class HttpFrontendTests
         try
         {
             // "first" tries the stuck backend (listed first) for every request.
-            await using var host = await BalancerHost.StartAsync($$"""
+            await using var host = await StartAsync($$"""
                 balancer {
                   frontends.web { bind = "127.0.0.1:0", pool = app }
                   pools.app {
@@ -180,7 +185,7 @@ public class HttpFrontendTests
     public async Task Forward_BackendStopsUnderLoad_NoFailedRequests()
     {
         await using var backends = await BackendSet.StartAsync("a", "b", "c");
-        await using var host = await BalancerHost.StartAsync(Config(backends));
+        await using var host = await StartAsync(Config(backends));
         var failures = 0;
         for (var i = 0; i < 90; i++)
         {
@@ -197,7 +202,7 @@ public class HttpFrontendTests
     [Fact]
     public async Task Forward_EveryBackendRefuses_502NamingThePool()
     {
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer {
               frontends.web { bind = "127.0.0.1:0", pool = app }
               pools.app { retries = 1, backends { x = "127.0.0.1:{{Ports.Closed()}}", y = "127.0.0.1:{{Ports.Closed()}}" } }
@@ -211,7 +216,7 @@ public class HttpFrontendTests
     [Fact]
     public async Task Forward_NoRoutableBackend_503NamingThePool()
     {
-        await using var host = await BalancerHost.StartAsync("""
+        await using var host = await StartAsync("""
             balancer {
               frontends.web { bind = "127.0.0.1:0", pool = empty }
               pools.empty { }
@@ -227,7 +232,7 @@ public class HttpFrontendTests
     {
         await using var backends = await BackendSet.StartAsync("a");
         using var resetter = new ResettingServer();
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer {
               frontends.web { bind = "127.0.0.1:0", pool = flaky }
               frontends.ok { bind = "127.0.0.1:0", pool = app }
@@ -245,7 +250,7 @@ public class HttpFrontendTests
     public async Task Forward_MalformedRequest_RejectedByTheFrontendWithoutReachingBackends()
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync(Config(backends));
+        await using var host = await StartAsync(Config(backends));
         using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(host.EndPoint("web"));
         await socket.SendAsync(Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n"));
@@ -255,4 +260,10 @@ public class HttpFrontendTests
         Assert.StartsWith("HTTP/1.1 400", Encoding.ASCII.GetString(buffer, 0, read));
         Assert.Equal(0, host.Extension.Pools.Find("app")!.Snapshot.Backends[0].Counters.Requests);
     }
+}
+
+/// <summary>The tests of <see cref="HttpFrontendTests"/> with plain HTTP/1.1 through Kestrel and YARP instead of the fast path.</summary>
+public sealed class HttpFrontendTestsOnYarp : HttpFrontendTests
+{
+    protected override HttpEngine Engine => HttpEngine.Yarp;
 }

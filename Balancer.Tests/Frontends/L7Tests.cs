@@ -20,13 +20,18 @@ namespace Balancer.Tests.Frontends;
 [Collection(SerialCollection.Name)]
 public class L7Tests
 {
+    /// <summary>How plain HTTP/1.1 requests cross the frontends these tests start; <see cref="L7TestsOnYarp"/> runs them all again on Kestrel and YARP.</summary>
+    protected virtual HttpEngine Engine => HttpEngine.FastPath;
+
+    private Task<BalancerHost> StartAsync(string hocon) => BalancerHost.StartAsync(hocon, Engine);
+
     private static readonly TimeSpan Deadline = TimeSpan.FromSeconds(60);
 
     [Fact]
     public async Task Grpc_ThroughCleartextHttp2_AllFourCallKinds_DeadlinesKept_AndAFailureStatusCountedInPassiveHealth()
     {
         await using var backends = await BackendSet.StartAsync("a", "b");
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer.pools.grpc {
               protocol = http2
               health-check.kind = tcp
@@ -130,7 +135,7 @@ public class L7Tests
             }
             var hocon = TestCertificates.MutualTlsPoolBehindTlsFrontend(certificates, "secure", "tls",
                 (balancerClient.Certificate, balancerClient.Key), (frontendCertificate.Certificate, frontendCertificate.Key), backends[0].Port, backends[1].Port);
-            await using var host = await BalancerHost.StartAsync(hocon);
+            await using var host = await StartAsync(hocon);
             // Health checks speak https2 with the client certificate too: both backends come up.
             var pool = host.Extension.Pools.Find("secure")!;
             await Eventually.Holds(() => Assert.True(pool.Snapshot.Backends.All(b => b.Healthy)), TimeSpan.FromSeconds(15));
@@ -176,7 +181,7 @@ public class L7Tests
         await backend.StartAsync();
         try
         {
-            await using var host = await BalancerHost.StartAsync($$"""
+            await using var host = await StartAsync($$"""
                 balancer.pools {
                   checked { protocol = https, health-check.kind = none, backends.a = "127.0.0.1:{{backend.Port}}" }
                   unchecked { protocol = https, health-check.kind = none, tls.verify = off, backends.a = "127.0.0.1:{{backend.Port}}" }
@@ -202,7 +207,7 @@ public class L7Tests
     public async Task WebSocket_IdleLongerThanTheRequestTimeout_StillEchoes_AndIsCountedAsATunnel()
     {
         await using var backends = await BackendSet.StartAsync("a");
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer.pools.ws { request-timeout = 500ms, backends.a = "127.0.0.1:{{backends["a"].Port}}" }
             balancer.frontends.web { bind = "127.0.0.1:0", pool = ws, tunnel-idle-timeout = 1h }
             """);
@@ -239,7 +244,7 @@ public class L7Tests
                 """);
             expected.Add((hostName, prefix + "headers", pool, "/headers"));
         }
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer.pools {
               p0.backends.b = "127.0.0.1:{{backends["p0"].Port}}"
               p1.backends.b = "127.0.0.1:{{backends["p1"].Port}}"
@@ -320,7 +325,7 @@ public class L7Tests
         using var dead1 = new ResettingServer();
         using var dead2 = new ResettingServer();
         using var postOnly = new ResettingServer();
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer.pools.mixed {
               health-check.kind = none
               backends { flaky = "127.0.0.1:{{flaky.Port}}", good = "127.0.0.1:{{backends["good"].Port}}" }
@@ -389,7 +394,7 @@ public class L7Tests
     public async Task RetryOnStatus_AnotherBackendAnswers_AndTheLastBackendsAnswerPassesAsItIs()
     {
         await using var backends = await BackendSet.StartAsync(["bad", "good"], name => name == "bad" ? 1.0 : 0.0);
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartAsync($$"""
             balancer.pools {
               both { health-check.kind = none, passive.consecutive-failures = 0, retry.on-status = [500, 503], retry.budget = 100%, backends { bad = "127.0.0.1:{{backends["bad"].Port}}", good = "127.0.0.1:{{backends["good"].Port}}" } }
               alone { health-check.kind = none, retry.on-status = [500], backends.bad = "127.0.0.1:{{backends["bad"].Port}}" }
@@ -420,4 +425,11 @@ public class L7Tests
         var result = await socket.ReceiveAsync(buffer, CancellationToken.None).WaitAsync(Deadline);
         return Encoding.UTF8.GetString(buffer, 0, result.Count);
     }
+}
+
+/// <summary>The tests of <see cref="L7Tests"/> with plain HTTP/1.1 through Kestrel and YARP instead of the fast path.</summary>
+[Collection(SerialCollection.Name)]
+public sealed class L7TestsOnYarp : L7Tests
+{
+    protected override HttpEngine Engine => HttpEngine.Yarp;
 }

@@ -5,8 +5,11 @@ using Balancer.Tests.TestSupport;
 namespace Balancer.Tests.Frontends;
 
 /// <summary>An HTTP frontend in front of one <see cref="RecordingBackend"/>, forwarding nothing of its own (no forwarding headers).</summary>
-public sealed class SmugglingBench : IAsyncLifetime
+public class SmugglingBench : IAsyncLifetime
 {
+    /// <summary>How plain HTTP/1.1 requests cross the frontend.</summary>
+    protected virtual HttpEngine Engine => HttpEngine.FastPath;
+
     internal RecordingBackend Backend { get; } = new();
 
     internal BalancerHost Host { get; private set; } = null!;
@@ -14,7 +17,7 @@ public sealed class SmugglingBench : IAsyncLifetime
     public async Task InitializeAsync() => Host = await BalancerHost.StartAsync($$"""
         balancer.frontends.web { bind = "127.0.0.1:0", pool = app, forwarded-headers = off }
         balancer.pools.app { health-check.kind = none, retries = 0, backends.rec = "127.0.0.1:{{Backend.Port}}" }
-        """);
+        """, Engine);
 
     public async Task DisposeAsync()
     {
@@ -240,5 +243,21 @@ public class SmugglingTests : IClassFixture<SmugglingBench>
         status = int.Parse(head.Split(' ')[1]);
         pending.Remove(0, end + 4 + length);
         return true;
+    }
+}
+
+/// <summary>The smuggling bench with plain HTTP/1.1 through Kestrel and YARP.</summary>
+public sealed class SmugglingBenchOnYarp : SmugglingBench
+{
+    protected override HttpEngine Engine => HttpEngine.Yarp;
+}
+
+/// <summary>The smuggling corpus against Kestrel and YARP, the way requests the fast path does not take go.</summary>
+[Collection(SerialCollection.Name)]
+public sealed class SmugglingTestsOnYarp : SmugglingTests, IClassFixture<SmugglingBenchOnYarp>
+{
+    public SmugglingTestsOnYarp(SmugglingBenchOnYarp bench)
+        : base(bench)
+    {
     }
 }

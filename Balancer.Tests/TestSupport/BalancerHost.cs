@@ -30,6 +30,10 @@ internal sealed class BalancerHost : IAsyncDisposable
 
     public BalancerExtension Extension { get; }
 
+    /// <summary>A node whose cleartext HTTP frontends forward plain HTTP/1.1 requests by <paramref name="engine"/>.</summary>
+    public static Task<BalancerHost> StartAsync(string balancerHocon, HttpEngine engine) =>
+        StartAsync(engine == HttpEngine.Yarp ? balancerHocon + "\nbalancer.frontend-defaults.http1-fast-path = off\n" : balancerHocon);
+
     public static async Task<BalancerHost> StartAsync(string balancerHocon)
     {
         var config = ConfigurationFactory.ParseString(balancerHocon).WithFallback(ClusterOfOne);
@@ -113,4 +117,13 @@ internal static class Ports
         socket.Bind(new IPEndPoint(IPAddress.Loopback, 0));
         return ((IPEndPoint)socket.LocalEndPoint!).Port;
     }
+}
+
+/// <summary>Which way a plain HTTP/1.1 request crosses a cleartext HTTP frontend; the HTTP tests run on both.</summary>
+public enum HttpEngine
+{
+    /// <summary>Balancer's own HTTP/1.1 forwarding (<c>http1-fast-path = on</c>, the default).</summary>
+    FastPath,
+    /// <summary>Kestrel and YARP (<c>http1-fast-path = off</c>).</summary>
+    Yarp,
 }

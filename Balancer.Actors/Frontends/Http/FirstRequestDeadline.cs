@@ -43,6 +43,15 @@ internal static class FirstRequestDeadline
         }
     }
 
+    /// <summary>The same for a request the HTTP/1.1 fast path read.</summary>
+    public static void Arrived(ConnectionContext connection)
+    {
+        if (connection.Items.TryGetValue(Item, out var value) && value is Signal signal)
+        {
+            signal.IsSet = true;
+        }
+    }
+
     private sealed class Signal
     {
         public volatile bool IsSet;

@@ -50,13 +50,9 @@ internal sealed class ForwardingTransformer : HttpTransformer
     {
         await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
         var request = httpContext.Request;
-        if (_matchedPrefix is not null && request.Path.Value is { } path && path.StartsWith(_matchedPrefix, StringComparison.Ordinal))
+        if (Rewrite(request.Path.Value) is { } rewritten)
         {
-            var rest = path.AsSpan(_matchedPrefix.Length);
-            // "/api" rewritten to "/svc/" must leave "/svc/users" of "/api/users", not "/svc//users".
-            var rewritten = _rewritePrefix!.EndsWith('/') && rest.StartsWith('/') ? string.Concat(_rewritePrefix, rest[1..]) : string.Concat(_rewritePrefix, rest);
-            proxyRequest.RequestUri = RequestUtilities.MakeDestinationAddress(destinationPrefix,
-                new PathString(rewritten.StartsWith('/') ? rewritten : "/" + rewritten), request.QueryString);
+            proxyRequest.RequestUri = RequestUtilities.MakeDestinationAddress(destinationPrefix, new PathString(rewritten), request.QueryString);
         }
         AddForwarding(httpContext, request, proxyRequest);
         if (!_requestHeaders.IsEmpty)
@@ -65,6 +61,31 @@ internal sealed class ForwardingTransformer : HttpTransformer
             ApplyRequestHeaders(proxyRequest);
         }
     }
+
+    /// <summary>The path the backend gets when the route rewrites <paramref name="path"/>'s prefix; null when it does not.</summary>
+    internal string? Rewrite(string? path)
+    {
+        if (_matchedPrefix is null || path is null || !path.StartsWith(_matchedPrefix, StringComparison.Ordinal))
+        {
+            return null;
+        }
+        var rest = path.AsSpan(_matchedPrefix.Length);
+        // "/api" rewritten to "/svc/" must leave "/svc/users" of "/api/users", not "/svc//users".
+        var rewritten = _rewritePrefix!.EndsWith('/') && rest.StartsWith('/') ? string.Concat(_rewritePrefix, rest[1..]) : string.Concat(_rewritePrefix, rest);
+        return rewritten.StartsWith('/') ? rewritten : "/" + rewritten;
+    }
+
+    /// <summary>The client's Host goes to the backend (<c>preserve-host</c>).</summary>
+    internal bool PreserveHost => _preserveHost;
+
+    /// <summary>What the frontend does with forwarding headers (<c>forwarded-headers</c>).</summary>
+    internal ForwardedHeadersMode Mode => _mode;
+
+    /// <summary>The route's changes to request headers.</summary>
+    internal HeaderChanges RequestHeaders => _requestHeaders;
+
+    /// <summary>The route's changes to response headers.</summary>
+    internal HeaderChanges ResponseHeaders => _responseHeaders;
 
     private void AddForwarding(HttpContext httpContext, HttpRequest request, HttpRequestMessage proxyRequest)
     {
@@ -159,7 +180,8 @@ internal sealed class ForwardingTransformer : HttpTransformer
         }
     }
 
-    private bool IsTrusted(IPAddress peer)
+    /// <summary>True when <paramref name="peer"/> is one of <c>trusted-proxies</c>.</summary>
+    internal bool IsTrusted(IPAddress peer)
     {
         var address = peer.IsIPv4MappedToIPv6 ? peer.MapToIPv4() : peer;
         foreach (var network in _trustedProxies)

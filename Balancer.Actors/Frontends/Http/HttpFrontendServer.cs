@@ -80,6 +80,11 @@ internal sealed class HttpFrontendServer : IFrontendServer
                     {
                         listen.Use(next => connection => CleartextHttp2.RunAsync(next, connection));
                     }
+                    if (_certificates is null && settings.Protocols != HttpProtocolsSetting.Http2 && settings.Http1FastPath)
+                    {
+                        // Innermost: it sees the bytes of each request just before Kestrel's HTTP/1.1 parser would.
+                        listen.Use(next => connection => _fastPath!.RunAsync(next, connection));
+                    }
                     if (_certificates is { } certificates)
                     {
                         listen.UseHttps(new Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions
@@ -94,10 +99,12 @@ internal sealed class HttpFrontendServer : IFrontendServer
         _app = builder.Build();
         _routesLog = dataPlane.Log("balancer.routes");
         _proxy = new HttpProxy(settings, RouteTable.Build(settings, pools, pool, _routesLog), counters, _app.Services.GetRequiredService<IHttpForwarder>());
+        _fastPath = new Http1FastPath(settings, _proxy, counters);
         _app.Run(_proxy.ForwardAsync);
     }
 
     private readonly HttpProxy _proxy;
+    private readonly Http1FastPath? _fastPath;
     private readonly Akka.Event.ILoggingAdapter _routesLog;
 
     /// <inheritdoc />
@@ -158,6 +165,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
     public ValueTask DisposeAsync()
     {
         _certificates?.Dispose();
+        _fastPath?.Dispose();
         return _app.DisposeAsync();
     }
 

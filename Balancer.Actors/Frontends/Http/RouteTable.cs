@@ -92,6 +92,31 @@ internal sealed class RouteTable
         return Default;
     }
 
+    /// <summary>The first route that matches a request of the HTTP/1.1 fast path, else <see cref="Default"/>.</summary>
+    public Route Match(Http1Request request)
+    {
+        if (Routes.Count == 0)
+        {
+            return Default;
+        }
+        var hostBytes = request.Host;
+        Span<char> host = hostBytes.Length <= MaxHostName ? stackalloc char[MaxHostName] : new char[hostBytes.Length];
+        host = host[..System.Text.Encoding.ASCII.GetChars(hostBytes, host)];
+        var candidates = CandidatesFor(HostName(host));
+        if (candidates.Length == 0)
+        {
+            return Default;
+        }
+        foreach (var route in candidates)
+        {
+            if (route.MatchesRest(request))
+            {
+                return route;
+            }
+        }
+        return Default;
+    }
+
     // The longest name DNS allows: a longer Host (only a hostile client's) is lower-cased on the heap.
     private const int MaxHostName = 253;
 
@@ -130,9 +155,10 @@ internal sealed class RouteTable
     }
 
     /// <summary>The host name of a Host header, without its port (and without a final dot).</summary>
-    internal static ReadOnlySpan<char> HostName(string? hostHeader)
+    internal static ReadOnlySpan<char> HostName(string? hostHeader) => HostName(hostHeader.AsSpan());
+
+    private static ReadOnlySpan<char> HostName(ReadOnlySpan<char> host)
     {
-        var host = hostHeader.AsSpan();
         if (host.StartsWith('['))
         {
             var close = host.IndexOf(']');
@@ -206,6 +232,43 @@ internal sealed class Route
     /// <summary>The conditions besides the host (which the table has already matched).</summary>
     public bool MatchesRest(IHeaderDictionary headers, string path, string method)
     {
+        if (!MatchesPathAndMethod(path, method))
+        {
+            return false;
+        }
+        foreach (var (name, kind, value, regex) in _headers)
+        {
+            if (!headers.TryGetValue(name, out var values) || !Holds(values, kind, value, regex))
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// <summary>The same for a request of the HTTP/1.1 fast path.</summary>
+    public bool MatchesRest(Http1Request request)
+    {
+        if ((_path is not null || _methods.Length > 0) && !MatchesPathAndMethod(request.Path, request.Method))
+        {
+            return false;
+        }
+        foreach (var condition in _headers)
+        {
+            var holds = condition.Kind == HeaderMatchKind.Present
+                ? request.Has(condition.Name)
+                : request.AnyValue(condition.Name, condition, static (value, c) =>
+                    c.Kind == HeaderMatchKind.Equals ? string.Equals(value, c.Value, StringComparison.Ordinal) : c.Regex!.IsMatch(value));
+            if (!holds)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private bool MatchesPathAndMethod(string path, string method)
+    {
         if (_path is not null)
         {
             var matches = _pathKind switch
@@ -219,18 +282,7 @@ internal sealed class Route
                 return false;
             }
         }
-        if (_methods.Length > 0 && Array.IndexOf(_methods, method) < 0)
-        {
-            return false;
-        }
-        foreach (var (name, kind, value, regex) in _headers)
-        {
-            if (!headers.TryGetValue(name, out var values) || !Holds(values, kind, value, regex))
-            {
-                return false;
-            }
-        }
-        return true;
+        return _methods.Length == 0 || Array.IndexOf(_methods, method) >= 0;
     }
 
     private static bool Holds(StringValues values, HeaderMatchKind kind, string expected, RouteRegex? regex)

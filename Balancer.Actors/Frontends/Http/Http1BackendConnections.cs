@@ -1,0 +1,193 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Balancer.Frontends.Http;
+
+/// <summary>
+/// One kept-alive HTTP/1.1 connection from the fast path to a backend: the socket and the buffer
+/// responses are read into. Used by one request at a time.
+/// </summary>
+internal sealed class Http1BackendConnection : IDisposable
+{
+    public const int BufferSize = 16 * 1024;
+
+    public Http1BackendConnection(Socket socket)
+    {
+        Socket = socket;
+    }
+
+    public Socket Socket { get; }
+
+    /// <summary>Response bytes read and not yet used are <c>Buffer[Start..End]</c>.</summary>
+    public byte[] Buffer { get; private set; } = new byte[BufferSize];
+
+    public int Start;
+
+    public int End;
+
+    /// <summary>True when it was used for an earlier request (a backend may have closed it since).</summary>
+    public bool Reused;
+
+    /// <summary>When it was last given back, in <see cref="Environment.TickCount64"/> milliseconds.</summary>
+    public long IdleSince;
+
+    /// <summary>Makes room for at least <paramref name="more"/> bytes after <see cref="End"/>, moving what is unread to the front (and growing up to <paramref name="max"/>).</summary>
+    public bool MakeRoom(int more, int max)
+    {
+        if (Buffer.Length - End >= more)
+        {
+            return true;
+        }
+        var unread = End - Start;
+        if (Start > 0)
+        {
+            System.Buffer.BlockCopy(Buffer, Start, Buffer, 0, unread);
+            Start = 0;
+            End = unread;
+            if (Buffer.Length - End >= more)
+            {
+                return true;
+            }
+        }
+        if (Buffer.Length >= max)
+        {
+            return false;
+        }
+        var grown = new byte[Math.Min(max, Buffer.Length * 2)];
+        System.Buffer.BlockCopy(Buffer, 0, grown, 0, End);
+        Buffer = grown;
+        return Buffer.Length - End >= more;
+    }
+
+    public void Dispose() => Socket.Dispose();
+}
+
+/// <summary>
+/// The fast path's idle connections to each backend address, as HttpClient keeps them for YARP:
+/// taken last-in first-out (the warmest first) without a lock, closed after a minute unused, and
+/// checked before reuse when idle for more than a second (the backend may have closed it).
+/// </summary>
+internal sealed class Http1BackendConnections : IDisposable
+{
+    private static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
+
+    private readonly ConcurrentDictionary<EndPoint, IdleConnections> _byAddress = new();
+    private readonly Timer _sweep;
+
+    public Http1BackendConnections()
+    {
+        _sweep = new Timer(static state => ((Http1BackendConnections)state!).Sweep(), this, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(5));
+    }
+
+    /// <summary>An idle connection to <paramref name="address"/> that still looks open, or null.</summary>
+    public Http1BackendConnection? TakeIdle(EndPoint address)
+    {
+        if (!_byAddress.TryGetValue(address, out var idle))
+        {
+            return null;
+        }
+        while (idle.TryTake() is { } connection)
+        {
+            // A connection idle for a while is checked: readable now means closed (or a stray byte).
+            if (Environment.TickCount64 - connection.IdleSince < 1000 || !IsClosedByPeer(connection))
+            {
+                return connection;
+            }
+            connection.Dispose();
+        }
+        return null;
+    }
+
+    /// <summary>Keeps <paramref name="connection"/> for the next request to <paramref name="address"/> (or closes it when enough are kept).</summary>
+    public void GiveBack(EndPoint address, Http1BackendConnection connection)
+    {
+        connection.Reused = true;
+        connection.IdleSince = Environment.TickCount64;
+        if (!_byAddress.GetOrAdd(address, static _ => new IdleConnections()).TryAdd(connection))
+        {
+            connection.Dispose();
+        }
+    }
+
+    private static bool IsClosedByPeer(Http1BackendConnection connection)
+    {
+        try
+        {
+            return connection.Socket.Poll(0, SelectMode.SelectRead);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            return true;
+        }
+    }
+
+    private void Sweep()
+    {
+        var now = Environment.TickCount64;
+        foreach (var (_, idle) in _byAddress)
+        {
+            idle.CloseIdle(now - (long)IdleTimeout.TotalMilliseconds);
+        }
+    }
+
+    public void Dispose()
+    {
+        _sweep.Dispose();
+        foreach (var (_, idle) in _byAddress)
+        {
+            idle.CloseIdle(long.MaxValue);
+        }
+    }
+
+    /// <summary>A fixed set of slots taken and filled with compare-and-swap: no lock and no allocation per request.</summary>
+    private sealed class IdleConnections
+    {
+        private const int Slots = 256;
+
+        private readonly Http1BackendConnection?[] _slots = new Http1BackendConnection?[Slots];
+        private int _hint;
+
+        public Http1BackendConnection? TryTake()
+        {
+            var start = Volatile.Read(ref _hint);
+            for (var i = 0; i < Slots; i++)
+            {
+                var index = (start - i) & (Slots - 1);
+                if (Volatile.Read(ref _slots[index]) is { } connection && Interlocked.CompareExchange(ref _slots[index], null, connection) == connection)
+                {
+                    Volatile.Write(ref _hint, index);
+                    return connection;
+                }
+            }
+            return null;
+        }
+
+        public bool TryAdd(Http1BackendConnection connection)
+        {
+            var start = Volatile.Read(ref _hint);
+            for (var i = 0; i < Slots; i++)
+            {
+                var index = (start + i) & (Slots - 1);
+                if (Volatile.Read(ref _slots[index]) is null && Interlocked.CompareExchange(ref _slots[index], connection, null) is null)
+                {
+                    Volatile.Write(ref _hint, index);
+                    return true;
+                }
+            }
+            return false;
+        }
+
+        public void CloseIdle(long idleBefore)
+        {
+            for (var index = 0; index < Slots; index++)
+            {
+                if (Volatile.Read(ref _slots[index]) is { } connection && connection.IdleSince < idleBefore
+                    && Interlocked.CompareExchange(ref _slots[index], null, connection) == connection)
+                {
+                    connection.Dispose();
+                }
+            }
+        }
+    }
+}

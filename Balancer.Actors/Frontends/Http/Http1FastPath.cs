@@ -1,0 +1,1045 @@
+using System.Buffers;
+using System.Buffers.Text;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Balancer.Configuration;
+using Balancer.Routing;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+using ITlsApplicationProtocolFeature = Microsoft.AspNetCore.Server.Kestrel.Core.Features.ITlsApplicationProtocolFeature;
+
+namespace Balancer.Frontends.Http;
+
+/// <summary>
+/// The HTTP/1.1 fast path of a cleartext HTTP frontend (<c>http1-fast-path = on</c>): a Kestrel
+/// connection middleware that forwards plain HTTP/1.1 requests itself, from Kestrel's transport to
+/// kept-alive backend sockets, without building an HttpContext, an HttpRequestMessage or an
+/// HttpResponseMessage and without copying headers into dictionaries and out again. It routes,
+/// selects, retries and counts through the same types as <see cref="HttpProxy"/>. At each request
+/// boundary, a request it does not take (not plain, see <see cref="Http1Request"/>; to a pool that
+/// speaks TLS or HTTP/2, or pins sessions by cookie; while requests are traced) is left unread and
+/// the connection goes on in Kestrel and YARP from there.
+/// </summary>
+internal sealed class Http1FastPath : IDisposable
+{
+    private readonly HttpProxy _proxy;
+    private readonly FrontendCounters _counters;
+    private readonly FrontendSettings _settings;
+    private readonly Http1Limits _limits;
+    private readonly Http1BackendConnections _backends = new();
+
+    public Http1FastPath(FrontendSettings settings, HttpProxy proxy, FrontendCounters counters)
+    {
+        _settings = settings;
+        _proxy = proxy;
+        _counters = counters;
+        _limits = new Http1Limits(settings.MaxRequestLineBytes, settings.MaxRequestHeaders, settings.MaxRequestLineBytes + settings.MaxRequestHeaderBytes);
+    }
+
+    public async Task RunAsync(ConnectionDelegate next, ConnectionContext connection)
+    {
+        // A connection that chose HTTP/2 (prior knowledge, see CleartextHttp2) is Kestrel's from the start.
+        if (connection.Features.Get<ITlsApplicationProtocolFeature>() is { ApplicationProtocol.Length: > 0 } alpn && !alpn.ApplicationProtocol.Span.SequenceEqual("http/1.1"u8))
+        {
+            await next(connection).ConfigureAwait(false);
+            return;
+        }
+        var client = new ClientConnection(this, connection);
+        bool handOver;
+        try
+        {
+            handOver = await client.ServeAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            client.Dispose();
+        }
+        if (handOver)
+        {
+            await next(connection).ConfigureAwait(false);
+        }
+    }
+
+    public void Dispose() => _backends.Dispose();
+
+    /// <summary>How one attempt at a backend ended.</summary>
+    private enum Outcome
+    {
+        /// <summary>No connection could be made: nothing was sent.</summary>
+        ConnectFailed,
+        /// <summary>The request was sent (or partly) and no valid response head came back.</summary>
+        NotAnswered,
+        /// <summary>No response within the request timeout.</summary>
+        TimedOut,
+        /// <summary>A status the pool retries, dropped; the request is still whole in the client's buffer.</summary>
+        Discarded,
+        /// <summary>The response went to the client whole.</summary>
+        Answered,
+        /// <summary>The response started and then broke (the backend reset, or framed its body wrongly); the client connection is cut.</summary>
+        Broken,
+        /// <summary>The client went away.</summary>
+        ClientGone,
+    }
+
+    /// <summary>One client connection on the fast path: its requests one after the other.</summary>
+    private sealed class ClientConnection : IDisposable
+    {
+        private const int MaxResponseHead = 64 * 1024;
+
+        private readonly Http1FastPath _owner;
+        private readonly ConnectionContext _connection;
+        private readonly PipeReader _input;
+        private readonly PipeWriter _output;
+        private readonly Http1Request _request = new();
+        private readonly Http1Response _response = new();
+        private readonly IPAddress? _peer;
+        private readonly byte[]? _peerText;
+        private CancellationTokenSource _clientTimer = new();
+        private CancellationTokenSource _backendTimer = new();
+        private byte[] _out = ArrayPool<byte>.Shared.Rent(8192);
+        private volatile bool _closeRequested;
+        // The request's bytes were given back to the client's pipe; its body went out as it came (it cannot be sent again).
+        private bool _released;
+        private bool _bodyStreamed;
+        private CancellationTokenRegistration _closeRegistration;
+
+        public ClientConnection(Http1FastPath owner, ConnectionContext connection)
+        {
+            _owner = owner;
+            _connection = connection;
+            _input = connection.Transport.Input;
+            _output = connection.Transport.Output;
+            if (connection.RemoteEndPoint is IPEndPoint remote)
+            {
+                _peer = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
+                _peerText = Encoding.ASCII.GetBytes(_peer.ToString());
+            }
+            // Kestrel asks connections to finish when it stops: the one waiting for a request ends now,
+            // the one forwarding ends after its response.
+            if (connection.Features.Get<IConnectionLifetimeNotificationFeature>() is { } lifetime)
+            {
+                _closeRegistration = lifetime.ConnectionClosedRequested.Register(static state =>
+                {
+                    var self = (ClientConnection)state!;
+                    self._closeRequested = true;
+                    self._input.CancelPendingRead();
+                }, this);
+            }
+        }
+
+        public void Dispose()
+        {
+            _closeRegistration.Dispose();
+            _clientTimer.Dispose();
+            _backendTimer.Dispose();
+            ArrayPool<byte>.Shared.Return(_out);
+        }
+
+        /// <summary>Serves requests until the connection ends (false) or one is Kestrel's (true).</summary>
+        public async Task<bool> ServeAsync()
+        {
+            var settings = _owner._settings;
+            var waitingSince = 0L;
+            while (true)
+            {
+                ReadResult result;
+                var started = waitingSince != 0;
+                var wait = started
+                    ? settings.RequestHeadersTimeout - TimeSpan.FromMilliseconds(Environment.TickCount64 - waitingSince)
+                    : settings.IdleTimeout;
+                if (wait <= TimeSpan.Zero)
+                {
+                    return false;
+                }
+                try
+                {
+                    _clientTimer.CancelAfter(wait);
+                    result = await _input.ReadAsync(_clientTimer.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    // Idle past idle-timeout, or a head slower than request-headers-timeout.
+                    return false;
+                }
+                catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException)
+                {
+                    return false;
+                }
+                finally
+                {
+                    ResetTimer(ref _clientTimer);
+                }
+                var buffer = result.Buffer;
+                if (result.IsCanceled && _closeRequested && buffer.IsEmpty)
+                {
+                    return false;
+                }
+                var verdict = _request.Read(buffer, _owner._limits, out var headLength);
+                if (verdict == Http1HeadVerdict.Incomplete)
+                {
+                    if (result.IsCompleted || result.IsCanceled)
+                    {
+                        _input.AdvanceTo(buffer.End);
+                        return false;
+                    }
+                    if (waitingSince == 0)
+                    {
+                        waitingSince = Environment.TickCount64;
+                    }
+                    _input.AdvanceTo(buffer.Start, buffer.End);
+                    continue;
+                }
+                waitingSince = 0;
+                Route? route = null;
+                if (verdict == Http1HeadVerdict.NotPlain || !Takes(route = _owner._proxy.Routes.Match(_request)))
+                {
+                    // Nothing consumed: Kestrel parses this request from its first byte.
+                    _input.AdvanceTo(buffer.Start);
+                    return true;
+                }
+                FirstRequestDeadline.Arrived(_connection);
+                _owner._counters.AcceptOnFastPath();
+                bool keepAlive;
+                try
+                {
+                    keepAlive = await ForwardAsync(route, buffer, headLength, result.IsCompleted).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _owner._counters.Close();
+                }
+                if (!keepAlive || _closeRequested)
+                {
+                    return false;
+                }
+            }
+        }
+
+        /// <summary>True when the fast path forwards to <paramref name="route"/>: see the class's summary for what it leaves to YARP.</summary>
+        private static bool Takes(Route route) =>
+            route.Transformer is ForwardingTransformer
+            && route.Pool.Transport.Protocol == BackendProtocol.Http1
+            && route.Pool.Affinity?.Settings.Mode is null or AffinityMode.Header or AffinityMode.SourceIp
+            && !Telemetry.BalancerTracing.Source.HasListeners();
+
+        private static void ResetTimer(ref CancellationTokenSource timer)
+        {
+            if (!timer.TryReset())
+            {
+                timer.Dispose();
+                timer = new CancellationTokenSource();
+            }
+        }
+
+        /// <summary>
+        /// One request: select, send, relay the answer, retrying as <see cref="HttpProxy"/> does.
+        /// The request's bytes are released from the client's buffer here. True when the
+        /// connection can take the next request.
+        /// </summary>
+        private async Task<bool> ForwardAsync(Route route, ReadOnlySequence<byte> buffer, int headLength, bool clientDone)
+        {
+            var request = _request;
+            var pool = route.Pool;
+            var selection = await BackendSelection.StartAsync(pool, new RoutingRequest(_peer, request)).ConfigureAwait(false);
+            var settings = selection.Snapshot.Settings;
+            var retry = settings.Retry;
+            var timeout = route.RequestTimeout ?? settings.RequestTimeout;
+            var bodyLength = request.ContentLength;
+            // The whole body already here: it stays in the buffer until answered, so it can be sent again.
+            var bodyBuffered = buffer.Length - headLength >= bodyLength;
+            var resendable = bodyLength == 0 && retry.Methods.Contains(request.Method);
+            if (resendable)
+            {
+                pool.RetryBudget.CountRequest();
+            }
+            var discardedStatus = 0;
+            _released = false;
+            _bodyStreamed = false;
+            try
+            {
+                return await AttemptAsync().ConfigureAwait(false);
+            }
+            finally
+            {
+                Release(buffer, headLength, bodyBuffered);
+            }
+
+            async Task<bool> AttemptAsync()
+            {
+                var forwarding = (ForwardingTransformer)route.Transformer;
+                while (true)
+                {
+                    var lease = selection.Next();
+                    if (lease.Backend is not { } backend)
+                    {
+                        return await AnswerErrorAsync(selection.Attempts == 0 ? 503 : discardedStatus != 0 ? discardedStatus : 502, pool.Name,
+                            noBackend: selection.Attempts == 0, buffer, headLength, bodyBuffered).ConfigureAwait(false);
+                    }
+                    var discards = resendable && !retry.OnStatus.IsEmpty && selection.HasAnotherBackend && pool.RetryBudget.HasRoom(retry);
+                    var head = BuildRequestHead(forwarding, backend);
+                    var (outcome, status) = await ExchangeAsync(backend, head, buffer, headLength, bodyBuffered, timeout,
+                        settings.ConnectTimeout, discards ? retry.OnStatus : default, lease, forwarding).ConfigureAwait(false);
+                    switch (outcome)
+                    {
+                        case Outcome.Answered:
+                            lease.Complete(status >= 500 && settings.Passive.Count5xx ? BackendOutcome.Failed : BackendOutcome.Success, status);
+                            return !request.Close && !clientDone;
+                        case Outcome.Discarded:
+                            lease.CompleteDropped(status, failed: settings.Passive.Count5xx);
+                            pool.RetryBudget.Take();
+                            discardedStatus = status;
+                            continue;
+                        case Outcome.ConnectFailed:
+                            lease.Complete(BackendOutcome.ConnectFailed);
+                            if (selection.CanRetry)
+                            {
+                                continue;
+                            }
+                            break;
+                        case Outcome.NotAnswered:
+                            lease.Complete(BackendOutcome.Failed);
+                            if (resendable && retry.OnReset && selection.CanRetry && pool.RetryBudget.TryTake(retry))
+                            {
+                                continue;
+                            }
+                            break;
+                        case Outcome.TimedOut:
+                            lease.Complete(BackendOutcome.Failed);
+                            return await AnswerErrorAsync(504, pool.Name, noBackend: false, buffer, headLength, bodyBuffered).ConfigureAwait(false);
+                        case Outcome.Broken:
+                            lease.Complete(BackendOutcome.Failed);
+                            _connection.Abort(new ConnectionAbortedException("the backend's response broke off"));
+                            return false;
+                        default:
+                            lease.Complete(BackendOutcome.Abandoned);
+                            return false;
+                    }
+                    return await AnswerErrorAsync(502, pool.Name, noBackend: false, buffer, headLength, bodyBuffered).ConfigureAwait(false);
+                }
+            }
+        }
+
+        /// <summary>
+        /// The head the backend gets, built once for every attempt: the request line (its path
+        /// rewritten by the route), Host, the client's headers without those about this hop, the
+        /// forwarding headers, the route's own. Host is the client's (<c>preserve-host</c>) or the backend's address.
+        /// </summary>
+        private ReadOnlyMemory<byte> BuildRequestHead(ForwardingTransformer forwarding, Model.Backend backend)
+        {
+            var request = _request;
+            var requestHeaders = forwarding.RequestHeaders;
+            var backendHost = forwarding.PreserveHost ? null : backend.Address.ToString();
+            var estimate = request.Head.Length + 256 + (_peerText?.Length ?? 0) + (backendHost?.Length ?? 0);
+            foreach (var (name, value) in requestHeaders.Set)
+            {
+                estimate += name.Length + value.Length + 4;
+            }
+            var rewritten = forwarding.Rewrite(request.Path) is { } path ? new Microsoft.AspNetCore.Http.PathString(path).ToUriComponent() : null;
+            estimate += rewritten?.Length ?? 0;
+            if (_out.Length < estimate)
+            {
+                ArrayPool<byte>.Shared.Return(_out);
+                _out = ArrayPool<byte>.Shared.Rent(estimate);
+            }
+            var writer = new HeadWriter(_out);
+            var head = request.Head.Span;
+            writer.Write(head[..(request.TargetStart)]);
+            if (rewritten is null)
+            {
+                writer.Write(request.Target);
+            }
+            else
+            {
+                writer.WriteAscii(rewritten);
+                writer.Write(request.Target[request.PathLength..]);
+            }
+            writer.Write(" HTTP/1.1\r\n"u8);
+            writer.Write("Host: "u8);
+            if (backendHost is null)
+            {
+                writer.Write(request.Host);
+            }
+            else
+            {
+                writer.WriteAscii(backendHost);
+            }
+            writer.Write("\r\n"u8);
+            var mode = forwarding.Mode;
+            var trusted = mode == ForwardedHeadersMode.Append && _peer is not null && forwarding.IsTrusted(_peer);
+            var forwardedFor = -1;
+            var keepProto = false;
+            var keepHost = false;
+            foreach (ref readonly var line in request.Lines)
+            {
+                switch (line.Role)
+                {
+                    case Http1Request.HeaderRole.Host or Http1Request.HeaderRole.Hop:
+                        continue;
+                    case Http1Request.HeaderRole.ForwardedFor when mode != ForwardedHeadersMode.Off:
+                        if (trusted)
+                        {
+                            forwardedFor = forwardedFor < 0 ? writer.Position : forwardedFor;
+                        }
+                        continue;
+                    case Http1Request.HeaderRole.ForwardedProto when trusted:
+                        keepProto = true;
+                        break;
+                    case Http1Request.HeaderRole.ForwardedHost when trusted:
+                        keepHost = true;
+                        break;
+                    case >= Http1Request.HeaderRole.Forwarding when mode != ForwardedHeadersMode.Off && !trusted:
+                        continue;
+                }
+                var name = request.Name(line);
+                if (!requestHeaders.IsEmpty && Named(requestHeaders, name))
+                {
+                    continue;
+                }
+                writer.Write(name);
+                writer.Write(": "u8);
+                writer.Write(request.Value(line));
+                writer.Write("\r\n"u8);
+            }
+            if (mode != ForwardedHeadersMode.Off)
+            {
+                if (_peerText is not null)
+                {
+                    writer.Write("X-Forwarded-For: "u8);
+                    if (forwardedFor >= 0)
+                    {
+                        // From a trusted proxy: its chain (every X-Forwarded-For line, joined), then the client.
+                        var first = true;
+                        foreach (ref readonly var line in request.Lines)
+                        {
+                            if (line.Role == Http1Request.HeaderRole.ForwardedFor)
+                            {
+                                if (!first)
+                                {
+                                    writer.Write(","u8);
+                                }
+                                writer.Write(request.Value(line));
+                                first = false;
+                            }
+                        }
+                        writer.Write(", "u8);
+                    }
+                    writer.Write(_peerText);
+                    writer.Write("\r\n"u8);
+                }
+                if (!keepProto)
+                {
+                    writer.Write("X-Forwarded-Proto: http\r\n"u8);
+                }
+                if (!keepHost)
+                {
+                    writer.Write("X-Forwarded-Host: "u8);
+                    writer.Write(request.Host);
+                    writer.Write("\r\n"u8);
+                }
+            }
+            foreach (var (name, value) in requestHeaders.Set)
+            {
+                writer.WriteAscii(name);
+                writer.Write(": "u8);
+                writer.WriteAscii(value);
+                writer.Write("\r\n"u8);
+            }
+            writer.Write("\r\n"u8);
+            return _out.AsMemory(0, writer.Position);
+        }
+
+        private static bool Named(HeaderChanges changes, ReadOnlySpan<byte> name)
+        {
+            foreach (var removed in changes.Remove)
+            {
+                if (removed.Length == name.Length && Ascii.EqualsIgnoreCase(name, removed))
+                {
+                    return true;
+                }
+            }
+            foreach (var (set, _) in changes.Set)
+            {
+                if (set.Length == name.Length && Ascii.EqualsIgnoreCase(name, set))
+                {
+                    return true;
+                }
+            }
+            return false;
+        }
+
+        /// <summary>One attempt: a connection, the request, the response head, and (unless dropped) the response relayed.</summary>
+        private async Task<(Outcome Outcome, int Status)> ExchangeAsync(Model.Backend backend, ReadOnlyMemory<byte> head,
+            ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered, TimeSpan timeout, TimeSpan connectTimeout,
+            System.Collections.Immutable.ImmutableArray<int> discards, BackendLease lease, ForwardingTransformer forwarding)
+        {
+            var backends = _owner._backends;
+            var address = backend.EndPoint;
+            var connection = backends.TakeIdle(address);
+            for (var fresh = 0; ; fresh++)
+            {
+                if (connection is null)
+                {
+                    try
+                    {
+                        connection = new Http1BackendConnection(await BackendConnection.ConnectAsync(address, connectTimeout, _connection.ConnectionClosed).ConfigureAwait(false));
+                    }
+                    catch (Exception e) when (e is SocketException or OperationCanceledException)
+                    {
+                        return (_connection.ConnectionClosed.IsCancellationRequested ? Outcome.ClientGone : Outcome.ConnectFailed, 0);
+                    }
+                }
+                var result = await SendAndReadHeadAsync(connection, head, buffer, headLength, bodyBuffered, timeout).ConfigureAwait(false);
+                if (result == SendResult.Stale && fresh == 0 && connection.Reused)
+                {
+                    // A kept-alive connection the backend had closed: nothing of this request was
+                    // taken, so it goes again on a new one, as HttpClient does.
+                    connection.Dispose();
+                    connection = null;
+                    continue;
+                }
+                if (result != SendResult.HeadRead)
+                {
+                    connection.Dispose();
+                    return (result switch
+                    {
+                        SendResult.TimedOut => Outcome.TimedOut,
+                        SendResult.ClientGone => Outcome.ClientGone,
+                        _ => Outcome.NotAnswered,
+                    }, 0);
+                }
+                break;
+            }
+            var response = _response;
+            var status = response.Status;
+            if (!discards.IsDefaultOrEmpty && discards.Contains(status))
+            {
+                connection.Dispose();
+                return (Outcome.Discarded, status);
+            }
+            // Answered: the request's bytes are no longer needed.
+            Release(buffer, headLength, bodyBuffered);
+            if (lease.PinsSession)
+            {
+                // Before the response starts, as YARP's path does: under write = majority, the
+                // client learns of its session only once a majority holds it.
+                await lease.PinSessionAsync().ConfigureAwait(false);
+            }
+            var outcome = await RelayResponseAsync(connection, forwarding).ConfigureAwait(false);
+            if (outcome == Outcome.Answered && response.Reusable)
+            {
+                backends.GiveBack(address, connection);
+            }
+            else
+            {
+                connection.Dispose();
+            }
+            return (outcome, status);
+        }
+
+        private enum SendResult
+        {
+            HeadRead,
+            /// <summary>A kept-alive connection failed before any byte came back, with nothing of the request taken from the client.</summary>
+            Stale,
+            Failed,
+            BodyConsumedThenFailed,
+            TimedOut,
+            ClientGone,
+        }
+
+        private async Task<SendResult> SendAndReadHeadAsync(Http1BackendConnection connection, ReadOnlyMemory<byte> head,
+            ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered, TimeSpan timeout)
+        {
+            var request = _request;
+            var socket = connection.Socket;
+            var bodyLength = request.ContentLength;
+            try
+            {
+                if (bodyBuffered && bodyLength > 0 && head.Length + bodyLength <= 64 * 1024)
+                {
+                    // Head and body in one write: one system call for a small request.
+                    var whole = ArrayPool<byte>.Shared.Rent(head.Length + (int)bodyLength);
+                    try
+                    {
+                        head.Span.CopyTo(whole);
+                        buffer.Slice(headLength, bodyLength).CopyTo(whole.AsSpan(head.Length));
+                        await SendAllAsync(socket, whole.AsMemory(0, head.Length + (int)bodyLength)).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        ArrayPool<byte>.Shared.Return(whole);
+                    }
+                    bodyLength = 0;
+                }
+                else
+                {
+                    await SendAllAsync(socket, head).ConfigureAwait(false);
+                }
+                if (bodyLength > 0)
+                {
+                    if (bodyBuffered)
+                    {
+                        foreach (var segment in buffer.Slice(headLength, bodyLength))
+                        {
+                            await SendAllAsync(socket, segment).ConfigureAwait(false);
+                        }
+                    }
+                    else
+                    {
+                        if (!await SendBodyAsync(socket, buffer, headLength, bodyLength).ConfigureAwait(false))
+                        {
+                            return SendResult.ClientGone;
+                        }
+                    }
+                }
+            }
+            catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException)
+            {
+                return _bodyStreamed ? SendResult.BodyConsumedThenFailed : connection.Reused ? SendResult.Stale : SendResult.Failed;
+            }
+            var readAny = false;
+            while (true)
+            {
+                while (true)
+                {
+                    var parsed = _response.Read(connection.Buffer.AsSpan(connection.Start, connection.End - connection.Start), request.IsHead);
+                    if (parsed == Http1Response.Verdict.Invalid)
+                    {
+                        return _bodyStreamed ? SendResult.BodyConsumedThenFailed : SendResult.Failed;
+                    }
+                    if (parsed == Http1Response.Verdict.Incomplete)
+                    {
+                        break;
+                    }
+                    connection.Start += _response.HeadLength;
+                    if (!_response.IsInterim)
+                    {
+                        return SendResult.HeadRead;
+                    }
+                    // 100 Continue, 102, 103 Early Hints: not passed on (YARP's path does not either); the answer follows.
+                }
+                if (!connection.MakeRoom(1024, MaxResponseHead))
+                {
+                    return _bodyStreamed ? SendResult.BodyConsumedThenFailed : SendResult.Failed;
+                }
+                int read;
+                try
+                {
+                    _backendTimer.CancelAfter(timeout);
+                    read = await socket.ReceiveAsync(connection.Buffer.AsMemory(connection.End), SocketFlags.None, _backendTimer.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return SendResult.TimedOut;
+                }
+                catch (Exception e) when (e is SocketException or ObjectDisposedException)
+                {
+                    return _bodyStreamed ? SendResult.BodyConsumedThenFailed : connection.Reused && !readAny ? SendResult.Stale : SendResult.Failed;
+                }
+                finally
+                {
+                    ResetTimer(ref _backendTimer);
+                }
+                if (read == 0)
+                {
+                    return _bodyStreamed ? SendResult.BodyConsumedThenFailed : connection.Reused && !readAny ? SendResult.Stale : SendResult.Failed;
+                }
+                readAny = true;
+                connection.End += read;
+            }
+        }
+
+        private static async ValueTask SendAllAsync(Socket socket, ReadOnlyMemory<byte> bytes)
+        {
+            while (!bytes.IsEmpty)
+            {
+                var sent = await socket.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false);
+                bytes = bytes[sent..];
+            }
+        }
+
+        /// <summary>Streams a body that had not all arrived: what is buffered, then the rest as it comes. False when the client went away.</summary>
+        private async Task<bool> SendBodyAsync(Socket socket, ReadOnlySequence<byte> buffer, int headLength, long length)
+        {
+            var available = buffer.Slice(headLength);
+            foreach (var segment in available)
+            {
+                await SendAllAsync(socket, segment).ConfigureAwait(false);
+            }
+            length -= available.Length;
+            _released = true;
+            _bodyStreamed = true;
+            _input.AdvanceTo(available.End);
+            var settings = _owner._settings;
+            var started = Environment.TickCount64;
+            var received = 0L;
+            while (length > 0)
+            {
+                ReadResult result;
+                try
+                {
+                    // min-request-body-rate as Kestrel applies it: after a 5 s grace, the body must
+                    // have come at that rate on average; a read waits until the average would fall below it.
+                    var wait = settings.IdleTimeout;
+                    if (settings.MinRequestBodyBytesPerSecond > 0)
+                    {
+                        var due = started + Math.Max(5000, received * 1000 / settings.MinRequestBodyBytesPerSecond);
+                        wait = TimeSpan.FromMilliseconds(due - Environment.TickCount64);
+                        if (wait <= TimeSpan.Zero)
+                        {
+                            return false;
+                        }
+                    }
+                    _clientTimer.CancelAfter(wait);
+                    result = await _input.ReadAsync(_clientTimer.Token).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is OperationCanceledException or IOException or ConnectionResetException or ConnectionAbortedException)
+                {
+                    return false;
+                }
+                finally
+                {
+                    ResetTimer(ref _clientTimer);
+                }
+                var body = result.Buffer.Slice(0, Math.Min(length, result.Buffer.Length));
+                foreach (var segment in body)
+                {
+                    await SendAllAsync(socket, segment).ConfigureAwait(false);
+                }
+                length -= body.Length;
+                received += body.Length;
+                _input.AdvanceTo(body.End);
+                if (length > 0 && (result.IsCompleted || result.IsCanceled))
+                {
+                    return false;
+                }
+            }
+            return true;
+        }
+
+        /// <summary>Writes the response head and relays its body as the backend frames it.</summary>
+        private async Task<Outcome> RelayResponseAsync(Http1BackendConnection connection, ForwardingTransformer forwarding)
+        {
+            var response = _response;
+            var responseHeaders = forwarding.ResponseHeaders;
+            var closing = _request.Close || _closeRequested;
+            var span = _output.GetSpan(response.HeadLength + 256 + ResponseSetLength(responseHeaders));
+            var writer = new HeadWriter(span);
+            response.WriteHead(ref writer, connection.Buffer.AsSpan(connection.Start - response.HeadLength, response.HeadLength), responseHeaders, closing);
+            _output.Advance(writer.Position);
+            try
+            {
+                var outcome = response.Framing switch
+                {
+                    Http1Response.BodyFraming.None => Outcome.Answered,
+                    Http1Response.BodyFraming.Length => await RelayLengthAsync(connection, response.ContentLength).ConfigureAwait(false),
+                    Http1Response.BodyFraming.Chunked => await RelayChunksAsync(connection).ConfigureAwait(false),
+                    _ => await RelayUntilCloseAsync(connection).ConfigureAwait(false),
+                };
+                if (outcome != Outcome.Answered)
+                {
+                    return outcome;
+                }
+                var flush = await _output.FlushAsync().ConfigureAwait(false);
+                return flush.IsCompleted || flush.IsCanceled ? Outcome.ClientGone : Outcome.Answered;
+            }
+            catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or InvalidOperationException)
+            {
+                return Outcome.ClientGone;
+            }
+        }
+
+        /// <summary>Gives the request's bytes back to the client's pipe, once: up to the body's end when it was all there, else what was read (the connection then ends).</summary>
+        private void Release(in ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered)
+        {
+            if (_released)
+            {
+                return;
+            }
+            _released = true;
+            _input.AdvanceTo(bodyBuffered ? buffer.GetPosition(headLength + _request.ContentLength) : buffer.End);
+        }
+
+        private static int ResponseSetLength(HeaderChanges changes)
+        {
+            var length = 0;
+            foreach (var (name, value) in changes.Set)
+            {
+                length += name.Length + value.Length + 4;
+            }
+            return length;
+        }
+
+        private async Task<Outcome> RelayLengthAsync(Http1BackendConnection connection, long remaining)
+        {
+            while (true)
+            {
+                var available = (int)Math.Min(remaining, connection.End - connection.Start);
+                if (available > 0)
+                {
+                    _output.Write(connection.Buffer.AsSpan(connection.Start, available));
+                    connection.Start += available;
+                    remaining -= available;
+                }
+                if (remaining == 0)
+                {
+                    return Outcome.Answered;
+                }
+                var flush = await _output.FlushAsync().ConfigureAwait(false);
+                if (flush.IsCompleted || flush.IsCanceled)
+                {
+                    return Outcome.ClientGone;
+                }
+                if (!await ReceiveAsync(connection).ConfigureAwait(false))
+                {
+                    return Outcome.Broken;
+                }
+            }
+        }
+
+        private async Task<Outcome> RelayUntilCloseAsync(Http1BackendConnection connection)
+        {
+            // Framed by the end of the connection: passed on in chunks, so the client's connection stays open.
+            while (true)
+            {
+                var available = connection.End - connection.Start;
+                if (available > 0)
+                {
+                    WriteChunk(connection.Buffer.AsSpan(connection.Start, available));
+                    connection.Start = connection.End;
+                }
+                var flush = await _output.FlushAsync().ConfigureAwait(false);
+                if (flush.IsCompleted || flush.IsCanceled)
+                {
+                    return Outcome.ClientGone;
+                }
+                connection.Start = connection.End = 0;
+                if (!await ReceiveAsync(connection).ConfigureAwait(false))
+                {
+                    _output.Write("0\r\n\r\n"u8);
+                    return Outcome.Answered;
+                }
+            }
+        }
+
+        private void WriteChunk(ReadOnlySpan<byte> data)
+        {
+            WriteChunkSize(data.Length);
+            _output.Write(data);
+            _output.Write("\r\n"u8);
+        }
+
+        private void WriteChunkSize(long size)
+        {
+            Span<byte> text = stackalloc byte[20];
+            Utf8Formatter.TryFormat((ulong)size, text, out var written, new StandardFormat('x'));
+            _output.Write(text[..written]);
+            _output.Write("\r\n"u8);
+        }
+
+        /// <summary>Relays a chunked body, each chunk's size checked and written anew (extensions and trailers dropped).</summary>
+        private async Task<Outcome> RelayChunksAsync(Http1BackendConnection connection)
+        {
+            while (true)
+            {
+                // The size line.
+                int lineEnd;
+                while ((lineEnd = connection.Buffer.AsSpan(connection.Start, connection.End - connection.Start).IndexOf("\r\n"u8)) < 0)
+                {
+                    if (connection.End - connection.Start > 1024 || !connection.MakeRoom(1024, MaxResponseHead) || !await ReceiveAsync(connection).ConfigureAwait(false))
+                    {
+                        return Outcome.Broken;
+                    }
+                }
+                if (!Http1Response.TryParseChunkSize(connection.Buffer.AsSpan(connection.Start, lineEnd), out var size))
+                {
+                    return Outcome.Broken;
+                }
+                connection.Start += lineEnd + 2;
+                if (size == 0)
+                {
+                    // Trailers, up to the empty line: read and dropped (Kestrel sends none over HTTP/1.1 either).
+                    while (true)
+                    {
+                        while ((lineEnd = connection.Buffer.AsSpan(connection.Start, connection.End - connection.Start).IndexOf("\r\n"u8)) < 0)
+                        {
+                            if (connection.End - connection.Start > 8192 || !connection.MakeRoom(1024, MaxResponseHead) || !await ReceiveAsync(connection).ConfigureAwait(false))
+                            {
+                                return Outcome.Broken;
+                            }
+                        }
+                        var line = connection.Buffer.AsSpan(connection.Start, lineEnd);
+                        connection.Start += lineEnd + 2;
+                        if (line.IsEmpty)
+                        {
+                            _output.Write("0\r\n\r\n"u8);
+                            return Outcome.Answered;
+                        }
+                        if (line.IndexOf((byte)'\n') >= 0 || line.IndexOf((byte)'\r') >= 0)
+                        {
+                            return Outcome.Broken;
+                        }
+                    }
+                }
+                WriteChunkSize(size);
+                var remaining = size;
+                while (remaining > 0)
+                {
+                    var available = (int)Math.Min(remaining, connection.End - connection.Start);
+                    if (available > 0)
+                    {
+                        _output.Write(connection.Buffer.AsSpan(connection.Start, available));
+                        connection.Start += available;
+                        remaining -= available;
+                        continue;
+                    }
+                    var flush = await _output.FlushAsync().ConfigureAwait(false);
+                    if (flush.IsCompleted || flush.IsCanceled)
+                    {
+                        return Outcome.ClientGone;
+                    }
+                    connection.Start = connection.End = 0;
+                    if (!await ReceiveAsync(connection).ConfigureAwait(false))
+                    {
+                        return Outcome.Broken;
+                    }
+                }
+                // The data's CRLF.
+                while (connection.End - connection.Start < 2)
+                {
+                    if (!connection.MakeRoom(2, MaxResponseHead) || !await ReceiveAsync(connection).ConfigureAwait(false))
+                    {
+                        return Outcome.Broken;
+                    }
+                }
+                if (connection.Buffer[connection.Start] != (byte)'\r' || connection.Buffer[connection.Start + 1] != (byte)'\n')
+                {
+                    return Outcome.Broken;
+                }
+                connection.Start += 2;
+                _output.Write("\r\n"u8);
+            }
+        }
+
+        /// <summary>Reads more of the response; false at its end or on an error (an idle backend past the request timeout included).</summary>
+        private async ValueTask<bool> ReceiveAsync(Http1BackendConnection connection)
+        {
+            if (connection.Start == connection.End)
+            {
+                connection.Start = connection.End = 0;
+            }
+            if (!connection.MakeRoom(1, MaxResponseHead))
+            {
+                return false;
+            }
+            try
+            {
+                _backendTimer.CancelAfter(_owner._settings.IdleTimeout);
+                var read = await connection.Socket.ReceiveAsync(connection.Buffer.AsMemory(connection.End), SocketFlags.None, _backendTimer.Token).ConfigureAwait(false);
+                connection.End += read;
+                return read > 0;
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return false;
+            }
+            finally
+            {
+                ResetTimer(ref _backendTimer);
+            }
+        }
+
+        /// <summary>
+        /// Balancer's own answer (no backend, none answered, timed out), as <see cref="HttpProxy"/>
+        /// words it. When the request's body was not all read, the connection ends with it.
+        /// </summary>
+        private async Task<bool> AnswerErrorAsync(int status, string pool, bool noBackend, ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered)
+        {
+            var keepAlive = !_request.Close && !_closeRequested && bodyBuffered && !_bodyStreamed;
+            Release(buffer, headLength, bodyBuffered);
+            var message = noBackend
+                ? $"{status} pool '{pool}' has no available backend\n"
+                : $"{status} no backend of pool '{pool}' answered\n";
+            var body = Encoding.UTF8.GetBytes(message);
+            var span = _output.GetSpan(256 + body.Length);
+            var writer = new HeadWriter(span);
+            writer.Write("HTTP/1.1 "u8);
+            writer.WriteNumber(status);
+            writer.Write(" "u8);
+            writer.WriteAscii(Microsoft.AspNetCore.WebUtilities.ReasonPhrases.GetReasonPhrase(status));
+            writer.Write("\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\n"u8);
+            writer.Write(Http1Date.Header);
+            writer.Write("Content-Length: "u8);
+            writer.WriteNumber(body.Length);
+            writer.Write(keepAlive ? "\r\n\r\n"u8 : "\r\nConnection: close\r\n\r\n"u8);
+            writer.Write(body);
+            _output.Advance(writer.Position);
+            try
+            {
+                var flush = await _output.FlushAsync().ConfigureAwait(false);
+                return keepAlive && !flush.IsCompleted && !flush.IsCanceled;
+            }
+            catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or InvalidOperationException)
+            {
+                return false;
+            }
+        }
+    }
+}
+
+/// <summary>Writes a head into a span sized for it.</summary>
+internal ref struct HeadWriter
+{
+    private readonly Span<byte> _span;
+
+    public HeadWriter(Span<byte> span)
+    {
+        _span = span;
+        Position = 0;
+    }
+
+    public int Position { get; private set; }
+
+    public void Write(scoped ReadOnlySpan<byte> bytes)
+    {
+        bytes.CopyTo(_span[Position..]);
+        Position += bytes.Length;
+    }
+
+    public void WriteAscii(string text)
+    {
+        Position += Encoding.ASCII.GetBytes(text, _span[Position..]);
+    }
+
+    public void WriteNumber(long value)
+    {
+        Utf8Formatter.TryFormat(value, _span[Position..], out var written);
+        Position += written;
+    }
+}
+
+/// <summary>The Date header, made once a second.</summary>
+internal static class Http1Date
+{
+    private static (long Second, byte[] Header) _current = (-1, []);
+
+    /// <summary><c>Date: ...\r\n</c> for now.</summary>
+    public static ReadOnlySpan<byte> Header
+    {
+        get
+        {
+            var now = DateTimeOffset.UtcNow;
+            var second = now.ToUnixTimeSeconds();
+            var current = _current;
+            if (current.Second != second)
+            {
+                current = (second, Encoding.ASCII.GetBytes("Date: " + now.ToString("r", System.Globalization.CultureInfo.InvariantCulture) + "\r\n"));
+                _current = current;
+            }
+            return current.Header;
+        }
+    }
+}
