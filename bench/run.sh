@@ -22,7 +22,8 @@
 #   BALANCER_BIN=path    run this executable instead of Balancer.Node/bin/Release/net10.0/balancer
 #   OTHER_WARN=3         warn when processes outside the bench took more than this % of the machine
 #   TARGETS="..."        space-separated subset of: direct haproxy-http1 haproxy-http2 haproxy-tcp
-#                        plainyarp balancer-http balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c
+#                        plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel
+#                        haproxy-h2c balancer-h2c
 #                        (the h2c rows: clients speak cleartext HTTP/2 with prior knowledge, load from
 #                        h2load -c CONNECTIONS -m H2_STREAMS; the proxies speak HTTP/1.1 to nginx)
 #   H2_STREAMS=10        concurrent streams per HTTP/2 connection (h2load -m)
@@ -43,7 +44,7 @@ INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
 PIN="${PIN:-1}"
 BUDGET="${BUDGET:-340}"
 BUILD_BALANCER="${BUILD_BALANCER:-1}"
-TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c}"
+TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c}"
 H2_STREAMS="${H2_STREAMS:-10}"
 OTEL_SAMPLING="${OTEL_SAMPLING:-1%}"
 
@@ -57,6 +58,7 @@ P_BALANCER_HTTP=18080
 P_BALANCER_TCP=17070
 P_HAPROXY_H2C=17083
 P_BALANCER_H2C=18082
+P_BALANCER_AFFINITY=18083
 P_BALANCER_ADMIN=19110
 P_BALANCER_OTEL_HTTP=18081
 P_BALANCER_OTEL_ADMIN=19111
@@ -104,7 +106,7 @@ if want plainyarp; then
 fi
 
 BALANCER_NOTE=""
-if want balancer-http || want balancer-tcp || want balancer-http-otel; then
+if want balancer-http || want balancer-http-affinity || want balancer-tcp || want balancer-http-otel; then
   if [[ "$BUILD_BALANCER" == always || ( "$BUILD_BALANCER" == 1 && ! -x "$BALANCER" ) ]]; then
     log "building Balancer.Node (Release)"
     if ! (cd "$ROOT" && timeout 1200 dotnet build -c Release Balancer.Node -nologo -v q >/dev/null); then
@@ -144,9 +146,10 @@ smoke() {
 
 # wrk runs in the background and is waited for, so INT/TERM reach the trap at once.
 # Not to be called in $(...): the PID must be recorded in this shell.
-run_wrk() { # port seconds -> wrk output in $TMP/wrk.out
-  local out="$TMP/wrk.out" p rc=0
-  "${PIN_LOAD[@]}" timeout -k 5 $(($2 + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2"s --latency \
+run_wrk() { # port seconds [wrk script] -> wrk output in $TMP/wrk.out
+  local out="$TMP/wrk.out" p rc=0 script=()
+  [[ -z "${3:-}" ]] || script=(-s "$3")
+  "${PIN_LOAD[@]}" timeout -k 5 $(($2 + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2"s --latency "${script[@]}" \
     "http://127.0.0.1:$1/" >"$out" 2>&1 &
   p=$!; PIDS+=("$p")
   wait "$p" || rc=$?
@@ -186,7 +189,7 @@ run_h2load() { # port seconds
 
 # The load generator of TARGET: h2load for the h2c rows, wrk for the others.
 run_load() { # target port seconds
-  if [[ "${MODE[$1]}" == h2c ]]; then run_h2load "$2" "$3"; else run_wrk "$2" "$3"; fi
+  if [[ "${MODE[$1]}" == h2c ]]; then run_h2load "$2" "$3"; else run_wrk "$2" "$3" "${SCRIPT[$1]:-}"; fi
 }
 
 # wrk latency ("123.45us", "1.2ms", "1.01s") -> microseconds
@@ -207,7 +210,7 @@ declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_IDLE R_ERR R_OTH R_NOTE
 # The RSS of a process before its first load, 2 s after its first answer (targets that share a
 # process, such as the Balancer's frontends, report the figure taken before the first of them).
 declare -A IDLE_OF
-ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c)
+ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c)
 declare -A LABEL=(
   [direct]="backend direct (nginx x2)"
   [haproxy-http1]="HAProxy http nbthread 1"
@@ -215,15 +218,26 @@ declare -A LABEL=(
   [haproxy-tcp]="HAProxy tcp nbthread 1"
   [plainyarp]="plain YARP (IHttpForwarder)"
   [balancer-http]="Balancer http frontend"
+  [balancer-http-affinity]="Balancer http, header affinity"
   [balancer-tcp]="Balancer tcp frontend"
   [balancer-http-otel]="Balancer http, OTLP $OTEL_SAMPLING"
   [haproxy-h2c]="HAProxy h2c nbthread 1 (h2load)"
   [balancer-h2c]="Balancer h2c frontend (h2load)"
 )
 declare -A MODE=([direct]=- [haproxy-http1]=http [haproxy-http2]=http [haproxy-tcp]=tcp
-  [plainyarp]=http [balancer-http]=http [balancer-tcp]=tcp [balancer-http-otel]=http [haproxy-h2c]=h2c [balancer-h2c]=h2c)
+  [plainyarp]=http [balancer-http]=http [balancer-http-affinity]=http [balancer-tcp]=tcp [balancer-http-otel]=http [haproxy-h2c]=h2c [balancer-h2c]=h2c)
+# Header affinity: each request carries one of 10,000 session keys in turn (X-Session), so the
+# table holds 10,000 sessions and every request is a lookup that hits.
+cat >"$TMP/sessions.lua" <<'LUA'
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, { ["X-Session"] = "session-" .. (n % 10000) })
+end
+LUA
+declare -A SCRIPT=([balancer-http-affinity]="$TMP/sessions.lua")
 declare -A WARM=([direct]=$WARMUP_NATIVE [haproxy-http1]=$WARMUP_NATIVE [haproxy-http2]=$WARMUP_NATIVE
-  [haproxy-tcp]=$WARMUP_NATIVE [plainyarp]=$WARMUP_DOTNET [balancer-http]=$WARMUP_DOTNET
+  [haproxy-tcp]=$WARMUP_NATIVE [plainyarp]=$WARMUP_DOTNET [balancer-http]=$WARMUP_DOTNET [balancer-http-affinity]=$WARMUP_DOTNET2
   [balancer-tcp]=$WARMUP_DOTNET2 [balancer-http-otel]=$WARMUP_DOTNET [haproxy-h2c]=$WARMUP_NATIVE [balancer-h2c]=$WARMUP_DOTNET2)
 
 fits() { # target -> 0 if warm-up + runs fit in what is left of the budget
@@ -305,6 +319,12 @@ balancer {
     health-check.kind = none
     backends { a = "127.0.0.1:${BACKEND_PORTS[0]}", b = "127.0.0.1:${BACKEND_PORTS[1]}" }
   }
+  pools.sticky {
+    algorithm = round-robin
+    health-check.kind = none
+    backends { a = "127.0.0.1:${BACKEND_PORTS[0]}", b = "127.0.0.1:${BACKEND_PORTS[1]}" }
+    affinity.mode = "header:X-Session"
+  }
 }
 akka.remote.dot-netty.tcp.port = 0
 EOF
@@ -358,21 +378,24 @@ elif want balancer-http-otel && fits balancer-http-otel; then
   stop_pid "$OTEL_PID"; stop_pid "$SINK_PID"
 fi
 
-if (want balancer-http || want balancer-tcp || want balancer-h2c) && [[ -n "$BALANCER_NOTE" ]]; then
-  R_NOTE[balancer-http]="skipped: binary missing"; R_NOTE[balancer-tcp]="skipped: binary missing"; R_NOTE[balancer-h2c]="skipped: binary missing"
-elif want balancer-http || want balancer-tcp || want balancer-h2c; then
+if (want balancer-http || want balancer-http-affinity || want balancer-tcp || want balancer-h2c) && [[ -n "$BALANCER_NOTE" ]]; then
+  for t in balancer-http balancer-http-affinity balancer-tcp balancer-h2c; do R_NOTE[$t]="skipped: binary missing"; done
+elif want balancer-http || want balancer-http-affinity || want balancer-tcp || want balancer-h2c; then
   log "Balancer: starting $BALANCER run --config $TMP/balancer.conf"
   start_balancer balancer "$P_BALANCER_ADMIN" \
     "web { mode = http, bind = [\"127.0.0.1:$P_BALANCER_HTTP\"], pool = app }
     raw { mode = tcp,  bind = [\"127.0.0.1:$P_BALANCER_TCP\"], pool = app }
-    h2c { mode = http, bind = [\"127.0.0.1:$P_BALANCER_H2C\"], pool = app, protocols = http2 }"
+    h2c { mode = http, bind = [\"127.0.0.1:$P_BALANCER_H2C\"], pool = app, protocols = http2 }
+    sticky { mode = http, bind = [\"127.0.0.1:$P_BALANCER_AFFINITY\"], pool = sticky }"
   BAL_PID=$STARTED_PID
-  if wait_port "$P_BALANCER_HTTP" "$BAL_PID" 30 && wait_port "$P_BALANCER_TCP" "$BAL_PID" 30 && wait_port "$P_BALANCER_H2C" "$BAL_PID" 30; then
+  if wait_port "$P_BALANCER_HTTP" "$BAL_PID" 30 && wait_port "$P_BALANCER_TCP" "$BAL_PID" 30 && wait_port "$P_BALANCER_H2C" "$BAL_PID" 30 \
+    && wait_port "$P_BALANCER_AFFINITY" "$BAL_PID" 30; then
     if want balancer-http && fits balancer-http; then measure balancer-http "$P_BALANCER_HTTP" "$BAL_PID"; fi
+    if want balancer-http-affinity && fits balancer-http-affinity; then measure balancer-http-affinity "$P_BALANCER_AFFINITY" "$BAL_PID"; fi
     if want balancer-tcp && fits balancer-tcp; then measure balancer-tcp "$P_BALANCER_TCP" "$BAL_PID"; fi
     if want balancer-h2c && fits balancer-h2c; then measure balancer-h2c "$P_BALANCER_H2C" "$BAL_PID"; fi
   else
-    R_NOTE[balancer-http]="FAILED: did not listen within 30s"; R_NOTE[balancer-tcp]="${R_NOTE[balancer-http]}"; R_NOTE[balancer-h2c]="${R_NOTE[balancer-http]}"
+    for t in balancer-http balancer-http-affinity balancer-tcp balancer-h2c; do R_NOTE[$t]="FAILED: did not listen within 30s"; done
     log "balancer log (last lines):"; tail -n 20 "$TMP/balancer.log" >&2 || true
   fi
   stop_pid "$BAL_PID"

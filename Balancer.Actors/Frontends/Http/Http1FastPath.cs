@@ -143,6 +143,7 @@ internal sealed class Http1FastPath : IDisposable
         {
             var settings = _owner._settings;
             var waitingSince = 0L;
+            var arrived = false;
             while (true)
             {
                 ReadResult result;
@@ -200,7 +201,11 @@ internal sealed class Http1FastPath : IDisposable
                     _input.AdvanceTo(buffer.Start);
                     return true;
                 }
-                FirstRequestDeadline.Arrived(_connection);
+                if (!arrived)
+                {
+                    FirstRequestDeadline.Arrived(_connection);
+                    arrived = true;
+                }
                 _owner._counters.AcceptOnFastPath();
                 bool keepAlive;
                 try
