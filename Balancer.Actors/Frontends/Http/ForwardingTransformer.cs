@@ -54,11 +54,42 @@ internal sealed class ForwardingTransformer : HttpTransformer
         {
             proxyRequest.RequestUri = RequestUtilities.MakeDestinationAddress(destinationPrefix, new PathString(rewritten), request.QueryString);
         }
+        RemoveConnectionOptions(request, proxyRequest);
         AddForwarding(httpContext, request, proxyRequest);
         if (!_requestHeaders.IsEmpty)
         {
             // Last: what the route's configuration says wins over what forwarding would set.
             ApplyRequestHeaders(proxyRequest);
+        }
+    }
+
+    /// <summary>
+    /// Drops the headers the client's Connection header names (RFC 9110 7.6.1: they are about the
+    /// client's hop only, as Keep-Alive is); YARP drops only the standard hop-by-hop ones. Upgrade
+    /// stays: YARP carries a WebSocket handshake through itself.
+    /// </summary>
+    private static void RemoveConnectionOptions(HttpRequest request, HttpRequestMessage proxyRequest)
+    {
+        foreach (var value in request.Headers.Connection)
+        {
+            if (value is null)
+            {
+                continue;
+            }
+            foreach (var range in value.AsSpan().Split(','))
+            {
+                var option = value.AsSpan()[range].Trim();
+                if (option.IsEmpty || option.Equals("keep-alive", StringComparison.OrdinalIgnoreCase) || option.Equals("close", StringComparison.OrdinalIgnoreCase)
+                    || option.Equals("upgrade", StringComparison.OrdinalIgnoreCase)
+                    // A client does not get to take the body's length or the Host off a request.
+                    || option.Equals("content-length", StringComparison.OrdinalIgnoreCase) || option.Equals("host", StringComparison.OrdinalIgnoreCase))
+                {
+                    continue;
+                }
+                var name = option.ToString();
+                proxyRequest.Headers.Remove(name);
+                proxyRequest.Content?.Headers.Remove(name);
+            }
         }
     }
 

@@ -30,6 +30,8 @@ internal sealed class Http1FastPath : IDisposable
     private readonly FrontendSettings _settings;
     private readonly Http1Limits _limits;
     private readonly Http1BackendConnections _backends = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<ClientConnection, byte> _open = new();
+    private readonly Timer _deadlines;
 
     public Http1FastPath(FrontendSettings settings, HttpProxy proxy, FrontendCounters counters)
     {
@@ -37,6 +39,17 @@ internal sealed class Http1FastPath : IDisposable
         _proxy = proxy;
         _counters = counters;
         _limits = new Http1Limits(settings.MaxRequestLineBytes, settings.MaxRequestHeaders, settings.MaxRequestLineBytes + settings.MaxRequestHeaderBytes);
+        // Kestrel checks its timeouts once a second; four times keeps a 500 ms request timeout near 500 ms.
+        _deadlines = new Timer(static state => ((Http1FastPath)state!).EnforceDeadlines(), this, 250, 250);
+    }
+
+    private void EnforceDeadlines()
+    {
+        var now = Environment.TickCount64;
+        foreach (var (connection, _) in _open)
+        {
+            connection.EnforceDeadlines(now);
+        }
     }
 
     public async Task RunAsync(ConnectionDelegate next, ConnectionContext connection)
@@ -63,7 +76,11 @@ internal sealed class Http1FastPath : IDisposable
         }
     }
 
-    public void Dispose() => _backends.Dispose();
+    public void Dispose()
+    {
+        _deadlines.Dispose();
+        _backends.Dispose();
+    }
 
     /// <summary>How one attempt at a backend ended.</summary>
     private enum Outcome
@@ -78,7 +95,7 @@ internal sealed class Http1FastPath : IDisposable
         Discarded,
         /// <summary>The response went to the client whole.</summary>
         Answered,
-        /// <summary>The response started and then broke (the backend reset, or framed its body wrongly); the client connection is cut.</summary>
+        /// <summary>The response started and then broke (the backend reset, or framed its body wrongly); the client connection ends.</summary>
         Broken,
         /// <summary>The client went away.</summary>
         ClientGone,
@@ -97,8 +114,14 @@ internal sealed class Http1FastPath : IDisposable
         private readonly Http1Response _response = new();
         private readonly IPAddress? _peer;
         private readonly byte[]? _peerText;
-        private CancellationTokenSource _clientTimer = new();
-        private CancellationTokenSource _backendTimer = new();
+        // The deadlines of the wait in progress on each side (Environment.TickCount64; 0: none),
+        // enforced by the owner's sweep: a wait costs two writes, not a timer.
+        private long _clientDeadline;
+        private long _backendDeadline;
+        private Socket? _backendWaiting;
+        private volatile bool _clientTimedOut;
+        private volatile bool _backendTimedOut;
+        private TimeSpan _requestTimeout;
         private byte[] _out = ArrayPool<byte>.Shared.Rent(8192);
         private volatile bool _closeRequested;
         // The request's bytes were given back to the client's pipe; its body went out as it came (it cannot be sent again).
@@ -112,6 +135,7 @@ internal sealed class Http1FastPath : IDisposable
             _connection = connection;
             _input = connection.Transport.Input;
             _output = connection.Transport.Output;
+            owner._open.TryAdd(this, 0);
             if (connection.RemoteEndPoint is IPEndPoint remote)
             {
                 _peer = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
@@ -133,8 +157,7 @@ internal sealed class Http1FastPath : IDisposable
         public void Dispose()
         {
             _closeRegistration.Dispose();
-            _clientTimer.Dispose();
-            _backendTimer.Dispose();
+            _owner._open.TryRemove(this, out _);
             ArrayPool<byte>.Shared.Return(_out);
         }
 
@@ -157,25 +180,17 @@ internal sealed class Http1FastPath : IDisposable
                 }
                 try
                 {
-                    _clientTimer.CancelAfter(wait);
-                    result = await _input.ReadAsync(_clientTimer.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    // Idle past idle-timeout, or a head slower than request-headers-timeout.
-                    return false;
+                    result = await ReadClientAsync(wait).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException)
                 {
                     return false;
                 }
-                finally
-                {
-                    ResetTimer(ref _clientTimer);
-                }
                 var buffer = result.Buffer;
-                if (result.IsCanceled && _closeRequested && buffer.IsEmpty)
+                if (result.IsCanceled && (_clientTimedOut || (_closeRequested && buffer.IsEmpty)))
                 {
+                    // Idle past idle-timeout, a head slower than request-headers-timeout, or Kestrel stopping.
+                    _input.AdvanceTo(buffer.Start);
                     return false;
                 }
                 var verdict = _request.Read(buffer, _owner._limits, out var headLength);
@@ -230,12 +245,63 @@ internal sealed class Http1FastPath : IDisposable
             && route.Pool.Affinity?.Settings.Mode is null or AffinityMode.Header or AffinityMode.SourceIp
             && !Telemetry.BalancerTracing.Source.HasListeners();
 
-        private static void ResetTimer(ref CancellationTokenSource timer)
+        /// <summary>Reads from the client for at most <paramref name="wait"/>; past it the read returns cancelled with <see cref="_clientTimedOut"/> set.</summary>
+        private ValueTask<ReadResult> ReadClientAsync(TimeSpan wait)
         {
-            if (!timer.TryReset())
+            Volatile.Write(ref _clientDeadline, Environment.TickCount64 + (long)wait.TotalMilliseconds);
+            var read = _input.ReadAsync();
+            if (read.IsCompleted)
             {
-                timer.Dispose();
-                timer = new CancellationTokenSource();
+                Volatile.Write(ref _clientDeadline, 0);
+                return read;
+            }
+            return Awaited(this, read);
+
+            static async ValueTask<ReadResult> Awaited(ClientConnection self, ValueTask<ReadResult> read)
+            {
+                try
+                {
+                    return await read.ConfigureAwait(false);
+                }
+                finally
+                {
+                    Volatile.Write(ref self._clientDeadline, 0);
+                }
+            }
+        }
+
+        /// <summary>Reads from a backend for at most the request timeout; past it the socket is closed and <see cref="_backendTimedOut"/> set.</summary>
+        private async ValueTask<int> ReceiveFromBackendAsync(Http1BackendConnection connection)
+        {
+            _backendWaiting = connection.Socket;
+            Volatile.Write(ref _backendDeadline, Environment.TickCount64 + (long)_requestTimeout.TotalMilliseconds);
+            try
+            {
+                return await connection.Socket.ReceiveAsync(connection.Buffer.AsMemory(connection.End), SocketFlags.None).ConfigureAwait(false);
+            }
+            finally
+            {
+                Volatile.Write(ref _backendDeadline, 0);
+                _backendWaiting = null;
+            }
+        }
+
+        /// <summary>Called by the owner's sweep: ends a wait that is past its deadline.</summary>
+        public void EnforceDeadlines(long now)
+        {
+            var client = Volatile.Read(ref _clientDeadline);
+            if (client != 0 && now >= client)
+            {
+                _clientTimedOut = true;
+                Volatile.Write(ref _clientDeadline, 0);
+                _input.CancelPendingRead();
+            }
+            var backend = Volatile.Read(ref _backendDeadline);
+            if (backend != 0 && now >= backend && _backendWaiting is { } socket)
+            {
+                _backendTimedOut = true;
+                Volatile.Write(ref _backendDeadline, 0);
+                socket.Dispose();
             }
         }
 
@@ -251,7 +317,8 @@ internal sealed class Http1FastPath : IDisposable
             var selection = await BackendSelection.StartAsync(pool, new RoutingRequest(_peer, request)).ConfigureAwait(false);
             var settings = selection.Snapshot.Settings;
             var retry = settings.Retry;
-            var timeout = route.RequestTimeout ?? settings.RequestTimeout;
+            _requestTimeout = route.RequestTimeout ?? settings.RequestTimeout;
+            _backendTimedOut = false;
             var bodyLength = request.ContentLength;
             // The whole body already here: it stays in the buffer until answered, so it can be sent again.
             var bodyBuffered = buffer.Length - headLength >= bodyLength;
@@ -263,18 +330,9 @@ internal sealed class Http1FastPath : IDisposable
             var discardedStatus = 0;
             _released = false;
             _bodyStreamed = false;
+            var forwarding = (ForwardingTransformer)route.Transformer;
             try
             {
-                return await AttemptAsync().ConfigureAwait(false);
-            }
-            finally
-            {
-                Release(buffer, headLength, bodyBuffered);
-            }
-
-            async Task<bool> AttemptAsync()
-            {
-                var forwarding = (ForwardingTransformer)route.Transformer;
                 while (true)
                 {
                     var lease = selection.Next();
@@ -285,7 +343,7 @@ internal sealed class Http1FastPath : IDisposable
                     }
                     var discards = resendable && !retry.OnStatus.IsEmpty && selection.HasAnotherBackend && pool.RetryBudget.HasRoom(retry);
                     var head = BuildRequestHead(forwarding, backend);
-                    var (outcome, status) = await ExchangeAsync(backend, head, buffer, headLength, bodyBuffered, timeout,
+                    var (outcome, status) = await ExchangeAsync(backend, head, buffer, headLength, bodyBuffered,
                         settings.ConnectTimeout, discards ? retry.OnStatus : default, lease, forwarding).ConfigureAwait(false);
                     switch (outcome)
                     {
@@ -316,7 +374,9 @@ internal sealed class Http1FastPath : IDisposable
                             return await AnswerErrorAsync(504, pool.Name, noBackend: false, buffer, headLength, bodyBuffered).ConfigureAwait(false);
                         case Outcome.Broken:
                             lease.Complete(BackendOutcome.Failed);
-                            _connection.Abort(new ConnectionAbortedException("the backend's response broke off"));
+                            // What the backend sent whole goes out, then the connection ends: short of
+                            // its length or of its last chunk, the response reads as cut off.
+                            await FlushQuietlyAsync().ConfigureAwait(false);
                             return false;
                         default:
                             lease.Complete(BackendOutcome.Abandoned);
@@ -324,6 +384,10 @@ internal sealed class Http1FastPath : IDisposable
                     }
                     return await AnswerErrorAsync(502, pool.Name, noBackend: false, buffer, headLength, bodyBuffered).ConfigureAwait(false);
                 }
+            }
+            finally
+            {
+                Release(buffer, headLength, bodyBuffered);
             }
         }
 
@@ -477,7 +541,7 @@ internal sealed class Http1FastPath : IDisposable
 
         /// <summary>One attempt: a connection, the request, the response head, and (unless dropped) the response relayed.</summary>
         private async Task<(Outcome Outcome, int Status)> ExchangeAsync(Model.Backend backend, ReadOnlyMemory<byte> head,
-            ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered, TimeSpan timeout, TimeSpan connectTimeout,
+            ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered, TimeSpan connectTimeout,
             System.Collections.Immutable.ImmutableArray<int> discards, BackendLease lease, ForwardingTransformer forwarding)
         {
             var backends = _owner._backends;
@@ -496,7 +560,7 @@ internal sealed class Http1FastPath : IDisposable
                         return (_connection.ConnectionClosed.IsCancellationRequested ? Outcome.ClientGone : Outcome.ConnectFailed, 0);
                     }
                 }
-                var result = await SendAndReadHeadAsync(connection, head, buffer, headLength, bodyBuffered, timeout).ConfigureAwait(false);
+                var result = await SendAndReadHeadAsync(connection, head, buffer, headLength, bodyBuffered).ConfigureAwait(false);
                 if (result == SendResult.Stale && fresh == 0 && connection.Reused)
                 {
                     // A kept-alive connection the backend had closed: nothing of this request was
@@ -556,7 +620,7 @@ internal sealed class Http1FastPath : IDisposable
         }
 
         private async Task<SendResult> SendAndReadHeadAsync(Http1BackendConnection connection, ReadOnlyMemory<byte> head,
-            ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered, TimeSpan timeout)
+            ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered)
         {
             var request = _request;
             var socket = connection.Socket;
@@ -633,20 +697,14 @@ internal sealed class Http1FastPath : IDisposable
                 int read;
                 try
                 {
-                    _backendTimer.CancelAfter(timeout);
-                    read = await socket.ReceiveAsync(connection.Buffer.AsMemory(connection.End), SocketFlags.None, _backendTimer.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    return SendResult.TimedOut;
+                    read = await ReceiveFromBackendAsync(connection).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is SocketException or ObjectDisposedException)
                 {
-                    return _bodyStreamed ? SendResult.BodyConsumedThenFailed : connection.Reused && !readAny ? SendResult.Stale : SendResult.Failed;
-                }
-                finally
-                {
-                    ResetTimer(ref _backendTimer);
+                    return _backendTimedOut ? SendResult.TimedOut
+                        : _bodyStreamed ? SendResult.BodyConsumedThenFailed
+                        : connection.Reused && !readAny ? SendResult.Stale
+                        : SendResult.Failed;
                 }
                 if (read == 0)
                 {
@@ -698,16 +756,17 @@ internal sealed class Http1FastPath : IDisposable
                             return false;
                         }
                     }
-                    _clientTimer.CancelAfter(wait);
-                    result = await _input.ReadAsync(_clientTimer.Token).ConfigureAwait(false);
+                    result = await ReadClientAsync(wait).ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is OperationCanceledException or IOException or ConnectionResetException or ConnectionAbortedException)
+                catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException)
                 {
                     return false;
                 }
-                finally
+                if (result.IsCanceled)
                 {
-                    ResetTimer(ref _clientTimer);
+                    // Slower than min-request-body-rate, idle past idle-timeout, or Kestrel stopping.
+                    _input.AdvanceTo(result.Buffer.Start);
+                    return false;
                 }
                 var body = result.Buffer.Slice(0, Math.Min(length, result.Buffer.Length));
                 foreach (var segment in body)
@@ -754,6 +813,17 @@ internal sealed class Http1FastPath : IDisposable
             catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or InvalidOperationException)
             {
                 return Outcome.ClientGone;
+            }
+        }
+
+        private async ValueTask FlushQuietlyAsync()
+        {
+            try
+            {
+                await _output.FlushAsync().ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or InvalidOperationException)
+            {
             }
         }
 
@@ -942,18 +1012,13 @@ internal sealed class Http1FastPath : IDisposable
             }
             try
             {
-                _backendTimer.CancelAfter(_owner._settings.IdleTimeout);
-                var read = await connection.Socket.ReceiveAsync(connection.Buffer.AsMemory(connection.End), SocketFlags.None, _backendTimer.Token).ConfigureAwait(false);
+                var read = await ReceiveFromBackendAsync(connection).ConfigureAwait(false);
                 connection.End += read;
                 return read > 0;
             }
-            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            catch (Exception e) when (e is SocketException or ObjectDisposedException)
             {
                 return false;
-            }
-            finally
-            {
-                ResetTimer(ref _backendTimer);
             }
         }
 

@@ -1,0 +1,313 @@
+using System.Net.Sockets;
+using System.Text;
+using Balancer.Tests.TestSupport;
+
+namespace Balancer.Tests.Frontends;
+
+/// <summary>
+/// The HTTP/1.1 fast path on its own: which requests it takes, its kept-alive backend connections,
+/// how it passes on each framing of a response and refuses a malformed one, and its timeouts.
+/// Real sockets on both sides; the backend is a raw one that answers exactly the bytes given.
+/// </summary>
+[Collection(SerialCollection.Name)]
+public class Http1FastPathTests
+{
+    private static string Config(int backendPort, string poolExtra = "") => $$"""
+        balancer.frontends.web { bind = "127.0.0.1:0", pool = app, forwarded-headers = off }
+        balancer.pools.app { health-check.kind = none, retries = 0, backends.rec = "127.0.0.1:{{backendPort}}" {{poolExtra}} }
+        """;
+
+    [Fact]
+    public async Task PlainRequests_TakeTheFastPath_AndEveryOtherForm_GoesThroughYarp_Answered()
+    {
+        using var backend = new RecordingBackend();
+        await using var host = await BalancerHost.StartAsync(Config(backend.Port));
+        var counters = host.Extension.FrontendCounters("web");
+        using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
+
+        await SendAsync(client, "GET /a?b=c HTTP/1.1\r\nHost: lb.test\r\nAccept: */*\r\n\r\n");
+        Assert.Equal(200, (await ReadResponseAsync(client)).Status);
+        await SendAsync(client, "POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 5\r\n\r\nhello");
+        Assert.Equal(200, (await ReadResponseAsync(client)).Status);
+        Assert.Equal(2, counters.FastPath);
+        Assert.Equal(
+            ["GET /a?b=c HTTP/1.1\r\nHost: lb.test\r\nAccept: */*\r\n\r\n", "POST /form HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 5\r\n\r\nhello"],
+            backend.Requests.ToArray());
+
+        // Each of these is another form: answered by Kestrel and YARP, on a connection of its own
+        // (once Kestrel has a connection, it keeps it). Kestrel refuses a byte above ASCII in a header.
+        (string Request, int Status)[] others =
+        [
+            ("GET / HTTP/1.0\r\nHost: lb.test\r\n\r\n", 200),
+            ("POST / HTTP/1.1\r\nHost: lb.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 200),
+            ("GET /a%20b HTTP/1.1\r\nHost: lb.test\r\n\r\n", 200),
+            ("GET /a/../b HTTP/1.1\r\nHost: lb.test\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\nHost: lb.test\r\nExpect: 100-continue\r\n\r\n", 200),
+            ("GET / HTTP/1.1\r\nHost: lb.test\r\nX-Latin: caf\u00e9\r\n\r\n", 400),
+        ];
+        foreach (var (request, status) in others)
+        {
+            using var other = await TcpClients.ConnectAsync(host.EndPoint("web"));
+            await SendAsync(other, request);
+            Assert.Equal(status, (await ReadResponseAsync(other)).Status);
+        }
+        Assert.Equal(2, counters.FastPath);
+        Assert.Equal(2 + others.Count(o => o.Status == 200), counters.Accepted);
+        // YARP dropped the header the Connection header named, as the fast path would have to.
+        Assert.DoesNotContain(backend.Requests, r => r.Contains("X-Hop", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task BackendConnections_AreKeptAlive_AndOneTheBackendClosed_IsReplacedWithoutAnError()
+    {
+        using var backend = new RecordingBackend();
+        await using var host = await BalancerHost.StartAsync(Config(backend.Port));
+        using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
+        for (var i = 0; i < 20; i++)
+        {
+            await SendAsync(client, $"GET /{i} HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+            Assert.Equal("ok", (await ReadResponseAsync(client)).Body);
+        }
+        Assert.Equal(1, backend.Connections);
+
+        // The backend closes after its answer without saying so: the next request finds the kept
+        // connection closed, and goes again on a new one.
+        backend.CloseAfter = request => request.StartsWith("GET /last-on-it ", StringComparison.Ordinal);
+        await SendAsync(client, "GET /last-on-it HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+        Assert.Equal(200, (await ReadResponseAsync(client)).Status);
+        await Task.Delay(100);
+        await SendAsync(client, "GET /after HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+        Assert.Equal("ok", (await ReadResponseAsync(client)).Body);
+        Assert.Equal(2, backend.Connections);
+        Assert.Equal(0, host.Extension.Pools.Find("app")!.Snapshot.Backends[0].Counters.ResponseFailures);
+    }
+
+    /// <summary>A backend's response and what the client must get of it: status, body, and whether the head says chunked.</summary>
+    public sealed record ResponseCase(string Response, int Status, string Body, bool Chunked, string? AbsentHeader = null);
+
+    public static readonly Dictionary<string, ResponseCase> Responses = new()
+    {
+        ["content-length"] = new("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 200, "hello", false),
+        ["chunked, with an extension and a trailer dropped"] = new(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n", 200, "hello world", true, "X-Trailer"),
+        ["until the close, passed on in chunks"] = new("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nto the end", 200, "to the end", true),
+        ["HTTP/1.0 until the close"] = new("HTTP/1.0 200 OK\r\n\r\nold", 200, "old", true),
+        ["204 without a body"] = new("HTTP/1.1 204 No Content\r\n\r\n", 204, "", false),
+        ["304 without a body"] = new("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n", 304, "", false),
+        ["103 Early Hints read past"] = new("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, "ok", false),
+        ["hop-by-hop headers dropped"] = new("HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nX-Private: p\r\nContent-Length: 2\r\n\r\nok", 200, "ok", false, "X-Private"),
+        // Refused: 502, and the connection that carried it is not used again.
+        ["content-length and chunked"] = new("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 502, "", false),
+        ["two different lengths"] = new("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nhello", 502, "", false),
+        ["a coding besides chunked"] = new("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 502, "", false),
+        ["bare LF line ends"] = new("HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 502, "", false),
+        ["folded header"] = new("HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 2\r\n\r\nok", 502, "", false),
+        ["space before the colon"] = new("HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok", 502, "", false),
+        ["101 to a request without an upgrade"] = new("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", 502, "", false),
+        ["a status that is not three digits"] = new("HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok", 502, "", false),
+        ["a control byte in a value"] = new("HTTP/1.1 200 OK\r\nX-A: 1\u00012\r\nContent-Length: 2\r\n\r\nok", 502, "", false),
+    };
+
+    public static IEnumerable<object[]> ResponseNames => Responses.Keys.Select(name => new object[] { name });
+
+    [Theory]
+    [MemberData(nameof(ResponseNames))]
+    public async Task BackendResponse_IsPassedOnInOneForm_OrRefused(string name)
+    {
+        var expected = Responses[name];
+        using var backend = new RecordingBackend();
+        var closes = !expected.Response.Contains("Content-Length", StringComparison.Ordinal) && !expected.Response.Contains("chunked", StringComparison.Ordinal)
+            && expected.Status is not (204 or 304);
+        backend.Answer = request => request.StartsWith("GET /case ", StringComparison.Ordinal) ? expected.Response : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        backend.CloseAfter = request => closes && request.StartsWith("GET /case ", StringComparison.Ordinal);
+        await using var host = await BalancerHost.StartAsync(Config(backend.Port));
+        using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
+
+        await SendAsync(client, "GET /warm HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+        Assert.Equal("ok", (await ReadResponseAsync(client)).Body);
+        await SendAsync(client, "GET /case HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+        var response = await ReadResponseAsync(client);
+        Assert.Equal(expected.Status, response.Status);
+        if (expected.Status != 502)
+        {
+            Assert.Equal(expected.Body, response.Body);
+            Assert.Equal(expected.Chunked, response.Head.Contains("\r\nTransfer-Encoding: chunked\r\n", StringComparison.OrdinalIgnoreCase));
+            Assert.DoesNotContain("\r\nConnection:", response.Head, StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain("\r\nKeep-Alive:", response.Head, StringComparison.OrdinalIgnoreCase);
+            Assert.Contains("\r\nDate: ", response.Head, StringComparison.Ordinal);
+            if (expected.AbsentHeader is { } absent)
+            {
+                Assert.DoesNotContain(absent, response.Head + response.Body, StringComparison.Ordinal);
+            }
+        }
+        // The client's connection goes on, and the next request goes over a sound backend connection.
+        var before = backend.Connections;
+        await SendAsync(client, "GET /after HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+        Assert.Equal("ok", (await ReadResponseAsync(client)).Body);
+        if (expected.Status == 502 || closes)
+        {
+            Assert.True(backend.Connections > before, "the request after went over the connection of a refused or unframed response");
+        }
+        else
+        {
+            Assert.Equal(before, backend.Connections);
+        }
+        Assert.Equal(3, host.Extension.FrontendCounters("web").FastPath);
+    }
+
+    [Fact]
+    public async Task AChunkedBodyThatBreaksOff_CutsTheClientConnection_AfterWhatWasSent()
+    {
+        using var backend = new RecordingBackend
+        {
+            Answer = _ => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+            CloseAfter = _ => true,
+        };
+        await using var host = await BalancerHost.StartAsync(Config(backend.Port));
+        using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
+        await SendAsync(client, "GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+        var received = await ReadUntilClosedAsync(client);
+        Assert.StartsWith("HTTP/1.1 200 ", received, StringComparison.Ordinal);
+        Assert.Contains("\r\n5\r\nhello\r\n", received, StringComparison.Ordinal);
+        Assert.DoesNotContain("zz", received, StringComparison.Ordinal);
+        Assert.DoesNotContain("\r\n0\r\n\r\n", received, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task ABackendSilentPastTheRequestTimeout_Gets504_AndLargeBodiesStreamThrough()
+    {
+        using var silent = new RawTcpServer(async socket =>
+        {
+            using var _ = socket;
+            await Task.Delay(TimeSpan.FromSeconds(10));
+        });
+        using var backend = new RecordingBackend();
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer.frontends.web { bind = "127.0.0.1:0", pool = app, forwarded-headers = off }
+            balancer.frontends.slow { bind = "127.0.0.1:0", pool = silent }
+            balancer.pools.app { health-check.kind = none, retries = 0, backends.rec = "127.0.0.1:{{backend.Port}}" }
+            balancer.pools.silent { health-check.kind = none, retries = 0, request-timeout = 500ms, backends.s = "127.0.0.1:{{silent.Port}}" }
+            """);
+        using (var client = await TcpClients.ConnectAsync(host.EndPoint("slow")))
+        {
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            await SendAsync(client, "GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+            var response = await ReadResponseAsync(client);
+            Assert.Equal(504, response.Status);
+            Assert.InRange(watch.Elapsed, TimeSpan.FromMilliseconds(450), TimeSpan.FromSeconds(3));
+            Assert.Equal("504 no backend of pool 'silent' answered\n", response.Body);
+        }
+
+        // A body larger than any buffer, sent in pieces: streamed to the backend whole.
+        var body = new string('x', 3 * 1024 * 1024);
+        using (var client = await TcpClients.ConnectAsync(host.EndPoint("web")))
+        {
+            await SendAsync(client, $"PUT /big HTTP/1.1\r\nHost: lb.test\r\nContent-Length: {body.Length}\r\n\r\n");
+            for (var offset = 0; offset < body.Length; offset += 256 * 1024)
+            {
+                await SendAsync(client, body.Substring(offset, 256 * 1024));
+            }
+            Assert.Equal("ok", (await ReadResponseAsync(client)).Body);
+        }
+        var received = Assert.Single(backend.Requests);
+        Assert.EndsWith("\r\n\r\n" + body, received, StringComparison.Ordinal);
+        Assert.Equal(2, host.Extension.FrontendCounters("web").FastPath + host.Extension.FrontendCounters("slow").FastPath);
+    }
+
+    private static Task SendAsync(Socket socket, string text) => socket.SendAsync(Encoding.Latin1.GetBytes(text), SocketFlags.None);
+
+    /// <summary>One response as the client got it: its status, head and body (chunks joined).</summary>
+    private sealed record RawResponse(int Status, string Head, string Body);
+
+    private static async Task<string> ReadUntilClosedAsync(Socket socket)
+    {
+        var text = new StringBuilder();
+        var buffer = new byte[64 * 1024];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        try
+        {
+            int read;
+            while ((read = await socket.ReceiveAsync(buffer, SocketFlags.None, timeout.Token)) > 0)
+            {
+                text.Append(Encoding.Latin1.GetString(buffer, 0, read));
+            }
+        }
+        catch (SocketException)
+        {
+        }
+        return text.ToString();
+    }
+
+    private static async Task<RawResponse> ReadResponseAsync(Socket socket)
+    {
+        var pending = new StringBuilder();
+        var buffer = new byte[64 * 1024];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while (true)
+        {
+            var text = pending.ToString();
+            if (TryTake(text, out var response, out var length))
+            {
+                Assert.Equal(text.Length, length);
+                return response!;
+            }
+            var read = await socket.ReceiveAsync(buffer, SocketFlags.None, timeout.Token);
+            Assert.True(read > 0, "the connection closed before a whole response: " + text);
+            pending.Append(Encoding.Latin1.GetString(buffer, 0, read));
+        }
+    }
+
+    private static bool TryTake(string text, out RawResponse? response, out int length)
+    {
+        response = null;
+        length = 0;
+        var end = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+        if (end < 0)
+        {
+            return false;
+        }
+        var head = text[..(end + 4)];
+        var status = int.Parse(head.Split(' ')[1]);
+        var lengthLine = head.Split("\r\n").FirstOrDefault(l => l.StartsWith("Content-Length:", StringComparison.OrdinalIgnoreCase));
+        if (head.Contains("\r\nTransfer-Encoding: chunked\r\n", StringComparison.OrdinalIgnoreCase))
+        {
+            var body = new StringBuilder();
+            var position = end + 4;
+            while (true)
+            {
+                var lineEnd = text.IndexOf("\r\n", position, StringComparison.Ordinal);
+                if (lineEnd < 0)
+                {
+                    return false;
+                }
+                var size = Convert.ToInt32(text[position..lineEnd], 16);
+                if (size == 0)
+                {
+                    if (text.Length < lineEnd + 4)
+                    {
+                        return false;
+                    }
+                    Assert.Equal("\r\n\r\n", text.Substring(lineEnd, 4));
+                    response = new RawResponse(status, head, body.ToString());
+                    length = lineEnd + 4;
+                    return true;
+                }
+                if (text.Length < lineEnd + 2 + size + 2)
+                {
+                    return false;
+                }
+                body.Append(text, lineEnd + 2, size);
+                position = lineEnd + 2 + size + 2;
+            }
+        }
+        var contentLength = lengthLine is null || status is 204 or 304 ? 0 : int.Parse(lengthLine.Split(':')[1].Trim());
+        if (text.Length < end + 4 + contentLength)
+        {
+            return false;
+        }
+        response = new RawResponse(status, head, text.Substring(end + 4, contentLength));
+        length = end + 4 + contentLength;
+        return true;
+    }
+}
