@@ -219,6 +219,16 @@ internal static class RouteSettingsReader
                 section.Problem("set", $"the value of {name} holds a line break or NUL");
                 continue;
             }
+            if (text.Any(c => c is < ' ' or > '~' && c != '\t'))
+            {
+                section.Problem("set", $"the value of {name} holds a character that is not visible ASCII");
+                continue;
+            }
+            if (IsHopHeader(name))
+            {
+                section.Problem("set", $"{name} frames the message or describes one connection; Balancer sets it for each hop");
+                continue;
+            }
             set.Add(new KeyValuePair<string, string>(name, text));
         }
         var remove = ImmutableArray.CreateBuilder<string>();
@@ -229,10 +239,19 @@ internal static class RouteSettingsReader
                 section.Problem("remove", $"expected header names, got \"{name}\"");
                 continue;
             }
+            if (IsHopHeader(name) || name.Equals("Host", StringComparison.OrdinalIgnoreCase))
+            {
+                section.Problem("remove", $"{name} frames the message or describes one connection; Balancer sets it for each hop");
+                continue;
+            }
             remove.Add(name);
         }
         return set.Count == 0 && remove.Count == 0 ? HeaderChanges.None : new HeaderChanges(set.ToImmutable(), remove.ToImmutable());
     }
+
+    /// <summary>Headers a route may not change: how a message is framed, and what is about one connection.</summary>
+    private static bool IsHopHeader(string name) => name.ToLowerInvariant() is
+        "content-length" or "transfer-encoding" or "te" or "trailer" or "connection" or "keep-alive" or "upgrade" or "expect" or "proxy-connection";
 
     private static bool IsRegex(SettingsReader section, string key, string pattern)
     {

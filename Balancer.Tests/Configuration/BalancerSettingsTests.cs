@@ -109,6 +109,10 @@ public class BalancerSettingsTests
     [InlineData("balancer.pools.app.affinity.buckets = 0", "balancer.pools.app.affinity.buckets: expected a whole number from 1 to 100000, got \"0\"")]
     [InlineData("balancer.pools.app.affinity.buckets = 16\nbalancer.pools.app.affinity.max-entries = 100000", "balancer.pools.app.affinity.buckets: at most 1500 sessions a bucket fit every remoting frame, and 16 buckets hold up to 6567 each at max-entries = 100000: set more, or auto")]
     [InlineData("balancer.pools.app.health-check { interval = 1s, timeout = 2s }", "balancer.pools.app.health-check.timeout: expected at most health-check.interval (1000ms), got 2000ms")]
+    [InlineData("balancer.frontends.web { bind = \"127.0.0.1:1\", pool = app, routes = [{ name = r, path-prefix = \"/\", pool = app, request-headers.remove = [Content-Length] }] }\nbalancer.pools.app.backends.a = \"127.0.0.1:1\"",
+        "balancer.frontends.web.routes[0].request-headers.remove: Content-Length frames the message or describes one connection; Balancer sets it for each hop")]
+    [InlineData("balancer.frontends.web { bind = \"127.0.0.1:1\", pool = app, routes = [{ name = r, path-prefix = \"/\", pool = app, response-headers.set { Transfer-Encoding = chunked } }] }\nbalancer.pools.app.backends.a = \"127.0.0.1:1\"",
+        "balancer.frontends.web.routes[0].response-headers.set: Transfer-Encoding frames the message or describes one connection; Balancer sets it for each hop")]
     public void Create_InvalidValue_OneLineNamingTheKey(string hocon, string expected)
     {
         var problems = Problems(hocon);

@@ -1,5 +1,6 @@
 using System.Net.Sockets;
 using System.Text;
+using System.Text.RegularExpressions;
 using Balancer.Tests.TestSupport;
 
 namespace Balancer.Tests.Frontends;
@@ -83,8 +84,11 @@ public class Http1FastPathTests
         Assert.Equal(0, host.Extension.Pools.Find("app")!.Snapshot.Backends[0].Counters.ResponseFailures);
     }
 
-    /// <summary>A backend's response and what the client must get of it: status, body, and whether the head says chunked.</summary>
-    public sealed record ResponseCase(string Response, int Status, string Body, bool Chunked, string? AbsentHeader = null);
+    /// <summary>
+    /// A backend's response and what the client must get of it: status, body, whether the head says
+    /// chunked; <paramref name="Spoils"/>: the connection that carried it must not carry another.
+    /// </summary>
+    public sealed record ResponseCase(string Response, int Status, string Body, bool Chunked, string? AbsentHeader = null, bool Spoils = false);
 
     public static readonly Dictionary<string, ResponseCase> Responses = new()
     {
@@ -96,6 +100,10 @@ public class Http1FastPathTests
         ["204 without a body"] = new("HTTP/1.1 204 No Content\r\n\r\n", 204, "", false),
         ["304 without a body"] = new("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n", 304, "", false),
         ["103 Early Hints read past"] = new("HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, "ok", false),
+        ["bytes past the length, never read as the next answer"] = new(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged", 200, "hello", false, Spoils: true),
+        ["a body to a 204, never read as the next answer"] = new(
+            "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged", 204, "", false, Spoils: true),
         ["hop-by-hop headers dropped"] = new("HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\nX-Private: p\r\nContent-Length: 2\r\n\r\nok", 200, "ok", false, "X-Private"),
         // Refused: 502, and the connection that carried it is not used again.
         ["content-length and chunked"] = new("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 502, "", false),
@@ -145,7 +153,7 @@ public class Http1FastPathTests
         var before = backend.Connections;
         await SendAsync(client, "GET /after HTTP/1.1\r\nHost: lb.test\r\n\r\n");
         Assert.Equal("ok", (await ReadResponseAsync(client)).Body);
-        if (expected.Status == 502 || closes)
+        if (expected.Status == 502 || closes || expected.Spoils)
         {
             Assert.True(backend.Connections > before, "the request after went over the connection of a refused or unframed response");
         }
@@ -154,6 +162,73 @@ public class Http1FastPathTests
             Assert.Equal(before, backend.Connections);
         }
         Assert.Equal(3, host.Extension.FrontendCounters("web").FastPath);
+    }
+
+    [Fact]
+    public async Task ChunksReachTheClientAsTheyCome_AHeadGetsNoErrorText_AndALongHostIsForwarded()
+    {
+        // A stream (server-sent events): the first chunk must not wait for the last.
+        var last = new TaskCompletionSource();
+        using var stream = new RawTcpServer(async socket =>
+        {
+            using var _ = socket;
+            var buffer = new byte[4096];
+            await socket.ReceiveAsync(buffer, SocketFlags.None);
+            await socket.SendAsync(Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\ne\r\ndata: first\n\n\r\n"), SocketFlags.None);
+            await last.Task.WaitAsync(TimeSpan.FromSeconds(10));
+            await socket.SendAsync(Encoding.ASCII.GetBytes("d\r\ndata: last\n\n\r\n0\r\n\r\n"), SocketFlags.None);
+        });
+        using var backend = new RecordingBackend();
+        await using var host = await BalancerHost.StartAsync($$"""
+            balancer.frontends.web { bind = "127.0.0.1:0", pool = app }
+            balancer.frontends.events { bind = "127.0.0.1:0", pool = events }
+            balancer.frontends.down { bind = "127.0.0.1:0", pool = down }
+            balancer.pools.app { health-check.kind = none, retries = 0, backends.rec = "127.0.0.1:{{backend.Port}}" }
+            balancer.pools.events { health-check.kind = none, retries = 0, backends.s = "127.0.0.1:{{stream.Port}}" }
+            balancer.pools.down { health-check.kind = none, retries = 0, backends.gone = "127.0.0.1:{{Ports.Closed()}}" }
+            """);
+        using (var client = await TcpClients.ConnectAsync(host.EndPoint("events")))
+        {
+            await SendAsync(client, "GET /events HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+            var first = new StringBuilder();
+            var buffer = new byte[4096];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            while (!first.ToString().Contains("data: first", StringComparison.Ordinal))
+            {
+                var read = await client.ReceiveAsync(buffer, SocketFlags.None, timeout.Token);
+                Assert.True(read > 0);
+                first.Append(Encoding.ASCII.GetString(buffer, 0, read));
+            }
+            last.SetResult();
+        }
+
+        // The answer to a HEAD that no backend took has no text: the next answer on the connection starts where it should.
+        using (var client = await TcpClients.ConnectAsync(host.EndPoint("down")))
+        {
+            await SendAsync(client, "HEAD / HTTP/1.1\r\nHost: lb.test\r\n\r\nGET / HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+            var text = new StringBuilder();
+            var buffer = new byte[4096];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            while (Regex.Matches(text.ToString(), "HTTP/1.1 502 ").Count < 2 || !text.ToString().EndsWith("answered\n", StringComparison.Ordinal))
+            {
+                var read = await client.ReceiveAsync(buffer, SocketFlags.None, timeout.Token);
+                Assert.True(read > 0, "closed after: " + text);
+                text.Append(Encoding.ASCII.GetString(buffer, 0, read));
+            }
+            var second = text.ToString().IndexOf("HTTP/1.1 502 ", 1, StringComparison.Ordinal);
+            Assert.EndsWith("\r\n\r\n", text.ToString()[..second], StringComparison.Ordinal);
+        }
+
+        // A Host near the header limit: forwarded twice over (Host and X-Forwarded-Host), whole.
+        var name = new string('h', 5000) + ".test";
+        using (var client = await TcpClients.ConnectAsync(host.EndPoint("web")))
+        {
+            await SendAsync(client, $"GET / HTTP/1.1\r\nHost: {name}\r\n\r\n");
+            Assert.Equal(200, (await ReadResponseAsync(client)).Status);
+        }
+        Assert.Contains(backend.Requests, r => r.Contains($"\r\nHost: {name}\r\n", StringComparison.Ordinal) && r.Contains($"\r\nX-Forwarded-Host: {name}\r\n", StringComparison.Ordinal));
+        Assert.All(host.Extension.Pools.Find("app")!.Snapshot.Backends, b => Assert.Equal(0, b.Counters.InFlight));
+        Assert.Equal(4, host.Extension.FrontendCounters("web").FastPath + host.Extension.FrontendCounters("events").FastPath + host.Extension.FrontendCounters("down").FastPath);
     }
 
     [Fact]

@@ -66,7 +66,8 @@ internal sealed class Http1BackendConnection : IDisposable
 /// <summary>
 /// The fast path's idle connections to each backend address, as HttpClient keeps them for YARP:
 /// taken last-in first-out (the warmest first) without a lock, closed after a minute unused, and
-/// checked before reuse when idle for more than a second (the backend may have closed it).
+/// checked before each reuse (one poll): a connection the backend closed, or that has bytes
+/// nobody asked for, is not used again.
 /// </summary>
 internal sealed class Http1BackendConnections : IDisposable
 {
@@ -74,6 +75,7 @@ internal sealed class Http1BackendConnections : IDisposable
 
     private readonly ConcurrentDictionary<EndPoint, IdleConnections> _byAddress = new();
     private readonly Timer _sweep;
+    private volatile bool _disposed;
 
     public Http1BackendConnections()
     {
@@ -89,8 +91,8 @@ internal sealed class Http1BackendConnections : IDisposable
         }
         while (idle.TryTake() is { } connection)
         {
-            // A connection idle for a while is checked: readable now means closed (or a stray byte).
-            if (Environment.TickCount64 - connection.IdleSince < 1000 || !IsClosedByPeer(connection))
+            // Readable while idle means closed, or bytes that answer nothing.
+            if (!IsReadable(connection))
             {
                 return connection;
             }
@@ -102,7 +104,13 @@ internal sealed class Http1BackendConnections : IDisposable
     /// <summary>Keeps <paramref name="connection"/> for the next request to <paramref name="address"/> (or closes it when enough are kept).</summary>
     public void GiveBack(EndPoint address, Http1BackendConnection connection)
     {
+        if (_disposed)
+        {
+            connection.Dispose();
+            return;
+        }
         connection.Reused = true;
+        connection.Start = connection.End = 0;
         connection.IdleSince = Environment.TickCount64;
         if (!_byAddress.GetOrAdd(address, static _ => new IdleConnections()).TryAdd(connection))
         {
@@ -110,7 +118,7 @@ internal sealed class Http1BackendConnections : IDisposable
         }
     }
 
-    private static bool IsClosedByPeer(Http1BackendConnection connection)
+    private static bool IsReadable(Http1BackendConnection connection)
     {
         try
         {
@@ -133,6 +141,7 @@ internal sealed class Http1BackendConnections : IDisposable
 
     public void Dispose()
     {
+        _disposed = true;
         _sweep.Dispose();
         foreach (var (_, idle) in _byAddress)
         {

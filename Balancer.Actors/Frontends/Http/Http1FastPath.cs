@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Buffers.Text;
+using System.Runtime.CompilerServices;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
@@ -38,7 +39,7 @@ internal sealed class Http1FastPath : IDisposable
         _settings = settings;
         _proxy = proxy;
         _counters = counters;
-        _limits = new Http1Limits(settings.MaxRequestLineBytes, settings.MaxRequestHeaders, settings.MaxRequestLineBytes + settings.MaxRequestHeaderBytes);
+        _limits = new Http1Limits(settings.MaxRequestLineBytes, settings.MaxRequestHeaders, settings.MaxRequestHeaderBytes);
         // Kestrel checks its timeouts once a second; four times keeps a 500 ms request timeout near 500 ms.
         _deadlines = new Timer(static state => ((Http1FastPath)state!).EnforceDeadlines(), this, 250, 250);
     }
@@ -120,10 +121,13 @@ internal sealed class Http1FastPath : IDisposable
         private long _backendDeadline;
         private Socket? _backendWaiting;
         private volatile bool _clientTimedOut;
+        private volatile bool _flushing;
         private volatile bool _backendTimedOut;
         private TimeSpan _requestTimeout;
         private byte[] _out = ArrayPool<byte>.Shared.Rent(8192);
         private volatile bool _closeRequested;
+        // A request is being forwarded: a stop lets it finish (its body included) and ends the connection after it.
+        private volatile bool _forwarding;
         // The request's bytes were given back to the client's pipe; its body went out as it came (it cannot be sent again).
         private bool _released;
         private bool _bodyStreamed;
@@ -138,8 +142,11 @@ internal sealed class Http1FastPath : IDisposable
             owner._open.TryAdd(this, 0);
             if (connection.RemoteEndPoint is IPEndPoint remote)
             {
-                _peer = remote.Address.IsIPv4MappedToIPv6 ? remote.Address.MapToIPv4() : remote.Address;
-                _peerText = Encoding.ASCII.GetBytes(_peer.ToString());
+                // Selection sees the address as HttpContext gives it on YARP's way (source-ip
+                // sessions and hashes are the same whichever way a request goes); the forwarding
+                // headers name an IPv4 client in IPv4, as ForwardingTransformer does.
+                _peer = remote.Address;
+                _peerText = Encoding.ASCII.GetBytes((_peer.IsIPv4MappedToIPv6 ? _peer.MapToIPv4() : _peer).ToString());
             }
             // Kestrel asks connections to finish when it stops: the one waiting for a request ends now,
             // the one forwarding ends after its response.
@@ -149,7 +156,10 @@ internal sealed class Http1FastPath : IDisposable
                 {
                     var self = (ClientConnection)state!;
                     self._closeRequested = true;
-                    self._input.CancelPendingRead();
+                    if (!self._forwarding)
+                    {
+                        self._input.CancelPendingRead();
+                    }
                 }, this);
             }
         }
@@ -223,12 +233,14 @@ internal sealed class Http1FastPath : IDisposable
                 }
                 _owner._counters.AcceptOnFastPath();
                 bool keepAlive;
+                _forwarding = true;
                 try
                 {
                     keepAlive = await ForwardAsync(route, buffer, headLength, result.IsCompleted).ConfigureAwait(false);
                 }
                 finally
                 {
+                    _forwarding = false;
                     _owner._counters.Close();
                 }
                 if (!keepAlive || _closeRequested)
@@ -271,9 +283,10 @@ internal sealed class Http1FastPath : IDisposable
         }
 
         /// <summary>Reads from a backend for at most the request timeout; past it the socket is closed and <see cref="_backendTimedOut"/> set.</summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         private async ValueTask<int> ReceiveFromBackendAsync(Http1BackendConnection connection)
         {
-            _backendWaiting = connection.Socket;
+            Volatile.Write(ref _backendWaiting, connection.Socket);
             Volatile.Write(ref _backendDeadline, Environment.TickCount64 + (long)_requestTimeout.TotalMilliseconds);
             try
             {
@@ -282,25 +295,100 @@ internal sealed class Http1FastPath : IDisposable
             finally
             {
                 Volatile.Write(ref _backendDeadline, 0);
-                _backendWaiting = null;
+                Volatile.Write(ref _backendWaiting, null);
+            }
+        }
+
+        /// <summary>Sends to a backend, for at most the request timeout when the socket's buffer is full (a backend that stops reading).</summary>
+        private ValueTask SendToBackendAsync(Socket socket, ReadOnlyMemory<byte> bytes)
+        {
+            var send = socket.SendAsync(bytes, SocketFlags.None);
+            if (send.IsCompletedSuccessfully && send.Result == bytes.Length)
+            {
+                return ValueTask.CompletedTask;
+            }
+            return Awaited(this, socket, send, bytes);
+
+            [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+            static async ValueTask Awaited(ClientConnection self, Socket socket, ValueTask<int> send, ReadOnlyMemory<byte> bytes)
+            {
+                Volatile.Write(ref self._backendWaiting, socket);
+                Volatile.Write(ref self._backendDeadline, Environment.TickCount64 + (long)self._requestTimeout.TotalMilliseconds);
+                try
+                {
+                    while (true)
+                    {
+                        var sent = await send.ConfigureAwait(false);
+                        bytes = bytes[sent..];
+                        if (bytes.IsEmpty)
+                        {
+                            return;
+                        }
+                        Volatile.Write(ref self._backendDeadline, Environment.TickCount64 + (long)self._requestTimeout.TotalMilliseconds);
+                        send = socket.SendAsync(bytes, SocketFlags.None);
+                    }
+                }
+                finally
+                {
+                    Volatile.Write(ref self._backendDeadline, 0);
+                    Volatile.Write(ref self._backendWaiting, null);
+                }
+            }
+        }
+
+        /// <summary>Flushes to the client; a client that takes nothing for the request timeout is given up (false, as when it went away).</summary>
+        private ValueTask<bool> FlushToClientAsync()
+        {
+            var flush = _output.FlushAsync();
+            if (flush.IsCompletedSuccessfully)
+            {
+                var result = flush.Result;
+                return ValueTask.FromResult(!result.IsCompleted && !result.IsCanceled);
+            }
+            return Awaited(this, flush);
+
+            [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+            static async ValueTask<bool> Awaited(ClientConnection self, ValueTask<FlushResult> flush)
+            {
+                self._flushing = true;
+                Volatile.Write(ref self._clientDeadline, Environment.TickCount64 + (long)self._requestTimeout.TotalMilliseconds);
+                try
+                {
+                    var result = await flush.ConfigureAwait(false);
+                    return !result.IsCompleted && !result.IsCanceled;
+                }
+                finally
+                {
+                    Volatile.Write(ref self._clientDeadline, 0);
+                    self._flushing = false;
+                }
             }
         }
 
         /// <summary>Called by the owner's sweep: ends a wait that is past its deadline.</summary>
         public void EnforceDeadlines(long now)
         {
+            // Each deadline is claimed with a compare-and-swap, so a wait that ended meanwhile (and
+            // cleared it) is left alone; the socket is read before its deadline, as it is set before it.
             var client = Volatile.Read(ref _clientDeadline);
-            if (client != 0 && now >= client)
+            if (client != 0 && now >= client && Interlocked.CompareExchange(ref _clientDeadline, 0, client) == client)
             {
                 _clientTimedOut = true;
-                Volatile.Write(ref _clientDeadline, 0);
-                _input.CancelPendingRead();
+                if (_flushing)
+                {
+                    _output.CancelPendingFlush();
+                }
+                else
+                {
+                    _input.CancelPendingRead();
+                }
             }
+            var socket = Volatile.Read(ref _backendWaiting);
             var backend = Volatile.Read(ref _backendDeadline);
-            if (backend != 0 && now >= backend && _backendWaiting is { } socket)
+            if (backend != 0 && now >= backend && socket is not null && Interlocked.CompareExchange(ref _backendDeadline, 0, backend) == backend
+                && ReferenceEquals(Volatile.Read(ref _backendWaiting), socket))
             {
                 _backendTimedOut = true;
-                Volatile.Write(ref _backendDeadline, 0);
                 socket.Dispose();
             }
         }
@@ -310,7 +398,8 @@ internal sealed class Http1FastPath : IDisposable
         /// The request's bytes are released from the client's buffer here. True when the
         /// connection can take the next request.
         /// </summary>
-        private async Task<bool> ForwardAsync(Route route, ReadOnlySequence<byte> buffer, int headLength, bool clientDone)
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<bool> ForwardAsync(Route route, ReadOnlySequence<byte> buffer, int headLength, bool clientDone)
         {
             var request = _request;
             var pool = route.Pool;
@@ -342,9 +431,21 @@ internal sealed class Http1FastPath : IDisposable
                             noBackend: selection.Attempts == 0, buffer, headLength, bodyBuffered).ConfigureAwait(false);
                     }
                     var discards = resendable && !retry.OnStatus.IsEmpty && selection.HasAnotherBackend && pool.RetryBudget.HasRoom(retry);
-                    var head = BuildRequestHead(forwarding, backend);
-                    var (outcome, status) = await ExchangeAsync(backend, head, buffer, headLength, bodyBuffered,
-                        settings.ConnectTimeout, discards ? retry.OnStatus : default, lease, forwarding).ConfigureAwait(false);
+                    // As HttpProxy's: only the last attempt's dropped status is the one a client may get.
+                    discardedStatus = 0;
+                    Outcome outcome;
+                    int status;
+                    try
+                    {
+                        var head = BuildRequestHead(forwarding, backend);
+                        (outcome, status) = await ExchangeAsync(backend, head, buffer, headLength, bodyBuffered,
+                            settings.ConnectTimeout, discards ? retry.OnStatus : default, lease, forwarding).ConfigureAwait(false);
+                    }
+                    catch
+                    {
+                        lease.Complete(BackendOutcome.Abandoned);
+                        throw;
+                    }
                     switch (outcome)
                     {
                         case Outcome.Answered:
@@ -400,12 +501,20 @@ internal sealed class Http1FastPath : IDisposable
         {
             var request = _request;
             var requestHeaders = forwarding.RequestHeaders;
-            var backendHost = forwarding.PreserveHost ? null : backend.Address.ToString();
-            var estimate = request.Head.Length + 256 + (_peerText?.Length ?? 0) + (backendHost?.Length ?? 0);
+            string? routeHost = null;
+            // An upper bound: the head twice (X-Forwarded-Host repeats Host, X-Forwarded-For the
+            // chain), a space more a line, the forwarding headers, the route's.
+            var estimate = 2 * request.Head.Length + 2 * request.LineCount + 512 + (_peerText?.Length ?? 0);
             foreach (var (name, value) in requestHeaders.Set)
             {
                 estimate += name.Length + value.Length + 4;
+                if (name.Equals("Host", StringComparison.OrdinalIgnoreCase))
+                {
+                    routeHost = value;
+                }
             }
+            var backendHost = routeHost ?? (forwarding.PreserveHost ? null : backend.Address.ToString());
+            estimate += backendHost?.Length ?? 0;
             var rewritten = forwarding.Rewrite(request.Path) is { } path ? new Microsoft.AspNetCore.Http.PathString(path).ToUriComponent() : null;
             estimate += rewritten?.Length ?? 0;
             if (_out.Length < estimate)
@@ -474,7 +583,9 @@ internal sealed class Http1FastPath : IDisposable
             }
             if (mode != ForwardedHeadersMode.Off)
             {
-                if (_peerText is not null)
+                // What the route sets or removes of these wins, as on YARP's way.
+                var routeNames = !requestHeaders.IsEmpty;
+                if (_peerText is not null && !(routeNames && Named(requestHeaders, "X-Forwarded-For"u8)))
                 {
                     writer.Write("X-Forwarded-For: "u8);
                     if (forwardedFor >= 0)
@@ -498,11 +609,11 @@ internal sealed class Http1FastPath : IDisposable
                     writer.Write(_peerText);
                     writer.Write("\r\n"u8);
                 }
-                if (!keepProto)
+                if (!keepProto && !(routeNames && Named(requestHeaders, "X-Forwarded-Proto"u8)))
                 {
                     writer.Write("X-Forwarded-Proto: http\r\n"u8);
                 }
-                if (!keepHost)
+                if (!keepHost && !(routeNames && Named(requestHeaders, "X-Forwarded-Host"u8)))
                 {
                     writer.Write("X-Forwarded-Host: "u8);
                     writer.Write(request.Host);
@@ -511,6 +622,10 @@ internal sealed class Http1FastPath : IDisposable
             }
             foreach (var (name, value) in requestHeaders.Set)
             {
+                if (ReferenceEquals(value, routeHost) && name.Equals("Host", StringComparison.OrdinalIgnoreCase))
+                {
+                    continue;
+                }
                 writer.WriteAscii(name);
                 writer.Write(": "u8);
                 writer.WriteAscii(value);
@@ -540,7 +655,8 @@ internal sealed class Http1FastPath : IDisposable
         }
 
         /// <summary>One attempt: a connection, the request, the response head, and (unless dropped) the response relayed.</summary>
-        private async Task<(Outcome Outcome, int Status)> ExchangeAsync(Model.Backend backend, ReadOnlyMemory<byte> head,
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<(Outcome Outcome, int Status)> ExchangeAsync(Model.Backend backend, ReadOnlyMemory<byte> head,
             ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered, TimeSpan connectTimeout,
             System.Collections.Immutable.ImmutableArray<int> discards, BackendLease lease, ForwardingTransformer forwarding)
         {
@@ -560,7 +676,16 @@ internal sealed class Http1FastPath : IDisposable
                         return (_connection.ConnectionClosed.IsCancellationRequested ? Outcome.ClientGone : Outcome.ConnectFailed, 0);
                     }
                 }
-                var result = await SendAndReadHeadAsync(connection, head, buffer, headLength, bodyBuffered).ConfigureAwait(false);
+                SendResult result;
+                try
+                {
+                    result = await SendAndReadHeadAsync(connection, head, buffer, headLength, bodyBuffered).ConfigureAwait(false);
+                }
+                catch
+                {
+                    connection.Dispose();
+                    throw;
+                }
                 if (result == SendResult.Stale && fresh == 0 && connection.Reused)
                 {
                     // A kept-alive connection the backend had closed: nothing of this request was
@@ -588,22 +713,31 @@ internal sealed class Http1FastPath : IDisposable
                 connection.Dispose();
                 return (Outcome.Discarded, status);
             }
-            // Answered: the request's bytes are no longer needed.
-            Release(buffer, headLength, bodyBuffered);
-            if (lease.PinsSession)
+            var outcome = Outcome.Broken;
+            try
             {
-                // Before the response starts, as YARP's path does: under write = majority, the
-                // client learns of its session only once a majority holds it.
-                await lease.PinSessionAsync().ConfigureAwait(false);
+                // Answered: the request's bytes are no longer needed.
+                Release(buffer, headLength, bodyBuffered);
+                if (lease.PinsSession)
+                {
+                    // Before the response starts, as YARP's path does: under write = majority, the
+                    // client learns of its session only once a majority holds it.
+                    await lease.PinSessionAsync().ConfigureAwait(false);
+                }
+                outcome = await RelayResponseAsync(connection, forwarding).ConfigureAwait(false);
             }
-            var outcome = await RelayResponseAsync(connection, forwarding).ConfigureAwait(false);
-            if (outcome == Outcome.Answered && response.Reusable)
+            finally
             {
-                backends.GiveBack(address, connection);
-            }
-            else
-            {
-                connection.Dispose();
+                // Used again only when the response ended exactly where its framing said: a byte
+                // more would be read as the next request's answer.
+                if (outcome == Outcome.Answered && response.Reusable && connection.Start == connection.End && !_backendTimedOut)
+                {
+                    backends.GiveBack(address, connection);
+                }
+                else
+                {
+                    connection.Dispose();
+                }
             }
             return (outcome, status);
         }
@@ -619,7 +753,8 @@ internal sealed class Http1FastPath : IDisposable
             ClientGone,
         }
 
-        private async Task<SendResult> SendAndReadHeadAsync(Http1BackendConnection connection, ReadOnlyMemory<byte> head,
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<SendResult> SendAndReadHeadAsync(Http1BackendConnection connection, ReadOnlyMemory<byte> head,
             ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered)
         {
             var request = _request;
@@ -635,7 +770,7 @@ internal sealed class Http1FastPath : IDisposable
                     {
                         head.Span.CopyTo(whole);
                         buffer.Slice(headLength, bodyLength).CopyTo(whole.AsSpan(head.Length));
-                        await SendAllAsync(socket, whole.AsMemory(0, head.Length + (int)bodyLength)).ConfigureAwait(false);
+                        await SendToBackendAsync(socket, whole.AsMemory(0, head.Length + (int)bodyLength)).ConfigureAwait(false);
                     }
                     finally
                     {
@@ -645,7 +780,7 @@ internal sealed class Http1FastPath : IDisposable
                 }
                 else
                 {
-                    await SendAllAsync(socket, head).ConfigureAwait(false);
+                    await SendToBackendAsync(socket, head).ConfigureAwait(false);
                 }
                 if (bodyLength > 0)
                 {
@@ -653,7 +788,7 @@ internal sealed class Http1FastPath : IDisposable
                     {
                         foreach (var segment in buffer.Slice(headLength, bodyLength))
                         {
-                            await SendAllAsync(socket, segment).ConfigureAwait(false);
+                            await SendToBackendAsync(socket, segment).ConfigureAwait(false);
                         }
                     }
                     else
@@ -715,22 +850,13 @@ internal sealed class Http1FastPath : IDisposable
             }
         }
 
-        private static async ValueTask SendAllAsync(Socket socket, ReadOnlyMemory<byte> bytes)
-        {
-            while (!bytes.IsEmpty)
-            {
-                var sent = await socket.SendAsync(bytes, SocketFlags.None).ConfigureAwait(false);
-                bytes = bytes[sent..];
-            }
-        }
-
         /// <summary>Streams a body that had not all arrived: what is buffered, then the rest as it comes. False when the client went away.</summary>
         private async Task<bool> SendBodyAsync(Socket socket, ReadOnlySequence<byte> buffer, int headLength, long length)
         {
             var available = buffer.Slice(headLength);
             foreach (var segment in available)
             {
-                await SendAllAsync(socket, segment).ConfigureAwait(false);
+                await SendToBackendAsync(socket, segment).ConfigureAwait(false);
             }
             length -= available.Length;
             _released = true;
@@ -764,14 +890,19 @@ internal sealed class Http1FastPath : IDisposable
                 }
                 if (result.IsCanceled)
                 {
-                    // Slower than min-request-body-rate, idle past idle-timeout, or Kestrel stopping.
                     _input.AdvanceTo(result.Buffer.Start);
-                    return false;
+                    if (_clientTimedOut)
+                    {
+                        // Slower than min-request-body-rate, or idle past idle-timeout.
+                        return false;
+                    }
+                    // Kestrel stopping: the request finishes first.
+                    continue;
                 }
                 var body = result.Buffer.Slice(0, Math.Min(length, result.Buffer.Length));
                 foreach (var segment in body)
                 {
-                    await SendAllAsync(socket, segment).ConfigureAwait(false);
+                    await SendToBackendAsync(socket, segment).ConfigureAwait(false);
                 }
                 length -= body.Length;
                 received += body.Length;
@@ -785,14 +916,14 @@ internal sealed class Http1FastPath : IDisposable
         }
 
         /// <summary>Writes the response head and relays its body as the backend frames it.</summary>
-        private async Task<Outcome> RelayResponseAsync(Http1BackendConnection connection, ForwardingTransformer forwarding)
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<Outcome> RelayResponseAsync(Http1BackendConnection connection, ForwardingTransformer forwarding)
         {
             var response = _response;
-            var responseHeaders = forwarding.ResponseHeaders;
             var closing = _request.Close || _closeRequested;
-            var span = _output.GetSpan(response.HeadLength + 256 + ResponseSetLength(responseHeaders));
+            var span = _output.GetSpan(response.MaxWrittenHeadLength(forwarding.ResponseHeaders));
             var writer = new HeadWriter(span);
-            response.WriteHead(ref writer, connection.Buffer.AsSpan(connection.Start - response.HeadLength, response.HeadLength), responseHeaders, closing);
+            response.WriteHead(ref writer, connection.Buffer.AsSpan(connection.Start - response.HeadLength, response.HeadLength), forwarding.ResponseHeaders, closing);
             _output.Advance(writer.Position);
             try
             {
@@ -807,8 +938,7 @@ internal sealed class Http1FastPath : IDisposable
                 {
                     return outcome;
                 }
-                var flush = await _output.FlushAsync().ConfigureAwait(false);
-                return flush.IsCompleted || flush.IsCanceled ? Outcome.ClientGone : Outcome.Answered;
+                return await FlushToClientAsync().ConfigureAwait(false) ? Outcome.Answered : Outcome.ClientGone;
             }
             catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or InvalidOperationException)
             {
@@ -820,7 +950,7 @@ internal sealed class Http1FastPath : IDisposable
         {
             try
             {
-                await _output.FlushAsync().ConfigureAwait(false);
+                await FlushToClientAsync().ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or InvalidOperationException)
             {
@@ -838,17 +968,8 @@ internal sealed class Http1FastPath : IDisposable
             _input.AdvanceTo(bodyBuffered ? buffer.GetPosition(headLength + _request.ContentLength) : buffer.End);
         }
 
-        private static int ResponseSetLength(HeaderChanges changes)
-        {
-            var length = 0;
-            foreach (var (name, value) in changes.Set)
-            {
-                length += name.Length + value.Length + 4;
-            }
-            return length;
-        }
-
-        private async Task<Outcome> RelayLengthAsync(Http1BackendConnection connection, long remaining)
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<Outcome> RelayLengthAsync(Http1BackendConnection connection, long remaining)
         {
             while (true)
             {
@@ -863,19 +984,20 @@ internal sealed class Http1FastPath : IDisposable
                 {
                     return Outcome.Answered;
                 }
-                var flush = await _output.FlushAsync().ConfigureAwait(false);
-                if (flush.IsCompleted || flush.IsCanceled)
+                switch (await FlushThenReceiveAsync(connection).ConfigureAwait(false))
                 {
-                    return Outcome.ClientGone;
-                }
-                if (!await ReceiveAsync(connection).ConfigureAwait(false))
-                {
-                    return Outcome.Broken;
+                    case Received.Data:
+                        continue;
+                    case Received.ClientGone:
+                        return Outcome.ClientGone;
+                    default:
+                        return Outcome.Broken;
                 }
             }
         }
 
-        private async Task<Outcome> RelayUntilCloseAsync(Http1BackendConnection connection)
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<Outcome> RelayUntilCloseAsync(Http1BackendConnection connection)
         {
             // Framed by the end of the connection: passed on in chunks, so the client's connection stays open.
             while (true)
@@ -886,16 +1008,18 @@ internal sealed class Http1FastPath : IDisposable
                     WriteChunk(connection.Buffer.AsSpan(connection.Start, available));
                     connection.Start = connection.End;
                 }
-                var flush = await _output.FlushAsync().ConfigureAwait(false);
-                if (flush.IsCompleted || flush.IsCanceled)
+                switch (await FlushThenReceiveAsync(connection).ConfigureAwait(false))
                 {
-                    return Outcome.ClientGone;
-                }
-                connection.Start = connection.End = 0;
-                if (!await ReceiveAsync(connection).ConfigureAwait(false))
-                {
-                    _output.Write("0\r\n\r\n"u8);
-                    return Outcome.Answered;
+                    case Received.Data:
+                        continue;
+                    case Received.End:
+                        _output.Write("0\r\n\r\n"u8);
+                        return Outcome.Answered;
+                    case Received.ClientGone:
+                        return Outcome.ClientGone;
+                    default:
+                        // A reset or a timeout is not the end of the body: the client must not take it for whole.
+                        return Outcome.Broken;
                 }
             }
         }
@@ -916,7 +1040,8 @@ internal sealed class Http1FastPath : IDisposable
         }
 
         /// <summary>Relays a chunked body, each chunk's size checked and written anew (extensions and trailers dropped).</summary>
-        private async Task<Outcome> RelayChunksAsync(Http1BackendConnection connection)
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<Outcome> RelayChunksAsync(Http1BackendConnection connection)
         {
             while (true)
             {
@@ -924,9 +1049,13 @@ internal sealed class Http1FastPath : IDisposable
                 int lineEnd;
                 while ((lineEnd = connection.Buffer.AsSpan(connection.Start, connection.End - connection.Start).IndexOf("\r\n"u8)) < 0)
                 {
-                    if (connection.End - connection.Start > 1024 || !connection.MakeRoom(1024, MaxResponseHead) || !await ReceiveAsync(connection).ConfigureAwait(false))
+                    if (connection.End - connection.Start > 1024)
                     {
                         return Outcome.Broken;
+                    }
+                    if (await FlushThenReceiveAsync(connection).ConfigureAwait(false) is var received and not Received.Data)
+                    {
+                        return received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
                     }
                 }
                 if (!Http1Response.TryParseChunkSize(connection.Buffer.AsSpan(connection.Start, lineEnd), out var size))
@@ -941,9 +1070,13 @@ internal sealed class Http1FastPath : IDisposable
                     {
                         while ((lineEnd = connection.Buffer.AsSpan(connection.Start, connection.End - connection.Start).IndexOf("\r\n"u8)) < 0)
                         {
-                            if (connection.End - connection.Start > 8192 || !connection.MakeRoom(1024, MaxResponseHead) || !await ReceiveAsync(connection).ConfigureAwait(false))
+                            if (connection.End - connection.Start > 8192)
                             {
                                 return Outcome.Broken;
+                            }
+                            if (await FlushThenReceiveAsync(connection).ConfigureAwait(false) is var received and not Received.Data)
+                            {
+                                return received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
                             }
                         }
                         var line = connection.Buffer.AsSpan(connection.Start, lineEnd);
@@ -953,7 +1086,7 @@ internal sealed class Http1FastPath : IDisposable
                             _output.Write("0\r\n\r\n"u8);
                             return Outcome.Answered;
                         }
-                        if (line.IndexOf((byte)'\n') >= 0 || line.IndexOf((byte)'\r') >= 0)
+                        if (line.IndexOfAnyExcept(Http1Request.TextBytes) >= 0)
                         {
                             return Outcome.Broken;
                         }
@@ -971,23 +1104,17 @@ internal sealed class Http1FastPath : IDisposable
                         remaining -= available;
                         continue;
                     }
-                    var flush = await _output.FlushAsync().ConfigureAwait(false);
-                    if (flush.IsCompleted || flush.IsCanceled)
+                    if (await FlushThenReceiveAsync(connection).ConfigureAwait(false) is var received and not Received.Data)
                     {
-                        return Outcome.ClientGone;
-                    }
-                    connection.Start = connection.End = 0;
-                    if (!await ReceiveAsync(connection).ConfigureAwait(false))
-                    {
-                        return Outcome.Broken;
+                        return received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
                     }
                 }
                 // The data's CRLF.
                 while (connection.End - connection.Start < 2)
                 {
-                    if (!connection.MakeRoom(2, MaxResponseHead) || !await ReceiveAsync(connection).ConfigureAwait(false))
+                    if (await FlushThenReceiveAsync(connection).ConfigureAwait(false) is var received and not Received.Data)
                     {
-                        return Outcome.Broken;
+                        return received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
                     }
                 }
                 if (connection.Buffer[connection.Start] != (byte)'\r' || connection.Buffer[connection.Start + 1] != (byte)'\n')
@@ -999,32 +1126,51 @@ internal sealed class Http1FastPath : IDisposable
             }
         }
 
-        /// <summary>Reads more of the response; false at its end or on an error (an idle backend past the request timeout included).</summary>
-        private async ValueTask<bool> ReceiveAsync(Http1BackendConnection connection)
+        /// <summary>What a read of more response bytes gave.</summary>
+        private enum Received
         {
+            Data,
+            /// <summary>The backend closed its side: the end of a body framed by the close.</summary>
+            End,
+            /// <summary>A reset, the request timeout, or a response longer than the buffer can hold unread.</summary>
+            Failed,
+            ClientGone,
+        }
+
+        /// <summary>
+        /// Passes on what was written so far (so a stream of small chunks reaches the client as it
+        /// comes, and a client that reads slowly slows the backend down), then reads more of the response.
+        /// </summary>
+        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+        private async ValueTask<Received> FlushThenReceiveAsync(Http1BackendConnection connection)
+        {
+            if (_output.UnflushedBytes > 0 && !await FlushToClientAsync().ConfigureAwait(false))
+            {
+                return Received.ClientGone;
+            }
             if (connection.Start == connection.End)
             {
                 connection.Start = connection.End = 0;
             }
             if (!connection.MakeRoom(1, MaxResponseHead))
             {
-                return false;
+                return Received.Failed;
             }
             try
             {
                 var read = await ReceiveFromBackendAsync(connection).ConfigureAwait(false);
                 connection.End += read;
-                return read > 0;
+                return read > 0 ? Received.Data : Received.End;
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException)
             {
-                return false;
+                return Received.Failed;
             }
         }
 
         /// <summary>
         /// Balancer's own answer (no backend, none answered, timed out), as <see cref="HttpProxy"/>
-        /// words it. When the request's body was not all read, the connection ends with it.
+        /// words it (without the text to a HEAD). When the request's body was not all read, the connection ends with it.
         /// </summary>
         private async Task<bool> AnswerErrorAsync(int status, string pool, bool noBackend, ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered)
         {
@@ -1045,12 +1191,14 @@ internal sealed class Http1FastPath : IDisposable
             writer.Write("Content-Length: "u8);
             writer.WriteNumber(body.Length);
             writer.Write(keepAlive ? "\r\n\r\n"u8 : "\r\nConnection: close\r\n\r\n"u8);
-            writer.Write(body);
+            if (!_request.IsHead)
+            {
+                writer.Write(body);
+            }
             _output.Advance(writer.Position);
             try
             {
-                var flush = await _output.FlushAsync().ConfigureAwait(false);
-                return keepAlive && !flush.IsCompleted && !flush.IsCanceled;
+                return await FlushToClientAsync().ConfigureAwait(false) && keepAlive;
             }
             catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException or InvalidOperationException)
             {

@@ -31,6 +31,9 @@ internal sealed class Http1Request : IRequestFields
 
     private HeaderLine[] _lines = new HeaderLine[16];
     private byte[]? _copy;
+    // How much of an incomplete head was already searched (for its end and for bare LFs): a head
+    // arriving a byte at a time is searched once over, not once a byte.
+    private long _searched;
     private string? _path;
     private string? _method;
 
@@ -83,7 +86,8 @@ internal sealed class Http1Request : IRequestFields
 
     public ReadOnlySpan<HeaderLine> Lines => _lines.AsSpan(0, LineCount);
 
-    public bool IsHead => MethodLength == 4 && Head.Span.StartsWith("HEAD"u8);
+    /// <summary>A HEAD request: its response has no body whatever its head says. Read at parse time, as the head's bytes do not outlive the request's start.</summary>
+    public bool IsHead { get; private set; }
 
     /// <summary>The method as a string (the usual ones without allocating).</summary>
     public string Method => _method ??= MethodString(Head.Span[..MethodLength]);
@@ -118,13 +122,21 @@ internal sealed class Http1Request : IRequestFields
         {
             return Http1HeadVerdict.NotPlain;
         }
-        var reader = new SequenceReader<byte>(buffer);
+        var from = Math.Max(0, _searched - 3);
+        var reader = new SequenceReader<byte>(buffer.Slice(from));
         if (!reader.TryReadTo(out ReadOnlySequence<byte> _, "\r\n\r\n"u8, advancePastDelimiter: true))
         {
             // A line ended by a bare LF would never complete a plain head: Kestrel reads it now.
-            return buffer.Length > limits.MaxHeadBytes || HasBareLineFeed(buffer) ? Http1HeadVerdict.NotPlain : Http1HeadVerdict.Incomplete;
+            if (buffer.Length > limits.MaxHeadBytes || HasBareLineFeed(buffer.Slice(Math.Max(0, _searched - 1))))
+            {
+                _searched = 0;
+                return Http1HeadVerdict.NotPlain;
+            }
+            _searched = buffer.Length;
+            return Http1HeadVerdict.Incomplete;
         }
-        var length = reader.Consumed;
+        _searched = 0;
+        var length = from + reader.Consumed;
         if (length > limits.MaxHeadBytes)
         {
             return Http1HeadVerdict.NotPlain;
@@ -163,9 +175,10 @@ internal sealed class Http1Request : IRequestFields
             buffer.CopyTo(_copy);
             bytes = _copy.AsSpan(0, (int)buffer.Length);
         }
+        // The slice starts a byte before the new ones, so each LF has the byte before it.
         for (var i = bytes.IndexOf(LF); i >= 0; i = bytes[(i + 1)..].IndexOf(LF) is var next and >= 0 ? i + 1 + next : -1)
         {
-            if (i == 0 || bytes[i - 1] != CR)
+            if (i == 0 ? _searched == 0 : bytes[i - 1] != CR)
             {
                 return true;
             }
@@ -179,7 +192,9 @@ internal sealed class Http1Request : IRequestFields
         Close = false;
         HostLine = -1;
         var lineEnd = head.IndexOf(LF);
-        if (lineEnd < 1 || head[lineEnd - 1] != CR || lineEnd - 1 > limits.MaxRequestLineBytes || !ParseRequestLine(head[..(lineEnd - 1)]))
+        // Over a limit: Kestrel answers (414, 431).
+        if (lineEnd < 1 || head[lineEnd - 1] != CR || lineEnd - 1 > limits.MaxRequestLineBytes || head.Length - lineEnd - 1 > limits.MaxHeaderBytes
+            || !ParseRequestLine(head[..(lineEnd - 1)]))
         {
             return false;
         }
@@ -227,7 +242,7 @@ internal sealed class Http1Request : IRequestFields
             switch (role)
             {
                 case HeaderRole.Host:
-                    if (HostLine >= 0 || value.IsEmpty || !IsHostText(value))
+                    if (HostLine >= 0 || !IsHost(value))
                     {
                         return false;
                     }
@@ -275,7 +290,8 @@ internal sealed class Http1Request : IRequestFields
         {
             method++;
         }
-        if (method is 0 or > 16 || method >= line.Length || line[method] != (byte)' ')
+        // CONNECT turns the connection into a tunnel: Kestrel's (and it wants authority-form).
+        if (method is 0 or > 16 || method >= line.Length || line[method] != (byte)' ' || line[..method].SequenceEqual("CONNECT"u8))
         {
             return false;
         }
@@ -296,6 +312,7 @@ internal sealed class Http1Request : IRequestFields
             return false;
         }
         MethodLength = method;
+        IsHead = line[..method].SequenceEqual("HEAD"u8);
         TargetStart = method + 1;
         TargetLength = space;
         PathLength = path.Length;
@@ -449,7 +466,9 @@ internal sealed class Http1Request : IRequestFields
                 var equals = pair.IndexOf((byte)'=');
                 if (equals > 0 && pair[..equals].Length == name.Length && Ascii.Equals(pair[..equals], name))
                 {
-                    return Encoding.ASCII.GetString(pair[(equals + 1)..]);
+                    // Percent-decoded, as ASP.NET Core's cookie collection gives it on YARP's way.
+                    var text = Encoding.ASCII.GetString(pair[(equals + 1)..]);
+                    return text.Contains('%') ? Uri.UnescapeDataString(text) : text;
                 }
             }
         }
@@ -476,11 +495,37 @@ internal sealed class Http1Request : IRequestFields
     /// <summary>Visible ASCII, space and tab: no control byte, no byte above 0x7E (Kestrel's default refuses those).</summary>
     private static bool IsVisibleText(ReadOnlySpan<byte> value) => value.IndexOfAnyExcept(TextBytes) < 0;
 
-    private static bool IsHostText(ReadOnlySpan<byte> value) => value.IndexOfAnyExcept(HostBytes) < 0;
+    /// <summary>A name (letters, digits, '-', '.', '_') or an [IPv6] literal, then an optional :port of digits.</summary>
+    private static bool IsHost(ReadOnlySpan<byte> value)
+    {
+        ReadOnlySpan<byte> rest;
+        if (value.StartsWith("["u8))
+        {
+            var close = value.IndexOf((byte)']');
+            if (close < 3 || value[1..close].IndexOfAnyExcept(Ipv6Bytes) >= 0)
+            {
+                return false;
+            }
+            rest = value[(close + 1)..];
+        }
+        else
+        {
+            var colon = value.IndexOf((byte)':');
+            var name = colon < 0 ? value : value[..colon];
+            if (name.IsEmpty || name.IndexOfAnyExcept(NameBytes) >= 0)
+            {
+                return false;
+            }
+            rest = value[name.Length..];
+        }
+        return rest.IsEmpty || (rest[0] == (byte)':' && rest.Length is > 1 and <= 6 && rest[1..].IndexOfAnyExceptInRange((byte)'0', (byte)'9') < 0);
+    }
+
+    private static readonly SearchValues<byte> NameBytes = SearchValues.Create("-._0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"u8);
+
+    private static readonly SearchValues<byte> Ipv6Bytes = SearchValues.Create(":.0123456789ABCDEFabcdef"u8);
 
     internal static readonly SearchValues<byte> TokenBytes = SearchValues.Create("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"u8);
-
-    private static readonly SearchValues<byte> HostBytes = SearchValues.Create("-.:[]_0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"u8);
 
     // RFC 3986 pchar and '/', without '%': unreserved, sub-delims, ':' and '@'.
     private static readonly SearchValues<byte> PathBytes = SearchValues.Create("/-._~!$&'()*+,;=:@0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"u8);
@@ -501,4 +546,8 @@ internal sealed class Http1Request : IRequestFields
 }
 
 /// <summary>The frontend's limits on a request head, as Kestrel applies them.</summary>
-internal sealed record Http1Limits(int MaxRequestLineBytes, int MaxHeaders, int MaxHeadBytes);
+internal sealed record Http1Limits(int MaxRequestLineBytes, int MaxHeaders, int MaxHeaderBytes)
+{
+    /// <summary>The most a head may take, request line and headers with their line ends.</summary>
+    public int MaxHeadBytes => MaxRequestLineBytes + 2 + MaxHeaderBytes;
+}

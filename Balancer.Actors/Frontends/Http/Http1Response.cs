@@ -104,7 +104,8 @@ internal sealed class Http1Response
         _reasonLength = statusLine.Length - _reasonStart;
         if (statusLine[_reasonStart..].IndexOfAnyExcept(Http1Request.TextBytes) >= 0)
         {
-            _reasonLength = 0;
+            // A control byte or a bare LF in the status line.
+            return Verdict.Invalid;
         }
         var position = lineEnd + 2;
         var chunked = false;
@@ -193,6 +194,17 @@ internal sealed class Http1Response
             : BodyFraming.UntilClose;
         Reusable = !close && Framing != BodyFraming.UntilClose;
         return Verdict.Complete;
+    }
+
+    /// <summary>The most <see cref="WriteHead"/> writes: the head, a space more a line, the status line, Date, framing, Connection and the route's headers.</summary>
+    public int MaxWrittenHeadLength(HeaderChanges changes)
+    {
+        var length = HeadLength + 2 * _lineCount + 256;
+        foreach (var (name, value) in changes.Set)
+        {
+            length += name.Length + value.Length + 4;
+        }
+        return length;
     }
 
     /// <summary>
