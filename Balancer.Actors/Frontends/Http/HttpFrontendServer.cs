@@ -28,6 +28,11 @@ internal sealed class HttpFrontendServer : IFrontendServer
         builder.Services.AddHttpForwarder();
         builder.WebHost.UseSockets(sockets =>
         {
+            // A request's work continues on the thread whose socket completed, not after a hop to
+            // the thread pool: nothing on a frontend's request path blocks (the fast path, YARP
+            // and HttpClient, selection and session lookups are all asynchronous), and the hop was
+            // a tenth of the fast path's CPU a request (bench/README.md, "Where an HTTP request's CPU goes").
+            sockets.UnsafePreferInlineScheduling = true;
             sockets.CreateBoundListenSocket = endPoint =>
             {
                 var listener = ListenSockets.CreateBound(endPoint, settings.ReusePort);
