@@ -3,20 +3,20 @@
 # backends themselves, with wrk on loopback. Method: /work/shared/BENCH-NOTES.md (CPU time per
 # request is the figure to rank by; ratios only within one run). See bench/README.md.
 #
-#   bash bench/run.sh                       # defaults: RUNS=3 DURATION=10, ~4.5 min with everything built
+#   bash bench/run.sh                       # defaults: RUNS=3 DURATION=10, ~7.5 min with everything built
 #   RUNS=5 BUDGET=600 bash bench/run.sh     # longer, steadier
 #   PIN=1 bash bench/run.sh                 # wrk on core 0, proxy + backends on core 1
 #
 # Knobs (environment):
 #   RUNS=3               measured wrk runs per target (median reported)
 #   DURATION=10          seconds per measured run
-#   WARMUP_DOTNET=15     warm-up seconds for a .NET proxy (PlainYarp, Balancer http frontend)
+#   WARMUP_DOTNET=40     warm-up seconds for a .NET proxy (PlainYarp, Balancer http frontend)
 #   WARMUP_DOTNET2=5     warm-up for the Balancer tcp frontend (same process, already warm)
 #   WARMUP_NATIVE=1      warm-up seconds for nginx / HAProxy targets
 #   CONNECTIONS=64 THREADS=2
 #   INLINE_COMPLETIONS=1 sets DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS for the .NET proxies (0 = off)
 #   PIN=1                1 = taskset wrk to core 0, proxy and backends to core 1 (0 = none)
-#   BUDGET=340           seconds for the measurement phase (after install/build); a target that
+#   BUDGET=480           seconds for the measurement phase (after install/build); a target that
 #                        would not fit in what is left is skipped and reported as such
 #   BUILD_BALANCER=1     build Balancer.Node if its binary is missing (0 = never, always = every time)
 #   BALANCER_BIN=path    run this executable instead of Balancer.Node/bin/Release/net10.0/balancer
@@ -35,14 +35,14 @@ ROOT="$(dirname "$BENCH_DIR")"
 
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-10}"
-WARMUP_DOTNET="${WARMUP_DOTNET:-15}"
+WARMUP_DOTNET="${WARMUP_DOTNET:-40}"
 WARMUP_DOTNET2="${WARMUP_DOTNET2:-5}"
 WARMUP_NATIVE="${WARMUP_NATIVE:-1}"
 CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
 PIN="${PIN:-1}"
-BUDGET="${BUDGET:-340}"
+BUDGET="${BUDGET:-480}"
 BUILD_BALANCER="${BUILD_BALANCER:-1}"
 TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c}"
 H2_STREAMS="${H2_STREAMS:-10}"
