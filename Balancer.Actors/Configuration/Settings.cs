@@ -507,6 +507,26 @@ public sealed record HeaderChanges(ImmutableArray<KeyValuePair<string, string>> 
 
     /// <summary>True when nothing is set or removed.</summary>
     public bool IsEmpty => Set.IsEmpty && Remove.IsEmpty;
+
+    /// <summary>True when the header named <paramref name="name"/> (ASCII, any case) is set or removed.</summary>
+    internal bool Changes(ReadOnlySpan<byte> name)
+    {
+        foreach (var removed in Remove)
+        {
+            if (removed.Length == name.Length && System.Text.Ascii.EqualsIgnoreCase(name, removed))
+            {
+                return true;
+            }
+        }
+        foreach (var (set, _) in Set)
+        {
+            if (set.Length == name.Length && System.Text.Ascii.EqualsIgnoreCase(name, set))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
 }
 
 /// <summary>etcd as the central store and service registry (<c>balancer.config-source.etcd</c>).</summary>

@@ -572,7 +572,7 @@ internal sealed class Http1FastPath : IDisposable
                         continue;
                 }
                 var name = request.Name(line);
-                if (!requestHeaders.IsEmpty && Named(requestHeaders, name))
+                if (!requestHeaders.IsEmpty && requestHeaders.Changes(name))
                 {
                     continue;
                 }
@@ -585,7 +585,7 @@ internal sealed class Http1FastPath : IDisposable
             {
                 // What the route sets or removes of these wins, as on YARP's way.
                 var routeNames = !requestHeaders.IsEmpty;
-                if (_peerText is not null && !(routeNames && Named(requestHeaders, "X-Forwarded-For"u8)))
+                if (_peerText is not null && !(routeNames && requestHeaders.Changes("X-Forwarded-For"u8)))
                 {
                     writer.Write("X-Forwarded-For: "u8);
                     if (forwardedFor >= 0)
@@ -609,11 +609,11 @@ internal sealed class Http1FastPath : IDisposable
                     writer.Write(_peerText);
                     writer.Write("\r\n"u8);
                 }
-                if (!keepProto && !(routeNames && Named(requestHeaders, "X-Forwarded-Proto"u8)))
+                if (!keepProto && !(routeNames && requestHeaders.Changes("X-Forwarded-Proto"u8)))
                 {
                     writer.Write("X-Forwarded-Proto: http\r\n"u8);
                 }
-                if (!keepHost && !(routeNames && Named(requestHeaders, "X-Forwarded-Host"u8)))
+                if (!keepHost && !(routeNames && requestHeaders.Changes("X-Forwarded-Host"u8)))
                 {
                     writer.Write("X-Forwarded-Host: "u8);
                     writer.Write(request.Host);
@@ -633,25 +633,6 @@ internal sealed class Http1FastPath : IDisposable
             }
             writer.Write("\r\n"u8);
             return _out.AsMemory(0, writer.Position);
-        }
-
-        private static bool Named(HeaderChanges changes, ReadOnlySpan<byte> name)
-        {
-            foreach (var removed in changes.Remove)
-            {
-                if (removed.Length == name.Length && Ascii.EqualsIgnoreCase(name, removed))
-                {
-                    return true;
-                }
-            }
-            foreach (var (set, _) in changes.Set)
-            {
-                if (set.Length == name.Length && Ascii.EqualsIgnoreCase(name, set))
-                {
-                    return true;
-                }
-            }
-            return false;
         }
 
         /// <summary>One attempt: a connection, the request, the response head, and (unless dropped) the response relayed.</summary>

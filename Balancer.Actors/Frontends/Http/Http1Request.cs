@@ -223,16 +223,7 @@ internal sealed class Http1Request : IRequestFields
                 // No name, a space before the colon, or a folded line (starting with white space).
                 return false;
             }
-            var valueStart = colon + 1;
-            var valueEnd = line.Length;
-            while (valueStart < valueEnd && line[valueStart] is (byte)' ' or (byte)'\t')
-            {
-                valueStart++;
-            }
-            while (valueEnd > valueStart && line[valueEnd - 1] is (byte)' ' or (byte)'\t')
-            {
-                valueEnd--;
-            }
+            var (valueStart, valueEnd) = Http1Request.ValueOf(line, colon);
             var value = line[valueStart..valueEnd];
             if (!IsVisibleText(value))
             {
@@ -281,6 +272,22 @@ internal sealed class Http1Request : IRequestFields
             position += end + 1;
         }
         return HostLine >= 0;
+    }
+
+    /// <summary>Where a header line's value is: after the colon, without the white space around it.</summary>
+    internal static (int Start, int End) ValueOf(ReadOnlySpan<byte> line, int colon)
+    {
+        var start = colon + 1;
+        var end = line.Length;
+        while (start < end && line[start] is (byte)' ' or (byte)'\t')
+        {
+            start++;
+        }
+        while (end > start && line[end - 1] is (byte)' ' or (byte)'\t')
+        {
+            end--;
+        }
+        return (start, end);
     }
 
     private bool ParseRequestLine(ReadOnlySpan<byte> line)

@@ -124,16 +124,7 @@ internal sealed class Http1Response
             {
                 return Verdict.Invalid;
             }
-            var valueStart = colon + 1;
-            var valueEnd = line.Length;
-            while (valueStart < valueEnd && line[valueStart] is (byte)' ' or (byte)'\t')
-            {
-                valueStart++;
-            }
-            while (valueEnd > valueStart && line[valueEnd - 1] is (byte)' ' or (byte)'\t')
-            {
-                valueEnd--;
-            }
+            var (valueStart, valueEnd) = Http1Request.ValueOf(line, colon);
             var value = line[valueStart..valueEnd];
             if (value.IndexOfAnyExcept(Http1Request.TextBytes) >= 0)
             {
@@ -235,7 +226,7 @@ internal sealed class Http1Response
                 continue;
             }
             var name = head.Slice(line.NameStart, line.NameLength);
-            if ((!named.IsEmpty && Names(named, name)) || (!changes.IsEmpty && Changes(changes, name)))
+            if ((!named.IsEmpty && Names(named, name)) || (!changes.IsEmpty && changes.Changes(name)))
             {
                 continue;
             }
@@ -306,25 +297,6 @@ internal sealed class Http1Response
         foreach (var range in connection.Split((byte)','))
         {
             if (Ascii.EqualsIgnoreCase(connection[range].Trim(" \t"u8), name))
-            {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    private static bool Changes(HeaderChanges changes, ReadOnlySpan<byte> name)
-    {
-        foreach (var removed in changes.Remove)
-        {
-            if (removed.Length == name.Length && Ascii.EqualsIgnoreCase(name, removed))
-            {
-                return true;
-            }
-        }
-        foreach (var (set, _) in changes.Set)
-        {
-            if (set.Length == name.Length && Ascii.EqualsIgnoreCase(name, set))
             {
                 return true;
             }
