@@ -11,7 +11,8 @@
 #   RUNS=3               measured wrk runs per target (median reported)
 #   DURATION=10          seconds per measured run
 #   WARMUP_DOTNET=40     warm-up seconds for a .NET proxy (PlainYarp, Balancer http frontend)
-#   WARMUP_DOTNET2=5     warm-up for the Balancer tcp frontend (same process, already warm)
+#   WARMUP_DOTNET2=5     warm-up for the Balancer rows after the http one (header affinity, tcp,
+#                        h2c: the same process, already warm)
 #   WARMUP_NATIVE=1      warm-up seconds for nginx / HAProxy targets
 #   CONNECTIONS=64 THREADS=2
 #   INLINE_COMPLETIONS=1 sets DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS for the .NET proxies (0 = off)

@@ -35,6 +35,9 @@ public sealed class BackendTransport
         Version = pool.UsesHttp2 ? HttpVersion.Version20 : HttpVersion.Version11;
     }
 
+    /// <summary>How long a kept-alive connection to a backend may stay unused, by HttpClient and by the HTTP/1.1 fast path alike.</summary>
+    internal static readonly TimeSpan PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60);
+
     /// <summary>What the pool speaks.</summary>
     public BackendProtocol Protocol { get; }
 
@@ -65,7 +68,7 @@ public sealed class BackendTransport
             UseCookies = false,
             EnableMultipleHttp2Connections = true,
             ActivityHeadersPropagator = null,
-            PooledConnectionIdleTimeout = TimeSpan.FromSeconds(60),
+            PooledConnectionIdleTimeout = PooledConnectionIdleTimeout,
             // A connect that times out must look like a refused one (a connection error the proxy
             // retries elsewhere), not like a slow response: the handler's own ConnectTimeout surfaces
             // as a cancellation that YARP reports as a 504.

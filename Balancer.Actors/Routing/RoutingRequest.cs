@@ -31,9 +31,6 @@ public readonly struct RoutingRequest
     /// <summary>The HTTP request, or null for a TCP connection (and for a request of the HTTP/1.1 fast path).</summary>
     public HttpContext? Http { get; }
 
-    /// <summary>True for an HTTP request, whichever way it came in.</summary>
-    internal bool IsHttp => Http is not null || _fields is not null;
-
     /// <summary>The first value of a request header, or null (also for a TCP connection).</summary>
     internal string? Header(string name)
     {

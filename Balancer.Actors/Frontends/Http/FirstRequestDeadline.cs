@@ -37,16 +37,18 @@ internal static class FirstRequestDeadline
     /// </remarks>
     public static void Arrived(HttpContext context)
     {
-        if (context.Features.Get<IConnectionItemsFeature>()?.Items is { } items && items.TryGetValue(Item, out var value) && value is Signal signal)
+        if (context.Features.Get<IConnectionItemsFeature>()?.Items is { } items)
         {
-            signal.IsSet = true;
+            Arrived(items);
         }
     }
 
     /// <summary>The same for a request the HTTP/1.1 fast path read.</summary>
-    public static void Arrived(ConnectionContext connection)
+    public static void Arrived(ConnectionContext connection) => Arrived(connection.Items);
+
+    private static void Arrived(IDictionary<object, object?> items)
     {
-        if (connection.Items.TryGetValue(Item, out var value) && value is Signal signal)
+        if (items.TryGetValue(Item, out var value) && value is Signal signal)
         {
             signal.IsSet = true;
         }

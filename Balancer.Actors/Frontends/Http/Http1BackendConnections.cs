@@ -71,7 +71,7 @@ internal sealed class Http1BackendConnection : IDisposable
 /// </summary>
 internal sealed class Http1BackendConnections : IDisposable
 {
-    private static readonly TimeSpan IdleTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan IdleTimeout = Routing.BackendTransport.PooledConnectionIdleTimeout;
 
     private readonly ConcurrentDictionary<EndPoint, IdleConnections> _byAddress = new();
     private readonly Timer _sweep;

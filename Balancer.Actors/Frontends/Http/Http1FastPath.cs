@@ -420,6 +420,8 @@ internal sealed class Http1FastPath : IDisposable
             _released = false;
             _bodyStreamed = false;
             var forwarding = (ForwardingTransformer)route.Transformer;
+            var head = ReadOnlyMemory<byte>.Empty;
+            var hostNamesBackend = false;
             try
             {
                 while (true)
@@ -437,7 +439,11 @@ internal sealed class Http1FastPath : IDisposable
                     int status;
                     try
                     {
-                        var head = BuildRequestHead(forwarding, backend);
+                        // The head is the same for every attempt, unless its Host names the backend.
+                        if (head.IsEmpty || hostNamesBackend)
+                        {
+                            head = BuildRequestHead(forwarding, backend, out hostNamesBackend);
+                        }
                         (outcome, status) = await ExchangeAsync(backend, head, buffer, headLength, bodyBuffered,
                             settings.ConnectTimeout, discards ? retry.OnStatus : default, lease, forwarding).ConfigureAwait(false);
                     }
@@ -497,7 +503,7 @@ internal sealed class Http1FastPath : IDisposable
         /// rewritten by the route), Host, the client's headers without those about this hop, the
         /// forwarding headers, the route's own. Host is the client's (<c>preserve-host</c>) or the backend's address.
         /// </summary>
-        private ReadOnlyMemory<byte> BuildRequestHead(ForwardingTransformer forwarding, Model.Backend backend)
+        private ReadOnlyMemory<byte> BuildRequestHead(ForwardingTransformer forwarding, Model.Backend backend, out bool hostNamesBackend)
         {
             var request = _request;
             var requestHeaders = forwarding.RequestHeaders;
@@ -513,7 +519,8 @@ internal sealed class Http1FastPath : IDisposable
                     routeHost = value;
                 }
             }
-            var backendHost = routeHost ?? (forwarding.PreserveHost ? null : backend.Address.ToString());
+            hostNamesBackend = routeHost is null && !forwarding.PreserveHost;
+            var backendHost = routeHost ?? (hostNamesBackend ? backend.Address.ToString() : null);
             estimate += backendHost?.Length ?? 0;
             var rewritten = forwarding.Rewrite(request.Path) is { } path ? new Microsoft.AspNetCore.Http.PathString(path).ToUriComponent() : null;
             estimate += rewritten?.Length ?? 0;
@@ -547,7 +554,7 @@ internal sealed class Http1FastPath : IDisposable
             writer.Write("\r\n"u8);
             var mode = forwarding.Mode;
             var trusted = mode == ForwardedHeadersMode.Append && _peer is not null && forwarding.IsTrusted(_peer);
-            var forwardedFor = -1;
+            var chainFromTrustedProxy = false;
             var keepProto = false;
             var keepHost = false;
             foreach (ref readonly var line in request.Lines)
@@ -557,10 +564,7 @@ internal sealed class Http1FastPath : IDisposable
                     case Http1Request.HeaderRole.Host or Http1Request.HeaderRole.Hop:
                         continue;
                     case Http1Request.HeaderRole.ForwardedFor when mode != ForwardedHeadersMode.Off:
-                        if (trusted)
-                        {
-                            forwardedFor = forwardedFor < 0 ? writer.Position : forwardedFor;
-                        }
+                        chainFromTrustedProxy |= trusted;
                         continue;
                     case Http1Request.HeaderRole.ForwardedProto when trusted:
                         keepProto = true;
@@ -588,7 +592,7 @@ internal sealed class Http1FastPath : IDisposable
                 if (_peerText is not null && !(routeNames && requestHeaders.Changes("X-Forwarded-For"u8)))
                 {
                     writer.Write("X-Forwarded-For: "u8);
-                    if (forwardedFor >= 0)
+                    if (chainFromTrustedProxy)
                     {
                         // From a trusted proxy: its chain (every X-Forwarded-For line, joined), then the client.
                         var first = true;
@@ -729,7 +733,6 @@ internal sealed class Http1FastPath : IDisposable
             /// <summary>A kept-alive connection failed before any byte came back, with nothing of the request taken from the client.</summary>
             Stale,
             Failed,
-            BodyConsumedThenFailed,
             TimedOut,
             ClientGone,
         }
@@ -783,7 +786,7 @@ internal sealed class Http1FastPath : IDisposable
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException or IOException)
             {
-                return _bodyStreamed ? SendResult.BodyConsumedThenFailed : connection.Reused ? SendResult.Stale : SendResult.Failed;
+                return !_bodyStreamed && connection.Reused ? SendResult.Stale : SendResult.Failed;
             }
             var readAny = false;
             while (true)
@@ -793,7 +796,7 @@ internal sealed class Http1FastPath : IDisposable
                     var parsed = _response.Read(connection.Buffer.AsSpan(connection.Start, connection.End - connection.Start), request.IsHead);
                     if (parsed == Http1Response.Verdict.Invalid)
                     {
-                        return _bodyStreamed ? SendResult.BodyConsumedThenFailed : SendResult.Failed;
+                        return SendResult.Failed;
                     }
                     if (parsed == Http1Response.Verdict.Incomplete)
                     {
@@ -808,7 +811,7 @@ internal sealed class Http1FastPath : IDisposable
                 }
                 if (!connection.MakeRoom(1024, MaxResponseHead))
                 {
-                    return _bodyStreamed ? SendResult.BodyConsumedThenFailed : SendResult.Failed;
+                    return SendResult.Failed;
                 }
                 int read;
                 try
@@ -818,13 +821,12 @@ internal sealed class Http1FastPath : IDisposable
                 catch (Exception e) when (e is SocketException or ObjectDisposedException)
                 {
                     return _backendTimedOut ? SendResult.TimedOut
-                        : _bodyStreamed ? SendResult.BodyConsumedThenFailed
-                        : connection.Reused && !readAny ? SendResult.Stale
+                        : !_bodyStreamed && connection.Reused && !readAny ? SendResult.Stale
                         : SendResult.Failed;
                 }
                 if (read == 0)
                 {
-                    return _bodyStreamed ? SendResult.BodyConsumedThenFailed : connection.Reused && !readAny ? SendResult.Stale : SendResult.Failed;
+                    return !_bodyStreamed && connection.Reused && !readAny ? SendResult.Stale : SendResult.Failed;
                 }
                 readAny = true;
                 connection.End += read;
@@ -1036,7 +1038,7 @@ internal sealed class Http1FastPath : IDisposable
                     }
                     if (await FlushThenReceiveAsync(connection).ConfigureAwait(false) is var received and not Received.Data)
                     {
-                        return received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
+                        return Failure(received);
                     }
                 }
                 if (!Http1Response.TryParseChunkSize(connection.Buffer.AsSpan(connection.Start, lineEnd), out var size))
@@ -1057,7 +1059,7 @@ internal sealed class Http1FastPath : IDisposable
                             }
                             if (await FlushThenReceiveAsync(connection).ConfigureAwait(false) is var received and not Received.Data)
                             {
-                                return received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
+                                return Failure(received);
                             }
                         }
                         var line = connection.Buffer.AsSpan(connection.Start, lineEnd);
@@ -1087,7 +1089,7 @@ internal sealed class Http1FastPath : IDisposable
                     }
                     if (await FlushThenReceiveAsync(connection).ConfigureAwait(false) is var received and not Received.Data)
                     {
-                        return received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
+                        return Failure(received);
                     }
                 }
                 // The data's CRLF.
@@ -1095,7 +1097,7 @@ internal sealed class Http1FastPath : IDisposable
                 {
                     if (await FlushThenReceiveAsync(connection).ConfigureAwait(false) is var received and not Received.Data)
                     {
-                        return received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
+                        return Failure(received);
                     }
                 }
                 if (connection.Buffer[connection.Start] != (byte)'\r' || connection.Buffer[connection.Start + 1] != (byte)'\n')
@@ -1106,6 +1108,9 @@ internal sealed class Http1FastPath : IDisposable
                 _output.Write("\r\n"u8);
             }
         }
+
+        /// <summary>What a read that gave no more of the body means for the response.</summary>
+        private static Outcome Failure(Received received) => received == Received.ClientGone ? Outcome.ClientGone : Outcome.Broken;
 
         /// <summary>What a read of more response bytes gave.</summary>
         private enum Received
@@ -1157,10 +1162,7 @@ internal sealed class Http1FastPath : IDisposable
         {
             var keepAlive = !_request.Close && !_closeRequested && bodyBuffered && !_bodyStreamed;
             Release(buffer, headLength, bodyBuffered);
-            var message = noBackend
-                ? $"{status} pool '{pool}' has no available backend\n"
-                : $"{status} no backend of pool '{pool}' answered\n";
-            var body = Encoding.UTF8.GetBytes(message);
+            var body = Encoding.UTF8.GetBytes(HttpProxy.ErrorText(status, pool, noBackend));
             var span = _output.GetSpan(256 + body.Length);
             var writer = new HeadWriter(span);
             writer.Write("HTTP/1.1 "u8);

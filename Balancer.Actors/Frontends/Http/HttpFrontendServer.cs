@@ -24,15 +24,18 @@ internal sealed class HttpFrontendServer : IFrontendServer
         _settings = settings;
         var perClient = new ClientConnectionLimit(settings.MaxConnectionsPerClient, counters);
         _certificates = settings.Tls is { } tls ? new CertificateStore(tls, dataPlane.Log("balancer.tls")) : null;
+        // Plain HTTP/1.1 in cleartext: the fast path takes what it can (Http1FastPath).
+        var fastPath = _certificates is null && settings.Protocols != HttpProtocolsSetting.Http2 && settings.Http1FastPath;
         var builder = KestrelHosting.CreateBuilder("balancer-" + settings.Name, dataPlane.Log);
         builder.Services.AddHttpForwarder();
         builder.WebHost.UseSockets(sockets =>
         {
-            // A request's work continues on the thread whose socket completed, not after a hop to
-            // the thread pool: nothing on a frontend's request path blocks (the fast path, YARP
-            // and HttpClient, selection and session lookups are all asynchronous), and the hop was
-            // a tenth of the fast path's CPU a request (bench/README.md, "Where an HTTP request's CPU goes").
-            sockets.UnsafePreferInlineScheduling = true;
+            // Where the fast path runs, a request's work continues on the thread whose socket
+            // completed, not after a hop to the thread pool: nothing on its path blocks, and the hop
+            // was a tenth of its CPU a request (bench/README.md, "Where an HTTP request's CPU goes").
+            // A TLS frontend keeps the hop: its handshakes are CPU work that would hold up every
+            // other connection of that thread.
+            sockets.UnsafePreferInlineScheduling = fastPath;
             sockets.CreateBoundListenSocket = endPoint =>
             {
                 var listener = ListenSockets.CreateBound(endPoint, settings.ReusePort);
@@ -85,7 +88,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
                     {
                         listen.Use(next => connection => CleartextHttp2.RunAsync(next, connection));
                     }
-                    if (_certificates is null && settings.Protocols != HttpProtocolsSetting.Http2 && settings.Http1FastPath)
+                    if (fastPath)
                     {
                         // Innermost: it sees the bytes of each request just before Kestrel's HTTP/1.1 parser would.
                         listen.Use(next => connection => _fastPath!.RunAsync(next, connection));
@@ -104,7 +107,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
         _app = builder.Build();
         _routesLog = dataPlane.Log("balancer.routes");
         _proxy = new HttpProxy(settings, RouteTable.Build(settings, pools, pool, _routesLog), counters, _app.Services.GetRequiredService<IHttpForwarder>());
-        _fastPath = new Http1FastPath(settings, _proxy, counters);
+        _fastPath = fastPath ? new Http1FastPath(settings, _proxy, counters) : null;
         _app.Run(_proxy.ForwardAsync);
     }
 

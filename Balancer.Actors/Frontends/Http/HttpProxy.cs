@@ -392,11 +392,13 @@ internal sealed class HttpProxy
         response.StatusCode = noBackend ? StatusCodes.Status503ServiceUnavailable : (status == 0 ? StatusCodes.Status502BadGateway : status);
         response.ContentType = "text/plain; charset=utf-8";
         response.Headers.CacheControl = "no-store";
-        var message = noBackend
-            ? $"{response.StatusCode} pool '{snapshot.Name}' has no available backend\n"
-            : $"{response.StatusCode} no backend of pool '{snapshot.Name}' answered\n";
-        return response.WriteAsync(message, Encoding.UTF8);
+        return response.WriteAsync(ErrorText(response.StatusCode, snapshot.Name, noBackend), Encoding.UTF8);
     }
+
+    /// <summary>The text of Balancer's own answer when no backend is available (503) or none answered (502, 504), on either way in.</summary>
+    internal static string ErrorText(int status, string pool, bool noBackend) => noBackend
+        ? $"{status} pool '{pool}' has no available backend\n"
+        : $"{status} no backend of pool '{pool}' answered\n";
 }
 
 /// <summary>
