@@ -60,6 +60,8 @@ internal sealed class Http1Request : IRequestFields
         ForwardedFor,
         ForwardedProto,
         ForwardedHost,
+        /// <summary>Framing, upgrades, expectations and proxy headers: a request with one is not plain.</summary>
+        NotPlain,
     }
 
     /// <summary>The head, request line to the empty line; valid until the bytes are released to the connection.</summary>
@@ -253,7 +255,7 @@ internal sealed class Http1Request : IRequestFields
                         return false;
                     }
                     break;
-                case (HeaderRole)byte.MaxValue:
+                case HeaderRole.NotPlain:
                     // Framing, upgrades, expectations and proxy headers: Kestrel and YARP handle them.
                     return false;
             }
@@ -381,14 +383,14 @@ internal sealed class Http1Request : IRequestFields
         switch (name.Length)
         {
             case 2 when Ascii.EqualsIgnoreCase(name, "te"u8):
-                return (HeaderRole)byte.MaxValue;
+                return HeaderRole.NotPlain;
             case 4 when Ascii.EqualsIgnoreCase(name, "host"u8):
                 return HeaderRole.Host;
             case 5 when Ascii.EqualsIgnoreCase(name, "close"u8):
             case 6 when Ascii.EqualsIgnoreCase(name, "expect"u8):
             case 7 when Ascii.EqualsIgnoreCase(name, "upgrade"u8):
             case 4 when Ascii.EqualsIgnoreCase(name, "alpn"u8):
-                return (HeaderRole)byte.MaxValue;
+                return HeaderRole.NotPlain;
             case 9 when Ascii.EqualsIgnoreCase(name, "forwarded"u8):
             case 9 when Ascii.EqualsIgnoreCase(name, "x-real-ip"u8):
                 return HeaderRole.Forwarding;
@@ -401,7 +403,7 @@ internal sealed class Http1Request : IRequestFields
             case 15 when Ascii.EqualsIgnoreCase(name, "security-scheme"u8):
             case 17 when Ascii.EqualsIgnoreCase(name, "transfer-encoding"u8):
             case 16 when Ascii.EqualsIgnoreCase(name, "x-content-length"u8):
-                return (HeaderRole)byte.MaxValue;
+                return HeaderRole.NotPlain;
             case 15 when Ascii.EqualsIgnoreCase(name, "x-forwarded-for"u8):
                 return HeaderRole.ForwardedFor;
             case 17 when Ascii.EqualsIgnoreCase(name, "x-forwarded-proto"u8):
@@ -411,11 +413,9 @@ internal sealed class Http1Request : IRequestFields
             case 16 when Ascii.EqualsIgnoreCase(name, "x-forwarded-port"u8):
             case 18 when Ascii.EqualsIgnoreCase(name, "x-forwarded-prefix"u8):
                 return HeaderRole.Forwarding;
-            case 25 when Ascii.EqualsIgnoreCase(name, "upgrade-insecure-requests"u8):
-                return HeaderRole.Other;
         }
         // Proxy-Connection, Proxy-Authorization and the rest: YARP's to drop.
-        return name.Length > 6 && Ascii.EqualsIgnoreCase(name[..6], "proxy-"u8) ? (HeaderRole)byte.MaxValue : HeaderRole.Other;
+        return name.Length > 6 && Ascii.EqualsIgnoreCase(name[..6], "proxy-"u8) ? HeaderRole.NotPlain : HeaderRole.Other;
     }
 
     /// <summary>The first value of header <paramref name="name"/>, or null.</summary>
