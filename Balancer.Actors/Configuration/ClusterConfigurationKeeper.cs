@@ -29,6 +29,8 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
     private readonly HashSet<string> _reported = new();
     private ClusterConfiguration? _published;
     private ImmutableDictionary<string, RunningConfiguration> _running = ImmutableDictionary<string, RunningConfiguration>.Empty;
+    // What this node last told the others it runs.
+    private RunningConfiguration? _told;
     private long _tried;
     private bool _applying;
     // With etcd as the source, its key is the cluster's configuration and the replicated one is not followed.
@@ -53,6 +55,14 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
             else if (changed.Key.Equals(ReplicatedKeys.RunningConfigurations))
             {
                 _running = changed.Get(ReplicatedKeys.RunningConfigurations).Entries.ToImmutableDictionary();
+                // The leader removes what a member that left ran. When that member comes back at
+                // the same address, the removal can arrive after its new incarnation's entry and
+                // take that away too: a member whose own entry is missing or stale says it again.
+                if (_told is { } told && !(_running.TryGetValue(_cluster.SelfAddress.ToString(), out var replicated)
+                    && replicated.Version == told.Version && replicated.Fingerprint == told.Fingerprint))
+                {
+                    Announce(told);
+                }
                 Judge();
             }
         });
@@ -181,9 +191,12 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
             TaskScheduler.Default).PipeTo(self);
     }
 
-    private void TellRunning()
+    private void TellRunning() =>
+        Announce(new RunningConfiguration(AppliedVersion, SettingsComparer.Fingerprint(_balancer.Settings.Pools), DateTimeOffset.UtcNow));
+
+    private void Announce(RunningConfiguration running)
     {
-        var running = new RunningConfiguration(AppliedVersion, SettingsComparer.Fingerprint(_balancer.Settings.Pools), DateTimeOffset.UtcNow);
+        _told = running;
         var self = _cluster.SelfAddress.ToString();
         _running = _running.SetItem(self, running);
         _replicator.Tell(Dsl.Update(ReplicatedKeys.RunningConfigurations, LWWDictionary<string, RunningConfiguration>.Empty, WriteLocal.Instance,

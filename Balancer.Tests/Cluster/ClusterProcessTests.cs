@@ -283,7 +283,16 @@ public class ClusterProcessTests : IAsyncLifetime
         nodes[2] = StartNode(3, "--config", older);
         await nodes[2].WaitForOutputAsync(" ready", StartTimeout);
         await WaitUntilAsync(() => nodes[2].Output.Contains("configuration (cluster version 1): "), TimeSpan.FromSeconds(15), "node 3 applied version 1");
-        await WaitUntilAsync(() => nodes[0].Output.Contains("configuration drift: akka.tcp://balancer@127.0.0.1:4055"), TimeSpan.FromSeconds(20), "node 1 reports node 3's drift");
+        try
+        {
+            await WaitUntilAsync(() => nodes[0].Output.Contains("configuration drift: akka.tcp://balancer@127.0.0.1:4055"), TimeSpan.FromSeconds(20), "node 1 reports node 3's drift");
+        }
+        catch (Xunit.Sdk.XunitException)
+        {
+            static string Lines(NodeProcess node) => string.Join("\n", node.Output.Split('\n').Where(l => l.Contains("configuration") || l.Contains("4055")).TakeLast(20));
+            var config = await _http.GetStringAsync("http://127.0.0.1:9110/api/config");
+            throw new Xunit.Sdk.XunitException($"node 1 did not report node 3's drift within 20 s; node 1's /api/config: {config}\nnode 1 said:\n{Lines(nodes[0])}\nnode 3 said:\n{Lines(nodes[2])}");
+        }
         var cluster = await CtlAsync("cluster", "show");
         Assert.Matches(@"127\.0\.0\.1:4055 .* v1 [0-9a-f]{12} DRIFT", cluster);
         Assert.DoesNotMatch(@"127\.0\.0\.1:4053 .* DRIFT", cluster);

@@ -2,6 +2,9 @@ using System.Net;
 using Akka.Actor;
 using Akka.Cluster;
 using Akka.Configuration;
+using Akka.DistributedData;
+using Balancer.Configuration;
+using Balancer.Replication;
 using Balancer.Model;
 using Balancer.Routing;
 using Balancer.Tests.TestSupport;
@@ -110,6 +113,42 @@ public class ThreeNodeClusterTests : IClassFixture<ThreeNodeCluster>
 
         Assert.IsType<Status.Success>(await _cluster.AskRouter(2, new PoolRouter.RemoveBackend("d")));
         await Eventually.Holds(() => Assert.All(Enumerable.Range(0, 3), n => Assert.DoesNotContain(_cluster.Snapshot(n).Backends, b => b.Name == "d")));
+    }
+
+    [Fact]
+    public async Task WhatAMemberRuns_RemovedByTheLeaderAfterItCameBack_IsSaidAgain()
+    {
+        // The leader removes what a member that left ran; when the member came back at the same
+        // address, that removal can arrive after the new incarnation's entry and take it too.
+        var memberNode = _cluster.Nodes[2];
+        var member = Akka.Cluster.Cluster.Get(memberNode).SelfAddress.ToString();
+        await Eventually.Holds(() => Assert.All(Enumerable.Range(0, 3), n => Assert.Contains(member, BalancerExtension.Get(_cluster.Nodes[n]).ConfigurationStatus.Current.Running.Keys)));
+        var seenByTheMember = new System.Collections.Concurrent.ConcurrentQueue<bool>();
+        var watcher = memberNode.ActorOf(Props.Create(() => new EntryWatcher(member, seenByTheMember)));
+        var leader = _cluster.Nodes[0];
+        var removed = await BalancerReplicator.Get(leader).Replicator.Ask(Dsl.Update(
+            ReplicatedKeys.RunningConfigurations, LWWDictionary<string, RunningConfiguration>.Empty, WriteLocal.Instance,
+            map => map.Remove(Akka.Cluster.Cluster.Get(leader).SelfUniqueAddress, member)), TimeSpan.FromSeconds(5));
+        Assert.IsType<UpdateSuccess>(removed);
+
+        // The member sees its entry gone, says it again, and every node has it back.
+        await Eventually.Holds(() => Assert.Contains(false, seenByTheMember));
+        await Eventually.Holds(() =>
+        {
+            Assert.True(seenByTheMember.SkipWhile(present => present).Contains(true), "the member never said again what it runs");
+            Assert.All(Enumerable.Range(0, 3), n => Assert.Contains(member, BalancerExtension.Get(_cluster.Nodes[n]).ConfigurationStatus.Current.Running.Keys));
+        });
+        await watcher.GracefulStop(TimeSpan.FromSeconds(5));
+    }
+
+    /// <summary>Whether each replica of what members run that a node sees holds <c>member</c>'s entry.</summary>
+    private sealed class EntryWatcher : ReceiveActor
+    {
+        public EntryWatcher(string member, System.Collections.Concurrent.ConcurrentQueue<bool> seen) =>
+            Receive<Changed>(changed => seen.Enqueue(changed.Get(ReplicatedKeys.RunningConfigurations).ContainsKey(member)));
+
+        protected override void PreStart() =>
+            BalancerReplicator.Get(Context.System).Replicator.Tell(Dsl.Subscribe(ReplicatedKeys.RunningConfigurations, Self));
     }
 
     [Fact]
