@@ -74,7 +74,8 @@ public sealed record FrontendSettings(
     HttpProtocolsSetting Protocols = HttpProtocolsSetting.Http1AndHttp2,
     ImmutableArray<RouteSettings> Routes = default,
     TimeSpan TunnelIdleTimeout = default,
-    bool Http1FastPath = true)
+    bool Http1FastPath = true,
+    bool SpliceEventLoop = true)
 {
     /// <summary>The routes in the order they are matched (never default).</summary>
     public ImmutableArray<RouteSettings> Routes { get; init; } = Routes.IsDefault ? ImmutableArray<RouteSettings>.Empty : Routes;

@@ -5,11 +5,15 @@ using static Balancer.Tests.TestSupport.TcpClients;
 
 namespace Balancer.Tests.Frontends;
 
+/// <summary>The TCP frontend with connections spliced on Balancer's own event loops (the default on Linux).</summary>
 public class TcpFrontendTests
 {
-    private static string Config(string backends, string frontendExtra = "", string poolExtra = "") => $$"""
+    /// <summary>How the frontend splices: its setting.</summary>
+    protected virtual string Splicing => "splice-event-loop = on";
+
+    private string Config(string backends, string frontendExtra = "", string poolExtra = "") => $$"""
         balancer {
-          frontends.raw { mode = tcp, bind = "127.0.0.1:0", pool = app, {{frontendExtra}} }
+          frontends.raw { mode = tcp, bind = "127.0.0.1:0", pool = app, {{Splicing}}, {{frontendExtra}} }
           pools.app {
             health-check.kind = none
             {{poolExtra}}
@@ -194,4 +198,10 @@ public class TcpFrontendTests
     }
 
     private static Task<Socket> ConnectAsync(BalancerHost host) => TcpClients.ConnectAsync(host.EndPoint("raw"));
+}
+
+/// <summary>The same tests with connections spliced by .NET's async sockets (<c>splice-event-loop = off</c>, and where there is no event loop).</summary>
+public sealed class TcpFrontendTestsOnAsyncSockets : TcpFrontendTests
+{
+    protected override string Splicing => "splice-event-loop = off";
 }

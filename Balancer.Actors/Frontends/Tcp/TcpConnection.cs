@@ -8,8 +8,9 @@ namespace Balancer.Frontends.Tcp;
 
 /// <summary>
 /// One client connection of a TCP frontend: connect to a backend (another one on refusal), then copy
-/// bytes both ways with pooled buffers. End of stream in one direction is passed on as a half-close;
-/// an error in either direction closes both; no byte for <c>idle-timeout</c> closes both.
+/// bytes both ways, on a <see cref="SpliceEventLoop"/> (Linux, <c>splice-event-loop = on</c>) or
+/// with .NET's async sockets and pooled buffers. End of stream in one direction is passed on as a
+/// half-close; an error in either direction closes both; no byte for <c>idle-timeout</c> closes both.
 /// </summary>
 internal sealed class TcpConnection
 {
@@ -23,6 +24,10 @@ internal sealed class TcpConnection
     private readonly ILoggingAdapter _log;
     private readonly string _frontend;
     private Socket? _backendSocket;
+    // Set when the event loop splices: the loop, the backend socket it connected, the splice.
+    private readonly SpliceEventLoop? _loop;
+    private SocketDescriptor? _backendDescriptor;
+    private SpliceEventLoop.Splice? _splice;
     private long _lastActivity;
     // How the connection found its backend, for its span.
     private int _attempts;
@@ -30,8 +35,9 @@ internal sealed class TcpConnection
     private int _aborted;
 
     public TcpConnection(Socket client, PoolHandle pool, TimeSpan idleTimeout, ILoggingAdapter log, string frontend,
-        Func<string?, PoolHandle?>? sniRoutes = null, TimeSpan helloTimeout = default)
+        Func<string?, PoolHandle?>? sniRoutes = null, TimeSpan helloTimeout = default, bool eventLoop = false)
     {
+        _loop = eventLoop && LinuxSockets.Supported ? SpliceEventLoop.Next() : null;
         _sniRoutes = sniRoutes;
         _helloTimeout = helloTimeout == default ? TimeSpan.FromSeconds(10) : helloTimeout;
         _client = client;
@@ -68,9 +74,20 @@ internal sealed class TcpConnection
             {
                 return;
             }
+            // What was read to route the connection is the start of the backend's TLS handshake.
+            if (_loop is not null)
+            {
+                var splice = _loop.Start(_client.SafeHandle, _backendDescriptor!, hello, _idleTimeout);
+                Volatile.Write(ref _splice, splice);
+                if (Volatile.Read(ref _aborted) != 0)
+                {
+                    _loop.Abort(splice);
+                }
+                await splice.Completion.ConfigureAwait(false);
+                return;
+            }
             if (hello is not null)
             {
-                // What was read to route the connection is the start of the backend's TLS handshake.
                 await _backendSocket!.SendAsync(hello, SocketFlags.None, stopping).ConfigureAwait(false);
             }
             await SpliceAsync(_client, _backendSocket!).ConfigureAwait(false);
@@ -80,19 +97,32 @@ internal sealed class TcpConnection
             // How a spliced connection ends (idle timeout, a client reset) says nothing about the
             // backend; passive health counts the connects that fail.
             lease.Complete(BackendOutcome.Abandoned);
-            Close();
+            Volatile.Write(ref _aborted, 1);
+            DisposeSockets();
         }
     }
 
-    /// <summary>Closes both sockets, ending the splice.</summary>
+    /// <summary>Ends the connection: closes both sockets, or has the event loop end its splice (which then closes them).</summary>
     public void Close()
     {
         if (Interlocked.Exchange(ref _aborted, 1) != 0)
         {
             return;
         }
+        if (Volatile.Read(ref _splice) is { } splice)
+        {
+            // Disposing a socket the loop still reads would wait for the loop to let go of it.
+            _loop!.Abort(splice);
+            return;
+        }
+        DisposeSockets();
+    }
+
+    private void DisposeSockets()
+    {
         _client.Dispose();
         _backendSocket?.Dispose();
+        _backendDescriptor?.Dispose();
     }
 
     private async Task<BackendLease> ConnectAsync(CancellationToken stopping)
@@ -105,7 +135,14 @@ internal sealed class TcpConnection
             _attempts = selection.Attempts;
             try
             {
-                _backendSocket = await BackendConnection.ConnectAsync(backend.EndPoint, selection.Snapshot.Settings.ConnectTimeout, stopping).ConfigureAwait(false);
+                if (_loop is not null)
+                {
+                    _backendDescriptor = await _loop.ConnectAsync(backend.EndPoint, selection.Snapshot.Settings.ConnectTimeout, stopping).ConfigureAwait(false);
+                }
+                else
+                {
+                    _backendSocket = await BackendConnection.ConnectAsync(backend.EndPoint, selection.Snapshot.Settings.ConnectTimeout, stopping).ConfigureAwait(false);
+                }
             }
             catch (Exception e) when (e is SocketException or OperationCanceledException)
             {
