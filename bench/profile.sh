@@ -8,9 +8,9 @@
 # See bench/README.md, "Where an HTTP request's CPU goes".
 #
 #   bash bench/profile.sh                   # WARMUP=40 SECONDS_SAMPLED=20, about 2.5 minutes
-#   FRONTEND_EXTRA='affinity-header' bash bench/profile.sh
+#   MODE=tcp bash bench/profile.sh          # the TCP frontend (splice) against HAProxy mode tcp
 #
-# Knobs (environment): WARMUP=40 (s of load before sampling), SECONDS_SAMPLED=20, FREQUENCY=999
+# Knobs (environment): MODE=http (or tcp: the frontend and HAProxy splice), WARMUP=40 (s of load before sampling), SECONDS_SAMPLED=20, FREQUENCY=999
 # (samples a second), CONNECTIONS=64 THREADS=2, INLINE_COMPLETIONS=1, POOL_EXTRA (HOCON inside the
 # pool, e.g. 'affinity { mode = header, key = X-Session }'), BALANCER_BIN, KEEP=1 (keep the raw
 # perf data and the node's perf map in bench/results/profile-*/).
@@ -26,6 +26,8 @@ THREADS="${THREADS:-2}"
 INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
 POOL_EXTRA="${POOL_EXTRA:-}"
 KEEP="${KEEP:-0}"
+MODE="${MODE:-http}"
+[[ "$MODE" == http || "$MODE" == tcp ]] || { echo "profile: MODE must be http or tcp, not $MODE" >&2; exit 2; }
 BALANCER="${BALANCER_BIN:-$ROOT/Balancer.Node/bin/Release/net10.0/balancer}"
 BACKEND_PORTS=(19201 19202)
 P_HTTP=18280
@@ -63,7 +65,7 @@ dotnet_env
 cat >"$TMP/node.conf" <<CONF
 balancer {
   node.admin.bind = "127.0.0.1:$P_ADMIN"
-  frontends.web { mode = http, bind = ["127.0.0.1:$P_HTTP"], pool = app }
+  frontends.web { mode = $MODE, bind = ["127.0.0.1:$P_HTTP"], pool = app }
   pools.app {
     algorithm = round-robin
     health-check.kind = none
@@ -146,21 +148,21 @@ perf script -i "$TMP/perf.data" -F comm,tid,ip,sym,dso 2>"$TMP/perf-script.err" 
 stop_pid "$NODE"
 
 # HAProxy on the same core, the same backends and the same load.
-start_haproxy haproxy "$P_HAPROXY" http 1 || die "HAProxy did not start"
+start_haproxy haproxy "$P_HAPROXY" "$MODE" 1 || die "HAProxy did not start"
 HAPROXY=$HP_PID
 wrk_run 3 "$P_HAPROXY"
 cpu_split "$HAPROXY" "$P_HAPROXY"; read -r haproxy_us haproxy_user <"$TMP/cpu"
 counts "$HAPROXY" "$P_HAPROXY"; read -r haproxy_syscalls haproxy_switches haproxy_kinds <"$TMP/counts"
 log "HAProxy: $haproxy_us CPU µs a request, $haproxy_syscalls system calls ($haproxy_kinds), $haproxy_switches context switches"
 {
-  echo "Balancer HTTP frontend, wrk -t$THREADS -c$CONNECTIONS keep-alive, ${WARMUP}s warm-up, ${SECONDS_SAMPLED}s sampled at ${FREQUENCY} Hz, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "Balancer $MODE frontend, wrk -t$THREADS -c$CONNECTIONS keep-alive, ${WARMUP}s warm-up, ${SECONDS_SAMPLED}s sampled at ${FREQUENCY} Hz, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "pool extra: ${POOL_EXTRA:-none}; inline socket completions: $INLINE_COMPLETIONS"
   echo "$requests requests sampled, $cpu_us CPU µs a request while sampled (perf's own cost included; $plain_us without)"
   echo
   echo "| proxy | CPU µs/request | ratio | user / kernel µs | system calls/request | context switches/request |"
   echo "|---|---|---|---|---|---|"
-  echo "| HAProxy http, nbthread 1 | $haproxy_us | 1.00 | $haproxy_user / $(awk -v a="$haproxy_us" -v u="$haproxy_user" 'BEGIN { printf "%.2f", a - u }') | $haproxy_syscalls ($haproxy_kinds) | $haproxy_switches |"
-  echo "| Balancer HTTP frontend | $plain_us | $(awk -v a="$plain_us" -v b="$haproxy_us" 'BEGIN { printf "%.2f", a / b }') | $plain_user / $(awk -v a="$plain_us" -v u="$plain_user" 'BEGIN { printf "%.2f", a - u }') | $node_syscalls ($node_kinds) | $node_switches |"
+  echo "| HAProxy $MODE, nbthread 1 | $haproxy_us | 1.00 | $haproxy_user / $(awk -v a="$haproxy_us" -v u="$haproxy_user" 'BEGIN { printf "%.2f", a - u }') | $haproxy_syscalls ($haproxy_kinds) | $haproxy_switches |"
+  echo "| Balancer $MODE frontend | $plain_us | $(awk -v a="$plain_us" -v b="$haproxy_us" 'BEGIN { printf "%.2f", a / b }') | $plain_user / $(awk -v a="$plain_us" -v u="$plain_user" 'BEGIN { printf "%.2f", a - u }') | $node_syscalls ($node_kinds) | $node_switches |"
   echo
   python3 "$BENCH_DIR/fold-profile.py" "$TMP/perf.txt" "$cpu_us"
 } | tee "$RESULTS/summary.txt"
