@@ -70,7 +70,7 @@ internal static class FrontendSettingsReader
             RouteSettingsReader.ReadRoutes(section, mode, routeDefaults, pools),
             section.Duration("tunnel-idle-timeout"),
             section.Bool("http1-fast-path"),
-            section.Bool("splice-event-loop"));
+            section.Bool("event-loop"));
     }
 
     /// <summary>The <c>pool</c> a frontend or route sends to: it must be one of <paramref name="pools"/>.</summary>

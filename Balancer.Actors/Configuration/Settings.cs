@@ -75,7 +75,7 @@ public sealed record FrontendSettings(
     ImmutableArray<RouteSettings> Routes = default,
     TimeSpan TunnelIdleTimeout = default,
     bool Http1FastPath = true,
-    bool SpliceEventLoop = true)
+    bool EventLoop = true)
 {
     /// <summary>The routes in the order they are matched (never default).</summary>
     public ImmutableArray<RouteSettings> Routes { get; init; } = Routes.IsDefault ? ImmutableArray<RouteSettings>.Empty : Routes;

@@ -9,7 +9,7 @@ namespace Balancer.Tests.Frontends;
 public class TcpFrontendTests
 {
     /// <summary>How the frontend splices: its setting.</summary>
-    protected virtual string Splicing => "splice-event-loop = on";
+    protected virtual string Splicing => "event-loop = on";
 
     private string Config(string backends, string frontendExtra = "", string poolExtra = "") => $$"""
         balancer {
@@ -236,8 +236,8 @@ public class TcpFrontendTests
     private static Task<Socket> ConnectAsync(BalancerHost host) => TcpClients.ConnectAsync(host.EndPoint("raw"));
 }
 
-/// <summary>The same tests with connections spliced by .NET's async sockets (<c>splice-event-loop = off</c>, and where there is no event loop).</summary>
+/// <summary>The same tests with connections spliced by .NET's async sockets (<c>event-loop = off</c>, and where there is no event loop).</summary>
 public sealed class TcpFrontendTestsOnAsyncSockets : TcpFrontendTests
 {
-    protected override string Splicing => "splice-event-loop = off";
+    protected override string Splicing => "event-loop = off";
 }

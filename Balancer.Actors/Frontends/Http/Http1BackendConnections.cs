@@ -1,23 +1,61 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
+using Balancer.Frontends.Tcp;
 
 namespace Balancer.Frontends.Http;
 
 /// <summary>
-/// One kept-alive HTTP/1.1 connection from the fast path to a backend: the socket and the buffer
-/// responses are read into. Used by one request at a time.
+/// One kept-alive HTTP/1.1 connection from the fast path to a backend: the socket (on an event
+/// loop of Balancer's own, or .NET's) and the buffer responses are read into. Used by one request
+/// at a time.
 /// </summary>
 internal sealed class Http1BackendConnection : IDisposable
 {
     public const int BufferSize = 16 * 1024;
 
-    public Http1BackendConnection(Socket socket)
+    private readonly Socket? _socket;
+    private readonly LoopSocket? _loopSocket;
+
+    public Http1BackendConnection(Socket socket) => _socket = socket;
+
+    public Http1BackendConnection(LoopSocket socket) => _loopSocket = socket;
+
+    public ValueTask<int> ReceiveAsync(Memory<byte> buffer) =>
+        _loopSocket is { } loopSocket ? loopSocket.ReceiveAsync(buffer) : _socket!.ReceiveAsync(buffer, SocketFlags.None);
+
+    public ValueTask<int> SendAsync(ReadOnlyMemory<byte> data) =>
+        _loopSocket is { } loopSocket ? loopSocket.SendAsync(data) : _socket!.SendAsync(data, SocketFlags.None);
+
+    /// <summary>True when it shows nothing readable while idle: readable means closed, or bytes that answer nothing.</summary>
+    public bool LooksIdle()
     {
-        Socket = socket;
+        if (_loopSocket is { } loopSocket)
+        {
+            return loopSocket.LooksIdle();
+        }
+        try
+        {
+            return !_socket!.Poll(0, SelectMode.SelectRead);
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            return false;
+        }
     }
 
-    public Socket Socket { get; }
+    /// <summary>Ends what waits on it with an error (a deadline passed).</summary>
+    public void Abort()
+    {
+        if (_loopSocket is { } loopSocket)
+        {
+            loopSocket.Abort();
+        }
+        else
+        {
+            _socket!.Dispose();
+        }
+    }
 
     /// <summary>Response bytes read and not yet used are <c>Buffer[Start..End]</c>.</summary>
     public byte[] Buffer { get; private set; } = new byte[BufferSize];
@@ -60,14 +98,18 @@ internal sealed class Http1BackendConnection : IDisposable
         return Buffer.Length - End >= more;
     }
 
-    public void Dispose() => Socket.Dispose();
+    public void Dispose()
+    {
+        _loopSocket?.Dispose();
+        _socket?.Dispose();
+    }
 }
 
 /// <summary>
 /// The fast path's idle connections to each backend address, as HttpClient keeps them for YARP:
 /// taken last-in first-out (the warmest first) without a lock, closed after a minute unused, and
-/// checked before each reuse (one poll): a connection the backend closed, or that has bytes
-/// nobody asked for, is not used again.
+/// checked before each reuse (on an event loop, by what it saw; else one poll): a connection the
+/// backend closed, or that has bytes nobody asked for, is not used again.
 /// </summary>
 internal sealed class Http1BackendConnections : IDisposable
 {
@@ -91,8 +133,7 @@ internal sealed class Http1BackendConnections : IDisposable
         }
         while (idle.TryTake() is { } connection)
         {
-            // Readable while idle means closed, or bytes that answer nothing.
-            if (!IsReadable(connection))
+            if (connection.LooksIdle())
             {
                 return connection;
             }
@@ -115,18 +156,6 @@ internal sealed class Http1BackendConnections : IDisposable
         if (!_byAddress.GetOrAdd(address, static _ => new IdleConnections()).TryAdd(connection))
         {
             connection.Dispose();
-        }
-    }
-
-    private static bool IsReadable(Http1BackendConnection connection)
-    {
-        try
-        {
-            return connection.Socket.Poll(0, SelectMode.SelectRead);
-        }
-        catch (Exception e) when (e is SocketException or ObjectDisposedException)
-        {
-            return true;
         }
     }
 

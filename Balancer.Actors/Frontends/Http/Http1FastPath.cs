@@ -44,6 +44,21 @@ internal sealed class Http1FastPath : IDisposable
         _deadlines = new Timer(static state => ((Http1FastPath)state!).EnforceDeadlines(), this, 250, 250);
     }
 
+    /// <summary>
+    /// A new connection to a backend: on one of Balancer's own event loops when
+    /// <c>event-loop = on</c> (Linux), so that a response is read once it is there, and an idle
+    /// connection's close is seen without a poll; else a .NET socket.
+    /// </summary>
+    private async ValueTask<Http1BackendConnection> ConnectAsync(System.Net.EndPoint address, TimeSpan connectTimeout, CancellationToken cancellationToken)
+    {
+        if (_settings.EventLoop && LinuxSockets.Supported)
+        {
+            var loop = EventLoop.Next();
+            return new Http1BackendConnection(loop.Watch(await loop.ConnectAsync(address, connectTimeout, cancellationToken).ConfigureAwait(false)));
+        }
+        return new Http1BackendConnection(await BackendConnection.ConnectAsync(address, connectTimeout, cancellationToken).ConfigureAwait(false));
+    }
+
     private void EnforceDeadlines()
     {
         var now = Environment.TickCount64;
@@ -119,7 +134,7 @@ internal sealed class Http1FastPath : IDisposable
         // enforced by the owner's sweep: a wait costs two writes, not a timer.
         private long _clientDeadline;
         private long _backendDeadline;
-        private Socket? _backendWaiting;
+        private Http1BackendConnection? _backendWaiting;
         private volatile bool _clientTimedOut;
         private volatile bool _flushing;
         private volatile bool _backendTimedOut;
@@ -286,11 +301,11 @@ internal sealed class Http1FastPath : IDisposable
         [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
         private async ValueTask<int> ReceiveFromBackendAsync(Http1BackendConnection connection)
         {
-            Volatile.Write(ref _backendWaiting, connection.Socket);
+            Volatile.Write(ref _backendWaiting, connection);
             Volatile.Write(ref _backendDeadline, Environment.TickCount64 + (long)_requestTimeout.TotalMilliseconds);
             try
             {
-                return await connection.Socket.ReceiveAsync(connection.Buffer.AsMemory(connection.End), SocketFlags.None).ConfigureAwait(false);
+                return await connection.ReceiveAsync(connection.Buffer.AsMemory(connection.End)).ConfigureAwait(false);
             }
             finally
             {
@@ -300,9 +315,9 @@ internal sealed class Http1FastPath : IDisposable
         }
 
         /// <summary>Sends to a backend, for at most the request timeout when the socket's buffer is full (a backend that stops reading).</summary>
-        private ValueTask SendToBackendAsync(Socket socket, ReadOnlyMemory<byte> bytes)
+        private ValueTask SendToBackendAsync(Http1BackendConnection socket, ReadOnlyMemory<byte> bytes)
         {
-            var send = socket.SendAsync(bytes, SocketFlags.None);
+            var send = socket.SendAsync(bytes);
             if (send.IsCompletedSuccessfully && send.Result == bytes.Length)
             {
                 return ValueTask.CompletedTask;
@@ -310,7 +325,7 @@ internal sealed class Http1FastPath : IDisposable
             return Awaited(this, socket, send, bytes);
 
             [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-            static async ValueTask Awaited(ClientConnection self, Socket socket, ValueTask<int> send, ReadOnlyMemory<byte> bytes)
+            static async ValueTask Awaited(ClientConnection self, Http1BackendConnection socket, ValueTask<int> send, ReadOnlyMemory<byte> bytes)
             {
                 Volatile.Write(ref self._backendWaiting, socket);
                 Volatile.Write(ref self._backendDeadline, Environment.TickCount64 + (long)self._requestTimeout.TotalMilliseconds);
@@ -325,7 +340,7 @@ internal sealed class Http1FastPath : IDisposable
                             return;
                         }
                         Volatile.Write(ref self._backendDeadline, Environment.TickCount64 + (long)self._requestTimeout.TotalMilliseconds);
-                        send = socket.SendAsync(bytes, SocketFlags.None);
+                        send = socket.SendAsync(bytes);
                     }
                 }
                 finally
@@ -389,7 +404,7 @@ internal sealed class Http1FastPath : IDisposable
                 && ReferenceEquals(Volatile.Read(ref _backendWaiting), socket))
             {
                 _backendTimedOut = true;
-                socket.Dispose();
+                socket.Abort();
             }
         }
 
@@ -654,7 +669,7 @@ internal sealed class Http1FastPath : IDisposable
                 {
                     try
                     {
-                        connection = new Http1BackendConnection(await BackendConnection.ConnectAsync(address, connectTimeout, _connection.ConnectionClosed).ConfigureAwait(false));
+                        connection = await _owner.ConnectAsync(address, connectTimeout, _connection.ConnectionClosed).ConfigureAwait(false);
                     }
                     catch (Exception e) when (e is SocketException or OperationCanceledException)
                     {
@@ -742,7 +757,7 @@ internal sealed class Http1FastPath : IDisposable
             ReadOnlySequence<byte> buffer, int headLength, bool bodyBuffered)
         {
             var request = _request;
-            var socket = connection.Socket;
+            var socket = connection;
             var bodyLength = request.ContentLength;
             try
             {
@@ -834,7 +849,7 @@ internal sealed class Http1FastPath : IDisposable
         }
 
         /// <summary>Streams a body that had not all arrived: what is buffered, then the rest as it comes. False when the client went away.</summary>
-        private async Task<bool> SendBodyAsync(Socket socket, ReadOnlySequence<byte> buffer, int headLength, long length)
+        private async Task<bool> SendBodyAsync(Http1BackendConnection socket, ReadOnlySequence<byte> buffer, int headLength, long length)
         {
             var available = buffer.Slice(headLength);
             foreach (var segment in available)

@@ -8,7 +8,7 @@ namespace Balancer.Frontends.Tcp;
 
 /// <summary>
 /// One client connection of a TCP frontend: connect to a backend (another one on refusal), then copy
-/// bytes both ways, on a <see cref="SpliceEventLoop"/> (Linux, <c>splice-event-loop = on</c>) or
+/// bytes both ways, on a <see cref="EventLoop"/> (Linux, <c>event-loop = on</c>) or
 /// with .NET's async sockets and pooled buffers. End of stream in one direction is passed on as a
 /// half-close; an error in either direction closes both; no byte for <c>idle-timeout</c> closes both.
 /// </summary>
@@ -25,9 +25,9 @@ internal sealed class TcpConnection
     private readonly string _frontend;
     private Socket? _backendSocket;
     // Set when the event loop splices: the loop, the backend socket it connected, the splice.
-    private readonly SpliceEventLoop? _loop;
+    private readonly EventLoop? _loop;
     private SocketDescriptor? _backendDescriptor;
-    private SpliceEventLoop.Splice? _splice;
+    private EventLoop.Splice? _splice;
     private long _lastActivity;
     // How the connection found its backend, for its span.
     private int _attempts;
@@ -37,7 +37,7 @@ internal sealed class TcpConnection
     public TcpConnection(Socket client, PoolHandle pool, TimeSpan idleTimeout, ILoggingAdapter log, string frontend,
         Func<string?, PoolHandle?>? sniRoutes = null, TimeSpan helloTimeout = default, bool eventLoop = false)
     {
-        _loop = eventLoop && LinuxSockets.Supported ? SpliceEventLoop.Next() : null;
+        _loop = eventLoop && LinuxSockets.Supported ? EventLoop.Next() : null;
         _sniRoutes = sniRoutes;
         _helloTimeout = helloTimeout == default ? TimeSpan.FromSeconds(10) : helloTimeout;
         _client = client;

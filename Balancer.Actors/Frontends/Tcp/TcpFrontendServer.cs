@@ -154,7 +154,7 @@ internal sealed class TcpFrontendServer : IFrontendServer
         using var releaseOnEnd = admitted;
         var remote = client.RemoteEndPoint;
         var routing = _routing;
-        var connection = new TcpConnection(client, routing.Pool, _settings.IdleTimeout, _log, _settings.Name, routing.SniRoutes, _settings.RequestHeadersTimeout, _settings.SpliceEventLoop);
+        var connection = new TcpConnection(client, routing.Pool, _settings.IdleTimeout, _log, _settings.Name, routing.SniRoutes, _settings.RequestHeadersTimeout, _settings.EventLoop);
         // Stopping the frontend closes connections still open after the grace period.
         await using var closeOnStop = _closing.Token.Register(static c => ((TcpConnection)c!).Close(), connection);
         try

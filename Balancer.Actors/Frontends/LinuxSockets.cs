@@ -4,10 +4,10 @@ using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace Balancer.Frontends.Tcp;
+namespace Balancer.Frontends;
 
 /// <summary>
-/// The Linux calls <see cref="SpliceEventLoop"/> makes itself: epoll, an eventfd to wake it, and
+/// The Linux calls <see cref="EventLoop"/> makes itself: epoll, an eventfd to wake it, and
 /// non-blocking socket calls on raw descriptors. Buffers are passed by reference to their first
 /// byte, which the marshaller pins for the call.
 /// </summary>
@@ -17,6 +17,8 @@ internal static class LinuxSockets
     public const uint Writable = 0x004;
     public const uint Error = 0x008;
     public const uint HangUp = 0x010;
+    public const uint PeerClosed = 0x2000;
+    public const uint EdgeTriggered = 1u << 31;
 
     public const int TryAgain = 11;
     public const int Interrupted = 4;
@@ -29,6 +31,7 @@ internal static class LinuxSockets
     private const int CloseOnExec = 0x80000;
     private const int NonBlocking = 0x800;
     private const int DontWait = 0x40;
+    private const int PeekFlag = 0x2;
     private const int NoSignal = 0x4000;
     private const int StreamSocket = 1;
     private const int SocketLevel = 1;
@@ -90,6 +93,21 @@ internal static class LinuxSockets
     public static int Receive(int fd, byte[] buffer, int offset, int count) =>
         (int)Recv(fd, ref buffer[offset], count, DontWait);
 
+    /// <summary>Bytes received into <paramref name="buffer"/>, 0 at end of stream, -1 with <see cref="LastError"/> set.</summary>
+    public static int Receive(int fd, Span<byte> buffer) =>
+        (int)Recv(fd, ref MemoryMarshal.GetReference(buffer), buffer.Length, DontWait);
+
+    /// <summary>Whether a byte waits, without taking it: 1, 0 at end of stream, -1 with <see cref="LastError"/> set.</summary>
+    public static int Peek(int fd)
+    {
+        Span<byte> one = stackalloc byte[1];
+        return (int)Recv(fd, ref one[0], 1, DontWait | PeekFlag);
+    }
+
+    /// <summary>Bytes of <paramref name="data"/> sent, or -1 with <see cref="LastError"/> set (never SIGPIPE).</summary>
+    public static int Send(int fd, ReadOnlySpan<byte> data) =>
+        (int)SendTo(fd, ref MemoryMarshal.GetReference(data), data.Length, DontWait | NoSignal);
+
     /// <summary>Bytes sent, or -1 with <see cref="LastError"/> set (never SIGPIPE).</summary>
     public static int Send(int fd, byte[] buffer, int offset, int count) =>
         (int)SendTo(fd, ref buffer[offset], count, DontWait | NoSignal);
@@ -141,6 +159,18 @@ internal static class LinuxSockets
         }
         return (socket, error);
     }
+
+    /// <summary>The <see cref="SocketException"/> of an errno from a send or receive.</summary>
+    public static SocketException Failure(int errno) => errno switch
+    {
+        104 => new SocketException((int)SocketError.ConnectionReset),
+        32 => new SocketException((int)SocketError.Shutdown),
+        110 => new SocketException((int)SocketError.TimedOut),
+        111 => new SocketException((int)SocketError.ConnectionRefused),
+        101 => new SocketException((int)SocketError.NetworkUnreachable),
+        113 => new SocketException((int)SocketError.HostUnreachable),
+        _ => new SocketException((int)SocketError.SocketError, $"errno {errno}"),
+    };
 
     private static int Check(int result, string call) =>
         result >= 0 ? result : throw new SocketException(LastError, $"{call} failed (errno {LastError})");

@@ -4,13 +4,17 @@ using System.Net;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 
-namespace Balancer.Frontends.Tcp;
+namespace Balancer.Frontends;
 
 /// <summary>
-/// Splices TCP connections on a thread of its own around one epoll set (Linux), as HAProxy does:
-/// a readable socket is read once and what came is written to the other side at once; only what
-/// the other side does not take is kept, and its reader waits until it is taken. Level-triggered,
-/// so a read never has to drain a socket.
+/// A thread of Balancer's own around one epoll set (Linux), as HAProxy runs: it splices TCP
+/// frontends' connections (<see cref="Splice"/>), and tells the HTTP fast path when its backend
+/// connections can be read or written (<see cref="LoopSocket"/>).
+/// <para>
+/// A splice is level-triggered: a readable socket is read once and what came is written to the
+/// other side at once; only what the other side does not take is kept, and its reader waits until
+/// it is taken, so a read never has to drain a socket.
+/// </para>
 /// <para>
 /// Why not .NET's <see cref="Socket"/>: each of its receives first tries a read that finds nothing
 /// (one failed system call a message each way), and its completions go through its own event
@@ -20,20 +24,20 @@ namespace Balancer.Frontends.Tcp;
 /// TLS server name of passthrough frontends) stays in .NET's set as well, which costs it wake-ups.
 /// </para>
 /// <para>
-/// The loop owns every registration: connections are added, and aborted, by requests it takes from
-/// a queue. It holds a reference on each socket's handle while it uses the descriptor, so a socket
+/// The loop owns every registration: sockets are added, and aborted, by requests it takes from a
+/// queue. It holds a reference on each socket's handle while it uses the descriptor, so a socket
 /// disposed meanwhile is closed only once the loop let go (its number is never reused under it).
 /// </para>
 /// </summary>
-internal sealed class SpliceEventLoop
+internal sealed class EventLoop
 {
     private const int ReadSize = 64 * 1024;
     private const int MaxEvents = 256;
     private const int SweepMilliseconds = 250;
     private const ulong WakeTag = ulong.MaxValue;
 
-    private static readonly Lazy<SpliceEventLoop[]> Loops = new(() =>
-        [.. Enumerable.Range(0, Environment.ProcessorCount).Select(i => new SpliceEventLoop(i))]);
+    private static readonly Lazy<EventLoop[]> Loops = new(() =>
+        [.. Enumerable.Range(0, Environment.ProcessorCount).Select(i => new EventLoop(i))]);
     private static int _nextLoop;
 
     private readonly int _epoll;
@@ -46,16 +50,16 @@ internal sealed class SpliceEventLoop
     private int _slotsUsed;
     private int _active;
 
-    private SpliceEventLoop(int index)
+    private EventLoop(int index)
     {
         _epoll = LinuxSockets.CreateEpoll();
         _wake = LinuxSockets.CreateEventFd();
         LinuxSockets.Register(_epoll, _wake, LinuxSockets.Readable, WakeTag, registered: false);
-        new Thread(Run) { IsBackground = true, Name = $"balancer-splice-{index}" }.Start();
+        new Thread(Run) { IsBackground = true, Name = $"balancer-event-loop-{index}" }.Start();
     }
 
     /// <summary>The next of the process's loops (one a processor), in turn.</summary>
-    public static SpliceEventLoop Next()
+    public static EventLoop Next()
     {
         var loops = Loops.Value;
         return loops[(int)((uint)Interlocked.Increment(ref _nextLoop) % (uint)loops.Length)];
@@ -132,15 +136,22 @@ internal sealed class SpliceEventLoop
     /// <summary>Ends <paramref name="splice"/> (false) unless it has ended.</summary>
     public void Abort(Splice splice) => Post(() => splice.End(this, ok: false));
 
-    private static SocketException Failure(int errno) => errno switch
+    private static SocketException Failure(int errno) =>
+        errno == (int)SocketError.HostNotFound ? new SocketException(errno) : LinuxSockets.Failure(errno);
+
+    /// <summary>Watches <paramref name="socket"/> (connected here) for reads and writes its owner makes itself.</summary>
+    public LoopSocket Watch(SocketDescriptor socket)
     {
-        111 => new SocketException((int)SocketError.ConnectionRefused),
-        110 => new SocketException((int)SocketError.TimedOut),
-        101 => new SocketException((int)SocketError.NetworkUnreachable),
-        113 => new SocketException((int)SocketError.HostUnreachable),
-        (int)SocketError.HostNotFound => new SocketException((int)SocketError.HostNotFound),
-        _ => new SocketException((int)SocketError.SocketError, $"connect failed (errno {errno})"),
-    };
+        var watched = new LoopSocket(this, socket);
+        Post(() => Add(watched));
+        return watched;
+    }
+
+    /// <summary>Stops watching <paramref name="registration"/> and lets go of its socket.</summary>
+    public void Leave(Registration registration) => Post(() => registration.Fail(this));
+
+    /// <summary>Adds, changes or (<paramref name="events"/> 0) removes a descriptor's registration in this loop's set.</summary>
+    internal void Register(int fd, uint events, ulong tag, bool registered) => LinuxSockets.Register(_epoll, fd, events, tag, registered);
 
     private void Post(Action request)
     {
@@ -242,18 +253,18 @@ internal sealed class SpliceEventLoop
 
         public abstract bool TakeHandles();
 
-        public abstract void Started(SpliceEventLoop loop);
+        public abstract void Started(EventLoop loop);
 
-        public abstract void OnEvents(SpliceEventLoop loop, uint events, bool backendSide, long now);
+        public abstract void OnEvents(EventLoop loop, uint events, bool backendSide, long now);
 
         public abstract void Complete(bool ok);
 
-        protected abstract void ReleaseAll(SpliceEventLoop loop);
+        protected abstract void ReleaseAll(EventLoop loop);
 
-        public void Fail(SpliceEventLoop loop) => EndOnce(loop, ok: false);
+        public void Fail(EventLoop loop) => EndOnce(loop, ok: false);
 
         /// <summary>Unregisters, lets go of the handles and completes, once.</summary>
-        protected void EndOnce(SpliceEventLoop loop, bool ok)
+        protected void EndOnce(EventLoop loop, bool ok)
         {
             if (_ended)
             {
@@ -291,19 +302,19 @@ internal sealed class SpliceEventLoop
 
         public override bool TakeHandles() => AddRef(socket);
 
-        public override void Started(SpliceEventLoop loop) =>
+        public override void Started(EventLoop loop) =>
             LinuxSockets.Register(loop._epoll, Fd, LinuxSockets.Writable, (ulong)Slot << 1, registered: false);
 
-        public override void OnEvents(SpliceEventLoop loop, uint events, bool backendSide, long now) =>
+        public override void OnEvents(EventLoop loop, uint events, bool backendSide, long now) =>
             End(loop, LinuxSockets.ConnectError(Fd));
 
-        public void End(SpliceEventLoop loop, int error)
+        public void End(EventLoop loop, int error)
         {
             _error = error;
             EndOnce(loop, error == 0);
         }
 
-        protected override void ReleaseAll(SpliceEventLoop loop)
+        protected override void ReleaseAll(EventLoop loop)
         {
             LinuxSockets.Register(loop._epoll, Fd, 0, 0, registered: true);
             socket.DangerousRelease();
@@ -402,7 +413,7 @@ internal sealed class SpliceEventLoop
             return true;
         }
 
-        public override void Started(SpliceEventLoop loop)
+        public override void Started(EventLoop loop)
         {
             LastActivity = Environment.TickCount64;
             _up.From = _down.To = (int)_client.DangerousGetHandle();
@@ -410,7 +421,7 @@ internal sealed class SpliceEventLoop
             Watch(loop);
         }
 
-        public override void OnEvents(SpliceEventLoop loop, uint events, bool backendSide, long now)
+        public override void OnEvents(EventLoop loop, uint events, bool backendSide, long now)
         {
             // Data read from this descriptor goes one way; data for it comes the other.
             var from = backendSide ? _down : _up;
@@ -454,11 +465,11 @@ internal sealed class SpliceEventLoop
             }
         }
 
-        public void End(SpliceEventLoop loop, bool ok) => EndOnce(loop, ok);
+        public void End(EventLoop loop, bool ok) => EndOnce(loop, ok);
 
         public override void Complete(bool ok) => _done.TrySetResult(ok);
 
-        protected override void ReleaseAll(SpliceEventLoop loop)
+        protected override void ReleaseAll(EventLoop loop)
         {
             Set(loop, _up.From, ref _clientEvents, 0, backendSide: false);
             Set(loop, _down.From, ref _backendEvents, 0, backendSide: true);
@@ -469,7 +480,7 @@ internal sealed class SpliceEventLoop
         }
 
         /// <summary>Reads what came and writes it on at once; keeps what was not taken. False on an error.</summary>
-        private static bool Pump(SpliceEventLoop loop, Direction direction)
+        private static bool Pump(EventLoop loop, Direction direction)
         {
             var buffer = loop._buffer;
             var read = LinuxSockets.Receive(direction.From, buffer, 0, buffer.Length);
@@ -529,7 +540,7 @@ internal sealed class SpliceEventLoop
         }
 
         /// <summary>Each descriptor watched for what can move now: reads while its way is clear, writes while something waits for it.</summary>
-        private void Watch(SpliceEventLoop loop)
+        private void Watch(EventLoop loop)
         {
             Set(loop, _up.From, ref _clientEvents, (_up.Reading ? LinuxSockets.Readable : 0) | (_down.HasPending ? LinuxSockets.Writable : 0), backendSide: false);
             Set(loop, _down.From, ref _backendEvents, (_down.Reading ? LinuxSockets.Readable : 0) | (_up.HasPending ? LinuxSockets.Writable : 0), backendSide: true);
@@ -537,7 +548,7 @@ internal sealed class SpliceEventLoop
 
         // A descriptor with nothing to wait for leaves the set: level-triggered, a peer's hang-up
         // would be reported on every wait otherwise.
-        private void Set(SpliceEventLoop loop, int fd, ref uint current, uint wanted, bool backendSide)
+        private void Set(EventLoop loop, int fd, ref uint current, uint wanted, bool backendSide)
         {
             if (wanted == current)
             {

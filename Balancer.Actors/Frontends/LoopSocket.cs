@@ -1,0 +1,215 @@
+using System.Net.Sockets;
+using System.Threading.Tasks.Sources;
+
+namespace Balancer.Frontends;
+
+/// <summary>
+/// A connected socket whose owner reads and writes it itself, with a <see cref="EventLoop"/>
+/// saying when it is worth trying (edge-triggered: each arrival, each freed send buffer, a hang-up).
+/// <para>
+/// A receive is made only when something came since the socket was last found drained, so a read
+/// waits for the data instead of trying before it is there (what .NET's sockets do on every
+/// receive); a read that returned less than asked counts as draining it, as whatever comes later is
+/// a new edge. The same count tells, without a system call, whether an idle connection was closed
+/// or sent something nobody asked for. One owner at a time: one receive or send waits at once.
+/// A wait's continuation runs on the loop's thread, as Kestrel's inline scheduling does on its own.
+/// </para>
+/// </summary>
+internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDisposable
+{
+    private const int NotWaiting = 0;
+    private const int WaitingToRead = 1;
+    private const int WaitingToWrite = 2;
+
+    private readonly EventLoop _loop;
+    private readonly SocketDescriptor _socket;
+    private readonly int _fd;
+    private ManualResetValueTaskSourceCore<bool> _wait = new() { RunContinuationsAsynchronously = false };
+    private int _waiting;
+    // Edges the loop saw, and the count at which the owner last found the socket drained (or full).
+    private int _readEdges;
+    private int _readSeen;
+    private int _writeEdges = 1;
+    private int _writeSeen;
+    private volatile bool _aborted;
+    // The peer's end of stream (or an error) is a state, not an arrival: once seen, reads are
+    // always tried, since a short read that took the last data says nothing about it.
+    private volatile bool _hungUp;
+
+    internal LoopSocket(EventLoop loop, SocketDescriptor socket)
+    {
+        _loop = loop;
+        _socket = socket;
+        _fd = (int)socket.DangerousGetHandle();
+    }
+
+    /// <summary>Bytes received into <paramref name="buffer"/> once some came; 0 at end of stream.</summary>
+    public async ValueTask<int> ReceiveAsync(Memory<byte> buffer)
+    {
+        while (true)
+        {
+            var edges = Volatile.Read(ref _readEdges);
+            if (_aborted)
+            {
+                throw new ObjectDisposedException(nameof(LoopSocket));
+            }
+            if (edges != _readSeen || _hungUp)
+            {
+                var read = LinuxSockets.Receive(_fd, buffer.Span);
+                if (read >= 0)
+                {
+                    if (read < buffer.Length)
+                    {
+                        _readSeen = edges;
+                    }
+                    return read;
+                }
+                var error = LinuxSockets.LastError;
+                if (error == LinuxSockets.TryAgain)
+                {
+                    _readSeen = edges;
+                }
+                else if (error != LinuxSockets.Interrupted)
+                {
+                    throw LinuxSockets.Failure(error);
+                }
+                continue;
+            }
+            await WaitAsync(WaitingToRead, edges).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Bytes of <paramref name="data"/> sent, once the socket took some.</summary>
+    public async ValueTask<int> SendAsync(ReadOnlyMemory<byte> data)
+    {
+        while (true)
+        {
+            var edges = Volatile.Read(ref _writeEdges);
+            if (_aborted)
+            {
+                throw new ObjectDisposedException(nameof(LoopSocket));
+            }
+            if (edges != _writeSeen)
+            {
+                var sent = LinuxSockets.Send(_fd, data.Span);
+                if (sent >= 0)
+                {
+                    return sent;
+                }
+                var error = LinuxSockets.LastError;
+                if (error == LinuxSockets.TryAgain)
+                {
+                    _writeSeen = edges;
+                }
+                else if (error != LinuxSockets.Interrupted)
+                {
+                    throw LinuxSockets.Failure(error);
+                }
+                continue;
+            }
+            await WaitAsync(WaitingToWrite, edges).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// True when nothing came since the last response was read (no bytes nobody asked for, no close);
+    /// a system call only when the last read filled its buffer, so that it could not tell.
+    /// </summary>
+    public bool LooksIdle()
+    {
+        var edges = Volatile.Read(ref _readEdges);
+        if (_aborted || _hungUp)
+        {
+            return false;
+        }
+        if (edges == _readSeen)
+        {
+            return true;
+        }
+        if (LinuxSockets.Peek(_fd) < 0 && LinuxSockets.LastError == LinuxSockets.TryAgain)
+        {
+            _readSeen = edges;
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>Ends a wait with an error and every later call (a deadline passed); <see cref="Dispose"/> still closes it.</summary>
+    public void Abort()
+    {
+        _aborted = true;
+        Interlocked.Increment(ref _readEdges);
+        Interlocked.Increment(ref _writeEdges);
+        Wake(WaitingToRead);
+        Wake(WaitingToWrite);
+    }
+
+    /// <summary>Leaves the loop and closes the socket (once the loop let go of it).</summary>
+    public void Dispose()
+    {
+        Abort();
+        _loop.Leave(this);
+        _socket.Dispose();
+    }
+
+    private ValueTask WaitAsync(int kind, int edgesSeen)
+    {
+        _wait.Reset();
+        Volatile.Write(ref _waiting, kind);
+        // An edge between reading the count and setting the waiter would otherwise be missed.
+        var edges = kind == WaitingToRead ? Volatile.Read(ref _readEdges) : Volatile.Read(ref _writeEdges);
+        if ((edges != edgesSeen || (kind == WaitingToRead && _hungUp)) && Interlocked.CompareExchange(ref _waiting, NotWaiting, kind) == kind)
+        {
+            return ValueTask.CompletedTask;
+        }
+        return new ValueTask(this, _wait.Version);
+    }
+
+    private void Wake(int kind)
+    {
+        if (Volatile.Read(ref _waiting) == kind && Interlocked.CompareExchange(ref _waiting, NotWaiting, kind) == kind)
+        {
+            _wait.SetResult(true);
+        }
+    }
+
+    public override bool TakeHandles() => AddRef(_socket);
+
+    public override void Started(EventLoop loop) =>
+        loop.Register(_fd, LinuxSockets.Readable | LinuxSockets.Writable | LinuxSockets.PeerClosed | LinuxSockets.EdgeTriggered, (ulong)Slot << 1, registered: false);
+
+    public override void OnEvents(EventLoop loop, uint events, bool backendSide, long now)
+    {
+        if ((events & (LinuxSockets.PeerClosed | LinuxSockets.HangUp | LinuxSockets.Error)) != 0)
+        {
+            _hungUp = true;
+        }
+        if ((events & (LinuxSockets.Readable | LinuxSockets.PeerClosed | LinuxSockets.HangUp | LinuxSockets.Error)) != 0)
+        {
+            Interlocked.Increment(ref _readEdges);
+            Wake(WaitingToRead);
+        }
+        if ((events & (LinuxSockets.Writable | LinuxSockets.HangUp | LinuxSockets.Error)) != 0)
+        {
+            Interlocked.Increment(ref _writeEdges);
+            Wake(WaitingToWrite);
+        }
+    }
+
+    public override void Complete(bool ok)
+    {
+    }
+
+    protected override void ReleaseAll(EventLoop loop)
+    {
+        loop.Register(_fd, 0, 0, registered: true);
+        _socket.DangerousRelease();
+    }
+
+    void IValueTaskSource.GetResult(short token) => _wait.GetResult(token);
+
+    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _wait.GetStatus(token);
+
+    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+        _wait.OnCompleted(continuation, state, token, flags);
+}
