@@ -13,6 +13,11 @@ namespace Balancer.Tests.Frontends;
 [Collection(SerialCollection.Name)]
 public class Http1FastPathTests
 {
+    /// <summary>Where the fast path's backend connections live: the frontends' setting (on: Balancer's event loops).</summary>
+    protected virtual string BackendSockets => "balancer.frontend-defaults.event-loop = on";
+
+    private Task<BalancerHost> StartHostAsync(string hocon) => BalancerHost.StartAsync(hocon + "\n" + BackendSockets + "\n");
+
     private static string Config(int backendPort, string poolExtra = "") => $$"""
         balancer.frontends.web { bind = "127.0.0.1:0", pool = app, forwarded-headers = off }
         balancer.pools.app { health-check.kind = none, retries = 0, backends.rec = "127.0.0.1:{{backendPort}}" {{poolExtra}} }
@@ -22,7 +27,7 @@ public class Http1FastPathTests
     public async Task PlainRequests_TakeTheFastPath_AndEveryOtherForm_GoesThroughYarp_Answered()
     {
         using var backend = new RecordingBackend();
-        await using var host = await BalancerHost.StartAsync(Config(backend.Port));
+        await using var host = await StartHostAsync(Config(backend.Port));
         var counters = host.Extension.FrontendCounters("web");
         using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
 
@@ -63,7 +68,7 @@ public class Http1FastPathTests
     public async Task BackendConnections_AreKeptAlive_AndOneTheBackendClosed_IsReplacedWithoutAnError()
     {
         using var backend = new RecordingBackend();
-        await using var host = await BalancerHost.StartAsync(Config(backend.Port));
+        await using var host = await StartHostAsync(Config(backend.Port));
         using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
         for (var i = 0; i < 20; i++)
         {
@@ -129,7 +134,7 @@ public class Http1FastPathTests
             && expected.Status is not (204 or 304);
         backend.Answer = request => request.StartsWith("GET /case ", StringComparison.Ordinal) ? expected.Response : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
         backend.CloseAfter = request => closes && request.StartsWith("GET /case ", StringComparison.Ordinal);
-        await using var host = await BalancerHost.StartAsync(Config(backend.Port));
+        await using var host = await StartHostAsync(Config(backend.Port));
         using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
 
         await SendAsync(client, "GET /warm HTTP/1.1\r\nHost: lb.test\r\n\r\n");
@@ -179,7 +184,7 @@ public class Http1FastPathTests
             await socket.SendAsync(Encoding.ASCII.GetBytes("d\r\ndata: last\n\n\r\n0\r\n\r\n"), SocketFlags.None);
         });
         using var backend = new RecordingBackend();
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartHostAsync($$"""
             balancer.frontends.web { bind = "127.0.0.1:0", pool = app }
             balancer.frontends.events { bind = "127.0.0.1:0", pool = events }
             balancer.frontends.down { bind = "127.0.0.1:0", pool = down }
@@ -239,7 +244,7 @@ public class Http1FastPathTests
             Answer = _ => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
             CloseAfter = _ => true,
         };
-        await using var host = await BalancerHost.StartAsync(Config(backend.Port));
+        await using var host = await StartHostAsync(Config(backend.Port));
         using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
         await SendAsync(client, "GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n");
         var received = await ReadUntilClosedAsync(client);
@@ -258,7 +263,7 @@ public class Http1FastPathTests
             await Task.Delay(TimeSpan.FromSeconds(10));
         });
         using var backend = new RecordingBackend();
-        await using var host = await BalancerHost.StartAsync($$"""
+        await using var host = await StartHostAsync($$"""
             balancer.frontends.web { bind = "127.0.0.1:0", pool = app, forwarded-headers = off }
             balancer.frontends.slow { bind = "127.0.0.1:0", pool = silent }
             balancer.pools.app { health-check.kind = none, retries = 0, backends.rec = "127.0.0.1:{{backend.Port}}" }
@@ -385,4 +390,10 @@ public class Http1FastPathTests
         length = end + 4 + contentLength;
         return true;
     }
+}
+
+/// <summary>The same tests with the fast path's backend connections on .NET's sockets (<c>event-loop = off</c>, and where there is no event loop).</summary>
+public sealed class Http1FastPathTestsOnAsyncSockets : Http1FastPathTests
+{
+    protected override string BackendSockets => "balancer.frontend-defaults.event-loop = off";
 }
