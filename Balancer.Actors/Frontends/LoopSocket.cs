@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Threading.Tasks.Sources;
 
 namespace Balancer.Frontends;
@@ -44,6 +45,7 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
     }
 
     /// <summary>Bytes received into <paramref name="buffer"/> once some came; 0 at end of stream.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReceiveAsync(Memory<byte> buffer)
     {
         while (true)
@@ -80,6 +82,7 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
     }
 
     /// <summary>Bytes of <paramref name="data"/> sent, once the socket took some.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> SendAsync(ReadOnlyMemory<byte> data)
     {
         while (true)
