@@ -36,8 +36,19 @@ internal sealed class EventLoop
     private const int SweepMilliseconds = 250;
     private const ulong WakeTag = ulong.MaxValue;
 
-    private static readonly Lazy<EventLoop[]> Loops = new(() =>
-        [.. Enumerable.Range(0, Environment.ProcessorCount).Select(i => new EventLoop(i))]);
+    // Null when the system would not give the loops their epoll set or eventfd (a seccomp profile,
+    // descriptors exhausted at that moment): callers then use .NET's sockets.
+    private static readonly Lazy<EventLoop[]?> Loops = new(() =>
+    {
+        try
+        {
+            return [.. Enumerable.Range(0, Environment.ProcessorCount).Select(i => new EventLoop(i))];
+        }
+        catch (Exception e) when (e is SocketException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            return null;
+        }
+    });
     private static int _nextLoop;
 
     private readonly int _epoll;
@@ -48,7 +59,8 @@ internal sealed class EventLoop
     private Registration?[] _slots = new Registration?[64];
     private readonly Stack<int> _freeSlots = new();
     private int _slotsUsed;
-    private int _active;
+    // Splices, the registrations the idle sweep looks at: without any, the loop waits without a timeout.
+    private int _splices;
 
     private EventLoop(int index)
     {
@@ -58,11 +70,15 @@ internal sealed class EventLoop
         new Thread(Run) { IsBackground = true, Name = $"balancer-event-loop-{index}" }.Start();
     }
 
-    /// <summary>The next of the process's loops (one a processor), in turn.</summary>
-    public static EventLoop Next()
+    /// <summary>True when this process has its loops: Linux on x64 or arm64, and the loops could be made.</summary>
+    public static bool Available => LinuxSockets.Supported && Loops.Value is not null;
+
+    /// <summary>The next of the process's loops (one a processor), in turn; false where there are none (<see cref="Available"/>).</summary>
+    public static bool TryNext([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out EventLoop? loop)
     {
-        var loops = Loops.Value;
-        return loops[(int)((uint)Interlocked.Increment(ref _nextLoop) % (uint)loops.Length)];
+        var loops = LinuxSockets.Supported ? Loops.Value : null;
+        loop = loops?[(int)((uint)Interlocked.Increment(ref _nextLoop) % (uint)loops.Length)];
+        return loop is not null;
     }
 
     /// <summary>
@@ -72,14 +88,23 @@ internal sealed class EventLoop
     /// </summary>
     public async Task<SocketDescriptor> ConnectAsync(EndPoint endPoint, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        var addresses = endPoint switch
-        {
-            IPEndPoint ip => [ip],
-            DnsEndPoint dns => (await Dns.GetHostAddressesAsync(dns.Host, cancellationToken).ConfigureAwait(false))
-                .Select(a => new IPEndPoint(a, dns.Port)).ToArray(),
-            _ => throw new SocketException((int)SocketError.AddressFamilyNotSupported),
-        };
+        // The timeout covers the name's resolution too, as .NET's connect does.
         var deadline = Environment.TickCount64 + (long)timeout.TotalMilliseconds;
+        IPEndPoint[] addresses;
+        try
+        {
+            addresses = endPoint switch
+            {
+                IPEndPoint ip => [ip],
+                DnsEndPoint dns => (await Dns.GetHostAddressesAsync(dns.Host, cancellationToken).WaitAsync(timeout, cancellationToken).ConfigureAwait(false))
+                    .Select(a => new IPEndPoint(a, dns.Port)).ToArray(),
+                _ => throw new SocketException((int)SocketError.AddressFamilyNotSupported),
+            };
+        }
+        catch (TimeoutException)
+        {
+            throw new SocketException((int)SocketError.TimedOut);
+        }
         var error = (int)SocketError.HostNotFound;
         foreach (var address in addresses)
         {
@@ -126,12 +151,11 @@ internal sealed class EventLoop
     /// an abort or <paramref name="idleTimeout"/> without a byte either way. The caller disposes the
     /// sockets once it ended.
     /// </summary>
-    public Splice Start(SafeHandle client, SafeHandle backend, byte[]? toBackendFirst, TimeSpan idleTimeout)
-    {
-        var splice = new Splice(client, backend, toBackendFirst, (long)idleTimeout.TotalMilliseconds);
-        Post(() => Add(splice));
-        return splice;
-    }
+    public Splice Start(SafeHandle client, SafeHandle backend, byte[]? toBackendFirst, TimeSpan idleTimeout) =>
+        new(this, client, backend, toBackendFirst, (long)idleTimeout.TotalMilliseconds);
+
+    /// <summary>Has the loop take <paramref name="splice"/> on (made by <see cref="Start"/>, then published where <see cref="Abort"/> can find it).</summary>
+    public void Begin(Splice splice) => Post(() => Add(splice));
 
     /// <summary>Ends <paramref name="splice"/> (false) unless it has ended.</summary>
     public void Abort(Splice splice) => Post(() => splice.End(this, ok: false));
@@ -150,8 +174,11 @@ internal sealed class EventLoop
     /// <summary>Stops watching <paramref name="registration"/> and lets go of its socket.</summary>
     public void Leave(Registration registration) => Post(() => registration.Fail(this));
 
+    /// <summary>Runs <paramref name="action"/> on the loop's thread.</summary>
+    public void Run(Action action) => Post(action);
+
     /// <summary>Adds, changes or (<paramref name="events"/> 0) removes a descriptor's registration in this loop's set.</summary>
-    internal void Register(int fd, uint events, ulong tag, bool registered) => LinuxSockets.Register(_epoll, fd, events, tag, registered);
+    internal bool Register(int fd, uint events, ulong tag, bool registered) => LinuxSockets.Register(_epoll, fd, events, tag, registered);
 
     private void Post(Action request)
     {
@@ -168,15 +195,21 @@ internal sealed class EventLoop
         var nextSweep = Environment.TickCount64 + SweepMilliseconds;
         while (true)
         {
-            var count = LinuxSockets.Wait(_epoll, events, _active > 0 ? SweepMilliseconds : -1);
+            var count = LinuxSockets.Wait(_epoll, events, _splices > 0 ? SweepMilliseconds : -1);
             var now = Environment.TickCount64;
+            if (count < 0 && LinuxSockets.LastError != LinuxSockets.Interrupted)
+            {
+                // Not expected of a valid set; rather than spin, wait a moment and go on.
+                Thread.Sleep(10);
+            }
             for (var i = 0; i < count; i++)
             {
                 var tag = LinuxSockets.TagAt(events, i);
                 if (tag == WakeTag)
                 {
                     LinuxSockets.Drain(_wake);
-                    Volatile.Write(ref _wakePending, 0);
+                    // A full fence: a request queued after this is either seen below or signals again.
+                    Interlocked.Exchange(ref _wakePending, 0);
                     continue;
                 }
                 // A registration ended earlier in this batch has no slot any more (slots are
@@ -196,7 +229,14 @@ internal sealed class EventLoop
             }
             while (_requests.TryDequeue(out var request))
             {
-                request();
+                try
+                {
+                    request();
+                }
+                catch (Exception)
+                {
+                    // A request that throws (a bug) must not take the loop, and every other connection, with it.
+                }
             }
             if (now >= nextSweep)
             {
@@ -234,7 +274,10 @@ internal sealed class EventLoop
         }
         _slots[slot] = registration;
         registration.Slot = slot;
-        _active++;
+        if (registration is Splice)
+        {
+            _splices++;
+        }
         registration.Started(this);
     }
 
@@ -242,7 +285,10 @@ internal sealed class EventLoop
     {
         _slots[registration.Slot] = null;
         _freeSlots.Push(registration.Slot);
-        _active--;
+        if (registration is Splice)
+        {
+            _splices--;
+        }
     }
 
     /// <summary>Something the loop watches: one or two descriptors, tagged with its slot and side.</summary>
@@ -259,7 +305,7 @@ internal sealed class EventLoop
 
         public abstract void Complete(bool ok);
 
-        protected abstract void ReleaseAll(EventLoop loop);
+        protected abstract void ReleaseAll(EventLoop loop, bool ok);
 
         public void Fail(EventLoop loop) => EndOnce(loop, ok: false);
 
@@ -271,12 +317,21 @@ internal sealed class EventLoop
                 return;
             }
             _ended = true;
-            if (Slot >= 0)
+            try
             {
-                ReleaseAll(loop);
-                loop.Remove(this);
+                if (Slot >= 0)
+                {
+                    ReleaseAll(loop, ok);
+                }
             }
-            Complete(ok);
+            finally
+            {
+                if (Slot >= 0)
+                {
+                    loop.Remove(this);
+                }
+                Complete(ok);
+            }
         }
 
         protected static bool AddRef(SafeHandle handle)
@@ -302,8 +357,13 @@ internal sealed class EventLoop
 
         public override bool TakeHandles() => AddRef(socket);
 
-        public override void Started(EventLoop loop) =>
-            LinuxSockets.Register(loop._epoll, Fd, LinuxSockets.Writable, (ulong)Slot << 1, registered: false);
+        public override void Started(EventLoop loop)
+        {
+            if (!LinuxSockets.Register(loop._epoll, Fd, LinuxSockets.Writable, (ulong)Slot << 1, registered: false))
+            {
+                End(loop, LinuxSockets.LastError);
+            }
+        }
 
         public override void OnEvents(EventLoop loop, uint events, bool backendSide, long now) =>
             End(loop, LinuxSockets.ConnectError(Fd));
@@ -314,7 +374,7 @@ internal sealed class EventLoop
             EndOnce(loop, error == 0);
         }
 
-        protected override void ReleaseAll(EventLoop loop)
+        protected override void ReleaseAll(EventLoop loop, bool ok)
         {
             LinuxSockets.Register(loop._epoll, Fd, 0, 0, registered: true);
             socket.DangerousRelease();
@@ -381,8 +441,9 @@ internal sealed class EventLoop
         private uint _clientEvents;
         private uint _backendEvents;
 
-        public Splice(SafeHandle client, SafeHandle backend, byte[]? toBackendFirst, long idleMilliseconds)
+        public Splice(EventLoop loop, SafeHandle client, SafeHandle backend, byte[]? toBackendFirst, long idleMilliseconds)
         {
+            Loop = loop;
             _client = client;
             _backend = backend;
             IdleMilliseconds = idleMilliseconds;
@@ -393,6 +454,9 @@ internal sealed class EventLoop
         }
 
         public long IdleMilliseconds { get; }
+
+        /// <summary>The loop it runs on.</summary>
+        public EventLoop Loop { get; }
 
         public long LastActivity;
 
@@ -418,7 +482,10 @@ internal sealed class EventLoop
             LastActivity = Environment.TickCount64;
             _up.From = _down.To = (int)_client.DangerousGetHandle();
             _up.To = _down.From = (int)_backend.DangerousGetHandle();
-            Watch(loop);
+            if (!Watch(loop))
+            {
+                End(loop, ok: false);
+            }
         }
 
         public override void OnEvents(EventLoop loop, uint events, bool backendSide, long now)
@@ -459,9 +526,9 @@ internal sealed class EventLoop
                 // sends could not be delivered.
                 End(loop, ok: false);
             }
-            else
+            else if (!Watch(loop))
             {
-                Watch(loop);
+                End(loop, ok: false);
             }
         }
 
@@ -469,8 +536,22 @@ internal sealed class EventLoop
 
         public override void Complete(bool ok) => _done.TrySetResult(ok);
 
-        protected override void ReleaseAll(EventLoop loop)
+        protected override void ReleaseAll(EventLoop loop, bool ok)
         {
+            if (!ok)
+            {
+                // A connection that broke off (a reset, an error, the idle timeout, a stop) ends with
+                // a reset on each side still open, as closing .NET's sockets with reads pending did:
+                // a clean end of stream would pass a cut-off answer or upload on as whole.
+                if (!_down.ShutdownSent)
+                {
+                    LinuxSockets.ResetOnClose(_up.From);
+                }
+                if (!_up.ShutdownSent)
+                {
+                    LinuxSockets.ResetOnClose(_down.From);
+                }
+            }
             Set(loop, _up.From, ref _clientEvents, 0, backendSide: false);
             Set(loop, _down.From, ref _backendEvents, 0, backendSide: true);
             _up.LetGo();
@@ -489,7 +570,7 @@ internal sealed class EventLoop
                 var sent = LinuxSockets.Send(direction.To, buffer, 0, read);
                 if (sent < 0)
                 {
-                    if (LinuxSockets.LastError != LinuxSockets.TryAgain)
+                    if (LinuxSockets.LastError is not (LinuxSockets.TryAgain or LinuxSockets.Interrupted))
                     {
                         return false;
                     }
@@ -540,22 +621,22 @@ internal sealed class EventLoop
         }
 
         /// <summary>Each descriptor watched for what can move now: reads while its way is clear, writes while something waits for it.</summary>
-        private void Watch(EventLoop loop)
-        {
-            Set(loop, _up.From, ref _clientEvents, (_up.Reading ? LinuxSockets.Readable : 0) | (_down.HasPending ? LinuxSockets.Writable : 0), backendSide: false);
-            Set(loop, _down.From, ref _backendEvents, (_down.Reading ? LinuxSockets.Readable : 0) | (_up.HasPending ? LinuxSockets.Writable : 0), backendSide: true);
-        }
+        private bool Watch(EventLoop loop) =>
+            Set(loop, _up.From, ref _clientEvents, (_up.Reading ? LinuxSockets.Readable : 0) | (_down.HasPending ? LinuxSockets.Writable : 0), backendSide: false)
+            & Set(loop, _down.From, ref _backendEvents, (_down.Reading ? LinuxSockets.Readable : 0) | (_up.HasPending ? LinuxSockets.Writable : 0), backendSide: true);
 
         // A descriptor with nothing to wait for leaves the set: level-triggered, a peer's hang-up
         // would be reported on every wait otherwise.
-        private void Set(EventLoop loop, int fd, ref uint current, uint wanted, bool backendSide)
+        // False when epoll refused a change the splice needs (a descriptor limit): it cannot go on.
+        private bool Set(EventLoop loop, int fd, ref uint current, uint wanted, bool backendSide)
         {
             if (wanted == current)
             {
-                return;
+                return true;
             }
-            LinuxSockets.Register(loop._epoll, fd, wanted, ((ulong)Slot << 1) | (backendSide ? 1UL : 0UL), registered: current != 0);
+            var taken = LinuxSockets.Register(loop._epoll, fd, wanted, ((ulong)Slot << 1) | (backendSide ? 1UL : 0UL), registered: current != 0);
             current = wanted;
+            return taken || wanted == 0;
         }
     }
 }

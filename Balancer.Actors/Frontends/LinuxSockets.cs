@@ -36,6 +36,7 @@ internal static class LinuxSockets
     private const int StreamSocket = 1;
     private const int SocketLevel = 1;
     private const int SocketErrorOption = 4;
+    private const int LingerOption = 13;
     private const int TcpLevel = 6;
     private const int TcpNoDelay = 1;
     private const int ShutdownWrite = 1;
@@ -57,16 +58,22 @@ internal static class LinuxSockets
 
     public static int CreateEventFd() => Check(EventFd(0, NonBlocking | CloseOnExec), "eventfd");
 
-    /// <summary>Adds, changes or (<paramref name="events"/> 0) removes <paramref name="fd"/>'s registration, tagged <paramref name="tag"/>.</summary>
-    public static void Register(int epoll, int fd, uint events, ulong tag, bool registered)
+    /// <summary>Adds, changes or (<paramref name="events"/> 0) removes <paramref name="fd"/>'s registration, tagged <paramref name="tag"/>; false when epoll refused it.</summary>
+    public static bool Register(int epoll, int fd, uint events, ulong tag, bool registered)
     {
         Span<byte> entry = stackalloc byte[16];
         entry.Clear();
         BinaryPrimitives.WriteUInt32LittleEndian(entry, events);
         BinaryPrimitives.WriteUInt64LittleEndian(entry[DataOffset..], tag);
         var op = events == 0 ? CtlDelete : registered ? CtlModify : CtlAdd;
-        // A descriptor its peer reset can already be gone from the set: nothing to undo then.
-        _ = EpollCtl(epoll, op, fd, ref entry[0]);
+        return EpollCtl(epoll, op, fd, ref entry[0]) == 0;
+    }
+
+    /// <summary>Makes the descriptor's close a reset (SO_LINGER 0), as a connection that broke off is passed on.</summary>
+    public static void ResetOnClose(int fd)
+    {
+        Span<int> linger = [1, 0];
+        _ = SetSockOptLinger(fd, SocketLevel, LingerOption, ref linger[0], 2 * sizeof(int));
     }
 
     public static int Wait(int epoll, byte[] events, int timeoutMilliseconds) =>
@@ -173,7 +180,7 @@ internal static class LinuxSockets
     };
 
     private static int Check(int result, string call) =>
-        result >= 0 ? result : throw new SocketException(LastError, $"{call} failed (errno {LastError})");
+        result >= 0 ? result : throw new SocketException((int)SocketError.SocketError, $"{call} failed (errno {LastError})");
 
     [DllImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
     private static extern int EpollCreate1(int flags);
@@ -213,6 +220,9 @@ internal static class LinuxSockets
 
     [DllImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
     private static extern int SetSockOpt(int fd, int level, int name, ref int value, int length);
+
+    [DllImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
+    private static extern int SetSockOptLinger(int fd, int level, int name, ref int value, int length);
 
     [DllImport("libc", EntryPoint = "close", SetLastError = true)]
     internal static extern int CloseDescriptor(int fd);

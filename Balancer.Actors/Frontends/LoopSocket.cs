@@ -137,28 +137,47 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
         return false;
     }
 
-    /// <summary>Ends a wait with an error and every later call (a deadline passed); <see cref="Dispose"/> still closes it.</summary>
+    /// <summary>
+    /// Ends a wait with an error, and every later call (a deadline passed); the close will be a
+    /// reset. The wait ends on the loop's thread, not the caller's (a deadline timer's).
+    /// <see cref="Dispose"/> still closes it.
+    /// </summary>
     public void Abort()
     {
+        if (_aborted)
+        {
+            return;
+        }
         _aborted = true;
+        LinuxSockets.ResetOnClose(_fd);
+        _loop.Run(WakeBoth);
+    }
+
+    /// <summary>Leaves the loop and closes the socket (once the loop let go of it).</summary>
+    public void Dispose()
+    {
+        if (!_aborted)
+        {
+            _aborted = true;
+            _loop.Run(WakeBoth);
+        }
+        _loop.Leave(this);
+        _socket.Dispose();
+    }
+
+    private void WakeBoth()
+    {
         Interlocked.Increment(ref _readEdges);
         Interlocked.Increment(ref _writeEdges);
         Wake(WaitingToRead);
         Wake(WaitingToWrite);
     }
 
-    /// <summary>Leaves the loop and closes the socket (once the loop let go of it).</summary>
-    public void Dispose()
-    {
-        Abort();
-        _loop.Leave(this);
-        _socket.Dispose();
-    }
-
     private ValueTask WaitAsync(int kind, int edgesSeen)
     {
         _wait.Reset();
-        Volatile.Write(ref _waiting, kind);
+        // A full fence: the counts below are read after the waiter is visible to the loop.
+        Interlocked.Exchange(ref _waiting, kind);
         // An edge between reading the count and setting the waiter would otherwise be missed.
         var edges = kind == WaitingToRead ? Volatile.Read(ref _readEdges) : Volatile.Read(ref _writeEdges);
         if ((edges != edgesSeen || (kind == WaitingToRead && _hungUp)) && Interlocked.CompareExchange(ref _waiting, NotWaiting, kind) == kind)
@@ -178,8 +197,14 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
 
     public override bool TakeHandles() => AddRef(_socket);
 
-    public override void Started(EventLoop loop) =>
-        loop.Register(_fd, LinuxSockets.Readable | LinuxSockets.Writable | LinuxSockets.PeerClosed | LinuxSockets.EdgeTriggered, (ulong)Slot << 1, registered: false);
+    public override void Started(EventLoop loop)
+    {
+        if (!loop.Register(_fd, LinuxSockets.Readable | LinuxSockets.Writable | LinuxSockets.PeerClosed | LinuxSockets.EdgeTriggered, (ulong)Slot << 1, registered: false))
+        {
+            // Not watched, so nothing would ever wake a wait: the connection fails at its first use.
+            Fail(loop);
+        }
+    }
 
     public override void OnEvents(EventLoop loop, uint events, bool backendSide, long now)
     {
@@ -201,9 +226,14 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
 
     public override void Complete(bool ok)
     {
+        if (!ok)
+        {
+            _aborted = true;
+            WakeBoth();
+        }
     }
 
-    protected override void ReleaseAll(EventLoop loop)
+    protected override void ReleaseAll(EventLoop loop, bool ok)
     {
         loop.Register(_fd, 0, 0, registered: true);
         _socket.DangerousRelease();

@@ -83,6 +83,89 @@ public class TcpFrontendTests
     }
 
     [Fact]
+    public async Task Splice_SlowReader_GetsALargeAnswerWholeThenTheEndOfStream()
+    {
+        var answer = new byte[16 * 1024 * 1024 + 5];
+        new Random(7).NextBytes(answer);
+        // The backend writes it all and closes at once: the splice holds what the client does not
+        // take yet, and passes the end of stream on only after it.
+        using var server = new RawTcpServer(async socket =>
+        {
+            using var _ = socket;
+            await socket.ReceiveAsync(new byte[1]);
+            await socket.SendAsync(answer);
+            socket.Shutdown(SocketShutdown.Send);
+            await socket.ReceiveAsync(new byte[1]);
+        });
+        await using var host = await BalancerHost.StartAsync(Config($"backends.r = \"127.0.0.1:{server.Port}\""));
+        using var socket = await ConnectAsync(host);
+        // A fixed window (no autotuning): more of the answer than the kernel holds waits in the splice.
+        socket.ReceiveBufferSize = 64 * 1024;
+        await socket.SendAsync(new byte[] { 1 });
+        await Task.Delay(1000);
+        var received = await ReadToEndAsync(socket).WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(answer.Length, received.Length);
+        Assert.Equal(answer, received);
+    }
+
+    [Fact]
+    public async Task Splice_BackendResets_TheClientSeesAReset_NotAnEndOfStream()
+    {
+        using var server = new RawTcpServer(async socket =>
+        {
+            await socket.ReceiveAsync(new byte[1]);
+            await socket.SendAsync(new byte[] { 7 });
+            socket.LingerState = new LingerOption(true, 0);
+            socket.Dispose();
+        });
+        await using var host = await BalancerHost.StartAsync(Config($"backends.r = \"127.0.0.1:{server.Port}\""));
+        using var socket = await ConnectAsync(host);
+        await socket.SendAsync(new byte[] { 1 });
+        var buffer = new byte[16];
+        Assert.Equal(1, await socket.ReceiveAsync(buffer).WaitAsync(TimeSpan.FromSeconds(10)));
+        // A clean end of stream here would pass a cut-off answer on as whole.
+        var error = await Assert.ThrowsAsync<SocketException>(async () =>
+        {
+            while (await socket.ReceiveAsync(buffer).WaitAsync(TimeSpan.FromSeconds(10)) > 0)
+            {
+            }
+        });
+        Assert.Equal(SocketError.ConnectionReset, error.SocketErrorCode);
+    }
+
+    [Fact]
+    public async Task Stop_EndsSplicedConnections_AndCountsThemClosed()
+    {
+        using var server = new RawTcpServer();
+        // Connections still open when the drain ends are closed by the frontend.
+        var host = await BalancerHost.StartAsync(Config($"backends.r = \"127.0.0.1:{server.Port}\"") + "\nbalancer.node.drain-timeout = 1s\n");
+        var sockets = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                var socket = await ConnectAsync(host);
+                sockets.Add(socket);
+                await AssertEchoAsync(socket);
+            }
+            var counters = host.Extension.FrontendCounters("raw");
+            Assert.Equal(3, counters.Open);
+            var stopping = host.DisposeAsync().AsTask();
+            foreach (var socket in sockets)
+            {
+                Assert.Empty(await ReadToEndAsync(socket).WaitAsync(TimeSpan.FromSeconds(30)));
+            }
+            await stopping.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal(0, counters.Open);
+        }
+        finally
+        {
+            sockets.ForEach(s => s.Dispose());
+            await host.DisposeAsync();
+        }
+    }
+
+    [Fact]
     public async Task Splice_IdleConnection_ClosedAfterIdleTimeout()
     {
         using var server = new RawTcpServer();

@@ -51,9 +51,8 @@ internal sealed class Http1FastPath : IDisposable
     /// </summary>
     private async ValueTask<Http1BackendConnection> ConnectAsync(System.Net.EndPoint address, TimeSpan connectTimeout, CancellationToken cancellationToken)
     {
-        if (_settings.EventLoop && LinuxSockets.Supported)
+        if (_settings.EventLoop && EventLoop.TryNext(out var loop))
         {
-            var loop = EventLoop.Next();
             return new Http1BackendConnection(loop.Watch(await loop.ConnectAsync(address, connectTimeout, cancellationToken).ConfigureAwait(false)));
         }
         return new Http1BackendConnection(await BackendConnection.ConnectAsync(address, connectTimeout, cancellationToken).ConfigureAwait(false));
@@ -318,9 +317,15 @@ internal sealed class Http1FastPath : IDisposable
         private ValueTask SendToBackendAsync(Http1BackendConnection socket, ReadOnlyMemory<byte> bytes)
         {
             var send = socket.SendAsync(bytes);
-            if (send.IsCompletedSuccessfully && send.Result == bytes.Length)
+            if (send.IsCompletedSuccessfully)
             {
-                return ValueTask.CompletedTask;
+                // A completed ValueTask is consumed once: what it sent is passed on, not the task.
+                var sent = send.Result;
+                if (sent == bytes.Length)
+                {
+                    return ValueTask.CompletedTask;
+                }
+                send = new ValueTask<int>(sent);
             }
             return Awaited(this, socket, send, bytes);
 

@@ -37,7 +37,7 @@ internal sealed class TcpConnection
     public TcpConnection(Socket client, PoolHandle pool, TimeSpan idleTimeout, ILoggingAdapter log, string frontend,
         Func<string?, PoolHandle?>? sniRoutes = null, TimeSpan helloTimeout = default, bool eventLoop = false)
     {
-        _loop = eventLoop && LinuxSockets.Supported ? EventLoop.Next() : null;
+        _loop = eventLoop && EventLoop.TryNext(out var loop) ? loop : null;
         _sniRoutes = sniRoutes;
         _helloTimeout = helloTimeout == default ? TimeSpan.FromSeconds(10) : helloTimeout;
         _client = client;
@@ -78,7 +78,10 @@ internal sealed class TcpConnection
             if (_loop is not null)
             {
                 var splice = _loop.Start(_client.SafeHandle, _backendDescriptor!, hello, _idleTimeout);
-                Volatile.Write(ref _splice, splice);
+                // Published before the loop takes it, with full fences on both sides: a Close()
+                // either finds it here or has set _aborted before this reads it.
+                Interlocked.Exchange(ref _splice, splice);
+                _loop.Begin(splice);
                 if (Volatile.Read(ref _aborted) != 0)
                 {
                     _loop.Abort(splice);
@@ -102,17 +105,24 @@ internal sealed class TcpConnection
         }
     }
 
-    /// <summary>Ends the connection: closes both sockets, or has the event loop end its splice (which then closes them).</summary>
+    /// <summary>
+    /// Ends the connection: closes both sockets, or, on an event loop, has the loop end its splice
+    /// (the sockets are closed once it did; before the splice, the stop token ends the wait for the
+    /// TLS hello, the connect or the session's pin).
+    /// </summary>
     public void Close()
     {
         if (Interlocked.Exchange(ref _aborted, 1) != 0)
         {
             return;
         }
-        if (Volatile.Read(ref _splice) is { } splice)
+        if (_loop is not null)
         {
             // Disposing a socket the loop still reads would wait for the loop to let go of it.
-            _loop!.Abort(splice);
+            if (Volatile.Read(ref _splice) is { } splice)
+            {
+                _loop.Abort(splice);
+            }
             return;
         }
         DisposeSockets();

@@ -73,6 +73,10 @@ internal sealed class TcpFrontendServer : IFrontendServer
             _listeners.Clear();
             throw;
         }
+        if (_settings.EventLoop && OperatingSystem.IsLinux() && !EventLoop.Available)
+        {
+            _log.Warning("tcp frontend {0}: Balancer's event loops could not be made on this system; connections are spliced with .NET's sockets", _settings.Name);
+        }
         foreach (var listener in _listeners)
         {
             _acceptLoops.Add(Task.Run(() => AcceptLoopAsync(listener)));
@@ -154,11 +158,11 @@ internal sealed class TcpFrontendServer : IFrontendServer
         using var releaseOnEnd = admitted;
         var remote = client.RemoteEndPoint;
         var routing = _routing;
-        var connection = new TcpConnection(client, routing.Pool, _settings.IdleTimeout, _log, _settings.Name, routing.SniRoutes, _settings.RequestHeadersTimeout, _settings.EventLoop);
-        // Stopping the frontend closes connections still open after the grace period.
-        await using var closeOnStop = _closing.Token.Register(static c => ((TcpConnection)c!).Close(), connection);
         try
         {
+            var connection = new TcpConnection(client, routing.Pool, _settings.IdleTimeout, _log, _settings.Name, routing.SniRoutes, _settings.RequestHeadersTimeout, _settings.EventLoop);
+            // Stopping the frontend closes connections still open after the grace period.
+            await using var closeOnStop = _closing.Token.Register(static c => ((TcpConnection)c!).Close(), connection);
             await connection.RunAsync(_closing.Token).ConfigureAwait(false);
         }
         catch (Exception e)
