@@ -250,7 +250,7 @@ internal sealed class Http1Request : IRequestFields
                     ContentLength = contentLength;
                     break;
                 case HeaderRole.Hop:
-                    if (line[..colon].Length == "connection".Length && !ReadConnection(value))
+                    if (Ascii.EqualsIgnoreCase(line[..colon], "connection"u8) && !ReadConnection(value))
                     {
                         return false;
                     }
