@@ -139,46 +139,28 @@ public class HttpFrontendTests
     public async Task Forward_BackendConnectTimesOut_RetriedOnAnother()
     {
         await using var backends = await BackendSet.StartAsync("a");
-        // A listener whose accept queue is full: the kernel drops further SYNs, so connects hang.
-        using var stuck = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        stuck.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        stuck.Listen(1);
-        var fillers = new List<Socket>();
-        for (var i = 0; i < 4; i++)
-        {
-            var filler = new Socket(SocketType.Stream, ProtocolType.Tcp);
-            _ = filler.ConnectAsync(stuck.LocalEndPoint!);
-            fillers.Add(filler);
-        }
-        await Task.Delay(200);
-        try
-        {
-            // "first" tries the stuck backend (listed first) for every request.
-            await using var host = await StartAsync($$"""
-                balancer {
-                  frontends.web { bind = "127.0.0.1:0", pool = app }
-                  pools.app {
-                    algorithm = first
-                    connect-timeout = 300ms
-                    retries = 1
-                    health-check.kind = none
-                    backends {
-                      stuck = "127.0.0.1:{{((IPEndPoint)stuck.LocalEndPoint!).Port}}"
-                      a = "127.0.0.1:{{backends["a"].Port}}"
-                    }
-                  }
+        using var stuck = await StuckListener.StartAsync();
+        // "first" tries the stuck backend (listed first) for every request.
+        await using var host = await StartAsync($$"""
+            balancer {
+              frontends.web { bind = "127.0.0.1:0", pool = app }
+              pools.app {
+                algorithm = first
+                connect-timeout = 300ms
+                retries = 1
+                health-check.kind = none
+                backends {
+                  stuck = "127.0.0.1:{{stuck.Port}}"
+                  a = "127.0.0.1:{{backends["a"].Port}}"
                 }
-                """);
-            var started = System.Diagnostics.Stopwatch.StartNew();
-            using var response = await Client.GetAsync(host.Uri("web", "/"));
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            Assert.Equal("a", response.Headers.GetValues("X-Backend").Single());
-            Assert.InRange(started.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
-        }
-        finally
-        {
-            fillers.ForEach(f => f.Dispose());
-        }
+              }
+            }
+            """);
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        using var response = await Client.GetAsync(host.Uri("web", "/"));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("a", response.Headers.GetValues("X-Backend").Single());
+        Assert.InRange(started.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
     }
 
     [Fact]
