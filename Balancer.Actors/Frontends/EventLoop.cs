@@ -152,7 +152,7 @@ internal sealed class EventLoop
     /// sockets once it ended.
     /// </summary>
     public Splice Start(SafeHandle client, SafeHandle backend, byte[]? toBackendFirst, TimeSpan idleTimeout) =>
-        new(this, client, backend, toBackendFirst, (long)idleTimeout.TotalMilliseconds);
+        new(client, backend, toBackendFirst, (long)idleTimeout.TotalMilliseconds);
 
     /// <summary>Has the loop take <paramref name="splice"/> on (made by <see cref="Start"/>, then published where <see cref="Abort"/> can find it).</summary>
     public void Begin(Splice splice) => Post(() => Add(splice));
@@ -441,9 +441,8 @@ internal sealed class EventLoop
         private uint _clientEvents;
         private uint _backendEvents;
 
-        public Splice(EventLoop loop, SafeHandle client, SafeHandle backend, byte[]? toBackendFirst, long idleMilliseconds)
+        public Splice(SafeHandle client, SafeHandle backend, byte[]? toBackendFirst, long idleMilliseconds)
         {
-            Loop = loop;
             _client = client;
             _backend = backend;
             IdleMilliseconds = idleMilliseconds;
@@ -454,9 +453,6 @@ internal sealed class EventLoop
         }
 
         public long IdleMilliseconds { get; }
-
-        /// <summary>The loop it runs on.</summary>
-        public EventLoop Loop { get; }
 
         public long LastActivity;
 
@@ -564,10 +560,10 @@ internal sealed class EventLoop
         private static bool Pump(EventLoop loop, Direction direction)
         {
             var buffer = loop._buffer;
-            var read = LinuxSockets.Receive(direction.From, buffer, 0, buffer.Length);
+            var read = LinuxSockets.Receive(direction.From, buffer);
             if (read > 0)
             {
-                var sent = LinuxSockets.Send(direction.To, buffer, 0, read);
+                var sent = LinuxSockets.Send(direction.To, buffer.AsSpan(0, read));
                 if (sent < 0)
                 {
                     if (LinuxSockets.LastError is not (LinuxSockets.TryAgain or LinuxSockets.Interrupted))
@@ -597,7 +593,7 @@ internal sealed class EventLoop
         /// <summary>Writes what was kept; passes the end of stream on once all is taken. False on an error.</summary>
         private static bool Flush(Direction direction)
         {
-            var sent = LinuxSockets.Send(direction.To, direction.Pending!, direction.PendingStart, direction.PendingEnd - direction.PendingStart);
+            var sent = LinuxSockets.Send(direction.To, direction.Pending.AsSpan(direction.PendingStart..direction.PendingEnd));
             if (sent < 0)
             {
                 return LinuxSockets.LastError is LinuxSockets.TryAgain or LinuxSockets.Interrupted;

@@ -73,7 +73,7 @@ internal static class LinuxSockets
     public static void ResetOnClose(int fd)
     {
         Span<int> linger = [1, 0];
-        _ = SetSockOptLinger(fd, SocketLevel, LingerOption, ref linger[0], 2 * sizeof(int));
+        _ = SetSockOpt(fd, SocketLevel, LingerOption, ref linger[0], 2 * sizeof(int));
     }
 
     public static int Wait(int epoll, byte[] events, int timeoutMilliseconds) =>
@@ -96,10 +96,6 @@ internal static class LinuxSockets
         _ = Read(eventFd, ref count[0], 8);
     }
 
-    /// <summary>Bytes received, 0 at end of stream, -1 with <see cref="LastError"/> set.</summary>
-    public static int Receive(int fd, byte[] buffer, int offset, int count) =>
-        (int)Recv(fd, ref buffer[offset], count, DontWait);
-
     /// <summary>Bytes received into <paramref name="buffer"/>, 0 at end of stream, -1 with <see cref="LastError"/> set.</summary>
     public static int Receive(int fd, Span<byte> buffer) =>
         (int)Recv(fd, ref MemoryMarshal.GetReference(buffer), buffer.Length, DontWait);
@@ -114,10 +110,6 @@ internal static class LinuxSockets
     /// <summary>Bytes of <paramref name="data"/> sent, or -1 with <see cref="LastError"/> set (never SIGPIPE).</summary>
     public static int Send(int fd, ReadOnlySpan<byte> data) =>
         (int)SendTo(fd, ref MemoryMarshal.GetReference(data), data.Length, DontWait | NoSignal);
-
-    /// <summary>Bytes sent, or -1 with <see cref="LastError"/> set (never SIGPIPE).</summary>
-    public static int Send(int fd, byte[] buffer, int offset, int count) =>
-        (int)SendTo(fd, ref buffer[offset], count, DontWait | NoSignal);
 
     public static void ShutdownSending(int fd) => _ = Shutdown(fd, ShutdownWrite);
 
@@ -220,9 +212,6 @@ internal static class LinuxSockets
 
     [DllImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
     private static extern int SetSockOpt(int fd, int level, int name, ref int value, int length);
-
-    [DllImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
-    private static extern int SetSockOptLinger(int fd, int level, int name, ref int value, int length);
 
     [DllImport("libc", EntryPoint = "close", SetLastError = true)]
     internal static extern int CloseDescriptor(int fd);
