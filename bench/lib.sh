@@ -135,8 +135,8 @@ start_backends() {
 
 # start_haproxy NAME PORT MODE NBTHREAD [BIND OPTIONS]: HAProxy round-robin over the backends,
 # on PIN_SERVER's core; sets HP_PID.
-start_haproxy() {
-  local name="$1" port="$2" mode="$3" nbt="$4" bind_options="${5:-}" cfg="$TMP/$1.cfg"
+start_haproxy() { # name port mode nbthread [bind options] [balance algorithm]
+  local name="$1" port="$2" mode="$3" nbt="$4" bind_options="${5:-}" balance="${6:-roundrobin}" cfg="$TMP/$1.cfg"
   cat >"$cfg" <<CONF
 global
   nbthread $nbt
@@ -150,7 +150,7 @@ frontend fe
   bind 127.0.0.1:$port $bind_options
   default_backend be
 backend be
-  balance roundrobin
+  balance $balance
   server a 127.0.0.1:${BACKEND_PORTS[0]}
   server b 127.0.0.1:${BACKEND_PORTS[1]}
 CONF

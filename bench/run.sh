@@ -17,14 +17,17 @@
 #   CONNECTIONS=64 THREADS=2
 #   INLINE_COMPLETIONS=1 sets DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS for the .NET proxies (0 = off)
 #   PIN=1                1 = taskset wrk to core 0, proxy and backends to core 1 (0 = none)
-#   BUDGET=480           seconds for the measurement phase (after install/build); a target that
+#   BUDGET=520           seconds for the measurement phase (after install/build); a target that
 #                        would not fit in what is left is skipped and reported as such
 #   BUILD_BALANCER=1     build Balancer.Node if its binary is missing (0 = never, always = every time)
 #   BALANCER_BIN=path    run this executable instead of Balancer.Node/bin/Release/net10.0/balancer
 #   OTHER_WARN=3         warn when processes outside the bench took more than this % of the machine
-#   TARGETS="..."        space-separated subset of: direct haproxy-http1 haproxy-http2 haproxy-tcp
-#                        plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel
-#                        haproxy-h2c balancer-h2c
+#   TARGETS="..."        space-separated subset of: direct haproxy-http1 haproxy-http1-affinity
+#                        haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-http-affinity
+#                        balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c
+#                        (the two affinity rows take the same load, a wrk script naming one of 10,000
+#                        sessions in X-Session; HAProxy picks the server by that header's hash,
+#                        balance hdr(X-Session), and is the Balancer affinity row's ratio base)
 #                        (the h2c rows: clients speak cleartext HTTP/2 with prior knowledge, load from
 #                        h2load -c CONNECTIONS -m H2_STREAMS; the proxies speak HTTP/1.1 to nginx)
 #   H2_STREAMS=10        concurrent streams per HTTP/2 connection (h2load -m)
@@ -43,15 +46,16 @@ CONNECTIONS="${CONNECTIONS:-64}"
 THREADS="${THREADS:-2}"
 INLINE_COMPLETIONS="${INLINE_COMPLETIONS:-1}"
 PIN="${PIN:-1}"
-BUDGET="${BUDGET:-480}"
+BUDGET="${BUDGET:-520}"
 BUILD_BALANCER="${BUILD_BALANCER:-1}"
-TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c}"
+TARGETS="${TARGETS:-direct haproxy-http1 haproxy-http1-affinity haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c}"
 H2_STREAMS="${H2_STREAMS:-10}"
 OTEL_SAMPLING="${OTEL_SAMPLING:-1%}"
 
 # Ports: all on 127.0.0.1, 17000-19999.
 BACKEND_PORTS=(19001 19002)
 P_HAPROXY_HTTP1=17081
+P_HAPROXY_AFFINITY=17084
 P_HAPROXY_HTTP2=17082
 P_HAPROXY_TCP=17071
 P_PLAINYARP=18090
@@ -211,10 +215,11 @@ declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_IDLE R_ERR R_OTH R_NOTE
 # The RSS of a process before its first load, 2 s after its first answer (targets that share a
 # process, such as the Balancer's frontends, report the figure taken before the first of them).
 declare -A IDLE_OF
-ORDER=(direct haproxy-http1 haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c)
+ORDER=(direct haproxy-http1 haproxy-http1-affinity haproxy-http2 haproxy-tcp plainyarp balancer-http balancer-http-affinity balancer-tcp balancer-http-otel haproxy-h2c balancer-h2c)
 declare -A LABEL=(
   [direct]="backend direct (nginx x2)"
   [haproxy-http1]="HAProxy http nbthread 1"
+  [haproxy-http1-affinity]="HAProxy http, balance hdr"
   [haproxy-http2]="HAProxy http nbthread 2"
   [haproxy-tcp]="HAProxy tcp nbthread 1"
   [plainyarp]="plain YARP (IHttpForwarder)"
@@ -225,7 +230,7 @@ declare -A LABEL=(
   [haproxy-h2c]="HAProxy h2c nbthread 1 (h2load)"
   [balancer-h2c]="Balancer h2c frontend (h2load)"
 )
-declare -A MODE=([direct]=- [haproxy-http1]=http [haproxy-http2]=http [haproxy-tcp]=tcp
+declare -A MODE=([direct]=- [haproxy-http1]=http [haproxy-http1-affinity]=http [haproxy-http2]=http [haproxy-tcp]=tcp
   [plainyarp]=http [balancer-http]=http [balancer-http-affinity]=http [balancer-tcp]=tcp [balancer-http-otel]=http [haproxy-h2c]=h2c [balancer-h2c]=h2c)
 # Header affinity: each request carries one of 10,000 session keys in turn (X-Session), so the
 # table holds 10,000 sessions and every request is a lookup that hits.
@@ -236,8 +241,8 @@ request = function()
   return wrk.format(nil, nil, { ["X-Session"] = "session-" .. (n % 10000) })
 end
 LUA
-declare -A SCRIPT=([balancer-http-affinity]="$TMP/sessions.lua")
-declare -A WARM=([direct]=$WARMUP_NATIVE [haproxy-http1]=$WARMUP_NATIVE [haproxy-http2]=$WARMUP_NATIVE
+declare -A SCRIPT=([balancer-http-affinity]="$TMP/sessions.lua" [haproxy-http1-affinity]="$TMP/sessions.lua")
+declare -A WARM=([direct]=$WARMUP_NATIVE [haproxy-http1]=$WARMUP_NATIVE [haproxy-http1-affinity]=$WARMUP_NATIVE [haproxy-http2]=$WARMUP_NATIVE
   [haproxy-tcp]=$WARMUP_NATIVE [plainyarp]=$WARMUP_DOTNET [balancer-http]=$WARMUP_DOTNET [balancer-http-affinity]=$WARMUP_DOTNET2
   [balancer-tcp]=$WARMUP_DOTNET2 [balancer-http-otel]=$WARMUP_DOTNET [haproxy-h2c]=$WARMUP_NATIVE [balancer-h2c]=$WARMUP_DOTNET2)
 
@@ -340,11 +345,11 @@ start_backends
 # ---------------------------------------------------------------- targets
 dotnet_env
 
-run_haproxy_target() { # target port mode nbthread [bind options]
+run_haproxy_target() { # target port mode nbthread [bind options] [balance algorithm]
   want "$1" || return 0
   fits "$1" || return 0
   log "${LABEL[$1]}: starting"
-  if start_haproxy "$1" "$2" "$3" "$4" "${5:-}"; then
+  if start_haproxy "$1" "$2" "$3" "$4" "${5:-}" "${6:-roundrobin}"; then
     measure "$1" "$2" "$HP_PID"
   else
     R_NOTE[$1]="FAILED: did not start"
@@ -354,6 +359,7 @@ run_haproxy_target() { # target port mode nbthread [bind options]
 
 # Execution order puts the rows the ratios need first, the Balancer next.
 run_haproxy_target haproxy-http1 "$P_HAPROXY_HTTP1" http 1
+run_haproxy_target haproxy-http1-affinity "$P_HAPROXY_AFFINITY" http 1 "" "hdr(X-Session)"
 run_haproxy_target haproxy-tcp "$P_HAPROXY_TCP" tcp 1
 run_haproxy_target haproxy-h2c "$P_HAPROXY_H2C" http 1 "proto h2"
 
@@ -431,6 +437,8 @@ for pid in "${BACKEND_PIDS[@]}"; do stop_pid "$pid"; done
 ratio() { # target
   local t="$1" base
   case "${MODE[$t]}" in http) base=haproxy-http1 ;; tcp) base=haproxy-tcp ;; h2c) base=haproxy-h2c ;; *) echo "-"; return ;; esac
+  # The affinity row against HAProxy under the same load and the same header, when measured.
+  [[ "$t" == balancer-http-affinity && -n "${R_CPU[haproxy-http1-affinity]:-}" ]] && base=haproxy-http1-affinity
   if [[ -n "${R_CPU[$t]:-}" && -n "${R_CPU[$base]:-}" ]]; then
     awk -v a="${R_CPU[$t]}" -v b="${R_CPU[$base]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'
   else echo "-"; fi
@@ -444,7 +452,7 @@ ratio() { # target
   echo "warm-up: .NET ${WARMUP_DOTNET}s (Balancer tcp and h2c frontends ${WARMUP_DOTNET2}s, in the process the http one warmed), native ${WARMUP_NATIVE}s;" \
     ".NET env: gcServer=0 TieredPGO=1 TC_DelaySingleProcMultiplier=1 SOCKETS_INLINE_COMPLETIONS=$INLINE_COMPLETIONS"
   echo "pinning: $([[ "$PIN" == 1 ]] && echo 'wrk core 0, proxy+backends core 1' || echo 'none (shared cores)')"
-  echo "CPU = proxy process user+sys per request; ratio = CPU/request ÷ HAProxy http nbthread 1 (http rows), ÷ HAProxy tcp (tcp rows), ÷ HAProxy h2c (h2c rows), same run"
+  echo "CPU = proxy process user+sys per request; ratio = CPU/request ÷ HAProxy http nbthread 1 (http rows; the header-affinity row ÷ HAProxy balance hdr under the same script when measured), ÷ HAProxy tcp (tcp rows), ÷ HAProxy h2c (h2c rows), same run"
   echo "h2c rows: h2load -t$THREADS -c$CONNECTIONS -m$H2_STREAMS -D${DURATION}, cleartext HTTP/2 with prior knowledge to the proxy, HTTP/1.1 from it to nginx"
   echo "other% = CPU of processes outside the bench during the runs, share of the whole machine (median); load at start: $LOAD_AT_START"
   echo
