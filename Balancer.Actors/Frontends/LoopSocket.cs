@@ -149,7 +149,12 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
             return;
         }
         _aborted = true;
-        LinuxSockets.ResetOnClose(_fd);
+        // Held while it is set: an owner's Dispose racing this must not let the number be reused under it.
+        if (AddRef(_socket))
+        {
+            LinuxSockets.ResetOnClose(_fd);
+            _socket.DangerousRelease();
+        }
         _loop.Run(WakeBoth);
     }
 
