@@ -25,6 +25,7 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly string _role;
     private readonly IWriteConsistency _write;
+    private readonly IWriteConsistency _everyMember;
     private readonly Dictionary<string, DateTimeOffset> _driftSince = new();
     private readonly HashSet<string> _reported = new();
     private ClusterConfiguration? _published;
@@ -42,6 +43,7 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
         _status = balancer.ConfigurationStatus;
         _role = role;
         _write = new WriteMajority(writeTimeout);
+        _everyMember = new WriteAll(writeTimeout);
         _followReplicated = followReplicated;
         // A later incarnation carries on with the version the data plane runs.
         _tried = AppliedVersion;
@@ -105,6 +107,10 @@ internal sealed class ClusterConfigurationKeeper : ReceiveActor, IWithTimers
                 return register.WithValue(self, new ClusterConfiguration(made.Version, publish.Text, by, DateTimeOffset.UtcNow, publish.Fingerprint,
                     [.. publish.Changes.Take(ClusterConfiguration.ChangesKept)], history), ByVersion);
             }));
+            // The majority write leaves the other members to gossip (a round a second, a random
+            // peer each): the same value written to every member at once reaches them all within
+            // the moment. Its answer confirms nothing more and is not waited for.
+            _replicator.Tell(Dsl.Update(ReplicatedKeys.ClusterConfiguration, empty, _everyMember, register => register));
         });
         Receive<UpdateSuccess>(success =>
         {
