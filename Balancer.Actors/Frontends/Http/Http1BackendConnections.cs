@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Sockets;
-using Balancer.Frontends.Tcp;
 
 namespace Balancer.Frontends.Http;
 
