@@ -163,7 +163,7 @@ internal sealed class EventLoop
     private static SocketException Failure(int errno) =>
         errno == (int)SocketError.HostNotFound ? new SocketException(errno) : LinuxSockets.Failure(errno);
 
-    /// <summary>Watches <paramref name="socket"/> (connected here) for reads and writes its owner makes itself.</summary>
+    /// <summary>Watches a connected <paramref name="socket"/> for reads and writes its owner makes itself.</summary>
     public LoopSocket Watch(SocketDescriptor socket)
     {
         var watched = new LoopSocket(this, socket);

@@ -40,6 +40,8 @@ internal static class LinuxSockets
     private const int TcpLevel = 6;
     private const int TcpNoDelay = 1;
     private const int ShutdownWrite = 1;
+    private const int ShutdownReadWrite = 2;
+    private const int DuplicateCloseOnExec = 1030;
     private const ushort InterNetwork = 2;
     private const ushort InterNetworkV6 = 10;
 
@@ -112,6 +114,30 @@ internal static class LinuxSockets
         (int)SendTo(fd, ref MemoryMarshal.GetReference(data), data.Length, DontWait | NoSignal);
 
     public static void ShutdownSending(int fd) => _ = Shutdown(fd, ShutdownWrite);
+
+    public static void ShutdownBoth(int fd) => _ = Shutdown(fd, ShutdownReadWrite);
+
+    /// <summary>
+    /// A descriptor of its own for the socket <paramref name="socket"/> holds (close-on-exec), so that
+    /// closing the other one leaves the connection open; null with <see cref="LastError"/> set.
+    /// </summary>
+    public static SocketDescriptor? Duplicate(SafeHandle socket)
+    {
+        var added = false;
+        socket.DangerousAddRef(ref added);
+        try
+        {
+            var fd = Control(socket.DangerousGetHandle().ToInt32(), DuplicateCloseOnExec, 0);
+            return fd < 0 ? null : new SocketDescriptor(fd);
+        }
+        finally
+        {
+            if (added)
+            {
+                socket.DangerousRelease();
+            }
+        }
+    }
 
     /// <summary>The error a connect ended with (0: connected).</summary>
     public static int ConnectError(int fd)
@@ -212,6 +238,9 @@ internal static class LinuxSockets
 
     [DllImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
     private static extern int SetSockOpt(int fd, int level, int name, ref int value, int length);
+
+    [DllImport("libc", EntryPoint = "fcntl", SetLastError = true)]
+    private static extern int Control(int fd, int command, int argument);
 
     [DllImport("libc", EntryPoint = "close", SetLastError = true)]
     internal static extern int CloseDescriptor(int fd);

@@ -12,21 +12,18 @@ namespace Balancer.Frontends;
 /// waits for the data instead of trying before it is there (what .NET's sockets do on every
 /// receive); a read that returned less than asked counts as draining it, as whatever comes later is
 /// a new edge. The same count tells, without a system call, whether an idle connection was closed
-/// or sent something nobody asked for. One owner at a time: one receive or send waits at once.
+/// or sent something nobody asked for. One receive and one send may wait at once (a backend
+/// connection's owner uses one at a time; a client connection's receive loop and send loop one each).
 /// A wait's continuation runs on the loop's thread, as Kestrel's inline scheduling does on its own.
 /// </para>
 /// </summary>
-internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDisposable
+internal sealed class LoopSocket : EventLoop.Registration, IDisposable
 {
-    private const int NotWaiting = 0;
-    private const int WaitingToRead = 1;
-    private const int WaitingToWrite = 2;
-
     private readonly EventLoop _loop;
     private readonly SocketDescriptor _socket;
     private readonly int _fd;
-    private ManualResetValueTaskSourceCore<bool> _wait = new() { RunContinuationsAsynchronously = false };
-    private int _waiting;
+    private readonly Waiter _reader = new();
+    private readonly Waiter _writer = new();
     // Edges the loop saw, and the count at which the owner last found the socket drained (or full).
     private int _readEdges;
     private int _readSeen;
@@ -77,7 +74,29 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
                 }
                 continue;
             }
-            await WaitAsync(WaitingToRead, edges).ConfigureAwait(false);
+            await WaitAsync(_reader, edges).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Returns once a receive is worth trying (something came, or the peer hung up), without a
+    /// system call or a buffer: an idle connection holds no memory while it waits.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask WaitToReceiveAsync()
+    {
+        while (true)
+        {
+            var edges = Volatile.Read(ref _readEdges);
+            if (_aborted)
+            {
+                throw new ObjectDisposedException(nameof(LoopSocket));
+            }
+            if (edges != _readSeen || _hungUp)
+            {
+                return;
+            }
+            await WaitAsync(_reader, edges).ConfigureAwait(false);
         }
     }
 
@@ -110,7 +129,7 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
                 }
                 continue;
             }
-            await WaitAsync(WaitingToWrite, edges).ConfigureAwait(false);
+            await WaitAsync(_writer, edges).ConfigureAwait(false);
         }
     }
 
@@ -158,6 +177,16 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
         _loop.Run(WakeBoth);
     }
 
+    /// <summary>Ends both directions with a FIN (where the socket is still open); the waits see the end of stream.</summary>
+    public void Shutdown()
+    {
+        if (AddRef(_socket))
+        {
+            LinuxSockets.ShutdownBoth(_fd);
+            _socket.DangerousRelease();
+        }
+    }
+
     /// <summary>Leaves the loop and closes the socket (once the loop let go of it).</summary>
     public void Dispose()
     {
@@ -174,30 +203,21 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
     {
         Interlocked.Increment(ref _readEdges);
         Interlocked.Increment(ref _writeEdges);
-        Wake(WaitingToRead);
-        Wake(WaitingToWrite);
+        _reader.Wake();
+        _writer.Wake();
     }
 
-    private ValueTask WaitAsync(int kind, int edgesSeen)
+    private ValueTask WaitAsync(Waiter waiter, int edgesSeen)
     {
-        _wait.Reset();
-        // A full fence: the counts below are read after the waiter is visible to the loop.
-        Interlocked.Exchange(ref _waiting, kind);
+        var reading = waiter == _reader;
+        var version = waiter.Begin();
         // An edge between reading the count and setting the waiter would otherwise be missed.
-        var edges = kind == WaitingToRead ? Volatile.Read(ref _readEdges) : Volatile.Read(ref _writeEdges);
-        if ((edges != edgesSeen || (kind == WaitingToRead && _hungUp)) && Interlocked.CompareExchange(ref _waiting, NotWaiting, kind) == kind)
+        var edges = reading ? Volatile.Read(ref _readEdges) : Volatile.Read(ref _writeEdges);
+        if ((edges != edgesSeen || (reading && _hungUp)) && waiter.TryCancel())
         {
             return ValueTask.CompletedTask;
         }
-        return new ValueTask(this, _wait.Version);
-    }
-
-    private void Wake(int kind)
-    {
-        if (Volatile.Read(ref _waiting) == kind && Interlocked.CompareExchange(ref _waiting, NotWaiting, kind) == kind)
-        {
-            _wait.SetResult(true);
-        }
+        return new ValueTask(waiter, version);
     }
 
     public override bool TakeHandles() => AddRef(_socket);
@@ -220,12 +240,12 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
         if ((events & (LinuxSockets.Readable | LinuxSockets.PeerClosed | LinuxSockets.HangUp | LinuxSockets.Error)) != 0)
         {
             Interlocked.Increment(ref _readEdges);
-            Wake(WaitingToRead);
+            _reader.Wake();
         }
         if ((events & (LinuxSockets.Writable | LinuxSockets.HangUp | LinuxSockets.Error)) != 0)
         {
             Interlocked.Increment(ref _writeEdges);
-            Wake(WaitingToWrite);
+            _writer.Wake();
         }
     }
 
@@ -244,10 +264,37 @@ internal sealed class LoopSocket : EventLoop.Registration, IValueTaskSource, IDi
         _socket.DangerousRelease();
     }
 
-    void IValueTaskSource.GetResult(short token) => _wait.GetResult(token);
+    /// <summary>One wait of one kind (a receive or a send) at a time, woken by the loop.</summary>
+    private sealed class Waiter : IValueTaskSource
+    {
+        private ManualResetValueTaskSourceCore<bool> _core = new() { RunContinuationsAsynchronously = false };
+        private int _waiting;
 
-    ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _wait.GetStatus(token);
+        /// <summary>Starts a wait; the caller then checks once more for an edge it may have missed.</summary>
+        public short Begin()
+        {
+            _core.Reset();
+            // A full fence: the counts the caller reads next are read after the waiter is visible to the loop.
+            Interlocked.Exchange(ref _waiting, 1);
+            return _core.Version;
+        }
 
-    void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
-        _wait.OnCompleted(continuation, state, token, flags);
+        /// <summary>Takes the wait back (an edge came meanwhile); false when the loop woke it first.</summary>
+        public bool TryCancel() => Interlocked.CompareExchange(ref _waiting, 0, 1) == 1;
+
+        public void Wake()
+        {
+            if (Volatile.Read(ref _waiting) == 1 && Interlocked.CompareExchange(ref _waiting, 0, 1) == 1)
+            {
+                _core.SetResult(true);
+            }
+        }
+
+        void IValueTaskSource.GetResult(short token) => _core.GetResult(token);
+
+        ValueTaskSourceStatus IValueTaskSource.GetStatus(short token) => _core.GetStatus(token);
+
+        void IValueTaskSource.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
+    }
 }

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Text;
 using System.Text.RegularExpressions;
+using Balancer.Frontends;
 using Balancer.Tests.TestSupport;
 
 namespace Balancer.Tests.Frontends;
@@ -13,8 +14,11 @@ namespace Balancer.Tests.Frontends;
 [Collection(SerialCollection.Name)]
 public class Http1FastPathTests
 {
-    /// <summary>Where the fast path's backend connections live: the frontends' setting (on: Balancer's event loops).</summary>
+    /// <summary>Where the fast path's client and backend connections live: the frontends' setting (on: Balancer's event loops).</summary>
     protected virtual string BackendSockets => "balancer.frontend-defaults.event-loop = on";
+
+    /// <summary>True where the client connections are taken by Kestrel's transport on the event loops.</summary>
+    protected virtual bool ClientsOnTheEventLoop => OperatingSystem.IsLinux();
 
     private Task<BalancerHost> StartHostAsync(string hocon) => BalancerHost.StartAsync(hocon + "\n" + BackendSockets + "\n");
 
@@ -259,6 +263,69 @@ public class Http1FastPathTests
     }
 
     [Fact]
+    public async Task ALargeResponse_ReachesASlowReaderWhole_AndTheConnectionServesTheNextOne()
+    {
+        const int size = 8 * 1024 * 1024;
+        var body = string.Create(size, 0, static (span, _) =>
+        {
+            for (var i = 0; i < span.Length; i++)
+            {
+                span[i] = (char)('a' + i % 26);
+            }
+        });
+        using var backend = new RecordingBackend
+        {
+            Answer = request => request.StartsWith("GET /big ", StringComparison.Ordinal)
+                ? $"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n{body}"
+                : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        };
+        await using var host = await StartHostAsync(Config(backend.Port));
+        var acceptedBefore = EventLoopTransport.Accepted;
+        using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
+        await SendAsync(client, "GET /big HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+
+        // Read slowly at first, so that the response waits in the proxy (its send side paused,
+        // the backend's reads with it), then at full speed.
+        var received = new MemoryStream();
+        var buffer = new byte[16 * 1024];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var headEnd = -1;
+        while (headEnd < 0 || received.Length < headEnd + size)
+        {
+            if (received.Length < 1024 * 1024)
+            {
+                await Task.Delay(5, timeout.Token);
+            }
+            int read;
+            try
+            {
+                read = await client.ReceiveAsync(buffer, SocketFlags.None, timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                throw new TimeoutException($"the response stalled after {received.Length} bytes");
+            }
+            Assert.True(read > 0, $"the connection closed after {received.Length} bytes");
+            received.Write(buffer, 0, read);
+            if (headEnd < 0)
+            {
+                headEnd = Encoding.Latin1.GetString(received.GetBuffer(), 0, (int)Math.Min(received.Length, 4096)).IndexOf("\r\n\r\n", StringComparison.Ordinal) is var at and >= 0 ? at + 4 : -1;
+            }
+        }
+        Assert.Equal(headEnd + size, received.Length);
+        Assert.StartsWith("HTTP/1.1 200 ", Encoding.Latin1.GetString(received.GetBuffer(), 0, headEnd), StringComparison.Ordinal);
+        Assert.Equal(body, Encoding.Latin1.GetString(received.GetBuffer(), headEnd, size));
+
+        await SendAsync(client, "GET /next HTTP/1.1\r\nHost: lb.test\r\n\r\n");
+        Assert.Equal("ok", (await ReadResponseAsync(client)).Body);
+        Assert.Equal(2, host.Extension.FrontendCounters("web").FastPath);
+        if (ClientsOnTheEventLoop)
+        {
+            Assert.True(EventLoopTransport.Accepted > acceptedBefore, "the client connection was not taken by the event loop transport");
+        }
+    }
+
+    [Fact]
     public async Task ABackendSilentPastTheRequestTimeout_Gets504_AndLargeBodiesStreamThrough()
     {
         using var silent = new RawTcpServer(async socket =>
@@ -400,4 +467,6 @@ public class Http1FastPathTests
 public sealed class Http1FastPathTestsOnAsyncSockets : Http1FastPathTests
 {
     protected override string BackendSockets => "balancer.frontend-defaults.event-loop = off";
+
+    protected override bool ClientsOnTheEventLoop => false;
 }

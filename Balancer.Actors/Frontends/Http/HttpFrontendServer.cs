@@ -3,6 +3,7 @@ using Akka.Actor;
 using Balancer.Configuration;
 using Balancer.Routing;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
@@ -28,6 +29,13 @@ internal sealed class HttpFrontendServer : IFrontendServer
         var fastPath = _certificates is null && settings.Protocols != HttpProtocolsSetting.Http2 && settings.Http1FastPath;
         var builder = KestrelHosting.CreateBuilder("balancer-" + settings.Name, dataPlane.Log);
         builder.Services.AddHttpForwarder();
+        if (fastPath && settings.EventLoop && EventLoop.Available)
+        {
+            // Its client connections on the event loops too, beside their backend connections: one
+            // thread takes a request and its answer both ways (bench/README.md).
+            builder.Services.AddSingleton<IConnectionListenerFactory>(services =>
+                new EventLoopTransport(endPoint => BindListener(endPoint, settings.ReusePort), services.GetService<IMemoryPoolFactory<byte>>()));
+        }
         builder.WebHost.UseSockets(sockets =>
         {
             // Where the fast path runs, a request's work continues on the thread whose socket
@@ -36,15 +44,7 @@ internal sealed class HttpFrontendServer : IFrontendServer
             // A TLS frontend keeps the hop: its handshakes are CPU work that would hold up every
             // other connection of that thread.
             sockets.UnsafePreferInlineScheduling = fastPath;
-            sockets.CreateBoundListenSocket = endPoint =>
-            {
-                var listener = ListenSockets.CreateBound(endPoint, settings.ReusePort);
-                lock (_listeners)
-                {
-                    _listeners.Add(listener);
-                }
-                return listener;
-            };
+            sockets.CreateBoundListenSocket = endPoint => BindListener(endPoint, settings.ReusePort);
         });
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -109,6 +109,17 @@ internal sealed class HttpFrontendServer : IFrontendServer
         _proxy = new HttpProxy(settings, RouteTable.Build(settings, pools, pool, _routesLog), counters, _app.Services.GetRequiredService<IHttpForwarder>());
         _fastPath = fastPath ? new Http1FastPath(settings, _proxy, counters) : null;
         _app.Run(_proxy.ForwardAsync);
+    }
+
+    /// <summary>A bound listening socket, kept so that a stop can stop admitting on it first.</summary>
+    private System.Net.Sockets.Socket BindListener(EndPoint endPoint, bool reusePort)
+    {
+        var listener = ListenSockets.CreateBound(endPoint, reusePort);
+        lock (_listeners)
+        {
+            _listeners.Add(listener);
+        }
+        return listener;
     }
 
     private readonly HttpProxy _proxy;
