@@ -202,13 +202,21 @@ internal sealed class Http1FastPath : IDisposable
                 {
                     return false;
                 }
+                // Awaited here, not through ReadClientAsync: this method lives as long as the
+                // connection, so its wait costs no allocation a request (a nested async method's
+                // would, with many connections waiting at once).
+                Volatile.Write(ref _clientDeadline, Environment.TickCount64 + (long)wait.TotalMilliseconds);
                 try
                 {
-                    result = await ReadClientAsync(wait).ConfigureAwait(false);
+                    result = await _input.ReadAsync().ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is IOException or ConnectionResetException or ConnectionAbortedException)
                 {
                     return false;
+                }
+                finally
+                {
+                    Volatile.Write(ref _clientDeadline, 0);
                 }
                 var buffer = result.Buffer;
                 if (result.IsCanceled && (_clientTimedOut || (_closeRequested && buffer.IsEmpty)))
@@ -296,21 +304,21 @@ internal sealed class Http1FastPath : IDisposable
             }
         }
 
-        /// <summary>Reads from a backend for at most the request timeout; past it the socket is closed and <see cref="_backendTimedOut"/> set.</summary>
-        [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-        private async ValueTask<int> ReceiveFromBackendAsync(Http1BackendConnection connection)
+        /// <summary>
+        /// Starts the request timeout of a read from a backend; past it the socket is aborted and
+        /// <see cref="_backendTimedOut"/> set. The caller awaits the read itself (an async method
+        /// between them would be one allocation more a request) and then calls <see cref="BackendWaitEnded"/>.
+        /// </summary>
+        private void BackendWaitStarts(Http1BackendConnection connection)
         {
             Volatile.Write(ref _backendWaiting, connection);
             Volatile.Write(ref _backendDeadline, Environment.TickCount64 + (long)_requestTimeout.TotalMilliseconds);
-            try
-            {
-                return await connection.ReceiveAsync(connection.Buffer.AsMemory(connection.End)).ConfigureAwait(false);
-            }
-            finally
-            {
-                Volatile.Write(ref _backendDeadline, 0);
-                Volatile.Write(ref _backendWaiting, null);
-            }
+        }
+
+        private void BackendWaitEnded()
+        {
+            Volatile.Write(ref _backendDeadline, 0);
+            Volatile.Write(ref _backendWaiting, null);
         }
 
         /// <summary>Sends to a backend, for at most the request timeout when the socket's buffer is full (a backend that stops reading).</summary>
@@ -834,15 +842,20 @@ internal sealed class Http1FastPath : IDisposable
                     return SendResult.Failed;
                 }
                 int read;
+                BackendWaitStarts(connection);
                 try
                 {
-                    read = await ReceiveFromBackendAsync(connection).ConfigureAwait(false);
+                    read = await connection.ReceiveAsync(connection.Buffer.AsMemory(connection.End)).ConfigureAwait(false);
                 }
                 catch (Exception e) when (e is SocketException or ObjectDisposedException)
                 {
                     return _backendTimedOut ? SendResult.TimedOut
                         : !_bodyStreamed && connection.Reused && !readAny ? SendResult.Stale
                         : SendResult.Failed;
+                }
+                finally
+                {
+                    BackendWaitEnded();
                 }
                 if (read == 0)
                 {
@@ -1162,15 +1175,20 @@ internal sealed class Http1FastPath : IDisposable
             {
                 return Received.Failed;
             }
+            BackendWaitStarts(connection);
             try
             {
-                var read = await ReceiveFromBackendAsync(connection).ConfigureAwait(false);
+                var read = await connection.ReceiveAsync(connection.Buffer.AsMemory(connection.End)).ConfigureAwait(false);
                 connection.End += read;
                 return read > 0 ? Received.Data : Received.End;
             }
             catch (Exception e) when (e is SocketException or ObjectDisposedException)
             {
                 return Received.Failed;
+            }
+            finally
+            {
+                BackendWaitEnded();
             }
         }
 
