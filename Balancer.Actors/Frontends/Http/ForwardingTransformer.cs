@@ -93,6 +93,9 @@ internal sealed class ForwardingTransformer : HttpTransformer
         }
     }
 
+    /// <summary>True when the route rewrites a path prefix: without it, nobody needs the request's path as a string.</summary>
+    internal bool RewritesPath => _matchedPrefix is not null;
+
     /// <summary>The path the backend gets when the route rewrites <paramref name="path"/>'s prefix; null when it does not.</summary>
     internal string? Rewrite(string? path)
     {

@@ -550,7 +550,7 @@ internal sealed class Http1FastPath : IDisposable
             hostNamesBackend = routeHost is null && !forwarding.PreserveHost;
             var backendHost = routeHost ?? (hostNamesBackend ? backend.Address.ToString() : null);
             estimate += backendHost?.Length ?? 0;
-            var rewritten = forwarding.Rewrite(request.Path) is { } path ? new Microsoft.AspNetCore.Http.PathString(path).ToUriComponent() : null;
+            var rewritten = forwarding.RewritesPath && forwarding.Rewrite(request.Path) is { } path ? new Microsoft.AspNetCore.Http.PathString(path).ToUriComponent() : null;
             estimate += rewritten?.Length ?? 0;
             if (_out.Length < estimate)
             {
