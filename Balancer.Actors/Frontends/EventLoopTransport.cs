@@ -20,7 +20,7 @@ namespace Balancer.Frontends;
 /// FIN, and a connection is closed once it ended both ways.
 /// </para>
 /// </summary>
-internal sealed class EventLoopTransport : IConnectionListenerFactory, IConnectionListenerFactorySelector
+internal sealed class EventLoopTransport : IConnectionListenerFactory, IConnectionListenerFactorySelector, IDisposable
 {
     private const int Backlog = 512;
     private static long _accepted;
@@ -40,6 +40,15 @@ internal sealed class EventLoopTransport : IConnectionListenerFactory, IConnecti
     public static long Accepted => Interlocked.Read(ref _accepted);
 
     public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint;
+
+    /// <summary>Called by the server's container when it is disposed: the pool made for it goes too.</summary>
+    public void Dispose()
+    {
+        if (_memoryPool != MemoryPool<byte>.Shared)
+        {
+            _memoryPool.Dispose();
+        }
+    }
 
     public ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
@@ -97,12 +106,13 @@ internal sealed class EventLoopTransport : IConnectionListenerFactory, IConnecti
                     return null;
                 }
                 EventLoopConnection connection;
+                SocketDescriptor? descriptor = null;
                 try
                 {
                     accepted.NoDelay = true;
                     // The loop owns a descriptor of its own; .NET's socket is closed at once, so that
                     // nothing of .NET's (its close waiting for the loop to let go) is left to race the loop.
-                    var descriptor = LinuxSockets.Duplicate(accepted.SafeHandle);
+                    descriptor = LinuxSockets.Duplicate(accepted.SafeHandle);
                     if (descriptor is null)
                     {
                         // Out of descriptors: this connection is refused, the next may be taken.
@@ -113,6 +123,7 @@ internal sealed class EventLoopTransport : IConnectionListenerFactory, IConnecti
                 catch (SocketException)
                 {
                     // Reset before it could be set up.
+                    descriptor?.Dispose();
                     continue;
                 }
                 finally
@@ -152,6 +163,8 @@ internal sealed class EventLoopConnection : ConnectionContext,
     private readonly LoopSocket _loopSocket;
     private readonly PipeWriter _received;
     private readonly PipeReader _toSend;
+    // Kestrel's side of the pipes as made: a middleware may set Transport to pipes of its own.
+    private readonly IDuplexPipe _application;
     private readonly CancellationTokenSource _closed = new();
     private readonly TaskCompletionSource _closedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly Lock _shutdownLock = new();
@@ -169,7 +182,7 @@ internal sealed class EventLoopConnection : ConnectionContext,
         MemoryPool = memoryPool;
         var input = new Pipe(new PipeOptions(memoryPool, PipeScheduler.Inline, PipeScheduler.Inline, MaxUnread, MaxUnread / 2, useSynchronizationContext: false));
         var output = new Pipe(new PipeOptions(memoryPool, PipeScheduler.Inline, PipeScheduler.Inline, MaxUnsent, MaxUnsent / 2, useSynchronizationContext: false));
-        Transport = new DuplexPipe(input.Reader, output.Writer);
+        Transport = _application = new DuplexPipe(input.Reader, output.Writer);
         _received = input.Writer;
         _toSend = output.Reader;
         ConnectionClosed = _closed.Token;
@@ -219,8 +232,8 @@ internal sealed class EventLoopConnection : ConnectionContext,
     /// <summary>Called by Kestrel once the connection's middleware ended (so ConnectionClosed fired).</summary>
     public override async ValueTask DisposeAsync()
     {
-        Transport.Input.Complete();
-        Transport.Output.Complete();
+        await _application.Input.CompleteAsync().ConfigureAwait(false);
+        await _application.Output.CompleteAsync().ConfigureAwait(false);
         await _running.ConfigureAwait(false);
         _closed.Dispose();
     }
@@ -229,8 +242,17 @@ internal sealed class EventLoopConnection : ConnectionContext,
     {
         var receiving = ReceiveAsync();
         var sending = SendAsync();
-        await receiving.ConfigureAwait(false);
-        await sending.ConfigureAwait(false);
+        try
+        {
+            await receiving.ConfigureAwait(false);
+            await sending.ConfigureAwait(false);
+        }
+        finally
+        {
+            // Only now, with neither loop left to call it: a descriptor closed while one of them
+            // could still read or write it might be another connection's by then.
+            _loopSocket.Dispose();
+        }
     }
 
     private async Task ReceiveAsync()
@@ -260,9 +282,14 @@ internal sealed class EventLoopConnection : ConnectionContext,
         {
             error = new ConnectionResetException(e.Message, e);
         }
+        catch (ObjectDisposedException e)
+        {
+            // After a shutdown the reason below says why; else the loop let go of the socket (it
+            // could not watch it), which ends the connection as an abort would.
+            error = new ConnectionAbortedException("The event loop stopped watching the connection.", e);
+        }
         catch (Exception e)
         {
-            // After a shutdown (ObjectDisposedException) the reason below says why.
             error = e;
         }
         finally
@@ -325,7 +352,11 @@ internal sealed class EventLoopConnection : ConnectionContext,
         }
     }
 
-    /// <summary>Ends the connection both ways with a FIN (as Kestrel's socket transport does, aborts included) and closes it, once.</summary>
+    /// <summary>
+    /// Ends the connection, once: with a FIN when the response side completed (<paramref name="reason"/>
+    /// null), else with a reset, as Kestrel's socket transport does, so that a response cut off
+    /// does not look whole to the client. Both loops end; the socket is closed after them.
+    /// </summary>
     private void Shutdown(Exception? reason)
     {
         lock (_shutdownLock)
@@ -339,9 +370,15 @@ internal sealed class EventLoopConnection : ConnectionContext,
             // trying to half-close would see it.
             _shutdownReason = reason ?? new ConnectionAbortedException("The event loop transport's send loop completed gracefully.");
         }
-        _loopSocket.Shutdown();
-        // Leaves the loop (both waits end) and closes the descriptor once the loop let go of it.
-        _loopSocket.Dispose();
+        if (reason is null)
+        {
+            _loopSocket.Shutdown();
+        }
+        else
+        {
+            _loopSocket.ResetOnClose();
+        }
+        _loopSocket.Stop();
     }
 
     private void FireConnectionClosed()
@@ -357,6 +394,11 @@ internal sealed class EventLoopConnection : ConnectionContext,
             try
             {
                 self._closed.Cancel();
+            }
+            catch (Exception)
+            {
+                // A callback registered on the token threw: the connection still ends, and the
+                // process must not (an exception here would escape a thread-pool item).
             }
             finally
             {

@@ -167,14 +167,8 @@ internal sealed class LoopSocket : EventLoop.Registration, IDisposable
         {
             return;
         }
-        _aborted = true;
-        // Held while it is set: an owner's Dispose racing this must not let the number be reused under it.
-        if (AddRef(_socket))
-        {
-            LinuxSockets.ResetOnClose(_fd);
-            _socket.DangerousRelease();
-        }
-        _loop.Run(WakeBoth);
+        ResetOnClose();
+        Stop();
     }
 
     /// <summary>Ends both directions with a FIN (where the socket is still open); the waits see the end of stream.</summary>
@@ -184,6 +178,31 @@ internal sealed class LoopSocket : EventLoop.Registration, IDisposable
         {
             LinuxSockets.ShutdownBoth(_fd);
             _socket.DangerousRelease();
+        }
+    }
+
+    /// <summary>The close will be a reset (SO_LINGER 0), not a FIN.</summary>
+    public void ResetOnClose()
+    {
+        // Held while it is set: an owner's Dispose racing this must not let the number be reused under it.
+        if (AddRef(_socket))
+        {
+            LinuxSockets.ResetOnClose(_fd);
+            _socket.DangerousRelease();
+        }
+    }
+
+    /// <summary>
+    /// Ends what waits, and every later call, with <see cref="ObjectDisposedException"/>; the socket
+    /// stays open, so that a call already past its check reads or writes this socket and no other,
+    /// until the owner, once nothing calls any more, disposes it.
+    /// </summary>
+    public void Stop()
+    {
+        if (!_aborted)
+        {
+            _aborted = true;
+            _loop.Run(WakeBoth);
         }
     }
 

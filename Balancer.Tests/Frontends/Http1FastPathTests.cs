@@ -326,6 +326,44 @@ public class Http1FastPathTests
     }
 
     [Fact]
+    public async Task AConnectionCutOff_EndsWithAReset_AndOneClosedGracefully_WithAFin()
+    {
+        using var backend = new RecordingBackend();
+        await using var host = await StartHostAsync(Config(backend.Port).Replace("forwarded-headers = off", "forwarded-headers = off, request-headers-timeout = 500ms", StringComparison.Ordinal));
+
+        // Half a head past request-headers-timeout: the connection is aborted, and an abort is a
+        // reset, as Kestrel's socket transport ends one, not an end of stream that reads as clean.
+        using (var slow = await TcpClients.ConnectAsync(host.EndPoint("web")))
+        {
+            await SendAsync(slow, "GET / HTTP/1.1\r\nHost: lb");
+            var buffer = new byte[1024];
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            var reset = await Assert.ThrowsAsync<SocketException>(async () =>
+            {
+                while (await slow.ReceiveAsync(buffer, SocketFlags.None, timeout.Token) > 0)
+                {
+                }
+            });
+            Assert.Equal(SocketError.ConnectionReset, reset.SocketErrorCode);
+        }
+
+        // A response that says it closes the connection: its whole body, then a FIN.
+        using var client = await TcpClients.ConnectAsync(host.EndPoint("web"));
+        await SendAsync(client, "GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n");
+        var received = new StringBuilder();
+        var chunk = new byte[4096];
+        using var closing = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        int count;
+        // A reset would throw here: the end must be a clean end of stream.
+        while ((count = await client.ReceiveAsync(chunk, SocketFlags.None, closing.Token)) > 0)
+        {
+            received.Append(Encoding.Latin1.GetString(chunk, 0, count));
+        }
+        Assert.StartsWith("HTTP/1.1 200 ", received.ToString(), StringComparison.Ordinal);
+        Assert.EndsWith("\r\n\r\nok", received.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ABackendSilentPastTheRequestTimeout_Gets504_AndLargeBodiesStreamThrough()
     {
         using var silent = new RawTcpServer(async socket =>
