@@ -64,11 +64,15 @@ internal sealed class EventLoop
 
     private EventLoop(int index)
     {
+        Index = index;
         _epoll = LinuxSockets.CreateEpoll();
         _wake = LinuxSockets.CreateEventFd();
         LinuxSockets.Register(_epoll, _wake, LinuxSockets.Readable, WakeTag, registered: false);
         new Thread(Run) { IsBackground = true, Name = $"balancer-event-loop-{index}" }.Start();
     }
+
+    /// <summary>This loop's place among the process's loops (0 to one less than the processors).</summary>
+    public int Index { get; }
 
     /// <summary>True when this process has its loops: Linux on x64 or arm64, and the loops could be made.</summary>
     public static bool Available => LinuxSockets.Supported && Loops.Value is not null;

@@ -220,6 +220,9 @@ internal sealed class EventLoopConnection : ConnectionContext,
 
     public MemoryPool<byte> MemoryPool { get; }
 
+    /// <summary>The loop the connection is read and written on (its backend connections are best made there too).</summary>
+    public EventLoop Loop => _loopSocket.Loop;
+
     public void Start() => _running = RunAsync();
 
     public override void Abort(ConnectionAbortedException abortReason)

@@ -41,6 +41,9 @@ internal sealed class LoopSocket : EventLoop.Registration, IDisposable
         _fd = (int)socket.DangerousGetHandle();
     }
 
+    /// <summary>The loop that watches it, on whose thread its waits end.</summary>
+    public EventLoop Loop => _loop;
+
     /// <summary>Bytes received into <paramref name="buffer"/> once some came; 0 at end of stream.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> ReceiveAsync(Memory<byte> buffer)

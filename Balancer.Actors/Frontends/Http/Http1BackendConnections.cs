@@ -114,7 +114,10 @@ internal sealed class Http1BackendConnections : IDisposable
 {
     private static readonly TimeSpan IdleTimeout = Routing.BackendTransport.PooledConnectionIdleTimeout;
 
-    private readonly ConcurrentDictionary<EndPoint, IdleConnections> _byAddress = new();
+    // By address and the client's event loop (-1: none): a client connection takes the idle
+    // connections made on its own loop, so that its request and its answer stay on one thread
+    // (HAProxy keeps idle connections by thread).
+    private readonly ConcurrentDictionary<(EndPoint Address, int Loop), IdleConnections> _byAddress = new();
     private readonly Timer _sweep;
     private volatile bool _disposed;
 
@@ -123,10 +126,10 @@ internal sealed class Http1BackendConnections : IDisposable
         _sweep = new Timer(static state => ((Http1BackendConnections)state!).Sweep(), this, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(5));
     }
 
-    /// <summary>An idle connection to <paramref name="address"/> that still looks open, or null.</summary>
-    public Http1BackendConnection? TakeIdle(EndPoint address)
+    /// <summary>An idle connection to <paramref name="address"/> kept for clients of event loop <paramref name="loop"/> (-1: none) that still looks open, or null.</summary>
+    public Http1BackendConnection? TakeIdle(EndPoint address, int loop)
     {
-        if (!_byAddress.TryGetValue(address, out var idle))
+        if (!_byAddress.TryGetValue((address, loop), out var idle))
         {
             return null;
         }
@@ -141,8 +144,8 @@ internal sealed class Http1BackendConnections : IDisposable
         return null;
     }
 
-    /// <summary>Keeps <paramref name="connection"/> for the next request to <paramref name="address"/> (or closes it when enough are kept).</summary>
-    public void GiveBack(EndPoint address, Http1BackendConnection connection)
+    /// <summary>Keeps <paramref name="connection"/> for the next request to <paramref name="address"/> from a client of event loop <paramref name="loop"/> (or closes it when enough are kept).</summary>
+    public void GiveBack(EndPoint address, int loop, Http1BackendConnection connection)
     {
         if (_disposed)
         {
@@ -152,7 +155,7 @@ internal sealed class Http1BackendConnections : IDisposable
         connection.Reused = true;
         connection.Start = connection.End = 0;
         connection.IdleSince = Environment.TickCount64;
-        if (!_byAddress.GetOrAdd(address, static _ => new IdleConnections()).TryAdd(connection))
+        if (!_byAddress.GetOrAdd((address, loop), static _ => new IdleConnections()).TryAdd(connection))
         {
             connection.Dispose();
         }

@@ -49,9 +49,9 @@ internal sealed class Http1FastPath : IDisposable
     /// <c>event-loop = on</c> (Linux), so that a response is read once it is there, and an idle
     /// connection's close is seen without a poll; else a .NET socket.
     /// </summary>
-    private async ValueTask<Http1BackendConnection> ConnectAsync(System.Net.EndPoint address, TimeSpan connectTimeout, CancellationToken cancellationToken)
+    private async ValueTask<Http1BackendConnection> ConnectAsync(System.Net.EndPoint address, EventLoop? clientLoop, TimeSpan connectTimeout, CancellationToken cancellationToken)
     {
-        if (_settings.EventLoop && EventLoop.TryNext(out var loop))
+        if (_settings.EventLoop && (clientLoop ?? (EventLoop.TryNext(out var next) ? next : null)) is { } loop)
         {
             return new Http1BackendConnection(loop.Watch(await loop.ConnectAsync(address, connectTimeout, cancellationToken).ConfigureAwait(false)));
         }
@@ -123,6 +123,8 @@ internal sealed class Http1FastPath : IDisposable
 
         private readonly Http1FastPath _owner;
         private readonly ConnectionContext _connection;
+        // The event loop the client connection is on (EventLoopTransport), where its backend connections are taken and made.
+        private readonly EventLoop? _loop;
         private readonly PipeReader _input;
         private readonly PipeWriter _output;
         private readonly Http1Request _request = new();
@@ -151,6 +153,7 @@ internal sealed class Http1FastPath : IDisposable
         {
             _owner = owner;
             _connection = connection;
+            _loop = (connection as EventLoopConnection)?.Loop;
             _input = connection.Transport.Input;
             _output = connection.Transport.Output;
             owner._open.TryAdd(this, 0);
@@ -675,14 +678,14 @@ internal sealed class Http1FastPath : IDisposable
         {
             var backends = _owner._backends;
             var address = backend.EndPoint;
-            var connection = backends.TakeIdle(address);
+            var connection = backends.TakeIdle(address, _loop?.Index ?? -1);
             for (var fresh = 0; ; fresh++)
             {
                 if (connection is null)
                 {
                     try
                     {
-                        connection = await _owner.ConnectAsync(address, connectTimeout, _connection.ConnectionClosed).ConfigureAwait(false);
+                        connection = await _owner.ConnectAsync(address, _loop, connectTimeout, _connection.ConnectionClosed).ConfigureAwait(false);
                     }
                     catch (Exception e) when (e is SocketException or OperationCanceledException)
                     {
@@ -745,7 +748,7 @@ internal sealed class Http1FastPath : IDisposable
                 // more would be read as the next request's answer.
                 if (outcome == Outcome.Answered && response.Reusable && connection.Start == connection.End && !_backendTimedOut)
                 {
-                    backends.GiveBack(address, connection);
+                    backends.GiveBack(address, _loop?.Index ?? -1, connection);
                 }
                 else
                 {
