@@ -212,11 +212,7 @@ internal sealed class LoopSocket : EventLoop.Registration, IDisposable
     /// <summary>Leaves the loop and closes the socket (once the loop let go of it).</summary>
     public void Dispose()
     {
-        if (!_aborted)
-        {
-            _aborted = true;
-            _loop.Run(WakeBoth);
-        }
+        Stop();
         _loop.Leave(this);
         _socket.Dispose();
     }
