@@ -16,8 +16,8 @@ namespace Balancer.Frontends;
 /// <para>
 /// It behaves as Kestrel's socket transport with inline scheduling: the pipes' continuations run
 /// where the data arrived, a connection waits for data before it takes a buffer, 1 MB of unread
-/// request and 64 KB of unsent response pause their writer, an end (graceful or an abort) sends a
-/// FIN, and a connection is closed once it ended both ways.
+/// request and 64 KB of unsent response pause their writer, a graceful end sends a FIN and an
+/// abort a reset, and a connection is closed once it ended both ways.
 /// </para>
 /// </summary>
 internal sealed class EventLoopTransport : IConnectionListenerFactory, IConnectionListenerFactorySelector, IDisposable
@@ -170,7 +170,6 @@ internal sealed class EventLoopConnection : ConnectionContext,
     private readonly Lock _shutdownLock = new();
     private bool _shutDown;
     private volatile Exception? _shutdownReason;
-    private bool _closedQueued;
     private Task _running = Task.CompletedTask;
     private string? _id;
     private IDictionary<object, object?>? _items;
@@ -384,13 +383,9 @@ internal sealed class EventLoopConnection : ConnectionContext,
         _loopSocket.Stop();
     }
 
+    /// <summary>Called once, when the receive side ended.</summary>
     private void FireConnectionClosed()
     {
-        if (_closedQueued)
-        {
-            return;
-        }
-        _closedQueued = true;
         // Off the loop's thread: whatever registered on the token runs there, not in the loop.
         ThreadPool.UnsafeQueueUserWorkItem(static self =>
         {
